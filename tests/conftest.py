@@ -1,0 +1,39 @@
+"""Shared fixtures. Real assets live in ../shared beside the checkout; tests that need them skip
+with a reason when it is absent (a fresh clone elsewhere)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def shared_path(relative: str) -> Path:
+    """Return ``../shared/<relative>``, skipping the calling test when it is missing."""
+    path = SHARED / relative
+    if not path.exists():
+        pytest.skip(f"{path} not present (real assets live in ../shared beside the checkout)")
+    return path
+
+
+@pytest.fixture
+def osnet_onnx() -> Path:
+    return shared_path("weights/osnet_x0_25_msmt17.onnx")
+
+
+@pytest.fixture
+def yolo_onnx() -> Path:
+    return shared_path("weights/yolov8n_int8.onnx")
+
+
+@pytest.fixture
+def hall_clip() -> Path:
+    return shared_path("videos/one-by-one-person-detection.mp4")
+
+
+@pytest.fixture
+def cuhk03_market() -> Path:
+    return shared_path("data/cuhk03-market")

@@ -1,0 +1,51 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import DEFAULT_CONFIG, PipelineConfig, load_pipeline_config
+from reid.config import load_config
+from reid.errors import CrosscamError
+
+
+def test_base_yaml_matches_model_defaults():
+    # configs/base.yaml documents the defaults; it must not drift from the pydantic models.
+    from_file = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    assert PipelineConfig.model_validate(from_file) == PipelineConfig()
+
+
+def test_base_file_and_overrides(tmp_path: Path):
+    child = tmp_path / "child.yaml"
+    child.write_text(f"base: {DEFAULT_CONFIG}\ntracker:\n  max_age: 45\n")
+    cfg = load_pipeline_config(child, ["reid.flip=true", "detector.confidence=0.25"])
+    assert cfg.tracker.max_age == 45
+    assert cfg.tracker.n_init == 3  # kept from the base file
+    assert cfg.reid.flip is True
+    assert cfg.detector.confidence == 0.25
+
+
+def test_unknown_key_names_key_and_file(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tracker:\n  max_agee: 5\n")
+    with pytest.raises(CrosscamError, match=r"bad.yaml: config key 'tracker.max_agee'"):
+        load_pipeline_config(bad)
+
+
+def test_out_of_range_value_is_one_line():
+    with pytest.raises(CrosscamError) as info:
+        load_pipeline_config(None, ["detector.confidence=1.5"])
+    assert "detector.confidence" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_bad_override_syntax():
+    with pytest.raises(CrosscamError, match="KEY=VALUE"):
+        load_config(PipelineConfig, None, ["tracker.max_age"])
+
+
+def test_missing_and_invalid_files(tmp_path: Path):
+    with pytest.raises(CrosscamError, match="config file not found"):
+        load_pipeline_config(tmp_path / "nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("a: [1, 2\n")
+    with pytest.raises(CrosscamError, match="not valid YAML"):
+        load_pipeline_config(broken)
