@@ -1,7 +1,96 @@
-"""Commands of this group are added by `register`."""
+"""``crosscam eval-mot`` and ``crosscam eval-mtmc``: tracking metrics against MOTChallenge ground truth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import typer
 
+from pipeline.metrics import MotScores, evaluate_mot, evaluate_mtmc, read_mot_file
+from reid.errors import CrosscamError
+
+_TABLE_COLUMNS = [("MOTA", "mota"), ("IDF1", "idf1"), ("IDP", "idp"), ("IDR", "idr"), ("HOTA", "hota")]
+
+
+def _table(rows: dict[str, MotScores]) -> str:
+    """A plain-text table, one line per named sequence."""
+    width = max(len(name) for name in rows)
+    header = f"{'':{width}}  " + "  ".join(f"{title:>6}" for title, _ in _TABLE_COLUMNS) + "    IDSW     FP     FN"
+    lines = [header]
+    for name, s in rows.items():
+        ratios = "  ".join(f"{getattr(s, key):6.3f}" for _, key in _TABLE_COLUMNS)
+        lines.append(f"{name:{width}}  {ratios}  {s.id_switches:6d} {s.false_positives:6d} {s.misses:6d}")
+    return "\n".join(lines)
+
+
+def _gt_files(gt_dir: Path) -> dict[str, Path]:
+    folder = gt_dir / "gt"
+    if not folder.is_dir():
+        raise CrosscamError(f"{gt_dir}: no gt/ folder; --gt is a scene folder holding gt/<camera>.txt files")
+    files = {p.stem: p for p in sorted(folder.glob("*.txt"))}
+    if not files:
+        raise CrosscamError(f"{folder}: no <camera>.txt ground-truth files; generate a scene with `crosscam samples make`")
+    return files
+
+
+def _scene_lengths(gt_dir: Path) -> dict[str, int]:
+    """Frames per camera from ``scene.json`` when the scene generator wrote one (else derived from the files)."""
+    scene_file = gt_dir / "scene.json"
+    if not scene_file.is_file():
+        return {}
+    try:
+        scene = json.loads(scene_file.read_text())
+        return {c["name"]: int(scene["num_frames"]) for c in scene["cameras"]}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CrosscamError(f"{scene_file}: unreadable scene description ({exc}); regenerate the scene") from None
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``eval-mot`` and ``eval-mtmc`` to ``app``."""
+
+    @app.command("eval-mot")
+    def eval_mot(
+        gt: Path = typer.Option(..., "--gt", help="Ground truth, MOTChallenge gt.txt (frame,id,x,y,w,h,flag,class,vis)."),
+        pred: Path = typer.Option(..., "--pred", help="Predicted tracks, MOTChallenge (frame,id,x,y,w,h,conf,...)."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    ) -> None:
+        """Score one camera's tracks: MOTA, IDF1, IDP, IDR, HOTA and ID switches (TrackEval, MOT17 rules)."""
+        scores = evaluate_mot(read_mot_file(gt, "gt"), read_mot_file(pred, "pred"))
+        if as_json:
+            typer.echo(json.dumps(scores.as_dict()))
+        else:
+            typer.echo(_table({pred.stem: scores}))
+
+    @app.command("eval-mtmc")
+    def eval_mtmc(
+        gt: Path = typer.Option(..., "--gt", help="Scene folder with gt/<camera>.txt (global person ids)."),
+        run: Path = typer.Option(..., "--run", help="Run folder of `crosscam track` with <camera>/<tracks file>."),
+        tracks: str = typer.Option("tracks_global.txt", "--tracks", help="Tracks file name inside each camera folder."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    ) -> None:
+        """Score cross-camera identities: MTMC IDF1/IDP/IDR over all cameras jointly, plus per-camera metrics.
+
+        A global id counts as right only where it names the same person in every camera. In the MTMC row,
+        IDF1/IDP/IDR are the cross-camera identity scores (its MOTA and ID switches also count a change of
+        id between cameras). A camera with no tracks file in the run counts as having found nobody
+        (warned on stderr).
+        """
+        if not run.is_dir():
+            raise CrosscamError(f"{run}: run folder not found; pass the --out folder of `crosscam track`")
+        gt_files = _gt_files(gt)
+        gt_rows = {camera: read_mot_file(path, "gt") for camera, path in gt_files.items()}
+        pred_rows = {}
+        for camera in gt_files:
+            path = run / camera / tracks
+            if path.is_file():
+                pred_rows[camera] = read_mot_file(path, "pred")
+            else:
+                typer.echo(f"warning: {path} missing; camera {camera} scored as having no tracks", err=True)
+        for extra in sorted(p.parent.name for p in run.glob(f"*/{tracks}") if p.parent.name not in gt_files):
+            typer.echo(f"warning: {run / extra} has no ground truth in {gt / 'gt'}; not scored", err=True)
+        scores = evaluate_mtmc(gt_rows, pred_rows, _scene_lengths(gt))
+        if as_json:
+            typer.echo(json.dumps(scores.as_dict()))
+        else:
+            typer.echo(_table({**scores.cameras, "MTMC (all cameras)": scores.mtmc}))

@@ -1,0 +1,266 @@
+"""Tracking metrics on MOTChallenge files: per-camera MOTA / IDF1 / IDP / IDR / HOTA / ID switches,
+and cross-camera (MTMC) identity metrics over all cameras jointly.
+
+The metrics themselves come from TrackEval (``trackeval`` 1.3, the maintained fork that runs on
+NumPy 2), with the MOTChallenge pedestrian protocol of its ``MotChallenge2DBox`` dataset:
+predictions matched (IoU >= 0.5) to gt rows of a distractor class (person on vehicle, static
+person, distractor, reflection) are dropped, and only gt rows of class 1 with a non-zero
+"consider" flag are scored; the visibility column is carried but not filtered on, as in MOT17.
+py-motmetrics 1.4.0 is not used: its IoU distance calls ``np.asfarray``, removed in NumPy 2.
+
+MTMC identity metrics fuse ``(camera, frame)`` into one time key: the cameras' frames are laid
+end to end in one sequence, so one predicted global id can only be matched to one gt person
+over every camera, and a person given another id in one camera costs IDTP there.
+
+>>> gt = np.array([[1, 1, 0, 0, 10, 20, 1, 1, 1.0]])
+>>> evaluate_mot(gt, gt[:, :6]).idf1
+1.0
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import trackeval
+
+from reid.errors import CrosscamError
+
+# What a row holds when a file has only the first columns: gt rows count as pedestrians (flag 1,
+# class 1, fully visible); prediction rows get confidence 1 and no world coordinates.
+_FULL_ROW = {
+    "gt": np.array([0, 0, 0, 0, 0, 0, 1, 1, 1], np.float64),  # frame, id, x, y, w, h, flag, class, visibility
+    "pred": np.array([0, 0, 0, 0, 0, 0, 1, -1, -1, -1], np.float64),  # frame, id, x, y, w, h, conf, x, y, z
+}
+_SEQ = "seq"
+_TRACKER = "pred"
+
+
+@dataclass(frozen=True)
+class MotScores:
+    """Tracking scores of one sequence (one camera, or all cameras fused for MTMC).
+
+    Ratios are in 0..1 (MOTA can be negative); counts are numbers of boxes or events.
+
+    >>> rows = np.array([[1, 7, 0, 0, 10, 20], [2, 7, 1, 0, 10, 20]])
+    >>> evaluate_mot(rows, rows).as_dict()["id_switches"]
+    0
+    """
+
+    mota: float
+    motp: float  # mean IoU of matched boxes
+    idf1: float
+    idp: float
+    idr: float
+    hota: float
+    deta: float
+    assa: float
+    id_switches: int
+    false_positives: int
+    misses: int
+    gt_boxes: int
+    pred_boxes: int
+    gt_ids: int
+    pred_ids: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MtmcScores:
+    """Cross-camera scores: identity metrics over all cameras jointly plus each camera's scores.
+
+    >>> rows = np.array([[1, 7, 0, 0, 10, 20]])
+    >>> evaluate_mtmc({"cam1": rows, "cam2": rows}, {"cam1": rows, "cam2": rows}).as_dict()["mtmc_idf1"]
+    1.0
+    """
+
+    mtmc: MotScores
+    cameras: dict[str, MotScores]
+
+    def as_dict(self) -> dict:
+        return {
+            "mtmc_idf1": self.mtmc.idf1,
+            "mtmc_idp": self.mtmc.idp,
+            "mtmc_idr": self.mtmc.idr,
+            "mtmc": self.mtmc.as_dict(),
+            "cameras": {name: s.as_dict() for name, s in self.cameras.items()},
+        }
+
+
+def read_mot_file(path: str | Path, kind: str) -> np.ndarray:
+    """Read a MOTChallenge text file into a float64 array.
+
+    ``kind="gt"`` gives ``(N, 9)`` rows ``frame, id, x, y, w, h, flag, class, visibility``; files
+    with only 6 or 7 columns get flag 1, class 1 (pedestrian) and visibility 1 where missing.
+    ``kind="pred"`` gives ``(N, 10)`` rows ``frame, id, x, y, w, h, conf, -1, -1, -1``.
+    Frames are 1-based, boxes in pixels (left, top, width, height). An empty file gives 0 rows.
+    Raises :class:`CrosscamError` naming the file and line for anything malformed.
+    """
+    path = Path(path)
+    if kind not in ("gt", "pred"):
+        raise ValueError(f"kind must be 'gt' or 'pred', not {kind!r}")
+    if not path.is_file():
+        raise CrosscamError(f"{path}: {kind} file not found; pass an existing MOTChallenge .txt file")
+    rows = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            values = [float(f) for f in line.replace(",", " ").split()]
+        except ValueError:
+            raise CrosscamError(
+                f"{path}:{number}: not a MOTChallenge row ({line.strip()[:60]!r}); "
+                "expected comma-separated numbers frame,id,x,y,w,h,..."
+            ) from None
+        if len(values) < 6:
+            raise CrosscamError(f"{path}:{number}: {len(values)} columns, need at least 6 (frame,id,x,y,w,h)")
+        rows.append(_full_rows(np.array([values]), kind)[0])
+    table = np.array(rows, np.float64).reshape(len(rows), len(_FULL_ROW[kind]))
+    _check_table(path, table)
+    return table
+
+
+def _check_table(path: Path, table: np.ndarray) -> None:
+    if not len(table):
+        return
+    frames, ids = table[:, 0], table[:, 1]
+    bad = np.flatnonzero((frames < 1) | (frames != np.round(frames)))
+    if len(bad):
+        raise CrosscamError(f"{path}: frame {table[bad[0], 0]:g} in row {bad[0] + 1}; frames are integers from 1")
+    bad = np.flatnonzero(ids != np.round(ids))
+    if len(bad):
+        raise CrosscamError(f"{path}: id {table[bad[0], 1]:g} in row {bad[0] + 1} is not an integer")
+    bad = np.flatnonzero((table[:, 4] < 0) | (table[:, 5] < 0) | ~np.isfinite(table[:, 2:6]).all(axis=1))
+    if len(bad):
+        raise CrosscamError(f"{path}: row {bad[0] + 1} has a negative or non-finite box size; boxes are x,y,w,h")
+    keys = frames.astype(np.int64) * (1 << 32) + ids.astype(np.int64)
+    unique, counts = np.unique(keys, return_counts=True)
+    if (counts > 1).any():
+        dup = unique[counts > 1][0]
+        raise CrosscamError(f"{path}: id {dup % (1 << 32)} appears twice in frame {dup >> 32}; ids are unique per frame")
+
+
+def evaluate_mot(gt: np.ndarray, pred: np.ndarray, num_frames: int | None = None) -> MotScores:
+    """Score one sequence.
+
+    ``gt`` is ``(N, >=6)`` (see :func:`read_mot_file`), ``pred`` ``(M, >=6)``; ``num_frames``
+    defaults to the last frame in either. Ids may be any integers.
+    """
+    gt, pred = _full_rows(gt, "gt"), _full_rows(pred, "pred")
+    if num_frames is None:
+        num_frames = int(max(gt[:, 0].max(initial=0), pred[:, 0].max(initial=0), 1))
+    with tempfile.TemporaryDirectory(prefix="crosscam-eval-") as tmp:
+        data = _trackeval_sequence(Path(tmp), gt, pred, num_frames)
+    return _scores(data)
+
+
+def evaluate_mtmc(
+    gt_by_camera: dict[str, np.ndarray],
+    pred_by_camera: dict[str, np.ndarray],
+    frames_by_camera: dict[str, int] | None = None,
+) -> MtmcScores:
+    """Score per camera and jointly over all cameras with global ids.
+
+    Both dicts map a camera name to MOT rows whose ids are **global** (the same person has the same
+    id in every camera). A camera missing from ``pred_by_camera`` counts as having no predictions;
+    predictions for cameras without gt are an error. ``frames_by_camera`` gives each camera's
+    length (default: its last frame in gt or predictions).
+    """
+    extra = sorted(set(pred_by_camera) - set(gt_by_camera))
+    if extra:
+        raise CrosscamError(f"predictions for camera(s) {', '.join(extra)} have no ground truth; check the camera names")
+    cameras = sorted(gt_by_camera)
+    empty = np.zeros((0, 6))
+    gts = {c: _full_rows(gt_by_camera[c], "gt") for c in cameras}
+    preds = {c: _full_rows(pred_by_camera.get(c, empty), "pred") for c in cameras}
+    lengths = {
+        c: (frames_by_camera or {}).get(c)
+        or int(max(gts[c][:, 0].max(initial=0), preds[c][:, 0].max(initial=0), 1))
+        for c in cameras
+    }
+    per_camera = {c: evaluate_mot(gts[c], preds[c], lengths[c]) for c in cameras}
+    offsets = np.cumsum([0] + [lengths[c] for c in cameras])[:-1]
+    fused_gt = np.concatenate([_shift_frames(gts[c], o) for c, o in zip(cameras, offsets)])
+    fused_pred = np.concatenate([_shift_frames(preds[c], o) for c, o in zip(cameras, offsets)])
+    fused = evaluate_mot(fused_gt, fused_pred, int(sum(lengths.values())))
+    return MtmcScores(mtmc=fused, cameras=per_camera)
+
+
+def _shift_frames(table: np.ndarray, offset: int) -> np.ndarray:
+    shifted = table.copy()
+    shifted[:, 0] += offset
+    return shifted
+
+
+def _full_rows(rows: np.ndarray, kind: str) -> np.ndarray:
+    """Pad ``(N, >=6)`` rows to the full gt / prediction width with :data:`_FULL_ROW` defaults."""
+    rows = np.asarray(rows, np.float64)
+    rows = rows.reshape(len(rows), rows.shape[-1] if rows.ndim == 2 else 6)
+    template = _FULL_ROW[kind]
+    full = np.tile(template, (len(rows), 1))
+    # Prediction files carry world coordinates after the confidence, which are never scored.
+    keep = min(rows.shape[1], len(template) if kind == "gt" else 7)
+    full[:, :keep] = rows[:, :keep]
+    return full
+
+
+def _write_rows(path: Path, rows: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for r in rows:
+            f.write(",".join(f"{int(v)}" if i < 2 else f"{v:.6f}" for i, v in enumerate(r)) + "\n")
+
+
+def _trackeval_sequence(tmp: Path, gt: np.ndarray, pred: np.ndarray, num_frames: int) -> dict:
+    """Stage the rows in TrackEval's MOTChallenge layout and return its preprocessed sequence."""
+    # TrackEval relabels ids through an array indexed by id, so map them to small non-negatives.
+    gt = gt.copy()
+    pred = pred.copy()
+    gt[:, 1] = np.unique(gt[:, 1], return_inverse=True)[1] if len(gt) else gt[:, 1]
+    pred[:, 1] = np.unique(pred[:, 1], return_inverse=True)[1] if len(pred) else pred[:, 1]
+    _write_rows(tmp / "gt" / _SEQ / "gt" / "gt.txt", gt)
+    _write_rows(tmp / "trackers" / _TRACKER / "data" / f"{_SEQ}.txt", pred)
+    dataset = trackeval.datasets.MotChallenge2DBox(
+        {
+            "GT_FOLDER": str(tmp / "gt"),
+            "TRACKERS_FOLDER": str(tmp / "trackers"),
+            "TRACKERS_TO_EVAL": [_TRACKER],
+            "SEQ_INFO": {_SEQ: num_frames},
+            "SKIP_SPLIT_FOL": True,
+            "PRINT_CONFIG": False,
+        }
+    )
+    try:
+        raw = dataset.get_raw_seq_data(_TRACKER, _SEQ)
+        return dataset.get_preprocessed_seq_data(raw, "pedestrian")
+    except trackeval.utils.TrackEvalException as exc:
+        raise CrosscamError(f"ground truth / predictions rejected by TrackEval: {exc}; check the files") from None
+
+
+def _scores(data: dict) -> MotScores:
+    quiet = {"PRINT_CONFIG": False}
+    clear = trackeval.metrics.CLEAR(quiet).eval_sequence(data)
+    identity = trackeval.metrics.Identity(quiet).eval_sequence(data)
+    hota = trackeval.metrics.HOTA(quiet).eval_sequence(data)
+    return MotScores(
+        mota=float(clear["MOTA"]),
+        motp=float(clear["MOTP"]),
+        idf1=float(identity["IDF1"]),
+        idp=float(identity["IDP"]),
+        idr=float(identity["IDR"]),
+        # HOTA, DetA and AssA are averaged over TrackEval's 19 IoU thresholds 0.05..0.95.
+        hota=float(np.mean(hota["HOTA"])),
+        deta=float(np.mean(hota["DetA"])),
+        assa=float(np.mean(hota["AssA"])),
+        id_switches=int(clear["IDSW"]),
+        false_positives=int(clear["CLR_FP"]),
+        misses=int(clear["CLR_FN"]),
+        gt_boxes=int(data["num_gt_dets"]),
+        pred_boxes=int(data["num_tracker_dets"]),
+        gt_ids=int(data["num_gt_ids"]),
+        pred_ids=int(data["num_tracker_ids"]),
+    )

@@ -1,0 +1,107 @@
+"""Write a generated scene to disk: ``camX.mp4`` per camera, ``gt/camX.txt`` and ``scene.json``.
+
+>>> import tempfile
+>>> options = SceneOptions(cameras=1, people=2, lookalikes=1, seconds=0.5, width=160, height=90)
+>>> out = make_scene(options, tempfile.mkdtemp(), progress=False)
+>>> sorted(out["gt_rows"])
+['cam1']
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import cv2
+from tqdm import tqdm
+
+from reid.errors import CrosscamError
+from samples.render import CameraRenderer, make_textures
+from samples.layout import build_scene
+from samples.scene import SceneOptions
+
+# (option, lowest allowed value, highest allowed value or None)
+_BOUNDS = {
+    "cameras": (1, 12), "people": (0, 200), "seconds": (0.1, 3600), "fps": (1, 60), "width": (64, 3840),
+    "height": (48, 2160), "overlap": (0, 1), "overlap_m": (0, 20), "gap_m": (0, 100), "lookalikes": (0, 100),
+    "occlusion": (0, 1), "lighting": (0, 1), "noise": (0, 100), "blur": (0, 10), "pauses": (0, 1),
+    "min_visibility": (0, 1), "min_height": (0, 2160),
+}
+
+
+def check_options(options: SceneOptions) -> None:
+    """Raise :class:`CrosscamError` naming the first option out of range."""
+    for f in fields(options):
+        if f.name not in _BOUNDS:
+            continue
+        lo, hi = _BOUNDS[f.name]
+        value = getattr(options, f.name)
+        if not lo <= value <= hi:
+            raise CrosscamError(f"--{f.name.replace('_', '-')} {value}: must be between {lo} and {hi}")
+    if 2 * options.lookalikes > options.people:
+        raise CrosscamError(
+            f"--lookalikes {options.lookalikes}: needs {2 * options.lookalikes} people but --people is {options.people}"
+        )
+
+
+def make_scene(options: SceneOptions, out_dir: str | Path, progress: bool = True) -> dict:
+    """Render every camera of the scene drawn from ``options`` into ``out_dir``; returns a summary.
+
+    Each file is written under a temporary name and renamed when complete, so an interrupted run
+    never leaves a truncated video or ground truth under the final name.
+    """
+    check_options(options)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise CrosscamError(f"{out}: exists and is not a folder; pass a folder for --out")
+    (out / "gt").mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    scene = build_scene(options)
+    textures = make_textures(scene)
+    n_frames = options.num_frames
+    gt_rows = {}
+    bar = tqdm(total=n_frames * len(scene.cameras), desc="rendering", unit="frame", disable=not progress)
+    for index, camera in enumerate(scene.cameras):
+        renderer = CameraRenderer(scene, index, textures)
+        video_tmp = out / f"{camera.name}.tmp.mp4"
+        writer = cv2.VideoWriter(str(video_tmp), cv2.VideoWriter_fourcc(*"mp4v"), options.fps, camera.size)
+        if not writer.isOpened():
+            raise CrosscamError(f"{video_tmp}: OpenCV cannot write MP4 here; check the folder is writable")
+        rows = []
+        try:
+            for k in range(n_frames):
+                image, frame_rows = renderer.render(k)
+                writer.write(image)
+                rows += frame_rows
+                bar.update(1)
+        except BaseException:
+            writer.release()
+            video_tmp.unlink(missing_ok=True)
+            raise
+        writer.release()
+        gt_tmp = out / "gt" / f"{camera.name}.txt.tmp"
+        gt_tmp.write_text("".join(",".join(_fmt(v) for v in r) + "\n" for r in rows))
+        video_tmp.replace(out / f"{camera.name}.mp4")
+        gt_tmp.replace(out / "gt" / f"{camera.name}.txt")
+        gt_rows[camera.name] = len(rows)
+    bar.close()
+    description = scene.describe()
+    scene_tmp = out / "scene.json.tmp"
+    scene_tmp.write_text(json.dumps(description, indent=1))
+    scene_tmp.replace(out / "scene.json")
+    return {
+        "out": str(out),
+        "cameras": [c.name for c in scene.cameras],
+        "num_frames": n_frames,
+        "fps": options.fps,
+        "people": len(scene.people),
+        "gt_rows": gt_rows,
+        "overlapping_pairs": description["overlapping_pairs"],
+        "seconds_elapsed": round(time.perf_counter() - started, 2),
+    }
+
+
+def _fmt(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(int(value))

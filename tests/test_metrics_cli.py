@@ -1,0 +1,98 @@
+"""``crosscam eval-mot`` / ``eval-mtmc`` on files written to disk, and their one-line errors."""
+
+import json
+
+import pytest
+
+from pipeline.cli.main import main
+
+
+def write_rows(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(",".join(f"{v:g}" for v in r) + "\n" for r in rows))
+
+
+def person(pid, frames, lane):
+    return [[f, pid, 10 + 4 * f, 10 + 80 * lane, 20, 50, 1, 1, 1] for f in frames]
+
+
+def test_eval_mot_json(tmp_path, capsys):
+    # Person 1 over 10 frames; the tracker breaks it into ids 5 (frames 1-6) and 6 (7-10):
+    # MOTA = 1 - 1/10 = 0.9, IDF1 = 2*6/20 = 0.6, IDP = IDR = 0.6.
+    gt = person(1, range(1, 11), 0)
+    pred = [[r[0], 5 if r[0] <= 6 else 6, *r[2:6], 1, -1, -1, -1] for r in gt]
+    write_rows(tmp_path / "gt.txt", gt)
+    write_rows(tmp_path / "pred.txt", pred)
+    assert main(["eval-mot", "--gt", str(tmp_path / "gt.txt"), "--pred", str(tmp_path / "pred.txt"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["mota"] == pytest.approx(0.9)
+    assert out["idf1"] == pytest.approx(0.6)
+    assert out["idp"] == pytest.approx(0.6) and out["idr"] == pytest.approx(0.6)
+    assert out["id_switches"] == 1
+    assert 0 < out["hota"] < 1
+
+
+def test_eval_mot_table(tmp_path, capsys):
+    write_rows(tmp_path / "gt.txt", person(1, range(1, 6), 0))
+    assert main(["eval-mot", "--gt", str(tmp_path / "gt.txt"), "--pred", str(tmp_path / "gt.txt")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:5] == ["MOTA", "IDF1", "IDP", "IDR", "HOTA"]
+    assert lines[1].split()[1:3] == ["1.000", "1.000"]
+
+
+def make_scene(root, swap_in_cam2: bool):
+    """Two cameras, people 1 and 2 in both; the run folder optionally swaps their ids in cam2."""
+    for cam, frames in (("cam1", range(1, 11)), ("cam2", range(4, 14))):
+        gt = person(1, frames, 0) + person(2, frames, 1)
+        write_rows(root / "scene" / "gt" / f"{cam}.txt", gt)
+        pred = [[r[0], (3 - r[1]) if (swap_in_cam2 and cam == "cam2") else r[1], *r[2:6], 1, -1, -1, -1] for r in gt]
+        write_rows(root / "run" / cam / "tracks_global.txt", pred)
+    (root / "scene" / "scene.json").write_text(json.dumps({"num_frames": 15, "cameras": [{"name": "cam1"}, {"name": "cam2"}]}))
+
+
+def test_eval_mtmc_detects_swap_between_cameras(tmp_path, capsys):
+    # 2 people x 10 frames x 2 cameras = 40 boxes. Swapped ids in cam2: best map keeps cam1 only,
+    # IDTP 20 -> MTMC IDF1 = 40/80 = 0.5 while each camera alone scores IDF1 1.0.
+    make_scene(tmp_path, swap_in_cam2=True)
+    args = ["eval-mtmc", "--gt", str(tmp_path / "scene"), "--run", str(tmp_path / "run"), "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["mtmc_idf1"] == pytest.approx(0.5)
+    assert out["cameras"]["cam1"]["idf1"] == 1.0 and out["cameras"]["cam2"]["idf1"] == 1.0
+    assert set(out["cameras"]["cam2"]) >= {"mota", "idf1", "hota", "id_switches"}
+
+
+def test_eval_mtmc_perfect_and_missing_camera(tmp_path, capsys):
+    make_scene(tmp_path, swap_in_cam2=False)
+    args = ["eval-mtmc", "--gt", str(tmp_path / "scene"), "--run", str(tmp_path / "run"), "--json"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["mtmc_idf1"] == 1.0
+    (tmp_path / "run" / "cam2" / "tracks_global.txt").unlink()
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["cameras"]["cam2"]["misses"] == 20
+    assert "cam2" in captured.err and "warning" in captured.err
+
+
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda root: None, "no gt/ folder"),
+        (lambda root: (root / "scene" / "gt").mkdir(parents=True), "no <camera>.txt"),
+        (lambda root: write_rows(root / "scene" / "gt" / "cam1.txt", [[1, 1, 0, 0, 5]]), "need at least 6"),
+    ],
+)
+def test_eval_mtmc_bad_input_is_one_line(tmp_path, capsys, setup, message):
+    (tmp_path / "run").mkdir()
+    setup(tmp_path)
+    assert main(["eval-mtmc", "--gt", str(tmp_path / "scene"), "--run", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_eval_mot_missing_file_is_one_line(tmp_path, capsys):
+    write_rows(tmp_path / "gt.txt", person(1, range(1, 3), 0))
+    assert main(["eval-mot", "--gt", str(tmp_path / "gt.txt"), "--pred", str(tmp_path / "none.txt")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and "none.txt" in captured.err and "pred file not found" in captured.err
