@@ -1,7 +1,136 @@
-"""``crosscam embed`` and ``crosscam weights``: owned by the embedder work (issue 2)."""
+"""``crosscam embed`` and ``crosscam weights``: appearance features for image files, and the weights registry."""
 
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
 import typer
+
+from reid import Embedder, zoo
+from reid.errors import CrosscamError
+
+weights_app = typer.Typer(help="Known ReID weights: list them, download them.", no_args_is_help=True)
+
+
+def read_images_bgr(paths: list[Path]) -> list[np.ndarray]:
+    """Decode image files to (H, W, 3) uint8 BGR arrays; a missing or undecodable file is a one-line error."""
+    images = []
+    for path in paths:
+        if not path.is_file():
+            raise CrosscamError(f"{path}: image not found; check the path")
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise CrosscamError(f"{path}: not a readable image (corrupt or unsupported format); pass JPEG/PNG files")
+        images.append(image)
+    return images
+
+
+def save_npy_atomically(array: np.ndarray, out: Path) -> None:
+    """Write ``array`` to ``out`` via a temporary file in the same folder, so ``out`` is never half-written."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.save(handle, array)
+        os.replace(tmp_name, out)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+
+
+def _entry_row(entry: zoo.WeightsEntry) -> dict:
+    path = entry.local_path()
+    return {
+        "name": entry.name,
+        "architecture": entry.architecture,
+        "format": entry.format,
+        "dataset": entry.dataset,
+        "loadable": entry.loadable,
+        "on_disk": path.is_file(),
+        "path": str(path),
+        "url": entry.url,
+        "sha256": entry.sha256,
+        "preprocessing": entry.preprocessing,
+        "published": entry.published,
+        "note": entry.note,
+    }
+
+
+def _entries_table(rows: list[dict]) -> str:
+    width = max(len(row["name"]) for row in rows)
+    lines = [f"{'name':{width}}  {'architecture':13} {'dataset':10} loadable on_disk  rank1   mAP"]
+    for row in rows:
+        published = row["published"]
+        scores = f"{published['rank1']:5.1f} {published['mAP']:5.1f}" if published else "    -     -"
+        lines.append(
+            f"{row['name']:{width}}  {row['architecture']:13} {str(row['dataset']):10.10} "
+            f"{'yes' if row['loadable'] else 'no':8} {'yes' if row['on_disk'] else 'no':8} {scores}"
+        )
+    return "\n".join(lines)
+
+
+@weights_app.command("list")
+def list_weights(as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table.")) -> None:
+    """List the known weights names, whether crosscam can load them and whether they are on disk."""
+    rows = [_entry_row(entry) for entry in zoo.load_registry().values()]
+    if as_json:
+        typer.echo(json.dumps({"weights_dir": str(zoo.weights_dir()), "weights": rows}))
+    else:
+        typer.echo(_entries_table(rows))
+        typer.echo(f"downloads go to {zoo.weights_dir()} (set {zoo.WEIGHTS_DIR_ENV} to change)")
+
+
+@weights_app.command("download")
+def download_weights(
+    name: str = typer.Argument(..., help="A name from `crosscam weights list`."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the path."),
+) -> None:
+    """Download a registry entry into the weights folder (progress on stderr); print where it is."""
+    entry = zoo.get_entry(name)
+    path = zoo.download_entry(entry)
+    if as_json:
+        typer.echo(json.dumps({"name": name, "path": str(path), "loadable": entry.loadable}))
+    else:
+        typer.echo(str(path))
+
+
+def embed(
+    images: list[Path] = typer.Argument(..., help="Image files (JPEG/PNG person crops); one feature row each."),
+    reid_weights: str = typer.Option(..., "--reid", help="Registry name, .pth/.pt fast-reid checkpoint or .onnx model."),
+    out: Path = typer.Option(..., "--out", help="Output .npy: (N, D) float32 in the order of IMAGE arguments."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Crops per forward pass."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 (torch models)."),
+    normalize: bool = typer.Option(False, "--normalize", help="L2-normalise each row (default: raw model output)."),
+    flip: bool = typer.Option(False, "--flip", help="Flip test-time augmentation (mean of image and mirror features)."),
+    preprocess: str = typer.Option("fast", "--preprocess", help="fast (OpenCV resize) or parity (fast-reid's PIL bicubic)."),
+    model_card: Path | None = typer.Option(None, "--model-card", help="YAML model card of an .onnx model."),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Allow full unpickling (trusted files only)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object describing the output."),
+) -> None:
+    """Embed image files with a ReID model and write their features to a .npy file."""
+    crops = read_images_bgr(images)
+    embedder = Embedder.from_weights(
+        reid_weights,
+        device=device,
+        batch_size=batch_size,
+        precision=precision,
+        flip=flip,
+        preprocess=preprocess,
+        trust_checkpoint=trust_checkpoint,
+        model_card=model_card,
+    )
+    features = embedder.embed(crops, bgr=True, normalize=normalize, progress=True)
+    save_npy_atomically(features, out)
+    summary = {"out": str(out), "shape": list(features.shape), "weights": embedder.name, "fingerprint": embedder.fingerprint}
+    typer.echo(json.dumps(summary) if as_json else f"wrote {out}: {features.shape[0]} x {features.shape[1]} float32")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``embed`` and the ``weights`` group to ``app``."""
+    app.command("embed")(embed)
+    app.add_typer(weights_app, name="weights")

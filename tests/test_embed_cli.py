@@ -1,0 +1,107 @@
+"""`crosscam embed` and `crosscam weights` end to end, through the CLI entry point."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from pipeline.cli.main import main
+from reid import Embedder, zoo
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Three small PNG person-like crops with different content."""
+    folder = tmp_path_factory.mktemp("crops")
+    rng = np.random.default_rng(3)
+    paths = []
+    for i in range(3):
+        path = folder / f"crop{i}.png"
+        cv2.imwrite(str(path), rng.integers(0, 256, (64 + 16 * i, 32, 3), dtype=np.uint8))
+        paths.append(path)
+    return paths
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_embed_writes_features_in_input_order(images, tmp_path, capsys, osnet_onnx):
+    out = tmp_path / "feats.npy"
+    code, stdout, _ = run_cli(capsys, "embed", "--reid", osnet_onnx, "--device", "cpu", "--batch-size", "2", "--json", "--out", out, *images)
+    assert code == 0
+    summary = json.loads(stdout)  # stdout is exactly one JSON object
+    assert summary["shape"] == [3, 512] and summary["out"] == str(out)
+    features = np.load(out)
+    assert features.dtype == np.float32 and features.shape == (3, 512)
+    expected = Embedder.from_weights(str(osnet_onnx), device="cpu").embed([cv2.imread(str(p)) for p in images], bgr=True)
+    np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-5)
+    reversed_out = tmp_path / "reversed.npy"
+    assert run_cli(capsys, "embed", "--reid", osnet_onnx, "--normalize", "--out", reversed_out, *images[::-1])[0] == 0
+    reversed_features = np.load(reversed_out)
+    np.testing.assert_allclose(reversed_features[::-1], expected / np.linalg.norm(expected, axis=1, keepdims=True), atol=1e-5)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left
+
+
+def test_default_weights_embed_offline(images, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv(zoo.WEIGHTS_DIR_ENV, str(tmp_path / "empty"))
+    out = tmp_path / "mobilenet.npy"
+    code, stdout, _ = run_cli(capsys, "embed", "--reid", "mobilenetv2_imagenet", "--flip", "--out", out, images[0])
+    assert code == 0 and "1 x 1280" in stdout
+    assert np.load(out).shape == (1, 1280)
+
+
+@pytest.mark.parametrize("problem", ["missing image", "unreadable image", "missing weights", "not a checkpoint", "truncated checkpoint"])
+def test_bad_input_is_one_error_line_and_keeps_the_old_output(images, tmp_path, capsys, problem):
+    out = tmp_path / "feats.npy"
+    np.save(out, np.arange(3.0))
+    weights, inputs = "mobilenetv2_imagenet", list(images)
+    culprit = tmp_path / "culprit"
+    if problem == "missing image":
+        culprit = tmp_path / "nowhere.jpg"
+        inputs.append(culprit)
+    elif problem == "unreadable image":
+        culprit = tmp_path / "text.jpg"
+        culprit.write_text("this is not a JPEG")
+        inputs.append(culprit)
+    elif problem == "missing weights":
+        culprit = tmp_path / "absent.pth"
+        weights = culprit
+    elif problem == "not a checkpoint":
+        culprit = tmp_path / "notes.pth"
+        culprit.write_text("hello")
+        weights = culprit
+    else:
+        culprit = tmp_path / "cut.pth"
+        full = tmp_path / "full.pth"
+        torch.save({"model": {"backbone.conv1.weight": torch.zeros(64, 3, 7, 7)}}, full)
+        culprit.write_bytes(full.read_bytes()[:400])
+        weights = culprit
+    code, stdout, stderr = run_cli(capsys, "embed", "--reid", weights, "--out", out, *inputs)
+    assert code == 2 and stdout == ""
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and str(culprit) in lines[0]
+    np.testing.assert_array_equal(np.load(out), np.arange(3.0))
+
+
+def test_weights_list_json_and_table(capsys):
+    code, stdout, _ = run_cli(capsys, "weights", "list", "--json")
+    listing = json.loads(stdout)
+    names = {row["name"]: row for row in listing["weights"]}
+    assert code == 0 and names["mobilenetv2_imagenet"]["on_disk"] and names["market_bot_R50"]["loadable"]
+    assert not names["market_agw_R50"]["loadable"]
+    code, stdout, _ = run_cli(capsys, "weights", "list")
+    assert code == 0 and "market_bot_R50" in stdout and "downloads go to" in stdout
+
+
+def test_weights_download_reports_the_path(capsys):
+    code, stdout, _ = run_cli(capsys, "weights", "download", "mobilenetv2_imagenet")
+    assert code == 0 and stdout.strip() == str(zoo.get_entry("mobilenetv2_imagenet").local_path())
+    code, _, stderr = run_cli(capsys, "weights", "download", "nope")
+    assert code == 2 and "error: nope: not a known weights name" in stderr
