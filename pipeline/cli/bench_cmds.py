@@ -1,7 +1,100 @@
-"""Commands of this group are added by `register`."""
+"""``crosscam benchmark`` (embed a Market-1501-layout dataset and evaluate) and
+``crosscam evaluate-ranking`` (evaluate a saved distance matrix)."""
 
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
 import typer
+
+from reid import BenchmarkSettings, Embedder, evaluate_ranking, run_benchmark
+from reid.config import EmbedderConfig
+from reid.errors import CrosscamError
+
+JSON_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP", "num_query", "num_gallery", "num_valid_query")
+NPZ_KEYS = ("distmat", "q_pids", "g_pids", "q_camids", "g_camids")
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
+    app.command("benchmark")(benchmark)
+    app.command("evaluate-ranking")(evaluate_ranking_file)
+
+
+def benchmark(
+    root: Path = typer.Argument(..., help="Market-1501-layout dataset root (query/, bounding_box_test/), or its parent."),
+    reid: str = typer.Option(EmbedderConfig().weights, "--reid", help="ReID weights: registry name, .pth/.pt or .onnx file."),
+    rerank: bool = typer.Option(False, "--rerank", help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)."),
+    aqe: bool = typer.Option(False, "--aqe", help="Alpha query expansion (fast-reid: qe_k=5, alpha=3)."),
+    flip: bool = typer.Option(False, "--flip", help="Flip test-time augmentation (mean of crop and mirror features)."),
+    metric: str = typer.Option("cosine", "--metric", help="Distance: cosine or euclidean."),
+    out: Path = typer.Option(None, "--out", help="Report folder [default: runs/benchmark/<dataset>]."),
+    cache_dir: Path = typer.Option(None, "--cache-dir", help="Feature cache folder [default: OUT/cache]."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Crops per forward pass."),
+    preprocess: str = typer.Option("fast", "--preprocess", help="fast, or parity (fast-reid's PIL bicubic resize)."),
+    save_distances: bool = typer.Option(False, "--save-distances", help="Also write OUT/distances.npz for evaluate-ranking."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object (the report's metrics) on stdout."),
+) -> None:
+    """Benchmark a ReID model on a Market-1501-layout dataset with fast-reid's protocol.
+
+    Prints Rank-1/5/10, mAP, mINP, TAR@FAR, embedding speed and evaluation time; writes
+    report.json, report.md, roc.png, distance_histogram.png and rank-list pictures to --out.
+    Features are cached per model fingerprint, so re-running with --rerank/--aqe/--metric
+    does not embed again.
+    """
+    if metric not in ("cosine", "euclidean"):
+        raise CrosscamError(f"--metric {metric}: unknown; use cosine or euclidean")
+    out = out if out is not None else Path("runs") / "benchmark" / root.resolve().name
+    embedder = Embedder.from_weights(reid, device=device, batch_size=batch_size, flip=flip, preprocess=preprocess)
+    settings = BenchmarkSettings(metric=metric, rerank=rerank, aqe=aqe)
+    result = run_benchmark(root, embedder, out, settings, cache_dir=cache_dir, progress=True, save_distances=save_distances)
+    report = result.report
+    if json_output:
+        typer.echo(json.dumps({key: report[key] for key in JSON_KEYS} | {"report": str(result.files["report.json"])}))
+        return
+    typer.echo(f"{report['model']} on {report['dataset']} ({report['num_query']} query, {report['num_gallery']} gallery)")
+    _echo_metrics(report)
+    for key in ("TAR@FAR=1e-04", "TAR@FAR=1e-03", "TAR@FAR=1e-02"):
+        typer.echo(f"{key:>14}: {100 * report[key]:6.2f}%")
+    speed = "cached features" if report["features_cached"] else f"{report['images_per_second']:.1f} images/s"
+    typer.echo(f"embedding: {speed}; evaluation: {report['eval_seconds']:.2f} s")
+    typer.echo(f"report: {result.files['report.md']}")
+
+
+def evaluate_ranking_file(
+    path: Path = typer.Argument(..., help="An .npz with distmat, q_pids, g_pids, q_camids, g_camids."),
+    max_rank: int = typer.Option(50, "--max-rank", help="Length of the CMC curve."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+) -> None:
+    """Evaluate a saved (num_query, num_gallery) distance matrix with the Market-1501 protocol."""
+    arrays = _load_npz(path)
+    result = evaluate_ranking(*(arrays[key] for key in NPZ_KEYS), max_rank=max_rank)
+    num_query, num_gallery = arrays["distmat"].shape
+    report = result.summary() | {"num_query": num_query, "num_gallery": num_gallery}
+    if json_output:
+        typer.echo(json.dumps({key: report[key] for key in JSON_KEYS if key in report}))
+        return
+    typer.echo(f"{path}: {num_query} query, {num_gallery} gallery, {result.num_valid_query} valid queries")
+    _echo_metrics(report)
+
+
+def _echo_metrics(report: dict) -> None:
+    for key, label in (("rank1", "Rank-1"), ("rank5", "Rank-5"), ("rank10", "Rank-10"), ("mAP", "mAP"), ("mINP", "mINP")):
+        if key in report:
+            typer.echo(f"{label:>14}: {100 * report[key]:6.2f}%")
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise CrosscamError(f"{path}: file not found; pass an .npz saved with numpy.savez")
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            missing = [key for key in NPZ_KEYS if key not in stored.files]
+            if missing:
+                raise CrosscamError(f"{path}: missing arrays {', '.join(missing)}; save all of {', '.join(NPZ_KEYS)}")
+            return {key: stored[key] for key in NPZ_KEYS}
+    except (ValueError, OSError) as exc:
+        raise CrosscamError(f"{path}: not a readable .npz file ({exc}); save it with numpy.savez") from None

@@ -1,0 +1,134 @@
+"""Datasets in the Market-1501 folder layout.
+
+A root holds ``bounding_box_train``, ``query`` and ``bounding_box_test`` (the gallery), each
+full of ``PPPP_cCsS_FFFFFF_NN.jpg`` crops: person id PPPP, camera C, sequence S, frame F.
+As in Market-1501's protocol (and fast-reid's reader), person id -1 marks junk images, which
+are dropped; person id 0 marks distractors, which stay in the gallery (they can only be wrong
+matches). Any dataset converted to this layout works (CUHK03, DukeMTMC-reID, ...).
+
+>>> dataset = MarketDataset("../shared/data/cuhk03-market")  # doctest: +SKIP
+>>> len(dataset.query), len(dataset.gallery), dataset.query[0].pid, dataset.query[0].camid  # doctest: +SKIP
+(200, 738, 1001, 1)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from reid.errors import CrosscamError
+
+SPLITS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+_NAME = re.compile(r"^(-?\d+)_c(\d+)")
+_JUNK_PID = -1
+
+
+@dataclass(frozen=True)
+class MarketImage:
+    """One crop: its path, person id (0 = distractor) and camera id (the C of ``cC``)."""
+
+    path: Path
+    pid: int
+    camid: int
+
+
+class MarketDataset:
+    """The three splits of a Market-1501-layout dataset, junk images already dropped.
+
+    ``root`` may be the dataset folder itself or its parent when the parent holds exactly one
+    folder with the layout (e.g. ``data/`` containing ``Market-1501-v15.09.15/``). Splits are
+    read lazily; the train split is optional (only ``query`` and the gallery must exist).
+
+    >>> dataset = MarketDataset("../shared/data/cuhk03-market")  # doctest: +SKIP
+    >>> dataset.pids("query")[:3]  # doctest: +SKIP
+    array([1001, 1001, 1002])
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = find_market_root(Path(root))
+        self._cache: dict[str, list[MarketImage]] = {}
+
+    def __repr__(self) -> str:
+        return f"MarketDataset({str(self.root)!r})"
+
+    def split(self, name: str) -> list[MarketImage]:
+        """Images of ``train``, ``query`` or ``gallery``, sorted by file name."""
+        if name not in SPLITS:
+            raise CrosscamError(f"split {name!r}: unknown; use one of {', '.join(SPLITS)}")
+        if name not in self._cache:
+            self._cache[name] = read_split(self.root / SPLITS[name])
+        return self._cache[name]
+
+    @property
+    def train(self) -> list[MarketImage]:
+        return self.split("train")
+
+    @property
+    def query(self) -> list[MarketImage]:
+        return self.split("query")
+
+    @property
+    def gallery(self) -> list[MarketImage]:
+        return self.split("gallery")
+
+    def pids(self, split: str) -> np.ndarray:
+        """(N,) int64 person ids of a split."""
+        return np.array([image.pid for image in self.split(split)], dtype=np.int64)
+
+    def camids(self, split: str) -> np.ndarray:
+        """(N,) int64 camera ids of a split."""
+        return np.array([image.camid for image in self.split(split)], dtype=np.int64)
+
+    def paths(self, split: str) -> list[Path]:
+        return [image.path for image in self.split(split)]
+
+
+def find_market_root(root: Path) -> Path:
+    """``root`` if it has the layout, else its only child folder that does; else a clear error."""
+    if not root.is_dir():
+        raise CrosscamError(f"{root}: dataset folder not found; pass a Market-1501-layout root (with query/ and bounding_box_test/)")
+    if _has_layout(root):
+        return root
+    children = sorted(child for child in root.iterdir() if child.is_dir() and _has_layout(child))
+    if len(children) == 1:
+        return children[0]
+    if len(children) > 1:
+        names = ", ".join(child.name for child in children)
+        raise CrosscamError(f"{root}: holds several Market-1501-layout datasets ({names}); pass one of them")
+    raise CrosscamError(
+        f"{root}: not a Market-1501-layout dataset (no {SPLITS['query']}/ and {SPLITS['gallery']}/ here "
+        "or in a sub-folder); pass the folder that contains them"
+    )
+
+
+def _has_layout(folder: Path) -> bool:
+    return (folder / SPLITS["query"]).is_dir() and (folder / SPLITS["gallery"]).is_dir()
+
+
+def read_split(folder: Path) -> list[MarketImage]:
+    """Parse every image name of ``folder``; junk (pid -1) is dropped, distractors (pid 0) kept."""
+    if not folder.is_dir():
+        raise CrosscamError(f"{folder}: split folder not found; a Market-1501-layout root needs it")
+    images, bad = [], []
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        match = _NAME.match(path.name)
+        if match is None:
+            bad.append(path.name)
+            continue
+        pid, camid = int(match.group(1)), int(match.group(2))
+        if pid != _JUNK_PID:
+            images.append(MarketImage(path=path, pid=pid, camid=camid))
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" (and {len(bad) - 3} more)" if len(bad) > 3 else "")
+        raise CrosscamError(
+            f"{folder}: {len(bad)} image names do not follow PPPP_cCsS_FFFFFF_NN.jpg, e.g. {shown}; rename or remove them"
+        )
+    if not images:
+        raise CrosscamError(f"{folder}: no images (besides junk) in this split; check the dataset was extracted fully")
+    return images

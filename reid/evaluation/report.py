@@ -1,0 +1,55 @@
+"""Benchmark reports on disk: ``report.json`` (machine-readable) and ``report.md`` (for people).
+
+Both are written to a temporary name and renamed, so an interrupted run never leaves a
+truncated report behind.
+
+>>> import tempfile, json
+>>> folder = tempfile.mkdtemp()
+>>> paths = write_report(folder, {"rank1": 0.5, "mAP": 0.25, "num_query": 2})
+>>> json.loads(paths[0].read_text())["rank1"]
+0.5
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+_PERCENT_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP")
+
+
+def write_report(folder: str | Path, report: dict[str, Any], pictures: dict[str, str] | None = None) -> tuple[Path, Path]:
+    """Write ``report.json`` and ``report.md`` into ``folder``; returns both paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path = _write_atomic(folder / "report.json", json.dumps(report, indent=2, sort_keys=False) + "\n")
+    md_path = _write_atomic(folder / "report.md", markdown_report(report, pictures or {}))
+    return json_path, md_path
+
+
+def markdown_report(report: dict[str, Any], pictures: dict[str, str]) -> str:
+    """The report as markdown: headline metrics in percent, then every other value, then pictures."""
+    title = f"# ReID benchmark: {report.get('model', '?')} on {report.get('dataset', '?')}"
+    lines = [title, "", "| metric | value |", "|---|---|"]
+    lines += [f"| {key} | {100 * report[key]:.2f}% |" for key in _PERCENT_KEYS if key in report]
+    for key, value in report.items():
+        if key in _PERCENT_KEYS or isinstance(value, (dict, list)):
+            continue
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        lines.append(f"| {key} | {shown} |")
+    for key, value in report.items():
+        if isinstance(value, dict):
+            lines += ["", f"## {key}", "", "| | |", "|---|---|"]
+            lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in value.items()]
+    for caption, name in pictures.items():
+        lines += ["", f"## {caption}", "", f"![{caption}]({name})"]
+    return "\n".join(lines) + "\n"
+
+
+def _write_atomic(path: Path, text: str) -> Path:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+    return path

@@ -1,0 +1,121 @@
+"""``crosscam benchmark`` end to end with the real OSNet ONNX model on the CUHK03 copy, the
+feature cache, and ``crosscam evaluate-ranking``."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import shared_path
+from test_evaluation_ranking import market_like_case
+
+from pipeline.cli.main import main
+from reid import Embedder, MarketDataset, evaluate_ranking
+from reid.benchmark import dataset_features
+
+JSON_KEYS = {"rank1", "rank5", "rank10", "mAP", "mINP", "num_query", "num_gallery", "num_valid_query"}
+
+
+def run_cli(args: list[str]) -> tuple[int, str]:
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(args)
+    return code, stdout.getvalue()
+
+
+@pytest.fixture(scope="module")
+def osnet_run(tmp_path_factory):
+    """One real benchmark run (about 30 s on 2 cores), shared by the tests below."""
+    root = shared_path("data/cuhk03-market")
+    weights = shared_path("weights/osnet_x0_25_msmt17.onnx")
+    out = tmp_path_factory.mktemp("bench")
+    code, stdout = run_cli(["benchmark", str(root), "--reid", str(weights), "--device", "cpu", "--out", str(out), "--json"])
+    return root, weights, out, code, stdout
+
+
+def chance_rank1(dataset: MarketDataset) -> float:
+    """Expected rank-1 of a random ranking: per valid query, positives / candidates."""
+    q_pids, g_pids = dataset.pids("query"), dataset.pids("gallery")
+    q_cams, g_cams = dataset.camids("query"), dataset.camids("gallery")
+    same = q_pids[:, None] == g_pids[None, :]
+    junk = same & (q_cams[:, None] == g_cams[None, :])
+    positives = (same & ~junk).sum(1)
+    valid = positives > 0
+    return float(np.mean(positives[valid] / (~junk).sum(1)[valid]))
+
+
+def test_benchmark_json_and_report(osnet_run):
+    root, _, out, code, stdout = osnet_run
+    assert code == 0
+    result = json.loads(stdout)
+    assert JSON_KEYS <= set(result)
+    assert (result["num_query"], result["num_gallery"]) == (200, 738)
+    assert result["rank1"] > 10 * chance_rank1(MarketDataset(root))
+    assert 0 < result["mINP"] <= result["mAP"] <= 1 and result["rank1"] <= result["rank5"] <= result["rank10"]
+    report = json.loads((out / "report.json").read_text())
+    assert {key: report[key] for key in JSON_KEYS} == {key: result[key] for key in JSON_KEYS}
+    assert report["features_cached"] is False and report["images_per_second"] > 0
+    for name in ("report.md", "roc.png", "distance_histogram.png", "ranklist_worst.png", "ranklist_best.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert "ranklist_worst.png" in (out / "report.md").read_text()
+
+
+def test_rerun_with_rerank_uses_cached_features(osnet_run):
+    root, weights, out, _, first_stdout = osnet_run
+    args = ["benchmark", str(root), "--reid", str(weights), "--device", "cpu", "--out", str(out), "--rerank"]
+    code, stdout = run_cli([*args, "--save-distances"])
+    assert code == 0
+    assert "cached features" in stdout and "Rank-1" in stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["features_cached"] is True and report["rerank"] is True
+    assert report["mAP"] != json.loads(first_stdout)["mAP"]
+    # The saved re-ranked distances evaluate to the same numbers.
+    code, stdout = run_cli(["evaluate-ranking", str(out / "distances.npz"), "--json"])
+    assert code == 0 and json.loads(stdout)["mAP"] == pytest.approx(report["mAP"], abs=1e-12)
+
+
+def test_changed_model_invalidates_the_cache(tmp_path, cuhk03_market, osnet_onnx):
+    # A small copy of the dataset keeps this quick: 3 people.
+    for split in ("query", "bounding_box_test"):
+        (tmp_path / "data" / split).mkdir(parents=True)
+        for path in sorted((cuhk03_market / split).glob("100[123]_*.jpg")):
+            shutil.copy(path, tmp_path / "data" / split / path.name)
+    dataset = MarketDataset(tmp_path / "data")
+    cache = tmp_path / "cache"
+    plain = Embedder.from_weights(str(osnet_onnx), device="cpu")
+    q1, g1, info1 = dataset_features(dataset, plain, cache, progress=False)
+    q2, g2, info2 = dataset_features(dataset, plain, cache, progress=False)
+    assert not info1["cached"] and info2["cached"]
+    np.testing.assert_array_equal(q1, q2)
+    flipped = Embedder.from_weights(str(osnet_onnx), device="cpu", flip=True)
+    q3, _, info3 = dataset_features(dataset, flipped, cache, progress=False)
+    assert not info3["cached"]
+    assert not np.allclose(q1, q3)
+    assert len(list(cache.glob("features-*.npz"))) == 2
+
+
+def test_evaluate_ranking_command(tmp_path):
+    case = market_like_case(11, 80, 500, 40, 3, 50, 2)
+    path = tmp_path / "dist.npz"
+    np.savez(path, **dict(zip(("distmat", "q_pids", "g_pids", "q_camids", "g_camids"), case)))
+    code, stdout = run_cli(["evaluate-ranking", str(path), "--json"])
+    assert code == 0
+    result = json.loads(stdout)
+    expected = evaluate_ranking(*case)
+    assert result["rank1"] == pytest.approx(expected.rank(1)) and result["mAP"] == pytest.approx(expected.mAP)
+    assert (result["num_query"], result["num_gallery"], result["num_valid_query"]) == (80, 500, expected.num_valid_query)
+    code, stdout = run_cli(["evaluate-ranking", str(path)])
+    assert code == 0 and "mAP" in stdout
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
+    path = tmp_path / "partial.npz"
+    np.savez(path, distmat=np.zeros((2, 2)))
+    assert main(["evaluate-ranking", str(path)]) == 2
+    assert "missing arrays q_pids" in capsys.readouterr().err
+    assert main(["benchmark", str(tmp_path), "--metric", "manhattan"]) == 2
+    assert "--metric manhattan" in capsys.readouterr().err
