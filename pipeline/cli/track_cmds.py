@@ -1,7 +1,80 @@
-"""Commands of this group are added by `register`."""
+"""``crosscam track``: videos, image folders or streams in; annotated videos, MOT tracks and
+per-track summaries out (see :mod:`pipeline.run`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
 
 import typer
 
+from pipeline.config import load_pipeline_config
+from pipeline.run import track_videos
+
+
+def _overrides(sets: list[str], detector: str | None, reid: str | None, max_frames: int | None,
+               stride: int | None, device: str | None) -> list[str]:
+    """The shortcut options as ``--set`` items, applied after the user's own ``--set`` items."""
+    items = list(sets)
+    shortcuts = {
+        "detector.model": detector,
+        "reid.weights": reid,
+        "source.max_frames": max_frames,
+        "source.stride": stride,
+        "detector.device": device,
+        "reid.device": device,
+    }
+    # json.dumps quotes strings so that YAML reads a path such as "1.onnx" or "on" as text.
+    items += [f"{key}={json.dumps(value)}" for key, value in shortcuts.items() if value is not None]
+    return items
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``track`` to ``app``."""
+
+    @app.command("track")
+    def track(
+        inputs: List[str] = typer.Argument(..., metavar="VIDEO...",
+                                           help="Video files (.mp4, .avi, raw .264 ...), image folders "
+                                                "(MOTChallenge SEQ/ or SEQ/img1/) or rtsp:// / http:// URLs."),
+        out: Path = typer.Option(..., "--out", help="Run directory; each camera writes into RUN_DIR/<camera>/."),
+        camera: Optional[List[str]] = typer.Option(None, "--camera",
+                                                   help="Camera name per input, in order (default: the file stem)."),
+        config: Optional[Path] = typer.Option(None, "--config", help="YAML config (default configs/base.yaml)."),
+        set_: Optional[List[str]] = typer.Option(None, "--set", help="Override one key, e.g. tracker.max_age=60."),
+        detector: Optional[str] = typer.Option(None, "--detector",
+                                               help="Ultralytics model (.pt/.onnx path or name), motion or replay."),
+        reid: Optional[str] = typer.Option(None, "--reid", help="ReID weights: registry name, .pth or .onnx."),
+        max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1,
+                                                 help="Stop after this many source frames per camera."),
+        stride: Optional[int] = typer.Option(None, "--stride", min=1, help="Process every n-th frame."),
+        device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (detector and ReID)."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the per-camera results."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    ) -> None:
+        """Track people in each input: detect, embed, DeepSORT, and write annotated.mp4, tracks.txt
+        (MOTChallenge), tracks.json + track_features.npz + thumbs/, and run.json per camera.
+        Ctrl-C stops cleanly: what was written stays valid and run.json says "interrupted"."""
+        cfg = load_pipeline_config(config, _overrides(set_ or [], detector, reid, max_frames, stride, device))
+        try:
+            runs = track_videos(inputs, out, cfg, cameras=camera, progress=not quiet)
+        except KeyboardInterrupt:
+            typer.echo(f"interrupted: outputs written so far are in {out} (run.json status \"interrupted\")", err=True)
+            raise typer.Exit(130) from None
+        result = {
+            "run_dir": str(out.resolve()),
+            "cameras": [
+                {"camera": r.camera, "folder": str(r.folder.resolve()), "status": r.status,
+                 "frames_read": r.frames_read, "frames_failed": r.frames_failed, "tracks": r.num_tracks,
+                 "elapsed_s": round(r.elapsed_s, 3), "fps": round(r.frames_per_second, 2),
+                 "stage_seconds": r.stage_seconds}
+                for r in runs
+            ],
+        }
+        if as_json:
+            typer.echo(json.dumps(result))
+            return
+        for cam in result["cameras"]:
+            typer.echo(f"{cam['camera']}: {cam['frames_read']} frames, {cam['tracks']} tracks, "
+                       f"{cam['fps']} frames/s -> {cam['folder']}")

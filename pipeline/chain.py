@@ -1,0 +1,113 @@
+"""A camera's lazy processing chain: frames -> detect -> embed -> track -> write.
+
+Each stage is an iterator transformer over :class:`pipeline.types.FrameResult`: it pulls items
+from the stage before, fills in its field and yields them on. Nothing runs until the last
+iterator is consumed, and no stage holds more than one batch of frames (``batch_size``), so
+memory stays bounded whatever the length of the video. Every stage adds the seconds it spends in
+its own work to a shared :class:`StageTimes`, which is how the benchmark splits the time.
+
+>>> times = StageTimes()
+>>> chain = build_chain(source, detector, embedder, PersonTracker(cfg.tracker), sinks,
+...                     batch_size=8, min_box_size=8, times=times)  # doctest: +SKIP
+>>> for result in chain:  # doctest: +SKIP
+...     print(result.frame.index, [t.track_id for t in result.tracks])
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from typing import Iterable, Iterator, Sequence
+
+from pipeline.detectors import Detector
+from pipeline.embedding import embed_detections
+from pipeline.tracking import PersonTracker
+from pipeline.types import Frame, FrameResult
+
+
+class StageTimes(defaultdict):
+    """Seconds spent per stage name (``decode``, ``detect``, ``embed``, ``track``, ``write``)."""
+
+    def __init__(self):
+        super().__init__(float)
+
+    @contextmanager
+    def measure(self, stage: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[stage] += time.perf_counter() - start
+
+
+def _batches(items: Iterator[FrameResult], size: int) -> Iterator[list[FrameResult]]:
+    batch: list[FrameResult] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def read_frames(frames: Iterable[Frame], times: StageTimes) -> Iterator[FrameResult]:
+    """Wrap each decoded frame in a :class:`FrameResult`; time spent decoding counts as ``decode``."""
+    iterator = iter(frames)
+    while True:
+        with times.measure("decode"):
+            frame = next(iterator, None)
+        if frame is None:
+            return
+        yield FrameResult(frame)
+
+
+def detect_stage(results: Iterator[FrameResult], detector: Detector, batch_size: int,
+                 times: StageTimes) -> Iterator[FrameResult]:
+    """Set ``detections`` on each result, calling the detector on ``batch_size`` frames at a time."""
+    for batch in _batches(results, batch_size):
+        with times.measure("detect"):
+            detections = detector.detect([r.frame for r in batch])
+        for result, dets in zip(batch, detections):
+            result.detections = dets
+        yield from batch
+
+
+def embed_stage(results: Iterator[FrameResult], embedder, batch_size: int, min_box_size: int,
+                times: StageTimes) -> Iterator[FrameResult]:
+    """Replace ``detections`` by the clipped, size-filtered boxes with unit ``features``; the
+    crops of ``batch_size`` frames go to the embedder together."""
+    for batch in _batches(results, batch_size):
+        with times.measure("embed"):
+            embedded = embed_detections(embedder, [(r.frame.image, r.detections) for r in batch], min_box_size)
+        for result, dets in zip(batch, embedded):
+            result.detections = dets
+        yield from batch
+
+
+def track_stage(results: Iterator[FrameResult], tracker: PersonTracker, times: StageTimes) -> Iterator[FrameResult]:
+    """Set ``tracks`` to the confirmed tracks matched in each frame (frames in order)."""
+    for result in results:
+        with times.measure("track"):
+            result.tracks = tracker.update(result.detections)
+        yield result
+
+
+def write_stage(results: Iterator[FrameResult], sinks: Sequence, times: StageTimes) -> Iterator[FrameResult]:
+    """Hand each result to every sink, then yield it on."""
+    for result in results:
+        with times.measure("write"):
+            for sink in sinks:
+                sink.write(result)
+        yield result
+
+
+def build_chain(frames: Iterable[Frame], detector: Detector, embedder, tracker: PersonTracker, sinks: Sequence,
+                batch_size: int, min_box_size: int, times: StageTimes) -> Iterator[FrameResult]:
+    """Compose the stages into one lazy iterator of finished :class:`FrameResult` items."""
+    results = read_frames(frames, times)
+    results = detect_stage(results, detector, batch_size, times)
+    results = embed_stage(results, embedder, batch_size, min_box_size, times)
+    results = track_stage(results, tracker, times)
+    return write_stage(results, sinks, times)

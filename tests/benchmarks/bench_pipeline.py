@@ -1,0 +1,191 @@
+"""Benchmark of ``crosscam track`` on the real hall clip, against BoxMOT in the same run.
+
+    .venv/bin/python tests/benchmarks/bench_pipeline.py [--frames 200] [--boxmot /tmp/boxmot-venv/bin/boxmot]
+
+Prints, for the first ``--frames`` frames of ``../shared/videos/one-by-one-person-detection.mp4``:
+1. frames/s of the whole chain with (a) YOLOv8n INT8 ONNX + OSNet-x0.25 ONNX and (b) YOLOv8n +
+   BoT R50 (architecture of fast-reid's BoT R50; random weights, since no trained checkpoint is on
+   disk offline: the arithmetic, and so the time, is the same), with where the time goes;
+2. the chain's overhead: time outside the five stages' own work (generator plumbing), and time
+   outside the two models (decode + track + write + plumbing), as shares of the total;
+3. batched vs per-frame detection and embedding (ratio of per-frame time to batched time);
+4. BoxMOT (``boxmot track --tracker deepocsort``, same clip, same two ONNX models) timed here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from pipeline.config import load_pipeline_config  # noqa: E402
+from pipeline.detectors import build_detector  # noqa: E402
+from pipeline.embedding import embed_detections  # noqa: E402
+from pipeline.run import track_camera  # noqa: E402
+from pipeline.sources import open_source  # noqa: E402
+from reid import Embedder  # noqa: E402
+from reid.embedder import BOT_INPUT_SIZE, TorchFeatures  # noqa: E402
+from reid.models.bot import build_bot_model  # noqa: E402
+
+SHARED = REPO.parent / "shared"
+CLIP = SHARED / "videos" / "one-by-one-person-detection.mp4"
+YOLO = SHARED / "weights" / "yolov8n_int8.onnx"
+OSNET = SHARED / "weights" / "osnet_x0_25_msmt17.onnx"
+STAGES = ("decode", "detect", "embed", "track", "write")
+
+
+def trim_clip(frames: int, out: Path) -> Path:
+    """The first ``frames`` frames as an mp4v file: the one input both trackers read."""
+    cap = cv2.VideoCapture(str(CLIP))
+    size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), cap.get(cv2.CAP_PROP_FPS), size)
+    for _ in range(frames):
+        ok, image = cap.read()
+        if not ok:
+            break
+        writer.write(image)
+    writer.release()
+    cap.release()
+    return out
+
+
+def untrained_bot_r50() -> Embedder:
+    features = TorchFeatures(build_bot_model(), "cpu")
+    return Embedder(features, dim=2048, input_size=BOT_INPUT_SIZE, name="BoT R50 (random weights)",
+                    fingerprint="untrained", batch_size=32)
+
+
+def run_chain(clip: Path, embedder: Embedder, out: Path) -> dict:
+    cfg = load_pipeline_config(None, [f"detector.model={YOLO}", "detector.device=cpu"])
+    with open_source(str(clip), "hall", cfg.source) as source:
+        detector = build_detector(cfg.detector)
+        cpu_start = time.process_time()
+        run = track_camera(source, detector, embedder, out, cfg, progress=False)
+        cpu = time.process_time() - cpu_start
+    stages = run.stage_seconds
+    total = run.elapsed_s
+    return {
+        "fps": run.frames_read / total,
+        "total": total,
+        "stages": stages,
+        "plumbing": total - sum(stages.values()),
+        "outside_models": total - stages.get("detect", 0.0) - stages.get("embed", 0.0),
+        "tracks": run.num_tracks,
+        "cpu_per_frame": cpu / run.frames_read,
+    }
+
+
+def batched_vs_single(clip: Path, embedders: dict[str, Embedder], start: int = 64, count: int = 32,
+                      batch: int = 8) -> dict:
+    """Seconds for per-frame calls vs ``batch``-frame calls: detection, then each embedder."""
+    cfg = load_pipeline_config(None, [f"detector.model={YOLO}", "detector.device=cpu"])
+    detector = build_detector(cfg.detector)
+    with open_source(str(clip), "hall", cfg.source) as source:
+        frames = [f for f in source if start <= f.index < start + count]
+    t0 = time.perf_counter()
+    single = [detector.detect([f])[0] for f in frames]
+    t1 = time.perf_counter()
+    for i in range(0, len(frames), batch):
+        detector.detect(frames[i : i + batch])
+    out = {"frames": len(frames), "crops": sum(len(d) for d in single),
+           "detect": (t1 - t0, time.perf_counter() - t1)}
+    pairs = [(f.image, d) for f, d in zip(frames, single)]
+    for name, embedder in embedders.items():
+        t2 = time.perf_counter()
+        for pair in pairs:
+            embed_detections(embedder, [pair])
+        t3 = time.perf_counter()
+        for i in range(0, len(pairs), batch):
+            embed_detections(embedder, pairs[i : i + batch])
+        out[name] = (t3 - t2, time.perf_counter() - t3)
+    return out
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_boxmot(boxmot: Path, clip: Path, project: Path) -> dict | str:
+    if not boxmot.is_file():
+        return f"not run: {boxmot} not found (install: python3.11 -m venv /tmp/boxmot-venv && pip install boxmot ...)"
+    cmd = [str(boxmot), "track", "--detector", str(YOLO), "--reid", str(OSNET), "--tracker", "deepocsort",
+           "--source", str(clip), "--save", "--save-txt", "--project", str(project), "--device", "cpu",
+           "--classes", "0"]
+    start, cpu_start = time.perf_counter(), _children_cpu()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "YOLO_OFFLINE": "1"})
+    wall, cpu = time.perf_counter() - start, _children_cpu() - cpu_start
+    text = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        return f"failed (exit {proc.returncode}): {text.strip().splitlines()[-1] if text.strip() else ''}"
+
+    def total_ms(label: str) -> float:
+        match = re.search(rf"{label}\s+([\d,\.]+) ms total", text)
+        return float(match.group(1).replace(",", "")) / 1000.0 if match else 0.0
+
+    overall, detector, reid = total_ms("Overall"), total_ms("Detector"), total_ms("ReID encoder")
+    fps = re.search(r"Overall\s+[\d,\.]+ ms total\s+·\s+[\d,\.]+ ms/frame\s+·\s+([\d\.]+) FPS", text)
+    return {"wall": wall, "cpu": cpu, "overall": overall, "detector": detector, "reid": reid,
+            "fps": float(fps.group(1)) if fps else float("nan"),
+            "outside_models": overall - detector - reid}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--boxmot", type=Path, default=Path("/tmp/boxmot-venv/bin/boxmot"))
+    args = parser.parse_args()
+    if not (CLIP.is_file() and YOLO.is_file() and OSNET.is_file()):
+        sys.exit(f"needs {CLIP}, {YOLO} and {OSNET}")
+    print(f"load average at start: {os.getloadavg()}  cpus: {os.cpu_count()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        clip = trim_clip(args.frames, tmp / "hall.mp4")
+        osnet = Embedder.from_weights(str(OSNET), device="cpu")
+        bot = untrained_bot_r50()
+        results = {"(a) YOLOv8n INT8 + OSNet x0.25": run_chain(clip, osnet, tmp / "a"),
+                   "(b) YOLOv8n INT8 + BoT R50": run_chain(clip, bot, tmp / "b")}
+        print(f"\n## crosscam track, {args.frames} frames of {CLIP.name} (768x432), CPU\n")
+        print("| models | frames/s | CPU s/frame | " + " | ".join(f"{s} s" for s in STAGES) + " | plumbing | outside models | tracks |")
+        print("|---|---|---|" + "---|" * (len(STAGES) + 3))
+        for name, r in results.items():
+            cells = " | ".join(f"{r['stages'].get(s, 0.0):.2f}" for s in STAGES)
+            print(f"| {name} | {r['fps']:.2f} | {r['cpu_per_frame']:.3f} | {cells} | {100 * r['plumbing'] / r['total']:.1f}% | "
+                  f"{100 * r['outside_models'] / r['total']:.1f}% | {r['tracks']} |")
+        print("\n## batched vs per-frame calls (same frames, person visible; ratio = per-frame / batched)\n")
+        b = batched_vs_single(clip, {"OSNet x0.25": osnet, "BoT R50": bot})
+        print(f"{b['frames']} frames, {b['crops']} crops, batches of 8 frames")
+        for name in ("detect", "OSNet x0.25", "BoT R50") if b["crops"] else ():
+            single, batched = b[name]
+            print(f"- {name}: per-frame {single:.2f} s, batched {batched:.2f} s, ratio {single / batched:.2f}x")
+        print("\n## BoxMOT (deepocsort, same clip and ONNX models), timed in this run\n")
+        boxmot = run_boxmot(args.boxmot, clip, tmp / "boxmot")
+        if isinstance(boxmot, str):
+            print(f"- BoxMOT {boxmot}")
+        else:
+            ours = results["(a) YOLOv8n INT8 + OSNet x0.25"]
+            print(f"- BoxMOT: {boxmot['fps']:.2f} frames/s (its own report; {boxmot['overall']:.1f} s runtime, "
+                  f"{boxmot['wall']:.1f} s wall with start-up), detector {boxmot['detector']:.1f} s, ReID {boxmot['reid']:.1f} s, "
+                  f"outside the models {100 * boxmot['outside_models'] / max(boxmot['overall'], 1e-9):.1f}%")
+            print(f"- crosscam (a): {ours['fps']:.2f} frames/s -> {ours['fps'] / boxmot['fps']:.2f}x BoxMOT's rate")
+            # Wall-clock rates swing with other processes' load; CPU seconds per frame swing less.
+            boxmot_cpu = boxmot["cpu"] / args.frames
+            print(f"- CPU seconds per frame (BoxMOT's include its ~2 s start-up): crosscam (a) "
+                  f"{ours['cpu_per_frame']:.3f}, BoxMOT {boxmot_cpu:.3f} -> crosscam uses "
+                  f"{ours['cpu_per_frame'] / boxmot_cpu:.2f}x BoxMOT's CPU time")
+    print(f"\nload average at end: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Person detectors: ultralytics YOLO (real INT8 ONNX), motion, replay of det.txt."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.config import DetectorConfig
+from pipeline.detectors import MotionDetector, ReplayDetector, YoloDetector, build_detector
+from pipeline.types import Frame
+from reid.errors import CrosscamError
+
+
+def hall_frames(clip: Path, indices: list[int]) -> list[Frame]:
+    cap = cv2.VideoCapture(str(clip))
+    frames, index = [], 0
+    while index <= max(indices):
+        ok, image = cap.read()
+        assert ok
+        if index in indices:
+            frames.append(Frame("hall", index, index / 10.0, image))
+        index += 1
+    cap.release()
+    return frames
+
+
+def test_yolo_onnx_finds_the_person_batched_like_per_frame(yolo_onnx: Path, hall_clip: Path):
+    # Frame 0 shows the empty hall; in frames 100 and 150 one person stands by the table.
+    frames = hall_frames(hall_clip, [0, 100, 150])
+    detector = build_detector(DetectorConfig(model=str(yolo_onnx), device="cpu"))
+    assert isinstance(detector, YoloDetector) and detector.name == "yolov8n_int8.onnx"
+    batched = detector.detect(frames)
+    assert len(batched[0]) == 0
+    for dets in batched[1:]:
+        assert len(dets) == 1 and dets.xyxy.dtype == np.float32
+        x1, y1, x2, y2 = dets.xyxy[0]
+        assert (y2 - y1) > 1.5 * (x2 - x1) > 0  # a standing person, not a table
+        assert 0.4 <= dets.confidence[0] <= 1.0
+    for frame, dets in zip(frames, batched):
+        single = detector.detect([frame])[0]
+        np.testing.assert_allclose(single.xyxy, dets.xyxy, atol=1e-3)
+    # ultralytics was imported with installs and network checks switched off.
+    assert os.environ["YOLO_AUTOINSTALL"] == "false" and os.environ["YOLO_OFFLINE"] == "true"
+
+
+def test_yolo_fingerprint_follows_weights_and_thresholds(yolo_onnx: Path):
+    a = YoloDetector(DetectorConfig(model=str(yolo_onnx)))
+    b = YoloDetector(DetectorConfig(model=str(yolo_onnx), confidence=0.25))
+    assert len(a.fingerprint) == 64 and a.fingerprint != b.fingerprint
+
+
+@pytest.mark.parametrize("model", ["yolov5su.pt", "models/nothing_here.onnx", "fasterrcnn"])
+def test_missing_model_offline_is_one_line_error(model: str):
+    with pytest.raises(CrosscamError) as info:
+        build_detector(DetectorConfig(model=model))
+    message = str(info.value)
+    assert "\n" not in message and model in message and "motion" in message
+
+
+def test_a_file_that_is_not_a_model(tmp_path: Path):
+    bogus = tmp_path / "weights.onnx"
+    bogus.write_bytes(b"\x00" * 64)
+    with pytest.raises(CrosscamError, match="ultralytics cannot load it"):
+        build_detector(DetectorConfig(model=str(bogus))).detect([Frame("c", 0, 0.0, np.zeros((64, 64, 3), np.uint8))])
+
+
+def textured_background(size=(320, 240), seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return cv2.GaussianBlur(rng.integers(90, 170, (size[1], size[0], 3)).astype(np.uint8), (7, 7), 0)
+
+
+def walker_frames(count: int, enter: int = 15) -> list[tuple[Frame, np.ndarray | None]]:
+    """A textured static background; from frame ``enter`` one red 24x72 'person' walks right."""
+    background = textured_background()
+    out = []
+    for i in range(count):
+        image, box = background.copy(), None
+        if i >= enter:
+            x = 20 + 6 * (i - enter)
+            box = np.array([x, 100, x + 24, 172], np.float32)
+            image[100:172, x : x + 24] = (40, 30, 200)
+        out.append((Frame("synthetic", i, i / 10.0, image), box))
+    return out
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_motion_detector_boxes_a_moving_person():
+    detector = MotionDetector(DetectorConfig(model="motion"))
+    # MOG2 needs about ten frames to settle, so the person enters after those.
+    results = [(detector.detect([frame])[0], box) for frame, box in walker_frames(50)]
+    assert all(len(dets) == 0 for dets, box in results if box is None)  # static texture: nothing
+    hits = [max((iou(d, box) for d in dets.xyxy), default=0.0) for dets, box in results if box is not None]
+    assert np.mean(np.array(hits) > 0.5) > 0.9
+    assert all(len(dets) <= 1 for dets, _ in results)
+
+
+def test_motion_detector_filters_wrong_shapes_and_global_changes():
+    detector = MotionDetector(DetectorConfig(model="motion"))
+    background = textured_background()
+    for i in range(10):
+        detector.detect([Frame("c", i, 0.0, background)])
+    flat = background.copy()
+    flat[150:170, 40:200] = (40, 30, 200)  # a wide, low blob: a car or a shadow, not a standing person
+    assert len(detector.detect([Frame("c", 10, 0.0, flat)])[0]) == 0
+    brighter = cv2.add(background, (70, 70, 70, 0))  # exposure jump: the whole frame changes
+    assert len(detector.detect([Frame("c", 11, 0.0, brighter)])[0]) == 0
+    for i in range(12, 22):
+        assert len(detector.detect([Frame("c", i, 0.0, brighter)])[0]) == 0  # the jump is not a person
+    walker = brighter.copy()
+    walker[60:180, 100:140] = (40, 30, 200)
+    boxes = detector.detect([Frame("c", 22, 0.0, walker)])[0].xyxy
+    assert len(boxes) == 1 and iou(boxes[0], np.array([100, 60, 140, 180])) > 0.7  # relearnt background
+
+
+def test_replay_reads_mot_det_txt(tmp_path: Path):
+    det = tmp_path / "det.txt"
+    det.write_text("1,-1,10,20,30,60,0.9,-1,-1,-1\n1,-1,100,20,30,60,0.2,-1,-1,-1\n3,-1,5.5,6,10,40,1.7,-1,-1,-1\n")
+    detector = ReplayDetector(det, DetectorConfig(model="replay", confidence=0.4))
+    frames = [Frame("c", i, 0.0, np.zeros((200, 200, 3), np.uint8)) for i in range(3)]
+    first, second, third = detector.detect(frames)
+    np.testing.assert_allclose(first.xyxy, [[10, 20, 40, 80]])  # ltwh -> xyxy, low score dropped
+    assert len(second) == 0
+    np.testing.assert_allclose(third.xyxy, [[5.5, 6, 15.5, 46]])
+    assert third.confidence[0] == 1.0  # scores outside 0..1 are clipped
+
+
+def test_replay_finds_det_txt_of_a_sequence_and_reports_missing(tmp_path: Path):
+    (tmp_path / "det").mkdir()
+    (tmp_path / "det" / "det.txt").write_text("2,-1,1,2,3,4,0.8\n")
+    detector = build_detector(DetectorConfig(model="replay"), sequence_dir=tmp_path)
+    assert detector.name == "replay" and len(detector.fingerprint) == 64
+    with pytest.raises(CrosscamError, match="replay_file"):
+        build_detector(DetectorConfig(model="replay"))
+    with pytest.raises(CrosscamError, match="det.txt not found"):
+        build_detector(DetectorConfig(model="replay", replay_file=str(tmp_path / "nope.txt")))
+    (tmp_path / "bad.txt").write_text("frame id x\n")
+    with pytest.raises(CrosscamError, match="not a MOTChallenge det.txt"):
+        build_detector(DetectorConfig(model="replay", replay_file=str(tmp_path / "bad.txt")))

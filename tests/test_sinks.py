@@ -1,0 +1,145 @@
+"""Output writers and drawing: annotated video, MOT tracks.txt, track summaries + thumbnails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.render import color_for_id, draw_tracks
+from pipeline.sinks import (
+    AnnotatedVideoWriter,
+    MotTracksWriter,
+    TrackSummaryWriter,
+    farthest_point_representatives,
+    observation_quality,
+)
+from pipeline.types import Frame, FrameResult, TrackObservation, read_track_summaries
+
+SIZE = (160, 120)
+
+
+def unit(v) -> np.ndarray:
+    v = np.asarray(v, np.float32)
+    return v / np.linalg.norm(v)
+
+
+def result(index: int, tracks: list[tuple[int, list[float], float, np.ndarray]]) -> FrameResult:
+    image = np.full((SIZE[1], SIZE[0], 3), 90, np.uint8)
+    image[:, :, 1] = index % 250  # each frame differs
+    obs = [TrackObservation(tid, np.array(box, np.float32), conf, feat) for tid, box, conf, feat in tracks]
+    return FrameResult(Frame("cam", index, index / 10.0, image), tracks=obs)
+
+
+def test_colors_are_stable_and_distinct():
+    colors = [color_for_id(i) for i in range(1, 41)]
+    assert colors == [color_for_id(i) for i in range(1, 41)]
+    assert len(set(colors)) == 40
+    assert all(max(c) > 150 for c in colors)  # bright enough to see on dark footage
+
+
+def test_draw_tracks_colors_boxes_by_id_and_keeps_input():
+    image = np.zeros((120, 160, 3), np.uint8)
+    out = draw_tracks(image, np.array([[10, 30, 60, 110], [90, 30, 150, 110]], np.float32), np.array([3, 8]),
+                      labels=["a", "b"], trails={3: [(20, 110), (30, 112), (35, 111)]})
+    assert not image.any()
+    assert tuple(out[70, 10]) == color_for_id(3) and tuple(out[70, 150]) == color_for_id(8)
+
+
+def test_mot_writer_format_and_finalise_on_error(tmp_path: Path):
+    path = tmp_path / "cam" / "tracks.txt"
+    feat = unit([1, 0])
+    with pytest.raises(RuntimeError):
+        with MotTracksWriter(path) as mot:
+            mot.write(result(0, [(2, [10.5, 20, 40, 80], 0.91, feat)]))
+            mot.write(result(1, []))
+            mot.write(result(4, [(2, [12, 21, 42, 81], 0.8, feat), (5, [100, 10, 130, 90], 0.5, feat)]))
+            assert not path.exists()  # only the partial file exists while writing
+            raise RuntimeError("Ctrl-C or a crash mid-run")
+    rows = np.loadtxt(path, delimiter=",", ndmin=2)
+    assert rows.shape == (3, 10)
+    np.testing.assert_allclose(rows[0], [1, 2, 10.5, 20, 29.5, 60, 0.91, -1, -1, -1])
+    assert rows[:, 0].tolist() == [1, 5, 5] and rows[:, 1].tolist() == [2, 2, 5]
+    assert not any(p.name.endswith(".partial.txt") for p in path.parent.iterdir())
+
+
+def test_video_writer_writes_every_frame_and_survives_interrupt(tmp_path: Path):
+    path = tmp_path / "annotated.mp4"
+    feat = unit([1, 0])
+    with pytest.raises(KeyboardInterrupt):
+        with AnnotatedVideoWriter(path, 10.0, SIZE, trail_length=5) as video:
+            for i in range(12):
+                video.write(result(i, [(7, [20 + i, 20, 60 + i, 100], 0.9, feat)] if i % 3 else []))
+            raise KeyboardInterrupt
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        frames.append(image)
+    assert len(frames) == 12 and frames[0].shape == (SIZE[1], SIZE[0], 3)
+    drawn = frames[1][60, 21].astype(int)  # left edge of track 7's box in frame 1
+    assert np.abs(drawn - np.array(color_for_id(7))).max() < 60  # lossy codec, same colour
+
+
+def test_track_summaries_feature_representatives_and_thumbnails(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    base = unit(rng.normal(size=16))
+    feats, quals = [], []
+    with TrackSummaryWriter(tmp_path, "cam", SIZE, representatives=5) as summaries:
+        for i in range(300):  # a long track: the sink must not keep every feature
+            feat = unit(base + 0.3 * rng.normal(size=16))
+            box, conf = [30, 10, 60, 100], 0.5 + 0.4 * (i == 123)
+            summaries.write(result(i, [(4, box, conf, feat)]))
+            obs = TrackObservation(4, np.array(box, np.float32), conf, feat)
+            feats.append(feat)
+            quals.append(observation_quality(obs, SIZE))
+        summaries.write(result(300, [(9, [0, 0, 20, 50], 0.7, unit(rng.normal(size=16)))]))
+        acc = summaries._tracks[4]
+        assert len(acc.candidates) < 4 * 5  # bounded sample of a 300-observation track
+    (s4, s9) = read_track_summaries(tmp_path)
+    assert (s4.track_id, s4.first_frame, s4.last_frame, s4.num_detections) == (4, 0, 299, 300)
+    assert s4.start_s == pytest.approx(0.0) and s4.end_s == pytest.approx(29.9)
+    expected = unit(np.sum(np.array(quals)[:, None] * np.array(feats), axis=0))
+    np.testing.assert_allclose(s4.feature, expected, atol=1e-5)
+    assert 2 <= len(s4.representatives) <= 5
+    np.testing.assert_allclose(np.linalg.norm(s4.representatives, axis=1), 1.0, atol=1e-5)
+    gram = s4.representatives @ s4.representatives.T
+    assert (gram[~np.eye(len(gram), dtype=bool)] < 0.9999).all()  # distinct features
+    np.testing.assert_allclose(s4.representatives[0], feats[0], atol=1e-5)  # best crop first (first sample)
+    assert s9.num_detections == 1 and len(s9.representatives) == 1
+    thumb = cv2.imread(str(tmp_path / s4.thumbnail))
+    assert thumb is not None and thumb.shape[:2] == (90, 30)
+    assert (tmp_path / "thumbs" / "9.jpg").is_file()
+
+
+def test_quality_prefers_confident_large_uncut_boxes():
+    feat = unit([1, 0])
+    good = TrackObservation(1, np.array([30, 10, 60, 110], np.float32), 0.9, feat)
+    small = TrackObservation(1, np.array([30, 10, 40, 40], np.float32), 0.9, feat)
+    cut = TrackObservation(1, np.array([0, 10, 30, 110], np.float32), 0.9, feat)
+    unsure = TrackObservation(1, np.array([30, 10, 60, 110], np.float32), 0.3, feat)
+    q = observation_quality(good, SIZE)
+    assert q > observation_quality(small, SIZE) and q > observation_quality(cut, SIZE)
+    assert q > observation_quality(unsure, SIZE)
+
+
+def test_farthest_point_picks_distinct_directions():
+    a, b, c = unit([1, 0, 0]), unit([0, 1, 0]), unit([0, 0, 1])
+    candidates = [(0.9, a), (0.5, a), (0.4, unit([1, 0.05, 0])), (0.3, b), (0.2, c)]
+    reps = farthest_point_representatives(candidates, 3)
+    np.testing.assert_allclose(reps, np.stack([a, b, c]), atol=1e-6)
+    assert len(farthest_point_representatives([(0.5, a), (0.4, a)], 5)) == 1  # duplicates collapse
+
+
+def test_no_tracks_gives_valid_empty_outputs(tmp_path: Path):
+    with TrackSummaryWriter(tmp_path, "cam", SIZE) as summaries, MotTracksWriter(tmp_path / "tracks.txt") as mot:
+        for i in range(3):
+            summaries.write(result(i, []))
+            mot.write(result(i, []))
+    assert read_track_summaries(tmp_path) == []
+    assert (tmp_path / "tracks.txt").read_text() == ""
+    assert (tmp_path / "thumbs").is_dir()

@@ -1,0 +1,242 @@
+"""Frame sources: video files (incl. raw .264), image folders, HTTP streams, and bad input."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import struct
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.config import SourceConfig
+from pipeline.sources import ImageFolderSource, StreamSource, VideoFileSource, default_camera_name, open_source
+from reid.errors import CrosscamError
+
+
+def numbered_frame(i: int, size=(96, 64)) -> np.ndarray:
+    """A textured frame whose mean grey level encodes ``i`` (survives lossy coding well enough)."""
+    noise = np.random.default_rng(i).integers(-20, 21, (size[1], size[0], 3))
+    return (20 + 8 * i % 200 + noise).astype(np.uint8)
+
+
+def write_mjpg_avi(path: Path, count: int, fps: float = 10.0) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (96, 64))
+    for i in range(count):
+        writer.write(numbered_frame(i))
+    writer.release()
+    return path
+
+
+def corrupt_jpeg_frames(path: Path, frames: list[int]) -> None:
+    """Overwrite the entropy-coded data of the given frames of an MJPG AVI with zeros."""
+    data = bytearray(path.read_bytes())
+    starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]
+    for k in frames:
+        data[starts[k] + 2 : starts[k] + 400] = bytes(398)
+    path.write_bytes(bytes(data))
+
+
+def test_video_file_frames_indices_and_times(tmp_path: Path):
+    video = write_mjpg_avi(tmp_path / "cam.avi", 12, fps=10.0)
+    with open_source(str(video), None, SourceConfig()) as src:
+        frames = list(src)
+    assert src.camera == "cam" and src.uri == str(video.resolve())
+    assert src.fps == pytest.approx(10.0) and src.frame_size == (96, 64)
+    assert [f.index for f in frames] == list(range(12))
+    assert [f.time_s for f in frames] == pytest.approx([i / 10.0 for i in range(12)])
+    assert abs(float(frames[5].image.mean()) - 60) < 3
+    assert src.frames_read == 12 and src.frames_failed == 0
+
+
+def test_stride_and_max_frames(tmp_path: Path):
+    video = write_mjpg_avi(tmp_path / "cam.avi", 20)
+    with open_source(str(video), "front", SourceConfig(stride=3, max_frames=10)) as src:
+        frames = list(src)
+        assert src.frames_expected == 4
+    assert [f.index for f in frames] == [0, 3, 6, 9]
+    assert all(f.camera == "front" for f in frames)
+    assert abs(float(frames[2].image.mean()) - 68) < 3  # frame 6 really is the 7th frame
+
+
+def test_undecodable_frames_are_skipped_and_counted(tmp_path: Path, caplog):
+    video = write_mjpg_avi(tmp_path / "broken.avi", 30)
+    corrupt_jpeg_frames(video, [10, 11, 20])
+    with open_source(str(video), None, SourceConfig()) as src:
+        indices = [f.index for f in src]
+    assert indices == [i for i in range(30) if i not in (10, 11, 20)]
+    assert src.frames_failed == 3
+    assert "frame 10 skipped" in caplog.text
+
+
+def mp4_to_annexb(mp4: Path, out: Path, samples: int) -> Path:
+    """Write the first ``samples`` H.264 access units of a single-track MP4 as a raw Annex-B
+    ``.264`` stream (SPS/PPS first, 4-byte start codes), the way cameras dump them."""
+    data = mp4.read_bytes()
+
+    def child(start: int, end: int, name: bytes) -> tuple[int, int]:
+        i = start
+        while i < end:
+            size, kind = struct.unpack(">I4s", data[i : i + 8])
+            if kind == name:
+                return i + 8, i + size
+            i += size
+        raise ValueError(name)
+
+    moov = child(0, len(data), b"moov")
+    stbl = child(*child(*child(*child(*moov, b"trak"), b"mdia"), b"minf"), b"stbl")
+    stsd = data[slice(*child(*stbl, b"stsd"))]
+    avcc = stsd[stsd.index(b"avcC") + 4 :]
+    length_size = (avcc[4] & 3) + 1
+    start_code = b"\x00\x00\x00\x01"
+    params, pos = [], 6
+    for count_pos in (5, None):
+        count = avcc[5] & 31 if count_pos else avcc[pos]
+        pos += 0 if count_pos else 1
+        for _ in range(count):
+            n = struct.unpack(">H", avcc[pos : pos + 2])[0]
+            params.append(avcc[pos + 2 : pos + 2 + n])
+            pos += 2 + n
+    stsz = data[slice(*child(*stbl, b"stsz"))]
+    sizes = struct.unpack(f">{samples}I", stsz[12 : 12 + 4 * samples])
+    offset = struct.unpack(">I", data[slice(*child(*stbl, b"stco"))][8:12])[0]  # one chunk: samples are contiguous
+    stream = bytearray(b"".join(start_code + p for p in params))
+    for size in sizes:
+        sample, i = data[offset : offset + size], 0
+        while i < size:
+            n = int.from_bytes(sample[i : i + length_size], "big")
+            stream += start_code + sample[i + length_size : i + length_size + n]
+            i += length_size + n
+        offset += size
+    out.write_bytes(bytes(stream))
+    return out
+
+
+def test_raw_h264_elementary_stream(tmp_path: Path, hall_clip: Path):
+    raw = mp4_to_annexb(hall_clip, tmp_path / "hall.264", samples=30)
+    with open_source(str(raw), None, SourceConfig()) as src:
+        frames = list(src)
+    assert src.frame_size == (768, 432) and src.frames_failed == 0
+    assert len(frames) == 30
+    cap = cv2.VideoCapture(str(hall_clip))
+    reference = [cap.read()[1] for _ in range(30)]
+    cap.release()
+    assert all(np.array_equal(f.image, ref) for f, ref in zip(frames, reference))
+    times = [f.time_s for f in frames]
+    assert times == sorted(times) and len(set(times)) == 30  # no container clock: index / fps
+
+
+def write_mot_sequence(root: Path, count: int, fps: int = 30) -> Path:
+    seq = root / "MOT-TEST"
+    (seq / "img1").mkdir(parents=True)
+    for i in range(count):
+        cv2.imwrite(str(seq / "img1" / f"{i + 1:06d}.jpg"), numbered_frame(i))
+    (seq / "seqinfo.ini").write_text(f"[Sequence]\nname=MOT-TEST\nimDir=img1\nframeRate={fps}\nseqLength={count}\n")
+    return seq
+
+
+def test_mot_image_folder_uses_seqinfo_frame_rate(tmp_path: Path):
+    seq = write_mot_sequence(tmp_path, 6, fps=30)
+    (seq / "img1" / "000004.jpg").write_bytes(b"not a jpeg")
+    for spec in (seq, seq / "img1"):
+        with open_source(str(spec), None, SourceConfig()) as src:
+            frames = list(src)
+        assert isinstance(src, ImageFolderSource) and src.camera == "MOT-TEST"
+        assert src.fps == 30.0 and src.sequence_dir == seq
+        assert [f.index for f in frames] == [0, 1, 2, 4, 5] and src.frames_failed == 1
+        assert frames[-1].time_s == pytest.approx(5 / 30)
+
+
+def test_image_folder_without_seqinfo_uses_default_fps(tmp_path: Path):
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"f{i}.png"), numbered_frame(i))
+    with open_source(str(tmp_path), "door", SourceConfig(default_fps=5.0)) as src:
+        assert [f.time_s for f in src] == pytest.approx([0.0, 0.2, 0.4])
+
+
+def make_bad_input(folder: Path, kind: str) -> Path:
+    path = folder / {"missing": "missing.mp4", "empty": "empty.mp4", "text": "notes.mp4", "no-images": "frames"}[kind]
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("hello, not a video\n" * 50)
+    elif kind == "no-images":
+        path.mkdir()
+        (path / "readme.txt").write_text("no frames here")
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind, message",
+    [("missing", "no such file or folder"), ("empty", "file is empty"), ("text", "not a readable video"),
+     ("no-images", "no images")],
+)
+def test_bad_inputs_are_one_line_errors(tmp_path: Path, kind: str, message: str):
+    path = make_bad_input(tmp_path, kind)
+    with pytest.raises(CrosscamError, match=message) as info:
+        open_source(str(path), None, SourceConfig())
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_default_camera_names():
+    assert default_camera_name("videos/lobby.mp4") == "lobby"
+    assert default_camera_name("MOT17-02/img1") == "MOT17-02"
+    assert default_camera_name("rtsp://10.0.0.5:554/stream1?tcp") == "stream1"
+
+
+@pytest.fixture
+def http_server(tmp_path: Path):
+    """Serve ``tmp_path`` over HTTP on localhost; yields (server, base URL)."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    http.server.SimpleHTTPRequestHandler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_stream_reconnects_when_it_drops(tmp_path: Path, http_server):
+    _, base = http_server
+    write_mjpg_avi(tmp_path / "live.avi", 10)
+    waits: list[float] = []
+    src = StreamSource(f"{base}/live.avi", "live", SourceConfig(max_frames=25, reconnect_delay_s=0.01), sleep=waits.append)
+    with src:
+        frames = list(src)
+    # The stream ends ("drops") every 10 frames; each drop costs one re-open after the first delay.
+    assert len(frames) == 25 and src.reconnects == 2 and waits == [0.01, 0.01]
+    assert [f.index for f in frames] == list(range(25))
+
+
+def test_stream_gives_up_after_bounded_backoff(tmp_path: Path, http_server):
+    server, base = http_server
+    write_mjpg_avi(tmp_path / "live.avi", 10)
+    waits: list[float] = []
+
+    def server_gone(delay: float) -> None:
+        waits.append(delay)
+        server.shutdown()
+        server.server_close()
+
+    cfg = SourceConfig(reconnect_attempts=4, reconnect_delay_s=0.01, reconnect_max_delay_s=0.03)
+    with StreamSource(f"{base}/live.avi", "live", cfg, sleep=server_gone) as src:
+        frames = list(src)
+    assert len(frames) == 10
+    assert waits == [0.01, 0.02, 0.03, 0.03]  # doubling, capped, then it stops trying
+
+
+def test_unreachable_stream_is_one_line_error():
+    with pytest.raises(CrosscamError, match="cannot open the stream"):
+        open_source("http://127.0.0.1:9/none.mp4", None, SourceConfig())
+
+
+def test_video_source_iterates_once(tmp_path: Path):
+    src = VideoFileSource(write_mjpg_avi(tmp_path / "a.avi", 3), "a", SourceConfig())
+    assert len(list(src)) == 3
+    with pytest.raises(RuntimeError):
+        list(src)
+    src.close()

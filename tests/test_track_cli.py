@@ -1,0 +1,239 @@
+"""``crosscam track`` end to end: the real hall clip with YOLO + OSNet, motion, replay, bad input, Ctrl-C."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.cli.main import main
+from pipeline.config import DetectorConfig, SourceConfig
+from pipeline.detectors import MotionDetector
+from pipeline.sources import VideoFileSource
+from pipeline.types import read_track_summaries
+
+from conftest import REPO, shared_path
+from test_detectors import iou
+
+HALL_FRAMES = 200
+
+
+def count_video_frames(path: Path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    count = 0
+    while cap.read()[0]:
+        count += 1
+    cap.release()
+    return count
+
+
+def read_mot(path: Path) -> np.ndarray:
+    rows = np.loadtxt(path, delimiter=",", ndmin=2)
+    return rows.reshape(-1, 10)
+
+
+@pytest.fixture(scope="module")
+def hall_run(tmp_path_factory) -> tuple[dict, Path]:
+    """The issue's real run, once per module: 200 frames, YOLOv8n INT8 ONNX + OSNet ONNX."""
+    clip = shared_path("videos/one-by-one-person-detection.mp4")
+    out = tmp_path_factory.mktemp("hall") / "run"
+    argv = ["track", str(clip), "--out", str(out), "--max-frames", str(HALL_FRAMES),
+            "--detector", str(shared_path("weights/yolov8n_int8.onnx")),
+            "--reid", str(shared_path("weights/osnet_x0_25_msmt17.onnx")), "--json", "--quiet"]
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert main(argv) == 0
+    return json.loads(stdout.getvalue()), out / clip.stem
+
+
+def test_real_run_outputs(hall_run):
+    result, folder = hall_run
+    (camera,) = result["cameras"]
+    assert camera["status"] == "complete" and camera["frames_read"] == HALL_FRAMES
+    assert count_video_frames(folder / "annotated.mp4") == HALL_FRAMES
+    rows = read_mot(folder / "tracks.txt")
+    assert rows.shape[1] == 10 and (rows[:, 0] >= 1).all() and (rows[:, 0] <= HALL_FRAMES).all()
+    assert (rows[:, 7:] == -1).all() and (rows[:, 4:6] > 0).all()
+    # One person walks in, stands at the table and walks out in these 200 frames (10 s of video):
+    # she gets a track that follows her, and ids do not explode.
+    ids, counts = np.unique(rows[:, 1], return_counts=True)
+    assert 1 <= len(ids) <= 3
+    assert counts.max() >= 100
+    summaries = read_track_summaries(folder)
+    assert sorted(s.track_id for s in summaries) == ids.astype(int).tolist()
+    for s in summaries:
+        assert s.camera == folder.name and s.num_detections == counts[ids == s.track_id][0]
+        assert s.feature.shape == (512,) and abs(np.linalg.norm(s.feature) - 1) < 1e-4
+        assert 1 <= len(s.representatives) <= 5
+        assert cv2.imread(str(folder / s.thumbnail)) is not None
+
+
+def test_real_run_json(hall_run):
+    _, folder = hall_run
+    record = json.loads((folder / "run.json").read_text())
+    assert record["status"] == "complete" and record["frames_read"] == HALL_FRAMES
+    assert Path(record["source"]).is_absolute() and Path(record["source"]).is_file()
+    assert record["fps"] == pytest.approx(10.0) and record["frame_size"] == [768, 432]
+    assert record["time_offset_s"] == 0.0
+    assert record["config"]["source"]["max_frames"] == HALL_FRAMES
+    assert Path(record["config"]["detector"]["model"]).is_absolute()
+    assert {"ultralytics", "deep-sort-realtime", "onnxruntime", "torch"} <= set(record["versions"])
+    assert len(record["models"]["detector"]["fingerprint"]) == 64
+    assert record["models"]["reid"]["name"] == "osnet_x0_25_msmt17.onnx" and record["models"]["reid"]["dim"] == 512
+    assert set(record["stage_seconds"]) == {"decode", "detect", "embed", "track", "write"}
+
+
+def test_motion_detector_finds_the_walkers(hall_run, hall_clip: Path):
+    # Reference: where the YOLO tracks put the person in each frame of the real run.
+    _, folder = hall_run
+    rows = read_mot(folder / "tracks.txt")
+    reference = {int(r[0]) - 1: np.array([r[2], r[3], r[2] + r[4], r[3] + r[5]]) for r in rows}
+    detector = MotionDetector(DetectorConfig(model="motion"))
+    found = []
+    with VideoFileSource(hall_clip, "hall", SourceConfig(max_frames=HALL_FRAMES)) as source:
+        for frame in source:
+            boxes = detector.detect([frame])[0].xyxy
+            if frame.index in reference and any(iou(b, reference[frame.index]) > 0.4 for b in boxes):
+                found.append(frame.index)
+    # She is found while walking in (first frames of her track) and while walking out (last ones);
+    # standing still she becomes background, which is what a motion detector does.
+    first, last = min(reference), max(reference)
+    assert sum(f < first + 20 for f in found) >= 3
+    assert sum(f > last - 20 for f in found) >= 3
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def write_video(path: Path, count: int, walker: bool, size=(320, 240)) -> Path:
+    rng = np.random.default_rng(0)
+    background = cv2.GaussianBlur(rng.integers(60, 200, (size[1], size[0], 3)).astype(np.uint8), (5, 5), 0)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, size)
+    for i in range(count):
+        image = background.copy()
+        if walker and i >= 15:
+            x = 10 + (4 * (i - 15)) % (size[0] - 50)
+            image[60:190, x : x + 40] = (30, 40, 210)
+        writer.write(image)
+    writer.release()
+    return path
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "text", "folder", "detector"])
+def test_bad_input_is_one_error_line(tmp_path: Path, capsys, kind: str):
+    video = write_video(tmp_path / "ok.avi", 5, walker=False)
+    inputs = {
+        "missing": [str(tmp_path / "nope.mp4")],
+        "empty": [str((tmp_path / "empty.mp4").write_bytes(b"") or tmp_path / "empty.mp4")],
+        "text": [str((tmp_path / "x.mp4").write_text("not a video " * 40) and tmp_path / "x.mp4")],
+        "folder": [str(tmp_path / "missing-folder") + "/"],
+        "detector": [str(video)],
+    }[kind]
+    extra = ["--detector", "yolov5su.pt"] if kind == "detector" else ["--detector", "motion"]
+    code, out, err = run_cli(["track", *inputs, "--out", str(tmp_path / "run"), *extra], capsys)
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert not (tmp_path / "run").exists()  # nothing half-written
+
+
+def test_camera_names_must_match_inputs(tmp_path: Path, capsys):
+    video = write_video(tmp_path / "a.avi", 3, walker=False)
+    code, _, err = run_cli(["track", str(video), str(video), "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "used twice" in err
+    code, _, err = run_cli(["track", str(video), "--camera", "x", "--camera", "y", "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "--camera" in err
+
+
+def test_videos_without_people_give_valid_empty_outputs(tmp_path: Path, capsys, osnet_onnx: Path):
+    first = write_video(tmp_path / "empty_hall.avi", 30, walker=False)
+    second = write_video(tmp_path / "empty_door.avi", 12, walker=False)
+    code, out, _ = run_cli(["track", str(first), str(second), "--out", str(tmp_path / "run"), "--camera", "lobby",
+                            "--camera", "door", "--detector", "motion", "--reid", str(osnet_onnx), "--json",
+                            "--quiet"], capsys)
+    assert code == 0
+    cams = json.loads(out)["cameras"]
+    assert [(c["camera"], c["frames_read"], c["tracks"]) for c in cams] == [("lobby", 30, 0), ("door", 12, 0)]
+    for cam in cams:
+        folder = tmp_path / "run" / cam["camera"]
+        assert count_video_frames(folder / "annotated.mp4") == cam["frames_read"]
+        assert (folder / "tracks.txt").read_text() == ""
+        assert read_track_summaries(folder) == []
+        assert json.loads((folder / "run.json").read_text())["status"] == "complete"
+
+
+def test_mot_folder_with_replayed_detections_and_stride(tmp_path: Path, capsys, osnet_onnx: Path):
+    seq = tmp_path / "SEQ-01"
+    (seq / "img1").mkdir(parents=True)
+    (seq / "det").mkdir()
+    (seq / "seqinfo.ini").write_text("[Sequence]\nname=SEQ-01\nframeRate=20\n")
+    rng = np.random.default_rng(3)
+    background = rng.integers(60, 200, (180, 240, 3)).astype(np.uint8)
+    lines = []
+    for i in range(30):
+        image = background.copy()
+        x = 20 + 5 * i
+        image[40:150, x : x + 40] = (200, 60, 30)
+        cv2.imwrite(str(seq / "img1" / f"{i + 1:06d}.png"), image)
+        lines.append(f"{i + 1},-1,{x},40,40,110,0.95,-1,-1,-1")
+    (seq / "det" / "det.txt").write_text("\n".join(lines) + "\n")
+    code, out, _ = run_cli(["track", str(seq), "--out", str(tmp_path / "run"), "--detector", "replay",
+                            "--reid", str(osnet_onnx), "--stride", "2", "--set", "tracker.n_init=2",
+                            "--json", "--quiet"], capsys)
+    assert code == 0
+    (cam,) = json.loads(out)["cameras"]
+    assert cam["camera"] == "SEQ-01" and cam["frames_read"] == 15 and cam["tracks"] == 1
+    rows = read_mot(tmp_path / "run" / "SEQ-01" / "tracks.txt")
+    assert ((rows[:, 0] - 1) % 2 == 0).all()  # only strided frames, 1-based source numbers
+    frame = rows[-1]
+    assert frame[2] == pytest.approx(20 + 5 * (frame[0] - 1)) and frame[4] == pytest.approx(40)
+    record = json.loads((tmp_path / "run" / "SEQ-01" / "run.json").read_text())
+    assert record["fps"] == 20.0 and record["models"]["detector"]["name"] == "replay"
+
+
+def test_ctrl_c_leaves_valid_outputs(tmp_path: Path, osnet_onnx: Path):
+    video = write_video(tmp_path / "long.avi", 1500, walker=True)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "pipeline.cli.main", "track", str(video), "--out", str(out),
+           "--detector", "motion", "--reid", str(osnet_onnx), "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    folder = out / "long"
+    deadline = time.monotonic() + 120
+    while not (folder / "tracks.partial.txt").exists() or (folder / "tracks.partial.txt").stat().st_size == 0:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()[-2000:]
+    assert "interrupted" in err.decode()
+    record = json.loads((folder / "run.json").read_text())
+    assert record["status"] == "interrupted" and 0 < record["frames_read"] < 1500
+    written = count_video_frames(folder / "annotated.mp4")
+    assert 0 < written <= record["frames_read"]
+    rows = read_mot(folder / "tracks.txt")
+    assert len(rows) > 0 and rows[:, 0].max() <= written
+    summaries = read_track_summaries(folder)
+    assert len(summaries) >= 1 and len(summaries) == record["num_tracks"]
+    assert not list(folder.glob("*.partial*"))
+
+
+def test_help_lists_the_options(capsys):
+    code, out, _ = run_cli(["track", "--help"], capsys)
+    assert code == 0
+    for option in ("--out", "--camera", "--config", "--set", "--detector", "--reid", "--max-frames", "--stride",
+                   "--device", "--json"):
+        assert option in out
