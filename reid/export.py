@@ -1,0 +1,149 @@
+"""Export a ReID model to ONNX that takes raw RGB pixels, with its model card and a parity check.
+
+The graph's input ``images`` is ``(batch, 3, H, W)`` float32 RGB **0..255** with a dynamic batch;
+the mean/std normalisation is inside the graph (the model's own buffers), so nothing outside may
+normalise again, the double-normalisation trap of many ReID ONNX exports. The output
+``features`` is ``(batch, D)``, the model's raw (not L2-normalised) inference feature. Beside
+``model.onnx`` goes ``model.yaml``, the card :mod:`reid.onnx_backend` reads::
+
+    input_size: [256, 128]
+    color: rgb
+    raw_pixels: true
+    output_dim: 2048
+
+At export, the same random pixels run through torch and onnxruntime (at a batch size different
+from the traced one, which also proves the batch is dynamic); a max abs difference above
+``tolerance`` (1e-4) is an error and nothing is left at the output path.
+
+>>> result = export_onnx("runs/mnv2/model.pth", "mnv2.onnx")  # doctest: +SKIP
+>>> result.max_abs_diff < 1e-4  # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from reid import zoo
+from reid.errors import CrosscamError
+from reid.models.mobilenetv2 import INPUT_SIZE as MOBILENETV2_INPUT_SIZE
+from reid.models.mobilenetv2 import load_mobilenetv2_imagenet
+from reid.onnx_backend import card_path_for
+from reid.training.checkpoint_io import load_trained_model
+
+OPSET = 17
+TOLERANCE = 1e-4
+_TRACE_BATCH = 2
+_CHECK_BATCH = 3
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the model and card went, the input size (H, W), feature size and torch/ONNX parity."""
+
+    onnx_path: Path
+    card_path: Path
+    input_size: tuple[int, int]
+    dim: int
+    max_abs_diff: float
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "onnx": str(self.onnx_path),
+            "model_card": str(self.card_path),
+            "input_size": list(self.input_size),
+            "dim": self.dim,
+            "max_abs_diff": self.max_abs_diff,
+            "tolerance": TOLERANCE,
+        }
+
+
+def load_for_export(weights: str | Path, trust: bool = False) -> tuple[nn.Module, tuple[int, int]]:
+    """A torch model in eval mode and its input size: a crosscam-trained file, a fast-reid BoT
+    checkpoint, or a registry name (``crosscam weights list``)."""
+    entry = zoo.find_entry(str(weights))
+    if entry is not None:
+        path = zoo.ensure_weights(entry)
+        if entry.architecture == "mobilenetv2":
+            return load_mobilenetv2_imagenet(path), tuple(MOBILENETV2_INPUT_SIZE)
+        weights = path
+    path = Path(weights)
+    if path.suffix.lower() not in (".pth", ".pt"):
+        raise CrosscamError(f"{path}: export needs a torch checkpoint (.pth/.pt) or a registry name; {path.suffix or 'this'} files cannot be exported")
+    model, meta = load_trained_model(path, trust=trust)
+    return model, tuple(meta["input_size"])
+
+
+def export_onnx(
+    weights: str | Path, out: str | Path, trust: bool = False, tolerance: float = TOLERANCE, opset: int = OPSET
+) -> ExportResult:
+    """Export ``weights`` to ``out`` (+ model card beside it); raises CrosscamError when parity fails."""
+    out = Path(out)
+    if out.suffix.lower() != ".onnx":
+        raise CrosscamError(f"--out {out}: the file name must end in .onnx")
+    model, input_size = load_for_export(weights, trust)
+    model = model.eval().float()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_name(f".{out.stem}.tmp.onnx")
+    try:
+        _trace_to_onnx(model, input_size, temporary, opset)
+        max_diff, dim = parity_check(model, temporary, input_size)
+        if not max_diff <= tolerance:
+            raise CrosscamError(
+                f"{out}: ONNX features differ from torch by {max_diff:.3g} (> {tolerance:g}); the export is not faithful, "
+                "report this with the weights file"
+            )
+        card_path = card_path_for(out)
+        card = {"input_size": list(input_size), "color": "rgb", "raw_pixels": True, "output_dim": dim}
+        card_temporary = card_path.with_name(f".{card_path.name}.tmp")
+        card_temporary.write_text(
+            "# crosscam export: feed RGB float 0..255 pixels; normalisation is inside the graph\n"
+            + yaml.safe_dump(card, sort_keys=False)
+        )
+        os.replace(temporary, out)
+        os.replace(card_temporary, card_path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return ExportResult(onnx_path=out, card_path=card_path, input_size=input_size, dim=dim, max_abs_diff=max_diff)
+
+
+def _trace_to_onnx(model: nn.Module, input_size: tuple[int, int], path: Path, opset: int) -> None:
+    example = torch.full((_TRACE_BATCH, 3, *input_size), 128.0)
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of the dynamo one, which needs onnxscript.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            dynamo=False,
+            input_names=["images"],
+            output_names=["features"],
+            dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
+            opset_version=opset,
+            do_constant_folding=True,
+        )
+
+
+def parity_check(model: nn.Module, onnx_path: str | Path, input_size: tuple[int, int], seed: int = 0) -> tuple[float, int]:
+    """Max abs difference between torch and onnxruntime features of random 0..255 pixels, and D."""
+    import onnxruntime as ort
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (_CHECK_BATCH, 3, *input_size)).astype(np.float32)
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(pixels)).numpy()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    got = session.run(None, {"images": pixels})[0]
+    if got.shape != expected.shape:
+        raise CrosscamError(f"{onnx_path}: ONNX output shape {got.shape} differs from torch's {expected.shape}")
+    return float(np.abs(got - expected).max()), int(expected.shape[1])

@@ -1,0 +1,103 @@
+"""Trained weights on disk in fast-reid's key layout, plus a ``crosscam`` entry describing the model.
+
+A file is ``{"model": state_dict, "crosscam": {...}}`` (``last.pth`` adds ``optimizer``,
+``scaler``, ``epoch``, ``iteration`` and ``config`` for ``--resume``). Keys are fast-reid's:
+``backbone.*`` + the BNNeck and classifier names of a key generation chosen by the ResNet stem,
+so that :func:`reid.checkpoint.load_bot_checkpoint` (hence ``Embedder.from_weights``) rebuilds a
+trained **ResNet-50** exactly, picking the right stem from the names alone:
+
+- stem ``fastreid`` -> generation (c): ``heads.bottleneck.0.*``, ``heads.weight`` (fast-reid 1.4);
+- stem ``torchvision`` -> generation (a): ``heads.bnneck.*``, ``heads.classifier.weight`` and the
+  ``pixel_mean``/``pixel_std`` buffers (fast-reid v0.1.x, the model-zoo files).
+
+Other backbones (ResNet-18/34, MobileNetV2) use the same names; ``crosscam export`` reads them
+through the ``crosscam`` entry, and their ONNX export is what the other commands load.
+
+>>> meta = describe_model(ModelSection(backbone="mobilenetv2"), (128, 64), num_classes=743, feat_dim=1280)
+>>> meta["backbone"], meta["input_size"]
+('mobilenetv2', [128, 64])
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from reid.checkpoint import load_bot_checkpoint, read_checkpoint, to_crosscam_names, to_fastreid_name
+from reid.errors import CrosscamError
+from reid.models.bot import PIXEL_MEAN, PIXEL_STD
+from reid.training.config import ModelSection
+from reid.training.models import build_model
+
+FORMAT_VERSION = 1
+BOT_INPUT_SIZE = (256, 128)  # fast-reid files carry no input size; every BoT model-zoo file uses this
+
+
+def key_generation(stem: str) -> str:
+    """fast-reid key generation written for a ResNet ``stem`` (see the module docstring)."""
+    return "a" if stem == "torchvision" else "c"
+
+
+def describe_model(cfg: ModelSection, input_size: tuple[int, int], num_classes: int, feat_dim: int) -> dict[str, Any]:
+    """The ``crosscam`` entry: everything needed to rebuild the network and feed it."""
+    return {
+        "format": FORMAT_VERSION,
+        "backbone": cfg.backbone,
+        "last_stride": cfg.last_stride,
+        "stem": cfg.stem,
+        "pooling": cfg.pooling,
+        "input_size": [int(v) for v in input_size],
+        "num_classes": int(num_classes),
+        "feat_dim": int(feat_dim),
+    }
+
+
+def to_fastreid_state_dict(model: nn.Module, stem: str) -> dict[str, torch.Tensor]:
+    """``model``'s state dict under fast-reid's names (generation from ``stem``), on the CPU."""
+    generation = key_generation(stem)
+    state = {to_fastreid_name(key, generation): value.detach().cpu() for key, value in model.state_dict().items()}
+    if generation == "a":
+        state["pixel_mean"] = torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1)
+        state["pixel_std"] = torch.tensor(PIXEL_STD).view(1, 3, 1, 1)
+    return state
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any], **extra: Any) -> Path:
+    """Write ``{"model", "crosscam", **extra}`` atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"model": to_fastreid_state_dict(model, meta["stem"]), "crosscam": meta, **extra}
+    temporary = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, temporary)
+    os.replace(temporary, path)
+    return path
+
+
+def load_trained_model(path: str | Path, trust: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model (eval mode, CPU) from a crosscam-trained file or any fast-reid BoT checkpoint.
+
+    Returns the model and its description (``input_size``, ``backbone``, ``feat_dim``, ...); a
+    fast-reid file without a ``crosscam`` entry is read as BoT R50 at 256x128.
+    """
+    path = Path(path)
+    payload = read_checkpoint(path, trust)
+    meta = payload.get("crosscam") if isinstance(payload, dict) else None
+    if meta is None:
+        model = load_bot_checkpoint(path, trust=trust)
+        cfg = ModelSection(backbone="resnet50", stem=model.cfg.stem, last_stride=model.cfg.last_stride, pooling=model.cfg.pooling)
+        return model, describe_model(cfg, BOT_INPUT_SIZE, model.cfg.num_classes, model.feat_dim)
+    if meta.get("format") != FORMAT_VERSION:
+        raise CrosscamError(f"{path}: crosscam checkpoint format {meta.get('format')!r} is not {FORMAT_VERSION}; re-export with this crosscam")
+    cfg = ModelSection(**{key: meta[key] for key in ("backbone", "last_stride", "stem", "pooling")}, pretrained=False)
+    state = {k: v for k, v in payload["model"].items() if k not in ("pixel_mean", "pixel_std")}
+    state = to_crosscam_names(state, key_generation(cfg.stem))
+    model = build_model(cfg, num_classes=int(state["classifier.weight"].shape[0]) if "classifier.weight" in state else 0)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CrosscamError(f"{path}: weights do not match a {cfg.backbone} model ({' '.join(str(exc).split())[:240]})") from None
+    return model.eval(), meta

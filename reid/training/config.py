@@ -1,0 +1,116 @@
+"""The training recipe as one validated pydantic model, :class:`TrainConfig`.
+
+Defaults are fast-reid's ``Base-bagtricks.yml`` + ``bagtricks_R50.yml`` (BoT R50): 256x128
+input, flip / pad 10 + crop / random erasing 0.5, P=16 identities x K=4 images, label-smoothed
+cross-entropy (epsilon 0.1) + hard-mining triplet (margin 0.3) on the pre-BNNeck feature, Adam
+lr 3.5e-4 weight decay 5e-4, linear warm-up (factor 0.1, 2000 iterations), MultiStep [40, 90]
+x 0.1 over 120 epochs, AMP on CUDA. Load a YAML with :func:`load_train_config`.
+
+>>> cfg = TrainConfig()
+>>> cfg.model.backbone, cfg.sampler.batch_size, cfg.solver.steps
+('resnet50', 64, [40, 90])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from reid.config import load_config
+
+Backbone = Literal["resnet50", "resnet18", "resnet34", "mobilenetv2"]
+
+
+class _Section(BaseModel):
+    model_config = {"extra": "forbid"}
+
+
+class ModelSection(_Section):
+    """Network: backbone, its ImageNet initialisation, pooling and BNNeck (always on)."""
+
+    backbone: Backbone = "resnet50"
+    last_stride: Literal[1, 2] = 1
+    # ResNet stem: "fastreid" (max-pool padding 0, ceil mode: fast-reid >= Nov 2020) or "torchvision".
+    stem: Literal["fastreid", "torchvision"] = "fastreid"
+    pooling: Literal["avg", "gem"] = "avg"
+    pretrained: bool = True  # ImageNet weights when found on disk, else from scratch with a warning
+
+
+class InputSection(_Section):
+    """Training augmentation; images are resized once to ``size`` (height, width), then augmented."""
+
+    size: tuple[int, int] = (256, 128)
+    flip_prob: float = Field(0.5, ge=0, le=1)
+    padding: int = Field(10, ge=0)  # pad then random-crop back to ``size``; 0 disables
+    erasing_prob: float = Field(0.5, ge=0, le=1)  # random erasing filled with the ImageNet mean
+
+
+class SamplerSection(_Section):
+    """PK batches: ``ids_per_batch`` identities x ``instances`` images each."""
+
+    ids_per_batch: int = Field(16, ge=2)
+    instances: int = Field(4, ge=1)
+
+    @property
+    def batch_size(self) -> int:
+        return self.ids_per_batch * self.instances
+
+
+class LossSection(_Section):
+    """Label-smoothed cross-entropy on the BNNeck logits + triplet on the pre-BNNeck feature."""
+
+    ce_epsilon: float = Field(0.1, ge=0, lt=1)
+    ce_weight: float = Field(1.0, ge=0)
+    triplet_margin: float = Field(0.3, ge=0)  # 0 = soft margin
+    triplet_weight: float = Field(1.0, ge=0)
+    triplet_norm_feat: bool = False  # fast-reid's TRI.NORM_FEAT: cosine instead of euclidean distance
+
+
+class SolverSection(_Section):
+    """Adam, per-iteration linear warm-up, then per-epoch MultiStep decay."""
+
+    base_lr: float = Field(3.5e-4, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    epochs: int = Field(120, ge=1)
+    steps: list[int] = [40, 90]  # epochs at which the lr is multiplied by ``gamma``
+    gamma: float = Field(0.1, gt=0)
+    warmup_factor: float = Field(0.1, gt=0, le=1)
+    warmup_iters: int = Field(2000, ge=0)
+    iters_per_epoch: int | None = Field(None, ge=1)  # None: train images // batch size (fast-reid's epoch)
+    amp: bool = True  # mixed precision; used on CUDA only
+
+
+class EvalSection(_Section):
+    """Evaluation on the dataset's query/gallery with fast-reid's Market-1501 protocol."""
+
+    period: int = Field(30, ge=0)  # every N epochs and after the last; 0 = only after the last
+    batch_size: int = Field(128, ge=1)
+    metric: Literal["cosine", "euclidean"] = "cosine"
+
+
+class TrainConfig(_Section):
+    """Everything ``crosscam train`` needs besides the data root and the output folder."""
+
+    model: ModelSection = ModelSection()
+    input: InputSection = InputSection()
+    sampler: SamplerSection = SamplerSection()
+    loss: LossSection = LossSection()
+    solver: SolverSection = SolverSection()
+    eval: EvalSection = EvalSection()
+    checkpoint_period: int = Field(30, ge=1)  # also saves ``last.pth`` (resume) after every epoch
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int | None = Field(None, ge=1)  # torch CPU threads; None keeps torch's default
+
+    @model_validator(mode="after")
+    def _steps_sorted(self) -> "TrainConfig":
+        if self.solver.steps != sorted(self.solver.steps):
+            raise ValueError("solver.steps must be increasing epochs")
+        return self
+
+
+def load_train_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> TrainConfig:
+    """A :class:`TrainConfig` from an optional YAML (with ``base:`` files) plus ``KEY=VALUE`` overrides."""
+    return load_config(TrainConfig, path, overrides)

@@ -1,0 +1,75 @@
+"""The BoT losses: label-smoothed cross-entropy and batch-hard triplet, as fast-reid computes them.
+
+- :func:`label_smoothed_cross_entropy`: target distribution ``1 - eps`` on the true class and
+  ``eps / (C - 1)`` on each of the other ``C - 1`` classes (fast-reid's convention; the BoT paper
+  writes ``eps / C`` everywhere), averaged over the rows whose loss is non-zero.
+- :func:`hard_triplet_loss`: euclidean distances (clamped at 1e-12 before the square root) of
+  the features, or cosine distance ``2 - 2 cos`` with ``norm_feat``; for each anchor the farthest
+  positive and the closest negative; ``mean(max(0, d_ap - d_an + margin))``, or the soft margin
+  ``mean(log(1 + exp(d_ap - d_an)))`` when ``margin`` is 0.
+
+>>> import torch
+>>> logits = torch.tensor([[2.0, 0.0, 0.0]])
+>>> round(float(label_smoothed_cross_entropy(logits, torch.tensor([0]), epsilon=0.0)), 4)
+0.2395
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def label_smoothed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, epsilon: float = 0.1) -> torch.Tensor:
+    """Scalar loss of ``logits`` (N, C) float against ``targets`` (N,) int64 class indices."""
+    num_classes = logits.shape[1]
+    log_probs = F.log_softmax(logits.float(), dim=1)
+    off_target = epsilon / (num_classes - 1) if num_classes > 1 else 0.0
+    soft = torch.full_like(log_probs, off_target)
+    soft.scatter_(1, targets.unsqueeze(1), 1.0 - epsilon)
+    per_row = -(soft * log_probs).sum(dim=1)
+    nonzero = int(torch.count_nonzero(per_row.detach()))
+    return per_row.sum() / max(nonzero, 1)
+
+
+def pairwise_euclidean(features: torch.Tensor) -> torch.Tensor:
+    """(N, N) euclidean distances of (N, D) features, via the Gram matrix, clamped at 1e-12 before sqrt."""
+    squared = features.pow(2).sum(dim=1, keepdim=True)
+    dist = squared + squared.t() - 2.0 * features @ features.t()
+    return dist.clamp(min=1e-12).sqrt()
+
+
+def pairwise_cosine_distance(features: torch.Tensor) -> torch.Tensor:
+    """(N, N) ``2 - 2 cos`` of (N, D) features (squared euclidean distance of unit vectors)."""
+    unit = F.normalize(features, dim=1)
+    return 2.0 - 2.0 * unit @ unit.t()
+
+
+def hard_triplet_loss(
+    features: torch.Tensor, targets: torch.Tensor, margin: float = 0.3, norm_feat: bool = False
+) -> torch.Tensor:
+    """Batch-hard triplet loss of ``features`` (N, D) with identity ``targets`` (N,).
+
+    Every anchor needs a positive (another image of its identity; the PK sampler guarantees it)
+    and a negative; an anchor without a positive uses distance 0 as its hardest positive.
+    """
+    features = features.float()
+    dist = pairwise_cosine_distance(features) if norm_feat else pairwise_euclidean(features)
+    same = targets.unsqueeze(0) == targets.unsqueeze(1)
+    hardest_positive = (dist * same).max(dim=1).values
+    # Positives pushed out of reach so the min picks a negative.
+    hardest_negative = (dist + same * 1e9).min(dim=1).values
+    if margin > 0:
+        return F.relu(hardest_positive - hardest_negative + margin).mean()
+    return F.softplus(hardest_positive - hardest_negative).mean()
+
+
+def bot_loss(outputs: dict[str, torch.Tensor], targets: torch.Tensor, cfg) -> dict[str, torch.Tensor]:
+    """The weighted BoT losses of a train-mode model's ``outputs`` (``logits``, ``features``).
+
+    ``cfg`` is a :class:`~reid.training.config.LossSection`. Returns ``ce``, ``triplet`` and
+    their weighted sum ``total`` (scalars).
+    """
+    ce = label_smoothed_cross_entropy(outputs["logits"], targets, cfg.ce_epsilon)
+    triplet = hard_triplet_loss(outputs["features"], targets, cfg.triplet_margin, cfg.triplet_norm_feat)
+    return {"ce": ce, "triplet": triplet, "total": cfg.ce_weight * ce + cfg.triplet_weight * triplet}

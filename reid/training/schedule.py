@@ -1,0 +1,47 @@
+"""Adam and the BoT learning-rate schedule.
+
+The learning rate at a step is ``base_lr * warmup(iteration) * gamma ** (milestones passed)``:
+a linear warm-up over the first ``warmup_iters`` iterations from ``warmup_factor * base_lr``
+to ``base_lr`` (fast-reid's ``WarmupLR``, per iteration), times a MultiStep decay by ``gamma``
+at each epoch in ``steps`` (fast-reid's ``MultiStepLR``, per epoch). Written as a pure function
+of (iteration, epoch) so a resumed run needs no scheduler state.
+
+>>> from reid.training.config import SolverSection
+>>> cfg = SolverSection()
+>>> round(learning_rate(cfg, iteration=0, epoch=0), 8), round(learning_rate(cfg, iteration=5000, epoch=50), 8)
+(3.5e-05, 3.5e-05)
+"""
+
+from __future__ import annotations
+
+import bisect
+
+import torch
+
+from reid.training.config import SolverSection
+
+
+def warmup_factor(iteration: int, warmup_iters: int, start_factor: float) -> float:
+    """Linear warm-up multiplier: ``start_factor`` at iteration 0, 1.0 from ``warmup_iters`` on."""
+    if iteration >= warmup_iters:
+        return 1.0
+    alpha = iteration / warmup_iters
+    return start_factor * (1.0 - alpha) + alpha
+
+
+def learning_rate(cfg: SolverSection, iteration: int, epoch: int) -> float:
+    """The learning rate for global ``iteration`` (0-based) inside ``epoch`` (0-based)."""
+    decays = bisect.bisect_right(cfg.steps, epoch)
+    return cfg.base_lr * warmup_factor(iteration, cfg.warmup_iters, cfg.warmup_factor) * cfg.gamma**decays
+
+
+def build_optimizer(model: torch.nn.Module, cfg: SolverSection) -> torch.optim.Adam:
+    """Adam over the trainable parameters; weight decay (L2, as fast-reid) on all of them, norms included."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    # foreach: one fused update over all tensors; the per-tensor loop dominates small models on a CPU.
+    return torch.optim.Adam(params, lr=cfg.base_lr, weight_decay=cfg.weight_decay, foreach=True)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

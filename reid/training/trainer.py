@@ -1,0 +1,235 @@
+"""The training loop of ``crosscam train``: BoT recipe on any Market-1501-layout folder.
+
+Writes into ``out_dir``:
+
+- ``config.yaml``: the resolved :class:`~reid.training.config.TrainConfig`;
+- ``log.csv``: one row per epoch (lr, losses, train accuracy, img/s, seconds, and rank-1 / mAP /
+  mINP on the epochs that were evaluated);
+- ``last.pth``: model + optimizer + AMP scaler + position, rewritten after every epoch
+  (``resume=True`` continues from it);
+- ``model.pth``: the weights alone (fast-reid key layout + a ``crosscam`` entry), every
+  ``checkpoint_period`` epochs and at the end; ResNet-50 files load with ``Embedder.from_weights``,
+  every backbone exports with ``crosscam export``;
+- ``metrics.json``: the last evaluation.
+
+Seeds: the PK batches of an epoch depend on ``(seed, epoch)`` and torch's generator (augmentation,
+initialisation) is re-seeded per epoch, so a resumed run sees the same batches and augmentations.
+
+>>> trainer = Trainer(TrainConfig(), "../shared/data/cuhk03-market", "runs/bot_r50")  # doctest: +SKIP
+>>> trainer.run()["mAP"]  # doctest: +SKIP
+0.7
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from reid.benchmark import dataset_features
+from reid.checkpoint import read_checkpoint, to_crosscam_names
+from reid.data.market import MarketDataset
+from reid.embedder import Embedder, TorchFeatures, resolve_device
+from reid.errors import CrosscamError
+from reid.evaluation.distance import pairwise_distance
+from reid.evaluation.ranking import evaluate_ranking
+from reid.training.checkpoint_io import describe_model, key_generation, save_checkpoint
+from reid.training.config import TrainConfig
+from reid.training.data import TrainImages
+from reid.training.losses import bot_loss
+from reid.training.models import build_train_model
+from reid.training.sampler import PKSampler
+from reid.training.schedule import build_optimizer, learning_rate, set_learning_rate
+from reid.training.transforms import TrainAugment
+
+LOG_COLUMNS = [
+    "epoch", "iteration", "lr", "loss", "ce", "triplet", "train_acc", "images_per_s", "epoch_s",
+    "rank1", "rank5", "mAP", "mINP",
+]
+
+
+class Trainer:
+    """Train a ReID model on ``data_root``'s ``bounding_box_train``; evaluate on its query/gallery.
+
+    >>> from reid.training import load_train_config
+    >>> cfg = load_train_config("configs/reid/mobilenetv2_cpu.yaml")  # doctest: +SKIP
+    >>> Trainer(cfg, "../shared/data/cuhk03-market", "runs/mnv2").run()  # doctest: +SKIP
+    """
+
+    def __init__(self, cfg: TrainConfig, data_root: str | Path, out_dir: str | Path, resume: bool = False, progress: bool = True):
+        self.cfg = cfg
+        self.data_root = Path(data_root)
+        self.out_dir = Path(out_dir)
+        self.resume = resume
+        self.progress = progress
+        self.device = torch.device(resolve_device(cfg.device))
+        self.use_amp = cfg.solver.amp and self.device.type == "cuda"
+
+    def run(self) -> dict[str, Any]:
+        """Train every remaining epoch; returns the last evaluation (rank1, mAP, ...) and file paths."""
+        threads = torch.get_num_threads()
+        if self.cfg.threads is not None:
+            torch.set_num_threads(self.cfg.threads)
+        try:
+            return self._run()
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        dataset = MarketDataset(self.data_root)
+        images = TrainImages.load(dataset.root, cfg.input.size, self.progress)
+        model = build_train_model(cfg.model, images.num_classes).to(self.device, memory_format=torch.channels_last)
+        meta = describe_model(cfg.model, cfg.input.size, images.num_classes, model.feat_dim)
+        optimizer = build_optimizer(model, cfg.solver)
+        scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
+        sampler = PKSampler(images.labels.numpy(), cfg.sampler.ids_per_batch, cfg.sampler.instances, cfg.seed)
+        augment = TrainAugment(cfg.input.size, cfg.input.flip_prob, cfg.input.padding, cfg.input.erasing_prob)
+        iters_per_epoch = cfg.solver.iters_per_epoch or max(1, len(images) // sampler.batch_size)
+
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        start_epoch, iteration = self._restore(model, optimizer, scaler, meta) if self.resume else (0, 0)
+        if start_epoch >= cfg.solver.epochs:
+            raise CrosscamError(
+                f"{self.out_dir / 'last.pth'}: already trained {start_epoch} epochs; raise solver.epochs to train further"
+            )
+        _write_text(self.out_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        log = EpochLog(self.out_dir / "log.csv", append=self.resume)
+        metrics: dict[str, Any] = {}
+        for epoch in range(start_epoch, cfg.solver.epochs):
+            torch.manual_seed(cfg.seed * 100_003 + epoch)
+            row, iteration = self._train_epoch(model, optimizer, scaler, images, sampler, augment, epoch, iteration, iters_per_epoch)
+            last_epoch = epoch + 1 == cfg.solver.epochs
+            if last_epoch or (cfg.eval.period > 0 and (epoch + 1) % cfg.eval.period == 0):
+                metrics = self.evaluate(model, dataset, epoch)
+                row.update({key: metrics[key] for key in ("rank1", "rank5", "mAP", "mINP")})
+                _write_text(self.out_dir / "metrics.json", json.dumps(metrics, indent=2))
+            log.append(row)
+            state = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1, "iteration": iteration}
+            save_checkpoint(self.out_dir / "last.pth", model, meta, config=cfg.model_dump(mode="json"), **state)
+            if last_epoch or (epoch + 1) % cfg.checkpoint_period == 0:
+                save_checkpoint(self.out_dir / "model.pth", model, meta)
+        return {**metrics, "model": str(self.out_dir / "model.pth"), "log": str(log.path)}
+
+    def _train_epoch(self, model, optimizer, scaler, images, sampler, augment, epoch, iteration, iters_per_epoch):
+        cfg = self.cfg
+        model.train()
+        totals = {"loss": 0.0, "ce": 0.0, "triplet": 0.0, "correct": 0, "seen": 0}
+        start = time.perf_counter()
+        batches = sampler.epoch_batches(epoch, iters_per_epoch)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.solver.epochs}", unit="it", file=sys.stderr, disable=not self.progress)
+        for indices in bar:
+            lr = learning_rate(cfg.solver, iteration, epoch)
+            set_learning_rate(optimizer, lr)
+            pixels, labels = images.batch(indices)
+            pixels = augment(pixels).to(self.device, memory_format=torch.channels_last)
+            labels = labels.to(self.device)
+            autocast = torch.autocast(self.device.type, dtype=torch.float16) if self.use_amp else contextlib.nullcontext()
+            with autocast:
+                outputs = model(pixels)
+            losses = bot_loss(outputs, labels, cfg.loss)  # in fp32: the loss functions upcast
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(losses["total"]).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            iteration += 1
+            n = len(labels)
+            for key, name in (("loss", "total"), ("ce", "ce"), ("triplet", "triplet")):
+                totals[key] += float(losses[name].detach()) * n
+            totals["correct"] += int((outputs["logits"].argmax(1) == labels).sum())
+            totals["seen"] += n
+            bar.set_postfix(loss=f"{float(losses['total'].detach()):.3f}", lr=f"{lr:.2e}")
+        seconds = time.perf_counter() - start
+        seen = max(totals["seen"], 1)
+        row = {
+            "epoch": epoch + 1,
+            "iteration": iteration,
+            "lr": learning_rate(cfg.solver, iteration - 1, epoch),
+            "loss": totals["loss"] / seen,
+            "ce": totals["ce"] / seen,
+            "triplet": totals["triplet"] / seen,
+            "train_acc": totals["correct"] / seen,
+            "images_per_s": totals["seen"] / seconds,
+            "epoch_s": seconds,
+        }
+        return row, iteration
+
+    def evaluate(self, model: torch.nn.Module, dataset: MarketDataset, epoch: int) -> dict[str, Any]:
+        """Rank-1/5/10, mAP, mINP of the current model on ``dataset``'s query/gallery (fast-reid protocol)."""
+        start = time.perf_counter()
+        features = TorchFeatures(model, str(self.device))  # puts the model in eval mode
+        embedder = Embedder(
+            features,
+            dim=model.feat_dim,
+            input_size=tuple(self.cfg.input.size),
+            name=f"training epoch {epoch + 1}",
+            fingerprint=f"training-epoch-{epoch + 1}",
+            batch_size=self.cfg.eval.batch_size,
+        )
+        query, gallery, _ = dataset_features(dataset, embedder, cache_dir=None, progress=self.progress)
+        distmat = pairwise_distance(query, gallery, self.cfg.eval.metric)
+        ranking = evaluate_ranking(distmat, dataset.pids("query"), dataset.pids("gallery"), dataset.camids("query"), dataset.camids("gallery"))
+        model.train()
+        summary = {key: float(value) for key, value in ranking.summary().items()}
+        return {"epoch": epoch + 1, **summary, "eval_s": time.perf_counter() - start}
+
+    def _restore(self, model, optimizer, scaler, meta) -> tuple[int, int]:
+        path = self.out_dir / "last.pth"
+        if not path.is_file():
+            raise CrosscamError(f"{path}: nothing to resume; run without --resume to start a new training in {self.out_dir}")
+        state = read_checkpoint(path)
+        saved = state.get("crosscam", {})
+        if saved != meta:
+            raise CrosscamError(
+                f"{path}: was trained with a different model or data ({saved}) than this config gives ({meta}); "
+                "resume with the same config and data, or use a new --out"
+            )
+        weights = {k: v for k, v in state["model"].items() if k not in ("pixel_mean", "pixel_std")}
+        model.load_state_dict(to_crosscam_names(weights, key_generation(meta["stem"])), strict=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        return int(state["epoch"]), int(state["iteration"])
+
+
+class EpochLog:
+    """``log.csv`` with :data:`LOG_COLUMNS`; each row is flushed as soon as it is written."""
+
+    def __init__(self, path: Path, append: bool = False):
+        self.path = path
+        if not (append and path.is_file()):
+            with path.open("w", newline="") as handle:
+                csv.writer(handle).writerow(LOG_COLUMNS)
+
+    def append(self, row: dict[str, Any]) -> None:
+        with self.path.open("a", newline="") as handle:
+            csv.writer(handle).writerow([_format(row.get(column)) for column in LOG_COLUMNS])
+
+
+def read_log(path: str | Path) -> list[dict[str, float]]:
+    """Rows of a ``log.csv`` as dicts of floats (missing evaluation cells become NaN)."""
+    with open(path, newline="") as handle:
+        return [{key: float(value) if value != "" else float("nan") for key, value in row.items()} for row in csv.DictReader(handle)]
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _write_text(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+

