@@ -108,3 +108,29 @@ class EmbedderConfig(BaseModel):
     flip: bool = False  # flip test-time augmentation
     preprocess: Literal["parity", "fast"] = "fast"  # parity = fast-reid's PIL bicubic resize
     trust_checkpoint: bool = False  # allow full unpickling of checkpoints (unsafe for untrusted files)
+
+
+class BotModelConfig(BaseModel):
+    """The BoT ("bag of tricks") ReID network: ResNet backbone, pooling, BNNeck, classifier.
+
+    ``stem`` must match the weights: ``"torchvision"`` (max-pool padding 1; fast-reid's model-zoo
+    files) or ``"fastreid"`` (padding 0, ceil mode; fast-reid since Nov 2020 and PyPI 1.4.0).
+    ``num_classes`` 0 builds no classifier (inference); training sets it to the identity count.
+
+    >>> BotModelConfig(depth=18).feat_dim
+    512
+    """
+
+    model_config = {"extra": "forbid"}
+
+    depth: Literal[18, 34, 50, 101] = 50
+    last_stride: Literal[1, 2] = 1
+    stem: Literal["torchvision", "fastreid"] = "torchvision"
+    pooling: Literal["avg", "gem"] = "avg"
+    gem_p: float = Field(3.0, gt=0)  # GeM exponent (fixed, not learned)
+    num_classes: int = Field(0, ge=0)
+
+    @property
+    def feat_dim(self) -> int:
+        """Feature size after pooling and BNNeck: 2048 for depth >= 50, else 512."""
+        return 2048 if self.depth >= 50 else 512

@@ -1,0 +1,100 @@
+"""The BoT ReID network (Luo et al., "Bag of Tricks and a Strong Baseline for Deep Person ReID").
+
+Input ``(N, 3, H, W)`` float32 RGB 0..255 (usually 256x128). The model subtracts ``pixel_mean``
+and divides by ``pixel_std`` itself, as fast-reid does, so every caller feeds raw pixels. Then:
+ResNet -> global pooling (average, or GeM) -> BNNeck (BatchNorm1d whose bias stays 0 in
+training) -> [bias-free linear classifier, training only].
+
+Eval mode returns the ``(N, feat_dim)`` float32 BNNeck output, not L2-normalised (fast-reid's inference
+feature). Train mode returns a dict: ``"features"`` (pooled, before the BNNeck; for the triplet
+loss), ``"bn_features"`` and, with a classifier, ``"logits"`` ``(N, num_classes)``.
+
+State-dict names: ``backbone.*`` (torchvision's ResNet names), ``neck.*``, ``classifier.weight``.
+The pixel buffers are not saved (they are constants of the model, as in fast-reid 1.4).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from reid.config import BotModelConfig
+from reid.models.resnet import ResNet
+
+# ImageNet statistics in 0..255 units, fast-reid's MODEL.PIXEL_MEAN / PIXEL_STD.
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+class GeneralizedMeanPool(nn.Module):
+    """GeM pooling ``(mean(x.clamp(eps) ** p)) ** (1/p)`` over H, W: ``(N, C, H, W) -> (N, C)``."""
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.p = p
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(min=self.eps).pow(self.p).mean(dim=(2, 3)).pow(1.0 / self.p)
+
+
+class GlobalAvgPool(nn.Module):
+    """Mean over H, W: ``(N, C, H, W) -> (N, C)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+
+class BotModel(nn.Module):
+    """BoT ResNet ReID model; see the module docstring for inputs and outputs.
+
+    >>> import torch
+    >>> model = build_bot_model(BotModelConfig(depth=18)).eval()
+    >>> with torch.inference_mode():
+    ...     feats = model(torch.full((2, 3, 256, 128), 128.0))
+    >>> feats.shape
+    torch.Size([2, 512])
+    """
+
+    def __init__(self, cfg: BotModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
+        self.backbone = ResNet(cfg.depth, cfg.last_stride, cfg.stem)
+        self.pool: nn.Module = GeneralizedMeanPool(cfg.gem_p) if cfg.pooling == "gem" else GlobalAvgPool()
+        self.neck = nn.BatchNorm1d(cfg.feat_dim)
+        nn.init.ones_(self.neck.weight)
+        nn.init.zeros_(self.neck.bias)
+        # BoT freezes the neck's bias at 0, so the bias-free classifier sees zero-centred features.
+        self.neck.bias.requires_grad_(False)
+        self.classifier: nn.Linear | None = None
+        if cfg.num_classes > 0:
+            self.classifier = nn.Linear(cfg.feat_dim, cfg.num_classes, bias=False)
+            nn.init.normal_(self.classifier.weight, std=0.001)
+
+    @property
+    def feat_dim(self) -> int:
+        return self.cfg.feat_dim
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        # Out of place: the caller's batch must stay raw pixels.
+        x = (images - self.pixel_mean) / self.pixel_std
+        feature_map = self.backbone(x)
+        # Pooling and BNNeck run at the neck's own precision (float32) under bf16/fp16 autocast:
+        # the neck subtracts a running mean close to the pooled values, a cancellation that would
+        # leave bf16 almost no bits.
+        with torch.autocast(feature_map.device.type, enabled=False):
+            pooled = self.pool(feature_map.to(self.neck.weight.dtype))
+            bn_features = self.neck(pooled)
+        if not self.training:
+            return bn_features
+        out = {"features": pooled, "bn_features": bn_features}
+        if self.classifier is not None:
+            out["logits"] = self.classifier(bn_features)
+        return out
+
+
+def build_bot_model(cfg: BotModelConfig | None = None) -> BotModel:
+    """Build a randomly initialised :class:`BotModel` (``cfg`` defaults to BoT R50, no classifier)."""
+    return BotModel(cfg if cfg is not None else BotModelConfig())
