@@ -5,13 +5,8 @@ override the base's, recursively. Command-line overrides (``--set tracker.max_ag
 applied last, their values parsed as YAML (``--set reid.flip=true`` gives a bool). Validation
 errors become one :class:`~reid.errors.CrosscamError` line naming the key and the file.
 
->>> from pydantic import BaseModel
->>> class Inner(BaseModel):
-...     size: int = 1
->>> class Outer(BaseModel):
-...     inner: Inner = Inner()
->>> load_config(Outer, None, ["inner.size=3"]).inner.size
-3
+>>> load_config(EmbedderConfig, None, ["batch_size=8", "flip=true"]).batch_size
+8
 """
 
 from __future__ import annotations

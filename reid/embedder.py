@@ -19,7 +19,6 @@ import torch
 from tqdm import tqdm
 
 from reid import zoo
-from reid.checkpoint import load_bot_checkpoint
 from reid.config import EmbedderConfig
 from reid.errors import CrosscamError
 from reid.models.mobilenetv2 import INPUT_SIZE as MOBILENETV2_INPUT_SIZE
@@ -31,7 +30,6 @@ from reid.preprocess import crops_to_tensor
 FeatureFn = Callable[[torch.Tensor], np.ndarray]
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-BOT_INPUT_SIZE = (256, 128)  # (height, width) of every fast-reid BoT model-zoo file
 IN_MODEL = {"color": "rgb", "normalisation": "inside the model"}  # pixel format of crosscam's torch models
 
 
@@ -170,8 +168,14 @@ class Embedder:
 
     @classmethod
     def _from_bot_checkpoint(cls, path, name, device, precision, trust_checkpoint, options) -> "Embedder":
-        features = TorchFeatures(load_bot_checkpoint(path, trust=trust_checkpoint), device, precision)
-        return cls._assemble(features, features.dim, BOT_INPUT_SIZE, name, path, IN_MODEL, options)
+        """A fast-reid checkpoint, or a crosscam-trained one (any backbone, its own input size)."""
+        # Imported here: reid.training evaluates through the Embedder, so a module-level import would be circular.
+        from reid.training.checkpoint_io import load_trained_model
+
+        model, description = load_trained_model(path, trust=trust_checkpoint)
+        features = TorchFeatures(model, device, precision)
+        input_size = tuple(description["input_size"])
+        return cls._assemble(features, features.dim, input_size, name, path, IN_MODEL, options)
 
     @classmethod
     def _assemble(cls, features, dim, input_size, name, path, pixel_format, options) -> "Embedder":

@@ -177,14 +177,16 @@ def one_step_model(cfg: ModelSection, num_classes: int = 5) -> torch.nn.Module:
     return model.eval()
 
 
-def test_trained_r50_checkpoint_loads_in_embedder_with_the_same_features(tmp_path):
-    cfg = ModelSection(backbone="resnet50", pretrained=False)
+@pytest.mark.parametrize(("backbone", "input_size"), [("resnet18", (64, 32)), ("mobilenetv2", (128, 64))])
+def test_trained_checkpoint_loads_in_embedder_with_the_same_features(tmp_path, backbone, input_size):
+    cfg = ModelSection(backbone=backbone, pretrained=False)
     model = one_step_model(cfg)
-    path = save_checkpoint(tmp_path / "model.pth", model, describe_model(cfg, (256, 128), 5, model.feat_dim))
+    path = save_checkpoint(tmp_path / "model.pth", model, describe_model(cfg, input_size, 5, model.feat_dim))
     crops = [np.random.default_rng(i).integers(0, 256, (120, 50, 3), dtype=np.uint8) for i in range(2)]
     embedder = Embedder.from_weights(str(path), device="cpu")
+    assert embedder.input_size == input_size and embedder.dim == model.feat_dim
     with torch.inference_mode():
-        expected = model(crops_to_tensor(crops, (256, 128), "fast")).numpy()
+        expected = model(crops_to_tensor(crops, input_size, "fast")).numpy()
     np.testing.assert_allclose(embedder.embed(crops), expected, atol=1e-4, rtol=0)
 
 
