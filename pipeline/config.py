@@ -19,10 +19,15 @@ class _Section(BaseModel):
 
 
 class SourceConfig(_Section):
-    """Which frames are read."""
+    """Which frames are read, and how a live stream is re-opened when it drops."""
 
     stride: int = Field(1, ge=1)  # keep every n-th frame
     max_frames: int | None = Field(None, ge=1)  # stop after this many source frames
+    default_fps: float = Field(25.0, gt=0.0)  # when neither the container nor seqinfo.ini gives one
+    max_decode_failures: int = Field(25, ge=1)  # consecutive undecodable frames before a file is given up
+    reconnect_attempts: int = Field(5, ge=0)  # stream re-opens after a drop before giving up
+    reconnect_delay_s: float = Field(1.0, ge=0.0)  # first back-off delay; doubles per attempt
+    reconnect_max_delay_s: float = Field(30.0, ge=0.0)
 
 
 class DetectorConfig(_Section):
@@ -35,6 +40,16 @@ class DetectorConfig(_Section):
     half: bool = False
     device: str = "auto"
     batch_size: int = Field(8, ge=1)  # frames per detector call
+    min_box_size: int = Field(8, ge=1)  # boxes narrower or shorter than this (pixels, clipped) are dropped
+    motion_width: int = Field(384, ge=64)  # frames are downscaled to this width for background subtraction
+    motion_history: int = Field(500, ge=1)  # frames the background model remembers
+    motion_var_threshold: float = Field(25.0, gt=0.0)  # MOG2 squared Mahalanobis distance for foreground
+    motion_min_area: float = Field(0.004, gt=0.0, le=1.0)  # smallest blob, as a fraction of the frame area
+    motion_min_aspect: float = Field(1.0, gt=0.0)  # height / width of a standing person, lower bound
+    motion_max_aspect: float = Field(5.0, gt=0.0)  # ... and upper bound
+    motion_prime_frames: int = Field(32, ge=1)  # the background is re-primed from the median of the first frames
+    motion_person_ratio: float = Field(0.45, gt=0.0)  # width / height of one person; wider blobs are split
+    replay_file: str | None = None  # det.txt for `replay`; default <sequence>/det/det.txt
 
 
 class TrackerConfig(_Section):
@@ -51,19 +66,45 @@ class OutputConfig(_Section):
     """What each camera writes into the run directory."""
 
     video: bool = True
+    codec: str = Field("mp4v", min_length=4, max_length=4)  # FourCC of annotated.mp4
     trails: bool = False
+    trail_length: int = Field(30, ge=2)  # frames of box-bottom history drawn per track
+    thumbnails: bool = True
+    representatives: int = Field(5, ge=1, le=5)  # individual features kept per track summary
 
 
 class AssociationConfig(_Section):
-    """Cross-camera association of tracks into global identities."""
+    """Cross-camera association of tracks into global identities (``pipeline.association``).
 
-    threshold: float = Field(0.6, ge=-1.0, le=1.0)  # cosine similarity to link two tracks
+    Two tracks join one identity only if their features' cosine similarity and the mean cosine
+    over all track pairs of their two clusters both reach ``threshold``. The default is
+    calibrated for OSNet-x0.25 (MSMT17) features with ``tests/benchmarks/calibrate_threshold.py``
+    on CUHK03 tracks (mean crop feature per person and camera): the smallest threshold whose
+    pairwise precision, over groups of 20 people, reaches 0.8 (0.825: precision 0.81, recall
+    0.12; the F1-best 0.725 has precision 0.53). Precision first: a false merge puts another
+    person's appearances into query answers. On the real hall clip, the same person seen by
+    two virtual cameras scores 0.85-0.92. Re-calibrate for another embedder.
+    """
+
+    threshold: float = Field(0.825, ge=-1.0, le=1.0)  # cosine similarity to link two tracks
+    neighbors: int = Field(20, ge=1)  # k of the k-nearest-neighbour graph of track features
+    exact_search_max: int = Field(10_000, ge=1)  # above this many tracks the kNN graph uses IVF
+    overlap_tolerance_s: float = Field(0.0, ge=0.0)  # same-camera tracks may overlap this long
 
 
 class StoreConfig(_Section):
-    """The FAISS + SQLite track store inside the run directory."""
+    """The FAISS + SQLite track store inside the run directory (``pipeline.store``).
 
-    index: Literal["flat", "ivf", "hnsw"] = "flat"
+    ``auto`` is an exact inner-product index up to ``large_store_size`` vectors and IVF above.
+    """
+
+    index: Literal["auto", "flat", "ivf", "hnsw"] = "auto"
+    large_store_size: int = Field(200_000, ge=1)  # auto switches from flat to IVF above this
+    ivf_nlist: int | None = Field(None, ge=1)  # IVF cells; None = 4 * sqrt(number of vectors)
+    ivf_nprobe: int = Field(64, ge=1)  # IVF cells visited per query (see tests/benchmarks/bench_store.py)
+    hnsw_m: int = Field(32, ge=4)  # HNSW graph degree
+    hnsw_ef_search: int = Field(128, ge=1)  # HNSW search breadth
+    gpu: bool = True  # search on the GPU when faiss-gpu is installed and a GPU is visible
 
 
 class PipelineConfig(_Section):

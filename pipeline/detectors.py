@@ -130,10 +130,17 @@ class MotionDetector:
 
     MOG2 background subtraction on a downscaled frame, shadows removed, then opening (noise) and
     a tall closing (join a walker's legs, torso and head into one blob); blobs are kept when their
-    area and height/width ratio fit a standing person. Confidence is the blob's fill ratio of its
-    box. A frame that is mostly foreground (the camera moved, the lights changed) resets the
-    background and yields no boxes. Like any MOG2 model it needs about ten frames to settle after
-    the start or such a reset. It keeps a background model, so use one instance per camera.
+    area and height/width ratio fit a standing person. A blob wider than one person (people
+    walking side by side, crossing) is split into ``round(width / (height * motion_person_ratio))``
+    boxes at the dips of its upper contour between heads. Confidence grows with the blob's fill
+    ratio of its box. A frame that is mostly foreground (the camera moved, the lights changed)
+    resets the background and yields no boxes. It keeps a background model, so use one instance
+    per camera.
+
+    Start: MOG2 would learn the first frame, people included, as background and report ghosts
+    where they stood. So the model is re-primed from the per-pixel median of the frames seen so
+    far after 4, 8, 16, ... up to ``motion_prime_frames`` frames: a walker covers a pixel in few
+    of them, so the median is the empty scene.
 
     >>> det = MotionDetector(DetectorConfig(model="motion"))
     >>> len(det.detect([Frame("c", 0, 0.0, np.zeros((240, 320, 3), np.uint8))])[0])
@@ -145,46 +152,114 @@ class MotionDetector:
     def __init__(self, cfg: DetectorConfig):
         self.cfg = cfg
         keys = ("motion_width", "motion_history", "motion_var_threshold", "motion_min_area",
-                "motion_min_aspect", "motion_max_aspect", "confidence")
+                "motion_min_aspect", "motion_max_aspect", "motion_prime_frames", "motion_person_ratio",
+                "confidence")
         self.fingerprint = _sha256_json({"detector": "motion", **{k: getattr(cfg, k) for k in keys}})
-        self._subtractor = cv2.createBackgroundSubtractorMOG2(
-            history=cfg.motion_history, varThreshold=cfg.motion_var_threshold, detectShadows=True
-        )
+        self._subtractor = self._new_subtractor()
         self._open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+        self._start_frames: list[np.ndarray] | None = []  # downscaled first frames; None once primed
+        self._seen = 0  # frames given to the background model
+
+    def _new_subtractor(self):
+        return cv2.createBackgroundSubtractorMOG2(
+            history=self.cfg.motion_history, varThreshold=self.cfg.motion_var_threshold, detectShadows=True
+        )
 
     def detect(self, frames: Sequence[Frame]) -> list[Detections]:
-        return [self._detect_one(f.image) for f in frames]
+        smalls = [self._downscale(f.image) for f in frames]
+        self._prime(smalls)
+        return [self._detect_one(small, f.image.shape) for small, f in zip(smalls, frames)]
 
-    def _detect_one(self, image: np.ndarray) -> Detections:
+    def _downscale(self, image: np.ndarray) -> np.ndarray:
         h, w = image.shape[:2]
         scale = min(1.0, self.cfg.motion_width / w)
-        small = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-        mask = self._subtractor.apply(small)
+        return cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+
+    def _prime(self, smalls: list[np.ndarray]) -> None:
+        """Restart MOG2 from the median of the first frames, this batch's included (so the very
+        first batch is already judged against an empty scene), until ``motion_prime_frames``."""
+        if self._start_frames is None:
+            return
+        self._start_frames.extend(smalls[: max(0, self.cfg.motion_prime_frames - len(self._start_frames))])
+        if not self._start_frames:
+            return
+        median = np.median(np.stack(self._start_frames), axis=0).astype(np.uint8)
+        self._subtractor = self._new_subtractor()
+        self._subtractor.apply(median, learningRate=1.0)
+        if len(self._start_frames) >= self.cfg.motion_prime_frames:
+            self._start_frames = None  # primed for good: from here on MOG2 follows the scene
+
+    def _foreground(self, small: np.ndarray) -> np.ndarray | None:
+        """(h, w) uint8 0/255 mask of moving pixels, or None after a global change."""
+        self._seen += 1
+        # MOG2's own rate, 1 / min(2 * frames, history), counted over all frames: a re-primed
+        # model must not restart at rate 1/2 and absorb the people of the next frames.
+        rate = 1.0 / min(2 * self._seen, self.cfg.motion_history)
+        mask = self._subtractor.apply(small, learningRate=rate)
         mask = cv2.threshold(mask, 200, 255, cv2.THRESH_BINARY)[1]  # MOG2 marks shadows 127
         if cv2.countNonZero(mask) > GLOBAL_CHANGE_FRACTION * mask.size:
             # The camera panned or the exposure jumped: the background model is stale, not full
             # of people. Relearn it from this frame instead of reporting the whole scene.
             self._subtractor.apply(small, learningRate=1.0)
-            return Detections.empty()
+            return None
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self._open)
         sh = small.shape[0]
         close = cv2.getStructuringElement(cv2.MORPH_RECT, (max(3, sh // 60), max(5, sh // 12)))
-        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, close)
-        count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, close)
+
+    def _detect_one(self, small: np.ndarray, shape: tuple[int, ...]) -> Detections:
+        scale = small.shape[1] / shape[1]
+        mask = self._foreground(small)
+        if mask is None:
+            return Detections.empty()
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         min_area = self.cfg.motion_min_area * mask.shape[0] * mask.shape[1]
         boxes, scores = [], []
-        for x, y, bw, bh, area in stats[1:count]:
-            aspect = bh / max(bw, 1)
-            fill = area / float(bw * bh)
-            if bw * bh < min_area or not self.cfg.motion_min_aspect <= aspect <= self.cfg.motion_max_aspect:
-                continue
-            if fill < self.cfg.confidence * 0.5:  # a sparse sprinkle of noise, not a body
-                continue
-            boxes.append(np.array([x, y, x + bw, y + bh], np.float32) / scale)
-            scores.append(min(1.0, 0.5 + fill / 2.0))
+        for label, (x, y, bw, bh, _) in enumerate(stats[1:count], start=1):
+            blob = labels[y : y + bh, x : x + bw] == label
+            for x0, x1 in _person_columns(blob, self.cfg.motion_person_ratio):
+                part = blob[:, x0:x1]
+                rows = np.flatnonzero(part.any(axis=1))
+                if len(rows) == 0:
+                    continue
+                top, bottom = rows[0], rows[-1] + 1
+                pw, ph = x1 - x0, bottom - top
+                fill = part[top:bottom].sum() / float(pw * ph)
+                if pw * ph < min_area or not self.cfg.motion_min_aspect <= ph / pw <= self.cfg.motion_max_aspect:
+                    continue
+                if fill < self.cfg.confidence * 0.5:  # a sparse sprinkle of noise, not a body
+                    continue
+                boxes.append(np.array([x + x0, y + top, x + x1, y + bottom], np.float32) / scale)
+                scores.append(min(1.0, 0.5 + fill / 2.0))
         if not boxes:
             return Detections.empty()
         return Detections(np.stack(boxes).astype(np.float32), np.array(scores, np.float32))
+
+
+def _person_columns(blob: np.ndarray, person_ratio: float) -> list[tuple[int, int]]:
+    """Column ranges ``[(x0, x1), ...]`` of the people side by side in one blob.
+
+    ``blob``: (h, w) bool mask of one connected component, cropped to its box. The number of
+    people is ``round(w / (h * person_ratio))`` (a standing person is ``person_ratio`` as wide as
+    tall); the cuts go to the lowest point of the upper contour (the gap between two heads)
+    within half a person's width of the evenly spaced positions.
+    """
+    h, w = blob.shape
+    people = int(round(w / max(h * person_ratio, 1.0)))
+    if people < 2:
+        return [(0, w)]
+    has = blob.any(axis=0)
+    top = np.where(has, blob.argmax(axis=0), h)  # first foreground row per column; h where empty
+    step = w / people
+    cuts = [0]
+    for k in range(1, people):
+        lo = max(cuts[-1] + 1, int(round(k * step - step / 2)))
+        hi = min(w - 1, int(round(k * step + step / 2)))
+        if hi <= lo:
+            continue
+        cuts.append(lo + int(np.argmax(top[lo:hi])))
+    cuts.append(w)
+    return list(zip(cuts[:-1], cuts[1:]))
 
 
 class ReplayDetector:

@@ -165,8 +165,10 @@ def test_videos_without_people_give_valid_empty_outputs(tmp_path: Path, capsys, 
                             "--camera", "door", "--detector", "motion", "--reid", str(osnet_onnx), "--json",
                             "--quiet"], capsys)
     assert code == 0
-    cams = json.loads(out)["cameras"]
+    result = json.loads(out)
+    cams = result["cameras"]
     assert [(c["camera"], c["frames_read"], c["tracks"]) for c in cams] == [("lobby", 30, 0), ("door", 12, 0)]
+    assert result["identities"]["identities"] == 0 and Path(result["identities"]["report"]).is_file()
     for cam in cams:
         folder = tmp_path / "run" / cam["camera"]
         assert count_video_frames(folder / "annotated.mp4") == cam["frames_read"]
@@ -194,8 +196,12 @@ def test_mot_folder_with_replayed_detections_and_stride(tmp_path: Path, capsys, 
                             "--reid", str(osnet_onnx), "--stride", "2", "--set", "tracker.n_init=2",
                             "--json", "--quiet"], capsys)
     assert code == 0
-    (cam,) = json.loads(out)["cameras"]
+    result = json.loads(out)
+    (cam,) = result["cameras"]
     assert cam["camera"] == "SEQ-01" and cam["frames_read"] == 15 and cam["tracks"] == 1
+    assert result["identities"]["identities"] == 1 and result["identities"]["cameras"] == ["SEQ-01"]
+    global_rows = read_mot(tmp_path / "run" / "SEQ-01" / "tracks_global.txt")
+    assert set(global_rows[:, 1].astype(int)) == {1}
     rows = read_mot(tmp_path / "run" / "SEQ-01" / "tracks.txt")
     assert ((rows[:, 0] - 1) % 2 == 0).all()  # only strided frames, 1-based source numbers
     frame = rows[-1]

@@ -1,7 +1,79 @@
-"""Commands of this group are added by `register`."""
+"""``crosscam query``: which identity is this person, and in which cameras was it seen when?"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+from pipeline.config import load_pipeline_config
+from pipeline.query import QueryResult, parse_box, query_identity, query_image, query_track
+from reid.errors import CrosscamError
+
+
+def _parse_track(text: str) -> tuple[str, int]:
+    camera, sep, number = text.rpartition(":")
+    if not sep or not camera or not number.strip().lstrip("-").isdigit():
+        raise CrosscamError(f"--track {text!r}: expected CAMERA:TRACK_ID, e.g. --track hall:3")
+    return camera, int(number)
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(max(seconds, 0.0), 60.0)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours:02d}:{minutes:02d}:{secs:04.1f}"
+
+
+def _print_table(result: QueryResult) -> None:
+    if result.best is None:
+        typer.echo(f"{result.query}: no identity reaches the score threshold")
+        return
+    clock = "common clock" if result.common_clock else "seconds from each video's start (no cameras file)"
+    typer.echo(f"{result.query}  (times: {clock})")
+    for match in result.matches:
+        typer.echo(f"identity {match.identity}  score {match.score:.3f}")
+        for a in match.appearances:
+            tracks = ",".join(str(t) for t in a.track_ids)
+            typer.echo(
+                f"  {a.camera:12s} {_clock(a.start_s)}-{_clock(a.end_s)}  frames {a.start_frame}-{a.end_frame}"
+                f"  tracks {tracks:10s} score {a.score:.3f}  {a.thumbnail or ''}"
+            )
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``query`` to ``app``."""
+
+    @app.command("query")
+    def query(
+        run_dir: Path = typer.Argument(..., help="Run directory written by `crosscam track --out RUN_DIR`."),
+        image: Optional[Path] = typer.Option(None, "--image", help="A person crop, or a frame with --box."),
+        box: Optional[str] = typer.Option(None, "--box", help="x1,y1,x2,y2 pixels of the person in --image."),
+        track: Optional[str] = typer.Option(None, "--track", help="A stored track, CAMERA:TRACK_ID."),
+        identity: Optional[int] = typer.Option(None, "--identity", help="A global identity id."),
+        top_k: int = typer.Option(5, "--top-k", min=1, help="Identities to return, best first."),
+        min_score: float = typer.Option(-1.0, "--min-score", help="Drop appearances (and identities) below this cosine similarity."),
+        config: Optional[Path] = typer.Option(None, "--config", help="YAML config (store settings; default configs/base.yaml)."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object: identity, appearances, matches."),
+    ) -> None:
+        """Find a person in a run: by image, by CAMERA:TRACK_ID or by identity. Prints the identity
+        and its appearances per camera (start/end time and frame, track ids, score, thumbnail)."""
+        given = [name for name, value in (("--image", image), ("--track", track), ("--identity", identity))
+                 if value is not None]
+        if len(given) != 1:
+            raise CrosscamError("query: give exactly one of --image PATH, --track CAMERA:ID or --identity ID")
+        if box is not None and image is None:
+            raise CrosscamError("--box: only meaningful with --image; pass the frame with --image")
+        cfg = load_pipeline_config(config)
+        if image is not None:
+            result = query_image(run_dir, image, parse_box(box) if box else None, top_k, min_score, cfg)
+        elif track is not None:
+            camera, track_id = _parse_track(track)
+            result = query_track(run_dir, camera, track_id, top_k, min_score, cfg)
+        else:
+            result = query_identity(run_dir, identity, top_k, min_score, cfg)
+        if as_json:
+            typer.echo(json.dumps(result.to_json()))
+        else:
+            _print_table(result)

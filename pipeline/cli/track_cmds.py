@@ -1,5 +1,6 @@
 """``crosscam track``: videos, image folders or streams in; annotated videos, MOT tracks and
-per-track summaries out (see :mod:`pipeline.run`)."""
+per-track summaries out (see :mod:`pipeline.run`), then every camera of the run directory
+associated into global identities (see :mod:`pipeline.identities`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import List, Optional
 import typer
 
 from pipeline.config import load_pipeline_config
+from pipeline.identities import update_identities
 from pipeline.run import track_videos
 
 
@@ -50,11 +52,18 @@ def register(app: typer.Typer) -> None:
                                                  help="Stop after this many source frames per camera."),
         stride: Optional[int] = typer.Option(None, "--stride", min=1, help="Process every n-th frame."),
         device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (detector and ReID)."),
+        cameras_file: Optional[Path] = typer.Option(
+            None, "--cameras", help="Cameras YAML putting every camera on one clock (start time or offset, "
+                                    "optional transit rules); kept in the run directory for later runs."),
+        identities: bool = typer.Option(True, "--identities/--no-identities",
+                                        help="Associate all cameras of the run into global identities afterwards."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the per-camera results."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     ) -> None:
         """Track people in each input: detect, embed, DeepSORT, and write annotated.mp4, tracks.txt
-        (MOTChallenge), tracks.json + track_features.npz + thumbs/, and run.json per camera.
+        (MOTChallenge), tracks.json + track_features.npz + thumbs/, and run.json per camera. Then
+        associate every camera of RUN_DIR (earlier ones too) into global identities: store/,
+        tracks_global.txt, annotated_global.mp4 and report.html.
         Ctrl-C stops cleanly: what was written stays valid and run.json says "interrupted"."""
         cfg = load_pipeline_config(config, _overrides(set_ or [], detector, reid, max_frames, stride, device))
         try:
@@ -62,8 +71,15 @@ def register(app: typer.Typer) -> None:
         except KeyboardInterrupt:
             typer.echo(f"interrupted: outputs written so far are in {out} (run.json status \"interrupted\")", err=True)
             raise typer.Exit(130) from None
+        complete = all(r.status == "complete" for r in runs)
+        linked = update_identities(out, cfg, cameras_file, progress=not quiet) if identities and complete else None
         result = {
             "run_dir": str(out.resolve()),
+            "identities": None if linked is None else {
+                "identities": linked.identities, "multi_camera_identities": linked.multi_camera_identities,
+                "tracks": linked.tracks, "cameras": linked.cameras, "common_clock": linked.common_clock,
+                "report": str(linked.report.resolve()),
+            },
             "cameras": [
                 {"camera": r.camera, "folder": str(r.folder.resolve()), "status": r.status,
                  "frames_read": r.frames_read, "frames_failed": r.frames_failed, "tracks": r.num_tracks,
@@ -78,3 +94,8 @@ def register(app: typer.Typer) -> None:
         for cam in result["cameras"]:
             typer.echo(f"{cam['camera']}: {cam['frames_read']} frames, {cam['tracks']} tracks, "
                        f"{cam['fps']} frames/s -> {cam['folder']}")
+        if linked is not None:
+            typer.echo(f"{linked.tracks} tracks of {len(linked.cameras)} cameras -> {linked.identities} identities "
+                       f"({linked.multi_camera_identities} seen by more than one camera); report: {linked.report}")
+        elif identities:
+            typer.echo("identities not updated: not every camera completed (see each camera's run.json)", err=True)

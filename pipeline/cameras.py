@@ -1,0 +1,143 @@
+"""The cameras file: puts every camera on one clock and says how people move between cameras.
+
+Recorded videos rarely start at the same moment. A YAML file names each camera, its video and
+when that video starts, either as a wall-clock time or as an offset in seconds on a common
+clock; optional transit rules say which cameras connect and how long the walk takes::
+
+    cameras:
+      - name: hall
+        video: videos/hall.mp4          # optional, for the reader
+        start: "2024-05-01 08:00:05"    # when frame 0 was recorded (ISO 8601) ...
+      - name: door
+        offset_s: 42.5                  # ... or seconds after the common clock's zero
+    transitions:                        # optional
+      only_listed: true                 # camera pairs without a rule cannot follow each other
+      rules:
+        - cameras: [hall, door]
+          min_s: 2                      # fastest walk between the two views
+          max_s: 120                    # slowest
+
+With ``start`` times the common clock's zero is the earliest start. Without a cameras file each
+camera's times are seconds from its own video's start, and reports say so.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from pipeline.association import TransitConstraints, TransitRule
+from reid.errors import CrosscamError
+
+
+class CameraClock(BaseModel):
+    """One camera: its name, optional video path, and when its video starts."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str
+    video: str | None = None
+    start: datetime | None = None
+    offset_s: float | None = None
+
+    @model_validator(mode="after")
+    def _one_way_to_say_when(self) -> "CameraClock":
+        if (self.start is None) == (self.offset_s is None):
+            raise ValueError(f"camera {self.name!r}: give exactly one of 'start' or 'offset_s'")
+        return self
+
+
+class TransitRuleSpec(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    cameras: tuple[str, str]
+    min_s: float = -math.inf
+    max_s: float = math.inf
+
+
+class TransitionsSpec(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    only_listed: bool = False
+    rules: list[TransitRuleSpec] = Field(default_factory=list)
+
+
+class CamerasFile(BaseModel):
+    """A parsed cameras file.
+
+    >>> spec = CamerasFile.model_validate({"cameras": [
+    ...     {"name": "a", "start": "2024-05-01 08:00:00"}, {"name": "b", "start": "2024-05-01 08:00:30"}]})
+    >>> spec.offsets()
+    {'a': 0.0, 'b': 30.0}
+    """
+
+    model_config = {"extra": "forbid"}
+
+    cameras: list[CameraClock]
+    transitions: TransitionsSpec = TransitionsSpec()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "CamerasFile":
+        names = [c.name for c in self.cameras]
+        if len(set(names)) != len(names):
+            raise ValueError("camera names must be unique")
+        kinds = {c.start is None for c in self.cameras}
+        if len(kinds) > 1:
+            raise ValueError("use 'start' for every camera or 'offset_s' for every camera, not both")
+        for rule in self.transitions.rules:
+            unknown = set(rule.cameras) - set(names)
+            if unknown:
+                raise ValueError(f"transition rule names unknown camera(s) {sorted(unknown)}")
+        return self
+
+    def offsets(self) -> dict[str, float]:
+        """Seconds to add to each camera's video time to reach the common clock."""
+        if self.cameras and self.cameras[0].start is not None:
+            zero = min(c.start for c in self.cameras)
+            return {c.name: (c.start - zero).total_seconds() for c in self.cameras}
+        return {c.name: float(c.offset_s) for c in self.cameras}
+
+    def transit(self) -> TransitConstraints:
+        rules = [TransitRule(tuple(r.cameras), r.min_s, r.max_s) for r in self.transitions.rules]
+        return TransitConstraints(rules, only_listed=self.transitions.only_listed)
+
+
+def load_cameras_file(path: str | Path) -> CamerasFile:
+    """Read and validate a cameras YAML file; every problem is one line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CrosscamError(f"{path}: cameras file not found; pass an existing YAML file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CrosscamError(f"{path}: not valid YAML ({first}); fix the file") from None
+    try:
+        return CamerasFile.model_validate(data if isinstance(data, dict) else {})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        raise CrosscamError(f"{path}: {where}: {msg}; see pipeline/cameras.py for the format") from None
+
+
+def camera_offsets(
+    cameras: list[str], spec: CamerasFile | None, source: str = "cameras file"
+) -> tuple[dict[str, float], bool]:
+    """Offsets onto the common clock for ``cameras`` and whether that clock is common.
+
+    Without a cameras file every offset is 0 and the clock is each video's own.
+    """
+    if spec is None:
+        return {name: 0.0 for name in cameras}, False
+    offsets = spec.offsets()
+    missing = [name for name in cameras if name not in offsets]
+    if missing:
+        raise CrosscamError(
+            f"{source}: no entry for camera(s) {', '.join(missing)}; add them with a start or offset_s"
+        )
+    return {name: offsets[name] for name in cameras}, True

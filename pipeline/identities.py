@@ -1,0 +1,291 @@
+"""The run-level step after per-camera tracking: global identities across all cameras.
+
+:func:`update_identities` reads each camera's track summaries from the run directory, puts
+their times on the common clock (``pipeline.cameras``), associates them with the identities
+already in the store (``pipeline.association``), writes the store (``pipeline.store``) and the
+outputs: ``<camera>/tracks_global.txt``, ``<camera>/annotated_global.mp4`` and ``report.html``.
+
+It is incremental: a camera whose summaries and clock are unchanged since the last call is not
+touched again; a new camera's tracks join the existing identities, which keep their ids.
+
+>>> from pipeline.config import PipelineConfig
+>>> result = update_identities(Path("runs/mall"), PipelineConfig())  # doctest: +SKIP
+>>> result.identities, result.report  # doctest: +SKIP
+(12, PosixPath('runs/mall/report.html'))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.association import associate_tracks
+from pipeline.cameras import CamerasFile, camera_offsets, load_cameras_file
+from pipeline.config import PipelineConfig, SourceConfig
+from pipeline.report import write_report
+from pipeline.sinks import AnnotatedVideoWriter
+from pipeline.sources import open_source
+from pipeline.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore
+from pipeline.types import FrameResult, TrackObservation, TrackSummary, read_track_summaries
+from reid.errors import CrosscamError
+
+log = logging.getLogger(__name__)
+
+CAMERAS_FILE = "cameras.yaml"  # kept in the run directory so later runs and queries use the same clocks
+STORE_DIR = "store"
+
+
+@dataclass
+class IdentityResult:
+    """What :func:`update_identities` did."""
+
+    run_dir: Path
+    cameras_updated: list[str]  # cameras whose tracks were (re)associated this time
+    cameras: list[str]  # every camera in the store
+    tracks: int  # tracks in the store
+    identities: int  # identities in the store
+    multi_camera_identities: int  # identities seen by more than one camera
+    common_clock: bool  # False: times are seconds from each video's start
+    report: Path
+
+
+@dataclass
+class _CameraInput:
+    name: str
+    folder: Path
+    run: dict  # the camera's run.json
+    record: CameraRecord
+    summaries: list[TrackSummary]  # common-clock times, thumbnails relative to the run directory
+
+
+def update_identities(
+    run_dir: str | Path,
+    config: PipelineConfig,
+    cameras_file: str | Path | None = None,
+    progress: bool = True,
+) -> IdentityResult:
+    """Associate every camera of ``run_dir`` into global identities and write the outputs.
+
+    ``cameras_file`` (YAML, see ``pipeline.cameras``) is copied to ``RUN_DIR/cameras.yaml`` and
+    used by later calls too; without one, times are seconds from each video's start.
+    """
+    run_dir = Path(run_dir)
+    spec = _cameras_spec(run_dir, cameras_file)
+    folders = camera_folders(run_dir)
+    runs = {folder.name: _read_run_json(folder) for folder in folders}
+    embedder = _embedder_info(runs)
+    offsets, common = camera_offsets(
+        list(runs), spec, str(cameras_file or run_dir / CAMERAS_FILE)
+    )
+    store = TrackStore.create(run_dir / STORE_DIR, embedder, config.store)
+    stored = {c.name: c for c in store.cameras()}
+    inputs = [_camera_input(run_dir, f, runs[f.name], offsets[f.name], common) for f in folders]
+    changed = [c for c in inputs if stored.get(c.name) != c.record]
+
+    if changed:
+        changed_names = {c.name for c in changed}
+        known, known_ids = store.summaries()
+        keep = [i for i, t in enumerate(known) if t.camera not in changed_names]
+        new_tracks = [t for c in changed for t in c.summaries]
+        result = associate_tracks(
+            new_tracks,
+            config.association,
+            spec.transit() if spec is not None else None,
+            [known[i] for i in keep],
+            [known_ids[i] for i in keep],
+            progress=progress,
+        )
+        ids = iter(result.identity_ids.tolist())
+        updates = [
+            CameraTracks(c.record, c.summaries, [next(ids) for _ in c.summaries]) for c in changed
+        ]
+        store.write(updates)
+        log.info("identities: %d links, %d merges, %d blocked by constraints",
+                 result.links_considered, result.merges, result.blocked_by_constraints)
+
+    _keep_cameras_file(run_dir, cameras_file)
+    for cam in inputs:
+        identity_of = {t.track_id: t.identity for t in store.tracks(camera=cam.name)}
+        stale = cam in changed
+        if stale or not (cam.folder / "tracks_global.txt").is_file():
+            write_global_tracks(cam.folder, identity_of)
+        if config.output.video and (stale or not (cam.folder / "annotated_global.mp4").is_file()):
+            render_global_video(cam, identity_of, progress)
+
+    report = write_report(run_dir, store, common)
+    tracks = store.tracks()
+    cameras_per_identity: dict[int, set[str]] = {}
+    for t in tracks:
+        cameras_per_identity.setdefault(t.identity, set()).add(t.camera)
+    return IdentityResult(
+        run_dir=run_dir,
+        cameras_updated=[c.name for c in changed],
+        cameras=sorted(c.name for c in store.cameras()),
+        tracks=len(tracks),
+        identities=len(cameras_per_identity),
+        multi_camera_identities=sum(len(c) > 1 for c in cameras_per_identity.values()),
+        common_clock=common,
+        report=report,
+    )
+
+
+def camera_folders(run_dir: Path) -> list[Path]:
+    """The run's camera folders (those with ``run.json`` and track summaries), by name."""
+    if not run_dir.is_dir():
+        raise CrosscamError(f"{run_dir}: no such run directory; run `crosscam track ... --out {run_dir}` first")
+    folders = sorted(
+        p for p in run_dir.iterdir()
+        if (p / "run.json").is_file() and (p / "tracks.json").is_file()
+    )
+    if not folders:
+        raise CrosscamError(
+            f"{run_dir}: no camera outputs (RUN_DIR/<camera>/run.json + tracks.json); "
+            f"run `crosscam track ... --out {run_dir}` first"
+        )
+    return folders
+
+
+def _cameras_spec(run_dir: Path, cameras_file: str | Path | None) -> CamerasFile | None:
+    kept = run_dir / CAMERAS_FILE
+    if cameras_file is None:
+        return load_cameras_file(kept) if kept.is_file() else None
+    return load_cameras_file(cameras_file)
+
+
+def _keep_cameras_file(run_dir: Path, cameras_file: str | Path | None) -> None:
+    """Copy the cameras file into the run (atomically) once the store has been written with it."""
+    kept = run_dir / CAMERAS_FILE
+    if cameras_file is not None and Path(cameras_file).resolve() != kept.resolve():
+        tmp = kept.with_name(f"{CAMERAS_FILE}.partial")
+        shutil.copyfile(cameras_file, tmp)
+        os.replace(tmp, kept)
+
+
+def _read_run_json(folder: Path) -> dict:
+    path = folder / "run.json"
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CrosscamError(f"{path}: not valid JSON ({exc.msg}); re-run `crosscam track` for this camera") from None
+
+
+def _embedder_info(runs: dict[str, dict]) -> EmbedderInfo:
+    infos = {}
+    for camera, run in runs.items():
+        reid = run.get("models", {}).get("reid")
+        if not reid:
+            raise CrosscamError(f"{camera}/run.json: no models.reid entry; re-run `crosscam track` for this camera")
+        infos[camera] = EmbedderInfo(reid["fingerprint"], reid["name"], int(reid["dim"]))
+    first_camera, first = next(iter(infos.items()))
+    for camera, info in infos.items():
+        if (info.fingerprint, info.dim) != (first.fingerprint, first.dim):
+            raise CrosscamError(
+                f"{camera}/run.json: tracked with embedder {info.name} ({info.fingerprint[:12]}, dim "
+                f"{info.dim}) but {first_camera} with {first.name} ({first.fingerprint[:12]}, dim {first.dim}); "
+                f"features are not comparable, re-run one of them with the other's --reid"
+            )
+    return first
+
+
+def _camera_input(run_dir: Path, folder: Path, run: dict, offset: float, common: bool) -> _CameraInput:
+    shift = offset - float(run.get("time_offset_s", 0.0))
+    summaries = [
+        replace(
+            t,
+            camera=folder.name,
+            start_s=t.start_s + shift,
+            end_s=t.end_s + shift,
+            thumbnail=f"{folder.name}/{t.thumbnail}" if t.thumbnail else None,
+        )
+        for t in read_track_summaries(folder)
+    ]
+    size = run.get("frame_size")
+    record = CameraRecord(
+        name=folder.name,
+        time_offset_s=offset,
+        common_clock=common,
+        source=str(run.get("source", "")),
+        fps=run.get("fps"),
+        frame_size=tuple(size) if size else None,
+        frames_read=run.get("frames_read"),
+        summaries_digest=_summaries_digest(folder),
+    )
+    return _CameraInput(folder.name, folder, run, record, summaries)
+
+
+def _summaries_digest(folder: Path) -> str:
+    """Changes whenever the camera's track summaries do."""
+    digest = hashlib.sha256()
+    for name in ("tracks.json", "track_features.npz"):
+        digest.update((folder / name).read_bytes())
+    return digest.hexdigest()
+
+
+def write_global_tracks(folder: Path, identity_of: dict[int, int]) -> Path:
+    """``tracks_global.txt``: the camera's ``tracks.txt`` with each track id replaced by its identity."""
+    source = folder / "tracks.txt"
+    out = folder / "tracks_global.txt"
+    lines = []
+    if source.is_file():
+        for line in source.read_text().splitlines():
+            fields = line.split(",")
+            if len(fields) < 6:
+                continue
+            identity = identity_of.get(int(float(fields[1])))
+            if identity is not None:  # tracks without a summary (none in practice) are left out
+                lines.append(",".join([fields[0], str(identity), *fields[2:]]) + "\n")
+    tmp = out.with_name("tracks_global.partial.txt")
+    tmp.write_text("".join(lines))
+    os.replace(tmp, out)
+    return out
+
+
+def render_global_video(cam: _CameraInput, identity_of: dict[int, int], progress: bool) -> Path | None:
+    """Re-read the camera's source and draw each box in its identity's colour with its id.
+
+    Returns the path, or None (with a warning) when the source cannot be read again, e.g. a
+    live stream or a video that was moved.
+    """
+    out = cam.folder / "annotated_global.mp4"
+    boxes = _boxes_by_frame(cam.folder / "tracks.txt")
+    source_cfg = SourceConfig.model_validate(cam.run.get("config", {}).get("source", {}))
+    try:
+        source = open_source(cam.record.source, cam.name, source_cfg)
+    except CrosscamError as exc:
+        log.warning("%s: annotated_global.mp4 not written (%s)", cam.name, exc)
+        return None
+    # An interrupted run stopped early: its annotated video ends at its last tracked frame too.
+    stop_after = max(boxes, default=-1) if cam.run.get("status") == "interrupted" else None
+    with source, AnnotatedVideoWriter(out, source.fps / source_cfg.stride, source.frame_size) as video:
+        for frame in tqdm(source, desc=f"{cam.name} global ids", unit="frame", disable=not progress):
+            if stop_after is not None and frame.index > stop_after:
+                break
+            observations = [
+                TrackObservation(identity_of[tid], xyxy, conf, None)
+                for tid, xyxy, conf in boxes.get(frame.index, []) if tid in identity_of
+            ]
+            video.write(FrameResult(frame, tracks=observations))
+    return out
+
+
+def _boxes_by_frame(path: Path) -> dict[int, list[tuple[int, np.ndarray, float]]]:
+    """``tracks.txt`` rows by 0-based frame index: (track id, xyxy (4,) float32, confidence)."""
+    boxes: dict[int, list] = {}
+    if not path.is_file():
+        return boxes
+    for line in path.read_text().splitlines():
+        f = line.split(",")
+        if len(f) < 7:
+            continue
+        frame, tid = int(float(f[0])) - 1, int(float(f[1]))
+        x, y, w, h = (float(v) for v in f[2:6])
+        boxes.setdefault(frame, []).append((tid, np.array([x, y, x + w, y + h], np.float32), float(f[6])))
+    return boxes

@@ -1,0 +1,242 @@
+"""Queries on a run's track store: which identity is this, and where and when was it seen?
+
+Three ways in, one answer shape (:class:`QueryResult`): identities ranked by similarity, each
+with its appearances per camera (visits: the camera's tracks of that identity, joined when less
+than ``VISIT_GAP_S`` apart), each with start/end time and frame, track ids, score, thumbnail.
+
+- :func:`query_image`: a person crop, or a frame plus a box, embedded with the store's own
+  embedder (the one named in the run's ``run.json``; a different fingerprint is refused);
+- :func:`query_track`: a stored track, ``CAMERA:TRACK_ID``;
+- :func:`query_identity`: an identity id, its appearances scored against its mean feature.
+
+Scores are cosine similarities; a track's score is the best of its aggregate feature and its
+representative features.
+
+>>> result = query_track(Path("runs/mall"), "hall", 3)  # doctest: +SKIP
+>>> result.best.identity, [a.camera for a in result.best.appearances]  # doctest: +SKIP
+(7, ['hall', 'door'])
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.config import DetectorConfig, PipelineConfig
+from pipeline.detectors import build_detector
+from pipeline.identities import STORE_DIR, camera_folders
+from pipeline.store import StoredTrack, TrackStore
+from pipeline.types import Frame
+from reid import Embedder
+from reid.config import EmbedderConfig
+from reid.errors import CrosscamError
+
+VISIT_GAP_S = 10.0  # tracks of one camera closer than this are one visit (a track broken by occlusion)
+CANDIDATES_PER_RESULT = 10  # nearest tracks fetched per identity asked for, before grouping
+
+
+@dataclass
+class Appearance:
+    """One visit of an identity to one camera."""
+
+    camera: str
+    start_s: float
+    end_s: float
+    start_frame: int
+    end_frame: int
+    track_ids: list[int]
+    score: float
+    thumbnail: str | None  # absolute path of the best-scoring track's thumbnail
+
+
+@dataclass
+class IdentityMatch:
+    identity: int
+    score: float
+    appearances: list[Appearance]  # best score first
+
+
+@dataclass
+class QueryResult:
+    """Identities ranked by score; ``best`` is the answer, or None when nothing passed ``min_score``."""
+
+    query: str
+    matches: list[IdentityMatch]
+    common_clock: bool
+
+    @property
+    def best(self) -> IdentityMatch | None:
+        return self.matches[0] if self.matches else None
+
+    def to_json(self) -> dict:
+        best = self.best
+        return {
+            "query": self.query,
+            "identity": best.identity if best else None,
+            "score": best.score if best else None,
+            "appearances": [asdict(a) for a in best.appearances] if best else [],
+            "matches": [asdict(m) for m in self.matches],
+            "common_clock": self.common_clock,
+        }
+
+
+def open_run_store(run_dir: str | Path, config: PipelineConfig | None = None) -> TrackStore:
+    """The run's store, refusing a missing or empty one with one line."""
+    run_dir = Path(run_dir)
+    store = TrackStore.open(run_dir / STORE_DIR, config=(config or PipelineConfig()).store)
+    if len(store) == 0:
+        raise CrosscamError(f"{run_dir / STORE_DIR}: the track store is empty; track a video with people into {run_dir} first")
+    return store
+
+
+def query_track(
+    run_dir: str | Path, camera: str, track_id: int, top_k: int = 5, min_score: float = -1.0,
+    config: PipelineConfig | None = None,
+) -> QueryResult:
+    """Identities like the stored track ``camera:track_id``; its own identity ranks first."""
+    store = open_run_store(run_dir, config)
+    track = store.track(camera, track_id)
+    vectors = np.vstack([store.features([track.key]), store.representatives(track.key)])
+    result = _rank(store, vectors, top_k, min_score, run_dir, f"track {camera}:{track_id}")
+    return _own_identity_first(result, store, track.identity, vectors, min_score, run_dir)
+
+
+def query_identity(
+    run_dir: str | Path, identity: int, top_k: int = 5, min_score: float = -1.0,
+    config: PipelineConfig | None = None,
+) -> QueryResult:
+    """The identity's appearances, each scored against the identity's mean feature."""
+    store = open_run_store(run_dir, config)
+    tracks = store.tracks(identity=identity)
+    if not tracks:
+        known = store.identities()
+        raise CrosscamError(
+            f"--identity {identity}: no such identity; the store has identities {known[0]}..{known[-1]}"
+        )
+    mean = store.features([t.key for t in tracks]).mean(axis=0, keepdims=True)
+    result = _rank(store, mean, top_k, min_score, run_dir, f"identity {identity}")
+    return _own_identity_first(result, store, identity, mean, min_score, run_dir)
+
+
+def query_image(
+    run_dir: str | Path, image_path: str | Path, box: tuple[float, float, float, float] | None = None,
+    top_k: int = 5, min_score: float = -1.0, config: PipelineConfig | None = None,
+) -> QueryResult:
+    """Identities like the person in ``image_path`` (a crop, or a frame with ``box`` xyxy pixels).
+
+    Without a box and with an ultralytics detector in the run's config, the largest person the
+    detector finds is used and an image without one is refused; with the motion or replay
+    detector the whole image is taken as the crop.
+    """
+    run_dir = Path(run_dir)
+    store = open_run_store(run_dir, config)
+    image = cv2.imread(str(image_path))
+    if image is None:
+        raise CrosscamError(f"--image {image_path}: cannot read it as an image; pass a JPEG/PNG file")
+    run_config = json.loads((camera_folders(run_dir)[0] / "run.json").read_text())["config"]
+    crop = _person_crop(image, box, DetectorConfig.model_validate(run_config["detector"]), str(image_path))
+    embedder = Embedder.from_config(EmbedderConfig.model_validate(run_config["reid"]))
+    if (embedder.fingerprint, embedder.dim) != (store.embedder.fingerprint, store.embedder.dim):
+        raise CrosscamError(
+            f"{store.folder}: built with embedder {store.embedder.name} ({store.embedder.fingerprint[:12]}), "
+            f"but the run's reid config now gives {embedder.name} ({embedder.fingerprint[:12]}); "
+            f"restore the weights the run was tracked with"
+        )
+    vector = embedder.embed([crop], bgr=True, normalize=True)
+    return _rank(store, vector, top_k, min_score, run_dir, f"image {image_path}")
+
+
+def parse_box(text: str) -> tuple[float, float, float, float]:
+    """``"x1,y1,x2,y2"`` pixels -> a tuple; a one-line error for anything else."""
+    try:
+        x1, y1, x2, y2 = (float(v) for v in text.split(","))
+    except ValueError:
+        raise CrosscamError(f"--box {text!r}: expected four numbers x1,y1,x2,y2 in pixels") from None
+    return x1, y1, x2, y2
+
+
+def _person_crop(image: np.ndarray, box, detector_cfg: DetectorConfig, name: str) -> np.ndarray:
+    h, w = image.shape[:2]
+    if box is None and detector_cfg.model not in ("motion", "replay"):
+        found = build_detector(detector_cfg).detect([Frame("query", 0, 0.0, image)])[0]
+        if len(found) == 0:
+            raise CrosscamError(f"--image {name}: no person found by {detector_cfg.model}; pass a person crop or --box x1,y1,x2,y2")
+        areas = (found.xyxy[:, 2] - found.xyxy[:, 0]) * (found.xyxy[:, 3] - found.xyxy[:, 1])
+        box = tuple(float(v) for v in found.xyxy[int(np.argmax(areas))])
+    if box is None:
+        return image
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
+    if x2 - x1 < 4 or y2 - y1 < 4:
+        raise CrosscamError(f"--box {box}: empty or outside the {w}x{h} image; give x1,y1,x2,y2 inside it")
+    return image[y1:y2, x1:x2]
+
+
+def _rank(
+    store: TrackStore, vectors: np.ndarray, top_k: int, min_score: float, run_dir, label: str
+) -> QueryResult:
+    """Identities of the tracks nearest to any of ``vectors`` (Q, D), best first."""
+    _, keys = store.search(vectors, k=max(top_k, 1) * CANDIDATES_PER_RESULT)
+    identities: list[int] = []
+    for key in keys.reshape(-1).tolist():
+        if key >= 0:
+            ident = store.track_by_key(key).identity
+            if ident not in identities:
+                identities.append(ident)
+    matches = [_match(store, ident, vectors, min_score, run_dir) for ident in identities]
+    matches = sorted((m for m in matches if m.appearances), key=lambda m: (-m.score, m.identity))
+    return QueryResult(label, matches[:top_k], _common_clock(store))
+
+
+def _own_identity_first(
+    result: QueryResult, store: TrackStore, identity: int, vectors: np.ndarray, min_score: float, run_dir
+) -> QueryResult:
+    own = next((m for m in result.matches if m.identity == identity), None)
+    own = own or _match(store, identity, vectors, min_score, run_dir)
+    others = [m for m in result.matches if m.identity != identity]
+    result.matches = ([own] if own.appearances else []) + others[: max(len(result.matches) - 1, 0)]
+    return result
+
+
+def _match(store: TrackStore, identity: int, vectors: np.ndarray, min_score: float, run_dir) -> IdentityMatch:
+    tracks = store.tracks(identity=identity)
+    query = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    scores = []
+    for t in tracks:
+        candidates = np.vstack([store.features([t.key]), store.representatives(t.key)])
+        scores.append(min(1.0, float((candidates @ query.T).max())))  # float32 rounding can pass 1
+    appearances = [a for a in _visits(tracks, scores, Path(run_dir)) if a.score >= min_score]
+    appearances.sort(key=lambda a: (-a.score, a.start_s, a.camera))
+    return IdentityMatch(identity, max((a.score for a in appearances), default=-1.0), appearances)
+
+
+def _visits(tracks: list[StoredTrack], scores: list[float], run_dir: Path) -> list[Appearance]:
+    """Group one identity's tracks per camera into visits (gaps shorter than VISIT_GAP_S)."""
+    visits: list[Appearance] = []
+    order = sorted(range(len(tracks)), key=lambda i: (tracks[i].camera, tracks[i].start_s))
+    for i in order:
+        t, score = tracks[i], scores[i]
+        last = visits[-1] if visits else None
+        if last is not None and last.camera == t.camera and t.start_s - last.end_s <= VISIT_GAP_S:
+            last.end_s, last.end_frame = max(last.end_s, t.end_s), max(last.end_frame, t.last_frame)
+            last.track_ids.append(t.track_id)
+            if score > last.score:
+                last.score, last.thumbnail = score, _thumbnail(run_dir, t)
+            continue
+        visits.append(
+            Appearance(t.camera, t.start_s, t.end_s, t.first_frame, t.last_frame, [t.track_id], score,
+                       _thumbnail(run_dir, t))
+        )
+    return visits
+
+
+def _thumbnail(run_dir: Path, track: StoredTrack) -> str | None:
+    return str((run_dir / track.thumbnail).resolve()) if track.thumbnail else None
+
+
+def _common_clock(store: TrackStore) -> bool:
+    return all(c.common_clock for c in store.cameras())

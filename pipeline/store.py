@@ -1,0 +1,501 @@
+"""The track store: a FAISS index of per-track embeddings plus SQLite metadata, in one folder.
+
+Layout of ``RUN_DIR/store/``::
+
+    tracks.sqlite          cameras, videos, tracks (summaries + feature blobs), identities, meta
+    index-<generation>.faiss   the FAISS index of track features, ids = ``tracks.id``
+
+SQLite is the source of truth (features included); the FAISS file is derived from it. A write
+builds the new index under a temporary name, renames it to a new generation's file name, and
+only then commits the SQLite transaction that points ``meta.index_file`` at it. A crash or
+Ctrl-C at any point therefore leaves the previous database and the previous index file, which
+is still what ``meta`` names; stray files of unfinished writes are removed by the next write.
+Readers open the database read-only and load the file ``meta`` names, so any number of them can
+run while one writer works (SQLite serialises writers with ``BEGIN IMMEDIATE``).
+
+Vectors are L2-normalised and searched by inner product (= cosine similarity).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import faiss
+import numpy as np
+
+from pipeline.config import StoreConfig
+from pipeline.types import TrackSummary
+from reid.errors import CrosscamError
+
+SCHEMA_VERSION = 1
+DB_NAME = "tracks.sqlite"
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE cameras (
+    name TEXT PRIMARY KEY,
+    time_offset_s REAL NOT NULL,      -- added to the video's own times to reach the common clock
+    common_clock INTEGER NOT NULL     -- 1: offset given by a cameras file / option
+);
+CREATE TABLE videos (
+    camera TEXT PRIMARY KEY REFERENCES cameras(name),
+    source TEXT NOT NULL,
+    fps REAL,
+    frame_width INTEGER,
+    frame_height INTEGER,
+    frames_read INTEGER,
+    summaries_digest TEXT NOT NULL    -- detects a camera whose tracks changed since the last write
+);
+CREATE TABLE tracks (
+    id INTEGER PRIMARY KEY,           -- the FAISS id
+    camera TEXT NOT NULL REFERENCES cameras(name),
+    track_id INTEGER NOT NULL,
+    first_frame INTEGER NOT NULL,
+    last_frame INTEGER NOT NULL,
+    start_s REAL NOT NULL,            -- common clock
+    end_s REAL NOT NULL,
+    num_detections INTEGER NOT NULL,
+    thumbnail TEXT,                   -- relative to the run directory
+    identity INTEGER NOT NULL,
+    feature BLOB NOT NULL,            -- (D,) float32
+    representatives BLOB NOT NULL,    -- (R, D) float32
+    UNIQUE (camera, track_id)
+);
+CREATE INDEX tracks_by_identity ON tracks(identity);
+CREATE TABLE identities (
+    id INTEGER PRIMARY KEY,
+    num_tracks INTEGER NOT NULL,
+    num_cameras INTEGER NOT NULL,
+    first_s REAL NOT NULL,
+    last_s REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class EmbedderInfo:
+    """What makes features comparable: the embedder's fingerprint, name and dimension."""
+
+    fingerprint: str
+    name: str
+    dim: int
+
+
+@dataclass(frozen=True)
+class CameraRecord:
+    """One camera of the run and the video it showed."""
+
+    name: str
+    time_offset_s: float
+    common_clock: bool
+    source: str
+    fps: float | None
+    frame_size: tuple[int, int] | None  # (width, height)
+    frames_read: int | None
+    summaries_digest: str
+
+
+@dataclass(frozen=True)
+class StoredTrack:
+    """A track as the store holds it; times are on the common clock."""
+
+    key: int  # the FAISS id
+    camera: str
+    track_id: int
+    first_frame: int
+    last_frame: int
+    start_s: float
+    end_s: float
+    num_detections: int
+    thumbnail: str | None  # relative to the run directory
+    identity: int
+
+
+@dataclass(frozen=True)
+class CameraTracks:
+    """Everything one camera contributes to a write: its record, tracks and their identities.
+
+    ``tracks`` carry common-clock times and thumbnails relative to the run directory.
+    """
+
+    camera: CameraRecord
+    tracks: Sequence[TrackSummary]
+    identities: Sequence[int]
+
+
+class TrackStore:
+    """Per-track embeddings (FAISS) and their metadata (SQLite) of one run.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp()) / "store"
+    >>> store = TrackStore.create(folder, EmbedderInfo("abc123", "demo", 4))
+    >>> f = np.eye(4, dtype=np.float32)
+    >>> cam = CameraRecord("hall", 0.0, False, "/v/hall.mp4", 10.0, (640, 480), 100, "d1")
+    >>> store.write([CameraTracks(cam, [TrackSummary("hall", 1, 0, 9, 0.0, 0.9, 10, f[2], f[2:3])], [1])])
+    >>> sims, keys = TrackStore.open(folder).search(f[2:3], k=1)
+    >>> float(sims[0, 0]), store.track_by_key(int(keys[0, 0])).track_id
+    (1.0, 1)
+    """
+
+    def __init__(self, folder: Path, embedder: EmbedderInfo, config: StoreConfig) -> None:
+        self.folder = folder
+        self.embedder = embedder
+        self.config = config
+        self._index: faiss.Index | None = None
+        self._index_file: str | None = None
+
+    # -- opening -------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls, folder: str | Path, embedder: EmbedderInfo, config: StoreConfig | None = None
+    ) -> "TrackStore":
+        """Open the store in ``folder``, creating it for ``embedder`` if it does not exist yet."""
+        folder = Path(folder)
+        if (folder / DB_NAME).is_file():
+            return cls.open(folder, embedder, config)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f"{DB_NAME}.tmp-{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        with closing(sqlite3.connect(tmp)) as conn:
+            conn.executescript(_SCHEMA)
+            meta = {
+                "schema_version": str(SCHEMA_VERSION),
+                "embedder_fingerprint": embedder.fingerprint,
+                "embedder_name": embedder.name,
+                "dim": str(embedder.dim),
+                "generation": "0",
+                "index_file": "",
+            }
+            conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+            conn.commit()
+        os.replace(tmp, folder / DB_NAME)  # a store exists completely or not at all
+        return cls(folder, embedder, config or StoreConfig())
+
+    @classmethod
+    def open(
+        cls,
+        folder: str | Path,
+        expected: EmbedderInfo | None = None,
+        config: StoreConfig | None = None,
+    ) -> "TrackStore":
+        """Open an existing store; with ``expected``, refuse one built by another embedder."""
+        folder = Path(folder)
+        if not (folder / DB_NAME).is_file():
+            raise CrosscamError(
+                f"{folder}: no track store here; run `crosscam track ... --out RUN_DIR` first"
+            )
+        _recover_after_crash(folder)
+        with closing(_connect(folder, readonly=True)) as conn:
+            meta = dict(conn.execute("SELECT key, value FROM meta"))
+        if int(meta.get("schema_version", -1)) != SCHEMA_VERSION:
+            raise CrosscamError(
+                f"{folder / DB_NAME}: store schema version {meta.get('schema_version')} is not "
+                f"{SCHEMA_VERSION}; rebuild it with this crosscam version (crosscam track --out NEW_DIR)"
+            )
+        stored = EmbedderInfo(meta["embedder_fingerprint"], meta["embedder_name"], int(meta["dim"]))
+        if expected is not None and (
+            expected.fingerprint != stored.fingerprint or expected.dim != stored.dim
+        ):
+            raise CrosscamError(
+                f"{folder}: store was built with embedder {stored.name} (fingerprint "
+                f"{stored.fingerprint[:12]}, dim {stored.dim}), not {expected.name} (fingerprint "
+                f"{expected.fingerprint[:12]}, dim {expected.dim}); use the same --reid weights "
+                f"or a new --out directory"
+            )
+        return cls(folder, stored, config or StoreConfig())
+
+    # -- reading -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        with closing(_connect(self.folder, readonly=True)) as conn:
+            return conn.execute("SELECT COUNT(*) FROM tracks").fetchone()[0]
+
+    def cameras(self) -> list[CameraRecord]:
+        with closing(_connect(self.folder, readonly=True)) as conn:
+            rows = conn.execute(
+                "SELECT c.name, c.time_offset_s, c.common_clock, v.source, v.fps, v.frame_width,"
+                " v.frame_height, v.frames_read, v.summaries_digest"
+                " FROM cameras c JOIN videos v ON v.camera = c.name ORDER BY c.name"
+            ).fetchall()
+        return [
+            CameraRecord(
+                name, offset, bool(common), source, fps,
+                (w, h) if w is not None else None, frames, digest,
+            )
+            for name, offset, common, source, fps, w, h, frames, digest in rows
+        ]
+
+    def tracks(self, camera: str | None = None, identity: int | None = None) -> list[StoredTrack]:
+        """Stored tracks, optionally of one camera and/or one identity, by (camera, track id)."""
+        where, args = [], []
+        if camera is not None:
+            where.append("camera = ?")
+            args.append(camera)
+        if identity is not None:
+            where.append("identity = ?")
+            args.append(identity)
+        sql = f"SELECT {_TRACK_COLUMNS} FROM tracks"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with closing(_connect(self.folder, readonly=True)) as conn:
+            rows = conn.execute(sql + " ORDER BY camera, track_id", args).fetchall()
+        return [StoredTrack(*row) for row in rows]
+
+    def track(self, camera: str, track_id: int) -> StoredTrack:
+        """One track by camera name and per-camera id; a one-line error if there is none."""
+        found = self.tracks(camera=camera)
+        if not found:
+            known = ", ".join(c.name for c in self.cameras()) or "none"
+            raise CrosscamError(f"--track {camera}:{track_id}: unknown camera {camera!r}; cameras in the store: {known}")
+        for t in found:
+            if t.track_id == track_id:
+                return t
+        raise CrosscamError(
+            f"--track {camera}:{track_id}: camera {camera!r} has no track {track_id}; "
+            f"its tracks are {found[0].track_id}..{found[-1].track_id} (see {camera}/tracks.txt)"
+        )
+
+    def track_by_key(self, key: int) -> StoredTrack:
+        with closing(_connect(self.folder, readonly=True)) as conn:
+            row = conn.execute(f"SELECT {_TRACK_COLUMNS} FROM tracks WHERE id = ?", (key,)).fetchone()
+        if row is None:
+            raise KeyError(key)
+        return StoredTrack(*row)
+
+    def identities(self) -> list[int]:
+        with closing(_connect(self.folder, readonly=True)) as conn:
+            return [r[0] for r in conn.execute("SELECT id FROM identities ORDER BY id")]
+
+    def features(self, keys: Sequence[int]) -> np.ndarray:
+        """Aggregate features of the given track keys, (len(keys), D) float32, in that order."""
+        if not keys:
+            return np.zeros((0, self.embedder.dim), np.float32)
+        marks = ",".join("?" * len(keys))
+        with closing(_connect(self.folder, readonly=True)) as conn:
+            blobs = dict(conn.execute(f"SELECT id, feature FROM tracks WHERE id IN ({marks})", list(keys)))
+        return np.stack([np.frombuffer(blobs[k], np.float32) for k in keys])
+
+    def representatives(self, key: int) -> np.ndarray:
+        """A track's representative features, (R, D) float32."""
+        with closing(_connect(self.folder, readonly=True)) as conn:
+            (blob,) = conn.execute("SELECT representatives FROM tracks WHERE id = ?", (key,)).fetchone()
+        return np.frombuffer(blob, np.float32).reshape(-1, self.embedder.dim)
+
+    def summaries(self) -> tuple[list[TrackSummary], list[int]]:
+        """Every stored track as a TrackSummary (common-clock times) and its identity id."""
+        with closing(_connect(self.folder, readonly=True)) as conn:
+            rows = conn.execute(
+                "SELECT camera, track_id, first_frame, last_frame, start_s, end_s, num_detections,"
+                " thumbnail, identity, feature, representatives FROM tracks ORDER BY camera, track_id"
+            ).fetchall()
+        d = self.embedder.dim
+        summaries = [
+            TrackSummary(
+                cam, tid, ff, lf, s, e, n,
+                np.frombuffer(feat, np.float32), np.frombuffer(reps, np.float32).reshape(-1, d), thumb,
+            )
+            for cam, tid, ff, lf, s, e, n, thumb, _, feat, reps in rows
+        ]
+        return summaries, [row[8] for row in rows]
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Cosine similarities (Q, k) float32 and track keys (Q, k) int64 (-1: no more tracks)."""
+        vectors = np.ascontiguousarray(vectors, np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.embedder.dim:
+            raise CrosscamError(
+                f"query features have shape {vectors.shape}, the store holds {self.embedder.dim}-d "
+                f"features of {self.embedder.name}; embed the query with the store's embedder"
+            )
+        index = self._load_index()
+        if index.ntotal == 0:
+            raise CrosscamError(f"{self.folder}: the track store is empty; track some video into it first")
+        tune_search(index, self.config)
+        return index.search(_unit_rows(vectors), k)
+
+    def _load_index(self) -> faiss.Index:
+        with closing(_connect(self.folder, readonly=True)) as conn:
+            (name,) = conn.execute("SELECT value FROM meta WHERE key = 'index_file'").fetchone()
+        if self._index is None or name != self._index_file:
+            if name:
+                index = faiss.read_index(str(self.folder / name))
+            else:  # never written: an empty index of the right dimension
+                index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.embedder.dim))
+            self._index, self._index_file = _maybe_to_gpu(index, self.config), name
+        return self._index
+
+    # -- writing -------------------------------------------------------------------------
+    def write(self, updates: Sequence[CameraTracks]) -> None:
+        """Replace the named cameras' tracks and rebuild identities and the index, atomically.
+
+        Either the whole update is visible afterwards or (after a crash) none of it is.
+        """
+        with closing(_connect(self.folder, readonly=False)) as conn:
+            conn.execute("BEGIN IMMEDIATE")  # one writer at a time; readers keep going
+            try:
+                for update in updates:
+                    self._replace_camera(conn, update)
+                _rebuild_identities(conn)
+                generation = int(_meta(conn, "generation")) + 1
+                index_file = f"index-{generation}.faiss"
+                self._write_index(conn, index_file)
+                conn.executemany(
+                    "UPDATE meta SET value = ? WHERE key = ?",
+                    [(str(generation), "generation"), (index_file, "index_file")],
+                )
+                _publish(conn)
+            except BaseException:
+                conn.rollback()
+                raise
+        self._remove_stale_files(keep=index_file)
+
+    def _replace_camera(self, conn: sqlite3.Connection, update: CameraTracks) -> None:
+        cam = update.camera
+        if len(update.tracks) != len(update.identities):
+            raise ValueError("one identity per track is needed")
+        conn.execute("DELETE FROM tracks WHERE camera = ?", (cam.name,))
+        conn.execute(
+            "INSERT OR REPLACE INTO cameras VALUES (?, ?, ?)",
+            (cam.name, cam.time_offset_s, int(cam.common_clock)),
+        )
+        width, height = cam.frame_size or (None, None)
+        conn.execute(
+            "INSERT OR REPLACE INTO videos VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (cam.name, cam.source, cam.fps, width, height, cam.frames_read, cam.summaries_digest),
+        )
+        rows = []
+        for t, identity in zip(update.tracks, update.identities):
+            feature = np.asarray(t.feature, np.float32)
+            if feature.shape != (self.embedder.dim,):
+                raise CrosscamError(
+                    f"camera {cam.name}: track {t.track_id} has a {feature.shape} feature, the store "
+                    f"holds {self.embedder.dim}-d features of {self.embedder.name}; re-run with the same --reid"
+                )
+            rows.append(
+                (
+                    cam.name, t.track_id, t.first_frame, t.last_frame, t.start_s, t.end_s,
+                    t.num_detections, t.thumbnail, int(identity),
+                    _unit_rows(feature[None])[0].tobytes(),
+                    np.asarray(t.representatives, np.float32).tobytes(),
+                )
+            )
+        conn.executemany(
+            "INSERT INTO tracks (camera, track_id, first_frame, last_frame, start_s, end_s,"
+            " num_detections, thumbnail, identity, feature, representatives)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def _write_index(self, conn: sqlite3.Connection, index_file: str) -> None:
+        rows = conn.execute("SELECT id, feature FROM tracks ORDER BY id").fetchall()
+        keys = np.array([r[0] for r in rows], np.int64)
+        vectors = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(-1, self.embedder.dim)
+        index = build_index(vectors, keys, self.config)
+        tmp = self.folder / f"{index_file}.tmp-{os.getpid()}"
+        faiss.write_index(index, str(tmp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, self.folder / index_file)
+
+    def _remove_stale_files(self, keep: str) -> None:
+        for path in self.folder.iterdir():
+            stale_index = path.name.startswith("index-") and path.name != keep
+            if stale_index or ".tmp-" in path.name:
+                path.unlink(missing_ok=True)
+
+
+_TRACK_COLUMNS = (
+    "id, camera, track_id, first_frame, last_frame, start_s, end_s, num_detections, thumbnail, identity"
+)
+
+
+def _publish(conn: sqlite3.Connection) -> None:
+    """Commit a write: from here on readers see the new tracks and the new index file."""
+    conn.commit()
+
+
+def _recover_after_crash(folder: Path) -> None:
+    """Roll back a write that was killed midway (read-only connections cannot)."""
+    if (folder / f"{DB_NAME}-journal").exists():
+        with closing(_connect(folder, readonly=False)) as conn:
+            conn.execute("SELECT COUNT(*) FROM meta").fetchone()
+
+
+def _connect(folder: Path, readonly: bool) -> sqlite3.Connection:
+    path = folder / DB_NAME
+    if readonly:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    else:
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+def _meta(conn: sqlite3.Connection, key: str) -> str:
+    return conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0]
+
+
+def _rebuild_identities(conn: sqlite3.Connection) -> None:
+    conn.execute("DELETE FROM identities")
+    conn.execute(
+        "INSERT INTO identities SELECT identity, COUNT(*), COUNT(DISTINCT camera), MIN(start_s),"
+        " MAX(end_s) FROM tracks GROUP BY identity"
+    )
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def index_kind(n_vectors: int, config: StoreConfig) -> str:
+    """The index type used for ``n_vectors``: the configured one, or flat/IVF for ``auto``."""
+    if config.index != "auto":
+        return config.index
+    return "flat" if n_vectors <= config.large_store_size else "ivf"
+
+
+def build_index(vectors: np.ndarray, keys: np.ndarray, config: StoreConfig) -> faiss.Index:
+    """A CPU FAISS index of unit ``vectors`` (N, D) float32 under ids ``keys`` (N,) int64."""
+    n, d = vectors.shape
+    kind = index_kind(n, config)
+    if kind == "ivf":
+        nlist = config.ivf_nlist or max(1, int(4 * np.sqrt(n)))
+        nlist = max(1, min(nlist, n // 39))  # k-means needs ~39 points per cell
+        index = faiss.index_factory(d, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
+        train = vectors[np.sort(np.random.default_rng(0).choice(n, min(n, nlist * 64), replace=False))]
+        index.train(np.ascontiguousarray(train))
+        index.add_with_ids(vectors, keys)
+        return index
+    if kind == "hnsw":
+        inner = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    else:
+        inner = faiss.IndexFlatIP(d)
+    index = faiss.IndexIDMap2(inner)
+    if n:
+        index.add_with_ids(vectors, keys)
+    return index
+
+
+def tune_search(index: faiss.Index, config: StoreConfig) -> None:
+    """Set the search-time knobs (IVF nprobe, HNSW efSearch) from ``config``."""
+    try:
+        ivf = faiss.extract_index_ivf(index)
+        ivf.nprobe = config.ivf_nprobe
+    except RuntimeError:  # not an IVF index
+        pass
+    inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
+    if isinstance(inner, faiss.IndexHNSW):
+        inner.hnsw.efSearch = config.hnsw_ef_search
+
+
+def _maybe_to_gpu(index: faiss.Index, config: StoreConfig) -> faiss.Index:
+    """Move flat/IVF indexes to the GPU when faiss-gpu is installed and one is visible."""
+    if not (config.gpu and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0):
+        return index
+    inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
+    if isinstance(inner, faiss.IndexHNSW):  # faiss has no GPU HNSW
+        return index
+    return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)

@@ -1,0 +1,121 @@
+import numpy as np
+import pytest
+
+from pipeline.association import TransitConstraints, TransitRule, associate_tracks
+from pipeline.config import AssociationConfig
+
+from identity_runs import summary, unit
+
+E = np.eye(16, dtype=np.float32)
+
+
+def partition(ids) -> set[frozenset[int]]:
+    groups: dict[int, set[int]] = {}
+    for i, ident in enumerate(ids):
+        groups.setdefault(int(ident), set()).add(i)
+    return {frozenset(g) for g in groups.values()}
+
+
+def test_same_camera_tracks_overlapping_in_time_never_merge_even_when_identical():
+    tracks = [summary("a", 1, 0, 10, E[0]), summary("a", 2, 5, 15, E[0]), summary("b", 1, 30, 40, E[0])]
+    ids = associate_tracks(tracks).identity_ids
+    assert ids[0] != ids[1]
+    assert ids[2] in (ids[0], ids[1])  # the other camera's track still joins one of them
+
+
+def test_conflict_is_checked_against_the_whole_cluster():
+    # a1-b1 merge first (strongest link); a2 overlaps a1, so it cannot join through b1 either.
+    f = E[0]
+    near = unit(E[0] + 0.3 * E[1])
+    tracks = [summary("a", 1, 0, 10, f), summary("b", 1, 20, 30, f), summary("a", 2, 5, 15, near)]
+    result = associate_tracks(tracks)
+    ids = result.identity_ids
+    assert ids[0] == ids[1] and ids[2] != ids[0]
+    assert result.blocked_by_constraints >= 1
+
+
+def test_same_camera_tracks_sharing_one_frame_never_merge():
+    ids = associate_tracks([summary("a", 1, 0, 1.0, E[0]), summary("a", 2, 1.0, 2.0, E[0])]).identity_ids
+    assert ids[0] != ids[1]
+
+
+def test_same_camera_fragments_that_do_not_overlap_merge():
+    ids = associate_tracks([summary("a", 1, 0, 10, E[0]), summary("a", 2, 12, 20, E[0])]).identity_ids
+    assert ids[0] == ids[1]
+
+
+def test_threshold_separates_links():
+    cfg = AssociationConfig(threshold=0.6)
+    just_below = unit(0.59 * E[0] + np.sqrt(1 - 0.59**2) * E[1])
+    just_above = unit(0.61 * E[0] + np.sqrt(1 - 0.61**2) * E[1])
+    assert len(set(associate_tracks([summary("a", 1, 0, 1, E[0]), summary("b", 1, 5, 6, just_below)], cfg)
+                   .identity_ids.tolist())) == 2
+    assert len(set(associate_tracks([summary("a", 1, 0, 1, E[0]), summary("b", 1, 5, 6, just_above)], cfg)
+                   .identity_ids.tolist())) == 1
+
+
+def test_cluster_mean_check_stops_chaining():
+    # a~b and b~c at cosine 0.71, a and c orthogonal: single linkage would chain all three.
+    tracks = [summary("a", 1, 0, 1, E[0]), summary("b", 1, 5, 6, E[0] + E[1]), summary("c", 1, 9, 10, E[1])]
+    ids = associate_tracks(tracks, AssociationConfig(threshold=0.6)).identity_ids
+    assert len(set(ids.tolist())) == 2
+
+
+def test_identities_are_numbered_by_first_appearance_and_order_independent():
+    rng = np.random.default_rng(1)
+    people = unit(rng.standard_normal((6, 16)))
+    tracks = [
+        summary(f"cam{c}", 10 * p + c, 100.0 * p + 20 * c, 100.0 * p + 20 * c + 10,
+                people[p] + 0.05 * rng.standard_normal(16))
+        for p in range(6) for c in range(3)
+    ]
+    ids = associate_tracks(tracks).identity_ids
+    assert partition(ids) == {frozenset(range(3 * p, 3 * p + 3)) for p in range(6)}
+    assert ids.tolist() == [p + 1 for p in range(6) for _ in range(3)]
+    order = rng.permutation(len(tracks))
+    shuffled = associate_tracks([tracks[i] for i in order]).identity_ids
+    assert np.array_equal(shuffled, ids[order])
+
+
+def test_transit_rules_min_max_travel_and_listed_pairs():
+    tracks = [summary("hall", 1, 0, 10, E[0]), summary("door", 1, 15, 20, E[0])]  # 5 s walk
+    def n_ids(transit):
+        return len(set(associate_tracks(tracks, transit=transit).identity_ids.tolist()))
+
+    assert n_ids(TransitConstraints([TransitRule(("door", "hall"), 2, 60)])) == 1
+    assert n_ids(TransitConstraints([TransitRule(("hall", "door"), 10, 60)])) == 2  # too fast
+    assert n_ids(TransitConstraints([TransitRule(("hall", "door"), 0, 3)])) == 2  # too slow
+    assert n_ids(TransitConstraints([TransitRule(("hall", "lift"), 0, 60)], only_listed=True)) == 2
+    assert n_ids(TransitConstraints([TransitRule(("hall", "lift"), 0, 60)], only_listed=False)) == 1
+
+
+def test_new_tracks_join_known_identities_which_keep_their_ids():
+    known = [summary("a", 1, 0, 10, E[0]), summary("b", 1, 0, 10, E[1])]
+    new = [summary("c", 1, 50, 60, E[1]), summary("c", 2, 50, 60, E[5]), summary("c", 3, 70, 80, E[0])]
+    result = associate_tracks(new, known=known, known_identities=[4, 9])
+    assert result.identity_ids.tolist() == [9, 10, 4]
+
+
+def test_two_known_identities_are_never_merged():
+    known = [summary("a", 1, 0, 10, E[0]), summary("b", 1, 0, 10, E[0])]
+    result = associate_tracks([summary("c", 1, 50, 60, E[0])], known=known, known_identities=[1, 2])
+    assert result.identity_ids.tolist() in ([1], [2])
+
+
+def test_approximate_knn_graph_for_large_inputs_gives_the_same_clusters():
+    rng = np.random.default_rng(2)
+    people = unit(rng.standard_normal((60, 32)))
+    tracks = [
+        summary(f"cam{v}", p + 1, 1000.0 * p + 50 * v, 1000.0 * p + 50 * v + 20,
+                people[p] + 0.05 * rng.standard_normal(32))
+        for p in range(60) for v in range(4)
+    ]
+    exact = associate_tracks(tracks, AssociationConfig(exact_search_max=10_000)).identity_ids
+    approx = associate_tracks(tracks, AssociationConfig(exact_search_max=50)).identity_ids
+    assert partition(exact) == partition(approx) == {frozenset(range(4 * p, 4 * p + 4)) for p in range(60)}
+
+
+def test_empty_input_and_mismatched_known_lists():
+    assert associate_tracks([]).identity_ids.shape == (0,)
+    with pytest.raises(ValueError):
+        associate_tracks([summary("a", 1, 0, 1, E[0])], known=[summary("b", 1, 0, 1, E[0])])

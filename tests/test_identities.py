@@ -1,0 +1,133 @@
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.config import PipelineConfig
+from pipeline.identities import update_identities
+from pipeline.store import TrackStore
+from reid.errors import CrosscamError
+
+from identity_runs import summary, write_camera
+
+E = np.eye(8, dtype=np.float32)
+P, Q, R = E[0], E[1], E[2]  # three people's appearances
+
+
+def global_ids(folder: Path) -> dict[int, int]:
+    """track id -> identity, from tracks.txt and tracks_global.txt read side by side."""
+    local = [line.split(",") for line in (folder / "tracks.txt").read_text().splitlines()]
+    glob = [line.split(",") for line in (folder / "tracks_global.txt").read_text().splitlines()]
+    assert [row[0] for row in local] == [row[0] for row in glob] and [row[2:] for row in local] == [row[2:] for row in glob]
+    return {int(a[1]): int(b[1]) for a, b in zip(local, glob)}
+
+
+def frame_count(path: Path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    return n
+
+
+@pytest.fixture
+def two_cameras(tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    write_camera(run, "hall", [summary("hall", 1, 0.0, 3.0, P), summary("hall", 2, 1.0, 4.0, Q)])
+    write_camera(run, "door", [summary("door", 1, 2.0, 5.0, P + 0.1 * E[3]), summary("door", 2, 2.0, 5.0, R)])
+    return run
+
+
+def test_people_seen_in_both_cameras_get_one_identity_and_outputs_are_written(two_cameras: Path):
+    result = update_identities(two_cameras, PipelineConfig(), progress=False)
+    hall, door = global_ids(two_cameras / "hall"), global_ids(two_cameras / "door")
+    assert hall[1] == door[1]  # P
+    assert len({hall[1], hall[2], door[2]}) == 3  # Q and R merge with nobody
+    assert (result.identities, result.multi_camera_identities, result.tracks) == (3, 1, 4)
+    assert result.cameras_updated == ["door", "hall"] and not result.common_clock
+    for cam in ("hall", "door"):
+        video = two_cameras / cam / "annotated_global.mp4"
+        assert frame_count(video) == frame_count(two_cameras / cam / "source.mp4") > 40
+    page = result.report.read_text()
+    assert page.count("<tr><td class=\"id\"") == 3
+    assert len(re.findall(r'src="data:image/jpeg;base64,', page)) == 4  # P twice, Q and R once
+    assert "seconds from each video" in page and "<img src=\"thumbs" not in page
+
+
+def test_a_camera_added_later_joins_existing_identities_without_touching_the_others(two_cameras: Path):
+    update_identities(two_cameras, PipelineConfig(), progress=False)
+    before = global_ids(two_cameras / "hall")
+    stamp = (two_cameras / "hall" / "annotated_global.mp4").stat().st_mtime_ns
+    write_camera(two_cameras, "lift", [summary("lift", 7, 30.0, 33.0, P), summary("lift", 8, 30.0, 33.0, E[5])])
+    result = update_identities(two_cameras, PipelineConfig(), progress=False)
+    assert result.cameras_updated == ["lift"]
+    lift = global_ids(two_cameras / "lift")
+    assert lift[7] == before[1] and lift[8] not in set(before.values()) | {before[1]}
+    assert global_ids(two_cameras / "hall") == before
+    assert (two_cameras / "hall" / "annotated_global.mp4").stat().st_mtime_ns == stamp
+    assert result.identities == 4 and result.multi_camera_identities == 1
+
+
+def test_cameras_file_puts_cameras_on_one_clock_and_applies_transit_rules(two_cameras: Path, tmp_path: Path):
+    cameras = tmp_path / "cameras.yaml"
+    cameras.write_text(
+        "cameras:\n"
+        "  - {name: hall, start: '2024-05-01 08:00:00'}\n"
+        "  - {name: door, start: '2024-05-01 08:02:00'}\n"
+        "transitions:\n"
+        "  rules:\n"
+        "    - {cameras: [hall, door], min_s: 0, max_s: 60}\n"
+    )
+    result = update_identities(two_cameras, PipelineConfig(), cameras_file=cameras, progress=False)
+    assert result.common_clock and (two_cameras / "cameras.yaml").is_file()
+    store = TrackStore.open(two_cameras / "store")
+    assert store.track("door", 1).start_s == pytest.approx(122.0)  # 2 s into a video started 120 s later
+    hall, door = global_ids(two_cameras / "hall"), global_ids(two_cameras / "door")
+    assert hall[1] != door[1]  # 117 s from hall to door is longer than the 60 s the rule allows
+    assert "common clock" in result.report.read_text()
+
+
+def test_cameras_tracked_with_different_embedders_are_refused(tmp_path: Path):
+    run = tmp_path / "run"
+    write_camera(run, "hall", [summary("hall", 1, 0.0, 1.0, P)], video=False)
+    write_camera(run, "door", [summary("door", 1, 0.0, 1.0, P)], video=False, fingerprint="0" * 64)
+    with pytest.raises(CrosscamError, match=r"hall/run.json: tracked with embedder synthetic \(ffffffffffff, dim 8\) but door"):
+        update_identities(run, PipelineConfig(), progress=False)
+    assert not (run / "store").exists()
+
+
+def test_a_store_from_another_embedder_is_refused_and_left_unchanged(two_cameras: Path):
+    update_identities(two_cameras, PipelineConfig(), progress=False)
+    db = (two_cameras / "store" / "tracks.sqlite").read_bytes()
+    write_camera(two_cameras, "lift", [summary("lift", 1, 0.0, 1.0, P)], fingerprint="1" * 64, video=False)
+    write_camera(two_cameras, "hall", [summary("hall", 1, 0.0, 1.0, P)], fingerprint="1" * 64, video=False)
+    write_camera(two_cameras, "door", [summary("door", 1, 0.0, 1.0, P)], fingerprint="1" * 64, video=False)
+    with pytest.raises(CrosscamError, match="store was built with embedder"):
+        update_identities(two_cameras, PipelineConfig(), progress=False)
+    assert (two_cameras / "store" / "tracks.sqlite").read_bytes() == db
+
+
+def test_a_run_without_camera_outputs_is_one_line(tmp_path: Path):
+    with pytest.raises(CrosscamError, match="no camera outputs"):
+        update_identities(tmp_path, PipelineConfig(), progress=False)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("cameras:\n  - {name: hall}\n", "give exactly one of 'start' or 'offset_s'"),
+        ("cameras:\n  - {name: hall, offset_s: 0}\n  - {name: door, start: '2024-05-01 08:00:00'}\n", "not both"),
+        ("cameras:\n  - {name: hall, offset_s: 0}\ntransitions:\n  rules: [{cameras: [hall, lift]}]\n", "unknown camera"),
+        ("cameras: [\n", "not valid YAML"),
+        ("cameras:\n  - {name: hall, offset_s: 0}\n", "no entry for camera(s) door"),
+    ],
+)
+def test_bad_cameras_files_are_one_line_and_change_nothing(two_cameras: Path, tmp_path: Path, text: str, message: str):
+    cameras = tmp_path / "cameras.yaml"
+    cameras.write_text(text)
+    with pytest.raises(CrosscamError, match=re.escape(message)) as info:
+        update_identities(two_cameras, PipelineConfig(), cameras_file=cameras, progress=False)
+    assert str(info.value).startswith(str(cameras)) and "\n" not in str(info.value)
+    assert not (two_cameras / "store").exists() and not (two_cameras / "cameras.yaml").exists()

@@ -1,0 +1,179 @@
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.cli.main import main
+from pipeline.config import PipelineConfig
+from pipeline.identities import update_identities
+from pipeline.store import TrackStore
+from pipeline.types import TrackSummary
+from reid import Embedder
+
+from identity_runs import summary, unit, write_camera
+
+E = np.eye(8, dtype=np.float32)
+PEOPLE = range(1001, 1009)
+
+
+def crosscam_json(capsys, *args) -> dict:
+    assert main(["query", *map(str, args), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def crosscam_error(capsys, *args) -> str:
+    assert main(["query", *map(str, args)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    return err
+
+
+@pytest.fixture
+def synthetic_run(tmp_path: Path) -> Path:
+    """P in hall (two fragments) and door, Q only in hall."""
+    run = tmp_path / "run"
+    write_camera(run, "hall", [summary("hall", 1, 0.0, 3.0, E[0]), summary("hall", 2, 1.0, 4.0, E[1]),
+                               summary("hall", 3, 6.0, 8.0, unit(E[0] + 0.2 * E[4]))], video=False)
+    write_camera(run, "door", [summary("door", 4, 2.0, 5.0, unit(E[0] + 0.3 * E[3]))], video=False)
+    update_identities(run, PipelineConfig(), progress=False)
+    return run
+
+
+def test_query_by_track_returns_every_camera_of_its_identity(synthetic_run: Path, capsys):
+    out = crosscam_json(capsys, synthetic_run, "--track", "door:4")
+    store = TrackStore.open(synthetic_run / "store")
+    assert out["identity"] == store.track("door", 4).identity == store.track("hall", 1).identity
+    by_camera = {a["camera"]: a for a in out["appearances"]}
+    assert set(by_camera) == {"hall", "door"}
+    assert by_camera["door"]["score"] == pytest.approx(1.0, abs=1e-5)  # the query track itself
+    hall = by_camera["hall"]
+    assert hall["track_ids"] == [1, 3]  # one visit: the gap between the fragments is short
+    assert (hall["start_s"], hall["end_s"], hall["start_frame"], hall["end_frame"]) == (0.0, 8.0, 0, 80)
+    assert Path(hall["thumbnail"]).is_file() and Path(hall["thumbnail"]).is_absolute()
+    assert [a["score"] for a in out["appearances"]] == sorted((a["score"] for a in out["appearances"]), reverse=True)
+    assert [m["identity"] for m in out["matches"]][0] == out["identity"]
+
+
+def test_min_score_top_k_and_identity_queries(synthetic_run: Path, capsys):
+    identity = TrackStore.open(synthetic_run / "store").track("door", 4).identity
+    strict = crosscam_json(capsys, synthetic_run, "--track", "door:4", "--min-score", "0.99")
+    assert [a["camera"] for a in strict["appearances"]] == ["door"]
+    assert len(crosscam_json(capsys, synthetic_run, "--track", "hall:2", "--top-k", "1")["matches"]) == 1
+    assert len(crosscam_json(capsys, synthetic_run, "--track", "hall:2", "--top-k", "3")["matches"]) == 2
+    by_id = crosscam_json(capsys, synthetic_run, "--identity", identity)
+    assert by_id["identity"] == identity and {a["camera"] for a in by_id["appearances"]} == {"hall", "door"}
+    assert main(["query", str(synthetic_run), "--identity", str(identity)]) == 0
+    table = capsys.readouterr().out
+    assert f"identity {identity}" in table and "hall" in table and "no cameras file" in table
+
+
+def test_bad_queries_are_one_line_and_change_nothing(synthetic_run: Path, tmp_path: Path, capsys):
+    db = (synthetic_run / "store" / "tracks.sqlite").read_bytes()
+    assert "unknown camera 'lobby'" in crosscam_error(capsys, synthetic_run, "--track", "lobby:1")
+    assert "has no track 99" in crosscam_error(capsys, synthetic_run, "--track", "hall:99")
+    assert "CAMERA:TRACK_ID" in crosscam_error(capsys, synthetic_run, "--track", "hall")
+    assert "no such identity" in crosscam_error(capsys, synthetic_run, "--identity", "77")
+    assert "exactly one of" in crosscam_error(capsys, synthetic_run)
+    garbage = tmp_path / "garbage.jpg"
+    garbage.write_bytes(b"not an image")
+    assert "cannot read it as an image" in crosscam_error(capsys, synthetic_run, "--image", garbage)
+    assert "no track store" in crosscam_error(capsys, tmp_path / "elsewhere", "--identity", "1")
+    assert (synthetic_run / "store" / "tracks.sqlite").read_bytes() == db
+
+
+def test_empty_store_is_one_line(tmp_path: Path, capsys):
+    write_camera(tmp_path / "run", "hall", [], video=False)
+    update_identities(tmp_path / "run", PipelineConfig(), progress=False)
+    assert "empty" in crosscam_error(capsys, tmp_path / "run", "--identity", "1")
+
+
+@pytest.fixture(scope="module")
+def osnet(osnet_onnx: Path) -> Embedder:
+    return Embedder.from_weights(str(osnet_onnx), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def osnet_onnx() -> Path:  # module scope for the embedder fixture above
+    from conftest import shared_path
+
+    return shared_path("weights/osnet_x0_25_msmt17.onnx")
+
+
+@pytest.fixture(scope="module")
+def cuhk_run(tmp_path_factory, osnet: Embedder, osnet_onnx: Path) -> Path:
+    """Real people: 8 CUHK03 identities, each a track in camera c1 and in c2, OSNet features."""
+    from conftest import shared_path
+
+    gallery = shared_path("data/cuhk03-market/bounding_box_test")
+    run = tmp_path_factory.mktemp("cuhk") / "run"
+    reid = {"weights": str(osnet_onnx), "device": "cpu", "batch_size": 32, "precision": "fp32",
+            "flip": False, "preprocess": "fast", "trust_checkpoint": False}
+    for cam in ("c1", "c2"):
+        tracks = []
+        for k, pid in enumerate(PEOPLE):
+            paths = sorted(gallery.glob(f"{pid}_{cam}s*.jpg"))
+            feats = osnet.embed([cv2.imread(str(p)) for p in paths], bgr=True, normalize=True)
+            start = 20.0 * k + (8.0 if cam == "c2" else 0.0)
+            tracks.append(TrackSummary(cam, pid, int(start * 10), int(start * 10) + 40, start, start + 4.0,
+                                       len(paths), unit(feats.mean(0)), feats, f"thumbs/{pid}.jpg"))
+        folder = write_camera(run, cam, tracks, fingerprint=osnet.fingerprint, video=False, reid_config=reid)
+        for pid in PEOPLE:
+            shutil.copy(sorted(gallery.glob(f"{pid}_{cam}s*.jpg"))[0], folder / "thumbs" / f"{pid}.jpg")
+    update_identities(run, PipelineConfig(), progress=False)
+    return run
+
+
+def test_query_by_real_person_crop_finds_that_person(cuhk_run: Path, capsys):
+    from conftest import shared_path
+
+    store = TrackStore.open(cuhk_run / "store")
+    hits = 0
+    for pid in PEOPLE:
+        crop = shared_path("data/cuhk03-market/query") / next(
+            p.name for p in sorted(shared_path("data/cuhk03-market/query").glob(f"{pid}_c1s*.jpg")))
+        out = crosscam_json(capsys, cuhk_run, "--image", crop, "--top-k", "3")
+        hits += out["identity"] == store.track("c1", pid).identity
+        assert out["appearances"] and out["appearances"][0]["score"] > 0.5
+    assert hits >= 7  # held-out crops of a person the camera saw: nearly always found first
+
+
+def test_query_with_a_frame_and_a_box(cuhk_run: Path, tmp_path: Path, capsys):
+    from conftest import shared_path
+
+    crop = cv2.imread(str(sorted(shared_path("data/cuhk03-market/query").glob("1003_c1s*.jpg"))[0]))
+    frame = np.full((400, 600, 3), 90, np.uint8)
+    frame[100:100 + crop.shape[0], 300:300 + crop.shape[1]] = crop
+    path = tmp_path / "frame.png"
+    cv2.imwrite(str(path), frame)
+    box = f"300,100,{300 + crop.shape[1]},{100 + crop.shape[0]}"
+    by_box = crosscam_json(capsys, cuhk_run, "--image", path, "--box", box)
+    cv2.imwrite(str(tmp_path / "crop.png"), crop)
+    by_crop = crosscam_json(capsys, cuhk_run, "--image", tmp_path / "crop.png")
+    assert by_box["identity"] == by_crop["identity"]
+    assert by_box["score"] == pytest.approx(by_crop["score"], abs=1e-4)
+    assert "outside" in crosscam_error(capsys, cuhk_run, "--image", path, "--box", "700,10,800,90")
+
+
+def test_image_query_with_a_detector_refuses_an_image_without_a_person(tmp_path: Path, capsys, osnet, osnet_onnx, yolo_onnx):
+    run = tmp_path / "run"
+    reid = {"weights": str(osnet_onnx), "device": "cpu"}
+    detector = {"model": str(yolo_onnx), "image_size": 320}
+    write_camera(run, "hall", [summary("hall", 1, 0.0, 1.0, np.ones(osnet.dim))], video=False,
+                 fingerprint=osnet.fingerprint, reid_config=reid, detector_config=detector)
+    update_identities(run, PipelineConfig(), progress=False)
+    empty = tmp_path / "wall.png"
+    cv2.imwrite(str(empty), np.full((240, 320, 3), 128, np.uint8))
+    assert "no person found" in crosscam_error(capsys, run, "--image", empty)
+
+
+def test_image_query_against_a_store_of_another_embedder_is_refused(synthetic_run: Path, capsys, osnet_onnx):
+    for cam in ("hall", "door"):
+        run_json = synthetic_run / cam / "run.json"
+        data = json.loads(run_json.read_text())
+        data["config"]["reid"] = {"weights": str(osnet_onnx), "device": "cpu"}
+        run_json.write_text(json.dumps(data))
+    crop = synthetic_run / "hall" / "thumbs" / "1.jpg"
+    assert "built with embedder synthetic" in crosscam_error(capsys, synthetic_run, "--image", crop)

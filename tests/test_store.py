@@ -1,0 +1,181 @@
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.config import StoreConfig
+from pipeline.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore, build_index, tune_search
+from reid.errors import CrosscamError
+
+from identity_runs import summary, unit
+
+DIM = 16
+INFO = EmbedderInfo("ab" * 32, "test-embedder", DIM)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def camera(name: str, digest: str = "d") -> CameraRecord:
+    return CameraRecord(name, 0.0, False, f"/videos/{name}.mp4", 10.0, (640, 480), 100, digest)
+
+
+def tracks_for(name: str, n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    return [summary(name, i + 1, 10.0 * i, 10.0 * i + 5, rng.standard_normal(DIM)) for i in range(n)]
+
+
+def write_camera(store: TrackStore, name: str, n: int, seed: int, first_identity: int = 1):
+    tracks = tracks_for(name, n, seed)
+    store.write([CameraTracks(camera(name), tracks, list(range(first_identity, first_identity + n)))])
+    return tracks
+
+
+def test_round_trip(tmp_path: Path):
+    store = TrackStore.create(tmp_path / "store", INFO)
+    hall = write_camera(store, "hall", 5, seed=0)
+    door = write_camera(store, "door", 3, seed=1, first_identity=3)  # identities 3, 4 shared with hall
+    again = TrackStore.open(tmp_path / "store", INFO)
+    assert [c.name for c in again.cameras()] == ["door", "hall"]
+    assert again.cameras()[1] == camera("hall")
+    assert len(again) == 8
+    assert again.identities() == [1, 2, 3, 4, 5]
+    stored = again.track("door", 2)
+    assert (stored.camera, stored.identity, stored.start_s, stored.thumbnail) == ("door", 4, 10.0, "thumbs/2.jpg")
+    np.testing.assert_allclose(again.features([stored.key])[0], door[1].feature, atol=1e-6)
+    np.testing.assert_allclose(again.representatives(stored.key), door[1].representatives)
+    sims, keys = again.search(hall[3].feature[None], k=2)
+    assert again.track_by_key(int(keys[0, 0])).track_id == 4 and sims[0, 0] == pytest.approx(1.0, abs=1e-5)
+    summaries, identities = again.summaries()
+    assert len(summaries) == 8 and identities.count(3) == 2
+
+
+def test_rewriting_a_camera_replaces_only_its_tracks(tmp_path: Path):
+    store = TrackStore.create(tmp_path / "store", INFO)
+    write_camera(store, "hall", 5, seed=0)
+    write_camera(store, "door", 3, seed=1, first_identity=10)
+    write_camera(store, "hall", 2, seed=2, first_identity=20)
+    assert len(store.tracks(camera="hall")) == 2 and len(store.tracks(camera="door")) == 3
+    assert store.identities() == [10, 11, 12, 20, 21]
+    assert len(list((tmp_path / "store").glob("index-*.faiss"))) == 1  # older generations removed
+
+
+def test_other_embedder_or_dimension_is_a_one_line_error_and_changes_nothing(tmp_path: Path):
+    folder = tmp_path / "store"
+    write_camera(TrackStore.create(folder, INFO), "hall", 3, seed=0)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    for other in (EmbedderInfo("cd" * 32, "other", DIM), EmbedderInfo(INFO.fingerprint, "test-embedder", 32)):
+        with pytest.raises(CrosscamError, match="store was built with embedder test-embedder") as info:
+            TrackStore.create(folder, other)
+        assert "\n" not in str(info.value)
+    with pytest.raises(CrosscamError, match="features of test-embedder"):
+        TrackStore.open(folder).search(np.ones((1, 32), np.float32), k=1)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_missing_and_empty_store_errors(tmp_path: Path):
+    with pytest.raises(CrosscamError, match="no track store here"):
+        TrackStore.open(tmp_path / "nothing")
+    empty = TrackStore.create(tmp_path / "store", INFO)
+    with pytest.raises(CrosscamError, match="empty"):
+        empty.search(np.ones((1, DIM), np.float32), k=1)
+    with pytest.raises(CrosscamError, match="unknown camera 'hall'"):
+        empty.track("hall", 1)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_index_kinds_find_the_nearest_track(kind: str):
+    rng = np.random.default_rng(3)
+    vectors = unit(rng.standard_normal((2000, DIM)))
+    keys = np.arange(100, 2100, dtype=np.int64)
+    config = StoreConfig(index=kind, ivf_nprobe=64, hnsw_ef_search=128)
+    index = build_index(vectors, keys, config)
+    tune_search(index, config)
+    _, found = index.search(vectors[:50], 1)
+    assert np.mean(found[:, 0] == keys[:50]) >= 0.95
+
+
+CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    import numpy as np
+    import pipeline.store as store_module
+    from pipeline.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore
+    sys.path.insert(0, {tests!r})
+    from identity_runs import summary
+
+    folder, phase = sys.argv[1], sys.argv[2]
+    rng = np.random.default_rng(7)
+    tracks = [summary("door", i + 1, i, i + 1, rng.standard_normal(16)) for i in range(300)]
+
+    def die(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if phase == "index":  # killed while the new index file is half written
+        real_write = store_module.faiss.write_index
+        def half_write(index, path):
+            real_write(index, path)
+            with open(path, "r+b") as f:
+                f.truncate(os.path.getsize(path) // 2)
+            die()
+        store_module.faiss.write_index = half_write
+    elif phase == "commit":  # killed after the new index is in place, before the commit
+        store_module._publish = die
+    elif phase == "wait":  # holds the write open until the parent says go
+        real_publish = store_module._publish
+        def wait_then_publish(conn):
+            open(os.path.join(folder, "..", "writing"), "w").close()
+            while not os.path.exists(os.path.join(folder, "..", "go")):
+                pass
+            real_publish(conn)
+        store_module._publish = wait_then_publish
+    store = TrackStore.open(folder, EmbedderInfo({fingerprint!r}, "test-embedder", 16))
+    cam = CameraRecord("door", 0.0, False, "/videos/door.mp4", 10.0, (640, 480), 300, "new")
+    store.write([CameraTracks(cam, tracks, list(range(100, 400)))])
+    print("finished")
+    """
+).format(tests=str(Path(__file__).parent), fingerprint=INFO.fingerprint)
+
+
+def run_child(folder: Path, phase: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(folder), phase], cwd=REPO,
+                            stdout=subprocess.PIPE, text=True, **kwargs)
+
+
+@pytest.mark.parametrize("phase", ["index", "commit"])
+def test_a_write_killed_midway_leaves_the_previous_state(tmp_path: Path, phase: str):
+    folder = tmp_path / "store"
+    hall = write_camera(TrackStore.create(folder, INFO), "hall", 4, seed=0)
+    child = run_child(folder, phase)
+    out, _ = child.communicate(timeout=120)
+    assert child.returncode == -9 and "finished" not in out  # really killed, midway
+    store = TrackStore.open(folder, INFO)
+    assert [c.name for c in store.cameras()] == ["hall"] and len(store) == 4
+    sims, keys = store.search(hall[2].feature[None], k=1)
+    assert store.track_by_key(int(keys[0, 0])).track_id == 3 and sims[0, 0] == pytest.approx(1.0, abs=1e-5)
+    write_camera(store, "door", 2, seed=5, first_identity=50)  # the next write works and cleans up
+    assert len(store) == 6
+    assert sorted(p.name for p in folder.iterdir() if p.name != "tracks.sqlite") == [
+        next(p.name for p in folder.glob("index-*.faiss"))
+    ]
+
+
+def test_readers_see_the_old_state_while_a_writer_works(tmp_path: Path):
+    folder = tmp_path / "store"
+    write_camera(TrackStore.create(folder, INFO), "hall", 4, seed=0)
+    child = run_child(folder, "wait")
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "writing").exists():
+            assert child.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        reader = TrackStore.open(folder, INFO)  # the new index file exists, not yet committed
+        assert len(reader) == 4 and [c.name for c in reader.cameras()] == ["hall"]
+        assert reader.search(np.ones((1, DIM), np.float32), k=10)[1].tolist()[0][4:] == [-1] * 6
+    finally:
+        (tmp_path / "go").touch()
+        out, _ = child.communicate(timeout=120)
+    assert "finished" in out
+    assert len(TrackStore.open(folder, INFO)) == 304
