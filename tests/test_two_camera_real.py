@@ -35,7 +35,7 @@ STRIDE = 5  # 2 frames/s: people stand for 10-25 s, and the INT8 YOLO (fixed 640
 # DeepSORT's max_age counts processed frames: at 2 fps the default 30 is 15 s, longer than the
 # 4-5 s between one person leaving and the next arriving, and one track ran on from person to
 # person. 5 frames = 2.5 s.
-OPTIONS = ["--stride", str(STRIDE), "--set", "tracker.max_age=5", "--quiet"]
+OPTIONS = ["--stride", str(STRIDE), "--set", "tracker.max_age=5", "--quiet", "--json"]
 
 
 def render_camera_b(clip: Path, out: Path) -> None:
@@ -80,14 +80,17 @@ def test_two_virtual_cameras_of_the_real_clip(tmp_path: Path, hall_clip: Path, y
     )
     run = tmp_path / "run"
     models = ["--detector", str(yolo_onnx), "--reid", str(osnet_onnx)]
-    config = PipelineConfig()
-    # Camera A first, camera B added to the same run later: B joins A's identities (incremental).
-    assert main(["track", str(hall_clip), "--camera", "A", "--max-frames", "801", "--out", str(run), *models, *OPTIONS]) == 0
-    first = update_identities(run, config, cameras_file=cameras, progress=False)
-    assert first.cameras == ["A"]
+    # Camera A first, camera B added to the same run later: B joins A's identities (incremental;
+    # the cameras file given with A stays in the run directory and puts B on the same clock).
+    capsys.readouterr()
+    assert main(["track", str(hall_clip), "--camera", "A", "--max-frames", "801", "--out", str(run),
+                 "--cameras", str(cameras), *models, *OPTIONS]) == 0
+    first = json.loads(capsys.readouterr().out)["identities"]
+    assert first["cameras"] == ["A"] and first["cameras_updated"] == ["A"]
     assert main(["track", str(camera_b), "--camera", "B", "--out", str(run), *models, *OPTIONS]) == 0
-    result = update_identities(run, config, progress=False)
-    assert result.cameras_updated == ["B"] and result.common_clock
+    second = json.loads(capsys.readouterr().out)["identities"]
+    assert second["cameras_updated"] == ["B"] and second["cameras"] == ["A", "B"] and second["common_clock"]
+    assert update_identities(run, PipelineConfig(), progress=False).cameras_updated == []  # nothing changed
 
     store = TrackStore.open(run / "store")
     people: dict[str, set[tuple[str, int]]] = {}

@@ -77,7 +77,8 @@ def register(app: typer.Typer) -> None:
             "run_dir": str(out.resolve()),
             "identities": None if linked is None else {
                 "identities": linked.identities, "multi_camera_identities": linked.multi_camera_identities,
-                "tracks": linked.tracks, "cameras": linked.cameras, "common_clock": linked.common_clock,
+                "tracks": linked.tracks, "cameras": linked.cameras, "cameras_updated": linked.cameras_updated,
+                "common_clock": linked.common_clock,
                 "report": str(linked.report.resolve()),
             },
             "cameras": [
