@@ -122,6 +122,55 @@ def test_motion_detector_filters_wrong_shapes_and_global_changes():
     assert len(boxes) == 1 and iou(boxes[0], np.array([100, 60, 140, 180])) > 0.7  # relearnt background
 
 
+def test_motion_detector_primes_the_background_without_the_people_of_the_first_frames():
+    # A person stands at the left for the first 2 frames and then walks away: plain MOG2 would
+    # learn her as background and report a ghost where she stood.
+    background = textured_background()
+    frames = []
+    for i in range(18):
+        image = background.copy()
+        x = 20 if i < 2 else 20 + 16 * (i - 1)
+        image[100:172, x : x + 24] = (40, 30, 200)
+        frames.append((Frame("c", i, i / 10.0, image), np.array([x, 100, x + 24, 172], np.float32)))
+    detector = MotionDetector(DetectorConfig(model="motion", batch_size=8))
+    results = []
+    for start in range(0, len(frames), 8):  # batches, as the chain calls it
+        batch = frames[start : start + 8]
+        results += zip(detector.detect([f for f, _ in batch]), [b for _, b in batch])
+    ghost = np.array([20, 100, 44, 172], np.float32)
+    for index, (dets, box) in enumerate(results):
+        assert len(dets) == 1 and iou(dets.xyxy[0], box) > 0.7, index  # her, from the first frame
+        if index > 3:
+            assert max(iou(d, ghost) for d in dets.xyxy) < 0.1  # and nothing where she stood
+
+
+def test_motion_detector_splits_people_walking_side_by_side():
+    detector = MotionDetector(DetectorConfig(model="motion"))
+    background = textured_background()
+    detector.detect([Frame("c", i, 0.0, background) for i in range(8)])
+    pair = background.copy()
+    truth = []
+    for x in (100, 130):  # two touching 30x80 people, a 12x12 head on each
+        pair[112:180, x : x + 30] = (40, 30, 200)
+        pair[100:112, x + 9 : x + 21] = (60, 90, 140)
+        truth.append(np.array([x, 100, x + 30, 180], np.float32))
+    boxes = detector.detect([Frame("c", 8, 0.0, pair)])[0].xyxy
+    assert len(boxes) == 2
+    for box in truth:
+        assert max(iou(b, box) for b in boxes) > 0.6
+
+
+def test_motion_detector_keeps_one_wide_person_without_a_head_gap_whole():
+    # A person carrying a wide bag at head height: a wide blob, but no dip between two heads.
+    detector = MotionDetector(DetectorConfig(model="motion"))
+    background = textured_background()
+    detector.detect([Frame("c", i, 0.0, background) for i in range(8)])
+    wide = background.copy()
+    wide[100:180, 100:160] = (40, 30, 200)
+    boxes = detector.detect([Frame("c", 8, 0.0, wide)])[0].xyxy
+    assert len(boxes) == 1 and iou(boxes[0], np.array([100, 100, 160, 180])) > 0.8
+
+
 def test_replay_reads_mot_det_txt(tmp_path: Path):
     det = tmp_path / "det.txt"
     det.write_text("1,-1,10,20,30,60,0.9,-1,-1,-1\n1,-1,100,20,30,60,0.2,-1,-1,-1\n3,-1,5.5,6,10,40,1.7,-1,-1,-1\n")

@@ -24,6 +24,8 @@ from reid.models.resnet import ResNet
 # ImageNet statistics in 0..255 units, fast-reid's MODEL.PIXEL_MEAN / PIXEL_STD.
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
+# (height, width): fast-reid checkpoints carry no input size; every BoT model-zoo file uses this.
+BOT_INPUT_SIZE = (256, 128)
 
 
 class GeneralizedMeanPool(nn.Module):

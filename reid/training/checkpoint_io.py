@@ -29,12 +29,11 @@ from torch import nn
 
 from reid.checkpoint import load_bot_checkpoint, read_checkpoint, to_crosscam_names, to_fastreid_name
 from reid.errors import CrosscamError
-from reid.models.bot import PIXEL_MEAN, PIXEL_STD
+from reid.models.bot import BOT_INPUT_SIZE, PIXEL_MEAN, PIXEL_STD
 from reid.training.config import ModelSection
 from reid.training.models import build_model
 
 FORMAT_VERSION = 1
-BOT_INPUT_SIZE = (256, 128)  # fast-reid files carry no input size; every BoT model-zoo file uses this
 
 
 def key_generation(stem: str) -> str:

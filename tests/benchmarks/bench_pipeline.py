@@ -35,7 +35,8 @@ from pipeline.embedding import embed_detections  # noqa: E402
 from pipeline.run import track_camera  # noqa: E402
 from pipeline.sources import open_source  # noqa: E402
 from reid import Embedder  # noqa: E402
-from reid.embedder import BOT_INPUT_SIZE, TorchFeatures  # noqa: E402
+from reid.embedder import TorchFeatures  # noqa: E402
+from reid.models.bot import BOT_INPUT_SIZE  # noqa: E402
 from reid.models.bot import build_bot_model  # noqa: E402
 
 SHARED = REPO.parent / "shared"
