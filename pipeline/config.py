@@ -48,7 +48,7 @@ class DetectorConfig(_Section):
     motion_min_aspect: float = Field(1.0, gt=0.0)  # height / width of a standing person, lower bound
     motion_max_aspect: float = Field(5.0, gt=0.0)  # ... and upper bound
     motion_prime_frames: int = Field(32, ge=1)  # the background is re-primed from the median of the first frames
-    motion_person_ratio: float = Field(0.45, gt=0.0)  # width / height of one person; wider blobs are split
+    motion_person_ratio: float = Field(0.4, gt=0.0)  # width / height of one person; wider blobs are split
     replay_file: str | None = None  # det.txt for `replay`; default <sequence>/det/det.txt
 
 

@@ -29,6 +29,7 @@ from reid.errors import CrosscamError
 
 PERSON_CLASS = 0  # COCO "person"
 GLOBAL_CHANGE_FRACTION = 0.3  # foreground share of a frame above which motion means a camera change
+HEAD_GAP = 0.1  # blob heights the contour between two people's heads dips below both (neck + shoulders)
 
 
 class Detector(Protocol):
@@ -138,9 +139,10 @@ class MotionDetector:
     per camera.
 
     Start: MOG2 would learn the first frame, people included, as background and report ghosts
-    where they stood. So the model is re-primed from the per-pixel median of the frames seen so
-    far after 4, 8, 16, ... up to ``motion_prime_frames`` frames: a walker covers a pixel in few
-    of them, so the median is the empty scene.
+    where they stood. So each ``detect`` call, until ``motion_prime_frames`` frames have come,
+    restarts the model from the per-pixel median of all frames so far, its own batch included
+    (the first batch is judged against it too): a walker covers a pixel in few of them, so the
+    median is the empty scene. Larger batches (``batch_size``) give a better first median.
 
     >>> det = MotionDetector(DetectorConfig(model="motion"))
     >>> len(det.detect([Frame("c", 0, 0.0, np.zeros((240, 320, 3), np.uint8))])[0])
@@ -186,6 +188,9 @@ class MotionDetector:
         median = np.median(np.stack(self._start_frames), axis=0).astype(np.uint8)
         self._subtractor = self._new_subtractor()
         self._subtractor.apply(median, learningRate=1.0)
+        # The median is a settled background: learn at the rate of a model that saw all the
+        # priming frames (MOG2's start-up rates, 1/2, 1/4, ..., absorb anyone who pauses).
+        self._seen = max(self._seen, self.cfg.motion_prime_frames)
         if len(self._start_frames) >= self.cfg.motion_prime_frames:
             self._start_frames = None  # primed for good: from here on MOG2 follows the scene
 
@@ -241,15 +246,15 @@ def _person_columns(blob: np.ndarray, person_ratio: float) -> list[tuple[int, in
 
     ``blob``: (h, w) bool mask of one connected component, cropped to its box. The number of
     people is ``round(w / (h * person_ratio))`` (a standing person is ``person_ratio`` as wide as
-    tall); the cuts go to the lowest point of the upper contour (the gap between two heads)
-    within half a person's width of the evenly spaced positions.
+    tall); each cut goes to the lowest point of the upper contour within half a person's width
+    of the evenly spaced position, and is kept only where that point lies well below the highest
+    points on both sides (a gap between two heads, not a bag or an outstretched arm).
     """
     h, w = blob.shape
     people = int(round(w / max(h * person_ratio, 1.0)))
     if people < 2:
         return [(0, w)]
-    has = blob.any(axis=0)
-    top = np.where(has, blob.argmax(axis=0), h)  # first foreground row per column; h where empty
+    top = np.where(blob.any(axis=0), blob.argmax(axis=0), h)  # first foreground row per column; h where empty
     step = w / people
     cuts = [0]
     for k in range(1, people):
@@ -257,7 +262,9 @@ def _person_columns(blob: np.ndarray, person_ratio: float) -> list[tuple[int, in
         hi = min(w - 1, int(round(k * step + step / 2)))
         if hi <= lo:
             continue
-        cuts.append(lo + int(np.argmax(top[lo:hi])))
+        cut = lo + int(np.argmax(top[lo:hi]))
+        if top[cut] - max(top[cuts[-1] : cut].min(), top[cut:].min()) >= HEAD_GAP * h:
+            cuts.append(cut)
     cuts.append(w)
     return list(zip(cuts[:-1], cuts[1:]))
 
