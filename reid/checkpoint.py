@@ -52,7 +52,12 @@ def load_bot_checkpoint(
     Raises :class:`CrosscamError` for every bad file, naming it and the offending keys.
     """
     path = Path(path)
-    state_dict = _extract_state_dict(read_checkpoint(path, trust), path)
+    return bot_model_from_payload(read_checkpoint(path, trust), path, cfg)
+
+
+def bot_model_from_payload(payload: Any, path: Path, cfg: BotModelConfig | None = None) -> BotModel:
+    """:func:`load_bot_checkpoint` for a file already read with :func:`read_checkpoint` (``path`` names it in errors)."""
+    state_dict = _extract_state_dict(payload, path)
     generation = detect_generation(state_dict, path)
     pixel_stats = {name: state_dict.pop(name) for name in ("pixel_mean", "pixel_std") if name in state_dict}
     _check_pixel_stats(pixel_stats, path)

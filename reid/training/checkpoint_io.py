@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from reid.checkpoint import load_bot_checkpoint, read_checkpoint, to_crosscam_names, to_fastreid_name
+from reid.checkpoint import bot_model_from_payload, read_checkpoint, to_crosscam_names, to_fastreid_name
 from reid.errors import CrosscamError
 from reid.models.bot import BOT_INPUT_SIZE, PIXEL_MEAN, PIXEL_STD
 from reid.training.config import ModelSection
@@ -86,7 +86,7 @@ def load_trained_model(path: str | Path, trust: bool = False) -> tuple[nn.Module
     payload = read_checkpoint(path, trust)
     meta = payload.get("crosscam") if isinstance(payload, dict) else None
     if meta is None:
-        model = load_bot_checkpoint(path, trust=trust)
+        model = bot_model_from_payload(payload, path)  # the file is read once
         cfg = ModelSection(backbone="resnet50", stem=model.cfg.stem, last_stride=model.cfg.last_stride, pooling=model.cfg.pooling)
         return model, describe_model(cfg, BOT_INPUT_SIZE, model.cfg.num_classes, model.feat_dim)
     if meta.get("format") != FORMAT_VERSION:
