@@ -1,4 +1,4 @@
-"""A camera's lazy processing chain: frames -> detect -> embed -> track -> write.
+"""A camera's lazy processing chain: frames -> detect -> embed -> [split] -> track -> write.
 
 Each stage is an iterator transformer over :class:`pipeline.types.FrameResult`: it pulls items
 from the stage before, fills in its field and yields them on. Nothing runs until the last
@@ -20,6 +20,7 @@ from collections import defaultdict
 from contextlib import contextmanager
 from typing import Iterable, Iterator, Sequence
 
+from pipeline.blob_split import split_by_predictions
 from pipeline.detectors import Detector
 from pipeline.embedding import embed_detections
 from pipeline.tracking import PersonTracker
@@ -27,7 +28,7 @@ from pipeline.types import Frame, FrameResult
 
 
 class StageTimes(defaultdict):
-    """Seconds spent per stage name (``decode``, ``detect``, ``embed``, ``track``, ``write``)."""
+    """Seconds spent per stage name (``decode``, ``detect``, ``embed``, ``split``, ``track``, ``write``)."""
 
     def __init__(self):
         super().__init__(float)
@@ -86,6 +87,20 @@ def embed_stage(results: Iterator[FrameResult], embedder, batch_size: int, min_b
         yield from batch
 
 
+def split_stage(results: Iterator[FrameResult], tracker: PersonTracker, times: StageTimes) -> Iterator[FrameResult]:
+    """Split each detection that covers several tracks' predicted boxes into those boxes.
+
+    It pulls one frame at a time, so the tracker has seen every earlier frame when this one's
+    predictions are taken: the stage must sit right before :func:`track_stage`.
+    """
+    for result in results:
+        with times.measure("split"):
+            predicted = tracker.predictions()
+            result.detections = split_by_predictions(result.detections, predicted.xyxy, predicted.features,
+                                                     tracker.cfg.split_min_cover)
+        yield result
+
+
 def track_stage(results: Iterator[FrameResult], tracker: PersonTracker, times: StageTimes) -> Iterator[FrameResult]:
     """Set ``tracks`` to the confirmed tracks matched in each frame (frames in order)."""
     for result in results:
@@ -109,5 +124,9 @@ def build_chain(frames: Iterable[Frame], detector: Detector, embedder, tracker: 
     results = read_frames(frames, times)
     results = detect_stage(results, detector, batch_size, times)
     results = embed_stage(results, embedder, batch_size, min_box_size, times)
+    # Only a detector whose boxes can hold several people (``merges_people``: the motion
+    # detector's blobs) is split; one box per person (YOLO, replay) is never someone else's.
+    if tracker.cfg.split_merged and getattr(detector, "merges_people", False):
+        results = split_stage(results, tracker, times)
     results = track_stage(results, tracker, times)
     return write_stage(results, sinks, times)

@@ -60,6 +60,10 @@ class TrackerConfig(_Section):
     max_iou_distance: float = Field(0.7, ge=0.0, le=1.0)
     max_cosine_distance: float = Field(0.3, ge=0.0, le=2.0)
     nn_budget: int | None = Field(100, ge=1)
+    # With a detector whose boxes can hold several people (motion), a box covering the predicted
+    # boxes of two or more tracks is split into them (pipeline.blob_split.split_by_predictions).
+    split_merged: bool = True
+    split_min_cover: float = Field(0.6, gt=0.0, le=1.0)  # share of a predicted box inside the box to split
 
 
 class OutputConfig(_Section):

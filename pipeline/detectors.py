@@ -26,6 +26,7 @@ import numpy as np
 from pipeline.config import DetectorConfig
 from pipeline.types import Detections, Frame
 from reid.errors import CrosscamError
+from reid.onnx_backend import session_options
 
 PERSON_CLASS = 0  # COCO "person"
 GLOBAL_CHANGE_FRACTION = 0.3  # foreground share of a frame above which motion means a camera change
@@ -92,7 +93,23 @@ def _load_yolo(model: str, device: str | None):
     except Exception as exc:  # noqa: BLE001 - ultralytics raises many types for a bad file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CrosscamError(f"--detector {model}: ultralytics cannot load it ({first}); pass a YOLO .pt/.onnx file") from exc
+    _reopen_onnx_without_spinning(yolo, path)
     return yolo, path
+
+
+def _reopen_onnx_without_spinning(yolo, path: Path) -> None:
+    """Re-open the onnxruntime CPU session ultralytics made for an ``.onnx`` model with crosscam's
+    :func:`reid.onnx_backend.session_options` (threads that sleep instead of spin-waiting; about
+    2x faster per frame when another process holds a core). Other models are unchanged.
+    ultralytics exposes no session options, hence the re-open.
+    """
+    backend = getattr(yolo.predictor.model, "backend", None)
+    session = getattr(backend, "session", None)
+    if path.suffix.lower() != ".onnx" or session is None or session.get_providers() != ["CPUExecutionProvider"]:
+        return
+    import onnxruntime
+
+    backend.session = onnxruntime.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
 
 
 class YoloDetector:
@@ -136,7 +153,8 @@ class MotionDetector:
     boxes at the dips of its upper contour between heads. Confidence grows with the blob's fill
     ratio of its box. A frame that is mostly foreground (the camera moved, the lights changed)
     resets the background and yields no boxes. It keeps a background model, so use one instance
-    per camera.
+    per camera. People who merge into one blob after being tracked apart are split again by the
+    chain with the tracker's predictions (``merges_people``; ``tracker.split_merged``).
 
     Start: MOG2 would learn the first frame, people included, as background and report ghosts
     where they stood. So each ``detect`` call, until ``motion_prime_frames`` frames have come,
@@ -150,6 +168,9 @@ class MotionDetector:
     """
 
     name = "motion"
+    # A blob can be several people (one passing behind another): the chain lets the tracker split
+    # it into their predicted boxes (tracker.split_merged, pipeline.blob_split).
+    merges_people = True
 
     def __init__(self, cfg: DetectorConfig):
         self.cfg = cfg

@@ -17,11 +17,22 @@ coasting track (predicted by the Kalman filter, not seen) never draws a ghost bo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from deep_sort_realtime.deepsort_tracker import DeepSort
 
 from pipeline.config import TrackerConfig
 from pipeline.types import Detections, TrackObservation
+
+
+@dataclass(frozen=True)
+class TrackPredictions:
+    """Where the recently seen confirmed tracks are expected in the next frame (Kalman prediction)."""
+
+    track_ids: np.ndarray  # (K,) int64
+    xyxy: np.ndarray  # (K, 4) float32 pixels
+    features: np.ndarray  # (K, D) float32, each track's latest appearance
 
 
 class PersonTracker:
@@ -69,3 +80,23 @@ class PersonTracker:
                 )
             )
         return sorted(observations, key=lambda o: o.track_id)
+
+    def predictions(self, max_missed: int = 1) -> TrackPredictions:
+        """The next frame's predicted boxes of the confirmed tracks matched within the last
+        ``max_missed`` + 1 frames (older ones have drifted too far to place a box), without
+        changing any state."""
+        tracker = self._deepsort.tracker
+        tracks = [t for t in tracker.tracks if t.is_confirmed() and t.time_since_update <= max_missed]
+        if not tracks:
+            return TrackPredictions(np.zeros(0, np.int64), np.zeros((0, 4), np.float32), np.zeros((0, 0), np.float32))
+        boxes = []
+        for track in tracks:
+            mean, _ = tracker.kf.predict(track.mean, track.covariance)
+            cx, cy, aspect, height = mean[:4]
+            width = aspect * height
+            boxes.append([cx - width / 2, cy - height / 2, cx + width / 2, cy + height / 2])
+        return TrackPredictions(
+            np.array([int(t.track_id) for t in tracks], np.int64),
+            np.array(boxes, np.float32),
+            np.stack([np.asarray(t.get_feature(), np.float32) for t in tracks]),
+        )

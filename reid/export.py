@@ -36,7 +36,7 @@ from reid import zoo
 from reid.errors import CrosscamError
 from reid.models.mobilenetv2 import INPUT_SIZE as MOBILENETV2_INPUT_SIZE
 from reid.models.mobilenetv2 import load_mobilenetv2_imagenet
-from reid.onnx_backend import card_path_for
+from reid.onnx_backend import card_path_for, session_options
 from reid.training.checkpoint_io import load_trained_model
 
 OPSET = 17
@@ -140,9 +140,7 @@ def parity_check(model: nn.Module, onnx_path: str | Path, input_size: tuple[int,
     pixels = np.random.default_rng(seed).integers(0, 256, (_CHECK_BATCH, 3, *input_size)).astype(np.float32)
     with torch.inference_mode():
         expected = model(torch.from_numpy(pixels)).numpy()
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(onnx_path), session_options(), providers=["CPUExecutionProvider"])
     got = session.run(None, {"images": pixels})[0]
     if got.shape != expected.shape:
         raise CrosscamError(f"{onnx_path}: ONNX output shape {got.shape} differs from torch's {expected.shape}")

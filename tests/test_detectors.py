@@ -47,6 +47,23 @@ def test_yolo_onnx_finds_the_person_batched_like_per_frame(yolo_onnx: Path, hall
     assert os.environ["YOLO_AUTOINSTALL"] == "false" and os.environ["YOLO_OFFLINE"] == "true"
 
 
+def test_yolo_onnx_session_sleeps_and_detects_like_plain_ultralytics(yolo_onnx: Path, hall_clip: Path):
+    # crosscam re-opens ultralytics' onnxruntime CPU session only so its threads stop spin-waiting.
+    detector = YoloDetector(DetectorConfig(model=str(yolo_onnx), device="cpu"))
+    options = detector.model.predictor.model.backend.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    import ultralytics
+
+    frames = hall_frames(hall_clip, [100, 150])
+    plain = ultralytics.YOLO(str(yolo_onnx), task="detect").predict(
+        [f.image for f in frames], classes=[0], conf=0.4, iou=0.5, device="cpu", verbose=False
+    )
+    for dets, result in zip(detector.detect(frames), plain):
+        assert len(dets) == 1
+        np.testing.assert_array_equal(dets.xyxy, result.boxes.xyxy.numpy())
+        np.testing.assert_array_equal(dets.confidence, result.boxes.conf.numpy())
+
+
 def test_yolo_fingerprint_follows_weights_and_thresholds(yolo_onnx: Path):
     a = YoloDetector(DetectorConfig(model=str(yolo_onnx)))
     b = YoloDetector(DetectorConfig(model=str(yolo_onnx), confidence=0.25))

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 
 from reid import Embedder
 from reid.errors import CrosscamError
-from reid.onnx_backend import onnx_providers
+from reid.onnx_backend import OnnxReidModel, onnx_providers
 from reid.preprocess import crops_to_tensor
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32).reshape(1, 3, 1, 1)
@@ -147,6 +147,13 @@ def test_graph_with_a_fixed_batch_of_one_takes_any_number_of_crops(tmp_path):
     crops = [np.full((8, 4, 3), value, np.uint8) for value in (10, 20, 30, 40, 50)]
     features = embedder.embed(crops)
     np.testing.assert_allclose(features[:, 0], [10, 20, 30, 40, 50], atol=1e-3)
+
+
+def test_onnx_sessions_do_not_spin_wait(tmp_path):
+    # spinning threads halve the speed of a 2-core machine as soon as another process holds a core
+    model = OnnxReidModel(mean_pool_graph(tmp_path / "m.onnx", [1, 3, 8, 4]), card={"raw_pixels": True})
+    options = model.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_providers_follow_the_device_and_onnxruntime_build():

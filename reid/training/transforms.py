@@ -14,10 +14,17 @@ torch.Size([2, 3, 64, 32])
 
 from __future__ import annotations
 
+import math
+
 import torch
-from torchvision import transforms as T
+import torch.nn.functional as F
 
 from reid.models.bot import PIXEL_MEAN
+
+# Random erasing's area and aspect ranges (torchvision's defaults, the ones fast-reid uses).
+ERASE_AREA = (0.02, 0.33)
+ERASE_ASPECT = (0.3, 1 / 0.3)
+ERASE_ATTEMPTS = 10
 
 
 class TrainAugment:
@@ -25,18 +32,50 @@ class TrainAugment:
 
     Call with an ``(N, 3, H, W)`` float32 batch at ``size`` = (H, W); returns a new batch (the
     input is not modified). Randomness comes from torch's global generator (seeded by the trainer).
+    The batch is flipped and padded at once and cropped by slicing, which costs about a
+    millisecond per 64 images instead of the ~1 s of per-image torchvision transforms on 2 cores.
     """
 
     def __init__(self, size: tuple[int, int], flip_prob: float = 0.5, padding: int = 10, erasing_prob: float = 0.5):
-        steps: list[torch.nn.Module] = [T.RandomHorizontalFlip(flip_prob)]
-        if padding > 0:
-            steps += [T.Pad(padding, fill=0), T.RandomCrop(tuple(size))]
-        # torchvision's defaults (area 2-33 %, aspect 0.3-3.3) are the ones fast-reid uses.
-        steps.append(T.RandomErasing(p=erasing_prob, value=list(PIXEL_MEAN)))
-        self.pipeline = T.Compose(steps)
         self.size = tuple(size)
+        self.flip_prob = flip_prob
+        self.padding = padding
+        self.erasing_prob = erasing_prob
+        self.fill = torch.tensor(PIXEL_MEAN).view(3, 1, 1)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         if tuple(batch.shape[-2:]) != self.size:
             raise ValueError(f"batch is {tuple(batch.shape[-2:])}, expected the resized input size {self.size}")
-        return torch.stack([self.pipeline(image) for image in batch])
+        n = len(batch)
+        flip = torch.rand(n) < self.flip_prob
+        out = torch.where(flip.view(n, 1, 1, 1), batch.flip(3), batch)
+        if self.padding > 0:
+            out = self._pad_and_crop(out)
+        else:
+            out = out.clone()
+        for index in torch.nonzero(torch.rand(n) < self.erasing_prob).flatten().tolist():
+            box = self._erase_box()
+            if box is not None:
+                top, left, height, width = box
+                out[index, :, top : top + height, left : left + width] = self.fill.to(out.dtype)
+        return out
+
+    def _pad_and_crop(self, batch: torch.Tensor) -> torch.Tensor:
+        height, width = self.size
+        padded = F.pad(batch, (self.padding,) * 4)
+        tops = torch.randint(0, 2 * self.padding + 1, (len(batch),)).tolist()
+        lefts = torch.randint(0, 2 * self.padding + 1, (len(batch),)).tolist()
+        return torch.stack([image[:, t : t + height, l : l + width] for image, t, l in zip(padded, tops, lefts)])
+
+    def _erase_box(self) -> tuple[int, int, int, int] | None:
+        """(top, left, height, width) of a rectangle of 2-33 % of the image, aspect 0.3-3.3; None after 10 misses."""
+        height, width = self.size
+        for _ in range(ERASE_ATTEMPTS):
+            area = height * width * float(torch.empty(1).uniform_(*ERASE_AREA))
+            aspect = math.exp(float(torch.empty(1).uniform_(math.log(ERASE_ASPECT[0]), math.log(ERASE_ASPECT[1]))))
+            box_h, box_w = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+            if 0 < box_h < height and 0 < box_w < width:
+                top = int(torch.randint(0, height - box_h + 1, (1,)))
+                left = int(torch.randint(0, width - box_w + 1, (1,)))
+                return top, left, box_h, box_w
+        return None

@@ -8,8 +8,12 @@ Prints, for the first ``--frames`` frames of ``../shared/videos/one-by-one-perso
    disk offline: the arithmetic, and so the time, is the same), with where the time goes;
 2. the chain's overhead: time outside the five stages' own work (generator plumbing), and time
    outside the two models (decode + track + write + plumbing), as shares of the total;
-3. batched vs per-frame detection and embedding (ratio of per-frame time to batched time);
-4. BoxMOT (``boxmot track --tracker deepocsort``, same clip, same two ONNX models) timed here.
+3. batched vs per-frame detection and embedding (ratio of per-frame time to batched time; the
+   YOLOv8n export has a fixed batch of 1, so ultralytics runs a batch frame by frame and the
+   detection ratio measures only the per-call overhead);
+4. BoxMOT (``boxmot track --tracker deepocsort``, same clip, same two ONNX models) timed here,
+   with the onnxruntime version of each side (BoxMOT's ``onnx`` extra pins its own) and the
+   detector input both use: the export's fixed 1x3x640x640, whatever ``--imgsz`` says.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import time
 from pathlib import Path
 
 import cv2
+import onnxruntime
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -113,6 +118,15 @@ def batched_vs_single(clip: Path, embedders: dict[str, Embedder], start: int = 6
     return out
 
 
+def onnxruntime_version(python: Path) -> str:
+    """The onnxruntime version that interpreter ``python`` imports ("?" when it cannot)."""
+    if not python.is_file():
+        return "?"
+    proc = subprocess.run([str(python), "-c", "import onnxruntime; print(onnxruntime.__version__)"],
+                          capture_output=True, text=True)
+    return proc.stdout.strip() or "?"
+
+
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -166,11 +180,15 @@ def main() -> None:
                   f"{100 * r['outside_models'] / r['total']:.1f}% | {r['tracks']} |")
         print("\n## batched vs per-frame calls (same frames, person visible; ratio = per-frame / batched)\n")
         b = batched_vs_single(clip, {"OSNet x0.25": osnet, "BoT R50": bot})
-        print(f"{b['frames']} frames, {b['crops']} crops, batches of 8 frames")
+        print(f"{b['frames']} frames, {b['crops']} crops, batches of 8 frames (the YOLO export's batch is fixed "
+              "at 1: ultralytics runs a batch frame by frame, so detect's ratio is per-call overhead only)")
         for name in ("detect", "OSNet x0.25", "BoT R50") if b["crops"] else ():
             single, batched = b[name]
             print(f"- {name}: per-frame {single:.2f} s, batched {batched:.2f} s, ratio {single / batched:.2f}x")
         print("\n## BoxMOT (deepocsort, same clip and ONNX models), timed in this run\n")
+        shape = onnxruntime.InferenceSession(str(YOLO), providers=["CPUExecutionProvider"]).get_inputs()[0].shape
+        print(f"- both: detector input {shape} (fixed by the export: frames letterboxed to 640x640); onnxruntime "
+              f"{onnxruntime_version(Path(sys.executable))} here, {onnxruntime_version(args.boxmot.parent / 'python')} in BoxMOT's venv")
         boxmot = run_boxmot(args.boxmot, clip, tmp / "boxmot")
         if isinstance(boxmot, str):
             print(f"- BoxMOT {boxmot}")
