@@ -128,3 +128,17 @@ def test_fine_tuning_starts_from_the_onnx_model_features(osnet_onnx):
         ours = model(crops_to_tensor(crops, (256, 128), "fast")).numpy()
     reference = Embedder.from_weights(str(osnet_onnx), device="cpu").embed(crops)
     np.testing.assert_allclose(ours * np.sqrt(1 + 1e-5), reference, atol=2e-4, rtol=1e-4)
+
+
+def test_gather_keeps_the_other_dimensions_like_onnxruntime(tmp_path):
+    indices = onnx.helper.make_tensor("idx", onnx.TensorProto.INT64, [2], [2, 0])
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Gather", ["images", "idx"], ["output"], axis=1)], "g",
+        [onnx.helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, [2, 3, 4, 4])],
+        [onnx.helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, None)], initializer=[indices],
+    )
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)], ir_version=8), tmp_path / "g.onnx")
+    images = np.random.default_rng(0).random((2, 3, 4, 4), dtype=np.float32)
+    expected = ort.InferenceSession(str(tmp_path / "g.onnx")).run(None, {"images": images})[0]
+    with torch.no_grad():
+        np.testing.assert_array_equal(OnnxGraphModule.from_file(tmp_path / "g.onnx")(torch.from_numpy(images)).numpy(), expected)

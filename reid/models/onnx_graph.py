@@ -198,7 +198,9 @@ class OnnxGraphModule(nn.Module):
         if op == "Shape":
             return torch.tensor(args[0].shape, dtype=torch.int64)
         if op == "Gather":
-            return torch.index_select(args[0], attrs.get("axis", 0), args[1].reshape(-1)).reshape(args[1].shape)
+            data, indices, axis = args[0], args[1], attrs.get("axis", 0) % args[0].dim()
+            picked = torch.index_select(data, axis, indices.reshape(-1))
+            return picked.reshape((*data.shape[:axis], *indices.shape, *data.shape[axis + 1 :]))
         if op == "Unsqueeze":
             out = args[0]
             for axis in sorted(attrs["axes"] if "axes" in attrs else [int(v) for v in args[1]]):
