@@ -57,7 +57,7 @@ def load_bot_checkpoint(
 
 def bot_model_from_payload(payload: Any, path: Path, cfg: BotModelConfig | None = None) -> BotModel:
     """:func:`load_bot_checkpoint` for a file already read with :func:`read_checkpoint` (``path`` names it in errors)."""
-    state_dict = _extract_state_dict(payload, path)
+    state_dict = extract_state_dict(payload, path)
     generation = detect_generation(state_dict, path)
     pixel_stats = {name: state_dict.pop(name) for name in ("pixel_mean", "pixel_std") if name in state_dict}
     _check_pixel_stats(pixel_stats, path)
@@ -149,7 +149,7 @@ def _head_names(generation: Generation) -> tuple[str, str]:
     return neck_prefix, classifier_key
 
 
-def _extract_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+def extract_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     """Unwrap ``{"model": ...}`` and ``module.`` prefixes (DataParallel) into a plain key->tensor dict."""
     if isinstance(obj, dict) and "model" in obj:
         obj = obj["model"]

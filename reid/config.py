@@ -103,6 +103,7 @@ class EmbedderConfig(BaseModel):
     flip: bool = False  # flip test-time augmentation
     preprocess: Literal["parity", "fast"] = "fast"  # parity = fast-reid's PIL bicubic resize
     trust_checkpoint: bool = False  # allow full unpickling of checkpoints (unsafe for untrusted files)
+    runtime: Literal["auto", "torch", "onnxruntime"] = "auto"  # torch models; auto = onnxruntime for fp32 on CPU
 
 
 class BotModelConfig(BaseModel):

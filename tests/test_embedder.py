@@ -11,6 +11,7 @@ import torch
 from reid import Embedder, zoo
 from reid.checkpoint import to_fastreid_name
 from reid.config import BotModelConfig, EmbedderConfig
+from reid.embedder import resolve_runtime
 from reid.errors import CrosscamError
 from reid.models.bot import build_bot_model
 from reid.preprocess import crops_to_tensor
@@ -109,6 +110,8 @@ def test_from_config_uses_every_key():
         ({"path_or_name": "mobilenetv2_imagenet", "preprocess": "magic"}, "preprocess 'magic'"),
         ({"path_or_name": "market_agw_R50"}, "market_agw_R50: architecture agw_R50 cannot be loaded"),
         ({"path_or_name": "mobilenetv2_imagenet", "model_card": {"color": "bgr"}}, "model card describes an .onnx"),
+        ({"path_or_name": "mobilenetv2_imagenet", "runtime": "tensorrt"}, "runtime 'tensorrt': unknown"),
+        ({"path_or_name": "mobilenetv2_imagenet", "precision": "bf16", "runtime": "onnxruntime"}, "runs fp32 only"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(kwargs, complaint):
@@ -171,3 +174,39 @@ def test_truncated_checkpoint_is_named(bot_checkpoint, tmp_path):
     truncated.write_bytes(path.read_bytes()[:100_000])
     with pytest.raises(CrosscamError, match="truncated.pth"):
         Embedder.from_weights(str(truncated))
+
+
+@pytest.mark.parametrize(
+    ("runtime", "device", "precision", "chosen"),
+    [
+        ("auto", "cpu", "fp32", "onnxruntime"),
+        ("auto", "cpu", "bf16", "torch"),
+        ("auto", "cuda", "fp32", "torch"),
+        ("torch", "cpu", "fp32", "torch"),
+        ("onnxruntime", "cuda", "fp32", "onnxruntime"),
+    ],
+)
+def test_auto_runtime_is_onnxruntime_for_fp32_on_the_cpu(runtime, device, precision, chosen):
+    assert resolve_runtime(runtime, device, precision) == chosen
+
+
+def test_both_runtimes_give_the_checkpoints_features(bot_checkpoint, crops):
+    path, model = bot_checkpoint
+    with torch.inference_mode():
+        expected = model(crops_to_tensor(crops[:3], size=(256, 128), mode="parity")).numpy()
+    embedders = {
+        runtime: Embedder.from_weights(str(path), device="cpu", preprocess="parity", runtime=runtime)
+        for runtime in ("torch", "onnxruntime")
+    }
+    for embedder in embedders.values():
+        np.testing.assert_allclose(embedder.embed(crops[:3]), expected, rtol=1e-4, atol=1e-4)
+    # Engines agree to float32 rounding only, so cached features of one never stand in for the other.
+    assert embedders["torch"].fingerprint != embedders["onnxruntime"].fingerprint
+
+
+def test_fp32_torch_runtime_folds_batchnorm_and_autocast_does_not(bot_checkpoint):
+    path, _ = bot_checkpoint
+    fp32 = Embedder.from_weights(str(path), device="cpu", runtime="torch")
+    bf16 = Embedder.from_weights(str(path), device="cpu", precision="bf16")
+    assert isinstance(fp32._features.module.backbone.bn1, torch.nn.Identity)
+    assert isinstance(bf16._features.module.backbone.bn1, torch.nn.BatchNorm2d)

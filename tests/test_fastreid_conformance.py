@@ -25,14 +25,8 @@ TOLERANCE = 1e-4
 NUM_CLASSES = 751
 
 
-def build_fastreid_bot_r50(calibration_images: torch.Tensor) -> torch.nn.Module:
-    """fast-reid's BoT R50 (Base-bagtricks), eval mode, random weights from a fixed seed.
-
-    BN affine parameters are randomised, then every BN's running statistics are set from one
-    train-mode pass over ``calibration_images`` (N, 3, 256, 128) RGB 0..255: activations and
-    features then have the magnitudes of a trained model (features of order 1), so the 1e-4
-    tolerance means what it would on real weights.
-    """
+def fastreid_bot_r50(num_classes: int = NUM_CLASSES) -> torch.nn.Module:
+    """fast-reid's own BoT R50 (Base-bagtricks: BN, last stride 1, average pooling, BNNeck), its default init."""
     pytest.importorskip("fastreid")
     from fastreid.config import get_cfg
     from fastreid.modeling import build_model
@@ -56,9 +50,20 @@ def build_fastreid_bot_r50(calibration_images: torch.Tensor) -> torch.nn.Module:
     cfg.MODEL.HEADS.NECK_FEAT = "before"
     cfg.MODEL.HEADS.CLS_LAYER = "Linear"
     cfg.MODEL.HEADS.EMBEDDING_DIM = 0
-    cfg.MODEL.HEADS.NUM_CLASSES = NUM_CLASSES
+    cfg.MODEL.HEADS.NUM_CLASSES = num_classes
+    return build_model(cfg)
+
+
+def build_fastreid_bot_r50(calibration_images: torch.Tensor) -> torch.nn.Module:
+    """fast-reid's BoT R50 (Base-bagtricks), eval mode, random weights from a fixed seed.
+
+    BN affine parameters are randomised, then every BN's running statistics are set from one
+    train-mode pass over ``calibration_images`` (N, 3, 256, 128) RGB 0..255: activations and
+    features then have the magnitudes of a trained model (features of order 1), so the 1e-4
+    tolerance means what it would on real weights.
+    """
     torch.manual_seed(2020)
-    model = build_model(cfg)
+    model = fastreid_bot_r50()
     generator = torch.Generator().manual_seed(7)
     batch_norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     with torch.no_grad():

@@ -22,7 +22,7 @@ from reid.training import PKSampler, Trainer, load_train_config, load_trained_mo
 from reid.training.checkpoint_io import describe_model
 from reid.training.config import ModelSection, SolverSection
 from reid.training.models import build_train_model, load_imagenet_backbone
-from reid.training.schedule import learning_rate
+from reid.training.schedule import build_optimizer, learning_rate, set_learning_rate
 from reid.training.transforms import TrainAugment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,6 +119,17 @@ def test_learning_rate_warms_up_linearly_then_steps_down():
     assert learning_rate(cfg, 100, 1) == pytest.approx(1.0)
     assert learning_rate(cfg, 300, 2) == pytest.approx(0.1)
     assert learning_rate(cfg, 500, 4) == pytest.approx(0.01)
+
+
+def test_heads_learn_at_their_own_lr_factor():
+    model = build_train_model(ModelSection(backbone="resnet18", pretrained=False), num_classes=5)
+    optimizer = build_optimizer(model, SolverSection(base_lr=1e-4, heads_lr_factor=3.0))
+    set_learning_rate(optimizer, 2e-4)
+    backbone_group, heads_group = optimizer.param_groups
+    assert {id(p) for p in backbone_group["params"]} == {id(p) for p in model.backbone.parameters()}
+    heads = {id(p) for p in (model.neck.weight, model.classifier.weight)}  # the neck bias is frozen
+    assert {id(p) for p in heads_group["params"]} == heads
+    assert backbone_group["lr"] == pytest.approx(2e-4) and heads_group["lr"] == pytest.approx(6e-4)
 
 
 def test_mobilenetv2_starts_from_the_imagenet_weights_in_the_wheel():

@@ -1,0 +1,4 @@
+"""crosscam's command line: one module per command group, joined in :mod:`pipeline.cli.main`."""
+
+# Help text shared by every command that loads a ReID model.
+RUNTIME_HELP = "Engine for torch models: auto (onnxruntime for fp32 on CPU, else torch), torch or onnxruntime."

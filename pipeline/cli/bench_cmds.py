@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from pipeline.cli import RUNTIME_HELP
 from reid import BenchmarkSettings, Embedder, evaluate_ranking, run_benchmark
 from reid.config import EmbedderConfig
 from reid.errors import CrosscamError
@@ -35,6 +36,8 @@ def benchmark(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(32, "--batch-size", help="Crops per forward pass."),
     preprocess: str = typer.Option("fast", "--preprocess", help="fast, or parity (fast-reid's PIL bicubic resize)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 (torch models)."),
+    runtime: str = typer.Option("auto", "--runtime", help=RUNTIME_HELP),
     save_distances: bool = typer.Option(False, "--save-distances", help="Also write OUT/distances.npz for evaluate-ranking."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object (the report's metrics) on stdout."),
 ) -> None:
@@ -48,7 +51,9 @@ def benchmark(
     if metric not in ("cosine", "euclidean"):
         raise CrosscamError(f"--metric {metric}: unknown; use cosine or euclidean")
     out = out if out is not None else Path("runs") / "benchmark" / root.resolve().name
-    embedder = Embedder.from_weights(reid, device=device, batch_size=batch_size, flip=flip, preprocess=preprocess)
+    embedder = Embedder.from_weights(
+        reid, device=device, batch_size=batch_size, precision=precision, flip=flip, preprocess=preprocess, runtime=runtime
+    )
     settings = BenchmarkSettings(metric=metric, rerank=rerank, aqe=aqe)
     result = run_benchmark(root, embedder, out, settings, cache_dir=cache_dir, progress=True, save_distances=save_distances)
     report = result.report

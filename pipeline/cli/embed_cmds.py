@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import typer
 
+from pipeline.cli import RUNTIME_HELP
 from reid import Embedder, zoo
 from reid.errors import CrosscamError
 
@@ -105,6 +106,7 @@ def embed(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Crops per forward pass."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 (torch models)."),
+    runtime: str = typer.Option("auto", "--runtime", help=RUNTIME_HELP),
     normalize: bool = typer.Option(False, "--normalize", help="L2-normalise each row (default: raw model output)."),
     flip: bool = typer.Option(False, "--flip", help="Flip test-time augmentation (mean of image and mirror features)."),
     preprocess: str = typer.Option("fast", "--preprocess", help="fast (OpenCV resize) or parity (fast-reid's PIL bicubic)."),
@@ -123,6 +125,7 @@ def embed(
         preprocess=preprocess,
         trust_checkpoint=trust_checkpoint,
         model_card=model_card,
+        runtime=runtime,
     )
     features = embedder.embed(crops, bgr=True, normalize=normalize, progress=True)
     save_npy_atomically(features, out)

@@ -79,6 +79,7 @@ class SolverSection(_Section):
     gamma: float = Field(0.1, gt=0)
     warmup_factor: float = Field(0.1, gt=0, le=1)
     warmup_iters: int = Field(2000, ge=0)
+    heads_lr_factor: float = Field(1.0, gt=0)  # SOLVER.HEADS_LR_FACTOR: the BNNeck + classifier's lr multiplier
     iters_per_epoch: int | None = Field(None, ge=1)  # None: train images // batch size (fast-reid's epoch)
     amp: bool = True  # mixed precision; used on CUDA only
 

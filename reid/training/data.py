@@ -42,9 +42,13 @@ class TrainImages:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def to(self, device: torch.device | str) -> "TrainImages":
+        """The same images held on ``device`` (on a GPU, batches then never cross the bus)."""
+        return TrainImages(pixels=self.pixels.to(device), labels=self.labels.to(device), pids=self.pids)
+
     def batch(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 3, H, W) float32 0..255 pixels and (B,) int64 labels of ``indices``."""
-        index = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+        """(B, 3, H, W) float32 0..255 pixels and (B,) int64 labels of ``indices``, on the images' device."""
+        index = torch.from_numpy(np.asarray(indices, dtype=np.int64)).to(self.pixels.device)
         return self.pixels[index].float(), self.labels[index]
 
     @classmethod

@@ -36,12 +36,27 @@ def learning_rate(cfg: SolverSection, iteration: int, epoch: int) -> float:
 
 
 def build_optimizer(model: torch.nn.Module, cfg: SolverSection) -> torch.optim.Adam:
-    """Adam over the trainable parameters; weight decay (L2, as fast-reid) on all of them, norms included."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """Adam over the trainable parameters; weight decay (L2, as fast-reid) on all of them, norms included.
+
+    Two parameter groups: the backbone (``lr_factor`` 1) and the head, BNNeck and classifier
+    (``lr_factor`` = ``cfg.heads_lr_factor``, fast-reid's HEADS_LR_FACTOR): fine-tuning a trained
+    ReID backbone gently while its new classifier learns at full speed.
+    """
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    backbone = [p for name, p in named if name.startswith("backbone.")]
+    heads = [p for name, p in named if not name.startswith("backbone.")]
+    groups = [
+        {"params": params, "lr_factor": factor}
+        for params, factor in ((backbone, 1.0), (heads, cfg.heads_lr_factor))
+        if params
+    ]
     # foreach: one fused update over all tensors; the per-tensor loop dominates small models on a CPU.
-    return torch.optim.Adam(params, lr=cfg.base_lr, weight_decay=cfg.weight_decay, foreach=True)
+    optimizer = torch.optim.Adam(groups, lr=cfg.base_lr, weight_decay=cfg.weight_decay, foreach=True)
+    set_learning_rate(optimizer, cfg.base_lr)
+    return optimizer
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set each group's lr to ``lr`` times its ``lr_factor``."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_factor", 1.0)

@@ -50,6 +50,8 @@ from reid.training.sampler import PKSampler
 from reid.training.schedule import build_optimizer, learning_rate, set_learning_rate
 from reid.training.transforms import TrainAugment
 
+_POSTFIX_EVERY = 20  # iterations between progress-bar loss readings (each one waits for the GPU)
+
 LOG_COLUMNS = [
     "epoch", "iteration", "lr", "loss", "ce", "triplet", "train_acc", "images_per_s", "epoch_s",
     "rank1", "rank5", "mAP", "mINP",
@@ -88,11 +90,14 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         dataset = MarketDataset(self.data_root)
         images = TrainImages.load(dataset.root, cfg.input.size, self.progress)
+        if self.device.type == "cuda":
+            images = images.to(self.device)  # 0.7 GB for CUHK03 at 256x128: batches are cut and augmented on the GPU
+            torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels once
         model = build_train_model(cfg.model, images.num_classes).to(self.device, memory_format=torch.channels_last)
         meta = describe_model(cfg.model, cfg.input.size, images.num_classes, model.feat_dim)
         optimizer = build_optimizer(model, cfg.solver)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
-        sampler = PKSampler(images.labels.numpy(), cfg.sampler.ids_per_batch, cfg.sampler.instances, cfg.seed)
+        sampler = PKSampler(images.pids, cfg.sampler.ids_per_batch, cfg.sampler.instances, cfg.seed)
         augment = TrainAugment(cfg.input.size, cfg.input.flip_prob, cfg.input.padding, cfg.input.erasing_prob)
         iters_per_epoch = cfg.solver.iters_per_epoch or max(1, len(images) // sampler.batch_size)
 
@@ -123,11 +128,13 @@ class Trainer:
     def _train_epoch(self, model, optimizer, scaler, images, sampler, augment, epoch, iteration, iters_per_epoch):
         cfg = self.cfg
         model.train()
-        totals = {"loss": 0.0, "ce": 0.0, "triplet": 0.0, "correct": 0, "seen": 0}
+        # Sums stay on the device: reading them every step would stall a GPU on each iteration.
+        sums = torch.zeros(4, device=self.device)  # loss, ce, triplet (image-weighted), correct
+        seen = 0
         start = time.perf_counter()
         batches = sampler.epoch_batches(epoch, iters_per_epoch)
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.solver.epochs}", unit="it", file=sys.stderr, disable=not self.progress)
-        for indices in bar:
+        for step, indices in enumerate(bar):
             lr = learning_rate(cfg.solver, iteration, epoch)
             set_learning_rate(optimizer, lr)
             pixels, labels = images.batch(indices)
@@ -143,22 +150,23 @@ class Trainer:
             scaler.update()
             iteration += 1
             n = len(labels)
-            for key, name in (("loss", "total"), ("ce", "ce"), ("triplet", "triplet")):
-                totals[key] += float(losses[name].detach()) * n
-            totals["correct"] += int((outputs["logits"].argmax(1) == labels).sum())
-            totals["seen"] += n
-            bar.set_postfix(loss=f"{float(losses['total'].detach()):.3f}", lr=f"{lr:.2e}")
+            with torch.no_grad():
+                correct = (outputs["logits"].argmax(1) == labels).sum()
+                sums += torch.stack([losses["total"] * n, losses["ce"] * n, losses["triplet"] * n, correct.float()])
+            seen += n
+            if step % _POSTFIX_EVERY == 0:
+                bar.set_postfix(loss=f"{float(losses['total'].detach()):.3f}", lr=f"{lr:.2e}")
+        loss, ce, triplet, correct = (sums / max(seen, 1)).tolist()
         seconds = time.perf_counter() - start
-        seen = max(totals["seen"], 1)
         row = {
             "epoch": epoch + 1,
             "iteration": iteration,
             "lr": learning_rate(cfg.solver, iteration - 1, epoch),
-            "loss": totals["loss"] / seen,
-            "ce": totals["ce"] / seen,
-            "triplet": totals["triplet"] / seen,
-            "train_acc": totals["correct"] / seen,
-            "images_per_s": totals["seen"] / seconds,
+            "loss": loss,
+            "ce": ce,
+            "triplet": triplet,
+            "train_acc": correct,
+            "images_per_s": seen / seconds,
             "epoch_s": seconds,
         }
         return row, iteration
