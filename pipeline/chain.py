@@ -1,4 +1,4 @@
-"""A camera's lazy processing chain: frames -> detect -> embed -> [split] -> track -> write.
+"""A camera's lazy processing chain: frames -> detect -> [prefetch] -> embed -> [split] -> track -> write.
 
 Each stage is an iterator transformer over :class:`pipeline.types.FrameResult`: it pulls items
 from the stage before, fills in its field and yields them on. Nothing runs until the last
@@ -15,6 +15,8 @@ its own work to a shared :class:`StageTimes`, which is how the benchmark splits 
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -75,6 +77,63 @@ def detect_stage(results: Iterator[FrameResult], detector: Detector, batch_size:
         yield from batch
 
 
+class _Failure:
+    """An exception raised by the stages running in :func:`prefetch`'s thread, to re-raise in the consumer's."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+_DONE = object()
+
+
+def prefetch(results: Iterator[FrameResult], depth: int) -> Iterator[FrameResult]:
+    """Run the stages before this one in a background thread, at most ``depth`` frames ahead.
+
+    The models release the GIL while they compute (onnxruntime, torch), so the detector works on
+    the next frames while this thread embeds, tracks and writes the current ones. An error in
+    the background stages is raised here; when this iterator ends or is closed (an error
+    downstream, Ctrl-C), the thread stops after the item in hand. ``depth`` 0: no thread.
+    """
+    if depth <= 0:
+        yield from results
+        return
+    ahead: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in results:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as error:  # handed to the consumer, whatever it is
+            put(_Failure(error))
+
+    worker = threading.Thread(target=work, name="crosscam-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = ahead.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
 def embed_stage(results: Iterator[FrameResult], embedder, batch_size: int, min_box_size: int,
                 times: StageTimes) -> Iterator[FrameResult]:
     """Replace ``detections`` by the clipped, size-filtered boxes with unit ``features``; the
@@ -119,10 +178,14 @@ def write_stage(results: Iterator[FrameResult], sinks: Sequence, times: StageTim
 
 
 def build_chain(frames: Iterable[Frame], detector: Detector, embedder, tracker: PersonTracker, sinks: Sequence,
-                batch_size: int, min_box_size: int, times: StageTimes) -> Iterator[FrameResult]:
-    """Compose the stages into one lazy iterator of finished :class:`FrameResult` items."""
+                batch_size: int, min_box_size: int, times: StageTimes, prefetch_frames: int = 0) -> Iterator[FrameResult]:
+    """Compose the stages into one lazy iterator of finished :class:`FrameResult` items.
+
+    ``prefetch_frames`` > 0 runs decoding and detection in a background thread that many frames ahead.
+    """
     results = read_frames(frames, times)
     results = detect_stage(results, detector, batch_size, times)
+    results = prefetch(results, prefetch_frames)
     results = embed_stage(results, embedder, batch_size, min_box_size, times)
     # Only a detector whose boxes can hold several people (``merges_people``: the motion
     # detector's blobs) is split; one box per person (YOLO, replay) is never someone else's.

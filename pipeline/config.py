@@ -40,6 +40,7 @@ class DetectorConfig(_Section):
     half: bool = False
     device: str = "auto"
     batch_size: int = Field(8, ge=1)  # frames per detector call
+    prefetch: int = Field(2, ge=0)  # batches decoded + detected ahead in a background thread (0: none)
     min_box_size: int = Field(8, ge=1)  # boxes narrower or shorter than this (pixels, clipped) are dropped
     motion_width: int = Field(384, ge=64)  # frames are downscaled to this width for background subtraction
     motion_history: int = Field(500, ge=1)  # frames the background model remembers

@@ -52,7 +52,7 @@ def _sha256_json(value: dict) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
-def _import_ultralytics_offline():
+def import_ultralytics_offline():
     # ultralytics pip-installs missing requirements, checks for updates and sends usage events
     # unless told otherwise; these must be set before its first import. Users can still opt in.
     os.environ.setdefault("YOLO_AUTOINSTALL", "false")
@@ -66,7 +66,7 @@ def _import_ultralytics_offline():
 @lru_cache(maxsize=4)
 def _load_yolo(model: str, device: str | None):
     """Load (once per process) an ultralytics model from a local file or a known model name."""
-    ultralytics = _import_ultralytics_offline()
+    ultralytics = import_ultralytics_offline()
     path = Path(model).expanduser()
     if not path.is_file():
         if path.suffix.lower() not in {".pt", ".onnx", ".engine", ".torchscript"} or len(path.parts) > 1:

@@ -161,7 +161,8 @@ def track_camera(source: FrameSource, detector: Detector, embedder, folder: Path
             sinks = _open_sinks(sinks_stack, source, folder, cfg)
             summaries = sinks[-1]
             chain = build_chain(source, detector, embedder, PersonTracker(cfg.tracker), sinks,
-                                cfg.detector.batch_size, cfg.detector.min_box_size, times)
+                                cfg.detector.batch_size, cfg.detector.min_box_size, times,
+                                prefetch_frames=cfg.detector.prefetch * cfg.detector.batch_size)
             bar = sinks_stack.enter_context(
                 tqdm(total=source.frames_expected, desc=source.camera, unit="frame", file=sys.stderr,
                      disable=not progress, dynamic_ncols=True)

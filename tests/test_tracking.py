@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import threading
 import weakref
 
 import numpy as np
 import pytest
 
-from pipeline.chain import StageTimes, build_chain
+from pipeline.chain import StageTimes, build_chain, prefetch
 from pipeline.config import DetectorConfig, TrackerConfig
 from pipeline.detectors import MotionDetector
 from pipeline.embedding import clip_boxes, embed_detections
@@ -161,3 +162,39 @@ def test_chain_memory_stays_bounded(osnet: Embedder):
         peak = max(peak, sum(ref() is not None for ref in alive))
     assert len(alive) == 100 and peak <= 2 * 8 + 2  # at most a batch in each buffering stage
 
+
+
+def test_prefetched_chain_gives_the_same_tracks(osnet: Embedder):
+    def run(prefetch_frames: int):
+        chain = build_chain(moving_square_frames(60), MotionDetector(DetectorConfig(model="motion")), osnet,
+                            PersonTracker(TrackerConfig()), [], batch_size=4, min_box_size=8, times=StageTimes(),
+                            prefetch_frames=prefetch_frames)
+        return [(r.frame.index, [(t.track_id, *t.xyxy.tolist()) for t in r.tracks]) for r in chain]
+
+    assert run(8) == run(0)
+
+
+def test_prefetch_runs_ahead_by_at_most_depth_and_stops_when_closed():
+    produced = []
+
+    def numbers():
+        for n in itertools.count():
+            produced.append(n)
+            yield n
+
+    ahead = prefetch(numbers(), depth=3)
+    assert [next(ahead) for _ in range(5)] == [0, 1, 2, 3, 4]
+    ahead.close()  # joins the thread
+    assert not any(t.name == "crosscam-prefetch" for t in threading.enumerate())
+    assert len(produced) <= 5 + 3 + 1  # consumed + queued + the one in hand
+
+
+def test_prefetch_raises_the_background_error_in_the_consumer():
+    def failing():
+        yield 1
+        raise ValueError("bad frame 2")
+
+    ahead = prefetch(failing(), depth=2)
+    assert next(ahead) == 1
+    with pytest.raises(ValueError, match="bad frame 2"):
+        next(ahead)

@@ -4,10 +4,12 @@
 
 Prints, for the first ``--frames`` frames of ``../shared/videos/one-by-one-person-detection.mp4``:
 1. frames/s of the whole chain with (a) YOLOv8n INT8 ONNX + OSNet-x0.25 ONNX and (b) YOLOv8n +
-   BoT R50 (architecture of fast-reid's BoT R50; random weights, since no trained checkpoint is on
-   disk offline: the arithmetic, and so the time, is the same), with where the time goes;
-2. the chain's overhead: time outside the five stages' own work (generator plumbing), and time
-   outside the two models (decode + track + write + plumbing), as shares of the total;
+   BoT R50 (``--bot-weights FILE``, e.g. a ``crosscam train`` model.pth, or else random weights in
+   fast-reid's layout: the arithmetic, and so the time, is the same), loaded like any checkpoint
+   (the default runtime: onnxruntime on the CPU), with where the time goes;
+2. the chain's overhead, on a sequential run (``detector.prefetch=0``, so stage times add up):
+   time outside the stages' own work (generator plumbing), and time outside the two models
+   (decode + track + write + plumbing), as shares of the total;
 3. batched vs per-frame detection and embedding (ratio of per-frame time to batched time; the
    YOLOv8n export has a fixed batch of 1, so ultralytics runs a batch frame by frame and the
    detection ratio measures only the per-call overhead);
@@ -30,18 +32,18 @@ from pathlib import Path
 
 import cv2
 import onnxruntime
+import torch
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from pipeline.config import load_pipeline_config  # noqa: E402
-from pipeline.detectors import build_detector  # noqa: E402
+from pipeline.detectors import build_detector, import_ultralytics_offline  # noqa: E402
 from pipeline.embedding import embed_detections  # noqa: E402
 from pipeline.run import track_camera  # noqa: E402
 from pipeline.sources import open_source  # noqa: E402
 from reid import Embedder  # noqa: E402
-from reid.embedder import TorchFeatures  # noqa: E402
-from reid.models.bot import BOT_INPUT_SIZE  # noqa: E402
+from reid.checkpoint import to_fastreid_name  # noqa: E402
 from reid.models.bot import build_bot_model  # noqa: E402
 
 SHARED = REPO.parent / "shared"
@@ -66,14 +68,19 @@ def trim_clip(frames: int, out: Path) -> Path:
     return out
 
 
-def untrained_bot_r50() -> Embedder:
-    features = TorchFeatures(build_bot_model(), "cpu")
-    return Embedder(features, dim=2048, input_size=BOT_INPUT_SIZE, name="BoT R50 (random weights)",
-                    fingerprint="untrained", batch_size=32)
+def bot_r50(weights: Path | None, folder: Path) -> Embedder:
+    """``weights``, or a random BoT R50 saved in fast-reid's layout, through ``Embedder.from_weights``."""
+    if weights is None:
+        weights = folder / "bot_r50_random.pth"
+        model = build_bot_model()
+        torch.save({"model": {to_fastreid_name(key, "c"): value for key, value in model.state_dict().items()}}, weights)
+    return Embedder.from_weights(str(weights), device="cpu")
 
 
-def run_chain(clip: Path, embedder: Embedder, out: Path) -> dict:
-    cfg = load_pipeline_config(None, [f"detector.model={YOLO}", "detector.device=cpu"])
+def run_chain(clip: Path, embedder: Embedder, out: Path, prefetch: int | None = None) -> dict:
+    """One ``track_camera`` run; ``prefetch`` None keeps the config's default (detection runs ahead)."""
+    overrides = [f"detector.model={YOLO}", "detector.device=cpu"]
+    cfg = load_pipeline_config(None, overrides + ([] if prefetch is None else [f"detector.prefetch={prefetch}"]))
     with open_source(str(clip), "hall", cfg.source) as source:
         detector = build_detector(cfg.detector)
         cpu_start = time.process_time()
@@ -88,25 +95,40 @@ def run_chain(clip: Path, embedder: Embedder, out: Path) -> dict:
         "plumbing": total - sum(stages.values()),
         "outside_models": total - stages.get("detect", 0.0) - stages.get("embed", 0.0),
         "tracks": run.num_tracks,
+        "overlapped": cfg.detector.prefetch > 0,
         "cpu_per_frame": cpu / run.frames_read,
     }
 
 
-def batched_vs_single(clip: Path, embedders: dict[str, Embedder], start: int = 64, count: int = 32,
-                      batch: int = 8) -> dict:
-    """Seconds for per-frame calls vs ``batch``-frame calls: detection, then each embedder."""
-    cfg = load_pipeline_config(None, [f"detector.model={YOLO}", "detector.device=cpu"])
-    detector = build_detector(cfg.detector)
+def untrained_dynamic_batch_yolo(folder: Path) -> Path:
+    """An untrained YOLOv5nu (ultralytics builds it from its yaml, offline) saved as a .pt: a detector
+    whose batch is dynamic, to measure what batching frames buys (its boxes are meaningless)."""
+    path = folder / "yolov5nu_untrained.pt"
+    import_ultralytics_offline().YOLO("yolov5nu.yaml").save(str(path))
+    return path
+
+
+def batched_vs_single(clip: Path, detectors: dict[str, Path], embedders: dict[str, Embedder], start: int = 64,
+                      count: int = 32, batch: int = 8) -> dict:
+    """Seconds for per-frame calls vs ``batch``-frame calls: each detector, then each embedder (on the
+    first detector's boxes)."""
+    cfg = load_pipeline_config(None, ["detector.device=cpu"])
     with open_source(str(clip), "hall", cfg.source) as source:
         frames = [f for f in source if start <= f.index < start + count]
-    t0 = time.perf_counter()
-    single = [detector.detect([f])[0] for f in frames]
-    t1 = time.perf_counter()
-    for i in range(0, len(frames), batch):
-        detector.detect(frames[i : i + batch])
-    out = {"frames": len(frames), "crops": sum(len(d) for d in single),
-           "detect": (t1 - t0, time.perf_counter() - t1)}
-    pairs = [(f.image, d) for f, d in zip(frames, single)]
+    out: dict = {"frames": len(frames)}
+    boxes = None
+    for name, model in detectors.items():
+        detector = build_detector(cfg.detector.model_copy(update={"model": str(model)}))
+        detector.detect(frames[:batch])  # warm-up
+        t0 = time.perf_counter()
+        single = [detector.detect([f])[0] for f in frames]
+        t1 = time.perf_counter()
+        for i in range(0, len(frames), batch):
+            detector.detect(frames[i : i + batch])
+        out[name] = (t1 - t0, time.perf_counter() - t1)
+        boxes = single if boxes is None else boxes
+    out["crops"] = sum(len(d) for d in boxes)
+    pairs = [(f.image, d) for f, d in zip(frames, boxes)]
     for name, embedder in embedders.items():
         t2 = time.perf_counter()
         for pair in pairs:
@@ -160,6 +182,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--boxmot", type=Path, default=Path("/tmp/boxmot-venv/bin/boxmot"))
+    parser.add_argument("--bot-weights", type=Path, help="a trained BoT R50 file for (b) (default: random weights)")
     args = parser.parse_args()
     if not (CLIP.is_file() and YOLO.is_file() and OSNET.is_file()):
         sys.exit(f"needs {CLIP}, {YOLO} and {OSNET}")
@@ -168,21 +191,26 @@ def main() -> None:
         tmp = Path(tmp)
         clip = trim_clip(args.frames, tmp / "hall.mp4")
         osnet = Embedder.from_weights(str(OSNET), device="cpu")
-        bot = untrained_bot_r50()
+        bot = bot_r50(args.bot_weights, tmp)
         results = {"(a) YOLOv8n INT8 + OSNet x0.25": run_chain(clip, osnet, tmp / "a"),
-                   "(b) YOLOv8n INT8 + BoT R50": run_chain(clip, bot, tmp / "b")}
+                   "(b) YOLOv8n INT8 + BoT R50": run_chain(clip, bot, tmp / "b"),
+                   "(a) sequential (detector.prefetch=0)": run_chain(clip, osnet, tmp / "s", prefetch=0)}
         print(f"\n## crosscam track, {args.frames} frames of {CLIP.name} (768x432), CPU\n")
         print("| models | frames/s | CPU s/frame | " + " | ".join(f"{s} s" for s in STAGES) + " | plumbing | outside models | tracks |")
         print("|---|---|---|" + "---|" * (len(STAGES) + 3))
         for name, r in results.items():
             cells = " | ".join(f"{r['stages'].get(s, 0.0):.2f}" for s in STAGES)
-            print(f"| {name} | {r['fps']:.2f} | {r['cpu_per_frame']:.3f} | {cells} | {100 * r['plumbing'] / r['total']:.1f}% | "
-                  f"{100 * r['outside_models'] / r['total']:.1f}% | {r['tracks']} |")
+            # With prefetch, decode + detect overlap the other stages: shares of wall time mean nothing there.
+            shares = ("overlapped", "overlapped") if r["overlapped"] else (
+                f"{100 * r['plumbing'] / r['total']:.1f}%", f"{100 * r['outside_models'] / r['total']:.1f}%")
+            print(f"| {name} | {r['fps']:.2f} | {r['cpu_per_frame']:.3f} | {cells} | {shares[0]} | {shares[1]} | {r['tracks']} |")
         print("\n## batched vs per-frame calls (same frames, person visible; ratio = per-frame / batched)\n")
-        b = batched_vs_single(clip, {"OSNet x0.25": osnet, "BoT R50": bot})
-        print(f"{b['frames']} frames, {b['crops']} crops, batches of 8 frames (the YOLO export's batch is fixed "
-              "at 1: ultralytics runs a batch frame by frame, so detect's ratio is per-call overhead only)")
-        for name in ("detect", "OSNet x0.25", "BoT R50") if b["crops"] else ():
+        detectors = {"detect (YOLOv8n INT8)": YOLO, "detect (YOLOv5nu, dynamic batch)": untrained_dynamic_batch_yolo(tmp)}
+        b = batched_vs_single(clip, detectors, {"OSNet x0.25": osnet, "BoT R50": bot})
+        print(f"{b['frames']} frames, {b['crops']} crops, batches of 8 frames (the YOLOv8n INT8 export's batch is fixed "
+              "at 1: ultralytics runs a batch frame by frame, so its ratio is per-call overhead only; the YOLOv5nu, "
+              "untrained, torch, shows what batching buys a detector with a dynamic batch)")
+        for name in (*detectors, "OSNet x0.25", "BoT R50") if b["crops"] else ():
             single, batched = b[name]
             print(f"- {name}: per-frame {single:.2f} s, batched {batched:.2f} s, ratio {single / batched:.2f}x")
         print("\n## BoxMOT (deepocsort, same clip and ONNX models), timed in this run\n")
@@ -197,7 +225,9 @@ def main() -> None:
             print(f"- BoxMOT: {boxmot['fps']:.2f} frames/s (its own report; {boxmot['overall']:.1f} s runtime, "
                   f"{boxmot['wall']:.1f} s wall with start-up), detector {boxmot['detector']:.1f} s, ReID {boxmot['reid']:.1f} s, "
                   f"outside the models {100 * boxmot['outside_models'] / max(boxmot['overall'], 1e-9):.1f}%")
-            print(f"- crosscam (a): {ours['fps']:.2f} frames/s -> {ours['fps'] / boxmot['fps']:.2f}x BoxMOT's rate")
+            sequential = results["(a) sequential (detector.prefetch=0)"]
+            print(f"- crosscam (a): {ours['fps']:.2f} frames/s -> {ours['fps'] / boxmot['fps']:.2f}x BoxMOT's rate "
+                  f"(sequential: {sequential['fps']:.2f} frames/s -> {sequential['fps'] / boxmot['fps']:.2f}x)")
             # Wall-clock rates swing with other processes' load; CPU seconds per frame swing less.
             boxmot_cpu = boxmot["cpu"] / args.frames
             print(f"- CPU seconds per frame (BoxMOT's include its ~2 s start-up): crosscam (a) "
