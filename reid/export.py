@@ -118,7 +118,7 @@ def onnxruntime_model(model: nn.Module, input_size: tuple[int, int], device: str
     """
     with tempfile.TemporaryDirectory(prefix="crosscam-onnx-") as folder:
         path = Path(folder) / "model.onnx"
-        _, dim = write_checked_onnx(model, input_size, path, "the in-memory ONNX export")
+        _, dim = write_checked_onnx(model, input_size, path, "onnxruntime runtime (use runtime torch to skip it)")
         return OnnxReidModel(path, card=raw_pixel_card(input_size, dim), device=device)
 
 

@@ -203,7 +203,10 @@ class Trainer:
             )
         weights = {k: v for k, v in state["model"].items() if k not in ("pixel_mean", "pixel_std")}
         model.load_state_dict(to_crosscam_names(weights, key_generation(meta["stem"])), strict=True)
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except ValueError as exc:  # e.g. parameter groups of an older crosscam
+            raise CrosscamError(f"{path}: its optimizer state does not fit this training ({exc}); start a new --out") from None
         scaler.load_state_dict(state["scaler"])
         return int(state["epoch"]), int(state["iteration"])
 
