@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 
 from reid import Embedder
 from reid.errors import CrosscamError
-from reid.onnx_backend import OnnxReidModel, onnx_providers
+from reid.onnx_backend import SPIN_ENV, OnnxReidModel, onnx_providers, session_options
 from reid.preprocess import crops_to_tensor
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32).reshape(1, 3, 1, 1)
@@ -154,6 +154,14 @@ def test_onnx_sessions_do_not_spin_wait(tmp_path):
     model = OnnxReidModel(mean_pool_graph(tmp_path / "m.onnx", [1, 3, 8, 4]), card={"raw_pixels": True})
     options = model.session.get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_spinning_is_an_opt_in_for_dedicated_machines(monkeypatch):
+    monkeypatch.setenv(SPIN_ENV, "1")
+    assert session_options().get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    monkeypatch.setenv(SPIN_ENV, "yes")
+    with pytest.raises(CrosscamError, match="CROSSCAM_ORT_SPIN='yes': use 1"):
+        session_options()
 
 
 def test_providers_follow_the_device_and_onnxruntime_build():

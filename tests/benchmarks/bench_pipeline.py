@@ -13,7 +13,9 @@ Prints, for the first ``--frames`` frames of ``../shared/videos/one-by-one-perso
 3. batched vs per-frame detection and embedding (ratio of per-frame time to batched time; the
    YOLOv8n export has a fixed batch of 1, so ultralytics runs a batch frame by frame and the
    detection ratio measures only the per-call overhead);
-4. BoxMOT (``boxmot track --tracker deepocsort``, same clip, same two ONNX models) timed here,
+4. BoxMOT (``boxmot track --tracker deepocsort``, same clip, same two ONNX models) timed here
+   (its onnxruntime threads spin-wait, onnxruntime's default; crosscam's sleep unless
+   ``CROSSCAM_ORT_SPIN=1``, so (a) is also run that way),
    with the onnxruntime version of each side (BoxMOT's ``onnx`` extra pins its own) and the
    detector input both use: the export's fixed 1x3x640x640, whatever ``--imgsz`` says.
 """
@@ -38,13 +40,14 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from pipeline.config import load_pipeline_config  # noqa: E402
-from pipeline.detectors import build_detector, import_ultralytics_offline  # noqa: E402
+from pipeline.detectors import _load_yolo, build_detector, import_ultralytics_offline  # noqa: E402
 from pipeline.embedding import embed_detections  # noqa: E402
 from pipeline.run import track_camera  # noqa: E402
 from pipeline.sources import open_source  # noqa: E402
 from reid import Embedder  # noqa: E402
 from reid.checkpoint import to_fastreid_name  # noqa: E402
 from reid.models.bot import build_bot_model  # noqa: E402
+from reid.onnx_backend import SPIN_ENV  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 CLIP = SHARED / "videos" / "one-by-one-person-detection.mp4"
@@ -106,6 +109,17 @@ def untrained_dynamic_batch_yolo(folder: Path) -> Path:
     path = folder / "yolov5nu_untrained.pt"
     import_ultralytics_offline().YOLO("yolov5nu.yaml").save(str(path))
     return path
+
+
+def run_spinning(clip: Path, out: Path) -> dict:
+    """(a) with onnxruntime's spin-waiting threads (new sessions for both models), then back to the default."""
+    os.environ[SPIN_ENV] = "1"
+    try:
+        _load_yolo.cache_clear()
+        return run_chain(clip, Embedder.from_weights(str(OSNET), device="cpu"), out)
+    finally:
+        del os.environ[SPIN_ENV]
+        _load_yolo.cache_clear()
 
 
 def batched_vs_single(clip: Path, detectors: dict[str, Path], embedders: dict[str, Embedder], start: int = 64,
@@ -194,7 +208,8 @@ def main() -> None:
         bot = bot_r50(args.bot_weights, tmp)
         results = {"(a) YOLOv8n INT8 + OSNet x0.25": run_chain(clip, osnet, tmp / "a"),
                    "(b) YOLOv8n INT8 + BoT R50": run_chain(clip, bot, tmp / "b"),
-                   "(a) sequential (detector.prefetch=0)": run_chain(clip, osnet, tmp / "s", prefetch=0)}
+                   "(a) sequential (detector.prefetch=0)": run_chain(clip, osnet, tmp / "s", prefetch=0),
+                   f"(a) {SPIN_ENV}=1 (spin-waiting threads)": run_spinning(clip, tmp / "spin")}
         print(f"\n## crosscam track, {args.frames} frames of {CLIP.name} (768x432), CPU\n")
         print("| models | frames/s | CPU s/frame | " + " | ".join(f"{s} s" for s in STAGES) + " | plumbing | outside models | tracks |")
         print("|---|---|---|" + "---|" * (len(STAGES) + 3))
@@ -226,8 +241,10 @@ def main() -> None:
                   f"{boxmot['wall']:.1f} s wall with start-up), detector {boxmot['detector']:.1f} s, ReID {boxmot['reid']:.1f} s, "
                   f"outside the models {100 * boxmot['outside_models'] / max(boxmot['overall'], 1e-9):.1f}%")
             sequential = results["(a) sequential (detector.prefetch=0)"]
+            spinning = results[f"(a) {SPIN_ENV}=1 (spin-waiting threads)"]
             print(f"- crosscam (a): {ours['fps']:.2f} frames/s -> {ours['fps'] / boxmot['fps']:.2f}x BoxMOT's rate "
-                  f"(sequential: {sequential['fps']:.2f} frames/s -> {sequential['fps'] / boxmot['fps']:.2f}x)")
+                  f"(sequential: {sequential['fps']:.2f} frames/s -> {sequential['fps'] / boxmot['fps']:.2f}x; "
+                  f"spin-waiting: {spinning['fps']:.2f} frames/s -> {spinning['fps'] / boxmot['fps']:.2f}x)")
             # Wall-clock rates swing with other processes' load; CPU seconds per frame swing less.
             boxmot_cpu = boxmot["cpu"] / args.frames
             print(f"- CPU seconds per frame (BoxMOT's include its ~2 s start-up): crosscam (a) "
