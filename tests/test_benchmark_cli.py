@@ -119,3 +119,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert "missing arrays q_pids" in capsys.readouterr().err
     assert main(["benchmark", str(tmp_path), "--metric", "manhattan"]) == 2
     assert "--metric manhattan" in capsys.readouterr().err
+    assert main(["benchmark", str(tmp_path), "--runtime", "tensorrt"]) == 2
+    assert "runtime 'tensorrt': unknown" in capsys.readouterr().err
+    assert main(["benchmark", str(tmp_path), "--precision", "bf16", "--runtime", "onnxruntime"]) == 2
+    assert "runs fp32 only" in capsys.readouterr().err
