@@ -9,7 +9,7 @@ shared machine wall times swing with other processes; CPU seconds of this proces
 - fast-reid: its model's forward on an already preprocessed contiguous batch (model only);
 - crosscam ``Embedder.embed(crops)`` end to end (parity preprocessing from uint8 crops included):
   fp32 with the default runtime on a CPU (onnxruntime, exported at load), fp32 with
-  ``runtime="torch"`` (BNs folded, channels_last), and bf16 (torch autocast, BNs folded).
+  ``runtime="torch"`` (BNs folded, channels_last), and bf16 (torch autocast, BNs not folded).
 
 Prints img/s, the speed ratio, the max abs feature difference (fp32, target <= 1e-4), fast-reid's
 own fp32 error against a float64 forward (the scale of fp32 rounding for these weights), and the

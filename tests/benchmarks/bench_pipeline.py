@@ -45,9 +45,9 @@ from pipeline.embedding import embed_detections  # noqa: E402
 from pipeline.run import track_camera  # noqa: E402
 from pipeline.sources import open_source  # noqa: E402
 from reid import Embedder  # noqa: E402
-from reid.checkpoint import to_fastreid_name  # noqa: E402
 from reid.models.bot import build_bot_model  # noqa: E402
 from reid.onnx_backend import SPIN_ENV  # noqa: E402
+from reid.training.checkpoint_io import to_fastreid_state_dict  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 CLIP = SHARED / "videos" / "one-by-one-person-detection.mp4"
@@ -76,7 +76,7 @@ def bot_r50(weights: Path | None, folder: Path) -> Embedder:
     if weights is None:
         weights = folder / "bot_r50_random.pth"
         model = build_bot_model()
-        torch.save({"model": {to_fastreid_name(key, "c"): value for key, value in model.state_dict().items()}}, weights)
+        torch.save({"model": to_fastreid_state_dict(model, model.cfg.stem)}, weights)
     return Embedder.from_weights(str(weights), device="cpu")
 
 
