@@ -38,6 +38,7 @@ from tqdm import tqdm
 from pipeline.config import AssociationConfig
 from pipeline.types import TrackSummary
 
+_MIN_TRACKS_PER_CAMERA_MEAN = 4  # center_cameras: fewer tracks use the mean of all cameras
 _IVF_NPROBE = 8  # cells visited per kNN query when the graph is built with IVF
 _IVF_PCA_DIM = 128  # the approximate kNN graph is searched in this many PCA dimensions
 _IVF_TRAIN_POINTS_PER_CELL = 40  # faiss' k-means wants about 40 points per centroid
@@ -127,6 +128,8 @@ def associate_tracks(
         return AssociationResult(np.zeros((0,), np.int64), 0, 0, 0)
     everything = [*known, *tracks]
     features = _unit_rows(np.stack([t.feature for t in everything]).astype(np.float32))
+    if config.center_cameras:
+        features = center_per_camera(features, [t.camera for t in everything])
     clusters = _Clusters(everything, features, config.overlap_tolerance_s, transit)
     for identity in sorted(set(known_identities)):
         members = [i for i, ident in enumerate(known_identities) if ident == identity]
@@ -174,6 +177,33 @@ def pairwise_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
         "clusters": float(len(np.unique(pred))),
         "people": float(len(np.unique(truth))),
     }
+
+
+def center_per_camera(features: np.ndarray, cameras: Sequence[str]) -> np.ndarray:
+    """Unit ``features`` (N, D) minus the mean feature of their camera, made unit length again.
+
+    Every camera adds its own bias to appearance features (colour cast, light, background, viewing
+    angle): the tracks of one camera resemble each other more than one person seen by two cameras.
+    Subtracting each camera's mean track feature removes that shared part, so cosines compare
+    people, not cameras. A camera with fewer than ``_MIN_TRACKS_PER_CAMERA_MEAN`` tracks has no
+    reliable mean of its own (with one track, its mean is the track) and uses the mean of all
+    tracks. Fewer than that many tracks in all: returned unchanged.
+
+    >>> f = np.array([[1.0, 0.2], [1.0, -0.2], [0.2, 1.0], [-0.2, 1.0]] * 2, np.float32)
+    >>> c = center_per_camera(_unit_rows(f), ["a", "a", "b", "b"] * 2)
+    >>> np.round(c[:4] @ c[:4].T, 2).tolist()[0]  # a's two people are now opposite, like b's
+    [1.0, -1.0, 0.0, 0.0]
+    """
+    cameras = np.asarray(cameras)
+    if len(features) < _MIN_TRACKS_PER_CAMERA_MEAN:
+        return features
+    overall = features.mean(axis=0)
+    centered = np.empty_like(features)
+    for camera in np.unique(cameras):
+        rows = cameras == camera
+        own = rows.sum() >= _MIN_TRACKS_PER_CAMERA_MEAN
+        centered[rows] = features[rows] - (features[rows].mean(axis=0) if own else overall)
+    return _unit_rows(centered)
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:

@@ -95,6 +95,10 @@ class AssociationConfig(_Section):
     neighbors: int = Field(20, ge=1)  # k of the k-nearest-neighbour graph of track features
     exact_search_max: int = Field(10_000, ge=1)  # above this many tracks the kNN graph uses IVF
     overlap_tolerance_s: float = Field(0.0, ge=0.0)  # same-camera tracks may overlap this long
+    # Subtract each camera's mean track feature before comparing (``association.center_per_camera``):
+    # removes the camera's colour cast and background from the features. Cosines then centre on 0,
+    # so it needs its own threshold.
+    center_cameras: bool = False
 
 
 class StoreConfig(_Section):

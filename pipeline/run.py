@@ -148,7 +148,8 @@ def track_camera(source: FrameSource, detector: Detector, embedder, folder: Path
         "versions": package_versions(),
         "models": {
             "detector": {"name": detector.name, "fingerprint": detector.fingerprint},
-            "reid": {"name": embedder.name, "fingerprint": embedder.fingerprint, "dim": embedder.dim},
+            "reid": {"name": embedder.name, "fingerprint": embedder.fingerprint, "dim": embedder.dim,
+                     "runtime": embedder.runtime},
         },
         "started_at": _now(),
     }

@@ -125,6 +125,7 @@ class Embedder:
         batch_size: int = 32,
         flip: bool = False,
         preprocess: str = "fast",
+        runtime: str = "torch",
     ):
         if batch_size < 1:
             raise CrosscamError(f"--batch-size {batch_size}: must be at least 1")
@@ -136,9 +137,11 @@ class Embedder:
         self.batch_size = batch_size
         self.flip = flip
         self.preprocess = preprocess
+        self.runtime = runtime  # the engine that runs the network: torch or onnxruntime
 
     def __repr__(self) -> str:
-        return f"Embedder({self.name!r}, dim={self.dim}, input_size={self.input_size}, flip={self.flip})"
+        return (f"Embedder({self.name!r}, dim={self.dim}, input_size={self.input_size}, flip={self.flip}, "
+                f"runtime={self.runtime!r})")
 
     @classmethod
     def from_weights(
@@ -186,7 +189,8 @@ class Embedder:
             model = OnnxReidModel(path, model_card, requested_device)
             pixel_format = model.card.model_dump(exclude={"input_size", "output_dim"})
             return cls._assemble(
-                lambda pixels: model(pixels.numpy()), model.dim, model.input_size, path.name, path, pixel_format, options
+                lambda pixels: model(pixels.numpy()), model.dim, model.input_size, path.name, path, pixel_format,
+                options | {"runtime": "onnxruntime"},
             )
         if model_card is not None:
             raise CrosscamError(f"{path}: a model card describes an .onnx model only; drop --model-card for {suffix} files")
@@ -236,7 +240,6 @@ class Embedder:
             "runtime": options["runtime"],  # engines agree to float32 rounding, not bit for bit
         }
         fingerprint = weights_fingerprint(path, feature_settings)
-        options = {key: value for key, value in options.items() if key != "runtime"}
         return cls(features, dim=dim, input_size=tuple(input_size), name=name, fingerprint=fingerprint, **options)
 
     @classmethod

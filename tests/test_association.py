@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.association import TransitConstraints, TransitRule, associate_tracks
+from pipeline.association import TransitConstraints, TransitRule, associate_tracks, center_per_camera
 from pipeline.config import AssociationConfig
 
 from identity_runs import summary, unit
@@ -119,3 +119,32 @@ def test_empty_input_and_mismatched_known_lists():
     assert associate_tracks([]).identity_ids.shape == (0,)
     with pytest.raises(ValueError):
         associate_tracks([summary("a", 1, 0, 1, E[0])], known=[summary("b", 1, 0, 1, E[0])])
+
+
+def biased_cameras() -> list:
+    """Four people seen by cameras a and b, each camera adding a bias twice as long as the person's
+    own feature (a colour cast): raw cosine of one person across cameras 0.2, of two people 0."""
+    tracks = []
+    for camera, bias in (("a", 2 * E[10]), ("b", 2 * E[11])):
+        start = 0.0 if camera == "a" else 100.0
+        for person in range(4):  # all four at once: same-camera tracks can never merge
+            tracks.append(summary(camera, person + 1, start, start + 10, unit(bias + E[person])))
+    return tracks
+
+
+def test_centering_per_camera_removes_a_camera_bias():
+    tracks = biased_cameras()
+    raw = associate_tracks(tracks, AssociationConfig(threshold=0.5)).identity_ids
+    assert len(set(raw.tolist())) == 8  # the bias hides everyone: no link reaches 0.5
+    centered = associate_tracks(tracks, AssociationConfig(threshold=0.5, center_cameras=True)).identity_ids
+    assert partition(centered) == {frozenset({p, p + 4}) for p in range(4)}
+
+
+def test_a_camera_with_few_tracks_is_centred_on_the_mean_of_all():
+    # Camera c has one track: its own mean is the track itself, which would leave a zero vector.
+    tracks = [*biased_cameras(), summary("c", 1, 200.0, 210.0, unit(E[12] + E[0]))]
+    features = np.stack([t.feature for t in tracks])
+    centered = center_per_camera(features, [t.camera for t in tracks])
+    np.testing.assert_allclose(np.linalg.norm(centered, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(centered[8], unit(features[8] - features.mean(axis=0)), rtol=1e-5)
+    assert int(np.argmax(centered[:8] @ centered[8])) in (0, 4)  # closest to person 1, in a or b

@@ -198,7 +198,8 @@ def test_both_runtimes_give_the_checkpoints_features(bot_checkpoint, crops):
         runtime: Embedder.from_weights(str(path), device="cpu", preprocess="parity", runtime=runtime)
         for runtime in ("torch", "onnxruntime")
     }
-    for embedder in embedders.values():
+    for runtime, embedder in embedders.items():
+        assert embedder.runtime == runtime
         np.testing.assert_allclose(embedder.embed(crops[:3]), expected, rtol=1e-4, atol=1e-4)
     # Engines agree to float32 rounding only, so cached features of one never stand in for the other.
     assert embedders["torch"].fingerprint != embedders["onnxruntime"].fingerprint

@@ -44,6 +44,7 @@ def model_beside_card(tmp_path: Path, model: Path, card_text: str | None) -> Pat
 def test_osnet_features_separate_identities(osnet_onnx, cuhk03_market):
     crops, labels = crops_by_identity(cuhk03_market, identities=20, per_identity=3)
     embedder = Embedder.from_weights(str(osnet_onnx), device="cpu")
+    assert embedder.runtime == "onnxruntime"
     features = embedder.embed(crops, bgr=True, normalize=True)
     assert features.shape == (60, 512) and features.dtype == np.float32
     similarity = features @ features.T
@@ -127,7 +128,9 @@ def mean_pool_graph(path: Path, input_shape: list) -> Path:
         initializer=[shape],
         value_info=[pooled],
     )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    # IR 8 (ONNX 1.13, opset 13's era): make_model's default is the installed onnx's newest IR,
+    # which older onnxruntime releases refuse.
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), path)
     return path
 
 
