@@ -1,5 +1,5 @@
-"""Training: PK sampler invariants, augmentation, schedule, a tiny real run, resume, and the
-checkpoint round trip into ``Embedder.from_weights``."""
+"""Training: PK sampler invariants, augmentation, schedule, a tiny real run, resume, the weight
+EMA, and the checkpoint round trip into ``Embedder.from_weights``."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ from pipeline.cli.main import main
 from reid import Embedder
 from reid.checkpoint import detect_generation, load_bot_checkpoint
 from reid.config import BotModelConfig
+from reid.data.market import MarketDataset
 from reid.errors import CrosscamError
 from reid.preprocess import crops_to_tensor
 from reid.training import PKSampler, Trainer, load_train_config, load_trained_model, read_log, save_checkpoint
 from reid.training.checkpoint_io import describe_model
 from reid.training.config import ModelSection, SolverSection
+from reid.training.ema import ModelEma
 from reid.training.models import build_train_model, load_imagenet_backbone
 from reid.training.schedule import build_optimizer, learning_rate, set_learning_rate
 from reid.training.transforms import TrainAugment
@@ -230,3 +232,67 @@ def test_every_shipped_training_recipe_validates(path):
     cfg = load_train_config(path)
     assert cfg.solver.steps == sorted(cfg.solver.steps) and cfg.solver.steps[-1] < cfg.solver.epochs
     assert (cfg.model.backbone == "onnx") == (cfg.model.onnx is not None)
+
+
+def test_ema_update_matches_a_hand_computed_average():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3)).train()
+    ema = ModelEma(model, decay=0.5)
+    snapshots = []
+    for step in range(3):  # an "optimizer step" sets the weights; a forward pass moves the BN statistics
+        with torch.no_grad():
+            model[0].weight.fill_(step + 1.0)
+            model(torch.randn(4, 2) + step)
+        snapshots.append({key: value.clone() for key, value in model.state_dict().items()})
+        ema.update(model)
+    # decay_t = min(0.5, t / (t + 1)): 0 (a copy), then 0.5 twice -> w1 / 4 + w2 / 4 + w3 / 2.
+    averaged = ema.module.state_dict()
+    for key, value in averaged.items():
+        if key.endswith("num_batches_tracked"):
+            assert value.item() == 3  # integer buffers are copied
+        else:
+            expected = snapshots[0][key] / 4 + snapshots[1][key] / 4 + snapshots[2][key] / 2
+            torch.testing.assert_close(value, expected)
+    assert float(averaged["0.weight"][0, 0]) == pytest.approx(2.25)
+    assert ema.updates == 3 and not any(p.requires_grad for p in ema.module.parameters())
+    assert ModelEma(model, decay=0.99).current_decay() == 0.0
+    for bad in ("0", "1", "1.5"):
+        with pytest.raises(CrosscamError, match="ema_decay"):
+            load_train_config(None, [f"solver.ema_decay={bad}"])
+
+
+EMA_TINY = [*TINY, "solver.iters_per_epoch=3", "solver.ema_decay=0.6"]
+
+
+def test_training_with_ema_evaluates_and_saves_the_averaged_weights(tmp_path):
+    data = write_market_folder(tmp_path / "market")
+    out = tmp_path / "run"
+    result = Trainer(load_train_config(None, EMA_TINY), data, out, progress=False).run()
+    assert [row["ema_decay"] for row in read_log(out / "log.csv")] == [0.6]
+    last = torch.load(out / "last.pth", weights_only=True)
+    saved = torch.load(out / "model.pth", weights_only=True)["model"]
+    assert last["ema_updates"] == 3 and saved.keys() == last["ema"].keys() == last["model"].keys()
+    assert all(torch.equal(saved[key], last["ema"][key]) for key in saved)
+    assert not torch.equal(saved["backbone.conv1.weight"], last["model"]["backbone.conv1.weight"])
+    # model.pth loads as the EMA model, and the logged metrics are that model's.
+    model, _ = load_trained_model(out / "model.pth")
+    metrics = Trainer(load_train_config(None, EMA_TINY), data, out, progress=False).evaluate(model, MarketDataset(data), 0)
+    assert metrics["mAP"] == pytest.approx(result["mAP"]) and metrics["rank1"] == pytest.approx(result["rank1"])
+
+
+def test_resume_continues_the_ema_exactly_and_needs_its_state(tmp_path):
+    data = write_market_folder(tmp_path / "market")
+    two_epochs = load_train_config(None, [*EMA_TINY, "solver.epochs=2"])
+    Trainer(two_epochs, data, tmp_path / "straight", progress=False).run()
+    Trainer(load_train_config(None, EMA_TINY), data, tmp_path / "resumed", progress=False).run()
+    Trainer(two_epochs, data, tmp_path / "resumed", resume=True, progress=False).run()
+    straight, resumed = (torch.load(tmp_path / run / "last.pth", weights_only=True) for run in ("straight", "resumed"))
+    assert straight["ema_updates"] == resumed["ema_updates"] == 6
+    for key, value in straight["ema"].items():
+        torch.testing.assert_close(resumed["ema"][key], value)
+
+    # A last.pth written without EMA cannot continue an average it never kept.
+    cfg = ModelSection(backbone="resnet18", pretrained=False)
+    save_checkpoint(tmp_path / "plain" / "last.pth", build_train_model(cfg, 6), describe_model(cfg, (64, 32), 6, 512))
+    with pytest.raises(CrosscamError, match="without solver.ema_decay"):
+        Trainer(two_epochs, data, tmp_path / "plain", resume=True, progress=False).run()

@@ -70,7 +70,7 @@ class LossSection(_Section):
 
 
 class SolverSection(_Section):
-    """Adam, per-iteration linear warm-up, then per-epoch MultiStep decay."""
+    """Adam, per-iteration linear warm-up, then per-epoch MultiStep decay; optionally an EMA of the weights."""
 
     base_lr: float = Field(3.5e-4, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
@@ -82,6 +82,11 @@ class SolverSection(_Section):
     heads_lr_factor: float = Field(1.0, gt=0)  # SOLVER.HEADS_LR_FACTOR: the BNNeck + classifier's lr multiplier
     iters_per_epoch: int | None = Field(None, ge=1)  # None: train images // batch size (fast-reid's epoch)
     amp: bool = True  # mixed precision; used on CUDA only
+    # EMA of the weights (parameters + BN running statistics), updated after every optimizer step;
+    # None = off. Its time constant is 1 / (1 - ema_decay) iterations (0.997: 333 iterations), the
+    # plain mean of all steps so far before that (reid.training.ema). When on, the periodic and final
+    # evaluations and model.pth are of the averaged weights; last.pth keeps both for --resume.
+    ema_decay: float | None = Field(None, gt=0, lt=1)
 
 
 class EvalSection(_Section):

@@ -3,14 +3,20 @@
 Writes into ``out_dir``:
 
 - ``config.yaml``: the resolved :class:`~reid.training.config.TrainConfig`;
-- ``log.csv``: one row per epoch (lr, losses, train accuracy, img/s, seconds, and rank-1 / mAP /
-  mINP on the epochs that were evaluated);
-- ``last.pth``: model + optimizer + AMP scaler + position, rewritten after every epoch
-  (``resume=True`` continues from it);
-- ``model.pth``: the weights alone (fast-reid key layout + a ``crosscam`` entry), every
-  ``checkpoint_period`` epochs and at the end; ResNet-50 files load with ``Embedder.from_weights``,
-  every backbone exports with ``crosscam export``;
+- ``log.csv``: one row per epoch (lr, losses, train accuracy, img/s, seconds, ``ema_decay``, and
+  rank-1 / mAP / mINP on the epochs that were evaluated); a row with ``ema_decay`` set has the
+  metrics of the EMA weights, not of the trained ones;
+- ``last.pth``: model + optimizer + AMP scaler + position (+ ``ema`` weights and ``ema_updates``
+  with ``solver.ema_decay``), rewritten after every epoch (``resume=True`` continues from it);
+- ``model.pth``: the weights alone (fast-reid key layout + a ``crosscam`` entry; the EMA weights
+  with ``solver.ema_decay``), every ``checkpoint_period`` epochs and at the end; ResNet-50 files
+  load with ``Embedder.from_weights``, every backbone exports with ``crosscam export``;
 - ``metrics.json``: the last evaluation.
+
+EMA (``solver.ema_decay``, :mod:`reid.training.ema`): updated after every optimizer step on the
+model's device; it changes nothing in the training itself. Resuming a ``last.pth`` without EMA
+weights with ``ema_decay`` set is refused (the average cannot be rebuilt); resuming an EMA run
+with ``ema_decay`` unset drops the average.
 
 Seeds: the PK batches of an epoch depend on ``(seed, epoch)`` and torch's generator (augmentation,
 initialisation) is re-seeded per epoch, so a resumed run sees the same batches and augmentations.
@@ -41,9 +47,10 @@ from reid.embedder import Embedder, TorchFeatures, resolve_device
 from reid.errors import CrosscamError
 from reid.evaluation.distance import pairwise_distance
 from reid.evaluation.ranking import evaluate_ranking
-from reid.training.checkpoint_io import describe_model, key_generation, save_checkpoint
+from reid.training.checkpoint_io import describe_model, key_generation, save_checkpoint, to_fastreid_state_dict
 from reid.training.config import TrainConfig
 from reid.training.data import TrainImages
+from reid.training.ema import ModelEma
 from reid.training.losses import bot_loss
 from reid.training.models import build_train_model
 from reid.training.sampler import PKSampler
@@ -54,7 +61,7 @@ _POSTFIX_EVERY = 20  # iterations between progress-bar loss readings (each one w
 
 LOG_COLUMNS = [
     "epoch", "iteration", "lr", "loss", "ce", "triplet", "train_acc", "images_per_s", "epoch_s",
-    "rank1", "rank5", "mAP", "mINP",
+    "ema_decay", "rank1", "rank5", "mAP", "mINP",
 ]
 
 
@@ -96,13 +103,14 @@ class Trainer:
         model = build_train_model(cfg.model, images.num_classes).to(self.device, memory_format=torch.channels_last)
         meta = describe_model(cfg.model, cfg.input.size, images.num_classes, model.feat_dim)
         optimizer = build_optimizer(model, cfg.solver)
+        ema = ModelEma(model, cfg.solver.ema_decay) if cfg.solver.ema_decay is not None else None
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
         sampler = PKSampler(images.pids, cfg.sampler.ids_per_batch, cfg.sampler.instances, cfg.seed)
         augment = TrainAugment(cfg.input.size, cfg.input.flip_prob, cfg.input.padding, cfg.input.erasing_prob)
         iters_per_epoch = cfg.solver.iters_per_epoch or max(1, len(images) // sampler.batch_size)
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        start_epoch, iteration = self._restore(model, optimizer, scaler, meta) if self.resume else (0, 0)
+        start_epoch, iteration = self._restore(model, optimizer, scaler, ema, meta) if self.resume else (0, 0)
         if start_epoch >= cfg.solver.epochs:
             raise CrosscamError(
                 f"{self.out_dir / 'last.pth'}: already trained {start_epoch} epochs; raise solver.epochs to train further"
@@ -110,22 +118,26 @@ class Trainer:
         _write_text(self.out_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         log = EpochLog(self.out_dir / "log.csv", append=self.resume)
         metrics: dict[str, Any] = {}
+        final = ema.module if ema is not None else model  # what is evaluated and saved as model.pth
         for epoch in range(start_epoch, cfg.solver.epochs):
             torch.manual_seed(cfg.seed * 100_003 + epoch)
-            row, iteration = self._train_epoch(model, optimizer, scaler, images, sampler, augment, epoch, iteration, iters_per_epoch)
+            row, iteration = self._train_epoch(model, optimizer, scaler, ema, images, sampler, augment, epoch, iteration, iters_per_epoch)
+            row["ema_decay"] = cfg.solver.ema_decay
             last_epoch = epoch + 1 == cfg.solver.epochs
             if last_epoch or (cfg.eval.period > 0 and (epoch + 1) % cfg.eval.period == 0):
-                metrics = self.evaluate(model, dataset, epoch)
+                metrics = self.evaluate(final, dataset, epoch)
                 row.update({key: metrics[key] for key in ("rank1", "rank5", "mAP", "mINP")})
                 _write_text(self.out_dir / "metrics.json", json.dumps(metrics, indent=2))
             log.append(row)
             state = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1, "iteration": iteration}
+            if ema is not None:
+                state.update(ema=to_fastreid_state_dict(ema.module, meta["stem"]), ema_updates=ema.updates)
             save_checkpoint(self.out_dir / "last.pth", model, meta, config=cfg.model_dump(mode="json"), **state)
             if last_epoch or (epoch + 1) % cfg.checkpoint_period == 0:
-                save_checkpoint(self.out_dir / "model.pth", model, meta)
+                save_checkpoint(self.out_dir / "model.pth", final, meta)
         return {**metrics, "model": str(self.out_dir / "model.pth"), "log": str(log.path)}
 
-    def _train_epoch(self, model, optimizer, scaler, images, sampler, augment, epoch, iteration, iters_per_epoch):
+    def _train_epoch(self, model, optimizer, scaler, ema, images, sampler, augment, epoch, iteration, iters_per_epoch):
         cfg = self.cfg
         model.train()
         # Sums stay on the device: reading them every step would stall a GPU on each iteration.
@@ -148,6 +160,8 @@ class Trainer:
             scaler.scale(losses["total"]).backward()
             scaler.step(optimizer)
             scaler.update()
+            if ema is not None:
+                ema.update(model)
             iteration += 1
             n = len(labels)
             with torch.no_grad():
@@ -172,7 +186,7 @@ class Trainer:
         return row, iteration
 
     def evaluate(self, model: torch.nn.Module, dataset: MarketDataset, epoch: int) -> dict[str, Any]:
-        """Rank-1/5/10, mAP, mINP of the current model on ``dataset``'s query/gallery (fast-reid protocol)."""
+        """Rank-1/5/10, mAP, mINP of ``model`` (the trained one or its EMA) on ``dataset``'s query/gallery (fast-reid protocol)."""
         start = time.perf_counter()
         features = TorchFeatures(model, str(self.device))  # puts the model in eval mode
         embedder = Embedder(
@@ -190,7 +204,7 @@ class Trainer:
         summary = {key: float(value) for key, value in ranking.summary().items()}
         return {"epoch": epoch + 1, **summary, "eval_s": time.perf_counter() - start}
 
-    def _restore(self, model, optimizer, scaler, meta) -> tuple[int, int]:
+    def _restore(self, model, optimizer, scaler, ema, meta) -> tuple[int, int]:
         path = self.out_dir / "last.pth"
         if not path.is_file():
             raise CrosscamError(f"{path}: nothing to resume; run without --resume to start a new training in {self.out_dir}")
@@ -201,8 +215,14 @@ class Trainer:
                 f"{path}: was trained with a different model or data ({saved}) than this config gives ({meta}); "
                 "resume with the same config and data, or use a new --out"
             )
-        weights = {k: v for k, v in state["model"].items() if k not in ("pixel_mean", "pixel_std")}
-        model.load_state_dict(to_crosscam_names(weights, key_generation(meta["stem"])), strict=True)
+        model.load_state_dict(_crosscam_weights(state["model"], meta), strict=True)
+        if ema is not None:
+            if "ema" not in state:
+                raise CrosscamError(
+                    f"{path}: was trained without solver.ema_decay, so it holds no EMA to continue; "
+                    "resume without solver.ema_decay, or start a new --out"
+                )
+            ema.load_state_dict(_crosscam_weights(state["ema"], meta), int(state["ema_updates"]))
         try:
             optimizer.load_state_dict(state["optimizer"])
         except ValueError as exc:  # e.g. parameter groups of an older crosscam
@@ -211,14 +231,31 @@ class Trainer:
         return int(state["epoch"]), int(state["iteration"])
 
 
+def _crosscam_weights(stored: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """A checkpoint's fast-reid-named weights under the training model's names."""
+    weights = {k: v for k, v in stored.items() if k not in ("pixel_mean", "pixel_std")}
+    return to_crosscam_names(weights, key_generation(meta["stem"]))
+
+
 class EpochLog:
-    """``log.csv`` with :data:`LOG_COLUMNS`; each row is flushed as soon as it is written."""
+    """``log.csv`` with :data:`LOG_COLUMNS`; each row is flushed as soon as it is written.
+
+    Appending to a log of other columns (an older crosscam) first rewrites it with these columns.
+    """
 
     def __init__(self, path: Path, append: bool = False):
         self.path = path
-        if not (append and path.is_file()):
-            with path.open("w", newline="") as handle:
-                csv.writer(handle).writerow(LOG_COLUMNS)
+        rows: list[dict[str, str]] = []
+        if append and path.is_file():
+            with path.open(newline="") as handle:
+                reader = csv.DictReader(handle)
+                rows = list(reader)
+            if reader.fieldnames == LOG_COLUMNS:
+                return
+        with path.open("w", newline="") as handle:
+            csv.writer(handle).writerow(LOG_COLUMNS)
+        for row in rows:
+            self.append(row)
 
     def append(self, row: dict[str, Any]) -> None:
         with self.path.open("a", newline="") as handle:
