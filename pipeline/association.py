@@ -106,12 +106,14 @@ def associate_tracks(
     known: Sequence[TrackSummary] = (),
     known_identities: Sequence[int] = (),
     progress: bool = False,
+    first_new_identity: int = 1,
 ) -> AssociationResult:
     """Give every track in ``tracks`` a global identity id.
 
     ``known`` are tracks already in the store with their ``known_identities`` (one id each): new
     tracks may join those identities, which keep their ids and never merge with each other. New
-    identities are numbered after the largest known id, in order of first appearance.
+    identities are numbered from ``first_new_identity`` (at least one above the largest known
+    id), in order of first appearance.
 
     >>> f = np.eye(4, dtype=np.float32)
     >>> def track(cam, tid, t, v):
@@ -146,7 +148,7 @@ def associate_tracks(
         merges += outcome == "merged"
         blocked += outcome == "blocked"
 
-    ids = clusters.identity_ids(next_id=max(known_identities, default=0) + 1)
+    ids = clusters.identity_ids(next_id=max(max(known_identities, default=0) + 1, first_new_identity))
     seconds = {"knn": knn_done - started, "merge": time.perf_counter() - knn_done}
     return AssociationResult(ids[n_known:], len(sims), merges, blocked, seconds)
 

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 CAMERAS_FILE = "cameras.yaml"  # kept in the run directory so later runs and queries use the same clocks
 STORE_DIR = "store"
+GLOBAL_VIDEO_STAMP = ".annotated_global.stamp"  # what the finished annotated_global.mp4 shows
 
 
 @dataclass
@@ -81,44 +82,32 @@ def update_identities(
     spec = _cameras_spec(run_dir, cameras_file)
     folders = camera_folders(run_dir)
     runs = {folder.name: _read_run_json(folder) for folder in folders}
+    folders = [f for f in folders if _finished(f.name, runs[f.name])]
+    if not folders:
+        raise CrosscamError(f"{run_dir}: no camera run has finished (status complete or interrupted); "
+                            "run `crosscam track` again")
+    runs = {f.name: runs[f.name] for f in folders}
     embedder = _embedder_info(runs)
     offsets, common = camera_offsets(
         list(runs), spec, str(cameras_file or run_dir / CAMERAS_FILE)
     )
     store = TrackStore.create(run_dir / STORE_DIR, embedder, config.store)
-    stored = {c.name: c for c in store.cameras()}
-    inputs = [_camera_input(run_dir, f, runs[f.name], offsets[f.name], common) for f in folders]
-    changed = [c for c in inputs if stored.get(c.name) != c.record]
-
-    if changed:
-        changed_names = {c.name for c in changed}
-        known, known_ids = store.summaries()
-        keep = [i for i, t in enumerate(known) if t.camera not in changed_names]
-        new_tracks = [t for c in changed for t in c.summaries]
-        result = associate_tracks(
-            new_tracks,
-            config.association,
-            spec.transit() if spec is not None else None,
-            [known[i] for i in keep],
-            [known_ids[i] for i in keep],
-            progress=progress,
-        )
-        ids = iter(result.identity_ids.tolist())
-        updates = [
-            CameraTracks(c.record, c.summaries, [next(ids) for _ in c.summaries]) for c in changed
-        ]
-        store.write(updates)
-        log.info("identities: %d links, %d merges, %d blocked by constraints",
-                 result.links_considered, result.merges, result.blocked_by_constraints)
+    with store.updating():
+        stored = {c.name: c for c in store.cameras()}
+        for name in sorted(n for n in stored if not (run_dir / n).is_dir()):
+            log.warning("%s: in the store but its folder %s is gone; its tracks stay in the store and answers",
+                        name, run_dir / name)
+        inputs = [_camera_input(run_dir, f, runs[f.name], offsets[f.name], common) for f in folders]
+        changed = [c for c in inputs if stored.get(c.name) != c.record]
+        if changed:
+            _associate_and_write(store, changed, config, spec, progress)
 
     _keep_cameras_file(run_dir, cameras_file)
     for cam in inputs:
         identity_of = {t.track_id: t.identity for t in store.tracks(camera=cam.name)}
-        stale = cam in changed
-        if stale or not (cam.folder / "tracks_global.txt").is_file():
-            write_global_tracks(cam.folder, identity_of)
-        if config.output.video and (stale or not (cam.folder / "annotated_global.mp4").is_file()):
-            render_global_video(cam, identity_of, progress)
+        write_global_tracks(cam.folder, identity_of)  # cheap: always, so it can never be stale
+        if config.output.video:
+            _refresh_global_video(cam, identity_of, progress)
 
     report = write_report(run_dir, store, common)
     tracks = store.tracks()
@@ -135,6 +124,37 @@ def update_identities(
         common_clock=common,
         report=report,
     )
+
+
+def _associate_and_write(store: TrackStore, changed: list["_CameraInput"], config: PipelineConfig,
+                         spec: CamerasFile | None, progress: bool) -> None:
+    """Associate the changed cameras' tracks with the stored tracks of the others; write the store."""
+    changed_names = {c.name for c in changed}
+    known, known_ids = store.summaries()
+    keep = [i for i, t in enumerate(known) if t.camera not in changed_names]
+    result = associate_tracks(
+        [t for c in changed for t in c.summaries],
+        config.association,
+        spec.transit() if spec is not None else None,
+        [known[i] for i in keep],
+        [known_ids[i] for i in keep],
+        progress=progress,
+        first_new_identity=store.max_identity() + 1,  # ids of replaced tracks are not handed out again
+    )
+    ids = iter(result.identity_ids.tolist())
+    store.write([CameraTracks(c.record, c.summaries, [next(ids) for _ in c.summaries]) for c in changed])
+    log.info("identities: %d links, %d merges, %d blocked by constraints",
+             result.links_considered, result.merges, result.blocked_by_constraints)
+
+
+def _finished(camera: str, run: dict) -> bool:
+    """Whether a camera's run ended with tracks worth associating (complete or interrupted)."""
+    status = run.get("status")
+    if status in ("complete", "interrupted"):
+        return True
+    log.warning("%s: run.json status %r; left out of the identities (the store keeps what it had "
+                "for it); re-run `crosscam track` for this camera", camera, status)
+    return False
 
 
 def camera_folders(run_dir: Path) -> list[Path]:
@@ -197,6 +217,14 @@ def _embedder_info(runs: dict[str, dict]) -> EmbedderInfo:
 
 def _camera_input(run_dir: Path, folder: Path, run: dict, offset: float, common: bool) -> _CameraInput:
     shift = offset - float(run.get("time_offset_s", 0.0))
+    try:
+        stored = read_track_summaries(folder)
+        digest = _summaries_digest(folder)
+    except (ValueError, KeyError, OSError) as exc:
+        raise CrosscamError(
+            f"{folder}: tracks.json / track_features.npz unreadable ({str(exc).splitlines()[0][:80]}); "
+            "re-run `crosscam track` for this camera"
+        ) from None
     summaries = [
         replace(
             t,
@@ -205,7 +233,7 @@ def _camera_input(run_dir: Path, folder: Path, run: dict, offset: float, common:
             end_s=t.end_s + shift,
             thumbnail=f"{folder.name}/{t.thumbnail}" if t.thumbnail else None,
         )
-        for t in read_track_summaries(folder)
+        for t in stored
     ]
     size = run.get("frame_size")
     record = CameraRecord(
@@ -216,7 +244,7 @@ def _camera_input(run_dir: Path, folder: Path, run: dict, offset: float, common:
         fps=run.get("fps"),
         frame_size=tuple(size) if size else None,
         frames_read=run.get("frames_read"),
-        summaries_digest=_summaries_digest(folder),
+        summaries_digest=digest,
     )
     return _CameraInput(folder.name, folder, run, record, summaries)
 
@@ -246,6 +274,22 @@ def write_global_tracks(folder: Path, identity_of: dict[int, int]) -> Path:
     tmp.write_text("".join(lines))
     os.replace(tmp, out)
     return out
+
+
+def _refresh_global_video(cam: _CameraInput, identity_of: dict[int, int], progress: bool) -> None:
+    """Render ``annotated_global.mp4`` unless the one there was finished for these tracks and ids.
+
+    A stamp beside it, written only once a render completes, records what it shows; an
+    interrupted render (or a later change of identities) leaves no matching stamp.
+    """
+    stamp_path = cam.folder / GLOBAL_VIDEO_STAMP
+    stamp = json.dumps({"tracks": cam.record.summaries_digest, "identities": sorted(identity_of.items())})
+    video = cam.folder / "annotated_global.mp4"
+    if video.is_file() and stamp_path.is_file() and stamp_path.read_text() == stamp:
+        return
+    stamp_path.unlink(missing_ok=True)
+    if render_global_video(cam, identity_of, progress) is not None:
+        stamp_path.write_text(stamp)
 
 
 def render_global_video(cam: _CameraInput, identity_of: dict[int, int], progress: bool) -> Path | None:

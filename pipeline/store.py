@@ -11,19 +11,25 @@ only then commits the SQLite transaction that points ``meta.index_file`` at it. 
 Ctrl-C at any point therefore leaves the previous database and the previous index file, which
 is still what ``meta`` names; stray files of unfinished writes are removed by the next write.
 Readers open the database read-only and load the file ``meta`` names, so any number of them can
-run while one writer works (SQLite serialises writers with ``BEGIN IMMEDIATE``).
+run while one writer works (SQLite serialises writers with ``BEGIN IMMEDIATE``). A writer removes
+the files of earlier generations inside its transaction, keeping the one readers may still be
+opening (the last committed) until the next write; a reader that finds its file gone re-reads
+``meta`` once. :meth:`TrackStore.updating` serialises whole read-associate-write updates of one
+run across processes. Identity ids are never handed out twice: ``meta.max_identity`` keeps the
+largest id ever written, even after the tracks that held it are replaced.
 
 Vectors are L2-normalised and searched by inner product (= cosine similarity).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import faiss
 import numpy as np
@@ -34,6 +40,8 @@ from reid.errors import CrosscamError
 
 SCHEMA_VERSION = 1
 DB_NAME = "tracks.sqlite"
+UPDATE_LOCK = "update.lock"  # flock'ed for the whole of TrackStore.updating()
+_IVF_MIN_POINTS_PER_CELL = 39  # faiss k-means wants about this many training points per cell
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -317,15 +325,43 @@ class TrackStore:
         return index.search(_unit_rows(vectors), k)
 
     def _load_index(self) -> faiss.Index:
-        with closing(_connect(self.folder, readonly=True)) as conn:
-            (name,) = conn.execute("SELECT value FROM meta WHERE key = 'index_file'").fetchone()
-        if self._index is None or name != self._index_file:
-            if name:
-                index = faiss.read_index(str(self.folder / name))
-            else:  # never written: an empty index of the right dimension
+        for attempt in range(2):
+            with closing(_connect(self.folder, readonly=True)) as conn:
+                name = _meta(conn, "index_file")
+            if self._index is not None and name == self._index_file:
+                return self._index
+            if not name:  # never written: an empty index of the right dimension
                 index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.embedder.dim))
+            elif (self.folder / name).is_file():
+                index = faiss.read_index(str(self.folder / name))
+            elif attempt == 0:
+                continue  # two writes landed since meta was read: read it again
+            else:
+                raise CrosscamError(
+                    f"{self.folder / name}: the index file the store names is missing; "
+                    "re-run `crosscam track` for one camera of this run to rebuild it"
+                )
             self._index, self._index_file = _maybe_to_gpu(index, self.config), name
-        return self._index
+            return self._index
+        raise AssertionError("unreachable")
+
+    def max_identity(self) -> int:
+        """The largest identity id ever written to this store (0 when none was)."""
+        with closing(_connect(self.folder, readonly=True)) as conn:
+            current = conn.execute("SELECT COALESCE(MAX(identity), 0) FROM tracks").fetchone()[0]
+            return max(self._stored_max_identity(conn), int(current))
+
+    @contextmanager
+    def updating(self) -> Iterator[None]:
+        """Hold the run's update lock: one read-associate-write update at a time, across processes
+        (two concurrent ``crosscam track`` runs into one run directory would otherwise both number
+        new identities from the same snapshot)."""
+        with open(self.folder / UPDATE_LOCK, "a") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     # -- writing -------------------------------------------------------------------------
     def write(self, updates: Sequence[CameraTracks]) -> None:
@@ -340,17 +376,21 @@ class TrackStore:
                     self._replace_camera(conn, update)
                 _rebuild_identities(conn)
                 generation = int(_meta(conn, "generation")) + 1
-                index_file = f"index-{generation}.faiss"
+                committed, index_file = _meta(conn, "index_file"), f"index-{generation}.faiss"
                 self._write_index(conn, index_file)
+                (largest,) = conn.execute("SELECT COALESCE(MAX(identity), 0) FROM tracks").fetchone()
+                high_water = max(int(largest), self._stored_max_identity(conn))
                 conn.executemany(
-                    "UPDATE meta SET value = ? WHERE key = ?",
-                    [(str(generation), "generation"), (index_file, "index_file")],
+                    "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                    [("generation", str(generation)), ("index_file", index_file), ("max_identity", str(high_water))],
                 )
+                # No other writer can be midway now (we hold the write lock): every other index
+                # file but the committed one, which readers may be opening, is stale.
+                self._remove_stale_files(keep={committed, index_file})
                 _publish(conn)
             except BaseException:
                 conn.rollback()
                 raise
-        self._remove_stale_files(keep=index_file)
 
     def _replace_camera(self, conn: sqlite3.Connection, update: CameraTracks) -> None:
         cam = update.camera
@@ -399,10 +439,20 @@ class TrackStore:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, self.folder / index_file)
+        directory = os.open(self.folder, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the rename is durable before the commit that names the file
+        finally:
+            os.close(directory)
 
-    def _remove_stale_files(self, keep: str) -> None:
+    @staticmethod
+    def _stored_max_identity(conn: sqlite3.Connection) -> int:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'max_identity'").fetchone()
+        return int(row[0]) if row else 0  # stores written before max_identity existed
+
+    def _remove_stale_files(self, keep: set[str]) -> None:
         for path in self.folder.iterdir():
-            stale_index = path.name.startswith("index-") and path.name != keep
+            stale_index = path.name.startswith("index-") and path.name not in keep
             if stale_index or ".tmp-" in path.name:
                 path.unlink(missing_ok=True)
 
@@ -461,9 +511,11 @@ def build_index(vectors: np.ndarray, keys: np.ndarray, config: StoreConfig) -> f
     """A CPU FAISS index of unit ``vectors`` (N, D) float32 under ids ``keys`` (N,) int64."""
     n, d = vectors.shape
     kind = index_kind(n, config)
+    if kind == "ivf" and n < _IVF_MIN_POINTS_PER_CELL:
+        kind = "flat"  # too few vectors to train even one cell (an empty store included)
     if kind == "ivf":
         nlist = config.ivf_nlist or max(1, int(4 * np.sqrt(n)))
-        nlist = max(1, min(nlist, n // 39))  # k-means needs ~39 points per cell
+        nlist = max(1, min(nlist, n // _IVF_MIN_POINTS_PER_CELL))
         index = faiss.index_factory(d, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
         train = vectors[np.sort(np.random.default_rng(0).choice(n, min(n, nlist * 64), replace=False))]
         index.train(np.ascontiguousarray(train))

@@ -8,6 +8,7 @@ import pytest
 from pipeline.config import PipelineConfig
 from pipeline.identities import update_identities
 from pipeline.store import TrackStore
+from pipeline.types import write_track_summaries
 from reid.errors import CrosscamError
 
 from identity_runs import summary, write_camera
@@ -131,3 +132,50 @@ def test_bad_cameras_files_are_one_line_and_change_nothing(two_cameras: Path, tm
         update_identities(two_cameras, PipelineConfig(), cameras_file=cameras, progress=False)
     assert str(info.value).startswith(str(cameras)) and "\n" not in str(info.value)
     assert not (two_cameras / "store").exists() and not (two_cameras / "cameras.yaml").exists()
+
+
+def test_ids_of_replaced_tracks_are_never_handed_to_someone_else(two_cameras: Path):
+    update_identities(two_cameras, PipelineConfig(), progress=False)
+    r_identity = global_ids(two_cameras / "door")[2]  # person R, seen only by door
+    assert r_identity == 3
+    # door is tracked again: R is gone and a new person S appears.
+    S = E[4]
+    write_camera(two_cameras, "door", [summary("door", 1, 2.0, 5.0, P + 0.1 * E[3]), summary("door", 5, 2.0, 5.0, S)])
+    update_identities(two_cameras, PipelineConfig(), progress=False)
+    assert global_ids(two_cameras / "door")[5] == 4  # not R's 3
+
+
+def test_a_failed_camera_run_is_left_out_and_the_store_keeps_its_earlier_tracks(two_cameras: Path, caplog):
+    update_identities(two_cameras, PipelineConfig(), progress=False)
+    run_json = two_cameras / "door" / "run.json"
+    run_json.write_text(run_json.read_text().replace('"complete"', '"failed"'))
+    write_track_summaries(two_cameras / "door", [summary("door", 9, 2.0, 5.0, R)])  # what the failed run left
+    result = update_identities(two_cameras, PipelineConfig(), progress=False)
+    assert result.cameras_updated == [] and result.tracks == 4
+    store = TrackStore.open(two_cameras / "store")
+    assert sorted(t.track_id for t in store.tracks(camera="door")) == [1, 2]
+    assert "door: run.json status 'failed'" in caplog.text
+
+
+def test_unreadable_track_summaries_are_one_line(two_cameras: Path):
+    (two_cameras / "door" / "tracks.json").write_text('[{"camera": "door", "track_id": 1,')
+    with pytest.raises(CrosscamError, match=r"door: tracks.json / track_features.npz unreadable .*re-run") as err:
+        update_identities(two_cameras, PipelineConfig(), progress=False)
+    assert "\n" not in str(err.value)
+
+
+def test_a_global_video_without_its_finished_stamp_is_rendered_again(two_cameras: Path):
+    update_identities(two_cameras, PipelineConfig(), progress=False)
+    video = two_cameras / "hall" / "annotated_global.mp4"
+    full = frame_count(video)
+    # As if the last render was stopped midway: a short video and no stamp.
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (160, 120))
+    for _ in range(3):
+        writer.write(np.zeros((120, 160, 3), np.uint8))
+    writer.release()
+    (two_cameras / "hall" / ".annotated_global.stamp").unlink()
+    update_identities(two_cameras, PipelineConfig(), progress=False)
+    assert frame_count(video) == full
+    mtime = video.stat().st_mtime_ns
+    update_identities(two_cameras, PipelineConfig(), progress=False)  # stamp matches: left alone
+    assert video.stat().st_mtime_ns == mtime

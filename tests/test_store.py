@@ -4,6 +4,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
@@ -59,7 +60,8 @@ def test_rewriting_a_camera_replaces_only_its_tracks(tmp_path: Path):
     write_camera(store, "hall", 2, seed=2, first_identity=20)
     assert len(store.tracks(camera="hall")) == 2 and len(store.tracks(camera="door")) == 3
     assert store.identities() == [10, 11, 12, 20, 21]
-    assert len(list((tmp_path / "store").glob("index-*.faiss"))) == 1  # older generations removed
+    # Older generations are removed; the previous one stays until the next write (a reader may be opening it).
+    assert sorted(p.name for p in (tmp_path / "store").glob("index-*.faiss")) == ["index-2.faiss", "index-3.faiss"]
 
 
 def test_other_embedder_or_dimension_is_a_one_line_error_and_changes_nothing(tmp_path: Path):
@@ -157,9 +159,8 @@ def test_a_write_killed_midway_leaves_the_previous_state(tmp_path: Path, phase: 
     assert store.track_by_key(int(keys[0, 0])).track_id == 3 and sims[0, 0] == pytest.approx(1.0, abs=1e-5)
     write_camera(store, "door", 2, seed=5, first_identity=50)  # the next write works and cleans up
     assert len(store) == 6
-    assert sorted(p.name for p in folder.iterdir() if p.name != "tracks.sqlite") == [
-        next(p.name for p in folder.glob("index-*.faiss"))
-    ]
+    # No stray file of the killed write is left: only the previous generation's index and the new one.
+    assert sorted(p.name for p in folder.iterdir() if p.name != "tracks.sqlite") == ["index-1.faiss", "index-2.faiss"]
 
 
 def test_readers_see_the_old_state_while_a_writer_works(tmp_path: Path):
@@ -179,3 +180,31 @@ def test_readers_see_the_old_state_while_a_writer_works(tmp_path: Path):
         out, _ = child.communicate(timeout=120)
     assert "finished" in out
     assert len(TrackStore.open(folder, INFO)) == 304
+
+
+def test_an_ivf_store_with_too_few_tracks_to_train_uses_a_flat_index():
+    config = StoreConfig(index="ivf")
+    for n in (0, 3):
+        index = build_index(np.eye(n, 16, dtype=np.float32), np.arange(n, dtype=np.int64), config)
+        assert index.ntotal == n and "IVF" not in type(faiss.downcast_index(index.index)).__name__
+
+
+def test_a_missing_index_file_is_one_line(tmp_path: Path):
+    folder = tmp_path / "store"
+    hall = write_camera(TrackStore.create(folder, INFO), "hall", 4, seed=0)
+    for path in folder.glob("index-*.faiss"):
+        path.unlink()
+    with pytest.raises(CrosscamError, match=r"index-1.faiss: the index file the store names is missing; re-run"):
+        TrackStore.open(folder, INFO).search(hall[0].feature[None], k=1)
+
+
+def test_updating_holds_a_lock_other_processes_wait_for(tmp_path: Path):
+    store = TrackStore.create(tmp_path / "store", INFO)
+    probe = ("import fcntl, sys; f = open(sys.argv[1], 'a')\n"
+             "try:\n    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB); print('free')\n"
+             "except BlockingIOError:\n    print('held')")
+    lock = str(tmp_path / "store" / "update.lock")
+    with store.updating():
+        held = subprocess.run([sys.executable, "-c", probe, lock], capture_output=True, text=True).stdout.strip()
+    free = subprocess.run([sys.executable, "-c", probe, lock], capture_output=True, text=True).stdout.strip()
+    assert (held, free) == ("held", "free")
