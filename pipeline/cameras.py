@@ -17,7 +17,9 @@ clock; optional transit rules say which cameras connect and how long the walk ta
           min_s: 2                      # fastest walk between the two views
           max_s: 120                    # slowest
 
-With ``start`` times the common clock's zero is the earliest start. Without a cameras file each
+With ``start`` times the common clock's zero is the earliest start; give every start with a time
+zone (``+02:00``) or none. ``offset_s`` must be finite. A rule needs ``min_s <= max_s`` (seconds),
+and one rule per camera pair, which applies in both directions. Without a cameras file each
 camera's times are seconds from its own video's start, and reports say so.
 """
 
@@ -48,6 +50,8 @@ class CameraClock(BaseModel):
     def _one_way_to_say_when(self) -> "CameraClock":
         if (self.start is None) == (self.offset_s is None):
             raise ValueError(f"camera {self.name!r}: give exactly one of 'start' or 'offset_s'")
+        if self.offset_s is not None and not math.isfinite(self.offset_s):
+            raise ValueError(f"camera {self.name!r}: offset_s is {self.offset_s}; give a finite number of seconds")
         return self
 
 
@@ -55,8 +59,17 @@ class TransitRuleSpec(BaseModel):
     model_config = {"extra": "forbid"}
 
     cameras: tuple[str, str]
-    min_s: float = -math.inf
-    max_s: float = math.inf
+    min_s: float = -math.inf  # seconds
+    max_s: float = math.inf  # seconds
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> "TransitRuleSpec":
+        if not self.min_s <= self.max_s:  # also refuses nan
+            raise ValueError(
+                f"rule for cameras {self.cameras[0]} and {self.cameras[1]} has min_s {self.min_s} and max_s "
+                f"{self.max_s}, which allow no walk between them; give min_s <= max_s (seconds)"
+            )
+        return self
 
 
 class TransitionsSpec(BaseModel):
@@ -88,10 +101,25 @@ class CamerasFile(BaseModel):
         kinds = {c.start is None for c in self.cameras}
         if len(kinds) > 1:
             raise ValueError("use 'start' for every camera or 'offset_s' for every camera, not both")
+        zoned = [c.name for c in self.cameras if c.start is not None and c.start.utcoffset() is not None]
+        naive = [c.name for c in self.cameras if c.start is not None and c.start.utcoffset() is None]
+        if zoned and naive:
+            raise ValueError(
+                f"start time of camera(s) {', '.join(zoned)} has a time zone but that of {', '.join(naive)} has none; "
+                "give every start time with a zone (e.g. +02:00) or none"
+            )
+        pairs: set[frozenset[str]] = set()
         for rule in self.transitions.rules:
             unknown = set(rule.cameras) - set(names)
             if unknown:
                 raise ValueError(f"transition rule names unknown camera(s) {sorted(unknown)}")
+            pair = frozenset(rule.cameras)
+            if pair in pairs:
+                raise ValueError(
+                    f"two transition rules for cameras {' and '.join(rule.cameras)}; "
+                    "keep one (a rule applies in both directions)"
+                )
+            pairs.add(pair)
         return self
 
     def offsets(self) -> dict[str, float]:

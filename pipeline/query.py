@@ -1,8 +1,9 @@
 """Queries on a run's track store: which identity is this, and where and when was it seen?
 
 Three ways in, one answer shape (:class:`QueryResult`): identities ranked by similarity, each
-with its appearances per camera (visits: the camera's tracks of that identity, joined when less
-than ``VISIT_GAP_S`` apart), each with start/end time and frame, track ids, score, thumbnail.
+with its appearances per camera (visits: the camera's tracks of that identity, joined when at
+most ``VISIT_GAP_S`` apart), each with start/end time, start/end frame (0-based frame indices of
+the source video, not the 1-based frame numbers of ``tracks.txt``), track ids, score, thumbnail.
 
 - :func:`query_image`: a person crop, or a frame plus a box, embedded with the store's own
   embedder (the one named in the run's ``run.json``; a different fingerprint is refused);
@@ -35,19 +36,24 @@ from reid import Embedder
 from reid.config import EmbedderConfig
 from reid.errors import CrosscamError
 
-VISIT_GAP_S = 10.0  # tracks of one camera closer than this are one visit (a track broken by occlusion)
+VISIT_GAP_S = 10.0  # seconds; tracks of one camera at most this far apart are one visit (a track broken by occlusion)
 CANDIDATES_PER_RESULT = 10  # nearest tracks fetched per identity asked for, before grouping
 
 
 @dataclass
 class Appearance:
-    """One visit of an identity to one camera."""
+    """One visit of an identity to one camera.
+
+    Times are seconds (on the common clock when the run has a cameras file, else from the video's
+    start). Frames are 0-based frame indices of the camera's source video, ``end_frame`` inclusive;
+    MOTChallenge ``tracks.txt`` numbers the same frames from 1.
+    """
 
     camera: str
     start_s: float
     end_s: float
-    start_frame: int
-    end_frame: int
+    start_frame: int  # 0-based index in the source video (tracks.txt frame number - 1)
+    end_frame: int  # 0-based, inclusive
     track_ids: list[int]
     score: float
     thumbnail: str | None  # absolute path of the best-scoring track's thumbnail
@@ -102,7 +108,7 @@ def query_track(
     track = store.track(camera, track_id)
     vectors = np.vstack([store.features([track.key]), store.representatives(track.key)])
     result = _rank(store, vectors, top_k, min_score, run_dir, f"track {camera}:{track_id}")
-    return _own_identity_first(result, store, track.identity, vectors, min_score, run_dir)
+    return _own_identity_first(result, store, track.identity, vectors, min_score, run_dir, top_k)
 
 
 def query_identity(
@@ -119,7 +125,7 @@ def query_identity(
         )
     mean = store.features([t.key for t in tracks]).mean(axis=0, keepdims=True)
     result = _rank(store, mean, top_k, min_score, run_dir, f"identity {identity}")
-    return _own_identity_first(result, store, identity, mean, min_score, run_dir)
+    return _own_identity_first(result, store, identity, mean, min_score, run_dir, top_k)
 
 
 def query_image(
@@ -193,12 +199,14 @@ def _rank(
 
 
 def _own_identity_first(
-    result: QueryResult, store: TrackStore, identity: int, vectors: np.ndarray, min_score: float, run_dir
+    result: QueryResult, store: TrackStore, identity: int, vectors: np.ndarray, min_score: float, run_dir,
+    top_k: int,
 ) -> QueryResult:
+    """Put ``identity`` first when any of its appearances passes ``min_score``, then the others, at most ``top_k``."""
     own = next((m for m in result.matches if m.identity == identity), None)
     own = own or _match(store, identity, vectors, min_score, run_dir)
     others = [m for m in result.matches if m.identity != identity]
-    result.matches = ([own] if own.appearances else []) + others[: max(len(result.matches) - 1, 0)]
+    result.matches = (([own] if own.appearances else []) + others)[:top_k]
     return result
 
 
@@ -215,7 +223,7 @@ def _match(store: TrackStore, identity: int, vectors: np.ndarray, min_score: flo
 
 
 def _visits(tracks: list[StoredTrack], scores: list[float], run_dir: Path) -> list[Appearance]:
-    """Group one identity's tracks per camera into visits (gaps shorter than VISIT_GAP_S)."""
+    """Group one identity's tracks per camera into visits (gaps of at most VISIT_GAP_S seconds)."""
     visits: list[Appearance] = []
     order = sorted(range(len(tracks)), key=lambda i: (tracks[i].camera, tracks[i].start_s))
     for i in order:

@@ -3,7 +3,9 @@
 Each row shows the identity's best thumbnail in every camera that saw it (JPEG, inlined as
 base64) and a timeline with one lane per camera: a bar for each track, on the run's common
 clock, so "seen in the hall, then at the door 40 s later" reads at a glance. Without a cameras
-file each lane is in seconds from its own video's start, and the page says so.
+file each lane is in seconds from its own video's start, and the page says so. A bar's tooltip
+gives the track's seconds and its frames as 0-based indices of the source video (``tracks.txt``
+numbers them from 1).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pipeline.render import color_for_id
 from pipeline.store import StoredTrack, TrackStore
 
 THUMB_HEIGHT = 96  # pixels; thumbnails are shrunk so the page stays small
-MAX_ROWS = 2000  # beyond this the identities seen longest are shown (the page says how many)
+MAX_ROWS = 2000  # beyond this the identities seen by the most cameras (then lowest id) are shown; the page says how many
 LANE_HEIGHT, TIMELINE_WIDTH = 14, 640
 
 
@@ -30,6 +32,7 @@ def write_report(run_dir: Path, store: TrackStore, common_clock: bool) -> Path:
     by_identity: dict[int, list[StoredTrack]] = {}
     for t in tracks:
         by_identity.setdefault(t.identity, []).append(t)
+    # Over MAX_ROWS: keep the identities seen by the most cameras, ties by lowest id.
     shown = sorted(by_identity, key=lambda i: (-len({t.camera for t in by_identity[i]}), i))[:MAX_ROWS]
     shown.sort()
     t0 = min((t.start_s for t in tracks), default=0.0)
@@ -87,7 +90,7 @@ def _identity_row(
             lanes.append(
                 f'<rect x="{x:.1f}" y="{y + 2}" width="{w:.1f}" height="{LANE_HEIGHT - 4}" fill="{color}">'
                 f"<title>{html.escape(camera)} track {t.track_id}: {t.start_s:.1f}-{t.end_s:.1f} s, "
-                f"frames {t.first_frame}-{t.last_frame}</title></rect>"
+                f"frames {t.first_frame}-{t.last_frame} (0-based in the source video)</title></rect>"
             )
     height = LANE_HEIGHT * len(cameras)
     svg = f'<svg width="{TIMELINE_WIDTH + 100}" height="{height}">{"".join(lanes)}</svg>'
@@ -126,7 +129,7 @@ svg .axis {{ stroke: #ddd; }}
 <h1>{title}</h1>
 <p>{summary}</p>
 <p><em>{clock}</em></p>
-<table><thead><tr><th>identity</th><th>seen as</th><th>when, per camera</th></tr></thead>
+<table><thead><tr><th>identity</th><th>seen as</th><th>when, per camera (hover a bar: seconds, 0-based frame indices)</th></tr></thead>
 <tbody>
 {rows}
 </tbody></table></body></html>

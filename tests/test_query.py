@@ -9,7 +9,8 @@ import pytest
 from pipeline.cli.main import main
 from pipeline.config import PipelineConfig
 from pipeline.identities import update_identities
-from pipeline.store import TrackStore
+from pipeline.query import query_identity
+from pipeline.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore
 from pipeline.types import TrackSummary
 from reid import Embedder
 
@@ -68,6 +69,21 @@ def test_min_score_top_k_and_identity_queries(synthetic_run: Path, capsys):
     assert main(["query", str(synthetic_run), "--identity", str(identity)]) == 0
     table = capsys.readouterr().out
     assert f"identity {identity}" in table and "hall" in table and "no cameras file" in table
+    assert "frames 0-80 (0-based)" in table  # hall tracks 1 and 3: video frames 0..80, tracks.txt rows 1..81
+
+
+def test_identity_query_keeps_other_identities_when_its_own_misses_min_score(tmp_path: Path):
+    """Identity 7 = hall:1 (E0) + door:1 (E1): its mean is 0.71 from each; identity 12 lies on the mean."""
+    store = TrackStore.create(tmp_path / "store", EmbedderInfo("ab" * 32, "synthetic", 8))
+    hall, door = (CameraRecord(name, 0.0, False, "/v.mp4", 10.0, (64, 48), 200, "digest") for name in ("hall", "door"))
+    store.write([
+        CameraTracks(hall, [summary("hall", 1, 0.0, 3.0, E[0]), summary("hall", 2, 0.0, 3.0, E[0] + E[1])], [7, 12]),
+        CameraTracks(door, [summary("door", 1, 9.0, 12.0, E[1])], [7]),
+    ])
+    assert [m.identity for m in query_identity(tmp_path, 7, top_k=2).matches] == [7, 12]
+    strict = query_identity(tmp_path, 7, top_k=2, min_score=0.9)
+    assert [(m.identity, round(m.score, 4)) for m in strict.matches] == [(12, 1.0)]
+    assert [m.identity for m in query_identity(tmp_path, 7, top_k=1).matches] == [7]
 
 
 def test_bad_queries_are_one_line_and_change_nothing(synthetic_run: Path, tmp_path: Path, capsys):

@@ -37,7 +37,7 @@ def _print_table(result: QueryResult) -> None:
         for a in match.appearances:
             tracks = ",".join(str(t) for t in a.track_ids)
             typer.echo(
-                f"  {a.camera:12s} {_clock(a.start_s)}-{_clock(a.end_s)}  frames {a.start_frame}-{a.end_frame}"
+                f"  {a.camera:12s} {_clock(a.start_s)}-{_clock(a.end_s)}  frames {a.start_frame}-{a.end_frame} (0-based)"
                 f"  tracks {tracks:10s} score {a.score:.3f}  {a.thumbnail or ''}"
             )
 
@@ -58,7 +58,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object: identity, appearances, matches."),
     ) -> None:
         """Find a person in a run: by image, by CAMERA:TRACK_ID or by identity. Prints the identity
-        and its appearances per camera (start/end time and frame, track ids, score, thumbnail)."""
+        and its appearances per camera (start/end time, start/end frame as 0-based indices of the
+        source video, track ids, score, thumbnail)."""
         given = [name for name, value in (("--image", image), ("--track", track), ("--identity", identity))
                  if value is not None]
         if len(given) != 1:
