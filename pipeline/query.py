@@ -187,12 +187,8 @@ def _rank(
 ) -> QueryResult:
     """Identities of the tracks nearest to any of ``vectors`` (Q, D), best first."""
     _, keys = store.search(vectors, k=max(top_k, 1) * CANDIDATES_PER_RESULT)
-    identities: list[int] = []
-    for key in keys.reshape(-1).tolist():
-        if key >= 0:
-            ident = store.track_by_key(key).identity
-            if ident not in identities:
-                identities.append(ident)
+    found = [key for key in keys.reshape(-1).tolist() if key >= 0]
+    identities = list(dict.fromkeys(t.identity for t in store.tracks_by_keys(found)))
     matches = [_match(store, ident, vectors, min_score, run_dir) for ident in identities]
     matches = sorted((m for m in matches if m.appearances), key=lambda m: (-m.score, m.identity))
     return QueryResult(label, matches[:top_k], _common_clock(store))
@@ -213,10 +209,8 @@ def _own_identity_first(
 def _match(store: TrackStore, identity: int, vectors: np.ndarray, min_score: float, run_dir) -> IdentityMatch:
     tracks = store.tracks(identity=identity)
     query = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    scores = []
-    for t in tracks:
-        candidates = np.vstack([store.features([t.key]), store.representatives(t.key)])
-        scores.append(min(1.0, float((candidates @ query.T).max())))  # float32 rounding can pass 1
+    # float32 rounding can pass 1
+    scores = [min(1.0, float((both @ query.T).max())) for both in store.match_features([t.key for t in tracks])]
     appearances = [a for a in _visits(tracks, scores, Path(run_dir)) if a.score >= min_score]
     appearances.sort(key=lambda a: (-a.score, a.start_s, a.camera))
     return IdentityMatch(identity, max((a.score for a in appearances), default=-1.0), appearances)

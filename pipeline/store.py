@@ -268,11 +268,35 @@ class TrackStore:
         )
 
     def track_by_key(self, key: int) -> StoredTrack:
+        return self.tracks_by_keys([key])[0]
+
+    def tracks_by_keys(self, keys: Sequence[int]) -> list[StoredTrack]:
+        """The tracks of ``keys`` (FAISS ids), in that order, read in one transaction; KeyError for
+        a key that is not stored."""
+        rows = {row[0]: StoredTrack(*row) for row in self._rows_by_key(_TRACK_COLUMNS, keys)}  # row[0]: id
+        return [rows[k] if k in rows else _missing(k) for k in keys]
+
+    def match_features(self, keys: Sequence[int]) -> list[np.ndarray]:
+        """Per key, the track's aggregate feature then its representatives, (1 + R, D) float32."""
+        rows = {key: (feature, reps) for key, feature, reps in self._rows_by_key("id, feature, representatives", keys)}
+        return [
+            np.frombuffer(rows[k][0] + rows[k][1], np.float32).reshape(-1, self.embedder.dim)
+            if k in rows else _missing(k)
+            for k in keys
+        ]
+
+    def _rows_by_key(self, columns: str, keys: Sequence[int]) -> list[tuple]:
+        """``SELECT columns FROM tracks`` for ``keys``, in chunks (SQLite caps the number of
+        parameters), all in one read transaction so every row comes from one state of the store."""
+        unique = list(dict.fromkeys(int(k) for k in keys))
+        rows: list[tuple] = []
         with closing(_connect(self.folder, readonly=True)) as conn:
-            row = conn.execute(f"SELECT {_TRACK_COLUMNS} FROM tracks WHERE id = ?", (key,)).fetchone()
-        if row is None:
-            raise KeyError(key)
-        return StoredTrack(*row)
+            conn.execute("BEGIN")
+            for lo in range(0, len(unique), _KEYS_PER_QUERY):
+                chunk = unique[lo : lo + _KEYS_PER_QUERY]
+                marks = ",".join("?" * len(chunk))
+                rows += conn.execute(f"SELECT {columns} FROM tracks WHERE id IN ({marks})", chunk).fetchall()
+        return rows
 
     def identities(self) -> list[int]:
         with closing(_connect(self.folder, readonly=True)) as conn:
@@ -282,16 +306,11 @@ class TrackStore:
         """Aggregate features of the given track keys, (len(keys), D) float32, in that order."""
         if not keys:
             return np.zeros((0, self.embedder.dim), np.float32)
-        marks = ",".join("?" * len(keys))
-        with closing(_connect(self.folder, readonly=True)) as conn:
-            blobs = dict(conn.execute(f"SELECT id, feature FROM tracks WHERE id IN ({marks})", list(keys)))
-        return np.stack([np.frombuffer(blobs[k], np.float32) for k in keys])
+        return np.stack([both[0] for both in self.match_features(keys)])
 
     def representatives(self, key: int) -> np.ndarray:
         """A track's representative features, (R, D) float32."""
-        with closing(_connect(self.folder, readonly=True)) as conn:
-            (blob,) = conn.execute("SELECT representatives FROM tracks WHERE id = ?", (key,)).fetchone()
-        return np.frombuffer(blob, np.float32).reshape(-1, self.embedder.dim)
+        return self.match_features([key])[0][1:]
 
     def summaries(self) -> tuple[list[TrackSummary], list[int]]:
         """Every stored track as a TrackSummary (common-clock times) and its identity id."""
@@ -457,6 +476,11 @@ class TrackStore:
                 path.unlink(missing_ok=True)
 
 
+def _missing(key: int):
+    raise KeyError(key)
+
+
+_KEYS_PER_QUERY = 500  # track keys per SELECT ... IN (...): well under SQLite's parameter limit
 _TRACK_COLUMNS = (
     "id, camera, track_id, first_frame, last_frame, start_s, end_s, num_detections, thumbnail, identity"
 )

@@ -208,3 +208,19 @@ def test_updating_holds_a_lock_other_processes_wait_for(tmp_path: Path):
         held = subprocess.run([sys.executable, "-c", probe, lock], capture_output=True, text=True).stdout.strip()
     free = subprocess.run([sys.executable, "-c", probe, lock], capture_output=True, text=True).stdout.strip()
     assert (held, free) == ("held", "free")
+
+
+def test_batched_lookups_keep_the_order_asked_for(tmp_path: Path, monkeypatch):
+    store = TrackStore.create(tmp_path / "store", INFO)
+    hall = write_camera(store, "hall", 7, seed=0)
+    monkeypatch.setattr("pipeline.store._KEYS_PER_QUERY", 3)  # several chunks
+    keys = [t.key for t in store.tracks()]
+    asked = [keys[5], keys[0], keys[5], keys[3], keys[6]]
+    assert [t.key for t in store.tracks_by_keys(asked)] == asked
+    both = store.match_features(asked)
+    for key, stacked in zip(asked, both):
+        track = store.track_by_key(key)
+        np.testing.assert_allclose(stacked[0], unit(hall[track.track_id - 1].feature), atol=1e-6)
+        np.testing.assert_allclose(stacked[1:], hall[track.track_id - 1].representatives)
+    with pytest.raises(KeyError):
+        store.tracks_by_keys([keys[0], 10_000])
