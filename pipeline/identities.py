@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,22 @@ class _CameraInput:
     folder: Path
     run: dict  # the camera's run.json
     record: CameraRecord
-    summaries: list[TrackSummary]  # common-clock times, thumbnails relative to the run directory
+    shift_s: float  # added to the camera's own track times to put them on the common clock
+
+    @cached_property
+    def summaries(self) -> list[TrackSummary]:
+        """Common-clock times, thumbnails relative to the run directory; read only when needed
+        (an unchanged camera's are not)."""
+        return [
+            replace(
+                t,
+                camera=self.name,
+                start_s=t.start_s + self.shift_s,
+                end_s=t.end_s + self.shift_s,
+                thumbnail=f"{self.name}/{t.thumbnail}" if t.thumbnail else None,
+            )
+            for t in _unreadable_is_one_line(self.folder, read_track_summaries)
+        ]
 
 
 def update_identities(
@@ -216,25 +232,6 @@ def _embedder_info(runs: dict[str, dict]) -> EmbedderInfo:
 
 
 def _camera_input(run_dir: Path, folder: Path, run: dict, offset: float, common: bool) -> _CameraInput:
-    shift = offset - float(run.get("time_offset_s", 0.0))
-    try:
-        stored = read_track_summaries(folder)
-        digest = _summaries_digest(folder)
-    except (ValueError, KeyError, OSError) as exc:
-        raise CrosscamError(
-            f"{folder}: tracks.json / track_features.npz unreadable ({str(exc).splitlines()[0][:80]}); "
-            "re-run `crosscam track` for this camera"
-        ) from None
-    summaries = [
-        replace(
-            t,
-            camera=folder.name,
-            start_s=t.start_s + shift,
-            end_s=t.end_s + shift,
-            thumbnail=f"{folder.name}/{t.thumbnail}" if t.thumbnail else None,
-        )
-        for t in stored
-    ]
     size = run.get("frame_size")
     record = CameraRecord(
         name=folder.name,
@@ -244,9 +241,20 @@ def _camera_input(run_dir: Path, folder: Path, run: dict, offset: float, common:
         fps=run.get("fps"),
         frame_size=tuple(size) if size else None,
         frames_read=run.get("frames_read"),
-        summaries_digest=digest,
+        summaries_digest=_unreadable_is_one_line(folder, _summaries_digest),
     )
-    return _CameraInput(folder.name, folder, run, record, summaries)
+    return _CameraInput(folder.name, folder, run, record, offset - float(run.get("time_offset_s", 0.0)))
+
+
+def _unreadable_is_one_line(folder: Path, read):
+    """``read(folder)``, with a broken or missing summaries file as a one-line error."""
+    try:
+        return read(folder)
+    except (ValueError, KeyError, OSError) as exc:
+        raise CrosscamError(
+            f"{folder}: tracks.json / track_features.npz unreadable ({str(exc).splitlines()[0][:80]}); "
+            "re-run `crosscam track` for this camera"
+        ) from None
 
 
 def _summaries_digest(folder: Path) -> str:
