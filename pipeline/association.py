@@ -38,7 +38,7 @@ from tqdm import tqdm
 from pipeline.config import AssociationConfig
 from pipeline.types import TrackSummary
 
-_MIN_TRACKS_PER_CAMERA_MEAN = 4  # center_cameras: fewer tracks use the mean of all cameras
+MIN_TRACKS_TO_CENTER = 8  # center_cameras: below this many tracks in a camera, features stay raw
 _IVF_NPROBE = 8  # cells visited per kNN query when the graph is built with IVF
 _IVF_PCA_DIM = 128  # the approximate kNN graph is searched in this many PCA dimensions
 _IVF_TRAIN_POINTS_PER_CELL = 40  # faiss' k-means wants about 40 points per centroid
@@ -96,6 +96,7 @@ class AssociationResult:
     links_considered: int  # candidate links above the threshold
     merges: int  # links that merged two clusters
     blocked_by_constraints: int  # links refused because of time overlap or transit rules
+    centered: bool  # features were centred per camera (and compared at centered_threshold)
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of "knn" and "merge"
 
 
@@ -127,11 +128,14 @@ def associate_tracks(
     if len(known) != len(known_identities):
         raise ValueError("known and known_identities must have the same length")
     if not tracks:
-        return AssociationResult(np.zeros((0,), np.int64), 0, 0, 0)
+        return AssociationResult(np.zeros((0,), np.int64), 0, 0, 0, False)
     everything = [*known, *tracks]
     features = _unit_rows(np.stack([t.feature for t in everything]).astype(np.float32))
+    threshold, centered = config.threshold, None
     if config.center_cameras:
-        features = center_per_camera(features, [t.camera for t in everything])
+        centered = center_per_camera(features, [t.camera for t in everything])
+    if centered is not None:
+        features, threshold = centered, config.centered_threshold
     clusters = _Clusters(everything, features, config.overlap_tolerance_s, transit)
     for identity in sorted(set(known_identities)):
         members = [i for i, ident in enumerate(known_identities) if ident == identity]
@@ -139,18 +143,18 @@ def associate_tracks(
 
     n_known = len(known)
     started = time.perf_counter()
-    first, second, sims = _candidate_links(features, n_known, config)
+    first, second, sims = _candidate_links(features, n_known, config, threshold)
     knn_done = time.perf_counter()
     merges = blocked = 0
     pairs = zip(first.tolist(), second.tolist())
     for a, b in tqdm(pairs, total=len(sims), desc="associate", disable=not progress):
-        outcome = clusters.try_merge(a, b, config.threshold)
+        outcome = clusters.try_merge(a, b, threshold)
         merges += outcome == "merged"
         blocked += outcome == "blocked"
 
     ids = clusters.identity_ids(next_id=max(max(known_identities, default=0) + 1, first_new_identity))
     seconds = {"knn": knn_done - started, "merge": time.perf_counter() - knn_done}
-    return AssociationResult(ids[n_known:], len(sims), merges, blocked, seconds)
+    return AssociationResult(ids[n_known:], len(sims), merges, blocked, centered is not None, seconds)
 
 
 def pairwise_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -181,30 +185,30 @@ def pairwise_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     }
 
 
-def center_per_camera(features: np.ndarray, cameras: Sequence[str]) -> np.ndarray:
-    """Unit ``features`` (N, D) minus the mean feature of their camera, made unit length again.
+def center_per_camera(features: np.ndarray, cameras: Sequence[str]) -> np.ndarray | None:
+    """Unit ``features`` (N, D) minus the mean feature of their camera, made unit length again;
+    None when a camera has fewer than ``MIN_TRACKS_TO_CENTER`` tracks (no reliable mean).
 
     Every camera adds its own bias to appearance features (colour cast, light, background, viewing
     angle): the tracks of one camera resemble each other more than one person seen by two cameras.
     Subtracting each camera's mean track feature removes that shared part, so cosines compare
-    people, not cameras. A camera with fewer than ``_MIN_TRACKS_PER_CAMERA_MEAN`` tracks has no
-    reliable mean of its own (with one track, its mean is the track) and uses the mean of all
-    tracks. Fewer than that many tracks in all: returned unchanged.
+    people, not cameras. With one track, a camera's mean is the track itself, hence the minimum.
 
-    >>> f = np.array([[1.0, 0.2], [1.0, -0.2], [0.2, 1.0], [-0.2, 1.0]] * 2, np.float32)
-    >>> c = center_per_camera(_unit_rows(f), ["a", "a", "b", "b"] * 2)
-    >>> np.round(c[:4] @ c[:4].T, 2).tolist()[0]  # a's two people are now opposite, like b's
-    [1.0, -1.0, 0.0, 0.0]
+    >>> f = np.array([[1.0, 0.2], [1.0, -0.2], [0.2, 1.0], [-0.2, 1.0]] * 4, np.float32)
+    >>> c = center_per_camera(_unit_rows(f), ["a", "a", "b", "b"] * 4)
+    >>> np.round(c[:4] @ c[:4].T, 2).tolist()[0] == [1.0, -1.0, 0.0, 0.0]  # a's two people: opposite
+    True
+    >>> center_per_camera(_unit_rows(f[:10]), ["a"] * 8 + ["b"] * 2) is None  # b: 2 tracks
+    True
     """
     cameras = np.asarray(cameras)
-    if len(features) < _MIN_TRACKS_PER_CAMERA_MEAN:
-        return features
-    overall = features.mean(axis=0)
+    names, counts = np.unique(cameras, return_counts=True)
+    if len(names) == 0 or counts.min() < MIN_TRACKS_TO_CENTER:
+        return None
     centered = np.empty_like(features)
-    for camera in np.unique(cameras):
+    for camera in names:
         rows = cameras == camera
-        own = rows.sum() >= _MIN_TRACKS_PER_CAMERA_MEAN
-        centered[rows] = features[rows] - (features[rows].mean(axis=0) if own else overall)
+        centered[rows] = features[rows] - features[rows].mean(axis=0)
     return _unit_rows(centered)
 
 
@@ -214,7 +218,7 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
 
 
 def _candidate_links(
-    features: np.ndarray, n_known: int, config: AssociationConfig
+    features: np.ndarray, n_known: int, config: AssociationConfig, threshold: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Links (i, j, cosine) from each new track to its nearest neighbours, strongest first.
 
@@ -225,7 +229,7 @@ def _candidate_links(
     rows = np.repeat(np.arange(n_known, len(features)), k)
     cols = neighbors.reshape(-1)
     sims = sims.reshape(-1)
-    keep = (cols >= 0) & (cols != rows) & (sims >= config.threshold)
+    keep = (cols >= 0) & (cols != rows) & (sims >= threshold)
     i = np.minimum(rows[keep], cols[keep]).astype(np.int64)
     j = np.maximum(rows[keep], cols[keep]).astype(np.int64)
     sims = sims[keep]

@@ -159,8 +159,9 @@ def _associate_and_write(store: TrackStore, changed: list["_CameraInput"], confi
     )
     ids = iter(result.identity_ids.tolist())
     store.write([CameraTracks(c.record, c.summaries, [next(ids) for _ in c.summaries]) for c in changed])
-    log.info("identities: %d links, %d merges, %d blocked by constraints",
-             result.links_considered, result.merges, result.blocked_by_constraints)
+    log.info("identities: %d links, %d merges, %d blocked by constraints (features %s)",
+             result.links_considered, result.merges, result.blocked_by_constraints,
+             "centred per camera" if result.centered else "raw")
 
 
 def _finished(camera: str, run: dict) -> bool:

@@ -110,7 +110,9 @@ def main() -> None:
     parser.add_argument("--twin-share", type=float, default=0.05)
     parser.add_argument("--peer-tracks", type=int, default=6_000)
     args = parser.parse_args()
-    config = AssociationConfig()
+    # The synthetic features carry no camera bias and the peer (SciPy) compares raw cosines, so
+    # both run on raw features at the raw threshold.
+    config = AssociationConfig(center_cameras=False)
 
     tracks, truth = synthetic_tracks(args.tracks, args.cameras, args.twin_share)
     feats = np.stack([t.feature for t in tracks[:4000]])

@@ -15,7 +15,10 @@ threshold is the smallest one whose mean group precision reaches ``--min-precisi
 false merge makes query answers wrong (another person's appearances), a split only loses some,
 so precision comes first. The F1-best threshold is printed too.
 
-    .venv/bin/python tests/benchmarks/calibrate_threshold.py [--split bounding_box_train] [--cache f.npz]
+    .venv/bin/python tests/benchmarks/calibrate_threshold.py [--split bounding_box_train] [--cache f.npz] [--center-cameras]
+
+``--center-cameras`` calibrates ``association.centered_threshold`` instead: the same sweep on
+track features centred per camera (``pipeline.association.center_per_camera``).
 """
 
 from __future__ import annotations
@@ -83,27 +86,31 @@ def describe(label: str, positives: np.ndarray, negatives: np.ndarray, max_false
     return chosen
 
 
-def association_f1(tracks: np.ndarray, pids: np.ndarray, cams: np.ndarray, threshold: float) -> dict:
-    """Run associate_tracks on the tracks (each its own 5 s slot, so time never decides)."""
+def association_f1(tracks: np.ndarray, pids: np.ndarray, cams: np.ndarray, threshold: float, centre: bool) -> dict:
+    """Run associate_tracks on the tracks (each its own 5 s slot, so time never decides); with
+    ``centre``, on features centred per camera at ``centered_threshold``."""
     summaries = [
         TrackSummary(f"c{c}", i + 1, 100 * i, 100 * i + 50, 10.0 * i, 10.0 * i + 5, 50, f, f[None])
         for i, (f, c) in enumerate(zip(tracks, cams.tolist()))
     ]
-    ids = associate_tracks(summaries, AssociationConfig(threshold=threshold)).identity_ids
+    config = AssociationConfig(threshold=threshold, centered_threshold=threshold, center_cameras=centre)
+    result = associate_tracks(summaries, config)
+    assert result.centered == centre, "every camera needs 4+ tracks to centre"
+    ids = result.identity_ids
     return pairwise_scores(ids, pids)
 
 
 def sweep(tracks: np.ndarray, pids: np.ndarray, cams: np.ndarray, group: int, draws: int,
-          min_precision: float) -> float:
+          min_precision: float, centre: bool) -> float:
     rng = np.random.default_rng(0)
     people = np.unique(pids)
     groups = [np.isin(pids, rng.choice(people, group, replace=False)) for _ in range(draws)]
     print(f"\nassociate_tracks on {len(tracks)} tracks of {len(people)} people, and on {draws} groups of {group}:")
     print("  threshold  all: precision recall  F1     groups: precision recall  F1")
     best, precise = (-1.0, 0.0), None
-    for t in np.arange(0.55, 0.86, 0.025):
-        full = association_f1(tracks, pids, cams, t)
-        parts = [association_f1(tracks[g], pids[g], cams[g], t) for g in groups]
+    for t in np.arange(0.3, 0.61, 0.025) if centre else np.arange(0.55, 0.86, 0.025):
+        full = association_f1(tracks, pids, cams, t, centre)
+        parts = [association_f1(tracks[g], pids[g], cams[g], t, centre) for g in groups]
         mean = {k: float(np.mean([p[k] for p in parts])) for k in ("precision", "recall", "f1")}
         print(f"  {t:9.3f}  {full['precision']:14.3f} {full['recall']:6.3f} {full['f1']:6.3f}"
               f"  {mean['precision']:17.3f} {mean['recall']:6.3f} {mean['f1']:6.3f}")
@@ -123,6 +130,8 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=50)
     parser.add_argument("--min-precision", type=float, default=0.8, help="group precision the threshold must reach")
     parser.add_argument("--cache", type=Path, help="npz of features/pids/cams to reuse (written if missing)")
+    parser.add_argument("--center-cameras", action="store_true",
+                        help="calibrate association.centered_threshold (features centred per camera)")
     args = parser.parse_args()
 
     if args.cache is not None and args.cache.is_file():
@@ -140,8 +149,9 @@ def main() -> None:
     tracks, track_pids, track_cams = track_features(features, pids, cams)
     describe("tracks (mean of a person's crops per camera)",
              *pair_similarities(tracks, track_pids, track_cams), args.max_false_link_rate)
-    chosen = sweep(tracks, track_pids, track_cams, args.group, args.draws, args.min_precision)
-    print(f"\nsuggested association.threshold (smallest with mean precision >= {args.min_precision} "
+    chosen = sweep(tracks, track_pids, track_cams, args.group, args.draws, args.min_precision, args.center_cameras)
+    key = "centered_threshold" if args.center_cameras else "threshold"
+    print(f"\nsuggested association.{key} (smallest with mean precision >= {args.min_precision} "
           f"over groups of {args.group}): {chosen:.3f}")
 
 
