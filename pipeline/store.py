@@ -23,7 +23,6 @@ Vectors are L2-normalised and searched by inner product (= cosine similarity).
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sqlite3
 from contextlib import closing, contextmanager
@@ -33,6 +32,11 @@ from typing import Iterator, Sequence
 
 import faiss
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; concurrent updates of one run are then not serialised
+    fcntl = None
 
 from pipeline.config import StoreConfig
 from pipeline.types import TrackSummary
@@ -375,6 +379,9 @@ class TrackStore:
         """Hold the run's update lock: one read-associate-write update at a time, across processes
         (two concurrent ``crosscam track`` runs into one run directory would otherwise both number
         new identities from the same snapshot)."""
+        if fcntl is None:
+            yield
+            return
         with open(self.folder / UPDATE_LOCK, "a") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:
