@@ -23,6 +23,7 @@ from reid.training import PKSampler, Trainer, load_train_config, load_trained_mo
 from reid.training.checkpoint_io import describe_model
 from reid.training.config import ModelSection, SolverSection
 from reid.training.ema import ModelEma
+from reid.training.freeze import BackboneFreeze
 from reid.training.models import build_train_model, load_imagenet_backbone
 from reid.training.schedule import build_optimizer, learning_rate, set_learning_rate
 from reid.training.transforms import TrainAugment
@@ -296,3 +297,63 @@ def test_resume_continues_the_ema_exactly_and_needs_its_state(tmp_path):
     save_checkpoint(tmp_path / "plain" / "last.pth", build_train_model(cfg, 6), describe_model(cfg, (64, 32), 6, 512))
     with pytest.raises(CrosscamError, match="without solver.ema_decay"):
         Trainer(two_epochs, data, tmp_path / "plain", resume=True, progress=False).run()
+
+
+def test_freeze_iters_defaults_off_and_refuses_negative():
+    assert SolverSection().freeze_iters == 0
+    assert load_train_config(None, ["solver.freeze_iters=226"]).solver.freeze_iters == 226
+    with pytest.raises(CrosscamError, match="freeze_iters"):
+        load_train_config(None, ["solver.freeze_iters=-1"])
+
+
+def test_backbone_freeze_toggles_grads_and_bn_mode_by_iteration():
+    model = build_train_model(ModelSection(backbone="resnet18", pretrained=False), num_classes=5)
+    optimizer = build_optimizer(model, SolverSection())  # built first: it must hold the backbone
+    freeze = BackboneFreeze(model, iters=2)
+    model.train()
+    assert freeze.update(0) and not model.backbone.training and not model.backbone.bn1.training
+    assert model.training and model.neck.training  # the head trains
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    model.train()  # each epoch starts with model.train(): the next update puts the backbone back in eval
+    assert freeze.update(1) and not model.backbone.layer1[0].bn1.training
+    assert not freeze.update(2) and model.backbone.training and model.backbone.layer1[0].bn1.training
+    assert all(p.requires_grad for p in model.backbone.parameters()) and not model.neck.bias.requires_grad
+    assert sum(len(group["params"]) for group in optimizer.param_groups) == sum(p.requires_grad for p in model.parameters())
+
+
+def test_freeze_keeps_the_backbone_bit_identical_through_resume_then_trains_it(tmp_path, monkeypatch):
+    import reid.training.trainer as trainer_module
+
+    starts = []
+
+    def recording_build(*args, **kwargs):
+        model = build_train_model(*args, **kwargs)
+        starts.append({key: value.clone() for key, value in model.state_dict().items()})
+        return model
+
+    monkeypatch.setattr(trainer_module, "build_train_model", recording_build)
+    data = write_market_folder(tmp_path / "market")
+    out = tmp_path / "run"
+    # 3 iterations per epoch, frozen for 6: epoch 1, and epoch 2 after a resume, are frozen; epoch 3 is not.
+    # Weight decay (5e-4) and the EMA are on: neither may touch the frozen backbone.
+    frozen = [*EMA_TINY, "solver.freeze_iters=6"]
+    for epochs in (1, 2, 3):
+        Trainer(load_train_config(None, [*frozen, f"solver.epochs={epochs}"]), data, out, resume=epochs > 1, progress=False).run()
+        last = torch.load(out / "last.pth", weights_only=True)
+        model, ema = (trainer_module._crosscam_weights(last[key], last["crosscam"]) for key in ("model", "ema"))
+        start = starts[0]
+        backbone = [key for key in model if key.startswith("backbone.")]
+        running = {key for key in backbone if "running_" in key}
+        moved = {key for key in backbone if not torch.equal(model[key], start[key])}
+        assert running and not torch.equal(model["classifier.weight"], start["classifier.weight"])  # the head trains
+        assert not torch.equal(model["neck.weight"], start["neck.weight"])
+        assert not torch.equal(model["neck.running_mean"], start["neck.running_mean"])
+        trained = [key for key in backbone if "running_" not in key and "num_batches" not in key]
+        if epochs < 3:
+            assert not moved  # weights and BatchNorm running statistics bit-identical to the start
+            assert not any(not torch.equal(ema[key], start[key]) for key in backbone)  # so is the EMA's backbone
+            assert len(last["optimizer"]["state"]) == 2  # Adam only ever stepped the neck weight and classifier
+        else:
+            assert running < moved and set(trained) <= moved  # released: weights and statistics move
+            assert len(last["optimizer"]["state"]) == len(trained) + 2
+    assert [row["iteration"] for row in read_log(out / "log.csv")] == [3, 6, 9]

@@ -70,7 +70,7 @@ class LossSection(_Section):
 
 
 class SolverSection(_Section):
-    """Adam, per-iteration linear warm-up, then per-epoch MultiStep decay; optionally an EMA of the weights."""
+    """Adam, per-iteration linear warm-up, then per-epoch MultiStep decay; optionally a backbone freeze and an EMA."""
 
     base_lr: float = Field(3.5e-4, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
@@ -87,6 +87,14 @@ class SolverSection(_Section):
     # plain mean of all steps so far before that (reid.training.ema). When on, the periodic and final
     # evaluations and model.pth are of the averaged weights; last.pth keeps both for --resume.
     ema_decay: float | None = Field(None, gt=0, lt=1)
+    # fast-reid's SOLVER.FREEZE_ITERS with MODEL.FREEZE_LAYERS [backbone]: for the first N iterations
+    # only the head (BNNeck + classifier) trains, so the new classifier's large early gradients do not
+    # reach pretrained features; the backbone gets no gradient (no Adam update, no weight decay) and
+    # runs in eval mode (BatchNorm statistics fixed). 0 = off. The warm-up still counts from iteration
+    # 0 (the backbone joins at the warm-up lr of iteration N; its Adam moments start then), the head
+    # keeps heads_lr_factor throughout, the EMA keeps updating (its backbone stays the start weights
+    # until N), and a resumed run freezes up to N too (reid.training.freeze).
+    freeze_iters: int = Field(0, ge=0)
 
 
 class EvalSection(_Section):

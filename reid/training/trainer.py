@@ -18,6 +18,10 @@ model's device; it changes nothing in the training itself. Resuming a ``last.pth
 weights with ``ema_decay`` set is refused (the average cannot be rebuilt); resuming an EMA run
 with ``ema_decay`` unset drops the average.
 
+Backbone freeze (``solver.freeze_iters``, :mod:`reid.training.freeze`): for the first N global
+iterations only the head trains; the backbone takes no gradient and runs in eval mode. A resumed
+run freezes up to N as well (the state follows the restored iteration count).
+
 Seeds: the PK batches of an epoch depend on ``(seed, epoch)`` and torch's generator (augmentation,
 initialisation) is re-seeded per epoch, so a resumed run sees the same batches and augmentations.
 
@@ -51,6 +55,7 @@ from reid.training.checkpoint_io import describe_model, key_generation, save_che
 from reid.training.config import TrainConfig
 from reid.training.data import TrainImages
 from reid.training.ema import ModelEma
+from reid.training.freeze import BackboneFreeze
 from reid.training.losses import bot_loss
 from reid.training.models import build_train_model
 from reid.training.sampler import PKSampler
@@ -104,6 +109,7 @@ class Trainer:
         meta = describe_model(cfg.model, cfg.input.size, images.num_classes, model.feat_dim)
         optimizer = build_optimizer(model, cfg.solver)
         ema = ModelEma(model, cfg.solver.ema_decay) if cfg.solver.ema_decay is not None else None
+        freeze = BackboneFreeze(model, cfg.solver.freeze_iters)  # after the optimizer: it holds the backbone
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
         sampler = PKSampler(images.pids, cfg.sampler.ids_per_batch, cfg.sampler.instances, cfg.seed)
         augment = TrainAugment(cfg.input.size, cfg.input.flip_prob, cfg.input.padding, cfg.input.erasing_prob)
@@ -121,7 +127,9 @@ class Trainer:
         final = ema.module if ema is not None else model  # what is evaluated and saved as model.pth
         for epoch in range(start_epoch, cfg.solver.epochs):
             torch.manual_seed(cfg.seed * 100_003 + epoch)
-            row, iteration = self._train_epoch(model, optimizer, scaler, ema, images, sampler, augment, epoch, iteration, iters_per_epoch)
+            row, iteration = self._train_epoch(
+                model, optimizer, scaler, ema, freeze, images, sampler, augment, epoch, iteration, iters_per_epoch
+            )
             row["ema_decay"] = cfg.solver.ema_decay
             last_epoch = epoch + 1 == cfg.solver.epochs
             if last_epoch or (cfg.eval.period > 0 and (epoch + 1) % cfg.eval.period == 0):
@@ -137,7 +145,7 @@ class Trainer:
                 save_checkpoint(self.out_dir / "model.pth", final, meta)
         return {**metrics, "model": str(self.out_dir / "model.pth"), "log": str(log.path)}
 
-    def _train_epoch(self, model, optimizer, scaler, ema, images, sampler, augment, epoch, iteration, iters_per_epoch):
+    def _train_epoch(self, model, optimizer, scaler, ema, freeze, images, sampler, augment, epoch, iteration, iters_per_epoch):
         cfg = self.cfg
         model.train()
         # Sums stay on the device: reading them every step would stall a GPU on each iteration.
@@ -149,6 +157,7 @@ class Trainer:
         for step, indices in enumerate(bar):
             lr = learning_rate(cfg.solver, iteration, epoch)
             set_learning_rate(optimizer, lr)
+            freeze.update(iteration)  # backbone frozen (no grad, eval mode) while iteration < solver.freeze_iters
             pixels, labels = images.batch(indices)
             pixels = augment(pixels).to(self.device, memory_format=torch.channels_last)
             labels = labels.to(self.device)
