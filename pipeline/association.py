@@ -20,8 +20,12 @@ The method is constrained agglomerative clustering on a k-nearest-neighbour grap
 
 Times are seconds on the common clock (``pipeline.cameras`` puts every camera on it).
 
-The default threshold (``AssociationConfig.threshold``) was calibrated on real OSNet-x0.25
-features, see ``tests/benchmarks/calibrate_threshold.py`` and the note in ``pipeline/config.py``.
+Before step 1, with ``AssociationConfig.center_cameras`` (the default) and at least
+``MIN_TRACKS_TO_CENTER`` tracks in every camera, each feature has its camera's mean track feature
+subtracted (:func:`center_per_camera`), and ``centered_threshold`` replaces ``threshold`` below.
+
+Both default thresholds were calibrated on real OSNet-x0.25 features, see
+``tests/benchmarks/calibrate_threshold.py`` and the note in ``pipeline/config.py``.
 """
 
 from __future__ import annotations
