@@ -106,7 +106,7 @@ def query_track(
     """Identities like the stored track ``camera:track_id``; its own identity ranks first."""
     store = open_run_store(run_dir, config)
     track = store.track(camera, track_id)
-    vectors = np.vstack([store.features([track.key]), store.representatives(track.key)])
+    vectors = store.match_features([track.key])[0]  # (1 + R, D): its aggregate feature and representatives
     result = _rank(store, vectors, top_k, min_score, run_dir, f"track {camera}:{track_id}")
     return _own_identity_first(result, store, track.identity, vectors, min_score, run_dir, top_k)
 
