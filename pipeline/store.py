@@ -15,8 +15,9 @@ run while one writer works (SQLite serialises writers with ``BEGIN IMMEDIATE``).
 the files of earlier generations inside its transaction, keeping the one readers may still be
 opening (the last committed) until the next write; a reader that finds its file gone re-reads
 ``meta`` once. :meth:`TrackStore.updating` serialises whole read-associate-write updates of one
-run across processes. Identity ids are never handed out twice: ``meta.max_identity`` keeps the
-largest id ever written, even after the tracks that held it are replaced.
+run across processes. Identity ids and track keys (FAISS ids) are never handed out twice:
+``meta.max_identity`` and ``meta.max_track_key`` keep the largest ever written, even after the
+tracks that held them are replaced, so a key a query found keeps naming its track or none.
 
 Vectors are L2-normalised and searched by inner product (= cosine similarity).
 """
@@ -372,7 +373,7 @@ class TrackStore:
         """The largest identity id ever written to this store (0 when none was)."""
         with closing(_connect(self.folder, readonly=True)) as conn:
             current = conn.execute("SELECT COALESCE(MAX(identity), 0) FROM tracks").fetchone()[0]
-            return max(self._stored_max_identity(conn), int(current))
+            return max(_stored_int(conn, "max_identity"), int(current))
 
     @contextmanager
     def updating(self) -> Iterator[None]:
@@ -404,11 +405,17 @@ class TrackStore:
                 generation = int(_meta(conn, "generation")) + 1
                 committed, index_file = _meta(conn, "index_file"), f"index-{generation}.faiss"
                 self._write_index(conn, index_file)
-                (largest,) = conn.execute("SELECT COALESCE(MAX(identity), 0) FROM tracks").fetchone()
-                high_water = max(int(largest), self._stored_max_identity(conn))
+                largest_identity, largest_key = conn.execute(
+                    "SELECT COALESCE(MAX(identity), 0), COALESCE(MAX(id), 0) FROM tracks"
+                ).fetchone()
                 conn.executemany(
                     "INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                    [("generation", str(generation)), ("index_file", index_file), ("max_identity", str(high_water))],
+                    [
+                        ("generation", str(generation)),
+                        ("index_file", index_file),
+                        ("max_identity", str(max(int(largest_identity), _stored_int(conn, "max_identity")))),
+                        ("max_track_key", str(max(int(largest_key), _stored_int(conn, "max_track_key")))),
+                    ],
                 )
                 # No other writer can be midway now (we hold the write lock): every other index
                 # file but the committed one, which readers may be opening, is stale.
@@ -422,6 +429,11 @@ class TrackStore:
         cam = update.camera
         if len(update.tracks) != len(update.identities):
             raise ValueError("one identity per track is needed")
+        # Track keys (FAISS ids) are never reused: a query that searched the index just before this
+        # write must not find its keys naming other tracks afterwards. New keys start above every
+        # key this store ever held (meta.max_track_key), including the rows deleted here.
+        (largest_key,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM tracks").fetchone()
+        first_key = max(int(largest_key), _stored_int(conn, "max_track_key")) + 1
         conn.execute("DELETE FROM tracks WHERE camera = ?", (cam.name,))
         conn.execute(
             "INSERT OR REPLACE INTO cameras VALUES (?, ?, ?)",
@@ -433,7 +445,7 @@ class TrackStore:
             (cam.name, cam.source, cam.fps, width, height, cam.frames_read, cam.summaries_digest),
         )
         rows = []
-        for t, identity in zip(update.tracks, update.identities):
+        for key, (t, identity) in enumerate(zip(update.tracks, update.identities), start=first_key):
             feature = np.asarray(t.feature, np.float32)
             if feature.shape != (self.embedder.dim,):
                 raise CrosscamError(
@@ -442,16 +454,16 @@ class TrackStore:
                 )
             rows.append(
                 (
-                    cam.name, t.track_id, t.first_frame, t.last_frame, t.start_s, t.end_s,
+                    key, cam.name, t.track_id, t.first_frame, t.last_frame, t.start_s, t.end_s,
                     t.num_detections, t.thumbnail, int(identity),
                     _unit_rows(feature[None])[0].tobytes(),
                     np.asarray(t.representatives, np.float32).tobytes(),
                 )
             )
         conn.executemany(
-            "INSERT INTO tracks (camera, track_id, first_frame, last_frame, start_s, end_s,"
+            "INSERT INTO tracks (id, camera, track_id, first_frame, last_frame, start_s, end_s,"
             " num_detections, thumbnail, identity, feature, representatives)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
 
@@ -471,11 +483,6 @@ class TrackStore:
         finally:
             os.close(directory)
 
-    @staticmethod
-    def _stored_max_identity(conn: sqlite3.Connection) -> int:
-        row = conn.execute("SELECT value FROM meta WHERE key = 'max_identity'").fetchone()
-        return int(row[0]) if row else 0  # stores written before max_identity existed
-
     def _remove_stale_files(self, keep: set[str]) -> None:
         for path in self.folder.iterdir():
             stale_index = path.name.startswith("index-") and path.name not in keep
@@ -491,6 +498,12 @@ _KEYS_PER_QUERY = 500  # track keys per SELECT ... IN (...): well under SQLite's
 _TRACK_COLUMNS = (
     "id, camera, track_id, first_frame, last_frame, start_s, end_s, num_detections, thumbnail, identity"
 )
+
+
+def _stored_int(conn: sqlite3.Connection, key: str) -> int:
+    """A high-water mark kept in ``meta`` (``max_identity``, ``max_track_key``); 0 in stores written before it existed."""
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _publish(conn: sqlite3.Connection) -> None:

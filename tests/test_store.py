@@ -64,6 +64,22 @@ def test_rewriting_a_camera_replaces_only_its_tracks(tmp_path: Path):
     assert sorted(p.name for p in (tmp_path / "store").glob("index-*.faiss")) == ["index-2.faiss", "index-3.faiss"]
 
 
+def test_track_keys_are_never_reused_after_a_camera_is_replaced(tmp_path: Path):
+    store = TrackStore.create(tmp_path / "store", INFO)
+    write_camera(store, "hall", 3, seed=0)
+    write_camera(store, "door", 2, seed=1, first_identity=10)
+    old_keys = {t.key for t in store.tracks()}
+    # Replacing the camera holding the largest keys, twice: SQLite alone would hand those keys out again.
+    write_camera(store, "door", 2, seed=2, first_identity=10)
+    write_camera(store, "door", 1, seed=3, first_identity=10)
+    door_keys = {t.key for t in store.tracks(camera="door")}
+    assert door_keys and not door_keys & old_keys and min(door_keys) > max(old_keys) + 2
+    # A key found by a search before the rewrite no longer resolves to anybody.
+    for key in old_keys - {t.key for t in store.tracks(camera="hall")}:
+        with pytest.raises(KeyError):
+            store.track_by_key(key)
+
+
 def test_other_embedder_or_dimension_is_a_one_line_error_and_changes_nothing(tmp_path: Path):
     folder = tmp_path / "store"
     write_camera(TrackStore.create(folder, INFO), "hall", 3, seed=0)
