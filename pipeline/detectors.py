@@ -305,7 +305,10 @@ class ReplayDetector:
                 f"{path}: det.txt not found; set detector.replay_file=PATH or use an image folder with det/det.txt"
             )
         try:
-            rows = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64, usecols=range(7))
+            if not path.read_text().strip():  # nobody detected anywhere (numpy would warn)
+                rows = np.empty((0, 7))
+            else:
+                rows = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64, usecols=range(7))
         except ValueError as exc:
             raise CrosscamError(f"{path}: not a MOTChallenge det.txt (frame,id,x,y,w,h,conf,...); fix the file") from exc
         rows = rows[rows[:, 6] >= cfg.confidence]

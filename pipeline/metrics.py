@@ -208,7 +208,8 @@ def _full_rows(rows: np.ndarray, kind: str) -> np.ndarray:
     return full
 
 
-def _write_rows(path: Path, rows: np.ndarray) -> None:
+def write_mot_rows(path: Path, rows: np.ndarray) -> None:
+    """Write ``(N, C)`` MOTChallenge rows as text: frame and id as integers, the rest with 6 decimals."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as f:
         for r in rows:
@@ -222,8 +223,8 @@ def _trackeval_sequence(tmp: Path, gt: np.ndarray, pred: np.ndarray, num_frames:
     pred = pred.copy()
     gt[:, 1] = np.unique(gt[:, 1], return_inverse=True)[1] if len(gt) else gt[:, 1]
     pred[:, 1] = np.unique(pred[:, 1], return_inverse=True)[1] if len(pred) else pred[:, 1]
-    _write_rows(tmp / "gt" / _SEQ / "gt" / "gt.txt", gt)
-    _write_rows(tmp / "trackers" / _TRACKER / "data" / f"{_SEQ}.txt", pred)
+    write_mot_rows(tmp / "gt" / _SEQ / "gt" / "gt.txt", gt)
+    write_mot_rows(tmp / "trackers" / _TRACKER / "data" / f"{_SEQ}.txt", pred)
     dataset = trackeval.datasets.MotChallenge2DBox(
         {
             "GT_FOLDER": str(tmp / "gt"),

@@ -183,6 +183,15 @@ def test_tiny_training_lowers_the_loss_and_resumes(tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("classifier", ["cosface", "circle"])
+def test_margin_classifiers_train(tmp_path, classifier):
+    data = write_market_folder(tmp_path / "market")
+    cfg = load_train_config(None, [*TINY, "solver.epochs=2", f"loss.classifier={classifier}", "loss.cls_scale=16"])
+    Trainer(cfg, data, tmp_path / "run", progress=False).run()
+    rows = read_log(tmp_path / "run" / "log.csv")
+    assert all(math.isfinite(row["loss"]) for row in rows) and rows[1]["ce"] < rows[0]["ce"]
+
+
 def test_resume_refuses_another_model(tmp_path):
     data = write_market_folder(tmp_path / "market")
     cfg = ModelSection(backbone="resnet34", pretrained=False)

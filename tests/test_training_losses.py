@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from reid.training.losses import hard_triplet_loss, label_smoothed_cross_entropy
+from reid.training.config import LossSection
+from reid.training.losses import class_logits, hard_triplet_loss, label_smoothed_cross_entropy
 
 
 def test_label_smoothing_puts_one_minus_eps_on_the_target_and_eps_over_c_minus_1_elsewhere():
@@ -68,4 +69,49 @@ def test_hard_triplet_equals_fastreids_loss_and_gradient(margin, norm_feat):
     ours.backward()
     theirs.backward()
     assert float(ours.detach()) == pytest.approx(float(theirs.detach()), rel=1e-5)
+    torch.testing.assert_close(ours_in.grad, theirs_in.grad, rtol=1e-4, atol=1e-6)
+
+
+def _unit_outputs(cos_target: float, cos_other: float) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """One unit feature and two unit class weights at the given cosines to it (weights scaled by 3)."""
+    feature = torch.tensor([[1.0, 0.0, 0.0]])
+    weight = torch.tensor([[cos_target, math.sqrt(1 - cos_target**2), 0.0], [cos_other, 0.0, math.sqrt(1 - cos_other**2)]]) * 3
+    return {"bn_features": feature * 2, "logits": feature @ weight.t()}, weight
+
+
+def test_cosface_logits_subtract_the_margin_from_the_target_cosine():
+    outputs, weight = _unit_outputs(0.8, 0.5)
+    cfg = LossSection(classifier="cosface", cls_scale=10, cls_margin=0.3)
+    logits = class_logits(outputs, weight, torch.tensor([0]), cfg)
+    assert logits.tolist()[0] == pytest.approx([10 * (0.8 - 0.3), 10 * 0.5], rel=1e-5)
+
+
+def test_circle_logits_weight_target_and_others_by_their_distance_from_the_optimum():
+    outputs, weight = _unit_outputs(0.8, 0.5)
+    cfg = LossSection(classifier="circle", cls_scale=10, cls_margin=0.25)
+    logits = class_logits(outputs, weight, torch.tensor([0]), cfg)
+    target = 10 * (1 + 0.25 - 0.8) * (0.8 - 0.75)
+    other = 10 * (0.5 + 0.25) * (0.5 - 0.25)
+    assert logits.tolist()[0] == pytest.approx([target, other], rel=1e-5)
+    linear = class_logits(outputs, weight, torch.tensor([0]), LossSection())
+    assert torch.equal(linear, outputs["logits"])
+
+
+@pytest.mark.parametrize(("kind", "fastreid_layer"), [("cosface", "CosSoftmax"), ("circle", "CircleSoftmax")])
+def test_margin_logits_and_gradients_equal_fastreids(kind, fastreid_layer):
+    from fastreid.layers import any_softmax
+
+    generator = torch.Generator().manual_seed(2)
+    features = torch.randn(12, 32, generator=generator)
+    weight = torch.randn(20, 32, generator=generator)
+    targets = torch.randint(0, 20, (12,), generator=generator)
+    cfg = LossSection(classifier=kind, cls_scale=64, cls_margin=0.35)
+    ours_in = features.clone().requires_grad_(True)
+    ours = class_logits({"bn_features": ours_in}, weight, targets, cfg)
+    theirs_in = features.clone().requires_grad_(True)
+    cos = torch.nn.functional.linear(torch.nn.functional.normalize(theirs_in), torch.nn.functional.normalize(weight))
+    theirs = getattr(any_softmax, fastreid_layer)(20, 64, 0.35)(cos.clone(), targets)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-4)
+    label_smoothed_cross_entropy(ours, targets).backward()
+    label_smoothed_cross_entropy(theirs, targets).backward()
     torch.testing.assert_close(ours_in.grad, theirs_in.grad, rtol=1e-4, atol=1e-6)

@@ -24,12 +24,15 @@ def register(app: typer.Typer) -> None:
                                                                      "e.g. association.threshold=0.7."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object (mtmc_idf1, per camera mota/idf1, ...)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+        gt_detections: bool = typer.Option(False, "--gt-detections", help="Replay the scene's ground-truth boxes "
+                                           "instead of detecting: scores tracking and association alone."),
     ) -> None:
         """Render a 3-camera scene with ground truth (10 people, look-alikes, occlusion, colour casts),
         track it with the offline defaults (motion detector, ImageNet MobileNetV2, DeepSORT), link
         identities across cameras into the FAISS + SQLite store, score per-camera MOTA/IDF1 and MTMC
         IDF1, query the longest track, and print the results and where the report is. No downloads."""
-        result = run_demo(out, seconds=seconds, seed=seed, config=demo_config(set_ or []), progress=not quiet)
+        result = run_demo(out, seconds=seconds, seed=seed, config=demo_config(set_ or []), progress=not quiet,
+                          gt_detections=gt_detections)
         if as_json:
             typer.echo(json.dumps(result.to_json()))
         else:

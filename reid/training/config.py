@@ -67,6 +67,12 @@ class LossSection(_Section):
     triplet_margin: float = Field(0.3, ge=0)  # 0 = soft margin
     triplet_weight: float = Field(1.0, ge=0)
     triplet_norm_feat: bool = False  # fast-reid's TRI.NORM_FEAT: cosine instead of euclidean distance
+    # fast-reid's MODEL.HEADS.CLS_LAYER / SCALE / MARGIN: "linear" feeds the classifier's dot products
+    # to the cross-entropy; "cosface" and "circle" feed cosines of the BNNeck feature and the class
+    # weights, with an additive (CosFace) or self-paced (Circle) ``cls_margin``, times ``cls_scale``.
+    classifier: Literal["linear", "cosface", "circle"] = "linear"
+    cls_scale: float = Field(64.0, gt=0)  # cosface / circle only
+    cls_margin: float = Field(0.35, ge=0, lt=1)  # cosface / circle only
 
 
 class SolverSection(_Section):

@@ -164,7 +164,7 @@ class Trainer:
             autocast = torch.autocast(self.device.type, dtype=torch.float16) if self.use_amp else contextlib.nullcontext()
             with autocast:
                 outputs = model(pixels)
-            losses = bot_loss(outputs, labels, cfg.loss)  # in fp32: the loss functions upcast
+            losses = bot_loss(outputs, labels, cfg.loss, model.classifier.weight)  # in fp32: the loss functions upcast
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(losses["total"]).backward()
             scaler.step(optimizer)
@@ -174,7 +174,7 @@ class Trainer:
             iteration += 1
             n = len(labels)
             with torch.no_grad():
-                correct = (outputs["logits"].argmax(1) == labels).sum()
+                correct = (losses["logits"].argmax(1) == labels).sum()
                 sums += torch.stack([losses["total"] * n, losses["ce"] * n, losses["triplet"] * n, correct.float()])
             seen += n
             if step % _POSTFIX_EVERY == 0:
