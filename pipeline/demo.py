@@ -73,9 +73,9 @@ class DemoResult:
         mtmc = self.scores.mtmc
         return {
             "mtmc_idf1": mtmc.idf1,
-            "detections": self.detections,
             "mtmc_idp": mtmc.idp,
             "mtmc_idr": mtmc.idr,
+            "detections": self.detections,
             "cameras": {name: s.as_dict() for name, s in self.scores.cameras.items()},
             "targets": {"mtmc_idf1": TARGET_MTMC_IDF1, "camera_idf1": TARGET_CAMERA_IDF1,
                         "met": self.meets_targets()},

@@ -405,17 +405,11 @@ class TrackStore:
                 generation = int(_meta(conn, "generation")) + 1
                 committed, index_file = _meta(conn, "index_file"), f"index-{generation}.faiss"
                 self._write_index(conn, index_file)
-                largest_identity, largest_key = conn.execute(
-                    "SELECT COALESCE(MAX(identity), 0), COALESCE(MAX(id), 0) FROM tracks"
-                ).fetchone()
+                (largest,) = conn.execute("SELECT COALESCE(MAX(identity), 0) FROM tracks").fetchone()
+                high_water = max(int(largest), _stored_int(conn, "max_identity"))
                 conn.executemany(
                     "INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                    [
-                        ("generation", str(generation)),
-                        ("index_file", index_file),
-                        ("max_identity", str(max(int(largest_identity), _stored_int(conn, "max_identity")))),
-                        ("max_track_key", str(max(int(largest_key), _stored_int(conn, "max_track_key")))),
-                    ],
+                    [("generation", str(generation)), ("index_file", index_file), ("max_identity", str(high_water))],
                 )
                 # No other writer can be midway now (we hold the write lock): every other index
                 # file but the committed one, which readers may be opening, is stale.
@@ -466,6 +460,7 @@ class TrackStore:
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('max_track_key', ?)", (str(first_key - 1 + len(rows)),))
 
     def _write_index(self, conn: sqlite3.Connection, index_file: str) -> None:
         rows = conn.execute("SELECT id, feature FROM tracks ORDER BY id").fetchall()

@@ -74,6 +74,10 @@ def test_track_keys_are_never_reused_after_a_camera_is_replaced(tmp_path: Path):
     write_camera(store, "door", 1, seed=3, first_identity=10)
     door_keys = {t.key for t in store.tracks(camera="door")}
     assert door_keys and not door_keys & old_keys and min(door_keys) > max(old_keys) + 2
+    # Emptying the camera with the top keys still keeps them out of later writes.
+    write_camera(store, "door", 0, seed=4)
+    write_camera(store, "door", 1, seed=5, first_identity=10)
+    assert min(t.key for t in store.tracks(camera="door")) > max(door_keys)
     # A key found by a search before the rewrite no longer resolves to anybody.
     for key in old_keys - {t.key for t in store.tracks(camera="hall")}:
         with pytest.raises(KeyError):
