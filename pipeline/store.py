@@ -372,8 +372,7 @@ class TrackStore:
     def max_identity(self) -> int:
         """The largest identity id ever written to this store (0 when none was)."""
         with closing(_connect(self.folder, readonly=True)) as conn:
-            current = conn.execute("SELECT COALESCE(MAX(identity), 0) FROM tracks").fetchone()[0]
-            return max(_stored_int(conn, "max_identity"), int(current))
+            return _largest_identity(conn)
 
     @contextmanager
     def updating(self) -> Iterator[None]:
@@ -399,14 +398,14 @@ class TrackStore:
         with closing(_connect(self.folder, readonly=False)) as conn:
             conn.execute("BEGIN IMMEDIATE")  # one writer at a time; readers keep going
             try:
+                before = _largest_identity(conn)  # counts the ids of the rows about to be replaced
                 for update in updates:
                     self._replace_camera(conn, update)
                 _rebuild_identities(conn)
                 generation = int(_meta(conn, "generation")) + 1
                 committed, index_file = _meta(conn, "index_file"), f"index-{generation}.faiss"
                 self._write_index(conn, index_file)
-                (largest,) = conn.execute("SELECT COALESCE(MAX(identity), 0) FROM tracks").fetchone()
-                high_water = max(int(largest), _stored_int(conn, "max_identity"))
+                high_water = max(before, _largest_identity(conn))
                 conn.executemany(
                     "INSERT OR REPLACE INTO meta VALUES (?, ?)",
                     [("generation", str(generation)), ("index_file", index_file), ("max_identity", str(high_water))],
@@ -499,6 +498,12 @@ def _stored_int(conn: sqlite3.Connection, key: str) -> int:
     """A high-water mark kept in ``meta`` (``max_identity``, ``max_track_key``); 0 in stores written before it existed."""
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     return int(row[0]) if row else 0
+
+
+def _largest_identity(conn: sqlite3.Connection) -> int:
+    """The largest identity id this store holds or ever recorded (``meta.max_identity``); 0 for none."""
+    (current,) = conn.execute("SELECT COALESCE(MAX(identity), 0) FROM tracks").fetchone()
+    return max(int(current), _stored_int(conn, "max_identity"))
 
 
 def _publish(conn: sqlite3.Connection) -> None:

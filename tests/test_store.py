@@ -1,3 +1,4 @@
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import StoreConfig
-from pipeline.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore, build_index, tune_search
+from pipeline.store import DB_NAME, CameraRecord, CameraTracks, EmbedderInfo, TrackStore, build_index, tune_search
 from reid.errors import CrosscamError
 
 from identity_runs import summary, unit
@@ -82,6 +83,20 @@ def test_track_keys_are_never_reused_after_a_camera_is_replaced(tmp_path: Path):
     for key in old_keys - {t.key for t in store.tracks(camera="hall")}:
         with pytest.raises(KeyError):
             store.track_by_key(key)
+
+
+def test_a_store_written_before_the_high_water_marks_keeps_its_top_ids_and_keys_out_of_reach(tmp_path: Path):
+    store = TrackStore.create(tmp_path / "store", INFO)
+    write_camera(store, "hall", 3, seed=0)
+    write_camera(store, "door", 2, seed=1, first_identity=10)  # the top identities (10, 11) and keys
+    top_key = max(t.key for t in store.tracks())
+    with sqlite3.connect(tmp_path / "store" / DB_NAME) as conn:  # as an older crosscam left it
+        conn.execute("DELETE FROM meta WHERE key IN ('max_identity', 'max_track_key')")
+    # door's people turn out to be hall's: ids 10 and 11 and door's keys leave the tables.
+    store.write([CameraTracks(camera("door"), tracks_for("door", 2, seed=2), [1, 2])])
+    assert store.max_identity() == 11
+    write_camera(store, "door", 1, seed=3, first_identity=5)
+    assert min(t.key for t in store.tracks(camera="door")) > top_key
 
 
 def test_other_embedder_or_dimension_is_a_one_line_error_and_changes_nothing(tmp_path: Path):
