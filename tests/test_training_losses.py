@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from reid.training.config import LossSection
-from reid.training.losses import class_logits, hard_triplet_loss, label_smoothed_cross_entropy
+from reid.training.losses import class_logits, class_scores, hard_triplet_loss, label_smoothed_cross_entropy
 
 
 def test_label_smoothing_puts_one_minus_eps_on_the_target_and_eps_over_c_minus_1_elsewhere():
@@ -82,18 +82,18 @@ def _unit_outputs(cos_target: float, cos_other: float) -> tuple[dict[str, torch.
 def test_cosface_logits_subtract_the_margin_from_the_target_cosine():
     outputs, weight = _unit_outputs(0.8, 0.5)
     cfg = LossSection(classifier="cosface", cls_scale=10, cls_margin=0.3)
-    logits = class_logits(outputs, weight, torch.tensor([0]), cfg)
+    logits = class_logits(class_scores(outputs, weight, cfg), torch.tensor([0]), cfg)
     assert logits.tolist()[0] == pytest.approx([10 * (0.8 - 0.3), 10 * 0.5], rel=1e-5)
 
 
 def test_circle_logits_weight_target_and_others_by_their_distance_from_the_optimum():
     outputs, weight = _unit_outputs(0.8, 0.5)
     cfg = LossSection(classifier="circle", cls_scale=10, cls_margin=0.25)
-    logits = class_logits(outputs, weight, torch.tensor([0]), cfg)
+    logits = class_logits(class_scores(outputs, weight, cfg), torch.tensor([0]), cfg)
     target = 10 * (1 + 0.25 - 0.8) * (0.8 - 0.75)
     other = 10 * (0.5 + 0.25) * (0.5 - 0.25)
     assert logits.tolist()[0] == pytest.approx([target, other], rel=1e-5)
-    linear = class_logits(outputs, weight, torch.tensor([0]), LossSection())
+    linear = class_logits(class_scores(outputs, weight, LossSection()), torch.tensor([0]), LossSection())
     assert torch.equal(linear, outputs["logits"])
 
 
@@ -107,7 +107,7 @@ def test_margin_logits_and_gradients_equal_fastreids(kind, fastreid_layer):
     targets = torch.randint(0, 20, (12,), generator=generator)
     cfg = LossSection(classifier=kind, cls_scale=64, cls_margin=0.35)
     ours_in = features.clone().requires_grad_(True)
-    ours = class_logits({"bn_features": ours_in}, weight, targets, cfg)
+    ours = class_logits(class_scores({"bn_features": ours_in}, weight, cfg), targets, cfg)
     theirs_in = features.clone().requires_grad_(True)
     cos = torch.nn.functional.linear(torch.nn.functional.normalize(theirs_in), torch.nn.functional.normalize(weight))
     theirs = getattr(any_softmax, fastreid_layer)(20, 64, 0.35)(cos.clone(), targets)

@@ -7,7 +7,8 @@
   the features, or cosine distance ``2 - 2 cos`` with ``norm_feat``; for each anchor the farthest
   positive and the closest negative; ``mean(max(0, d_ap - d_an + margin))``, or the soft margin
   ``mean(log(1 + exp(d_ap - d_an)))`` when ``margin`` is 0.
-- :func:`class_logits`: the classifier's logits, either the plain dot products or fast-reid's
+- :func:`class_scores` / :func:`class_logits`: the classifier's scores (dot products, or cosines)
+  and the logits the cross-entropy sees, either the plain dot products or fast-reid's
   margin softmaxes on cosines (CosFace: ``s (cos - m)`` on the target; Circle: ``s a_p (cos - (1 - m))``
   on the target and ``s a_n (cos - m)`` elsewhere, with ``a_p = max(0, 1 + m - cos)`` and
   ``a_n = max(0, cos + m)`` taken as constants).
@@ -68,17 +69,22 @@ def hard_triplet_loss(
     return F.softplus(hardest_positive - hardest_negative).mean()
 
 
-def class_logits(outputs: dict[str, torch.Tensor], weight: torch.Tensor, targets: torch.Tensor, cfg) -> torch.Tensor:
-    """``(N, C)`` float32 logits for the cross-entropy, by ``cfg.classifier`` (see the module docstring).
-
-    ``outputs`` is a train-mode model's dict (``logits`` = BNNeck feature x ``weight`` (C, D),
-    ``bn_features`` (N, D)); ``targets`` (N,) class indices place the margins.
-    """
+def class_scores(outputs: dict[str, torch.Tensor], weight: torch.Tensor, cfg) -> torch.Tensor:
+    """``(N, C)`` float32 class scores without margins: the linear classifier's logits, or for
+    ``cosface`` / ``circle`` the cosines of ``bn_features`` and ``weight`` (what fast-reid's
+    accuracy reads); their argmax is the predicted class."""
     if cfg.classifier == "linear":
         return outputs["logits"].float()
-    cos = F.linear(F.normalize(outputs["bn_features"].float()), F.normalize(weight.float()))
+    return F.linear(F.normalize(outputs["bn_features"].float()), F.normalize(weight.float()))
+
+
+def class_logits(scores: torch.Tensor, targets: torch.Tensor, cfg) -> torch.Tensor:
+    """``(N, C)`` float32 logits for the cross-entropy from :func:`class_scores`, by ``cfg.classifier``
+    (see the module docstring); ``targets`` (N,) class indices place the margins."""
+    if cfg.classifier == "linear":
+        return scores  # the dot products themselves
+    cos, m = scores, cfg.cls_margin
     on_target = F.one_hot(targets, cos.shape[1]).bool()
-    m = cfg.cls_margin
     if cfg.classifier == "cosface":
         return cfg.cls_scale * (cos - m * on_target)
     alpha_p = (1 + m - cos.detach()).clamp(min=0)
@@ -90,10 +96,11 @@ def bot_loss(outputs: dict[str, torch.Tensor], targets: torch.Tensor, cfg, weigh
     """The weighted BoT losses of a train-mode model's ``outputs`` (``logits``, ``bn_features``, ``features``).
 
     ``cfg`` is a :class:`~reid.training.config.LossSection`; ``weight`` the classifier's (C, D)
-    weights. Returns ``ce``, ``triplet``, their weighted sum ``total`` (scalars) and the ``logits``
-    the cross-entropy saw (N, C).
+    weights. Returns ``ce``, ``triplet``, their weighted sum ``total`` (scalars) and the class
+    ``scores`` (N, C) without margins (:func:`class_scores`, for the training accuracy).
     """
-    logits = class_logits(outputs, weight, targets, cfg)
-    ce = label_smoothed_cross_entropy(logits, targets, cfg.ce_epsilon)
+    scores = class_scores(outputs, weight, cfg)
+    ce = label_smoothed_cross_entropy(class_logits(scores, targets, cfg), targets, cfg.ce_epsilon)
     triplet = hard_triplet_loss(outputs["features"], targets, cfg.triplet_margin, cfg.triplet_norm_feat)
-    return {"ce": ce, "triplet": triplet, "total": cfg.ce_weight * ce + cfg.triplet_weight * triplet, "logits": logits}
+    return {"ce": ce, "triplet": triplet, "total": cfg.ce_weight * ce + cfg.triplet_weight * triplet,
+            "scores": scores}

@@ -174,7 +174,7 @@ class Trainer:
             iteration += 1
             n = len(labels)
             with torch.no_grad():
-                correct = (losses["logits"].argmax(1) == labels).sum()
+                correct = (losses["scores"].argmax(1) == labels).sum()
                 sums += torch.stack([losses["total"] * n, losses["ce"] * n, losses["triplet"] * n, correct.float()])
             seen += n
             if step % _POSTFIX_EVERY == 0:
