@@ -13,6 +13,7 @@ boxes ``xyxy`` float32 pixels of the frame, confidences in 0..1), plus ``name`` 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from collections import defaultdict
@@ -305,10 +306,11 @@ class ReplayDetector:
                 f"{path}: det.txt not found; set detector.replay_file=PATH or use an image folder with det/det.txt"
             )
         try:
-            if not path.read_text().strip():  # nobody detected anywhere (numpy would warn)
+            text = path.read_text()
+            if not text.strip():  # nobody detected anywhere (numpy would warn)
                 rows = np.empty((0, 7))
             else:
-                rows = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64, usecols=range(7))
+                rows = np.loadtxt(io.StringIO(text), delimiter=",", ndmin=2, dtype=np.float64, usecols=range(7))
         except ValueError as exc:
             raise CrosscamError(f"{path}: not a MOTChallenge det.txt (frame,id,x,y,w,h,conf,...); fix the file") from exc
         rows = rows[rows[:, 6] >= cfg.confidence]
