@@ -142,3 +142,18 @@ def test_gather_keeps_the_other_dimensions_like_onnxruntime(tmp_path):
     expected = ort.InferenceSession(str(tmp_path / "g.onnx")).run(None, {"images": images})[0]
     with torch.no_grad():
         np.testing.assert_array_equal(OnnxGraphModule.from_file(tmp_path / "g.onnx")(torch.from_numpy(images)).numpy(), expected)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+def test_graph_module_runs_and_trains_on_its_device_with_shape_arithmetic(tmp_path, device):
+    """Shape / Gather / Concat / Constant values live beside the graph's integer constants (they broke on CUDA once)."""
+    small_onnx(tmp_path / "small.onnx")
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "small.onnx")).graph.node}
+    assert {"Shape", "Gather", "Concat", "Reshape"} <= ops
+    module = OnnxGraphModule.from_file(tmp_path / "small.onnx")
+    images = torch.from_numpy(np.random.default_rng(1).random((4, 3, 32, 16), dtype=np.float32))
+    expected = module.eval()(images).detach()
+    moved = module.to(device).eval()
+    torch.testing.assert_close(moved(images.to(device)).cpu(), expected, atol=1e-4, rtol=1e-4)
+    moved.train()(images.to(device)).sum().backward()
+    assert all(param.grad is not None and param.grad.device.type == device for param in moved.params.values())

@@ -115,6 +115,32 @@ def test_augment_flips_crops_and_erases_with_the_imagenet_mean():
     assert len(offsets) > 1  # and the windows differ between images
 
 
+def test_color_jitter_matches_torchvision_with_the_same_factors_and_spares_unchosen_images():
+    from torchvision.transforms.v2 import functional as TF
+
+    from reid.training.transforms import ColorJitter
+
+    generator = torch.Generator().manual_seed(3)
+    batch = torch.rand(6, 3, 16, 8, generator=generator) * 255
+    jitter = ColorJitter(prob=0.5, brightness=0.3, contrast=0.3, saturation=0.4, hue=0.2)
+    torch.manual_seed(5)
+    out = jitter(batch)
+    torch.manual_seed(5)  # replay the draws: choice, brightness, contrast, saturation, hue
+    chosen = torch.nonzero(torch.rand(6) < 0.5).flatten().tolist()
+    assert 0 < len(chosen) < 6
+    factors = [1 + (torch.rand(len(chosen)) * 2 - 1) * spread for spread in (0.3, 0.3, 0.4)]
+    hues = (torch.rand(len(chosen)) * 2 - 1) * 0.2
+    for row, index in enumerate(chosen):
+        image = batch[index] / 255
+        image = TF.adjust_brightness(image, float(factors[0][row]))
+        image = TF.adjust_contrast(image, float(factors[1][row]))
+        image = TF.adjust_saturation(image, float(factors[2][row]))
+        image = TF.adjust_hue(image, float(hues[row]))
+        assert torch.allclose(out[index], image * 255, atol=1e-2)
+    spared = [index for index in range(6) if index not in chosen]
+    assert torch.equal(out[spared], batch[spared])
+
+
 def test_learning_rate_warms_up_linearly_then_steps_down():
     cfg = SolverSection(base_lr=1.0, warmup_factor=0.1, warmup_iters=100, steps=[2, 4], gamma=0.1)
     assert learning_rate(cfg, 0, 0) == pytest.approx(0.1)

@@ -196,7 +196,7 @@ class OnnxGraphModule(nn.Module):
         if op == "Reshape":
             return _reshape(args[0], [int(v) for v in args[1]])
         if op == "Shape":
-            return torch.tensor(args[0].shape, dtype=torch.int64)
+            return torch.tensor(args[0].shape, dtype=torch.int64, device=args[0].device)  # beside the graph's int constants
         if op == "Gather":
             data, indices, axis = args[0], args[1], attrs.get("axis", 0) % args[0].dim()
             picked = torch.index_select(data, axis, indices.reshape(-1))
@@ -212,7 +212,7 @@ class OnnxGraphModule(nn.Module):
         if op == "Concat":
             return torch.cat(args, dim=attrs.get("axis", 0))
         if op == "Constant":
-            return torch.from_numpy(numpy_helper.to_array(attrs["value"]).copy())
+            return torch.from_numpy(numpy_helper.to_array(attrs["value"]).copy()).to(self.graph.device)
         raise AssertionError(op)  # unreachable: SUPPORTED_OPS is checked at construction
 
 

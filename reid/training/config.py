@@ -46,6 +46,12 @@ class InputSection(_Section):
     flip_prob: float = Field(0.5, ge=0, le=1)
     padding: int = Field(10, ge=0)  # pad then random-crop back to ``size``; 0 disables
     erasing_prob: float = Field(0.5, ge=0, le=1)  # random erasing filled with the ImageNet mean
+    # fast-reid's INPUT.CJ (off in bagtricks): per-image colour jitter with probability cj_prob, after the crop.
+    cj_prob: float = Field(0.0, ge=0, le=1)
+    cj_brightness: float = Field(0.15, ge=0, lt=1)
+    cj_contrast: float = Field(0.15, ge=0, lt=1)
+    cj_saturation: float = Field(0.1, ge=0, lt=1)
+    cj_hue: float = Field(0.1, ge=0, le=0.5)
 
 
 class SamplerSection(_Section):

@@ -60,7 +60,7 @@ from reid.training.losses import bot_loss
 from reid.training.models import build_train_model
 from reid.training.sampler import PKSampler
 from reid.training.schedule import build_optimizer, learning_rate, set_learning_rate
-from reid.training.transforms import TrainAugment
+from reid.training.transforms import ColorJitter, TrainAugment
 
 _POSTFIX_EVERY = 20  # iterations between progress-bar loss readings (each one waits for the GPU)
 
@@ -112,7 +112,7 @@ class Trainer:
         freeze = BackboneFreeze(model, cfg.solver.freeze_iters)  # after the optimizer: it holds the backbone
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
         sampler = PKSampler(images.pids, cfg.sampler.ids_per_batch, cfg.sampler.instances, cfg.seed)
-        augment = TrainAugment(cfg.input.size, cfg.input.flip_prob, cfg.input.padding, cfg.input.erasing_prob)
+        augment = TrainAugment(cfg.input.size, cfg.input.flip_prob, cfg.input.padding, cfg.input.erasing_prob, _color_jitter(cfg.input))
         iters_per_epoch = cfg.solver.iters_per_epoch or max(1, len(images) // sampler.batch_size)
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -290,3 +290,9 @@ def _write_text(path: Path, text: str) -> None:
     temporary.write_text(text)
     temporary.replace(path)
 
+
+def _color_jitter(section) -> ColorJitter | None:
+    """The configured colour jitter (``input.cj_*``), or None when ``input.cj_prob`` is 0."""
+    if section.cj_prob == 0:
+        return None
+    return ColorJitter(section.cj_prob, section.cj_brightness, section.cj_contrast, section.cj_saturation, section.cj_hue)
