@@ -209,10 +209,15 @@ def test_tiny_training_lowers_the_loss_and_resumes(tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("classifier", ["cosface", "circle"])
-def test_margin_classifiers_train(tmp_path, classifier):
+@pytest.mark.parametrize(
+    "options",
+    [["loss.classifier=cosface", "loss.cls_scale=16"], ["loss.classifier=circle", "loss.cls_scale=16"],
+     ["input.cj_prob=1.0"], ["loss.triplet_norm_feat=true"]],
+    ids=["cosface", "circle", "colour-jitter", "cosine-triplet"],
+)
+def test_recipe_options_train(tmp_path, options):
     data = write_market_folder(tmp_path / "market")
-    cfg = load_train_config(None, [*TINY, "solver.epochs=2", f"loss.classifier={classifier}", "loss.cls_scale=16"])
+    cfg = load_train_config(None, [*TINY, "solver.epochs=2", *options])
     Trainer(cfg, data, tmp_path / "run", progress=False).run()
     rows = read_log(tmp_path / "run" / "log.csv")
     assert all(math.isfinite(row["loss"]) for row in rows) and rows[1]["ce"] < rows[0]["ce"]
