@@ -42,7 +42,7 @@ from tqdm import tqdm
 from pipeline.config import AssociationConfig
 from pipeline.types import TrackSummary
 
-MIN_TRACKS_TO_CENTER = 8  # center_cameras: below this many tracks in a camera, features stay raw
+MIN_TRACKS_TO_CENTER = 6  # center_cameras: below this many tracks in a camera, features stay raw
 _IVF_NPROBE = 8  # cells visited per kNN query when the graph is built with IVF
 _IVF_PCA_DIM = 128  # the approximate kNN graph is searched in this many PCA dimensions
 _IVF_TRAIN_POINTS_PER_CELL = 40  # faiss' k-means wants about 40 points per centroid

@@ -98,7 +98,7 @@ class AssociationConfig(_Section):
     # Subtract each camera's mean track feature before comparing (``association.center_per_camera``):
     # removes what a camera adds to every feature (colour cast, light, background). Centred cosines
     # centre on 0, so they have their own threshold. It needs every camera to have at least
-    # ``association.MIN_TRACKS_TO_CENTER`` (8) tracks (a stable mean); otherwise raw features and
+    # ``association.MIN_TRACKS_TO_CENTER`` (6) tracks (a stable mean); otherwise raw features and
     # ``threshold`` are used (on the real two-camera test, 4-5 tracks per camera, centring merged strangers).
     # OSNet on CUHK03 tracks, groups of 20 people (calibrate_threshold.py --center-cameras): raw
     # 0.825 gives precision 0.81 / recall 0.12; centred 0.425 precision 0.82 / recall 0.62 (0.45: 0.86 / 0.58).
