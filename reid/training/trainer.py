@@ -52,7 +52,7 @@ from reid.errors import CrosscamError
 from reid.evaluation.distance import pairwise_distance
 from reid.evaluation.ranking import evaluate_ranking
 from reid.training.checkpoint_io import describe_model, key_generation, save_checkpoint, to_fastreid_state_dict
-from reid.training.config import TrainConfig
+from reid.training.config import InputSection, TrainConfig
 from reid.training.data import TrainImages
 from reid.training.ema import ModelEma
 from reid.training.freeze import BackboneFreeze
@@ -291,7 +291,7 @@ def _write_text(path: Path, text: str) -> None:
     temporary.replace(path)
 
 
-def _color_jitter(section) -> ColorJitter | None:
+def _color_jitter(section: InputSection) -> ColorJitter | None:
     """The configured colour jitter (``input.cj_*``), or None when ``input.cj_prob`` is 0."""
     if section.cj_prob == 0:
         return None
