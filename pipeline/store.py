@@ -425,8 +425,7 @@ class TrackStore:
         # Track keys (FAISS ids) are never reused: a query that searched the index just before this
         # write must not find its keys naming other tracks afterwards. New keys start above every
         # key this store ever held (meta.max_track_key), including the rows deleted here.
-        (largest_key,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM tracks").fetchone()
-        first_key = max(int(largest_key), _stored_int(conn, "max_track_key")) + 1
+        first_key = _high_water(conn, "id", "max_track_key") + 1
         conn.execute("DELETE FROM tracks WHERE camera = ?", (cam.name,))
         conn.execute(
             "INSERT OR REPLACE INTO cameras VALUES (?, ?, ?)",
@@ -494,16 +493,20 @@ _TRACK_COLUMNS = (
 )
 
 
-def _stored_int(conn: sqlite3.Connection, key: str) -> int:
-    """A high-water mark kept in ``meta`` (``max_identity``, ``max_track_key``); 0 in stores written before it existed."""
-    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-    return int(row[0]) if row else 0
+def _high_water(conn: sqlite3.Connection, column: str, meta_key: str) -> int:
+    """The largest ``tracks.<column>`` this store holds or ever recorded in ``meta.<meta_key>``; 0 for none.
+
+    The meta row is missing in stores written before that high-water mark existed; the column's
+    current maximum then stands alone.
+    """
+    (current,) = conn.execute(f"SELECT COALESCE(MAX({column}), 0) FROM tracks").fetchone()
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (meta_key,)).fetchone()
+    return max(int(current), int(row[0]) if row else 0)
 
 
 def _largest_identity(conn: sqlite3.Connection) -> int:
     """The largest identity id this store holds or ever recorded (``meta.max_identity``); 0 for none."""
-    (current,) = conn.execute("SELECT COALESCE(MAX(identity), 0) FROM tracks").fetchone()
-    return max(int(current), _stored_int(conn, "max_identity"))
+    return _high_water(conn, "identity", "max_identity")
 
 
 def _publish(conn: sqlite3.Connection) -> None:
