@@ -23,6 +23,12 @@ Times are seconds on the common clock (``pipeline.cameras`` puts every camera on
 Before step 1, with ``AssociationConfig.center_cameras`` (the default) and at least
 ``MIN_TRACKS_TO_CENTER`` tracks in every camera, each feature has its camera's mean track feature
 subtracted (:func:`center_per_camera`), and ``centered_threshold`` replaces ``threshold`` below.
+Centred features can add *reciprocal* links (``reciprocal_threshold``): two tracks of two cameras
+that are each other's most similar track in the other camera, with a cosine from
+``reciprocal_threshold`` up; they are visited after the links above ``centered_threshold``, and
+their merges need the mean cross-pair cosine to reach ``reciprocal_threshold`` (the other rules
+are the same). A person's view in another camera is often not similar in absolute terms but is
+still the best match there (:func:`reciprocal_links`).
 
 Both default thresholds were calibrated on real OSNet-x0.25 features, see
 ``tests/benchmarks/calibrate_threshold.py`` and the note in ``pipeline/config.py``.
@@ -148,11 +154,15 @@ def associate_tracks(
     n_known = len(known)
     started = time.perf_counter()
     first, second, sims = _candidate_links(features, n_known, config, threshold)
+    if centered is not None and config.reciprocal_threshold is not None:
+        weak = reciprocal_links(features, [t.camera for t in everything], n_known, config)
+        keep = weak[2] < threshold  # links from threshold up come from the kNN graph
+        first, second, sims = (np.concatenate([x, w[keep]]) for x, w in zip((first, second, sims), weak))
     knn_done = time.perf_counter()
     merges = blocked = 0
-    pairs = zip(first.tolist(), second.tolist())
-    for a, b in tqdm(pairs, total=len(sims), desc="associate", disable=not progress):
-        outcome = clusters.try_merge(a, b, threshold)
+    pairs = zip(first.tolist(), second.tolist(), sims.tolist())
+    for a, b, sim in tqdm(pairs, total=len(sims), desc="associate", disable=not progress):
+        outcome = clusters.try_merge(a, b, threshold if sim >= threshold else config.reciprocal_threshold)
         merges += outcome == "merged"
         blocked += outcome == "blocked"
 
@@ -242,6 +252,42 @@ def _candidate_links(
     i, j, sims = i[unique_at], j[unique_at], sims[unique_at]
     order = np.lexsort((key, -sims))
     return i[order], j[order], sims[order]
+
+
+def reciprocal_links(
+    features: np.ndarray, cameras: Sequence[str], n_known: int, config: AssociationConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Links (i, j, cosine) between tracks of two cameras that are each other's nearest track in
+    the other camera, with cosine >= ``config.reciprocal_threshold``; at least one of i, j is new
+    (index >= ``n_known``). Strongest first, i < j.
+
+    ``features`` (N, D) unit rows, ``cameras`` (N,) names. One nearest-neighbour search per camera
+    (:func:`knn_search`): every other camera's tracks against that camera's.
+
+    >>> f = np.array([[1, 0], [0, 1], [0.9, 0.44], [0.6, 0.8]], np.float32)
+    >>> i, j, s = reciprocal_links(f, ["a", "a", "b", "b"], 0, AssociationConfig(reciprocal_threshold=0.5))
+    >>> list(zip(i.tolist(), j.tolist()))  # a's track 0 and b's track 2; 1 and 3
+    [(0, 2), (1, 3)]
+    """
+    names, camera_of = np.unique(np.asarray(cameras), return_inverse=True)
+    nearest = np.full((len(names), len(features)), -1, np.int64)  # [c, i]: track i's nearest track in camera c
+    similarity = np.full((len(names), len(features)), -np.inf, np.float32)
+    for c in range(len(names)):
+        inside, outside = np.flatnonzero(camera_of == c), np.flatnonzero(camera_of != c)
+        if len(outside) == 0:
+            continue
+        sims, rows = knn_search(features[inside], features[outside], 1, config.exact_search_max)
+        found = rows[:, 0] >= 0  # an IVF search can come back empty
+        nearest[c, outside[found]] = inside[rows[found, 0]]
+        similarity[c, outside[found]] = sims[found, 0]
+    c, first = np.nonzero(nearest >= 0)
+    second = nearest[c, first]
+    sims = similarity[c, first]
+    mutual = nearest[camera_of[first], second] == first
+    keep = mutual & (first < second) & (second >= n_known) & (sims >= config.reciprocal_threshold)
+    first, second, sims = first[keep].astype(np.int64), second[keep], sims[keep]
+    order = np.lexsort((second, first, -sims))
+    return first[order], second[order], sims[order]
 
 
 def knn_search(

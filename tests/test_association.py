@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from pipeline.association import TransitConstraints, TransitRule, associate_tracks, center_per_camera
+from pipeline.association import (
+    TransitConstraints,
+    TransitRule,
+    associate_tracks,
+    center_per_camera,
+    reciprocal_links,
+)
 from pipeline.config import AssociationConfig
 
 from identity_runs import summary, unit
@@ -145,5 +151,39 @@ def test_a_camera_with_too_few_tracks_to_centre_keeps_raw_features_and_threshold
     # Camera c has one track: its own mean would be the track itself (a zero vector after subtraction).
     tracks = [*biased_cameras(), summary("c", 1, 200.0, 210.0, unit(2 * E[12] + E[0]))]
     assert center_per_camera(np.stack([t.feature for t in tracks]), [t.camera for t in tracks]) is None
-    result = associate_tracks(tracks, AssociationConfig(threshold=0.5, centered_threshold=0.1))
+    config = AssociationConfig(threshold=0.5, centered_threshold=0.1, reciprocal_threshold=0.1)
+    result = associate_tracks(tracks, config)
     assert not result.centered and len(set(result.identity_ids.tolist())) == 17  # raw cosines stay under 0.5
+
+
+def faint_in_camera_b() -> list:
+    """Eight people in cameras a and b plus a ninth in b only. In b each person's own direction is
+    faint beside a b-only one, so one person's centred cosine across the cameras is about 0.45 (under
+    a centred threshold of 0.5), and two people's about -0.06."""
+    basis = np.eye(40, dtype=np.float32)
+    tracks = [summary("a", p + 1, 0.0, 10.0, unit(2 * basis[30] + basis[p])) for p in range(8)]
+    tracks += [summary("b", p + 1, 100.0, 110.0, unit(2 * basis[31] + 0.45 * basis[p] + 0.9 * basis[10 + p]))
+               for p in range(9)]
+    return tracks
+
+
+@pytest.mark.parametrize("reciprocal", [None, 0.25])
+def test_reciprocal_links_join_each_others_best_match_under_the_centred_threshold(reciprocal):
+    tracks = faint_in_camera_b()
+    result = associate_tracks(tracks, AssociationConfig(centered_threshold=0.5, reciprocal_threshold=reciprocal))
+    assert result.centered
+    if reciprocal is None:
+        assert len(set(result.identity_ids.tolist())) == 17
+    else:  # the eight pairs; b's ninth person has no partner in a and stays alone
+        assert partition(result.identity_ids) == {frozenset({p, p + 8}) for p in range(8)} | {frozenset({16})}
+
+
+def test_reciprocal_links_need_both_tracks_to_choose_each_other():
+    # b0's nearest track in a is a1; a0's nearest in b is b0 (the only one), but not the other way round
+    features = np.array([unit(E[0] + 0.5 * E[1]), unit(E[1]), unit(E[1] + 0.2 * E[0])])
+    i, j, sims = reciprocal_links(features, ["a", "a", "b"], 0, AssociationConfig(reciprocal_threshold=0.1))
+    assert list(zip(i.tolist(), j.tolist())) == [(1, 2)]
+    assert sims[0] == pytest.approx(float(features[1] @ features[2]))
+    # tracks already in the store (the first n_known) are not linked among themselves
+    assert len(reciprocal_links(features, ["a", "a", "b"], 3, AssociationConfig(reciprocal_threshold=0.1))[0]) == 0
+    assert len(reciprocal_links(features, ["a", "a", "b"], 0, AssociationConfig(reciprocal_threshold=0.99))[0]) == 0

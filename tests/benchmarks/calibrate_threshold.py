@@ -18,7 +18,10 @@ so precision comes first. The F1-best threshold is printed too.
     .venv/bin/python tests/benchmarks/calibrate_threshold.py [--split bounding_box_train] [--cache f.npz] [--center-cameras]
 
 ``--center-cameras`` calibrates ``association.centered_threshold`` instead: the same sweep on
-track features centred per camera (``pipeline.association.center_per_camera``).
+track features centred per camera (``pipeline.association.center_per_camera``). ``--reciprocal T``
+adds reciprocal links from T (``association.reciprocal_threshold``; off by default here), and
+``--one-camera N`` keeps only the first camera's track of N people in each group (people who do
+not reach the other camera: the case where a best match is not a true one).
 """
 
 from __future__ import annotations
@@ -86,31 +89,49 @@ def describe(label: str, positives: np.ndarray, negatives: np.ndarray, max_false
     return chosen
 
 
-def association_f1(tracks: np.ndarray, pids: np.ndarray, cams: np.ndarray, threshold: float, centre: bool) -> dict:
+def association_f1(tracks: np.ndarray, pids: np.ndarray, cams: np.ndarray, threshold: float, centre: bool,
+                   reciprocal: float | None = None) -> dict:
     """Run associate_tracks on the tracks (each its own 5 s slot, so time never decides); with
-    ``centre``, on features centred per camera at ``centered_threshold``."""
+    ``centre``, on features centred per camera at ``centered_threshold``, with reciprocal links
+    from ``reciprocal`` (None: none)."""
     summaries = [
         TrackSummary(f"c{c}", i + 1, 100 * i, 100 * i + 50, 10.0 * i, 10.0 * i + 5, 50, f, f[None])
         for i, (f, c) in enumerate(zip(tracks, cams.tolist()))
     ]
-    config = AssociationConfig(threshold=threshold, centered_threshold=threshold, center_cameras=centre)
+    config = AssociationConfig(threshold=threshold, centered_threshold=threshold, center_cameras=centre,
+                               reciprocal_threshold=reciprocal)
     result = associate_tracks(summaries, config)
     assert result.centered == centre, "every camera needs 4+ tracks to centre"
     ids = result.identity_ids
     return pairwise_scores(ids, pids)
 
 
-def sweep(tracks: np.ndarray, pids: np.ndarray, cams: np.ndarray, group: int, draws: int,
-          min_precision: float, centre: bool) -> float:
+def draw_groups(pids: np.ndarray, cams: np.ndarray, group: int, draws: int, one_camera: int) -> list[np.ndarray]:
+    """``draws`` masks over the tracks (T,): ``group`` random people each, ``one_camera`` of whom
+    lose every track but their first camera's."""
     rng = np.random.default_rng(0)
     people = np.unique(pids)
-    groups = [np.isin(pids, rng.choice(people, group, replace=False)) for _ in range(draws)]
-    print(f"\nassociate_tracks on {len(tracks)} tracks of {len(people)} people, and on {draws} groups of {group}:")
+    masks = []
+    for _ in range(draws):
+        chosen = rng.choice(people, group, replace=False)
+        single = rng.choice(chosen, one_camera, replace=False) if one_camera else chosen[:0]
+        first_camera = {p: cams[pids == p].min() for p in single.tolist()}
+        later = np.array([p in first_camera and c > first_camera[p] for p, c in zip(pids.tolist(), cams.tolist())], bool)
+        masks.append(np.isin(pids, chosen) & ~later)
+    return masks
+
+
+def sweep(tracks: np.ndarray, pids: np.ndarray, cams: np.ndarray, args: argparse.Namespace) -> float:
+    group, draws, min_precision, centre = args.group, args.draws, args.min_precision, args.center_cameras
+    people = np.unique(pids)
+    groups = draw_groups(pids, cams, group, draws, args.one_camera)
+    print(f"\nassociate_tracks on {len(tracks)} tracks of {len(people)} people, and on {draws} groups of {group}"
+          f" ({args.one_camera} seen by one camera), reciprocal links from {args.reciprocal}:")
     print("  threshold  all: precision recall  F1     groups: precision recall  F1")
     best, precise = (-1.0, 0.0), None
     for t in np.arange(0.3, 0.61, 0.025) if centre else np.arange(0.55, 0.86, 0.025):
-        full = association_f1(tracks, pids, cams, t, centre)
-        parts = [association_f1(tracks[g], pids[g], cams[g], t, centre) for g in groups]
+        full = association_f1(tracks, pids, cams, t, centre, args.reciprocal)
+        parts = [association_f1(tracks[g], pids[g], cams[g], t, centre, args.reciprocal) for g in groups]
         mean = {k: float(np.mean([p[k] for p in parts])) for k in ("precision", "recall", "f1")}
         print(f"  {t:9.3f}  {full['precision']:14.3f} {full['recall']:6.3f} {full['f1']:6.3f}"
               f"  {mean['precision']:17.3f} {mean['recall']:6.3f} {mean['f1']:6.3f}")
@@ -132,6 +153,9 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, help="npz of features/pids/cams to reuse (written if missing)")
     parser.add_argument("--center-cameras", action="store_true",
                         help="calibrate association.centered_threshold (features centred per camera)")
+    parser.add_argument("--reciprocal", type=float, default=None,
+                        help="association.reciprocal_threshold during the sweep (centred features only)")
+    parser.add_argument("--one-camera", type=int, default=0, help="people per group seen by their first camera only")
     args = parser.parse_args()
 
     if args.cache is not None and args.cache.is_file():
@@ -149,7 +173,7 @@ def main() -> None:
     tracks, track_pids, track_cams = track_features(features, pids, cams)
     describe("tracks (mean of a person's crops per camera)",
              *pair_similarities(tracks, track_pids, track_cams), args.max_false_link_rate)
-    chosen = sweep(tracks, track_pids, track_cams, args.group, args.draws, args.min_precision, args.center_cameras)
+    chosen = sweep(tracks, track_pids, track_cams, args)
     key = "centered_threshold" if args.center_cameras else "threshold"
     print(f"\nsuggested association.{key} (smallest with mean precision >= {args.min_precision} "
           f"over groups of {args.group}): {chosen:.3f}")
