@@ -215,8 +215,11 @@ def test_ctrl_c_leaves_valid_outputs(tmp_path: Path, osnet_onnx: Path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "pipeline.cli.main", "track", str(video), "--out", str(out),
            "--detector", "motion", "--reid", str(osnet_onnx), "--quiet"]
+    # A runner started as a background job (`cmd &` in a script) ignores SIGINT, and children inherit
+    # that: give the CLI the default disposition, as in a terminal, so Python turns Ctrl-C into KeyboardInterrupt.
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     folder = out / "long"
     deadline = time.monotonic() + 120
     while not (folder / "tracks.partial.txt").exists() or (folder / "tracks.partial.txt").stat().st_size == 0:
