@@ -103,7 +103,7 @@ class AssociationResult:
     """Identity ids of the new tracks (same order as given) and what the clustering did."""
 
     identity_ids: np.ndarray  # (N,) int64, >= 1
-    links_considered: int  # candidate links above the threshold
+    links_considered: int  # candidate links above the threshold, plus reciprocal links under it
     merges: int  # links that merged two clusters
     blocked_by_constraints: int  # links refused because of time overlap or transit rules
     centered: bool  # features were centred per camera (and compared at centered_threshold)

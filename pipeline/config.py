@@ -82,7 +82,8 @@ class AssociationConfig(_Section):
     """Cross-camera association of tracks into global identities (``pipeline.association``).
 
     Two tracks join one identity only if their features' cosine similarity and the mean cosine
-    over all track pairs of their two clusters both reach ``threshold``. The default is
+    over all track pairs of their two clusters both reach ``threshold`` (on centred features:
+    ``centered_threshold``, or ``reciprocal_threshold`` for reciprocal links). The default is
     calibrated for OSNet-x0.25 (MSMT17) features with ``tests/benchmarks/calibrate_threshold.py``
     on CUHK03 tracks (mean crop feature per person and camera): the smallest threshold whose
     pairwise precision, over groups of 20 people, reaches 0.8 (0.825: precision 0.81, recall
