@@ -13,7 +13,8 @@ The method is constrained agglomerative clustering on a k-nearest-neighbour grap
      the cosine of cluster centroids it does not drift towards "similar to everyone" as a
      cluster grows (ReID features of different people share a large common component),
    - no two tracks of the same camera in the merged cluster overlap in time (one person is not
-     in two places of one view at once), whatever their features,
+     in two places of one view at once), whatever their features; with ``join_same_camera``
+     off, no two tracks of the same camera are in one cluster at all,
    - the optional camera-transition rules hold for every consecutive pair of appearances in
      different cameras (allowed camera pairs, min/max travel time),
    - they are not two different identities already in the store (existing ids stay stable).
@@ -146,7 +147,7 @@ def associate_tracks(
         centered = center_per_camera(features, [t.camera for t in everything])
     if centered is not None:
         features, threshold = centered, config.centered_threshold
-    clusters = _Clusters(everything, features, config.overlap_tolerance_s, transit)
+    clusters = _Clusters(everything, features, config.overlap_tolerance_s, transit, config.join_same_camera)
     for identity in sorted(set(known_identities)):
         members = [i for i, ident in enumerate(known_identities) if ident == identity]
         clusters.seed(members, identity)
@@ -341,6 +342,7 @@ class _Clusters:
         features: np.ndarray,
         tolerance_s: float,
         transit: TransitConstraints,
+        join_same_camera: bool = True,
     ) -> None:
         self.tracks = tracks
         self.features = features
@@ -350,6 +352,7 @@ class _Clusters:
         self.fixed: dict[int, int] = {}  # root -> identity id already in the store
         self.tolerance_s = tolerance_s
         self.transit = transit
+        self.join_same_camera = join_same_camera
         # plain lists: the merge loop reads these millions of times
         self.camera = [t.camera for t in tracks]
         self.start = [float(t.start_s) for t in tracks]
@@ -390,7 +393,7 @@ class _Clusters:
         # mean cross-pair cosine; for two single tracks it is the link's own cosine (>= threshold)
         if (len(ma) > 1 or len(mb) > 1) and float(sa @ sb) / (len(ma) * len(mb)) < threshold:
             return "dissimilar"
-        if self._overlap_in_one_camera(ma, mb) or not self._transits_allowed(ma + mb):
+        if self._same_camera_conflict(ma, mb) or not self._transits_allowed(ma + mb):
             return "blocked"
         if len(ma) < len(mb) or (rb in self.fixed and ra not in self.fixed):
             ra, rb, ma, mb = rb, ra, mb, ma  # keep the larger (or the stored) cluster's root
@@ -403,13 +406,17 @@ class _Clusters:
             self.fixed[ra] = self.fixed.pop(rb)
         return "merged"
 
-    def _overlap_in_one_camera(self, ma: list[int], mb: list[int]) -> bool:
+    def _same_camera_conflict(self, ma: list[int], mb: list[int]) -> bool:
+        """Whether a track of ``ma`` and one of ``mb`` are in one camera and overlap in time (or,
+        without ``join_same_camera``, are in one camera at all)."""
         # Intervals include both end frames: at tolerance 0, tracks sharing one frame overlap
         # (one identity twice in a frame would make tracks_global.txt invalid).
         camera, start, end, tol = self.camera, self.start, self.end, self.tolerance_s
         for i in ma:
             for j in mb:
-                if camera[i] == camera[j] and start[i] <= end[j] - tol and start[j] <= end[i] - tol:
+                if camera[i] == camera[j] and (
+                    not self.join_same_camera or (start[i] <= end[j] - tol and start[j] <= end[i] - tol)
+                ):
                     return True
         return False
 

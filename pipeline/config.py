@@ -110,6 +110,12 @@ class AssociationConfig(_Section):
     # pairwise precision 0.87 / recall 0.48; with reciprocal links from 0.25, 0.85 / 0.83 (0.425 alone:
     # 0.80 / 0.65). Without one-camera people 0.91 / 0.80, with 12 of 20: 0.83 / 0.86.
     reciprocal_threshold: float | None = Field(0.25, ge=-1.0, le=1.0)
+    # False: two tracks of one camera never share an identity, even at different times (a person
+    # who leaves a view and comes back gets a second identity). For embedders that cannot tell the
+    # people of one camera apart: their crops share the camera's background along one walkway. With
+    # the ImageNet MobileNetV2 on demo seeds 0-11, 70 of the 74 same-camera track pairs the
+    # association put in one identity were two people (configs/demo.yaml).
+    join_same_camera: bool = True
 
 
 class StoreConfig(_Section):

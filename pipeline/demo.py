@@ -33,7 +33,7 @@ import numpy as np
 
 from pipeline.config import PipelineConfig, load_pipeline_config
 from pipeline.identities import STORE_DIR, IdentityResult, update_identities
-from pipeline.metrics import MtmcScores, evaluate_mtmc, read_mot_file, write_mot_rows
+from pipeline.metrics import MtmcScores, evaluate_mtmc, read_mot_file, scores_table, write_mot_rows
 from pipeline.query import QueryResult, query_track
 from pipeline.run import track_videos
 from pipeline.store import TrackStore
@@ -183,14 +183,11 @@ def query_longest_track(run_dir: Path, cfg: PipelineConfig) -> QueryResult | Non
 
 
 def results_table(result: DemoResult) -> str:
-    """The demo's printed summary: per-camera MOTA / IDF1, MTMC IDF1, the query and the report."""
-    lines = [f"{'camera':18s} {'MOTA':>6s} {'IDF1':>6s} {'IDP':>6s} {'IDR':>6s} {'IDSW':>5s}"]
-    for name, s in result.scores.cameras.items():
-        lines.append(f"{name:18s} {s.mota:6.3f} {s.idf1:6.3f} {s.idp:6.3f} {s.idr:6.3f} {s.id_switches:5d}")
-    m = result.scores.mtmc
-    lines.append(f"{'MTMC (all cameras)':18s} {m.mota:6.3f} {m.idf1:6.3f} {m.idp:6.3f} {m.idr:6.3f} {m.id_switches:5d}")
+    """The demo's printed summary: per-camera and MTMC scores (:func:`scores_table`), the query and the report."""
+    lines = [scores_table({**result.scores.cameras, "MTMC (all cameras)": result.scores.mtmc})]
     verdict = "met" if result.meets_targets() else "NOT met"
     lines.append(f"targets (MTMC IDF1 >= {TARGET_MTMC_IDF1}, camera IDF1 >= {TARGET_CAMERA_IDF1}): {verdict}")
+    lines.append("(Rcll / Prcn: boxes matched at IoU 0.5; no IDF1 can exceed their F1, DetF1)")
     if result.detections == "ground truth":
         lines.append("detections: the scene's ground-truth boxes, replayed (scores of tracking and association alone)")
     ident = result.identities

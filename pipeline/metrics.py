@@ -43,6 +43,8 @@ class MotScores:
     """Tracking scores of one sequence (one camera, or all cameras fused for MTMC).
 
     Ratios are in 0..1 (MOTA can be negative); counts are numbers of boxes or events.
+    ``detection_f1`` is the F1 of the boxes alone, 2 TP / (gt boxes + predicted boxes), and the
+    ceiling of IDF1 = 2 IDTP / (the same): a box matched under its identity is a matched box.
 
     >>> rows = np.array([[1, 7, 0, 0, 10, 20], [2, 7, 1, 0, 10, 20]])
     >>> evaluate_mot(rows, rows).as_dict()["id_switches"]
@@ -54,6 +56,9 @@ class MotScores:
     idf1: float
     idp: float
     idr: float
+    recall: float  # matched gt boxes / gt boxes (IoU >= 0.5)
+    precision: float  # matched predicted boxes / predicted boxes
+    detection_f1: float
     hota: float
     deta: float
     assa: float
@@ -89,6 +94,27 @@ class MtmcScores:
             "mtmc": self.mtmc.as_dict(),
             "cameras": {name: s.as_dict() for name, s in self.cameras.items()},
         }
+
+
+_TABLE_RATIOS = [("MOTA", "mota"), ("IDF1", "idf1"), ("IDP", "idp"), ("IDR", "idr"), ("HOTA", "hota"),
+                 ("Rcll", "recall"), ("Prcn", "precision"), ("DetF1", "detection_f1")]
+_TABLE_COUNTS = [("IDSW", "id_switches"), ("FP", "false_positives"), ("FN", "misses")]
+
+
+def scores_table(rows: dict[str, MotScores]) -> str:
+    """A plain-text table of scores, one line per named sequence (a camera, or "MTMC").
+
+    >>> rows = np.array([[1, 7, 0, 0, 10, 20]])
+    >>> print(scores_table({"cam1": evaluate_mot(rows, rows)}).splitlines()[0].split())
+    ['MOTA', 'IDF1', 'IDP', 'IDR', 'HOTA', 'Rcll', 'Prcn', 'DetF1', 'IDSW', 'FP', 'FN']
+    """
+    width = max(len(name) for name in rows)
+    lines = [f"{'':{width}}" + "".join(f" {title:>6}" for title, _ in _TABLE_RATIOS + _TABLE_COUNTS)]
+    for name, s in rows.items():
+        ratios = "".join(f" {getattr(s, key):6.3f}" for _, key in _TABLE_RATIOS)
+        counts = "".join(f" {getattr(s, key):6d}" for _, key in _TABLE_COUNTS)
+        lines.append(f"{name:{width}}{ratios}{counts}")
+    return "\n".join(lines)
 
 
 def read_mot_file(path: str | Path, kind: str) -> np.ndarray:
@@ -253,6 +279,9 @@ def _scores(data: dict) -> MotScores:
         idf1=float(identity["IDF1"]),
         idp=float(identity["IDP"]),
         idr=float(identity["IDR"]),
+        recall=float(clear["CLR_Re"]),
+        precision=float(clear["CLR_Pr"]),
+        detection_f1=float(clear["CLR_F1"]),
         # HOTA, DetA and AssA are averaged over TrackEval's 19 IoU thresholds 0.05..0.95.
         hota=float(np.mean(hota["HOTA"])),
         deta=float(np.mean(hota["DetA"])),

@@ -187,3 +187,13 @@ def test_reciprocal_links_need_both_tracks_to_choose_each_other():
     # tracks already in the store (the first n_known) are not linked among themselves
     assert len(reciprocal_links(features, ["a", "a", "b"], 3, AssociationConfig(reciprocal_threshold=0.1))[0]) == 0
     assert len(reciprocal_links(features, ["a", "a", "b"], 0, AssociationConfig(reciprocal_threshold=0.99))[0]) == 0
+
+
+def test_without_join_same_camera_one_camera_never_holds_two_tracks_of_an_identity():
+    # a1 and a2 (one camera, at different times) look alike, and b1 looks like both.
+    tracks = [summary("a", 1, 0, 10, E[0]), summary("a", 2, 20, 30, E[0]), summary("b", 1, 40, 50, E[0])]
+    assert len(set(associate_tracks(tracks).identity_ids.tolist())) == 1
+    result = associate_tracks(tracks, AssociationConfig(join_same_camera=False))
+    ids = result.identity_ids
+    assert ids[0] != ids[1]  # neither directly nor through b1
+    assert ids[2] in (ids[0], ids[1]) and result.blocked_by_constraints >= 1

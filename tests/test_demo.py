@@ -83,6 +83,8 @@ def test_scores_stay_above_the_measured_floor(demo_run):
     assert len(seen) >= 2
     assert result["mtmc_idf1"] >= 0.6, f"MTMC IDF1 {result['mtmc_idf1']:.3f}; per camera {per_camera}"
     assert min(per_camera.values()) >= 0.48, f"per-camera IDF1 {per_camera}"
+    for s in seen.values():  # the boxes' F1 bounds IDF1
+        assert 0.0 < s["recall"] <= 1.0 and 0.0 < s["precision"] <= 1.0 and s["idf1"] <= s["detection_f1"] + 1e-9
     met = result["mtmc_idf1"] >= TARGET_MTMC_IDF1 and min(per_camera.values()) >= TARGET_CAMERA_IDF1
     assert result["targets"]["met"] is met
 
@@ -108,7 +110,7 @@ def test_results_table_names_every_camera_and_the_report(demo_run):
     scores = score_run(out / "scene", run, ["cam1", "cam2", "cam3"], int(SECONDS * 10))
     table = results_table(DemoResult(out / "scene", run, scores, identities, query_longest_track(run, cfg), {}))
     assert identities.cameras_updated == []
-    for name in ("cam1", "cam2", "cam3", "MTMC", "report:", "query track"):
+    for name in ("cam1", "cam2", "cam3", "MTMC", "DetF1", "report:", "query track"):
         assert name in table
 
 

@@ -36,6 +36,7 @@ def test_ids_swapped_mid_sequence():
     assert s.mota == pytest.approx(0.9)
     assert s.idf1 == pytest.approx(0.5)
     assert s.id_switches == 2
+    assert (s.recall, s.precision, s.detection_f1) == (1.0, 1.0, 1.0)  # every box is right, only ids are wrong
 
 
 def test_misses_and_false_positives():
@@ -48,6 +49,8 @@ def test_misses_and_false_positives():
     assert (s.false_positives, s.misses) == (2, 2)
     assert s.mota == pytest.approx(0.6)
     assert (s.idp, s.idr, s.idf1) == (pytest.approx(0.8), pytest.approx(0.8), pytest.approx(0.8))
+    # boxes: recall 8/10, precision 8/10, F1 0.8 (= IDF1: no identity error)
+    assert (s.recall, s.precision, s.detection_f1) == (pytest.approx(0.8), pytest.approx(0.8), pytest.approx(0.8))
 
 
 def test_fragmented_track():

@@ -7,22 +7,8 @@ from pathlib import Path
 
 import typer
 
-from pipeline.metrics import MotScores, evaluate_mot, evaluate_mtmc, read_mot_file
+from pipeline.metrics import evaluate_mot, evaluate_mtmc, read_mot_file, scores_table
 from reid.errors import CrosscamError
-
-_TABLE_COLUMNS = [("MOTA", "mota"), ("IDF1", "idf1"), ("IDP", "idp"), ("IDR", "idr"), ("HOTA", "hota")]
-
-
-def _table(rows: dict[str, MotScores]) -> str:
-    """A plain-text table, one line per named sequence."""
-    width = max(len(name) for name in rows)
-    header = f"{'':{width}}  " + "  ".join(f"{title:>6}" for title, _ in _TABLE_COLUMNS) + "    IDSW     FP     FN"
-    lines = [header]
-    for name, s in rows.items():
-        ratios = "  ".join(f"{getattr(s, key):6.3f}" for _, key in _TABLE_COLUMNS)
-        lines.append(f"{name:{width}}  {ratios}  {s.id_switches:6d} {s.false_positives:6d} {s.misses:6d}")
-    return "\n".join(lines)
-
 
 def _gt_files(gt_dir: Path) -> dict[str, Path]:
     folder = gt_dir / "gt"
@@ -55,12 +41,12 @@ def register(app: typer.Typer) -> None:
         pred: Path = typer.Option(..., "--pred", help="Predicted tracks, MOTChallenge (frame,id,x,y,w,h,conf,...)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
     ) -> None:
-        """Score one camera's tracks: MOTA, IDF1, IDP, IDR, HOTA and ID switches (TrackEval, MOT17 rules)."""
+        """Score one camera's tracks: MOTA, IDF1, IDP, IDR, HOTA, box recall / precision / F1 and ID switches (TrackEval, MOT17 rules)."""
         scores = evaluate_mot(read_mot_file(gt, "gt"), read_mot_file(pred, "pred"))
         if as_json:
             typer.echo(json.dumps(scores.as_dict()))
         else:
-            typer.echo(_table({pred.stem: scores}))
+            typer.echo(scores_table({pred.stem: scores}))
 
     @app.command("eval-mtmc")
     def eval_mtmc(
@@ -93,4 +79,4 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(scores.as_dict()))
         else:
-            typer.echo(_table({**scores.cameras, "MTMC (all cameras)": scores.mtmc}))
+            typer.echo(scores_table({**scores.cameras, "MTMC (all cameras)": scores.mtmc}))
