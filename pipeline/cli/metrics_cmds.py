@@ -41,7 +41,10 @@ def register(app: typer.Typer) -> None:
         pred: Path = typer.Option(..., "--pred", help="Predicted tracks, MOTChallenge (frame,id,x,y,w,h,conf,...)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
     ) -> None:
-        """Score one camera's tracks: MOTA, IDF1, IDP, IDR, HOTA, box recall / precision / F1 and ID switches (TrackEval, MOT17 rules)."""
+        """Score one camera's tracks: MOTA, IDF1, IDP, IDR, HOTA, box recall / precision / F1, ID switches.
+
+        TrackEval with the MOT17 rules; boxes match at IoU 0.5.
+        """
         scores = evaluate_mot(read_mot_file(gt, "gt"), read_mot_file(pred, "pred"))
         if as_json:
             typer.echo(json.dumps(scores.as_dict()))
