@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from typing import Iterable, Iterator, Sequence
 
 from pipeline.blob_split import split_by_predictions
+from pipeline.colour import CameraColour
 from pipeline.detectors import Detector
 from pipeline.embedding import embed_detections
 from pipeline.tracking import PersonTracker
@@ -135,12 +136,16 @@ def prefetch(results: Iterator[FrameResult], depth: int) -> Iterator[FrameResult
 
 
 def embed_stage(results: Iterator[FrameResult], embedder, batch_size: int, min_box_size: int,
-                times: StageTimes) -> Iterator[FrameResult]:
+                times: StageTimes, colour: CameraColour | None = None) -> Iterator[FrameResult]:
     """Replace ``detections`` by the clipped, size-filtered boxes with unit ``features``; the
-    crops of ``batch_size`` frames go to the embedder together."""
+    crops of ``batch_size`` frames go to the embedder together. ``colour`` (the camera's colour
+    normalisation) is learned from the first batch's frames and applied to every frame's crops."""
+    colour = colour or CameraColour()
     for batch in _batches(results, batch_size):
         with times.measure("embed"):
-            embedded = embed_detections(embedder, [(r.frame.image, r.detections) for r in batch], min_box_size)
+            colour.fit([r.frame.image for r in batch])
+            pairs = [(colour.apply(r.frame.image), r.detections) for r in batch]
+            embedded = embed_detections(embedder, pairs, min_box_size)
         for result, dets in zip(batch, embedded):
             result.detections = dets
         yield from batch
@@ -178,15 +183,17 @@ def write_stage(results: Iterator[FrameResult], sinks: Sequence, times: StageTim
 
 
 def build_chain(frames: Iterable[Frame], detector: Detector, embedder, tracker: PersonTracker, sinks: Sequence,
-                batch_size: int, min_box_size: int, times: StageTimes, prefetch_frames: int = 0) -> Iterator[FrameResult]:
+                batch_size: int, min_box_size: int, times: StageTimes, prefetch_frames: int = 0,
+                colour: CameraColour | None = None) -> Iterator[FrameResult]:
     """Compose the stages into one lazy iterator of finished :class:`FrameResult` items.
 
-    ``prefetch_frames`` > 0 runs decoding and detection in a background thread that many frames ahead.
+    ``prefetch_frames`` > 0 runs decoding and detection in a background thread that many frames ahead;
+    ``colour`` is the camera's colour normalisation of the embedder's crops (none by default).
     """
     results = read_frames(frames, times)
     results = detect_stage(results, detector, batch_size, times)
     results = prefetch(results, prefetch_frames)
-    results = embed_stage(results, embedder, batch_size, min_box_size, times)
+    results = embed_stage(results, embedder, batch_size, min_box_size, times, colour)
     # Only a detector whose boxes can hold several people (``merges_people``: the motion
     # detector's blobs) is split; one box per person (YOLO, replay) is never someone else's.
     if tracker.cfg.split_merged and getattr(detector, "merges_people", False):

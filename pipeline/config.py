@@ -53,6 +53,17 @@ class DetectorConfig(_Section):
     replay_file: str | None = None  # det.txt for `replay`; default <sequence>/det/det.txt
 
 
+class ReidConfig(EmbedderConfig):
+    """``reid``: the embedder's options (:class:`reid.config.EmbedderConfig`) plus what each camera's
+    frames go through before they are cropped for it.
+
+    ``camera_colour: equalize`` equalises each colour channel over the camera's first frames
+    (:mod:`pipeline.colour`), so cameras with different colour casts describe one person alike.
+    """
+
+    camera_colour: Literal["none", "equalize"] = "none"
+
+
 class TrackerConfig(_Section):
     """deep-sort-realtime's ``DeepSort`` parameters."""
 
@@ -138,7 +149,7 @@ class PipelineConfig(_Section):
 
     source: SourceConfig = SourceConfig()
     detector: DetectorConfig = DetectorConfig()
-    reid: EmbedderConfig = EmbedderConfig()
+    reid: ReidConfig = ReidConfig()
     tracker: TrackerConfig = TrackerConfig()
     output: OutputConfig = OutputConfig()
     association: AssociationConfig = AssociationConfig()

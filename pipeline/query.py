@@ -27,13 +27,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.config import DetectorConfig, PipelineConfig
+from pipeline.colour import CameraColour
+from pipeline.config import DetectorConfig, PipelineConfig, ReidConfig
 from pipeline.detectors import build_detector
 from pipeline.identities import STORE_DIR, camera_folders
 from pipeline.store import StoredTrack, TrackStore
 from pipeline.types import Frame
 from reid import Embedder
-from reid.config import EmbedderConfig
 from reid.errors import CrosscamError
 
 VISIT_GAP_S = 10.0  # seconds; tracks of one camera at most this far apart are one visit (a track broken by occlusion)
@@ -130,22 +130,27 @@ def query_identity(
 
 def query_image(
     run_dir: str | Path, image_path: str | Path, box: tuple[float, float, float, float] | None = None,
-    top_k: int = 5, min_score: float = -1.0, config: PipelineConfig | None = None,
+    top_k: int = 5, min_score: float = -1.0, config: PipelineConfig | None = None, camera: str | None = None,
 ) -> QueryResult:
     """Identities like the person in ``image_path`` (a crop, or a frame with ``box`` xyxy pixels).
 
     Without a box and with an ultralytics detector in the run's config, the largest person the
     detector finds is used and an image without one is refused; with the motion or replay
-    detector the whole image is taken as the crop.
+    detector the whole image is taken as the crop. ``camera`` names the run's camera the image
+    comes from: its colour normalisation (``reid.camera_colour``, kept in its ``run.json``) is
+    applied first, as it was to that camera's crops. Without it the image is embedded as it is.
     """
     run_dir = Path(run_dir)
     store = open_run_store(run_dir, config)
     image = cv2.imread(str(image_path))
     if image is None:
         raise CrosscamError(f"--image {image_path}: cannot read it as an image; pass a JPEG/PNG file")
-    run_config = json.loads((camera_folders(run_dir)[0] / "run.json").read_text())["config"]
+    folders = camera_folders(run_dir)
+    run_config = json.loads((folders[0] / "run.json").read_text())["config"]
+    if camera is not None:
+        image = _camera_colour(folders, camera).apply(image)
     crop = _person_crop(image, box, DetectorConfig.model_validate(run_config["detector"]), str(image_path))
-    embedder = Embedder.from_config(EmbedderConfig.model_validate(run_config["reid"]))
+    embedder = Embedder.from_config(ReidConfig.model_validate(run_config["reid"]))
     if (embedder.fingerprint, embedder.dim) != (store.embedder.fingerprint, store.embedder.dim):
         raise CrosscamError(
             f"{store.folder}: built with embedder {store.embedder.name} ({store.embedder.fingerprint[:12]}), "
@@ -154,6 +159,14 @@ def query_image(
         )
     vector = embedder.embed([crop], bgr=True, normalize=True)
     return _rank(store, vector, top_k, min_score, run_dir, f"image {image_path}")
+
+
+def _camera_colour(folders: list[Path], camera: str) -> CameraColour:
+    """The colour normalisation ``camera``'s ``run.json`` recorded (none for older runs)."""
+    by_name = {f.name: f for f in folders}
+    if camera not in by_name:
+        raise CrosscamError(f"--camera {camera!r}: not a camera of this run; use one of {', '.join(sorted(by_name))}")
+    return CameraColour.from_description(json.loads((by_name[camera] / "run.json").read_text()).get("colour"))
 
 
 def parse_box(text: str) -> tuple[float, float, float, float]:

@@ -29,6 +29,7 @@ from typing import Sequence
 from tqdm import tqdm
 
 from pipeline.chain import StageTimes, build_chain
+from pipeline.colour import CameraColour
 from pipeline.config import PipelineConfig
 from pipeline.detectors import Detector, build_detector
 from pipeline.sinks import AnnotatedVideoWriter, MotTracksWriter, TrackSummaryWriter
@@ -155,6 +156,7 @@ def track_camera(source: FrameSource, detector: Detector, embedder, folder: Path
     }
     _write_json(folder / "run.json", _run_record(record, run, source))
     times = StageTimes()
+    colour = CameraColour(cfg.reid.camera_colour)
     start = time.perf_counter()
     summaries: TrackSummaryWriter | None = None
     try:
@@ -163,7 +165,7 @@ def track_camera(source: FrameSource, detector: Detector, embedder, folder: Path
             summaries = sinks[-1]
             chain = build_chain(source, detector, embedder, PersonTracker(cfg.tracker), sinks,
                                 cfg.detector.batch_size, cfg.detector.min_box_size, times,
-                                prefetch_frames=cfg.detector.prefetch * cfg.detector.batch_size)
+                                prefetch_frames=cfg.detector.prefetch * cfg.detector.batch_size, colour=colour)
             bar = sinks_stack.enter_context(
                 tqdm(total=source.frames_expected, desc=source.camera, unit="frame", file=sys.stderr,
                      disable=not progress, dynamic_ncols=True)
@@ -183,6 +185,7 @@ def track_camera(source: FrameSource, detector: Detector, embedder, folder: Path
         run.stage_seconds = {k: round(v, 4) for k, v in times.items()}
         run.num_tracks = len(summaries.summaries) if summaries is not None else 0
         run.frames_read, run.frames_failed = source.frames_read, source.frames_failed
+        record["colour"] = colour.describe()  # what query_image needs to treat a photo as this camera's
         _write_json(folder / "run.json", _run_record(record, run, source))
     return run
 

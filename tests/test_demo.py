@@ -19,6 +19,7 @@ from pipeline.demo import (
 )
 from pipeline.identities import update_identities
 from pipeline.metrics import read_mot_file
+from pipeline.query import query_image
 from reid.errors import CrosscamError
 
 SECONDS = 8.0  # the demo scene's first 8 s: 80 frames per camera
@@ -64,6 +65,23 @@ def test_query_answers_with_the_tracks_own_camera(demo_run):
     assert camera in [a["camera"] for a in query["appearances"]]
     for appearance in query["appearances"]:
         assert appearance["start_s"] <= appearance["end_s"] and appearance["start_frame"] <= appearance["end_frame"]
+
+
+def test_image_query_from_a_camera_gets_that_cameras_colour_normalisation(demo_run):
+    """The demo equalises each camera's colours before embedding; a crop queried as its camera's
+    (``--camera``) goes through the same table and matches its own track better than raw."""
+    out, result = demo_run
+    run, cfg = out / "run", demo_config(["output.video=false"])
+    camera, track_id = result["query"]["query"].split()[1].split(":")  # "track CAMERA:ID"
+    colour = json.loads((run / camera / "run.json").read_text())["colour"]
+    assert colour["mode"] == "equalize" and np.array(colour["lut"]).shape == (3, 256)
+    thumbnail = run / camera / "thumbs" / f"{track_id}.jpg"
+    as_camera = query_image(run, thumbnail, config=cfg, camera=camera)
+    as_is = query_image(run, thumbnail, config=cfg)
+    identity = result["query"]["identity"]
+    assert as_camera.best.identity == identity
+    raw_score = {m.identity: m.score for m in as_is.matches}.get(identity, -1.0)
+    assert as_camera.best.score > raw_score, (as_camera.best.score, raw_score)
 
 
 def test_demo_config_uses_offline_defaults_and_takes_overrides():

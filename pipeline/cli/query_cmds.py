@@ -50,6 +50,8 @@ def register(app: typer.Typer) -> None:
         run_dir: Path = typer.Argument(..., help="Run directory written by `crosscam track --out RUN_DIR`."),
         image: Optional[Path] = typer.Option(None, "--image", help="A person crop, or a frame with --box."),
         box: Optional[str] = typer.Option(None, "--box", help="x1,y1,x2,y2 pixels of the person in --image."),
+        camera: Optional[str] = typer.Option(None, "--camera", help="The run's camera --image comes from: "
+                                             "its colour normalisation (reid.camera_colour) is applied first."),
         track: Optional[str] = typer.Option(None, "--track", help="A stored track, CAMERA:TRACK_ID."),
         identity: Optional[int] = typer.Option(None, "--identity", help="A global identity id."),
         top_k: int = typer.Option(5, "--top-k", min=1, help="Identities to return, best first."),
@@ -66,9 +68,11 @@ def register(app: typer.Typer) -> None:
             raise CrosscamError("query: give exactly one of --image PATH, --track CAMERA:ID or --identity ID")
         if box is not None and image is None:
             raise CrosscamError("--box: only meaningful with --image; pass the frame with --image")
+        if camera is not None and image is None:
+            raise CrosscamError("--camera: only meaningful with --image; name the camera the image comes from")
         cfg = load_pipeline_config(config)
         if image is not None:
-            result = query_image(run_dir, image, parse_box(box) if box else None, top_k, min_score, cfg)
+            result = query_image(run_dir, image, parse_box(box) if box else None, top_k, min_score, cfg, camera)
         elif track is not None:
             camera, track_id = _parse_track(track)
             result = query_track(run_dir, camera, track_id, top_k, min_score, cfg)
