@@ -57,6 +57,7 @@ class CameraColour:
 
     @property
     def needs_fit(self) -> bool:
+        """Whether :meth:`fit` still has a table to learn."""
         return self.mode == "equalize" and self.lut is None
 
     def fit(self, images: Sequence[np.ndarray]) -> None:

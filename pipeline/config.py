@@ -11,6 +11,7 @@ from typing import Iterable, Literal
 
 from pydantic import BaseModel, Field
 
+from pipeline.colour import ColourMode
 from reid.config import EmbedderConfig, load_config
 
 
@@ -61,7 +62,7 @@ class ReidConfig(EmbedderConfig):
     (:mod:`pipeline.colour`), so cameras with different colour casts describe one person alike.
     """
 
-    camera_colour: Literal["none", "equalize"] = "none"
+    camera_colour: ColourMode = "none"
 
 
 class TrackerConfig(_Section):

@@ -147,9 +147,9 @@ def query_image(
         raise CrosscamError(f"--image {image_path}: cannot read it as an image; pass a JPEG/PNG file")
     folders = camera_folders(run_dir)
     run_config = json.loads((folders[0] / "run.json").read_text())["config"]
-    if camera is not None:
-        image = _camera_colour(folders, camera).apply(image)
     crop = _person_crop(image, box, DetectorConfig.model_validate(run_config["detector"]), str(image_path))
+    if camera is not None:
+        crop = _camera_colour(folders, camera).apply(np.ascontiguousarray(crop))
     embedder = Embedder.from_config(ReidConfig.model_validate(run_config["reid"]))
     if (embedder.fingerprint, embedder.dim) != (store.embedder.fingerprint, store.embedder.dim):
         raise CrosscamError(
