@@ -161,6 +161,12 @@ def query_image(
     return _rank(store, vector, top_k, min_score, run_dir, f"image {image_path}")
 
 
+def colour_normalised_cameras(run_dir: str | Path) -> list[str]:
+    """The run's cameras whose crops went through a colour table (``reid.camera_colour``), by name."""
+    return [f.name for f in camera_folders(Path(run_dir))
+            if CameraColour.from_description(json.loads((f / "run.json").read_text()).get("colour")).lut is not None]
+
+
 def _camera_colour(folders: list[Path], camera: str) -> CameraColour:
     """The colour normalisation ``camera``'s ``run.json`` recorded (none for older runs)."""
     by_name = {f.name: f for f in folders}

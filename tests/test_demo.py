@@ -17,6 +17,7 @@ from pipeline.demo import (
     TARGET_CAMERA_IDF1, TARGET_MTMC_IDF1, DemoResult, demo_config, query_longest_track, results_table, run_demo,
     score_run,
 )
+from pipeline.cli.main import main
 from pipeline.identities import update_identities
 from pipeline.metrics import read_mot_file
 from pipeline.query import query_image
@@ -82,6 +83,18 @@ def test_image_query_from_a_camera_gets_that_cameras_colour_normalisation(demo_r
     assert as_camera.best.identity == identity
     raw_score = {m.identity: m.score for m in as_is.matches}.get(identity, -1.0)
     assert as_camera.best.score > raw_score, (as_camera.best.score, raw_score)
+
+
+def test_image_query_cli_says_when_a_camera_would_apply(demo_run, capsys):
+    out, result = demo_run
+    camera, track_id = result["query"]["query"].split()[1].split(":")
+    thumbnail = out / "run" / camera / "thumbs" / f"{track_id}.jpg"
+    assert main(["query", str(out / "run"), "--image", str(thumbnail), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "equalised the colours of cam1, cam2, cam3" in captured.err and "--camera NAME" in captured.err
+    assert main(["query", str(out / "run"), "--image", str(thumbnail), "--camera", camera, "--json"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and json.loads(captured.out)["identity"] == result["query"]["identity"]
 
 
 def test_demo_config_uses_offline_defaults_and_takes_overrides():

@@ -9,7 +9,9 @@ from typing import Optional
 import typer
 
 from pipeline.config import load_pipeline_config
-from pipeline.query import QueryResult, parse_box, query_identity, query_image, query_track
+from pipeline.query import (
+    QueryResult, colour_normalised_cameras, parse_box, query_identity, query_image, query_track,
+)
 from reid.errors import CrosscamError
 
 
@@ -73,6 +75,10 @@ def register(app: typer.Typer) -> None:
         cfg = load_pipeline_config(config)
         if image is not None:
             result = query_image(run_dir, image, parse_box(box) if box else None, top_k, min_score, cfg, camera)
+            normalised = colour_normalised_cameras(run_dir) if camera is None else []
+            if normalised:
+                typer.echo(f"note: this run equalised the colours of {', '.join(normalised)} before embedding "
+                           "(reid.camera_colour); if --image comes from one of them, pass --camera NAME", err=True)
         elif track is not None:
             camera, track_id = _parse_track(track)
             result = query_track(run_dir, camera, track_id, top_k, min_score, cfg)
