@@ -138,7 +138,7 @@ def query_image(
     detector finds is used and an image without one is refused; with the motion or replay
     detector the whole image is taken as the crop. ``camera`` names the run's camera the image
     comes from: its colour normalisation (``reid.camera_colour``, kept in its ``run.json``) is
-    applied first, as it was to that camera's crops. Without it the image is embedded as it is.
+    applied to the crop, as it was to that camera's crops. Without it the crop is embedded as it is.
     """
     run_dir = Path(run_dir)
     store = open_run_store(run_dir, config)
@@ -163,16 +163,19 @@ def query_image(
 
 def colour_normalised_cameras(run_dir: str | Path) -> list[str]:
     """The run's cameras whose crops went through a colour table (``reid.camera_colour``), by name."""
-    return [f.name for f in camera_folders(Path(run_dir))
-            if CameraColour.from_description(json.loads((f / "run.json").read_text()).get("colour")).lut is not None]
+    return [f.name for f in camera_folders(Path(run_dir)) if _recorded_colour(f).lut is not None]
 
 
 def _camera_colour(folders: list[Path], camera: str) -> CameraColour:
-    """The colour normalisation ``camera``'s ``run.json`` recorded (none for older runs)."""
     by_name = {f.name: f for f in folders}
     if camera not in by_name:
         raise CrosscamError(f"--camera {camera!r}: not a camera of this run; use one of {', '.join(sorted(by_name))}")
-    return CameraColour.from_description(json.loads((by_name[camera] / "run.json").read_text()).get("colour"))
+    return _recorded_colour(by_name[camera])
+
+
+def _recorded_colour(folder: Path) -> CameraColour:
+    """The colour normalisation a camera folder's ``run.json`` recorded (none for older runs)."""
+    return CameraColour.from_description(json.loads((folder / "run.json").read_text()).get("colour"))
 
 
 def parse_box(text: str) -> tuple[float, float, float, float]:
