@@ -10,10 +10,13 @@ stage sees (mostly the empty scene) and then fixed, so a track's features do not
 Only the embedder's crops are normalised: detection, the annotated video and thumbnails see the
 frames as they are.
 
->>> frame = np.full((4, 4, 3), (40, 120, 200), np.uint8)
+>>> ramp = np.repeat(np.arange(0, 256, 16, dtype=np.uint8), 3).reshape(4, 4, 3)  # 16 grey levels
 >>> colour = CameraColour("equalize")
->>> colour.fit([frame])
->>> colour.apply(frame)[0, 0].tolist()  # one grey level per channel: all of it at the top
+>>> colour.fit([np.zeros((4, 4, 3), np.uint8)])  # a black start teaches nothing: wait for a picture
+>>> colour.needs_fit
+True
+>>> colour.fit([ramp // 2])  # a dim camera: levels 0..120
+>>> colour.apply(ramp // 2)[-1, -1].tolist()  # its brightest level maps to the top
 [255, 255, 255]
 """
 
@@ -25,6 +28,7 @@ import cv2
 import numpy as np
 
 ColourMode = Literal["none", "equalize"]
+MIN_SPREAD = 4.0  # grey levels (standard deviation per channel) of frames worth learning a table from
 
 
 def equalizing_lut(images: Sequence[np.ndarray]) -> np.ndarray:
@@ -61,8 +65,13 @@ class CameraColour:
         return self.mode == "equalize" and self.lut is None
 
     def fit(self, images: Sequence[np.ndarray]) -> None:
-        """Learn the table from ``images`` (the camera's first frames); later calls change nothing."""
-        if self.needs_fit:
+        """Learn the table from ``images`` (the camera's first frames); later calls change nothing.
+
+        Frames with almost no spread in some channel (under :data:`MIN_SPREAD`: a black or blank
+        start while the camera warms up) are not learned from: the table would throw every later
+        level to the top. The next call tries again.
+        """
+        if self.needs_fit and images and np.stack(images).reshape(-1, 3).std(axis=0).min() >= MIN_SPREAD:
             self.lut = equalizing_lut(images)
 
     def apply(self, image: np.ndarray) -> np.ndarray:

@@ -43,8 +43,8 @@ def test_equalizing_removes_a_camera_colour_cast():
 
 
 def test_camera_colour_fits_once_and_round_trips_through_its_description():
-    colour = CameraColour("equalize")
-    assert colour.needs_fit and colour.apply(scene()) is not None
+    colour, image = CameraColour("equalize"), scene(3)
+    assert colour.needs_fit and colour.apply(image) is image  # nothing learned yet: frames pass as they are
     colour.fit([scene(0)])
     lut = colour.lut.copy()
     colour.fit([cast(scene(1))])  # the table is learned once: a track's features must not drift
@@ -53,6 +53,19 @@ def test_camera_colour_fits_once_and_round_trips_through_its_description():
     assert again.mode == "equalize" and np.array_equal(again.lut, lut)
     image = scene(2)
     assert np.array_equal(again.apply(image), apply_lut(image, lut))
+
+
+def test_a_blank_start_is_not_learned_from():
+    """A camera that starts black (warming up) or on one flat colour gets its table from the first
+    frames that show a picture, instead of a table that throws every later level to the top."""
+    colour = CameraColour("equalize")
+    colour.fit([np.zeros((120, 160, 3), np.uint8)] * 3)
+    colour.fit([np.full((120, 160, 3), (30, 200, 90), np.uint8)])
+    image = scene()
+    assert colour.needs_fit and colour.apply(image) is image
+    colour.fit([np.zeros((120, 160, 3), np.uint8), scene()])  # one blank frame among pictures is fine
+    assert not colour.needs_fit
+    assert np.array_equal(colour.lut, equalizing_lut([np.zeros((120, 160, 3), np.uint8), scene()]))
 
 
 def test_no_normalisation_passes_frames_unchanged():
