@@ -139,7 +139,8 @@ def embed_stage(results: Iterator[FrameResult], embedder, batch_size: int, min_b
                 times: StageTimes, colour: CameraColour | None = None) -> Iterator[FrameResult]:
     """Replace ``detections`` by the clipped, size-filtered boxes with unit ``features``; the
     crops of ``batch_size`` frames go to the embedder together. ``colour`` (the camera's colour
-    normalisation) is learned from the first batch's frames and applied to every frame's crops."""
+    normalisation) is learned from the first batch's frames (the first one that is not blank) and
+    applied to every frame's crops."""
     colour = colour or CameraColour()
     for batch in _batches(results, batch_size):
         with times.measure("embed"):

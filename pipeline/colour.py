@@ -5,7 +5,7 @@ appearance feature learned on ordinary photos (the ImageNet MobileNetV2 most of 
 response into the feature: one person seen by two cameras looks like two people. Equalising each
 colour channel over the camera's own frames maps every camera's response onto the same uniform
 distribution. The mapping is one lookup table per camera, learned from the first frames the embed
-stage sees (mostly the empty scene) and then fixed, so a track's features do not drift.
+stage sees (mostly the empty scene; not a blank start) and then fixed, so a track's features do not drift.
 
 Only the embedder's crops are normalised: detection, the annotated video and thumbnails see the
 frames as they are.
