@@ -144,7 +144,8 @@ def embed_stage(results: Iterator[FrameResult], embedder, batch_size: int, min_b
     colour = colour or CameraColour()
     for batch in _batches(results, batch_size):
         with times.measure("embed"):
-            colour.fit([r.frame.image for r in batch])
+            if colour.needs_fit:
+                colour.fit([r.frame.image for r in batch])
             pairs = [(colour.apply(r.frame.image), r.detections) for r in batch]
             embedded = embed_detections(embedder, pairs, min_box_size)
         for result, dets in zip(batch, embedded):

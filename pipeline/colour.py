@@ -22,7 +22,7 @@ True
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Literal, Sequence, get_args
 
 import cv2
 import numpy as np
@@ -54,7 +54,7 @@ class CameraColour:
     ``"equalize"`` (:func:`equalizing_lut` learned by :meth:`fit` once, then applied to every frame)."""
 
     def __init__(self, mode: ColourMode = "none"):
-        if mode not in ("none", "equalize"):
+        if mode not in get_args(ColourMode):
             raise ValueError(f"colour mode {mode!r}: use 'none' or 'equalize'")
         self.mode = mode
         self.lut: np.ndarray | None = None  # (256, 3) uint8 once fitted

@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
         image: Optional[Path] = typer.Option(None, "--image", help="A person crop, or a frame with --box."),
         box: Optional[str] = typer.Option(None, "--box", help="x1,y1,x2,y2 pixels of the person in --image."),
         camera: Optional[str] = typer.Option(None, "--camera", help="The run's camera --image comes from: "
-                                             "its colour normalisation (reid.camera_colour) is applied first."),
+                                             "its colour normalisation (reid.camera_colour) is applied to the crop."),
         track: Optional[str] = typer.Option(None, "--track", help="A stored track, CAMERA:TRACK_ID."),
         identity: Optional[int] = typer.Option(None, "--identity", help="A global identity id."),
         top_k: int = typer.Option(5, "--top-k", min=1, help="Identities to return, best first."),
