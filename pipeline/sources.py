@@ -17,6 +17,7 @@ import configparser
 import logging
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -33,18 +34,43 @@ STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp:
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
+@dataclass(frozen=True)
+class FrameRange:
+    """Source frames ``[start, end)`` by 0-based index (``end`` None: to the end of the source).
+
+    A camera's long video is cut into such ranges to be tracked in parallel
+    (:mod:`pipeline.scale`); frame indices and times stay those of the whole source.
+
+    >>> FrameRange(100, 250).length
+    150
+    """
+
+    start: int = 0
+    end: int | None = None
+
+    def __post_init__(self):
+        if self.start < 0 or (self.end is not None and self.end < self.start):
+            raise ValueError(f"frame range [{self.start}, {self.end}) is empty or negative")
+
+    @property
+    def length(self) -> int | None:
+        return None if self.end is None else self.end - self.start
+
+
 class FrameSource(ABC):
     """A camera's frames; iterate once, close when done (a context manager).
 
     Attributes after opening: ``uri`` (absolute path or URL), ``fps``, ``frame_size`` ``(w, h)``,
-    ``frames_total`` (source frames, ``None`` for streams); while iterating: ``frames_read``
-    (frames yielded) and ``frames_failed`` (frames that could not be decoded and were skipped).
+    ``frames_total`` (source frames, ``None`` for streams), ``frames`` (the :class:`FrameRange`
+    iterated; files and folders only); while iterating: ``frames_read`` (frames yielded) and
+    ``frames_failed`` (frames that could not be decoded and were skipped).
     """
 
-    def __init__(self, uri: str, camera: str, cfg: SourceConfig):
+    def __init__(self, uri: str, camera: str, cfg: SourceConfig, frames: FrameRange | None = None):
         self.uri = uri
         self.camera = camera
         self.cfg = cfg
+        self.frames = frames or FrameRange()
         self.fps: float = cfg.default_fps
         self.frame_size: tuple[int, int] = (0, 0)
         self.frames_total: int | None = None
@@ -52,18 +78,27 @@ class FrameSource(ABC):
         self.frames_failed = 0
 
     @property
+    def frames_end(self) -> int | None:
+        """One past the last source index iteration can reach (range end, ``max_frames``, length)."""
+        ends = [e for e in (self.frames_total, self.cfg.max_frames, self.frames.end) if e is not None]
+        return min(ends) if ends else None
+
+    @property
     def frames_expected(self) -> int | None:
         """How many frames iteration will yield at most (for progress bars), ``None`` if unknown."""
-        total = self.frames_total
-        if self.cfg.max_frames is not None:
-            total = self.cfg.max_frames if total is None else min(total, self.cfg.max_frames)
-        return None if total is None else -(-total // self.cfg.stride)
+        end = self.frames_end
+        if end is None:
+            return None
+        start = self.frames.start
+        # Kept frames are the multiples of the stride in [start, end) (the stride counts from 0).
+        return max(0, -(-end // self.cfg.stride) - -(-start // self.cfg.stride))
 
     def _keep(self, index: int) -> bool:
         return index % self.cfg.stride == 0
 
     def _past_limit(self, index: int) -> bool:
-        return self.cfg.max_frames is not None and index >= self.cfg.max_frames
+        limits = [e for e in (self.cfg.max_frames, self.frames.end) if e is not None]
+        return bool(limits) and index >= min(limits)
 
     def _skip_failed(self, index: int, why: str) -> None:
         self.frames_failed += 1
@@ -90,24 +125,61 @@ class VideoFileSource(FrameSource):
     ``cfg.max_decode_failures`` consecutive failures the rest of the file is given up.
     """
 
-    def __init__(self, path: Path, camera: str, cfg: SourceConfig):
-        super().__init__(str(path.resolve()), camera, cfg)
+    def __init__(self, path: Path, camera: str, cfg: SourceConfig, frames: FrameRange | None = None):
+        super().__init__(str(path.resolve()), camera, cfg, frames)
         if not path.is_file():
             raise CrosscamError(f"{path}: video file not found; check the path")
         if path.stat().st_size == 0:
             raise CrosscamError(f"{path}: file is empty; pass a video file")
-        self._cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-        ok, first = self._cap.read() if self._cap.isOpened() else (False, None)
-        if not ok or first is None:
-            self._cap.release()
-            raise CrosscamError(f"{path}: not a readable video (OpenCV/FFmpeg cannot decode it); pass a video file")
+        self._cap, first = self._open_at_start(path)
         self._first: np.ndarray | None = first
-        self.frame_size = (first.shape[1], first.shape[0])
+        self.frame_size = (self._first.shape[1], self._first.shape[0])
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if 0.0 < fps < 1000.0 else cfg.default_fps
         count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
         self.frames_total = count if count > 0 else None
         self._first_ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+        self._first_index = 0
+        self._iterated = False
+        self.seek = "none"  # how the range start was reached: none | seek | decode
+        if self.frames.start > 0:
+            self._go_to(path, self.frames.start)
+
+    @staticmethod
+    def _open_at_start(path: Path) -> tuple[cv2.VideoCapture, np.ndarray]:
+        """The capture, and frame 0 read from it."""
+        cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+        ok, first = cap.read() if cap.isOpened() else (False, None)
+        if not ok or first is None:
+            cap.release()
+            raise CrosscamError(f"{path}: not a readable video (OpenCV/FFmpeg cannot decode it); pass a video file")
+        return cap, first
+
+    def _go_to(self, path: Path, start: int) -> None:
+        """Make ``start`` the first frame read: a seek where the container reports landing exactly
+        there (frame number, and timestamp where it has them), else decode from the first frame and
+        drop the frames before ``start`` (raw ``.264`` streams have no index to seek with)."""
+        self._first_index = start
+        if self._cap.set(cv2.CAP_PROP_POS_FRAMES, start) and round(self._cap.get(cv2.CAP_PROP_POS_FRAMES)) == start:
+            ok, image = self._cap.read()
+            if ok and image is not None and self._on_time(start):
+                self._first, self.seek = image, "seek"
+                return
+        self._cap.release()
+        self._cap, _ = self._open_at_start(path)
+        self.seek = "decode"
+        for _ in range(start - 1):
+            if not self._cap.grab():
+                self._first = None  # the file ends before the range starts: nothing to read
+                return
+        ok, image = self._cap.read()
+        self._first = image if ok else None
+
+    def _on_time(self, index: int) -> bool:
+        """Whether the frame just read has the timestamp frame ``index`` must have (within half a
+        frame); files without timestamps (every frame at 0 ms) cannot tell and count as off."""
+        ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+        return ms > self._first_ms and abs(ms - self._first_ms - 1000.0 * index / self.fps) < 500.0 / self.fps
 
     def _time(self, index: int) -> float:
         # Raw elementary streams (.264) carry no timestamps: FFmpeg reports 0 ms for every frame.
@@ -117,10 +189,15 @@ class VideoFileSource(FrameSource):
         return index / self.fps
 
     def __iter__(self) -> Iterator[Frame]:
-        if self._first is None:
+        if self._iterated:
             raise RuntimeError("a VideoFileSource can be iterated once")
+        self._iterated = True
         image, self._first = self._first, None
-        index, pending = 0, []  # pending: failed reads not yet known to be mid-stream (not the end)
+        if image is None:  # the file ends before the range starts
+            return
+        index, pending = self._first_index, []  # pending: failed reads not yet known to be mid-stream (not the end)
+        if not self._keep(index):  # a range may start between strided frames: the next kept one comes first
+            image = None
         while not self._past_limit(index):
             if image is not None:
                 for failed in pending:
@@ -160,10 +237,10 @@ class ImageFolderSource(FrameSource):
     The frame rate comes from ``seqinfo.ini`` (``frameRate``) next to ``img1/`` when present.
     """
 
-    def __init__(self, folder: Path, camera: str, cfg: SourceConfig):
+    def __init__(self, folder: Path, camera: str, cfg: SourceConfig, frames: FrameRange | None = None):
         if (folder / "img1").is_dir():
             folder = folder / "img1"
-        super().__init__(str(folder.resolve()), camera, cfg)
+        super().__init__(str(folder.resolve()), camera, cfg, frames)
         self.sequence_dir = folder.parent if folder.name == "img1" else folder
         self._files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self._files:
@@ -176,7 +253,8 @@ class ImageFolderSource(FrameSource):
         self.frame_size = (first.shape[1], first.shape[0])
 
     def __iter__(self) -> Iterator[Frame]:
-        for index, path in enumerate(self._files):
+        start = self.frames.start  # a range splits the folder by file
+        for index, path in enumerate(self._files[start:], start=start):
             if self._past_limit(index):
                 break
             if not self._keep(index):
@@ -271,13 +349,16 @@ class StreamSource(FrameSource):
             self._cap = None
 
 
-def open_source(spec: str, camera: str | None, cfg: SourceConfig) -> FrameSource:
+def open_source(spec: str, camera: str | None, cfg: SourceConfig, frames: FrameRange | None = None) -> FrameSource:
     """Open a video file, an image folder or a stream URL as a camera's frame source.
 
     ``camera`` defaults to the file or folder stem (the URL's last path part for streams).
+    ``frames`` limits a file or folder to a range of its frames (streams cannot be cut).
     Raises :class:`CrosscamError` (one line) for a missing path or an unreadable file.
     """
     if spec.lower().startswith(STREAM_SCHEMES):
+        if frames is not None and frames != FrameRange():
+            raise CrosscamError(f"{spec}: a live stream cannot be cut into frame ranges; track it whole")
         return StreamSource(spec, camera or default_camera_name(spec), cfg)
     path = Path(spec)
     if not path.exists():
@@ -285,8 +366,8 @@ def open_source(spec: str, camera: str | None, cfg: SourceConfig) -> FrameSource
         raise CrosscamError(f"{spec}: no such {kind}; pass a video file, an image folder or a stream URL")
     name = camera or default_camera_name(spec)
     if path.is_dir():
-        return ImageFolderSource(path, name, cfg)
-    return VideoFileSource(path, name, cfg)
+        return ImageFolderSource(path, name, cfg, frames)
+    return VideoFileSource(path, name, cfg, frames)
 
 
 def default_camera_name(spec: str) -> str:

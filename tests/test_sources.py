@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import SourceConfig
-from pipeline.sources import ImageFolderSource, StreamSource, VideoFileSource, default_camera_name, open_source
+from pipeline.sources import (FrameRange, ImageFolderSource, StreamSource, VideoFileSource, default_camera_name,
+                              open_source)
 from reid.errors import CrosscamError
 
 
@@ -240,3 +241,61 @@ def test_video_source_iterates_once(tmp_path: Path):
     with pytest.raises(RuntimeError):
         list(src)
     src.close()
+
+
+def _decode(spec: Path, cfg: SourceConfig, frames: FrameRange | None = None):
+    with open_source(str(spec), "cam", cfg, frames) as src:
+        return [(f.index, f.time_s, f.image) for f in src], src
+
+
+def _assert_same_frames(part, whole, start: int, end: int) -> None:
+    expected = [w for w in whole if start <= w[0] < end]
+    assert [p[0] for p in part] == [w[0] for w in expected]
+    assert [p[1] for p in part] == pytest.approx([w[1] for w in expected], abs=1e-9)
+    assert all(np.array_equal(p[2], w[2]) for p, w in zip(part, expected))
+
+
+def test_a_range_of_the_shared_clip_is_its_frames_bit_for_bit(hall_clip: Path):
+    cfg = SourceConfig(max_frames=260)
+    whole, _ = _decode(hall_clip, cfg)
+    for start, end in ((0, 40), (37, 120), (150, 261), (255, 400)):
+        part, src = _decode(hall_clip, cfg, FrameRange(start, end))
+        _assert_same_frames(part, whole, start, end)
+        assert src.seek == ("none" if start == 0 else "seek")  # an MP4 seeks exactly: no decode from 0
+        assert src.frames_expected == len(part)
+
+
+def test_a_range_of_a_raw_h264_stream_decodes_and_drops_the_frames_before(tmp_path: Path, hall_clip: Path):
+    raw = mp4_to_annexb(hall_clip, tmp_path / "hall.264", samples=80)
+    whole, _ = _decode(raw, SourceConfig())
+    assert len(whole) == 80
+    for start, end in ((1, 10), (33, 70), (75, 200)):
+        part, src = _decode(raw, SourceConfig(), FrameRange(start, end))
+        _assert_same_frames(part, whole, start, end)
+        assert src.seek == "decode"  # no index and no timestamps: an exact seek is impossible
+
+
+def test_a_range_of_an_image_folder_splits_by_file_and_keeps_the_stride(tmp_path: Path):
+    seq = write_mot_sequence(tmp_path, 20)
+    cfg = SourceConfig(stride=3)
+    whole, _ = _decode(seq, cfg)
+    for start, end in ((0, 7), (4, 13), (13, 40)):
+        part, src = _decode(seq, cfg, FrameRange(start, end))
+        _assert_same_frames(part, whole, start, end)
+        assert src.frames_expected == len(part)
+
+
+def test_a_video_range_starting_between_strided_frames_and_past_the_end(tmp_path: Path):
+    video = write_mjpg_avi(tmp_path / "cam.avi", 30)
+    cfg = SourceConfig(stride=4)
+    whole, _ = _decode(video, cfg)
+    part, src = _decode(video, cfg, FrameRange(5, 21))
+    _assert_same_frames(part, whole, 5, 21)
+    assert [p[0] for p in part] == [8, 12, 16, 20] and src.frames_expected == 4
+    beyond, src = _decode(video, cfg, FrameRange(40, 50))
+    assert beyond == [] and src.frames_failed == 0
+
+
+def test_a_stream_cannot_be_cut_into_ranges():
+    with pytest.raises(CrosscamError, match="cannot be cut"):
+        open_source("rtsp://127.0.0.1:9/cam", None, SourceConfig(), FrameRange(10, 20))
