@@ -25,17 +25,15 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
-import numpy as np
-from tqdm import tqdm
-
 from pipeline.association import associate_tracks
 from pipeline.cameras import CamerasFile, camera_offsets, load_cameras_file
 from pipeline.config import PipelineConfig, SourceConfig
 from pipeline.report import write_report
-from pipeline.sinks import AnnotatedVideoWriter
+from pipeline.annotate import render_tracks_video
 from pipeline.sources import open_source
 from pipeline.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore
-from pipeline.types import FrameResult, TrackObservation, TrackSummary, read_track_summaries
+from pipeline.tracks_file import read_camera_tracks
+from pipeline.types import TrackSummary, read_track_summaries
 from reid.errors import CrosscamError
 
 log = logging.getLogger(__name__)
@@ -308,7 +306,7 @@ def render_global_video(cam: _CameraInput, identity_of: dict[int, int], progress
     live stream or a video that was moved.
     """
     out = cam.folder / "annotated_global.mp4"
-    boxes = _boxes_by_frame(cam.folder / "tracks.txt")
+    rows = read_camera_tracks(cam.folder)
     source_cfg = SourceConfig.model_validate(cam.run.get("config", {}).get("source", {}))
     try:
         source = open_source(cam.record.source, cam.name, source_cfg)
@@ -316,29 +314,8 @@ def render_global_video(cam: _CameraInput, identity_of: dict[int, int], progress
         log.warning("%s: annotated_global.mp4 not written (%s)", cam.name, exc)
         return None
     # An interrupted run stopped early: its annotated video ends at its last tracked frame too.
-    stop_after = max(boxes, default=-1) if cam.run.get("status") == "interrupted" else None
-    with source, AnnotatedVideoWriter(out, source.fps / source_cfg.stride, source.frame_size) as video:
-        for frame in tqdm(source, desc=f"{cam.name} global ids", unit="frame", disable=not progress):
-            if stop_after is not None and frame.index > stop_after:
-                break
-            observations = [
-                TrackObservation(identity_of[tid], xyxy, conf, None)
-                for tid, xyxy, conf in boxes.get(frame.index, []) if tid in identity_of
-            ]
-            video.write(FrameResult(frame, tracks=observations))
+    stop = int(rows.frame.max(initial=-1)) + 1 if cam.run.get("status") == "interrupted" else None
+    with source:
+        render_tracks_video(source, rows, out, identity_of, (0, stop), progress=progress,
+                            desc=f"{cam.name} global ids")
     return out
-
-
-def _boxes_by_frame(path: Path) -> dict[int, list[tuple[int, np.ndarray, float]]]:
-    """``tracks.txt`` rows by 0-based frame index: (track id, xyxy (4,) float32, confidence)."""
-    boxes: dict[int, list] = {}
-    if not path.is_file():
-        return boxes
-    for line in path.read_text().splitlines():
-        f = line.split(",")
-        if len(f) < 7:
-            continue
-        frame, tid = int(float(f[0])) - 1, int(float(f[1]))
-        x, y, w, h = (float(v) for v in f[2:6])
-        boxes.setdefault(frame, []).append((tid, np.array([x, y, x + w, y + h], np.float32), float(f[6])))
-    return boxes

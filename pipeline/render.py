@@ -38,11 +38,13 @@ def draw_tracks(
     ids: np.ndarray,
     labels: list[str] | None = None,
     trails: Mapping[int, Sequence[tuple[float, float]]] | None = None,
+    dashed: np.ndarray | None = None,
 ) -> np.ndarray:
     """Return a copy of ``image_bgr`` with one box per row, coloured by id.
 
     ``xyxy``: ``(N, 4)`` pixels; ``ids``: ``(N,)`` ints; ``labels``: text per box (default the id);
-    ``trails``: per id, past ``(x, y)`` points (e.g. box bottoms) drawn as a fading polyline.
+    ``trails``: per id, past ``(x, y)`` points (e.g. box bottoms) drawn as a fading polyline;
+    ``dashed``: ``(N,)`` bool, boxes drawn with a thin dashed outline (interpolated, not detected).
     """
     out = image_bgr.copy()
     short_side = min(out.shape[:2])
@@ -53,7 +55,10 @@ def draw_tracks(
     for i, (box, track_id) in enumerate(zip(np.asarray(xyxy).reshape(-1, 4), np.asarray(ids).reshape(-1))):
         color = color_for_id(int(track_id))
         x1, y1, x2, y2 = (int(round(v)) for v in box)
-        cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness + 1)
+        if dashed is not None and dashed[i]:
+            _draw_dashed_box(out, (x1, y1, x2, y2), color, thickness)
+        else:
+            cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness + 1)
         text = labels[i] if labels is not None else str(int(track_id))
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
         top = max(y1, th + base + 2)  # keep the label inside the image at the top edge
@@ -69,3 +74,15 @@ def _draw_trail(image: np.ndarray, points: Sequence[tuple[float, float]], color,
         fade = k / len(pts)  # older segments are thinner
         p, q = tuple(int(v) for v in pts[k - 1]), tuple(int(v) for v in pts[k])
         cv2.line(image, p, q, color, max(1, round(thickness * 2 * fade)), cv2.LINE_AA)
+
+
+def _draw_dashed_box(image: np.ndarray, box: tuple[int, int, int, int], color, thickness: int) -> None:
+    x1, y1, x2, y2 = box
+    dash = max(4, 4 * thickness)
+    for (px, py), (qx, qy) in (((x1, y1), (x2, y1)), ((x2, y1), (x2, y2)), ((x2, y2), (x1, y2)), ((x1, y2), (x1, y1))):
+        length = max(abs(qx - px), abs(qy - py))
+        for start in range(0, length, 2 * dash):
+            end = min(start + dash, length)
+            a = (px + (qx - px) * start // max(length, 1), py + (qy - py) * start // max(length, 1))
+            b = (px + (qx - px) * end // max(length, 1), py + (qy - py) * end // max(length, 1))
+            cv2.line(image, a, b, color, thickness)

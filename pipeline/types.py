@@ -56,12 +56,14 @@ class Detections:
 
 @dataclass(frozen=True)
 class TrackObservation:
-    """A confirmed track updated in this frame: its id and the box it was matched to."""
+    """A confirmed track in this frame: its id and the box it was matched to, or (``interpolated``)
+    the box filled in between two of its detections."""
 
     track_id: int  # per-camera track id, >= 1
     xyxy: np.ndarray  # (4,) float32 pixels
-    confidence: float
-    feature: np.ndarray | None  # (D,) float32 L2-normalised, the detection's embedding
+    confidence: float  # the detection's; 0 for an interpolated box
+    feature: np.ndarray | None  # (D,) float32 L2-normalised, the detection's embedding; None: not embedded
+    interpolated: bool = False  # filled in for a frame where the track was not detected
 
 
 @dataclass
@@ -71,6 +73,12 @@ class FrameResult:
     frame: Frame
     detections: Detections | None = None
     tracks: list[TrackObservation] = field(default_factory=list)
+    # Boxes below the detector's ``confidence`` but above its ``low_confidence`` (no features):
+    # they may extend confirmed tracks (``pipeline.refine.low_confidence``), never start one.
+    low_detections: Detections | None = None
+    # Observations of tracks confirmed in this frame from the frames before, as
+    # ``(frame index, observation)`` (``pipeline.refine.lookback`` puts them into those frames).
+    backfill: list[tuple[int, TrackObservation]] = field(default_factory=list)
 
 
 @dataclass
@@ -88,10 +96,11 @@ class TrackSummary:
     last_frame: int  # 0-based, inclusive
     start_s: float
     end_s: float
-    num_detections: int
+    num_detections: int  # detected boxes (low-confidence ones included)
     feature: np.ndarray  # (D,) float32, L2-normalised
     representatives: np.ndarray  # (R, D) float32, L2-normalised, R >= 1
     thumbnail: str | None = None
+    num_interpolated: int = 0  # boxes filled in between detections (in tracks.txt too)
 
     def metadata(self) -> dict:
         """The JSON-serialisable fields (everything but the feature arrays)."""
@@ -103,25 +112,33 @@ class TrackSummary:
             "start_s": self.start_s,
             "end_s": self.end_s,
             "num_detections": self.num_detections,
+            "num_interpolated": self.num_interpolated,
             "thumbnail": self.thumbnail,
         }
 
 
-def write_track_summaries(folder: str | Path, summaries: list[TrackSummary]) -> None:
+_SUMMARY_KEYS = frozenset(TrackSummary.__dataclass_fields__) - {"feature", "representatives"}
+
+
+def write_track_summaries(folder: str | Path, summaries: list[TrackSummary], states: dict[int, dict] | None = None,
+                          state_arrays: dict[str, np.ndarray] | None = None) -> None:
     """Write ``tracks.json`` (metadata) and ``track_features.npz`` (arrays) into ``folder``.
 
-    Both files are written to temporary names and renamed, so a crash leaves the old pair.
+    ``states`` (by track id) go into each entry's ``"state"`` and ``state_arrays`` into the npz
+    beside the features (``pipeline.track_state``'s mergeable state). Both files are written to
+    temporary names and renamed, so a crash leaves the old pair.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    arrays: dict[str, np.ndarray] = {}
+    arrays: dict[str, np.ndarray] = dict(state_arrays or {})
     for s in summaries:
         arrays[f"feature_{s.track_id}"] = s.feature.astype(np.float32)
         arrays[f"representatives_{s.track_id}"] = s.representatives.astype(np.float32)
     tmp_npz = folder / "track_features.tmp.npz"
     np.savez(tmp_npz, **arrays)
     tmp_json = folder / "tracks.json.tmp"
-    tmp_json.write_text(json.dumps([s.metadata() for s in summaries], indent=1))
+    entries = [{**s.metadata(), **({"state": states[s.track_id]} if states else {})} for s in summaries]
+    tmp_json.write_text(json.dumps(entries, indent=1))
     tmp_npz.replace(folder / "track_features.npz")
     tmp_json.replace(folder / "tracks.json")
 
@@ -133,7 +150,7 @@ def read_track_summaries(folder: str | Path) -> list[TrackSummary]:
     with np.load(folder / "track_features.npz") as arrays:
         return [
             TrackSummary(
-                **m,
+                **{k: v for k, v in m.items() if k in _SUMMARY_KEYS},
                 feature=arrays[f"feature_{m['track_id']}"],
                 representatives=arrays[f"representatives_{m['track_id']}"],
             )

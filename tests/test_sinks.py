@@ -9,13 +9,8 @@ import numpy as np
 import pytest
 
 from pipeline.render import color_for_id, draw_tracks
-from pipeline.sinks import (
-    AnnotatedVideoWriter,
-    MotTracksWriter,
-    TrackSummaryWriter,
-    farthest_point_representatives,
-    observation_quality,
-)
+from pipeline.sinks import AnnotatedVideoWriter, MotTracksWriter, TrackSummaryWriter
+from pipeline.track_state import farthest_point_representatives, observation_quality
 from pipeline.types import Frame, FrameResult, TrackObservation, read_track_summaries
 
 SIZE = (160, 120)
@@ -98,7 +93,7 @@ def test_track_summaries_feature_representatives_and_thumbnails(tmp_path: Path):
             feats.append(feat)
             quals.append(observation_quality(obs, SIZE))
         summaries.write(result(300, [(9, [0, 0, 20, 50], 0.7, unit(rng.normal(size=16)))]))
-        acc = summaries._tracks[4]
+        acc = summaries.tracks[4]
         assert len(acc.candidates) < 4 * 5  # bounded sample of a 300-observation track
     (s4, s9) = read_track_summaries(tmp_path)
     assert (s4.track_id, s4.first_frame, s4.last_frame, s4.num_detections) == (4, 0, 299, 300)

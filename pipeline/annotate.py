@@ -1,0 +1,57 @@
+"""Draw the rows of a tracks file onto a source's frames, as a video: the one re-renderer.
+
+The chain draws ``annotated.mp4`` as frames go by (the only way for a stream). When a finished
+camera's ids change afterwards (fragments re-linked and renumbered, ``pipeline.relabel``) or
+are replaced by global identities (``annotated_global.mp4``, ``pipeline.identities``), the video
+is drawn again from the re-read source with :func:`render_tracks_video`: the rows of the tracks
+file, each id through an optional id map, over a frame range of the source. Interpolated rows
+are drawn dashed, as in the chain.
+
+>>> from pipeline.tracks_file import read_camera_tracks
+>>> with open_source("cam1.mp4", "cam1", SourceConfig()) as source:  # doctest: +SKIP
+...     render_tracks_video(source, read_camera_tracks("run/cam1"), "run/cam1/annotated.mp4")
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.sinks import AnnotatedVideoWriter
+from pipeline.sources import FrameSource
+from pipeline.tracks_file import TrackRows
+from pipeline.types import FrameResult, TrackObservation
+
+
+def render_tracks_video(source: FrameSource, rows: TrackRows, out: str | Path, id_map: Mapping[int, int] | None = None,
+                        frames: tuple[int, int | None] = (0, None), codec: str = "mp4v", trail_length: int = 0,
+                        progress: bool = False, desc: str = "render") -> int:
+    """Write ``out``: every frame of ``source`` with index in ``[frames[0], frames[1])`` (``None``:
+    to the end), with the ``rows`` of that frame drawn in their id's colour.
+
+    ``id_map`` ``{track id: drawn id}`` relabels the rows; rows whose id it lacks are not drawn.
+    The video's rate is the source's over its stride. Returns the number of frames written.
+    """
+    start, stop = frames
+    by_frame = rows.by_frame()
+    fps = source.fps / source.cfg.stride
+    with AnnotatedVideoWriter(out, fps, source.frame_size, codec, trail_length) as video:
+        for frame in tqdm(source, desc=desc, unit="frame", file=sys.stderr, disable=not progress,
+                          total=source.frames_expected):
+            if stop is not None and frame.index >= stop:
+                break
+            if frame.index < start:
+                continue
+            observations = []
+            for row in by_frame.get(frame.index, np.zeros(0, np.int64)):
+                track_id = int(rows.track_id[row])
+                drawn = track_id if id_map is None else id_map.get(track_id)
+                if drawn is not None:
+                    observations.append(TrackObservation(int(drawn), rows.xyxy[row], float(rows.confidence[row]), None,
+                                                         bool(rows.interpolated[row])))
+            video.write(FrameResult(frame, tracks=sorted(observations, key=lambda o: o.track_id)))
+        return video.frames_written
