@@ -145,6 +145,15 @@ class StoreConfig(_Section):
     gpu: bool = True  # search on the GPU when faiss-gpu is installed and a GPU is visible
 
 
+class ScaleConfig(_Section):
+    """``crosscam track --workers N``: cameras and segments of long videos on Ray workers (``pipeline.scale``)."""
+
+    segment_s: float = Field(300.0, ge=0.0)  # videos are cut into segments this long (0: whole videos)
+    overlap_s: float = Field(4.0, ge=0.0)  # consecutive segments share this much video, to stitch their tracks
+    threads_per_worker: int | None = Field(None, ge=1)  # intra-op threads per worker; None: cluster CPUs / workers
+    max_retries: int = Field(3, ge=0)  # times a unit runs again after its worker process died
+
+
 class PipelineConfig(_Section):
     """Every option of ``crosscam track`` and the stages after it."""
 
@@ -155,6 +164,7 @@ class PipelineConfig(_Section):
     output: OutputConfig = OutputConfig()
     association: AssociationConfig = AssociationConfig()
     store: StoreConfig = StoreConfig()
+    scale: ScaleConfig = ScaleConfig()
 
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"

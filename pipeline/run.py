@@ -81,25 +81,28 @@ def resolved_config(cfg: PipelineConfig) -> dict:
     return data
 
 
-def _write_json(path: Path, data: dict) -> None:
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write ``data`` to ``path`` through a temporary file, so readers never see half of it."""
     tmp = path.with_name(path.name + ".partial")
     tmp.write_text(json.dumps(data, indent=1))
     tmp.replace(path)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An exception's message as one line (its type's name when it has none)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _now() -> str:
+def utc_now() -> str:
+    """Now, as ISO 8601 UTC to the second."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _camera_names(specs: Sequence[str], cameras: Sequence[str] | None, sources: Sequence[FrameSource]) -> None:
+def check_camera_names(specs: Sequence[str], cameras: Sequence[str] | None, names: Sequence[str]) -> None:
+    """One ``--camera`` per input or none, and no camera name twice (one-line errors)."""
     if cameras and len(cameras) != len(specs):
         raise CrosscamError(f"--camera: {len(cameras)} names for {len(specs)} inputs; give one --camera per input or none")
-    names = [s.camera for s in sources]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise CrosscamError(f"--camera: camera name {duplicates[0]!r} is used twice; give each input its own --camera")
@@ -121,7 +124,7 @@ def track_videos(specs: Sequence[str], out_dir: str | Path, cfg: PipelineConfig,
             stack.enter_context(open_source(spec, cameras[i] if cameras else None, cfg.source))
             for i, spec in enumerate(specs)
         ]
-        _camera_names(specs, cameras, sources)
+        check_camera_names(specs, cameras, [s.camera for s in sources])
         detectors = [build_detector(cfg.detector, _sequence_dir(s)) for s in sources]
         embedder = Embedder.from_config(cfg.reid)
         return [
@@ -152,9 +155,9 @@ def track_camera(source: FrameSource, detector: Detector, embedder, folder: Path
             "reid": {"name": embedder.name, "fingerprint": embedder.fingerprint, "dim": embedder.dim,
                      "runtime": embedder.runtime},
         },
-        "started_at": _now(),
+        "started_at": utc_now(),
     }
-    _write_json(folder / "run.json", _run_record(record, run, source))
+    write_json_atomic(folder / "run.json", _run_record(record, run, source))
     times = StageTimes()
     colour = CameraColour(cfg.reid.camera_colour)
     start = time.perf_counter()
@@ -177,7 +180,7 @@ def track_camera(source: FrameSource, detector: Detector, embedder, folder: Path
         run.status = "interrupted"
         raise
     except Exception as exc:
-        run.status, run.error = "failed", _first_line(exc)
+        run.status, run.error = "failed", first_line(exc)
         raise
     finally:
         # The sinks are closed by now (the with block has exited), so the summaries are final.
@@ -186,7 +189,7 @@ def track_camera(source: FrameSource, detector: Detector, embedder, folder: Path
         run.num_tracks = len(summaries.summaries) if summaries is not None else 0
         run.frames_read, run.frames_failed = source.frames_read, source.frames_failed
         record["colour"] = colour.describe()  # what query_image needs to treat a photo as this camera's
-        _write_json(folder / "run.json", _run_record(record, run, source))
+        write_json_atomic(folder / "run.json", _run_record(record, run, source))
     return run
 
 
@@ -216,5 +219,5 @@ def _run_record(record: dict, run: CameraRun, source: FrameSource) -> dict:
         "num_tracks": run.num_tracks,
         "elapsed_s": round(run.elapsed_s, 3),
         "stage_seconds": run.stage_seconds,
-        "finished_at": None if run.status == "running" else _now(),
+        "finished_at": None if run.status == "running" else utc_now(),
     }

@@ -13,10 +13,11 @@ import typer
 from pipeline.config import load_pipeline_config
 from pipeline.identities import update_identities
 from pipeline.run import track_videos
+from reid.errors import CrosscamError
 
 
 def _overrides(sets: list[str], detector: str | None, reid: str | None, max_frames: int | None,
-               stride: int | None, device: str | None) -> list[str]:
+               stride: int | None, device: str | None, segment_s: float | None = None) -> list[str]:
     """The shortcut options as ``--set`` items, applied after the user's own ``--set`` items."""
     items = list(sets)
     shortcuts = {
@@ -26,6 +27,7 @@ def _overrides(sets: list[str], detector: str | None, reid: str | None, max_fram
         "source.stride": stride,
         "detector.device": device,
         "reid.device": device,
+        "scale.segment_s": segment_s,
     }
     # json.dumps quotes strings so that YAML reads a path such as "1.onnx" or "on" as text.
     items += [f"{key}={json.dumps(value)}" for key, value in shortcuts.items() if value is not None]
@@ -57,6 +59,17 @@ def register(app: typer.Typer) -> None:
                                     "optional transit rules); kept in the run directory for later runs."),
         identities: bool = typer.Option(True, "--identities/--no-identities",
                                         help="Associate all cameras of the run into global identities afterwards."),
+        workers: Optional[int] = typer.Option(
+            None, "--workers", min=1, help="Run the cameras, cut into segments, on N Ray workers (Ray started on "
+                                           "this machine unless --ray-address / RAY_ADDRESS names a cluster)."),
+        ray_address: Optional[str] = typer.Option(
+            None, "--ray-address", help="Join this Ray cluster (e.g. 10.0.0.5:6379); workers default to one per CPU."),
+        segment_s: Optional[float] = typer.Option(
+            None, "--segment-s", min=0.0, help="With --workers: cut videos into segments this long (default "
+                                               "scale.segment_s, 300; 0: whole videos)."),
+        gpus_per_worker: Optional[float] = typer.Option(
+            None, "--gpus-per-worker", min=0.0, help="With --workers: GPU share each worker asks for (default: "
+                                                     "the cluster's GPUs / workers, 0 without GPUs)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the per-camera results."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     ) -> None:
@@ -65,9 +78,18 @@ def register(app: typer.Typer) -> None:
         associate every camera of RUN_DIR (earlier ones too) into global identities: store/,
         tracks_global.txt, annotated_global.mp4 and report.html.
         Ctrl-C stops cleanly: what was written stays valid and run.json says "interrupted"."""
-        cfg = load_pipeline_config(config, _overrides(set_ or [], detector, reid, max_frames, stride, device))
+        distributed = workers is not None or ray_address is not None
+        if not distributed and (segment_s is not None or gpus_per_worker is not None):
+            raise CrosscamError("--segment-s / --gpus-per-worker apply to Ray runs; add --workers N or --ray-address ADDR")
+        cfg = load_pipeline_config(config, _overrides(set_ or [], detector, reid, max_frames, stride, device, segment_s))
         try:
-            runs = track_videos(inputs, out, cfg, cameras=camera, progress=not quiet)
+            if distributed:
+                from pipeline.scale.driver import track_videos_on_ray  # imports Ray only when asked for
+
+                runs = track_videos_on_ray(inputs, out, cfg, cameras=camera, workers=workers, address=ray_address,
+                                           gpus_per_worker=gpus_per_worker, progress=not quiet)
+            else:
+                runs = track_videos(inputs, out, cfg, cameras=camera, progress=not quiet)
         except KeyboardInterrupt:
             typer.echo(f"interrupted: outputs written so far are in {out} (run.json status \"interrupted\")", err=True)
             raise typer.Exit(130) from None
@@ -82,7 +104,7 @@ def register(app: typer.Typer) -> None:
                 "report": str(linked.report.resolve()),
             },
             "cameras": [
-                {"camera": r.camera, "folder": str(r.folder.resolve()), "status": r.status,
+                {"camera": r.camera, "folder": str(r.folder.resolve()), "status": r.status, "error": r.error,
                  "frames_read": r.frames_read, "frames_failed": r.frames_failed, "tracks": r.num_tracks,
                  "elapsed_s": round(r.elapsed_s, 3), "fps": round(r.frames_per_second, 2),
                  "stage_seconds": r.stage_seconds}
@@ -91,12 +113,21 @@ def register(app: typer.Typer) -> None:
         }
         if as_json:
             typer.echo(json.dumps(result))
-            return
-        for cam in result["cameras"]:
-            typer.echo(f"{cam['camera']}: {cam['frames_read']} frames, {cam['tracks']} tracks, "
-                       f"{cam['fps']} frames/s -> {cam['folder']}")
-        if linked is not None:
-            typer.echo(f"{linked.tracks} tracks of {len(linked.cameras)} cameras -> {linked.identities} identities "
-                       f"({linked.multi_camera_identities} seen by more than one camera); report: {linked.report}")
-        elif identities:
-            typer.echo("identities not updated: not every camera completed (see each camera's run.json)", err=True)
+        else:
+            for cam in result["cameras"]:
+                typer.echo(f"{cam['camera']}: {cam['frames_read']} frames, {cam['tracks']} tracks, "
+                           f"{cam['fps']} frames/s -> {cam['folder']}"
+                           + (f" ({cam['status']}: {cam['error']})" if cam["status"] != "complete" else ""))
+        _report_identities(linked, identities, as_json)
+        if not complete:  # a Ray run finishes the other cameras when one fails: say it by the exit status
+            raise typer.Exit(2)
+
+
+def _report_identities(linked, identities: bool, as_json: bool) -> None:
+    if as_json:
+        return
+    if linked is not None:
+        typer.echo(f"{linked.tracks} tracks of {len(linked.cameras)} cameras -> {linked.identities} identities "
+                   f"({linked.multi_camera_identities} seen by more than one camera); report: {linked.report}")
+    elif identities:
+        typer.echo("identities not updated: not every camera completed (see each camera's run.json)", err=True)

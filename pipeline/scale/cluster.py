@@ -1,0 +1,265 @@
+"""Ray, seen from the driver: connect or start a cluster, hold a pool of worker actors, run jobs.
+
+Ray is imported here only, and only when a pool is opened, so the single-process path never
+pays for it. A :class:`WorkerPool` starts ``workers`` actors (:class:`pipeline.scale.worker.SegmentWorker`),
+each loading the models once, and hands them jobs one at a time from a queue:
+
+- a job whose actor process dies (killed, out of memory, node lost) is queued again for another
+  actor (a fresh one replaces the dead) up to ``max_retries`` times; the retry is counted;
+- a job that raises (an undecodable file, a bad model) is not retried: it is reported as failed
+  with the error's first line;
+- Ctrl-C (or any error) on the driver kills every actor before it propagates.
+
+>>> with WorkerPool(SegmentWorker, (config,), workers=2) as pool:  # doctest: +SKIP
+...     pool.submit(Job("cam1#0", "track", (unit,)))
+...     for outcome in pool.outcomes():
+...         print(outcome.job.key, outcome.ok, outcome.retries)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from pipeline.run import first_line
+from reid.errors import CrosscamError
+
+log = logging.getLogger(__name__)
+
+RAY_EXTRA = "pip install 'crosscam[ray]'"
+POLL_S = 0.25  # how often the driver wakes to read progress while jobs run
+
+
+def import_ray():
+    """``ray``, or a one-line error saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise CrosscamError(f"--workers / --ray-address need Ray, which is not installed; {RAY_EXTRA}") from None
+    return ray
+
+
+@dataclass(frozen=True)
+class Job:
+    """One call of ``method`` on a worker actor with ``args``; ``key`` names it in logs and retries;
+    ``frames`` is what it adds to the progress total (0: not counted)."""
+
+    key: str
+    method: str
+    args: tuple
+    frames: int = 0
+
+
+@dataclass
+class Outcome:
+    """What became of a :class:`Job`: its ``result``, or ``error`` (first line) when it raised."""
+
+    job: Job
+    result: Any = None
+    error: str | None = None
+    retries: int = 0
+    seconds: float = 0.0
+    lost_workers: list[str] = field(default_factory=list)  # workers that died while running it
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class ProgressCounter:
+    """A tiny actor the workers add processed frames to, per job key (reset when a job restarts)."""
+
+    def __init__(self):
+        self.frames: dict[str, int] = {}
+
+    def add(self, key: str, frames: int) -> None:
+        self.frames[key] = self.frames.get(key, 0) + frames
+
+    def reset(self, key: str) -> None:
+        self.frames.pop(key, None)
+
+    def total(self) -> int:
+        return sum(self.frames.values())
+
+
+class WorkerPool:
+    """Worker actors built by ``worker_class(*worker_args, threads=T, progress=counter)`` on a Ray cluster.
+
+    ``address``: None starts Ray on this machine (or joins ``$RAY_ADDRESS`` when set), else the
+    cluster to join. Sizes left None are derived from the cluster once joined: ``workers`` one per
+    ``threads_per_worker`` CPUs (one per CPU), ``threads_per_worker`` the cluster's CPUs / workers,
+    ``gpus_per_worker`` its GPUs / workers (at most 1; 0 without GPUs). Each actor asks Ray for
+    ``threads_per_worker`` CPUs and ``gpus_per_worker`` GPUs (fractions share a GPU). The pool
+    shuts down a Ray it started itself.
+    """
+
+    def __init__(self, worker_class: type, worker_args: tuple, workers: int | None = None, address: str | None = None,
+                 threads_per_worker: int | None = None, gpus_per_worker: float | None = None, max_retries: int = 3):
+        if workers is not None and workers < 1:
+            raise CrosscamError(f"--workers {workers}: give at least 1")
+        self.worker_class = worker_class
+        self.worker_args = worker_args
+        self.workers = workers
+        self.address = address
+        self.threads_per_worker = threads_per_worker
+        self.gpus_per_worker = gpus_per_worker
+        self.max_retries = max_retries
+        self._ray = None
+        self._started_ray = False
+        self._actors: list = []
+        self._progress = None
+        self._remote_class = None
+        self._queue: deque[Job] = deque()
+        self._retries: dict[str, int] = {}  # job key -> times its worker died under it
+        self._lost: dict[str, list[str]] = {}  # job key -> how those workers died
+
+    def __enter__(self) -> "WorkerPool":
+        ray = self._ray = import_ray()
+        if not ray.is_initialized():
+            address = self.address or os.environ.get("RAY_ADDRESS") or None
+            try:
+                ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+            except (ConnectionError, ValueError, RuntimeError) as exc:
+                raise CrosscamError(f"--ray-address {address}: cannot join the Ray cluster "
+                                    f"({first_line(exc)[:160]}); check the address and that the cluster runs") from None
+            self._started_ray = True
+        try:
+            self._size()
+            self._progress = ray.remote(num_cpus=0)(ProgressCounter).remote()
+            self._remote_class = ray.remote(self.worker_class)
+            self._actors = [self._new_actor() for _ in range(self.workers)]
+            self._ready()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Kill every actor and shut down a Ray this pool started (idempotent)."""
+        ray = self._ray
+        if ray is None:
+            return
+        for actor in self._actors + ([self._progress] if self._progress is not None else []):
+            try:
+                ray.kill(actor)
+            except Exception:  # noqa: BLE001 - already dead or the cluster is gone: nothing to free
+                pass
+        self._actors, self._progress = [], None
+        if self._started_ray and ray.is_initialized():
+            ray.shutdown()
+        self._ray = None
+
+    def _size(self) -> None:
+        total = self._ray.cluster_resources()
+        cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
+        if self.workers is None:
+            self.workers = max(1, int(cpus // (self.threads_per_worker or 1)))
+        if self.threads_per_worker is None:
+            self.threads_per_worker = max(1, int(cpus // self.workers))
+        if self.gpus_per_worker is None:
+            self.gpus_per_worker = min(1.0, gpus / self.workers) if gpus > 0 else 0.0
+        need = self.workers * self.threads_per_worker
+        if need > cpus + 1e-9:
+            raise CrosscamError(
+                f"--workers {self.workers} with {self.threads_per_worker} thread(s) each need {need} CPUs but the "
+                f"Ray cluster has {cpus:g}; use fewer --workers or scale.threads_per_worker, or add nodes")
+        if self.workers * self.gpus_per_worker > gpus + 1e-9:
+            raise CrosscamError(
+                f"--gpus-per-worker {self.gpus_per_worker:g} x {self.workers} workers need "
+                f"{self.workers * self.gpus_per_worker:g} GPUs but the Ray cluster has {gpus:g}; lower it")
+
+    def _new_actor(self):
+        options = {"num_cpus": self.threads_per_worker, "num_gpus": self.gpus_per_worker, "max_restarts": 0}
+        return self._remote_class.options(**options).remote(*self.worker_args, threads=self.threads_per_worker,
+                                                             progress=self._progress)
+
+    def _ready(self) -> None:
+        """Wait until every actor has loaded its models; a model that fails to load fails here, once."""
+        ray = self._ray
+        try:
+            self.worker_names = [r["worker"] for r in ray.get([a.ready.remote() for a in self._actors])]
+        except ray.exceptions.RayTaskError as exc:
+            raise CrosscamError(first_line(exc.cause if exc.cause is not None else exc)) from None
+
+    def frames_done(self) -> int:
+        """Frames the workers have reported so far (jobs being retried count from zero again)."""
+        return self._ray.get(self._progress.total.remote())
+
+    def submit(self, job: Job, first: bool = False) -> None:
+        """Queue ``job`` (at the front with ``first``: short jobs that finish a camera)."""
+        (self._queue.appendleft if first else self._queue.append)(job)
+
+    def cancel(self, should_cancel: Callable[[Job], bool]) -> list[Job]:
+        """Drop the queued (not yet running) jobs for which ``should_cancel(job)`` is true."""
+        dropped = [j for j in self._queue if should_cancel(j)]
+        self._queue = deque(j for j in self._queue if not should_cancel(j))
+        return dropped
+
+    def outcomes(self, on_poll: Callable[[], None] | None = None) -> Iterator[Outcome]:
+        """Run the queued jobs; yield each :class:`Outcome` as it finishes (not in queue order)
+        until nothing is queued or running. Jobs submitted meanwhile run too.
+
+        ``on_poll`` is called every :data:`POLL_S` while jobs run (the driver's progress bar).
+        """
+        ray = self._ray
+        idle = list(self._actors)
+        running: dict[Any, tuple[Any, Job, float]] = {}
+        while self._queue or running:
+            while self._queue and idle:
+                job, actor = self._queue.popleft(), idle.pop(0)
+                running[getattr(actor, job.method).remote(*job.args)] = (actor, job, time.perf_counter())
+            done, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
+            if on_poll is not None:
+                on_poll()
+            for ref in done:
+                actor, job, started = running.pop(ref)
+                outcome = self._collect(ref, actor, job, started, idle)
+                if outcome is not None:
+                    yield outcome
+
+    def _collect(self, ref, actor, job: Job, started: float, idle: list) -> Outcome | None:
+        """The outcome of a finished call, or None when its worker died and the job is queued again."""
+        ray = self._ray
+        try:
+            result = ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:  # the job's own code raised: not retried
+            idle.append(actor)
+            cause = exc.cause if exc.cause is not None else exc
+            return self._outcome(job, started, error=first_line(cause))
+        except ray.exceptions.RayError as exc:  # the actor's process or node is gone
+            self._replace(actor, idle)
+            ray.get(self._progress.reset.remote(job.key))
+            self._retries[job.key] = self._retries.get(job.key, 0) + 1
+            self._lost.setdefault(job.key, []).append(type(exc).__name__)
+            if self._retries[job.key] > self.max_retries:
+                self._retries[job.key] -= 1
+                return self._outcome(job, started, error=f"its worker died {self.max_retries + 1} times "
+                                                         f"({type(exc).__name__}); see the Ray logs")
+            log.warning("%s: its worker died (%s); running it again (retry %d of %d)", job.key,
+                        type(exc).__name__, self._retries[job.key], self.max_retries)
+            self._queue.appendleft(job)
+            return None
+        idle.append(actor)
+        return self._outcome(job, started, result=result)
+
+    def _outcome(self, job: Job, started: float, result: Any = None, error: str | None = None) -> Outcome:
+        return Outcome(job, result=result, error=error, retries=self._retries.get(job.key, 0),
+                       seconds=time.perf_counter() - started, lost_workers=list(self._lost.get(job.key, [])))
+
+    def _replace(self, dead, idle: list) -> None:
+        try:
+            self._ray.kill(dead)
+        except Exception:  # noqa: BLE001 - it is dead already
+            pass
+        fresh = self._new_actor()
+        self._actors = [fresh if a is dead else a for a in self._actors]
+        idle.append(fresh)
+
+

@@ -1,0 +1,247 @@
+"""``crosscam track --workers N``: every camera's units on Ray workers, the run directory written here.
+
+The driver plans and stitches; the workers (:mod:`pipeline.scale.worker`) decode, detect, embed,
+track and draw. Per camera:
+
+1. a worker *probes* the input (length, rate, size; its colour table from its first frames);
+2. the input is cut into units (:func:`pipeline.scale.units.plan_camera`) that run on any worker;
+3. when every unit of the camera has come back, the driver stitches them
+   (:func:`pipeline.scale.stitch.stitch_segments`) and writes ``tracks.txt``, ``tracks.json`` +
+   ``track_features.npz`` and ``thumbs/`` (the single-process files);
+4. workers draw each unit's owned frames with the final ids, and the driver joins the pieces into
+   ``annotated.mp4`` (:func:`pipeline.scale.concat.concat_mp4`) and writes ``run.json``, which
+   lists the segments (frames, worker, seconds, retries).
+
+Cameras move through these steps independently, so one camera's failure (an undecodable file)
+fails that camera only. A unit whose worker died runs again (:class:`pipeline.scale.cluster.WorkerPool`).
+Ctrl-C stops the workers; finished cameras keep their outputs, a camera whose first segments
+had finished gets those (status ``interrupted``), as the single-process path leaves a camera it
+was tracking.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.config import PipelineConfig
+from pipeline.run import CameraRun, check_camera_names, package_versions, resolved_config, utc_now, write_json_atomic
+from pipeline.scale.cluster import Job, Outcome, WorkerPool
+from pipeline.scale.concat import concat_mp4
+from pipeline.scale.stitch import stitch_segments
+from pipeline.scale.units import WorkUnit, plan_camera
+from pipeline.scale.worker import CameraProbe, SegmentResult, SegmentWorker
+from pipeline.sources import default_camera_name
+from pipeline.track_state import write_track_states
+from pipeline.tracks_file import TrackRows, read_camera_tracks, write_tracks_file
+from reid.errors import CrosscamError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Camera:
+    """One camera's way through the run."""
+
+    name: str
+    spec: str
+    folder: Path
+    run: CameraRun
+    probe: CameraProbe | None = None
+    units: list[WorkUnit] = field(default_factory=list)
+    results: dict[int, SegmentResult] = field(default_factory=dict)
+    videos: dict[int, bytes] = field(default_factory=dict)
+    outcomes: dict[int, Outcome] = field(default_factory=dict)
+    record: dict = field(default_factory=dict)
+    started: float = 0.0
+    rows: TrackRows | None = None  # final rows, once written
+    joins: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.run.status in ("complete", "failed", "interrupted")
+
+
+def _kept_frames(unit: WorkUnit, stride: int) -> int:
+    start, end = unit.frames.start, unit.frames.end
+    return 0 if end is None else max(0, -(-end // stride) - -(-start // stride))
+
+
+class _Driver:
+    def __init__(self, pool: WorkerPool, cameras: list[_Camera], cfg: PipelineConfig, progress: bool):
+        self.pool = pool
+        self.cameras = {c.name: c for c in cameras}
+        self.cfg = cfg
+        self.bar = tqdm(total=0, desc="tracking", unit="frame", file=sys.stderr, disable=not progress,
+                        dynamic_ncols=True)
+        self.scale = {"workers": pool.workers, "threads_per_worker": pool.threads_per_worker,
+                      "gpus_per_worker": pool.gpus_per_worker, "segment_s": cfg.scale.segment_s,
+                      "overlap_s": cfg.scale.overlap_s}
+
+    def run(self) -> None:
+        for cam in self.cameras.values():
+            self.pool.submit(Job(f"{cam.name}:probe", "probe", (cam.spec, cam.name)))
+        try:
+            for outcome in self.pool.outcomes(on_poll=self._poll):
+                camera, _, step = outcome.job.key.partition(":")
+                cam = self.cameras[camera]
+                if cam.done:
+                    continue  # a job of a camera that failed meanwhile
+                if not outcome.ok:
+                    self._fail(cam, outcome.error)
+                elif step == "probe":
+                    self._plan(cam, outcome.result)
+                elif step.startswith("track"):
+                    self._tracked(cam, outcome)
+                else:
+                    self._rendered(cam, outcome)
+        finally:
+            self.bar.close()
+
+    def _poll(self) -> None:
+        self.bar.n = self.pool.frames_done()
+        self.bar.refresh()
+
+    def _plan(self, cam: _Camera, probe: CameraProbe) -> None:
+        cam.probe, cam.started = probe, time.perf_counter()
+        scale = self.cfg.scale
+        cam.units = plan_camera(cam.name, cam.spec, probe.frames_total, probe.fps, scale.segment_s, scale.overlap_s)
+        cam.record = {
+            "camera": cam.name, "source": probe.uri, "fps": probe.fps, "frame_size": list(probe.frame_size),
+            "time_offset_s": 0.0, "config": resolved_config(self.cfg), "versions": package_versions(),
+            "models": None, "colour": probe.colour.describe(), "scale": self.scale, "started_at": utc_now(),
+        }
+        cam.folder.mkdir(parents=True, exist_ok=True)
+        self._write_run_json(cam)
+        for unit in cam.units:
+            frames = _kept_frames(unit, self.cfg.source.stride)
+            self.bar.total += frames
+            self.pool.submit(Job(f"{cam.name}:track{unit.segment}", "track", (unit, probe.colour), frames))
+        self.bar.refresh()
+
+    def _tracked(self, cam: _Camera, outcome: Outcome) -> None:
+        result: SegmentResult = outcome.result
+        cam.results[result.unit.segment] = result
+        cam.outcomes[result.unit.segment] = outcome
+        if len(cam.results) < len(cam.units):
+            return
+        self._write_tracks(cam, [cam.results[k] for k in range(len(cam.units))])
+        if not self.cfg.output.video:
+            self._complete(cam)
+            return
+        for unit in cam.units:
+            owned = (cam.rows.frame >= unit.owned.start) & (
+                cam.rows.frame < (unit.owned.end if unit.owned.end is not None else np.iinfo(np.int64).max))
+            self.pool.submit(Job(f"{cam.name}:render{unit.segment}", "render", (unit, cam.rows.take(owned))),
+                             first=True)
+
+    def _write_tracks(self, cam: _Camera, results: list[SegmentResult]) -> None:
+        """Stitch ``results`` (the camera's first segments, in order) and write the camera's track files."""
+        rows, states, cam.joins = stitch_segments(results)
+        out = self.cfg.output
+        summaries = write_track_states(cam.folder, cam.name, states, out.representatives, out.thumbnails)
+        write_tracks_file(cam.folder / "tracks.txt", rows)
+        cam.rows = read_camera_tracks(cam.folder)
+        cam.run.num_tracks = len(summaries)
+        cam.record["models"] = results[0].models
+
+    def _rendered(self, cam: _Camera, outcome: Outcome) -> None:
+        segment = int(outcome.job.key.rpartition("render")[2])
+        cam.videos[segment] = outcome.result
+        if len(cam.videos) == len(cam.units):
+            concat_mp4([cam.videos[k] for k in range(len(cam.units))], cam.folder / "annotated.mp4")
+            self._complete(cam)
+
+    def _complete(self, cam: _Camera) -> None:
+        cam.run.status = "complete"
+        self._write_run_json(cam)
+        self.bar.write(f"{cam.name}: {cam.run.frames_read} frames, {cam.run.num_tracks} tracks, "
+                       f"{len(cam.units)} segment(s), {sum(o.retries for o in cam.outcomes.values())} retries")
+
+    def _fail(self, cam: _Camera, error: str) -> None:
+        cam.run.status, cam.run.error = "failed", f"{cam.name}: {error}"
+        self.pool.cancel(lambda job: job.key.partition(":")[0] == cam.name)
+        if not cam.record:
+            cam.record = {"camera": cam.name, "source": cam.spec, "config": resolved_config(self.cfg),
+                          "versions": package_versions(), "models": None, "scale": self.scale,
+                          "started_at": utc_now()}
+        cam.folder.mkdir(parents=True, exist_ok=True)
+        self._write_run_json(cam)
+        self.bar.write(f"error: {cam.run.error}")
+
+    def interrupt(self) -> None:
+        """After Ctrl-C: each unfinished camera keeps its first finished segments (``interrupted``)."""
+        for cam in self.cameras.values():
+            if cam.done or not cam.record:
+                continue
+            cam.run.status = "interrupted"
+            finished = 0
+            while finished in cam.results:
+                finished += 1
+            if cam.rows is None and finished:
+                self._write_tracks(cam, [cam.results[k] for k in range(finished)])
+            self._write_run_json(cam)
+
+    def _write_run_json(self, cam: _Camera) -> None:
+        run = cam.run
+        done = [(k, cam.results[k], cam.outcomes[k]) for k in sorted(cam.results)]
+        run.frames_read = sum(r.owned_frames_read for _, r, _ in done)
+        run.frames_failed = sum(r.owned_frames_failed for _, r, _ in done)
+        run.elapsed_s = time.perf_counter() - cam.started if cam.started else 0.0
+        stages: dict[str, float] = {}
+        for _, result, _ in done:
+            for stage, seconds in result.stage_seconds.items():
+                stages[stage] = round(stages.get(stage, 0.0) + seconds, 4)
+        run.stage_seconds = stages
+        segments = [
+            {"segment": k, "start_frame": r.unit.frames.start, "end_frame": r.unit.frames.end,
+             "owned_start_frame": r.unit.owned.start, "owned_end_frame": r.unit.owned.end, "worker": r.worker,
+             "seconds": round(r.seconds, 3), "retries": o.retries, "lost_workers": o.lost_workers, "seek": r.seek}
+            for k, r, o in done
+        ]
+        write_json_atomic(cam.folder / "run.json", {
+            **cam.record,
+            "status": run.status, "error": run.error,
+            "frames_read": run.frames_read, "frames_failed": run.frames_failed, "num_tracks": run.num_tracks,
+            "elapsed_s": round(run.elapsed_s, 3), "stage_seconds": run.stage_seconds,
+            "segments": segments, "stitched_tracks": cam.joins,
+            "finished_at": None if run.status == "running" else utc_now(),
+        })
+
+
+def track_videos_on_ray(specs: Sequence[str], out_dir: str | Path, cfg: PipelineConfig,
+                        cameras: Sequence[str] | None = None, workers: int | None = None, address: str | None = None,
+                        gpus_per_worker: float | None = None, progress: bool = True) -> list[CameraRun]:
+    """:func:`pipeline.run.track_videos` on a Ray cluster (see the module docstring).
+
+    ``workers`` actors (default: one per CPU of the cluster) with ``cfg.scale.threads_per_worker``
+    threads each; ``address`` joins a running cluster (default: ``$RAY_ADDRESS``, else a Ray
+    started on this machine for the run). Returns one :class:`CameraRun` per input, in input order;
+    a failed camera has ``status`` ``failed`` and its one-line ``error`` (the others still finish).
+    ``KeyboardInterrupt`` propagates once the workers are stopped and the outputs are final.
+    """
+    if not specs:
+        raise CrosscamError("track: no input given; pass at least one video file, image folder or URL")
+    names = list(cameras) if cameras else [default_camera_name(s) for s in specs]
+    check_camera_names(specs, cameras, names)
+    out_dir = Path(out_dir)
+    cams = [_Camera(name, spec, out_dir / name, CameraRun(name, out_dir / name)) for name, spec in zip(names, specs)]
+    scale = cfg.scale
+    with WorkerPool(SegmentWorker, (cfg.model_dump(mode="json"),), workers, address, scale.threads_per_worker,
+                    gpus_per_worker, scale.max_retries) as pool:
+        driver = _Driver(pool, cams, cfg, progress)
+        try:
+            driver.run()
+        except KeyboardInterrupt:
+            pool.close()
+            driver.interrupt()
+            raise
+    return [c.run for c in cams]
+

@@ -1,0 +1,270 @@
+"""The worker side: a Ray actor that runs the camera chain on work units and draws their videos.
+
+:class:`SegmentWorker` is a plain class (Ray makes it an actor in :mod:`pipeline.scale.cluster`,
+so this module never imports Ray). It loads the embedder once, with its share of the machine's
+cores, and then takes jobs:
+
+- :meth:`~SegmentWorker.probe`: open a camera's input (metadata: frames, fps, size) and learn its
+  colour table from its first frames, as the single-process chain would;
+- :meth:`~SegmentWorker.track`: the same chain as ``crosscam track`` (:func:`pipeline.chain.build_chain`)
+  over one :class:`~pipeline.scale.units.WorkUnit`, returning plain results, a :class:`SegmentResult`
+  (the owned frames' rows and per-track accumulators, and every observation of the overlaps for
+  stitching), through Ray's object store: workers need no shared disk for outputs;
+- :meth:`~SegmentWorker.render`: draw final rows onto a unit's owned frames, returning the MP4 bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.annotate import render_tracks_video
+from pipeline.chain import StageTimes, build_chain
+from pipeline.colour import CameraColour
+from pipeline.config import PipelineConfig
+from pipeline.detectors import build_detector
+from pipeline.scale.units import WorkUnit
+from pipeline.sources import STREAM_SCHEMES, ImageFolderSource, open_source
+from pipeline.track_state import TrackAccumulator
+from pipeline.tracking import PersonTracker
+from pipeline.tracks_file import TrackRows
+from pipeline.types import FrameResult
+from reid import Embedder
+from reid.onnx_backend import set_intra_op_threads
+
+
+@dataclass
+class CameraProbe:
+    """What the driver needs to plan a camera's units (from :meth:`SegmentWorker.probe`)."""
+
+    camera: str
+    spec: str
+    uri: str
+    fps: float
+    frame_size: tuple[int, int]
+    frames_total: int | None  # source frames to process (max_frames applied); None: unknown (streams)
+    stream: bool
+    colour: CameraColour
+
+
+@dataclass
+class BoundaryObservations:
+    """Every observation of a unit inside its overlaps with the neighbouring units (for stitching)."""
+
+    frame: np.ndarray  # (N,) int64, 0-based source frames
+    track_id: np.ndarray  # (N,) int64, the unit's own ids
+    xyxy: np.ndarray  # (N, 4) float32 pixels
+    feature: np.ndarray  # (N, D) float32 unit features; NaN rows for boxes without one
+
+
+@dataclass
+class SegmentResult:
+    """A tracked unit: rows and accumulators of its owned frames (the unit's own track ids),
+    its overlap observations, and how it ran."""
+
+    unit: WorkUnit
+    rows: TrackRows
+    states: dict[int, TrackAccumulator]
+    boundary: BoundaryObservations
+    owned_frames_read: int  # owned frames decoded (each source frame is owned by one unit)
+    owned_frames_failed: int  # owned frames that could not be decoded
+    seconds: float
+    stage_seconds: dict[str, float]
+    worker: str  # host:pid of the worker process that produced it
+    models: dict
+    seek: str = "none"  # how the unit's first frame was reached (pipeline.sources.VideoFileSource.seek)
+    lost_workers: list[str] = field(default_factory=list)  # filled in by the driver
+
+
+def limit_threads(threads: int) -> None:
+    """Run this process's models and OpenCV on ``threads`` threads (its share of the cores)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    set_intra_op_threads(threads)
+
+
+class SegmentWorker:
+    """One worker process: models loaded once, then any number of jobs (see the module docstring).
+
+    ``config`` is the run's :class:`PipelineConfig` as a dict; ``progress`` a
+    :class:`pipeline.scale.cluster.ProgressCounter` actor handle (or None) told of every frame processed.
+    """
+
+    def __init__(self, config: dict, threads: int, progress=None):
+        self.cfg = PipelineConfig.model_validate(config)
+        self.threads = threads
+        self.progress = progress
+        self._embedder = None
+        limit_threads(threads)
+
+    @property
+    def name(self) -> str:
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+    def ready(self) -> dict:
+        """Load the embedder now (a bad model fails here, once); returns the worker's name and pid."""
+        self.embedder  # noqa: B018 - loading is the point
+        return {"worker": self.name, "pid": os.getpid()}
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = Embedder.from_config(self.cfg.reid)
+        return self._embedder
+
+    def probe(self, spec: str, camera: str) -> CameraProbe:
+        """Open ``spec`` as camera ``camera``: its metadata, and its colour table learned from the
+        first batches of frames exactly as the chain's embed stage learns it."""
+        with open_source(spec, camera, self.cfg.source) as source:
+            colour = CameraColour(self.cfg.reid.camera_colour)
+            # A stream's frames go by: its table is learned by the track job's own first frames.
+            stream = spec.lower().startswith(STREAM_SCHEMES)
+            if colour.needs_fit and not stream:
+                batch = []
+                for frame in source:
+                    batch.append(frame.image)
+                    if len(batch) == self.cfg.detector.batch_size:
+                        colour.fit(batch)
+                        batch = []
+                        if not colour.needs_fit:
+                            break
+                if batch:
+                    colour.fit(batch)
+            return CameraProbe(camera, spec, source.uri, source.fps, source.frame_size, source.frames_end,
+                               stream, colour)
+
+    def track(self, unit: WorkUnit, colour: CameraColour) -> SegmentResult:
+        """Run the chain on ``unit`` (a fresh detector and tracker; ``colour`` as probed)."""
+        start = time.perf_counter()
+        times = StageTimes()
+        with open_source(unit.spec, unit.camera, self.cfg.source, unit.frames) as source:
+            sequence_dir = source.sequence_dir if isinstance(source, ImageFolderSource) else None
+            detector = build_detector(self.cfg.detector, sequence_dir)
+            collector = _UnitCollector(unit, source.frame_size, self.cfg.output.representatives,
+                                       self.cfg.output.thumbnails, self._report(unit.key))
+            chain = build_chain(source, detector, self.embedder, PersonTracker(self.cfg.tracker), [collector],
+                                self.cfg.detector.batch_size, self.cfg.detector.min_box_size, times,
+                                prefetch_frames=self.cfg.detector.prefetch * self.cfg.detector.batch_size,
+                                colour=colour)
+            for _ in chain:
+                pass
+            collector.flush_progress()
+            embedder = self.embedder
+            models = {
+                "detector": {"name": detector.name, "fingerprint": detector.fingerprint},
+                "reid": {"name": embedder.name, "fingerprint": embedder.fingerprint, "dim": embedder.dim,
+                         "runtime": embedder.runtime},
+            }
+            return SegmentResult(
+                unit=unit, rows=collector.rows(), states=collector.states, boundary=collector.boundary(),
+                owned_frames_read=collector.owned_frames,
+                owned_frames_failed=_owned_failures(unit, source, collector.owned_frames),
+                seconds=time.perf_counter() - start, stage_seconds={k: round(v, 4) for k, v in times.items()},
+                worker=self.name, models=models, seek=getattr(source, "seek", "none"),
+            )
+
+    def render(self, unit: WorkUnit, rows: TrackRows) -> bytes:
+        """``unit``'s owned frames with ``rows`` (final ids) drawn, as MP4 bytes (``output.codec``)."""
+        out = self.cfg.output
+        with tempfile.TemporaryDirectory(prefix="crosscam-render-") as tmp:
+            path = Path(tmp) / f"{unit.camera}.mp4"
+            with open_source(unit.spec, unit.camera, self.cfg.source, unit.owned) as source:
+                render_tracks_video(source, rows, path, codec=out.codec,
+                                    trail_length=out.trail_length if out.trails else 0)
+            return path.read_bytes()
+
+    def _report(self, key: str):
+        progress = self.progress
+
+        def report(frames: int) -> None:
+            if progress is not None and frames:
+                progress.add.remote(key, frames)
+
+        return report
+
+
+def _owned_failures(unit: WorkUnit, source, owned_read: int) -> int:
+    """Owned frames that were not decoded: the kept frames of the owned range the source could
+    reach, less those read (a whole-input unit: the source's own count)."""
+    end = source.frames_end
+    if unit.segments == 1 or end is None:
+        return source.frames_failed
+    stride = source.cfg.stride
+    stop = end if unit.owned.end is None else min(end, unit.owned.end)
+    expected = max(0, -(-stop // stride) - -(-unit.owned.start // stride))
+    return max(0, expected - owned_read)
+
+
+class _UnitCollector:
+    """The worker's sink: owned frames go to rows and per-track accumulators, overlap frames'
+    observations are kept for stitching, and processed frames are reported for progress."""
+
+    def __init__(self, unit: WorkUnit, frame_size: tuple[int, int], representatives: int, thumbnails: bool,
+                 report):
+        self.unit = unit
+        self.owned = unit.owned
+        self.representatives = representatives
+        self.thumbnails = thumbnails
+        self.states: dict[int, TrackAccumulator] = {}
+        self._rows: list[tuple[int, int, np.ndarray, float, bool]] = []
+        self._boundary: list[tuple[int, int, np.ndarray, np.ndarray | None]] = []
+        self._report = report
+        self._unreported = 0
+        self.owned_frames = 0
+
+    def _in_overlap(self, index: int) -> bool:
+        head = self.unit.segment > 0 and index < self.unit.frames.start + self.unit.overlap
+        tail = self.unit.segment < self.unit.segments - 1 and index >= self.unit.frames.end - self.unit.overlap
+        return head or tail
+
+    def _owns(self, index: int) -> bool:
+        return index >= self.owned.start and (self.owned.end is None or index < self.owned.end)
+
+    def write(self, result: FrameResult) -> None:
+        frame = result.frame
+        if self._owns(frame.index):
+            self.owned_frames += 1
+            for obs in result.tracks:
+                state = self.states.get(obs.track_id)
+                if state is None:
+                    state = self.states[obs.track_id] = TrackAccumulator.start(frame.index, frame.time_s,
+                                                                                self.representatives)
+                state.add(obs, frame, self.thumbnails)
+                self._rows.append((frame.index, obs.track_id, obs.xyxy, obs.confidence, obs.interpolated))
+        if self._in_overlap(frame.index):
+            self._boundary += [(frame.index, o.track_id, o.xyxy, o.feature) for o in result.tracks]
+        self._unreported += 1
+        if self._unreported >= 16:
+            self.flush_progress()
+
+    def flush_progress(self) -> None:
+        self._report(self._unreported)
+        self._unreported = 0
+
+    def rows(self) -> TrackRows:
+        if not self._rows:
+            return TrackRows.empty()
+        frame, track_id, xyxy, conf, interp = zip(*self._rows)
+        return TrackRows(np.array(frame, np.int64), np.array(track_id, np.int64), np.stack(xyxy).astype(np.float32),
+                         np.array(conf, np.float32), np.array(interp, bool))
+
+    def boundary(self) -> BoundaryObservations:
+        dims = [len(f) for *_, f in self._boundary if f is not None]
+        dim = dims[0] if dims else 0
+        if not self._boundary:
+            return BoundaryObservations(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4), np.float32),
+                                        np.zeros((0, dim), np.float32))
+        frame, track_id, xyxy, feature = zip(*self._boundary)
+        nan = np.full(dim, np.nan, np.float32)
+        return BoundaryObservations(np.array(frame, np.int64), np.array(track_id, np.int64),
+                                    np.stack(xyxy).astype(np.float32),
+                                    np.stack([nan if f is None else np.asarray(f, np.float32) for f in feature]))
