@@ -4,13 +4,13 @@ A long video is cut into segments of ``segment_s`` seconds that overlap by ``ove
 segment ``k`` reads source frames ``[k * L, (k + 1) * L + V)`` (``L``, ``V``: those durations in
 frames). Each segment is tracked on its own; where two segments overlap, both have tracked the
 same people, which is how their tracks are stitched (:mod:`pipeline.scale.stitch`). Every frame
-is *owned* by exactly one segment, the cut lying in the middle of each overlap, and only owned
-frames reach the camera's outputs, so none is written twice and each segment has half an
-overlap to settle its tracks before its owned frames begin.
+is *owned* by exactly one segment, the earlier one owning the whole overlap, and only owned
+frames reach the camera's outputs: none is written twice, and each segment has a whole overlap
+to settle (its detector's background, its tracks' confirmation) before its owned frames begin.
 
 >>> [(u.frames.start, u.frames.end, u.owned.start, u.owned.end)
 ...  for u in plan_camera("hall", "hall.mp4", total_frames=250, fps=10.0, segment_s=10.0, overlap_s=2.0)]
-[(0, 120, 0, 110), (100, 250, 110, 250)]
+[(0, 120, 0, 120), (100, 250, 120, 250)]
 >>> len(plan_camera("hall", "hall.mp4", total_frames=250, fps=10.0, segment_s=0.0, overlap_s=2.0))
 1
 """
@@ -74,8 +74,8 @@ def plan_camera(camera: str, spec: str, total_frames: int | None, fps: float, se
     for k, start in enumerate(starts):
         last = k == len(starts) - 1
         end = total_frames if last else start + length + overlap
-        own_start = 0 if k == 0 else start + overlap // 2
-        own_end = total_frames if last else starts[k + 1] + overlap // 2
+        own_start = 0 if k == 0 else start + overlap
+        own_end = total_frames if last else starts[k + 1] + overlap
         units.append(WorkUnit(camera, spec, FrameRange(start, end), FrameRange(own_start, own_end), k, len(starts),
                               overlap))
     return units

@@ -108,7 +108,16 @@ class SegmentWorker:
 
     @property
     def name(self) -> str:
-        return f"{socket.gethostname()}:{os.getpid()}"
+        """``host:pid``, with the Ray node's id when run by Ray (several nodes may share a host)."""
+        node = ""
+        try:
+            import ray  # only to name the node: a worker of a Ray actor has it
+
+            if ray.is_initialized():
+                node = f"/{ray.get_runtime_context().get_node_id()[:8]}"
+        except ImportError:
+            pass
+        return f"{socket.gethostname()}{node}:{os.getpid()}"
 
     def ready(self) -> dict:
         """Load the embedder now (a bad model fails here, once); returns the worker's name and pid."""
