@@ -83,18 +83,24 @@ def test_stitched_segments_equal_the_whole_video(scene, worker):
     assert sum(p.owned_frames_read for p in parts) == whole.owned_frames_read == 100
     assert sorted(states) == list(range(1, len(states) + 1))  # dense ids
     assert sum(s.num_detections for s in states.values()) == len(rows)
-    cuts = [u.owned.start for u in units[1:]]
-    crossing = 0
-    for track_id in np.unique(whole_rows.track_id):
-        frames = whole_rows.frame[whole_rows.track_id == track_id]
-        for cut in cuts:
-            if frames.min() < cut - 3 and frames.max() > cut + 3:  # the person walks through the cut
-                crossing += 1
-                near = (whole_rows.track_id == track_id) & (np.abs(whole_rows.frame - cut) <= 3)
-                matched = [rows.track_id[(rows.frame == f) & (np.abs(rows.xyxy - b).max(axis=1) < 1.0)]
-                           for f, b in zip(whole_rows.frame[near], whole_rows.xyxy[near])]
-                assert len(set(np.concatenate(matched).tolist())) == 1, f"track {track_id} split at frame {cut}"
+    crossing = tracks_through_cuts_keep_one_id(whole_rows, rows, [u.owned.start for u in units[1:]])
     assert crossing >= 2 and joins >= crossing
+
+
+def tracks_through_cuts_keep_one_id(whole: TrackRows, stitched: TrackRows, cuts: list[int]) -> int:
+    """Assert that every track of the unsplit run that walks through a cut (3 frames on each
+    side) has one id in the stitched rows around it; returns how many such crossings there are."""
+    crossing = 0
+    for track_id in np.unique(whole.track_id):
+        frames = whole.frame[whole.track_id == track_id]
+        for cut in cuts:
+            if frames.min() < cut - 3 and frames.max() > cut + 3:
+                crossing += 1
+                near = (whole.track_id == track_id) & (np.abs(whole.frame - cut) <= 3)
+                ids = [stitched.track_id[(stitched.frame == f) & (np.abs(stitched.xyxy - b).max(axis=1) < 1.0)]
+                       for f, b in zip(whole.frame[near], whole.xyxy[near])]
+                assert len(set(np.concatenate(ids).tolist())) == 1, f"track {track_id} split at frame {cut}"
+    return crossing
 
 
 def test_stitching_the_real_clip(hall_clip, yolo_onnx, osnet_onnx):

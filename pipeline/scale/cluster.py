@@ -18,10 +18,11 @@ each loading the models once, and hands them jobs one at a time from a queue:
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import os
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -45,13 +46,13 @@ def import_ray():
 
 @dataclass(frozen=True)
 class Job:
-    """One call of ``method`` on a worker actor with ``args``; ``key`` names it in logs and retries;
-    ``frames`` is what it adds to the progress total (0: not counted)."""
+    """One call of ``method`` on a worker actor with ``args``; ``key`` names it in logs and retries.
+    Queued jobs start in ``priority`` order (smallest first, then in the order they came)."""
 
     key: str
     method: str
     args: tuple
-    frames: int = 0
+    priority: tuple = ()
 
 
 @dataclass
@@ -113,7 +114,8 @@ class WorkerPool:
         self._actors: list = []
         self._progress = None
         self._remote_class = None
-        self._queue: deque[Job] = deque()
+        self._queue: list[tuple[tuple, int, Job]] = []  # a heap of (priority, arrival, job)
+        self._arrivals = itertools.count()
         self._retries: dict[str, int] = {}  # job key -> times its worker died under it
         self._lost: dict[str, list[str]] = {}  # job key -> how those workers died
 
@@ -123,9 +125,10 @@ class WorkerPool:
             address = self.address or os.environ.get("RAY_ADDRESS") or None
             try:
                 ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
-            except (ConnectionError, ValueError, RuntimeError) as exc:
-                raise CrosscamError(f"--ray-address {address}: cannot join the Ray cluster "
-                                    f"({first_line(exc)[:160]}); check the address and that the cluster runs") from None
+            except (OSError, ValueError, RuntimeError) as exc:
+                where = f"--ray-address {address}: cannot join the Ray cluster" if address else "cannot start Ray here"
+                raise CrosscamError(f"{where} ({first_line(exc)[:160]}); check the address, that the cluster runs, "
+                                    "and RAY_TMPDIR") from None
             self._started_ray = True
         try:
             self._size()
@@ -192,14 +195,15 @@ class WorkerPool:
         """Frames the workers have reported so far (jobs being retried count from zero again)."""
         return self._ray.get(self._progress.total.remote())
 
-    def submit(self, job: Job, first: bool = False) -> None:
-        """Queue ``job`` (at the front with ``first``: short jobs that finish a camera)."""
-        (self._queue.appendleft if first else self._queue.append)(job)
+    def submit(self, job: Job) -> None:
+        """Queue ``job``."""
+        heapq.heappush(self._queue, (job.priority, next(self._arrivals), job))
 
     def cancel(self, should_cancel: Callable[[Job], bool]) -> list[Job]:
         """Drop the queued (not yet running) jobs for which ``should_cancel(job)`` is true."""
-        dropped = [j for j in self._queue if should_cancel(j)]
-        self._queue = deque(j for j in self._queue if not should_cancel(j))
+        dropped = [item[2] for item in self._queue if should_cancel(item[2])]
+        self._queue = [item for item in self._queue if not should_cancel(item[2])]
+        heapq.heapify(self._queue)
         return dropped
 
     def outcomes(self, on_poll: Callable[[], None] | None = None) -> Iterator[Outcome]:
@@ -213,7 +217,7 @@ class WorkerPool:
         running: dict[Any, tuple[Any, Job, float]] = {}
         while self._queue or running:
             while self._queue and idle:
-                job, actor = self._queue.popleft(), idle.pop(0)
+                job, actor = heapq.heappop(self._queue)[2], idle.pop(0)
                 running[getattr(actor, job.method).remote(*job.args)] = (actor, job, time.perf_counter())
             done, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
             if on_poll is not None:
@@ -244,7 +248,7 @@ class WorkerPool:
                                                          f"({type(exc).__name__}); see the Ray logs")
             log.warning("%s: its worker died (%s); running it again (retry %d of %d)", job.key,
                         type(exc).__name__, self._retries[job.key], self.max_retries)
-            self._queue.appendleft(job)
+            self.submit(job)  # its priority puts it back where it was
             return None
         idle.append(actor)
         return self._outcome(job, started, result=result)

@@ -54,6 +54,7 @@ class _Camera:
     spec: str
     folder: Path
     run: CameraRun
+    index: int  # position among the run's inputs
     probe: CameraProbe | None = None
     units: list[WorkUnit] = field(default_factory=list)
     results: dict[int, SegmentResult] = field(default_factory=dict)
@@ -62,6 +63,7 @@ class _Camera:
     record: dict = field(default_factory=dict)
     started: float = 0.0
     rows: TrackRows | None = None  # final rows, once written
+    segments_written: int = 0  # the first segments whose tracks are in the camera's files
     joins: int = 0
 
     @property
@@ -79,6 +81,7 @@ class _Driver:
         self.pool = pool
         self.cameras = {c.name: c for c in cameras}
         self.cfg = cfg
+        self.progress = progress
         self.bar = tqdm(total=0, desc="tracking", unit="frame", file=sys.stderr, disable=not progress,
                         dynamic_ncols=True)
         self.scale = {"workers": pool.workers, "threads_per_worker": pool.threads_per_worker,
@@ -86,8 +89,10 @@ class _Driver:
                       "overlap_s": cfg.scale.overlap_s}
 
     def run(self) -> None:
+        # Jobs go by camera order (a camera finishes before the next one's work starts, so an
+        # interrupted run keeps whole cameras), probes before everything, drawing before tracking.
         for cam in self.cameras.values():
-            self.pool.submit(Job(f"{cam.name}:probe", "probe", (cam.spec, cam.name)))
+            self.pool.submit(Job(f"{cam.name}:probe", "probe", (cam.spec, cam.name), (0, cam.index)))
         try:
             for outcome in self.pool.outcomes(on_poll=self._poll):
                 camera, _, step = outcome.job.key.partition(":")
@@ -121,9 +126,9 @@ class _Driver:
         cam.folder.mkdir(parents=True, exist_ok=True)
         self._write_run_json(cam)
         for unit in cam.units:
-            frames = _kept_frames(unit, self.cfg.source.stride)
-            self.bar.total += frames
-            self.pool.submit(Job(f"{cam.name}:track{unit.segment}", "track", (unit, probe.colour), frames))
+            self.bar.total += _kept_frames(unit, self.cfg.source.stride)
+            self.pool.submit(Job(f"{cam.name}:track{unit.segment}", "track", (unit, probe.colour),
+                                 (2, cam.index, unit.segment)))
         self.bar.refresh()
 
     def _tracked(self, cam: _Camera, outcome: Outcome) -> None:
@@ -131,6 +136,7 @@ class _Driver:
         cam.results[result.unit.segment] = result
         cam.outcomes[result.unit.segment] = outcome
         if len(cam.results) < len(cam.units):
+            self._write_run_json(cam)  # run.json lists the segments done so far
             return
         self._write_tracks(cam, [cam.results[k] for k in range(len(cam.units))])
         if not self.cfg.output.video:
@@ -139,12 +145,13 @@ class _Driver:
         for unit in cam.units:
             owned = (cam.rows.frame >= unit.owned.start) & (
                 cam.rows.frame < (unit.owned.end if unit.owned.end is not None else np.iinfo(np.int64).max))
-            self.pool.submit(Job(f"{cam.name}:render{unit.segment}", "render", (unit, cam.rows.take(owned))),
-                             first=True)
+            self.pool.submit(Job(f"{cam.name}:render{unit.segment}", "render", (unit, cam.rows.take(owned)),
+                                 (1, cam.index, unit.segment)))
 
     def _write_tracks(self, cam: _Camera, results: list[SegmentResult]) -> None:
         """Stitch ``results`` (the camera's first segments, in order) and write the camera's track files."""
         rows, states, cam.joins = stitch_segments(results)
+        cam.segments_written = len(results)
         out = self.cfg.output
         summaries = write_track_states(cam.folder, cam.name, states, out.representatives, out.thumbnails)
         write_tracks_file(cam.folder / "tracks.txt", rows)
@@ -162,8 +169,10 @@ class _Driver:
     def _complete(self, cam: _Camera) -> None:
         cam.run.status = "complete"
         self._write_run_json(cam)
-        self.bar.write(f"{cam.name}: {cam.run.frames_read} frames, {cam.run.num_tracks} tracks, "
-                       f"{len(cam.units)} segment(s), {sum(o.retries for o in cam.outcomes.values())} retries")
+        if self.progress:
+            self.bar.write(f"{cam.name}: {cam.run.frames_read} frames, {cam.run.num_tracks} tracks, "
+                           f"{len(cam.units)} segment(s), {sum(o.retries for o in cam.outcomes.values())} retries",
+                           file=sys.stderr)
 
     def _fail(self, cam: _Camera, error: str) -> None:
         cam.run.status, cam.run.error = "failed", f"{cam.name}: {error}"
@@ -174,7 +183,7 @@ class _Driver:
                           "started_at": utc_now()}
         cam.folder.mkdir(parents=True, exist_ok=True)
         self._write_run_json(cam)
-        self.bar.write(f"error: {cam.run.error}")
+        self.bar.write(f"error: {cam.run.error}", file=sys.stderr)
 
     def interrupt(self) -> None:
         """After Ctrl-C: each unfinished camera keeps its first finished segments (``interrupted``)."""
@@ -192,6 +201,8 @@ class _Driver:
     def _write_run_json(self, cam: _Camera) -> None:
         run = cam.run
         done = [(k, cam.results[k], cam.outcomes[k]) for k in sorted(cam.results)]
+        if run.status == "interrupted":  # only the segments whose tracks were written count
+            done = done[:cam.segments_written]
         run.frames_read = sum(r.owned_frames_read for _, r, _ in done)
         run.frames_failed = sum(r.owned_frames_failed for _, r, _ in done)
         run.elapsed_s = time.perf_counter() - cam.started if cam.started else 0.0
@@ -232,7 +243,8 @@ def track_videos_on_ray(specs: Sequence[str], out_dir: str | Path, cfg: Pipeline
     names = list(cameras) if cameras else [default_camera_name(s) for s in specs]
     check_camera_names(specs, cameras, names)
     out_dir = Path(out_dir)
-    cams = [_Camera(name, spec, out_dir / name, CameraRun(name, out_dir / name)) for name, spec in zip(names, specs)]
+    cams = [_Camera(name, spec, out_dir / name, CameraRun(name, out_dir / name), i)
+            for i, (name, spec) in enumerate(zip(names, specs))]
     scale = cfg.scale
     with WorkerPool(SegmentWorker, (cfg.model_dump(mode="json"),), workers, address, scale.threads_per_worker,
                     gpus_per_worker, scale.max_retries) as pool:

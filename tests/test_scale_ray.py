@@ -1,0 +1,349 @@
+"""``crosscam track --workers N`` on real Ray clusters: the embedded one (``ray.init()`` on this
+machine) and a two-node cluster started here with ``ray start``; equality with the
+single-process run, segments stitched back, a worker killed mid-unit, an undecodable input,
+Ctrl-C, and Ray missing.
+
+The 3-camera synthetic scene is tracked as MOTChallenge image folders (split by file) with its
+ground-truth boxes replayed as detections: a stateless detector, so the unsplit and the
+segmented runs see the same boxes and differ only where tracking does. (The motion detector's
+background model depends on every earlier frame: see test_scale.py and the README.)
+
+Every Ray process a test starts is found by its temp folder (a test's own) and killed by pid at
+the end, also when the test fails; ``ray stop`` is never used (it stops every Ray of the user)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import psutil
+import pytest
+
+from pipeline.cli.main import main
+from pipeline.demo import write_gt_detections
+from pipeline.metrics import evaluate_mot, read_mot_file
+from pipeline.query import query_track
+from pipeline.tracks_file import read_tracks_file
+from samples import SceneOptions, make_scene
+
+from conftest import REPO
+from test_scale import tracks_through_cuts_keep_one_id
+
+pytest.importorskip("ray", reason="Ray is the optional extra crosscam[ray]; make test installs it")
+
+CAMERAS = ("cam1", "cam2", "cam3")
+# The demo's settings, with the torch runtime: a worker starts in under a second (no ONNX export).
+SETTINGS = ["--config", str(REPO / "configs" / "demo.yaml"), "--set", "reid.runtime=torch", "--quiet"]
+REPLAY = ["--detector", "replay"]
+SEGMENTS = ["--segment-s", "2.5", "--set", "scale.overlap_s=1.5"]  # 80 frames -> 3 segments per camera
+RAY_BIN = Path(sys.executable).with_name("ray")
+
+
+def ray_processes(marker: str) -> list[psutil.Process]:
+    """Processes whose command line names ``marker`` (a test's Ray temp folder), and their children."""
+    found = set()
+    for proc in psutil.process_iter(["cmdline"]):
+        if proc.pid != os.getpid() and any(marker in arg for arg in proc.info["cmdline"] or []):
+            found.add(proc)
+            try:
+                found.update(proc.children(recursive=True))
+            except psutil.NoSuchProcess:
+                pass
+    return list(found)
+
+
+def kill_processes(marker: str) -> None:
+    procs = ray_processes(marker)
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=15)
+
+
+def crosscam(args: list[str], env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli.main", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def track(out: Path, inputs: Path, extra: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    """Track the three cameras of ``inputs`` (videos, or the MOT image folders with ``REPLAY``)."""
+    folders = (inputs / "cam1").is_dir()
+    specs = [str(inputs / (c if folders else f"{c}.mp4")) for c in CAMERAS]
+    return crosscam(["track", *specs, "--out", str(out), *SETTINGS, "--json", *(REPLAY if folders else []), *extra],
+                    env)
+
+
+def gt_table(path: Path) -> np.ndarray:
+    """A tracks.txt as ground truth (flag, class and visibility 1)."""
+    rows = read_mot_file(path, "pred")
+    return np.column_stack([rows[:, :6], np.ones((len(rows), 3))])
+
+
+def idf1(truth: Path, pred: Path) -> float:
+    """IDF1 of ``pred`` with ``truth`` as ground truth (1 when both are empty)."""
+    gt, rows = gt_table(truth), read_mot_file(pred, "pred")[:, :6]
+    if len(gt) == 0:
+        return float(len(rows) == 0)
+    return evaluate_mot(gt, rows).idf1
+
+
+@pytest.fixture
+def ray_tmp():
+    """A short temp folder for an embedded Ray (its socket paths must stay under 108 bytes)."""
+    folder = tempfile.mkdtemp(prefix="cc-ray-", dir="/tmp")
+    try:
+        yield folder
+    finally:
+        kill_processes(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("scene")
+    make_scene(SceneOptions(cameras=3, people=6, seconds=8.0, seed=6, occlusion=0.3), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def sequences(scene, tmp_path_factory) -> Path:
+    """The scene's cameras as MOTChallenge sequences: img1/ JPEGs, seqinfo.ini, det/det.txt (the gt boxes)."""
+    root = tmp_path_factory.mktemp("sequences")
+    for cam in CAMERAS:
+        seq = root / cam
+        (seq / "img1").mkdir(parents=True)
+        (seq / "det").mkdir()
+        cap = cv2.VideoCapture(str(scene / f"{cam}.mp4"))
+        index = 0
+        while True:
+            ok, image = cap.read()
+            if not ok:
+                break
+            index += 1
+            cv2.imwrite(str(seq / "img1" / f"{index:06d}.jpg"), image)
+        shutil.copyfile(write_gt_detections(scene, cam), seq / "det" / "det.txt")
+        (seq / "seqinfo.ini").write_text(f"[Sequence]\nname={cam}\nimDir=img1\nframeRate=10\nseqLength={index}\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def single(sequences, tmp_path_factory) -> tuple[Path, dict]:
+    """The single-process run every Ray run is compared with, and its --json result."""
+    out = tmp_path_factory.mktemp("single") / "run"
+    proc = track(out, sequences, [])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out, json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A real two-node Ray cluster on this machine (1 CPU each, own temp folders, token auth)."""
+    root = Path(tempfile.mkdtemp(prefix="cc-ray-", dir="/tmp"))
+    port = free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    common = ["--num-cpus=1", "--disable-usage-stats"]
+    try:
+        subprocess.run([str(RAY_BIN), "start", "--head", f"--port={port}", f"--temp-dir={root / 'head'}",
+                        "--include-dashboard=false", *common], env=env, check=True, capture_output=True, timeout=120)
+        address = f"127.0.0.1:{port}"
+        subprocess.run([str(RAY_BIN), "start", f"--address={address}", f"--temp-dir={root / 'node2'}", *common],
+                       env=env, check=True, capture_output=True, timeout=120)
+        yield address, {"RAY_AUTH_MODE": "token"}
+    finally:
+        kill_processes(str(root))
+        assert not ray_processes(str(root))
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_workers_give_the_single_process_run(sequences, single, ray_tmp, tmp_path):
+    """--workers 2 --segment-s 0 on the embedded Ray: the same tracks, identities and answers."""
+    reference, reference_result = single
+    out = tmp_path / "run"
+    proc = track(out, sequences, ["--workers", "2", "--segment-s", "0"], {"RAY_TMPDIR": ray_tmp})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    for cam in CAMERAS:
+        assert idf1(reference / cam / "tracks.txt", out / cam / "tracks.txt") >= 0.99
+        record = json.loads((out / cam / "run.json").read_text())
+        assert record["status"] == "complete" and len(record["segments"]) == 1
+        assert record["frames_read"] == 80 and record["scale"]["workers"] == 2
+    assert result["identities"]["identities"] == reference_result["identities"]["identities"]
+    assert answers(out) == answers(reference)
+    assert not ray_processes(ray_tmp)  # the embedded Ray is shut down with the run
+
+
+def answers(run: Path) -> list:
+    """Each camera's longest track asked about (``crosscam query --track``'s function): every
+    match's appearances as (camera, first frame, last frame)."""
+    out = []
+    for cam in CAMERAS:
+        tracks = json.loads((run / cam / "tracks.json").read_text())
+        longest = max(tracks, key=lambda t: (t["num_detections"], -t["first_frame"]))
+        result = query_track(run, cam, longest["track_id"])
+        out.append([sorted((a.camera, a.start_frame, a.end_frame) for a in match.appearances)
+                    for match in result.matches])
+    return out
+
+
+@pytest.fixture(scope="module")
+def segmented(sequences, cluster, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The scene in 3 segments per camera on the two-node cluster."""
+    address, env = cluster
+    out = tmp_path_factory.mktemp("segmented") / "run"
+    return out, track(out, sequences, ["--ray-address", address, *SEGMENTS], env)
+
+
+def test_segments_on_a_two_node_cluster(segmented, single):
+    """3 segments per camera on two nodes: stitched tracks against the unsplit run, every frame
+    once in the video, and people walking through a cut keep their id."""
+    out, proc = segmented
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reference, _ = single
+    nodes, crossing = set(), 0
+    for cam in CAMERAS:
+        assert idf1(reference / cam / "tracks.txt", out / cam / "tracks.txt") >= 0.98
+        record = json.loads((out / cam / "run.json").read_text())
+        assert record["status"] == "complete" and record["frames_read"] == 80
+        assert [(s["start_frame"], s["end_frame"]) for s in record["segments"]] == [(0, 40), (25, 65), (50, 80)]
+        nodes |= {s["worker"].split(":")[0] for s in record["segments"]}
+        assert count_frames(out / cam / "annotated.mp4") == 80
+        crossing += tracks_through_cuts_keep_one_id(read_tracks_file(reference / cam / "tracks.txt"),
+                                                    read_tracks_file(out / cam / "tracks.txt"), [40, 65])
+    assert crossing >= 3
+    assert len(nodes) == 2  # both nodes ran segments
+    assert json.loads(proc.stdout)["identities"]["identities"] >= 6
+
+
+def count_frames(path: Path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    count = 0
+    while cap.read()[0]:
+        count += 1
+    cap.release()
+    return count
+
+
+def kill_a_worker_mid_unit(done: threading.Event, killed: list[int]) -> None:
+    """SIGKILL the first worker process seen running a track job (its Ray process title says so)."""
+    while not done.is_set() and not killed:
+        for proc in psutil.process_iter(["cmdline"]):
+            if (proc.info["cmdline"] or [""])[0].startswith("ray::SegmentWorker.track"):
+                time.sleep(0.3)  # well inside the unit
+                try:
+                    proc.kill()
+                    killed.append(proc.pid)
+                except psutil.NoSuchProcess:
+                    continue
+                return
+        time.sleep(0.05)
+
+
+def test_a_worker_killed_mid_unit_costs_only_that_unit(sequences, cluster, segmented, tmp_path):
+    address, env = cluster
+    clean, clean_proc = segmented
+    assert clean_proc.returncode == 0
+    faulty = tmp_path / "faulty"
+    done, killed = threading.Event(), []
+    killer = threading.Thread(target=kill_a_worker_mid_unit, args=(done, killed))
+    killer.start()
+    try:
+        proc = track(faulty, sequences, ["--ray-address", address, *SEGMENTS], env)
+    finally:
+        done.set()
+        killer.join()
+    assert killed, "no worker was seen running a unit"
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads((faulty / cam / "run.json").read_text()) for cam in CAMERAS]
+    retried = [s for r in records for s in r["segments"] if s["retries"]]
+    assert len(retried) == 1 and retried[0]["retries"] == 1 and retried[0]["lost_workers"]
+    for cam in CAMERAS:  # nothing written twice, nothing lost: the fault-free files
+        assert (faulty / cam / "tracks.txt").read_text() == (clean / cam / "tracks.txt").read_text()
+        assert count_frames(faulty / cam / "annotated.mp4") == 80
+
+
+def test_an_undecodable_input_fails_its_camera_only(scene, cluster, tmp_path):
+    address, env = cluster
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4096))
+    out = tmp_path / "run"
+    proc = crosscam(["track", str(scene / "cam1.mp4"), str(broken), "--out", str(out), *SETTINGS,
+                     "--ray-address", address], env)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "broken" in errors[0] and "not a readable video" in errors[0]
+    good = json.loads((out / "cam1" / "run.json").read_text())
+    bad = json.loads((out / "broken" / "run.json").read_text())
+    assert good["status"] == "complete" and (out / "cam1" / "tracks.txt").is_file()
+    assert bad["status"] == "failed" and "\n" not in bad["error"]
+
+
+def test_ctrl_c_stops_the_workers_and_keeps_finished_cameras(ray_tmp, tmp_path):
+    """Ctrl-C while a long camera runs: the short camera keeps its outputs, the long one its first
+    segments (status interrupted), and the embedded Ray and its workers are gone."""
+    make_scene(SceneOptions(cameras=1, people=4, seconds=60.0, seed=2), tmp_path / "scene", progress=False)
+    short = tmp_path / "short"
+    make_scene(SceneOptions(cameras=1, people=2, seconds=3.0, seed=3, lookalikes=0), short, progress=False)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "pipeline.cli.main", "track", str(short / "cam1.mp4"),
+           str(tmp_path / "scene" / "cam1.mp4"), "--camera", "short", "--camera", "long", "--out", str(out),
+           *SETTINGS[:-1], "--workers", "2", "--segment-s", "6", "--set", "scale.overlap_s=2"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "RAY_TMPDIR": ray_tmp},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 180
+        while json.loads(_read(out / "long" / "run.json") or "{}").get("segments", []) == [] or \
+                json.loads(_read(out / "short" / "run.json") or "{}").get("status") != "complete":
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-3000:]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err[-3000:]
+        short_record = json.loads((out / "short" / "run.json").read_text())
+        long_record = json.loads((out / "long" / "run.json").read_text())
+        assert short_record["status"] == "complete"
+        assert long_record["status"] == "interrupted" and 0 < long_record["frames_read"] < 600
+        assert (out / "long" / "tracks.txt").is_file() and not list(out.glob("*/*.partial*"))
+        time.sleep(2)
+        assert not ray_processes(ray_tmp), "Ray processes outlived the driver"
+    finally:
+        proc.kill()
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except (OSError, ValueError):
+        return None
+
+
+def test_without_ray_the_options_say_how_to_install_it(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as if it were not installed
+    assert main(["track", "cam1.mp4", "--out", str(tmp_path / "run"), "--workers", "2"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --workers / --ray-address need Ray, which is not installed; pip install 'crosscam[ray]'")
+
+
+def test_segment_options_need_workers(capsys, tmp_path):
+    assert main(["track", "cam1.mp4", "--out", str(tmp_path / "run"), "--segment-s", "60"]) == 2
+    assert "add --workers N or --ray-address ADDR" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
