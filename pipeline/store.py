@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,6 +162,7 @@ class TrackStore:
         self.config = config
         self._index: faiss.Index | None = None
         self._index_file: str | None = None
+        self._index_lock = threading.Lock()  # one store object may serve queries from many threads
 
     # -- opening -------------------------------------------------------------------------
     @classmethod
@@ -348,7 +350,17 @@ class TrackStore:
         tune_search(index, self.config)
         return index.search(_unit_rows(vectors), k)
 
+    def generation(self) -> int:
+        """The number of the last committed write (0: never written); every write adds one, so two
+        equal readings around a series of reads mean they all saw one state of the store."""
+        with closing(_connect(self.folder, readonly=True)) as conn:
+            return int(_meta(conn, "generation"))
+
     def _load_index(self) -> faiss.Index:
+        with self._index_lock:
+            return self._load_index_unlocked()
+
+    def _load_index_unlocked(self) -> faiss.Index:
         for attempt in range(2):
             with closing(_connect(self.folder, readonly=True)) as conn:
                 name = _meta(conn, "index_file")
