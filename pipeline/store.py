@@ -262,6 +262,11 @@ class TrackStore:
 
     def track(self, camera: str, track_id: int) -> StoredTrack:
         """One track by camera name and per-camera id; a one-line error if there is none."""
+        with closing(_connect(self.folder, readonly=True)) as conn:  # (camera, track_id) is indexed: no scan
+            row = conn.execute(f"SELECT {_TRACK_COLUMNS} FROM tracks WHERE camera = ? AND track_id = ?",
+                               (camera, int(track_id))).fetchone()
+        if row is not None:
+            return StoredTrack(*row)
         found = self.tracks(camera=camera)
         if not found:
             known = ", ".join(c.name for c in self.cameras()) or "none"
