@@ -58,7 +58,8 @@ def tree_state(folder: Path) -> dict[str, tuple[int, int]]:
 @contextmanager
 def serving(run_dir: Path, *extra: str) -> Iterator[str]:
     """``crosscam serve RUN_DIR --port 0 EXTRA`` as a real process; yields its printed URL and
-    stops it by pid (SIGINT, as Ctrl-C, then SIGKILL), also when the test fails."""
+    stops it by pid (SIGINT, as Ctrl-C, then SIGKILL), also when the test fails; after a passing
+    block it must have shut down on the SIGINT itself."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli.main", "serve", str(run_dir), "--port", "0", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -67,8 +68,12 @@ def serving(run_dir: Path, *extra: str) -> Iterator[str]:
         line = proc.stdout.readline()
         assert line.startswith("crosscam serve: http://"), (line, proc.stderr.read() if proc.poll() is not None else "")
         yield line.split()[2]
-    finally:
+    except BaseException:
         stop(proc.pid, proc)
+        raise
+    stop(proc.pid, proc)
+    # 130 / -SIGINT: it ended on the Ctrl-C (uvicorn re-raises it after shutting down); -9 would be our SIGKILL
+    assert proc.returncode in (0, 130, -2), f"Ctrl-C did not stop the server ({proc.returncode}): {proc.stderr.read()[-500:]}"
 
 
 def stop(pid: int, proc: subprocess.Popen | None = None) -> None:

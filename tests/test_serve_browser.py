@@ -128,6 +128,13 @@ def test_click_a_person_in_camera_two_lists_every_camera_and_seeks_another(page,
     key = lambda a: (a["camera"], a["start_frame"])  # noqa: E731
     assert sorted(shown_appearances(driver), key=key) == sorted(want, key=key)
     assert len({a["camera"] for a in want}) > 1
+    low = driver.find_element("css selector", "#low-score")
+    low.clear()
+    low.send_keys("1.01\n")  # every score is below: every appearance is marked
+    wait_for(lambda: len(driver.find_elements("css selector", "#results .appearance.low")) == len(want), "low scores marked")
+    low.clear()
+    low.send_keys("-1\n")
+    wait_for(lambda: not driver.find_elements("css selector", "#results .appearance.low"), "no low scores marked")
 
     other = next(a for a in expected["appearances"] if a["camera"] != "cam2")
     button = driver.find_element(

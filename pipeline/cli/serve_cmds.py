@@ -79,4 +79,4 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"crosscam serve: {url}  (run {Path(run_dir).resolve()}; Ctrl-C stops)")
         if open_browser:
             threading.Timer(0.5, webbrowser.open, args=(url,)).start()
-        server.run(sockets=[sock])
+        server.run(sockets=[sock])  # Ctrl-C: uvicorn shuts down gracefully, then re-raises it (exit 130, as `crosscam track`)
