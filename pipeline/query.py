@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -101,10 +102,12 @@ def open_run_store(run_dir: str | Path, config: PipelineConfig | None = None) ->
 
 def query_track(
     run_dir: str | Path, camera: str, track_id: int, top_k: int = 5, min_score: float = -1.0,
-    config: PipelineConfig | None = None,
+    config: PipelineConfig | None = None, store: TrackStore | None = None,
 ) -> QueryResult:
-    """Identities like the stored track ``camera:track_id``; its own identity ranks first."""
-    store = open_run_store(run_dir, config)
+    """Identities like the stored track ``camera:track_id``; its own identity ranks first.
+
+    ``store``: the run's store already open (a server keeps one, with its index loaded)."""
+    store = store or open_run_store(run_dir, config)
     track = store.track(camera, track_id)
     vectors = store.match_features([track.key])[0]  # (1 + R, D): its aggregate feature and representatives
     result = _rank(store, vectors, top_k, min_score, run_dir, f"track {camera}:{track_id}")
@@ -113,10 +116,10 @@ def query_track(
 
 def query_identity(
     run_dir: str | Path, identity: int, top_k: int = 5, min_score: float = -1.0,
-    config: PipelineConfig | None = None,
+    config: PipelineConfig | None = None, store: TrackStore | None = None,
 ) -> QueryResult:
     """The identity's appearances, each scored against the identity's mean feature."""
-    store = open_run_store(run_dir, config)
+    store = store or open_run_store(run_dir, config)
     tracks = store.tracks(identity=identity)
     if not tracks:
         known = store.identities()
@@ -131,6 +134,7 @@ def query_identity(
 def query_image(
     run_dir: str | Path, image_path: str | Path, box: tuple[float, float, float, float] | None = None,
     top_k: int = 5, min_score: float = -1.0, config: PipelineConfig | None = None, camera: str | None = None,
+    store: TrackStore | None = None,
 ) -> QueryResult:
     """Identities like the person in ``image_path`` (a crop, or a frame with ``box`` xyxy pixels).
 
@@ -141,7 +145,7 @@ def query_image(
     applied to the crop, as it was to that camera's crops. Without it the crop is embedded as it is.
     """
     run_dir = Path(run_dir)
-    store = open_run_store(run_dir, config)
+    store = store or open_run_store(run_dir, config)
     image = cv2.imread(str(image_path))
     if image is None:
         raise CrosscamError(f"--image {image_path}: cannot read it as an image; pass a JPEG/PNG file")
@@ -150,7 +154,7 @@ def query_image(
     crop = _person_crop(image, box, DetectorConfig.model_validate(run_config["detector"]), str(image_path))
     if camera is not None:
         crop = _camera_colour(folders, camera).apply(np.ascontiguousarray(crop))
-    embedder = Embedder.from_config(ReidConfig.model_validate(run_config["reid"]))
+    embedder = _run_embedder(json.dumps(run_config["reid"], sort_keys=True), _file_stamp(run_config["reid"].get("weights")))
     if (embedder.fingerprint, embedder.dim) != (store.embedder.fingerprint, store.embedder.dim):
         raise CrosscamError(
             f"{store.folder}: built with embedder {store.embedder.name} ({store.embedder.fingerprint[:12]}), "
@@ -159,6 +163,19 @@ def query_image(
         )
     vector = embedder.embed([crop], bgr=True, normalize=True)
     return _rank(store, vector, top_k, min_score, run_dir, f"image {image_path}")
+
+
+@lru_cache(maxsize=2)
+def _run_embedder(reid_config_json: str, weights_stamp: tuple | None) -> Embedder:
+    """The embedder of a run's reid config, loaded once per process and weights file version
+    (loading exports and checks an ONNX graph: about a second, many times the cost of one query)."""
+    return Embedder.from_config(ReidConfig.model_validate(json.loads(reid_config_json)))
+
+
+def _file_stamp(path: str | None) -> tuple | None:
+    """(size, mtime ns) of a weights file, so a file replaced in place is loaded again; None for a name."""
+    stat = Path(path).stat() if path and Path(path).is_file() else None
+    return (stat.st_size, stat.st_mtime_ns) if stat else None
 
 
 def colour_normalised_cameras(run_dir: str | Path) -> list[str]:

@@ -6,6 +6,10 @@ clock, so "seen in the hall, then at the door 40 s later" reads at a glance. Wit
 file each lane is in seconds from its own video's start, and the page says so. A bar's tooltip
 gives the track's seconds and its frames as 0-based indices of the source video (``tracks.txt``
 numbers them from 1).
+
+Rows come from :func:`identity_overviews`, which ``crosscam serve``'s gallery shows too: people
+seen by the most cameras first; identities whose every track is a static box that is short-lived
+or tiny (a patch of floor the motion detector took for someone, a fragment) come last, marked.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from __future__ import annotations
 import base64
 import html
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from pipeline.render import color_for_id
 from pipeline.store import StoredTrack, TrackStore
@@ -23,37 +29,114 @@ from pipeline.store import StoredTrack, TrackStore
 THUMB_HEIGHT = 96  # pixels; thumbnails are shrunk so the page stays small
 MAX_ROWS = 2000  # beyond this the identities seen by the most cameras (then lowest id) are shown; the page says how many
 LANE_HEIGHT, TIMELINE_WIDTH = 14, 640
+# A track is "not a person" when its box never moves by half its height (static) and it lasts
+# under a second (short) or is under this fraction of the frame high (tiny). On the demo scene
+# (seeds 0-1) that marks every 1-2 frame floor patch and no walker.
+STATIC_TRAVEL = 0.5  # centre travel / mean box height
+TINY_HEIGHT = 0.15  # mean box height / frame height
+SHORT_SECONDS = 1.0
+NOT_A_PERSON = "static box, short-lived or tiny: background or a fragment"
+
+
+@dataclass(frozen=True)
+class IdentityOverview:
+    """One identity of the run: its tracks and what the report and the serve gallery show of it.
+
+    Times are on the common clock (seconds from each video's start without a cameras file).
+    """
+
+    identity: int
+    tracks: list[StoredTrack]  # by camera, then track id
+    cameras: list[str]  # sorted
+    first_s: float
+    last_s: float
+    likely_person: bool  # False: every track is a static box, short-lived or tiny (NOT_A_PERSON)
+
+    def best_tracks(self) -> list[StoredTrack]:
+        """Per camera (sorted) the track with the most detections: the one its thumbnail shows."""
+        return [max((t for t in self.tracks if t.camera == c), key=lambda t: t.num_detections) for c in self.cameras]
+
+
+def identity_overviews(run_dir: Path, store: TrackStore, tracks: list[StoredTrack] | None = None) -> list[IdentityOverview]:
+    """Every identity of the store, ranked: likely people first, by cameras seen (most first),
+    then lowest id; identities that look like background or fragments after them, by id.
+
+    ``tracks``: the store's tracks when the caller has read them already (one state of the store).
+    Box motion and size come from each camera's ``tracks.txt``; a camera without one counts as people.
+    """
+    tracks = store.tracks() if tracks is None else tracks
+    unlikely = _not_a_person_tracks(Path(run_dir), store, tracks)
+    by_identity: dict[int, list[StoredTrack]] = {}
+    for t in tracks:
+        by_identity.setdefault(t.identity, []).append(t)
+    overviews = [
+        IdentityOverview(
+            ident, group, sorted({t.camera for t in group}), min(t.start_s for t in group),
+            max(t.end_s for t in group), not all((t.camera, t.track_id) in unlikely for t in group),
+        )
+        for ident, group in by_identity.items()
+    ]
+    return sorted(overviews, key=lambda o: (not o.likely_person, -len(o.cameras) if o.likely_person else 0, o.identity))
+
+
+def _not_a_person_tracks(run_dir: Path, store: TrackStore, tracks: list[StoredTrack]) -> set[tuple[str, int]]:
+    """(camera, track id) of the tracks whose boxes are static and short-lived or tiny."""
+    found: set[tuple[str, int]] = set()
+    for camera in store.cameras():
+        path = run_dir / camera.name / "tracks.txt"
+        if not path.is_file() or path.stat().st_size == 0:
+            continue
+        rows = np.loadtxt(path, delimiter=",", ndmin=2, usecols=(0, 1, 2, 3, 4, 5))  # frame, id, x, y, w, h
+        rows = rows[np.argsort(rows[:, 1], kind="stable")]
+        ids, starts, counts = np.unique(rows[:, 1], return_index=True, return_counts=True)
+        cx, cy, h = rows[:, 2] + rows[:, 4] / 2, rows[:, 3] + rows[:, 5] / 2, rows[:, 5]
+        travel = np.hypot(*(np.maximum.reduceat(v, starts) - np.minimum.reduceat(v, starts) for v in (cx, cy)))
+        mean_h = np.add.reduceat(h, starts) / counts
+        frame_h = camera.frame_size[1] if camera.frame_size else np.inf
+        short = counts < max(2.0, SHORT_SECONDS * (camera.fps or 10.0))
+        unlikely = (travel < STATIC_TRAVEL * mean_h) & (short | (mean_h < TINY_HEIGHT * frame_h))
+        found |= {(camera.name, int(i)) for i in ids[unlikely]}
+    return found
+
+
+def run_title(run_dir: Path, cameras: list[str]) -> str:
+    """What names a run for people: its folder with the one above it, and its cameras."""
+    path = Path(run_dir).resolve()
+    return f"crosscam: {path.parent.name}/{path.name} ({plural(len(cameras), 'camera')}: {', '.join(cameras)})"
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``"1 track"``, ``"2 tracks"``; ``words`` for irregular plurals (``identity``/``identities``)."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"
 
 
 def write_report(run_dir: Path, store: TrackStore, common_clock: bool) -> Path:
     """Write ``run_dir/report.html`` (atomically) and return its path."""
     tracks = store.tracks()
     cameras = sorted({t.camera for t in tracks})
-    by_identity: dict[int, list[StoredTrack]] = {}
-    for t in tracks:
-        by_identity.setdefault(t.identity, []).append(t)
+    overviews = identity_overviews(run_dir, store, tracks)
     # Over MAX_ROWS: keep the identities seen by the most cameras, ties by lowest id.
-    shown = sorted(by_identity, key=lambda i: (-len({t.camera for t in by_identity[i]}), i))[:MAX_ROWS]
-    shown.sort()
+    shown = overviews[:MAX_ROWS]
     t0 = min((t.start_s for t in tracks), default=0.0)
     t1 = max((t.end_s for t in tracks), default=1.0)
-    rows = "\n".join(
-        _identity_row(ident, by_identity[ident], cameras, t0, max(t1 - t0, 1e-6), run_dir) for ident in shown
-    )
+    rows = "\n".join(_identity_row(o, cameras, t0, max(t1 - t0, 1e-6), run_dir) for o in shown)
     clock = (
         "Times are on the common clock given by the cameras file."
         if common_clock
         else "No cameras file: times are seconds from each video's own start, so bars in different "
         "cameras are not on one clock."
     )
-    multi = sum(len({t.camera for t in group}) > 1 for group in by_identity.values())
-    limit = f" Showing {len(shown)} of them." if len(shown) < len(by_identity) else ""
+    multi = sum(len(o.cameras) > 1 for o in overviews)
+    unlikely = sum(not o.likely_person for o in overviews)
+    limit = f" Showing {len(shown)} of them." if len(shown) < len(overviews) else ""
+    marked = (f" {plural(unlikely, 'identity', 'identities')} marked \u201cnot a person?\u201d ({NOT_A_PERSON}) "
+              "come last." if unlikely else "")
     page = _PAGE.format(
-        title=html.escape(f"crosscam run {run_dir.name}"),
+        title=html.escape(run_title(run_dir, cameras)),
         summary=html.escape(
-            f"{len(by_identity)} identities ({multi} seen by more than one camera) from "
-            f"{len(tracks)} tracks in {len(cameras)} cameras ({', '.join(cameras)}); "
-            f"time axis {t0:.1f} s to {t1:.1f} s.{limit}"
+            f"{plural(len(overviews), 'identity', 'identities')} ({multi} seen by more than one camera) from "
+            f"{plural(len(tracks), 'track')} in {plural(len(cameras), 'camera')} ({', '.join(cameras)}); "
+            f"time axis {t0:.1f} s to {t1:.1f} s.{limit}{marked}"
         ),
         clock=html.escape(clock),
         rows=rows,
@@ -65,13 +148,11 @@ def write_report(run_dir: Path, store: TrackStore, common_clock: bool) -> Path:
     return out
 
 
-def _identity_row(
-    identity: int, tracks: list[StoredTrack], cameras: list[str], t0: float, span: float, run_dir: Path
-) -> str:
-    seen_in = sorted({t.camera for t in tracks})
+def _identity_row(overview: IdentityOverview, cameras: list[str], t0: float, span: float, run_dir: Path) -> str:
+    identity, tracks = overview.identity, overview.tracks
     thumbs = []
-    for camera in seen_in:
-        best = max((t for t in tracks if t.camera == camera), key=lambda t: t.num_detections)
+    for best in overview.best_tracks():
+        camera = best.camera
         image = _inline_jpeg(run_dir / best.thumbnail) if best.thumbnail else None
         tag = f'<img src="{image}" alt="">' if image else '<div class="noimg">no image</div>'
         thumbs.append(f'<figure>{tag}<figcaption>{html.escape(camera)} #{best.track_id}</figcaption></figure>')
@@ -94,10 +175,11 @@ def _identity_row(
             )
     height = LANE_HEIGHT * len(cameras)
     svg = f'<svg width="{TIMELINE_WIDTH + 100}" height="{height}">{"".join(lanes)}</svg>'
-    first, last = min(t.start_s for t in tracks), max(t.end_s for t in tracks)
+    mark = "" if overview.likely_person else f'<div class="unlikely" title="{NOT_A_PERSON}">not a person?</div>'
     return (
         f'<tr><td class="id" style="border-left:6px solid {color}">{identity}<div class="meta">'
-        f"{len(tracks)} tracks, {len(seen_in)} cameras<br>{first:.1f}-{last:.1f} s</div></td>"
+        f"{plural(len(tracks), 'track')}, {plural(len(overview.cameras), 'camera')}<br>"
+        f"{overview.first_s:.1f}-{overview.last_s:.1f} s</div>{mark}</td>"
         f'<td class="thumbs">{"".join(thumbs)}</td><td>{svg}</td></tr>'
     )
 
@@ -125,6 +207,7 @@ figcaption {{ font-size: 0.75em; color: #555; }}
 .noimg {{ width: 48px; height: {thumb}px; background: #eee; font-size: 0.7em; }}
 svg .lane {{ font-size: 10px; fill: #555; }}
 svg .axis {{ stroke: #ddd; }}
+.unlikely {{ font-size: 0.5em; font-weight: normal; color: #a40; }}
 </style></head><body>
 <h1>{title}</h1>
 <p>{summary}</p>

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,6 +162,7 @@ class TrackStore:
         self.config = config
         self._index: faiss.Index | None = None
         self._index_file: str | None = None
+        self._index_lock = threading.Lock()  # one store object may serve queries from many threads
 
     # -- opening -------------------------------------------------------------------------
     @classmethod
@@ -260,6 +262,11 @@ class TrackStore:
 
     def track(self, camera: str, track_id: int) -> StoredTrack:
         """One track by camera name and per-camera id; a one-line error if there is none."""
+        with closing(_connect(self.folder, readonly=True)) as conn:  # (camera, track_id) is indexed: no scan
+            row = conn.execute(f"SELECT {_TRACK_COLUMNS} FROM tracks WHERE camera = ? AND track_id = ?",
+                               (camera, int(track_id))).fetchone()
+        if row is not None:
+            return StoredTrack(*row)
         found = self.tracks(camera=camera)
         if not found:
             known = ", ".join(c.name for c in self.cameras()) or "none"
@@ -348,7 +355,17 @@ class TrackStore:
         tune_search(index, self.config)
         return index.search(_unit_rows(vectors), k)
 
+    def generation(self) -> int:
+        """The number of the last committed write (0: never written); every write adds one, so two
+        equal readings around a series of reads mean they all saw one state of the store."""
+        with closing(_connect(self.folder, readonly=True)) as conn:
+            return int(_meta(conn, "generation"))
+
     def _load_index(self) -> faiss.Index:
+        with self._index_lock:
+            return self._load_index_unlocked()
+
+    def _load_index_unlocked(self) -> faiss.Index:
         for attempt in range(2):
             with closing(_connect(self.folder, readonly=True)) as conn:
                 name = _meta(conn, "index_file")

@@ -12,9 +12,11 @@ from importlib.metadata import PackageNotFoundError, version
 import typer
 
 from pipeline.cli import bench_cmds, demo_cmds, embed_cmds, metrics_cmds, query_cmds, samples_cmds, track_cmds, train_cmds
+from pipeline.cli import serve_cmds
 from reid.errors import CrosscamError
 
 COMMAND_MODULES = [embed_cmds, bench_cmds, track_cmds, query_cmds, metrics_cmds, samples_cmds, train_cmds, demo_cmds]
+COMMAND_MODULES.append(serve_cmds)
 
 app = typer.Typer(
     name="crosscam",

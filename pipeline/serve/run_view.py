@@ -1,0 +1,252 @@
+"""The run directory as ``crosscam serve`` reads it: cameras, frames, boxes, the store.
+
+Reads only; nothing is written into the run. Everything read from the store goes through
+:meth:`RunView.consistent`, which reads the store's generation before and after and reads again
+when a concurrent ``crosscam track`` committed in between, so an answer never mixes two states
+of the store. Cameras are listed afresh on each call (a camera whose ``run.json`` appears is
+shown without a restart); frames readers, box tables and the identity overview are kept and
+re-read when their file or the store's generation changes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import numpy as np
+
+from pipeline.config import PipelineConfig
+from pipeline.identities import STORE_DIR
+from pipeline.render import color_for_id
+from pipeline.report import IdentityOverview, identity_overviews, run_title
+from pipeline.serve.frames import CameraFrames, FrameNotFound, open_frames
+from pipeline.store import DB_NAME, TrackStore
+from reid.errors import CrosscamError
+
+T = TypeVar("T")
+READ_ATTEMPTS = 8  # consistent reads tried before giving up on a store rewritten that often
+RETRY_WAIT_S = 0.02  # seconds; the n-th retry waits n times this
+MAX_BOX_FRAMES = 2000  # frames of boxes one request may ask for
+
+
+class ApiError(CrosscamError):
+    """A one-line error with the HTTP status it answers with."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def hex_colour(identity: int) -> str:
+    """``color_for_id``'s colour (the one ``annotated_global.mp4`` draws) as ``#rrggbb``."""
+    b, g, r = color_for_id(identity)
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+@dataclass
+class _BoxTable:
+    """One camera's ``tracks.txt``, sorted by frame: ``frames`` (N,) 0-based, ``ids`` (N,),
+    ``xyxy`` (N, 4) pixels, ``conf`` (N,)."""
+
+    stamp: tuple[int, int]
+    frames: np.ndarray
+    ids: np.ndarray
+    xyxy: np.ndarray
+    conf: np.ndarray
+
+
+class RunView:
+    """Read access to one run directory for the web app (thread-safe)."""
+
+    def __init__(self, run_dir: Path, config: PipelineConfig | None = None):
+        self.run_dir = Path(run_dir).resolve()
+        if not self.run_dir.is_dir():
+            raise CrosscamError(f"{run_dir}: no such run directory; run `crosscam track ... --out {run_dir}` first")
+        self.config = config or PipelineConfig()
+        self._lock = threading.Lock()
+        self._store: TrackStore | None = None
+        self._frames: dict[str, tuple[str, CameraFrames]] = {}
+        self._boxes: dict[str, _BoxTable] = {}
+        self._overviews: tuple[int, list[IdentityOverview]] | None = None
+
+    # -- the store, one generation at a time ---------------------------------------------------
+    def store(self) -> TrackStore:
+        """The run's store; 409 while the run has none yet."""
+        with self._lock:
+            if self._store is None:
+                if not (self.run_dir / STORE_DIR / DB_NAME).is_file():
+                    raise ApiError(409, f"{self.run_dir / STORE_DIR}: no track store yet; run `crosscam track ... "
+                                        f"--out {self.run_dir}` (the page picks it up when it appears)")
+                self._store = TrackStore.open(self.run_dir / STORE_DIR, config=self.config.store)
+            return self._store
+
+    def generation(self) -> int | None:
+        """The store's generation, None without a store."""
+        try:
+            return self.store().generation()
+        except ApiError:
+            return None
+
+    def consistent(self, read: Callable[[TrackStore], T]) -> T:
+        """``read(store)`` run until no write committed while it ran (at most READ_ATTEMPTS times)."""
+        store = self.store()
+        for attempt in range(READ_ATTEMPTS):
+            time.sleep(RETRY_WAIT_S * attempt)  # let a writer that keeps committing finish its run of writes
+            before = store.generation()
+            try:
+                result = read(store)
+            except (KeyError, CrosscamError):
+                if store.generation() != before:
+                    continue  # a write landed mid-read: a key or file it named is gone
+                raise
+            if store.generation() == before:
+                return result
+        raise ApiError(503, f"{store.folder}: rewritten during each of {READ_ATTEMPTS} reads in a row; try again")
+
+    # -- cameras ---------------------------------------------------------------------------------
+    def camera_names(self) -> list[str]:
+        """Cameras with a folder and ``run.json`` (running ones included), by name."""
+        return sorted(p.name for p in self.run_dir.iterdir() if (p / "run.json").is_file())
+
+    def camera_folder(self, camera: str) -> Path:
+        if camera not in self.camera_names():
+            known = ", ".join(self.camera_names()) or "none yet"
+            raise ApiError(404, f"camera {camera!r}: not a camera of this run; its cameras: {known}")
+        return self.run_dir / camera
+
+    def run_json(self, camera: str) -> dict:
+        path = self.camera_folder(camera) / "run.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            raise ApiError(409, f"{path}: unreadable (being rewritten?); try again") from None
+
+    def frames(self, camera: str) -> CameraFrames:
+        """The camera's frames reader, opened again when its ``run.json`` names another source."""
+        run = self.run_json(camera)
+        source = str(run.get("source") or "")
+        with self._lock:
+            cached = self._frames.get(camera)
+            if cached is None or cached[0] != source:
+                fps = float(run.get("fps") or self.config.source.default_fps)
+                self._frames[camera] = (source, open_frames(self.run_dir / camera, source, fps))
+            return self._frames[camera][1]
+
+    def cameras(self) -> list[dict]:
+        """Per camera: name, status, fps, frame size, frame count, clock offset, tracks in the store,
+        where its frames come from (or why they cannot be shown)."""
+        records, counts = {}, {}
+        if self.generation() is not None:
+            records, counts = self.consistent(
+                lambda store: ({c.name: c for c in store.cameras()}, Counter(t.camera for t in store.tracks()))
+            )
+        out = []
+        for name in self.camera_names():
+            run = self.run_json(name)
+            record = records.get(name)
+            entry = {
+                "name": name,
+                "status": run.get("status"),
+                "fps": run.get("fps"),
+                "frame_size": run.get("frame_size"),
+                "time_offset_s": record.time_offset_s if record else float(run.get("time_offset_s", 0.0)),
+                "common_clock": bool(record and record.common_clock),
+                "in_store": record is not None,
+                "tracks": counts.get(name, 0),
+                "first_tracked_frame": self._first_tracked_frame(name),
+                "frames": None,
+                "frames_from": None,
+                "frames_error": None,
+            }
+            try:
+                frames = self.frames(name)
+                entry["frames"], entry["frames_from"] = frames.count, frames.origin
+            except CrosscamError as exc:
+                entry["frames_error"] = str(exc)
+            out.append(entry)
+        return out
+
+    # -- boxes -----------------------------------------------------------------------------------
+    def boxes(self, camera: str, start: int, count: int) -> dict[int, list[dict]]:
+        """Boxes of frames ``start .. start + count - 1`` of ``camera`` (0-based), by frame: track id,
+        identity (None before the camera is in the store), xyxy pixels, confidence, identity colour."""
+        if count < 1 or count > MAX_BOX_FRAMES or start < 0:
+            raise ApiError(400, f"frames {start}+{count}: ask for 1..{MAX_BOX_FRAMES} frames from frame 0 on")
+        table = self._box_table(camera)
+        identity_of = {}
+        if self.generation() is not None:
+            identity_of = self.consistent(lambda store: {t.track_id: t.identity for t in store.tracks(camera=camera)})
+        lo, hi = np.searchsorted(table.frames, [start, start + count])
+        out: dict[int, list[dict]] = {}
+        for i in range(lo, hi):
+            track_id = int(table.ids[i])
+            identity = identity_of.get(track_id)
+            out.setdefault(int(table.frames[i]), []).append({
+                "track_id": track_id,
+                "identity": identity,
+                "box": [round(float(v), 2) for v in table.xyxy[i]],
+                "confidence": round(float(table.conf[i]), 4),
+                "color": hex_colour(identity) if identity is not None else "#9e9e9e",
+            })
+        return out
+
+    def _first_tracked_frame(self, camera: str) -> int | None:
+        frames = self._box_table(camera).frames
+        return int(frames[0]) if len(frames) else None
+
+    def _box_table(self, camera: str) -> _BoxTable:
+        path = self.camera_folder(camera) / "tracks.txt"
+        if not path.is_file():
+            return _BoxTable((0, 0), *(np.zeros((0,) + s) for s in ((), (), (4,), ())))
+        stat = path.stat()
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            cached = self._boxes.get(camera)
+        if cached is not None and cached.stamp == stamp:
+            return cached
+        rows = np.loadtxt(path, delimiter=",", ndmin=2, usecols=(0, 1, 2, 3, 4, 5, 6)) if stat.st_size else np.zeros((0, 7))
+        rows = rows[np.argsort(rows[:, 0], kind="stable")]
+        xyxy = np.column_stack([rows[:, 2], rows[:, 3], rows[:, 2] + rows[:, 4], rows[:, 3] + rows[:, 5]])
+        table = _BoxTable(stamp, rows[:, 0].astype(np.int64) - 1, rows[:, 1].astype(np.int64), xyxy, rows[:, 6])
+        with self._lock:
+            self._boxes[camera] = table
+        return table
+
+    # -- identities ------------------------------------------------------------------------------
+    def overviews(self) -> list[IdentityOverview]:
+        """:func:`pipeline.report.identity_overviews` of the current generation (kept until it changes)."""
+        generation = self.store().generation()
+        with self._lock:
+            if self._overviews is not None and self._overviews[0] == generation:
+                return self._overviews[1]
+
+        def read(store: TrackStore) -> tuple[int, list[IdentityOverview]]:
+            return store.generation(), identity_overviews(self.run_dir, store)
+
+        generation, overviews = self.consistent(read)
+        with self._lock:
+            self._overviews = (generation, overviews)
+        return overviews
+
+    def title(self) -> str:
+        return run_title(self.run_dir, self.camera_names())
+
+    def frame_jpeg(self, camera: str, index: int, width: int | None) -> tuple[bytes, float]:
+        """Frame ``index`` of ``camera`` as JPEG and its time in seconds from the video's first frame."""
+        frames = self.frames(camera)
+        try:
+            return frames.jpeg(index, width), frames.time_s(index)
+        except FrameNotFound as exc:
+            raise ApiError(404, f"camera {camera}: {exc}") from None
+
+    def frame_image(self, camera: str, index: int) -> np.ndarray:
+        """Frame ``index`` of ``camera``, ``(H, W, 3) uint8`` BGR as decoded."""
+        try:
+            return self.frames(camera).image(index)
+        except FrameNotFound as exc:
+            raise ApiError(404, f"camera {camera}: {exc}") from None

@@ -1,0 +1,434 @@
+// crosscam serve: the page. Plain JS, no build step, nothing from the internet.
+// Players show frames decoded by the server (/api/frames) and draw the run's boxes
+// (/api/tracks) on a canvas; clicking a box, drawing one or uploading a photo asks
+// /api/query/*, whose answers are `crosscam query --json` objects.
+'use strict';
+
+const BOX_WINDOW = 100;   // frames of boxes fetched at once
+const POLL_MS = 2000;     // how often the page checks the store's generation and the cameras
+const DRAG_PX = 6;        // a drag shorter than this is a click
+
+const S = {
+  status: null,          // /api/status
+  cameras: new Map(),    // name -> /api/cameras entry
+  players: new Map(),    // name -> Player
+  colors: new Map(),     // identity -> '#rrggbb'
+  query: null,           // the last question, asked again when the store changes: {kind, ...}
+  result: null,          // its answer (QueryResult JSON)
+  shown: 0,              // index of the match shown in the results panel
+  selected: null,        // identity highlighted in the players
+  galleryOffset: 0,
+};
+
+const $ = (id) => document.getElementById(id);
+const el = (tag, attrs = {}, ...children) => {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === 'class') node.className = v;
+    else if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
+    else if (k.startsWith('data-')) node.setAttribute(k, v);
+    else node[k] = v;
+  }
+  for (const c of children) node.append(c);
+  return node;
+};
+
+async function api(url, options) {
+  const response = await fetch(url, options);
+  if (!response.ok) {
+    let message = `${response.status} ${response.statusText}`;
+    try { message = (await response.json()).error || message; } catch (e) { /* not JSON */ }
+    throw new Error(message);
+  }
+  return response;
+}
+const getJSON = async (url, options) => (await api(url, options)).json();
+
+function showError(message) {
+  const box = $('error');
+  box.textContent = message;
+  box.hidden = !message;
+}
+
+function fmtSeconds(s) {
+  if (s === null || s === undefined || Number.isNaN(s)) return '?';
+  const sign = s < 0 ? '-' : '';
+  s = Math.abs(s);
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
+  return sign + (h ? `${h}:${String(m).padStart(2, '0')}:` : `${m}:`) + sec.toFixed(1).padStart(4, '0');
+}
+const clockName = () => ([...S.cameras.values()].every(c => c.common_clock) ? 'run clock' : "seconds from each video's start");
+const fileUrl = (path) => (path && S.status && path.startsWith(S.status.run_dir + '/'))
+  ? '/files/' + path.slice(S.status.run_dir.length + 1).split('/').map(encodeURIComponent).join('/') : '';
+
+async function colorsFor(ids) {
+  const missing = [...new Set(ids)].filter(i => i !== null && !S.colors.has(i));
+  if (missing.length) {
+    const found = await getJSON('/api/colors?' + missing.map(i => 'identity=' + i).join('&'));
+    for (const [k, v] of Object.entries(found)) S.colors.set(Number(k), v);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+class Player {
+  constructor(camera) {
+    this.name = camera.name;
+    this.index = 0;
+    this.playing = false;
+    this.boxCache = new Map();  // window start -> Promise of {frame: [boxes]}
+    this.image = null;          // the ImageBitmap shown
+    this.shownIndex = -1;
+    this.want = 0;
+    this.drag = null;
+    this.canvas = el('canvas', { 'data-camera': camera.name, 'data-frame': '-1' });
+    this.button = el('button', { textContent: 'play', onclick: () => (this.playing ? this.pause() : this.play()) });
+    this.scrubber = el('input', { type: 'range', min: 0, max: 0, value: 0,
+      oninput: () => { this.pause(); this.seek(Number(this.scrubber.value)); } });
+    this.clock = el('span', { class: 'clock' });
+    this.info = el('small');
+    this.note = el('div', { class: 'note' });
+    this.root = el('div', { class: 'player', 'data-camera': camera.name },
+      el('h2', {}, camera.name, this.info), this.canvas,
+      el('div', { class: 'bar' }, this.button, this.scrubber, this.clock), this.note);
+    this.canvas.addEventListener('mousedown', (e) => this.mouseDown(e));
+    this.canvas.addEventListener('mousemove', (e) => this.mouseMove(e));
+    this.canvas.addEventListener('mouseup', (e) => this.mouseUp(e));
+    this.update(camera);
+  }
+
+  update(camera) {
+    this.camera = camera;
+    const [w, h] = camera.frame_size || [640, 360];
+    this.frameW = w; this.frameH = h;
+    const width = Math.min(w, 960);
+    if (this.canvas.width !== width) { this.canvas.width = width; this.canvas.height = Math.round(h * width / w); }
+    this.count = camera.frames || 0;
+    this.scrubber.max = Math.max(0, this.count - 1);
+    this.info.textContent = `${camera.fps || '?'} fps · ${this.count} frames · ${camera.tracks} tracks`
+      + (camera.status !== 'complete' ? ` · ${camera.status}` : '');
+    this.note.textContent = camera.frames_error || (camera.frames_from === 'annotated.mp4'
+      ? 'source video not found: showing annotated.mp4 (its own boxes are burned in)' : '');
+    this.boxCache.clear();
+    if (this.shownIndex < 0) this.index = camera.first_tracked_frame || 0;  // open where the boxes start
+    if (this.count) this.seek(Math.min(this.index, this.count - 1), true);
+  }
+
+  boxes(index) {
+    const start = Math.floor(index / BOX_WINDOW) * BOX_WINDOW;
+    if (!this.boxCache.has(start)) {
+      const p = getJSON(`/api/tracks/${encodeURIComponent(this.name)}?frame=${start}&count=${BOX_WINDOW}`)
+        .then(r => r.frames).catch(e => { this.boxCache.delete(start); showError(e.message); return {}; });
+      this.boxCache.set(start, p);
+    }
+    return this.boxCache.get(start).then(frames => frames[String(index)] || []);
+  }
+
+  async seek(index, force = false) {
+    index = Math.max(0, Math.min(index, this.count - 1));
+    if (index === this.shownIndex && !force) return;
+    this.want = index;
+    let response;
+    try {
+      response = await api(`/api/frames/${encodeURIComponent(this.name)}/${index}?width=${this.canvas.width}`);
+    } catch (e) { this.note.textContent = e.message; return; }
+    const [bitmap, boxes] = await Promise.all([response.blob().then(b => createImageBitmap(b)), this.boxes(index)]);
+    if (index !== this.want) return;  // a later seek overtook this one
+    this.image = bitmap;
+    this.shownIndex = this.index = index;
+    this.videoTime = parseFloat(response.headers.get('X-Video-Time-S'));
+    this.frameBoxes = boxes;
+    this.scrubber.value = index;
+    this.draw();
+    this.canvas.setAttribute('data-frame', String(index));
+  }
+
+  draw(rubber) {
+    const ctx = this.canvas.getContext('2d');
+    const k = this.canvas.width / this.frameW;
+    if (this.image) ctx.drawImage(this.image, 0, 0, this.canvas.width, this.canvas.height);
+    ctx.font = '13px system-ui, sans-serif';
+    for (const b of this.frameBoxes || []) {
+      const [x1, y1, x2, y2] = b.box.map(v => v * k);
+      const chosen = S.selected !== null && b.identity === S.selected;
+      ctx.globalAlpha = S.selected === null || chosen ? 1 : 0.55;
+      ctx.lineWidth = chosen ? 4 : 2;
+      ctx.strokeStyle = b.color;
+      ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+      const label = b.identity === null ? `t${b.track_id}` : String(b.identity);
+      const tw = ctx.measureText(label).width + 6;
+      ctx.fillStyle = b.color;
+      ctx.fillRect(x1, Math.max(0, y1 - 16), tw, 16);
+      ctx.fillStyle = '#000';
+      ctx.fillText(label, x1 + 3, Math.max(12, y1 - 4));
+    }
+    ctx.globalAlpha = 1;
+    if (rubber) {
+      ctx.setLineDash([5, 4]); ctx.strokeStyle = '#fff'; ctx.lineWidth = 2;
+      ctx.strokeRect(rubber[0], rubber[1], rubber[2] - rubber[0], rubber[3] - rubber[1]);
+      ctx.setLineDash([]);
+    }
+    const offset = this.camera.time_offset_s || 0;
+    const t = Number.isNaN(this.videoTime) ? this.index / (this.camera.fps || 10) : this.videoTime;
+    this.clock.textContent = `frame ${this.index} · ${fmtSeconds(t + offset)} (${this.camera.common_clock ? 'run clock' : "from the video's start"})`;
+  }
+
+  async play() {
+    if (!this.count) return;
+    this.playing = true;
+    this.button.textContent = 'pause';
+    if (this.index >= this.count - 1) await this.seek(0);
+    const period = 1000 / (this.camera.fps || 10);
+    while (this.playing && this.index < this.count - 1) {
+      const t0 = performance.now();
+      await this.seek(this.index + 1);
+      const rest = period - (performance.now() - t0);
+      if (rest > 0) await new Promise(r => setTimeout(r, rest));
+    }
+    this.pause();
+  }
+
+  pause() { this.playing = false; this.button.textContent = 'play'; }
+
+  point(e) {
+    const r = this.canvas.getBoundingClientRect();
+    return [(e.clientX - r.left) * this.canvas.width / r.width, (e.clientY - r.top) * this.canvas.height / r.height];
+  }
+
+  mouseDown(e) { this.drag = { from: this.point(e), to: this.point(e) }; }
+
+  mouseMove(e) {
+    if (!this.drag || this.playing) return;
+    this.drag.to = this.point(e);
+    const [a, b] = [this.drag.from, this.drag.to];
+    if (Math.hypot(b[0] - a[0], b[1] - a[1]) >= DRAG_PX) this.draw([a[0], a[1], b[0], b[1]]);
+  }
+
+  mouseUp(e) {
+    if (!this.drag) return;
+    const a = this.drag.from, b = this.point(e);
+    this.drag = null;
+    const k = this.canvas.width / this.frameW;
+    if (Math.hypot(b[0] - a[0], b[1] - a[1]) < DRAG_PX) {
+      this.pause();
+      const [x, y] = [a[0] / k, a[1] / k];
+      const hits = (this.frameBoxes || []).filter(o => x >= o.box[0] && x <= o.box[2] && y >= o.box[1] && y <= o.box[3]);
+      hits.sort((p, q) => (p.box[2] - p.box[0]) * (p.box[3] - p.box[1]) - (q.box[2] - q.box[0]) * (q.box[3] - q.box[1]));
+      if (hits.length) ask({ kind: 'track', camera: this.name, track: hits[0].track_id });
+      return;
+    }
+    if (this.playing) return;
+    const box = [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[0], b[0]), Math.max(a[1], b[1])].map(v => Math.round(v / k));
+    this.draw();
+    ask({ kind: 'box', camera: this.name, frame: this.index, box });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+function limits() {
+  return `top_k=${encodeURIComponent($('top-k').value || 5)}&min_score=${encodeURIComponent($('min-score').value || -1)}`;
+}
+
+async function ask(query, quiet = false) {
+  S.query = query;
+  if (!quiet) showError('');
+  const panel = $('results');
+  if (!quiet) panel.replaceChildren(el('p', { class: 'hint', textContent: 'Searching…' }));
+  try {
+    let result;
+    if (query.kind === 'track') {
+      result = await getJSON(`/api/query/track?camera=${encodeURIComponent(query.camera)}&track=${query.track}&${limits()}`);
+    } else if (query.kind === 'identity') {
+      result = await getJSON(`/api/identities/${query.identity}?${limits()}`);
+    } else {
+      const form = new FormData();
+      if (query.kind === 'box') {
+        form.append('camera', query.camera); form.append('frame', String(query.frame)); form.append('box', query.box.join(','));
+      } else {
+        form.append('image', query.file, query.file.name);
+      }
+      result = await getJSON(`/api/query/image?${limits()}`, { method: 'POST', body: form });
+    }
+    await colorsFor(result.matches.map(m => m.identity));
+    S.result = result;
+    S.shown = 0;
+    renderResult();
+  } catch (e) {
+    showError(e.message);
+    panel.replaceChildren(el('p', { class: 'hint', textContent: 'No answer: ' + e.message }));
+  }
+}
+
+function renderResult() {
+  const result = S.result, panel = $('results');
+  const match = result.matches[S.shown];
+  const nodes = [];
+  if (!match) {
+    S.selected = null;
+    nodes.push(el('p', { class: 'hint', textContent: `${result.query}: no identity reaches the minimum score.` }));
+  } else {
+    S.selected = match.identity;
+    const color = S.colors.get(match.identity) || '#999';
+    nodes.push(el('h2', { 'data-identity': String(match.identity) }, el('span', { class: 'swatch', style: `background:${color}` }),
+      `identity ${match.identity}`, el('small', { textContent: ` score ${match.score.toFixed(3)}` })));
+    const cams = new Set(match.appearances.map(a => a.camera));
+    nodes.push(el('div', { class: 'query', textContent: `${result.query} · seen in ${cams.size} camera${cams.size === 1 ? '' : 's'} · times: ${result.common_clock ? 'common clock' : "seconds from each video's start (no cameras file)"}` }));
+    nodes.push(timeline(match, color));
+    const low = parseFloat($('low-score').value);
+    const ordered = [...match.appearances].sort((p, q) => p.start_s - q.start_s || p.camera.localeCompare(q.camera));
+    for (const a of ordered) {
+      const isLow = a.score < low;
+      nodes.push(el('div', { class: 'appearance' + (isLow ? ' low' : ''), 'data-camera': a.camera, 'data-start-s': String(a.start_s),
+        'data-end-s': String(a.end_s), 'data-start-frame': String(a.start_frame), 'data-end-frame': String(a.end_frame) },
+        el('img', { src: fileUrl(a.thumbnail), alt: '' }),
+        el('div', {},
+          el('div', {}, el('span', { class: 'cam', textContent: a.camera }), ` · tracks ${a.track_ids.join(', ')}`),
+          el('div', { class: 'times', textContent: `${fmtSeconds(a.start_s)} – ${fmtSeconds(a.end_s)} · frames ${a.start_frame}–${a.end_frame}` }),
+          el('div', {}, `score ${a.score.toFixed(3)} `, isLow ? el('span', { class: 'low-mark', textContent: 'low score' }) : '')),
+        el('button', { class: 'seek', textContent: 'seek ▸', title: `show ${a.camera} at frame ${a.start_frame}`,
+          onclick: () => seekCamera(a.camera, a.start_frame) })));
+    }
+  }
+  if (result.matches.length > 1) {
+    const others = el('div', { class: 'others' }, 'other matches: ');
+    result.matches.forEach((m, i) => {
+      if (i === S.shown) return;
+      others.append(el('button', { textContent: `${m.identity} (${m.score.toFixed(2)})`, onclick: () => { S.shown = i; renderResult(); } }));
+    });
+    nodes.push(others);
+  }
+  panel.replaceChildren(...nodes);
+  for (const p of S.players.values()) p.draw();
+}
+
+function timeline(match, color) {
+  const cams = [...S.cameras.values()];
+  const lane = 16, left = 60, width = 340;
+  let t0 = Infinity, t1 = -Infinity;
+  for (const c of cams) {
+    if (!c.frames) continue;
+    t0 = Math.min(t0, c.time_offset_s); t1 = Math.max(t1, c.time_offset_s + c.frames / (c.fps || 10));
+  }
+  for (const a of match.appearances) { t0 = Math.min(t0, a.start_s); t1 = Math.max(t1, a.end_s); }
+  const span = Math.max(t1 - t0, 1e-6);
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('class', 'timeline');
+  svg.setAttribute('width', left + width + 4); svg.setAttribute('height', lane * cams.length + 14);
+  const add = (tag, attrs, text) => {
+    const n = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v);
+    if (text) n.textContent = text;
+    svg.append(n); return n;
+  };
+  cams.forEach((c, i) => {
+    const y = i * lane;
+    add('text', { x: 0, y: y + lane - 4 }, c.name);
+    add('line', { x1: left, x2: left + width, y1: y + lane / 2, y2: y + lane / 2, class: 'axis' });
+    for (const a of match.appearances.filter(a => a.camera === c.name)) {
+      const r = add('rect', { x: left + width * (a.start_s - t0) / span, y: y + 3, height: lane - 6, fill: color,
+        width: Math.max(2, width * (a.end_s - a.start_s) / span), opacity: a.score < parseFloat($('low-score').value) ? 0.4 : 1 });
+      r.append(Object.assign(document.createElementNS(ns, 'title'), { textContent: `${c.name}: ${fmtSeconds(a.start_s)}–${fmtSeconds(a.end_s)}, frames ${a.start_frame}–${a.end_frame}` }));
+      r.addEventListener('click', () => seekCamera(a.camera, a.start_frame));
+    }
+  });
+  add('text', { x: left, y: lane * cams.length + 12 }, fmtSeconds(t0));
+  add('text', { x: left + width - 30, y: lane * cams.length + 12 }, fmtSeconds(t1));
+  return svg;
+}
+
+function seekCamera(camera, frame) {
+  const player = S.players.get(camera);
+  if (!player) { showError(`camera ${camera}: no player (its folder is not in this run directory)`); return; }
+  showView('cameras');
+  player.pause();
+  player.seek(frame);
+  player.root.scrollIntoView({ block: 'nearest', behavior: 'smooth' });
+  player.root.classList.add('flash');
+  setTimeout(() => player.root.classList.remove('flash'), 900);
+}
+
+// ---------------------------------------------------------------------------------------------
+async function loadCameras() {
+  const cameras = await getJSON('/api/cameras');
+  S.cameras = new Map(cameras.map(c => [c.name, c]));
+  for (const c of cameras) {
+    if (S.players.has(c.name)) S.players.get(c.name).update(c);
+    else { const p = new Player(c); S.players.set(c.name, p); $('players').append(p.root); }
+  }
+  $('camera-filter').replaceChildren(...cameras.map(c => el('label', {},
+    el('input', { type: 'checkbox', value: c.name, onchange: () => loadGallery(true) }), ' ' + c.name + ' ')));
+}
+
+async function loadGallery(fresh) {
+  if (fresh) S.galleryOffset = 0;
+  const params = new URLSearchParams({ offset: S.galleryOffset, limit: 120 });
+  for (const box of $('camera-filter').querySelectorAll('input:checked')) params.append('camera', box.value);
+  if ($('filter-start').value !== '') params.set('start_s', $('filter-start').value);
+  if ($('filter-end').value !== '') params.set('end_s', $('filter-end').value);
+  let page;
+  try { page = await getJSON('/api/identities?' + params); } catch (e) { showError(e.message); return; }
+  const cards = page.identities.map(o => el('div', { class: 'card' + (o.likely_person ? '' : ' unlikely'), 'data-identity': String(o.identity),
+    style: `border-top-color:${o.color}`, onclick: () => ask({ kind: 'identity', identity: o.identity }) },
+    el('div', { class: 'thumbs' }, ...o.thumbnails.slice(0, 3).map(t => el('img', { src: fileUrl(t.thumbnail), alt: '', title: `${t.camera} track ${t.track_id}` }))),
+    el('div', {}, el('b', { textContent: `#${o.identity}` }), ` · ${o.cameras.length} camera${o.cameras.length === 1 ? '' : 's'}`),
+    el('div', { class: 'meta', textContent: `${o.cameras.join(', ')} · ${fmtSeconds(o.first_s)}–${fmtSeconds(o.last_s)} · ${o.tracks.length} track${o.tracks.length === 1 ? '' : 's'}` }),
+    o.likely_person ? '' : el('div', { class: 'mark', textContent: 'not a person? (static box, short-lived or tiny)' })));
+  for (const o of page.identities) S.colors.set(o.identity, o.color);
+  if (fresh) $('gallery').replaceChildren(...cards); else $('gallery').append(...cards);
+  S.galleryOffset = page.offset + page.identities.length;
+  $('gallery-count').textContent = `${page.total} identit${page.total === 1 ? 'y' : 'ies'}`;
+  $('gallery-more').hidden = S.galleryOffset >= page.total;
+}
+
+function showView(name) {
+  for (const v of ['cameras', 'identities']) {
+    $('view-' + v).hidden = v !== name;
+    $('tab-' + v).classList.toggle('active', v === name);
+  }
+  if (name === 'identities' && !$('gallery').children.length) loadGallery(true);
+}
+
+async function refresh(status) {
+  const changed = S.status && S.status.generation !== status.generation;
+  S.status = status;
+  $('title').textContent = status.title;
+  document.title = status.title;
+  await loadCameras();
+  if (status.generation === null) {
+    showError('no track store yet in this run: the page shows it as soon as `crosscam track` has written one');
+  }
+  if (changed) {
+    $('live').textContent = `store updated (generation ${status.generation})`;
+    if (!$('view-identities').hidden) loadGallery(true);
+    else $('gallery').replaceChildren();
+    if (S.query) ask(S.query, true);
+  }
+}
+
+async function poll() {
+  try {
+    const status = await getJSON('/api/status');
+    const same = S.status && status.generation === S.status.generation && status.cameras.join() === S.status.cameras.join();
+    if (!same) await refresh(status);
+    else if (!$('live').textContent) $('live').textContent = `live · generation ${status.generation}`;
+  } catch (e) {
+    $('live').textContent = 'server not reachable';
+  }
+  setTimeout(poll, POLL_MS);
+}
+
+function wire() {
+  for (const tab of document.querySelectorAll('.tab')) tab.addEventListener('click', () => showView(tab.dataset.view));
+  $('gallery-more').addEventListener('click', () => loadGallery(false));
+  for (const id of ['filter-start', 'filter-end']) $(id).addEventListener('change', () => loadGallery(true));
+  for (const id of ['top-k', 'min-score']) $(id).addEventListener('change', () => { if (S.query) ask(S.query); });
+  $('low-score').addEventListener('change', () => { if (S.result) renderResult(); });
+  $('upload').addEventListener('change', () => {
+    const file = $('upload').files[0];
+    if (file) ask({ kind: 'upload', file });
+    $('upload').value = '';
+  });
+}
+
+wire();
+poll();

@@ -1,0 +1,257 @@
+"""`crosscam serve`'s JSON API on a real demo run, through a real server process: every answer
+equals `crosscam query --json` for the same question, and every bad input gets a one-line 4xx."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import threading
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from pipeline.config import PipelineConfig
+from pipeline.render import color_for_id
+from pipeline.serve import create_app
+from pipeline.store import CameraTracks, TrackStore
+from serve_runs import cli_json, demo_run, serving, tree_state
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    return demo_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def api(run):
+    before = tree_state(run)
+    with serving(run) as url, httpx.Client(base_url=url, timeout=60) as client:
+        yield client
+    assert tree_state(run) == before, "the server wrote into the run directory"
+
+
+def one_line_error(response: httpx.Response, status: int) -> str:
+    assert response.status_code == status, response.text
+    message = response.json()["error"]
+    assert message and "\n" not in message
+    return message
+
+
+def multi_camera_track(run: Path) -> tuple[str, int]:
+    """The longest track of an identity seen by the most cameras."""
+    tracks = TrackStore.open(run / "store").tracks()
+    cams: dict[int, set[str]] = {}
+    for t in tracks:
+        cams.setdefault(t.identity, set()).add(t.camera)
+    best = max(tracks, key=lambda t: (len(cams[t.identity]), t.num_detections))
+    assert len(cams[best.identity]) > 1
+    return best.camera, best.track_id
+
+
+def test_status_and_cameras_describe_the_run(api, run):
+    status = api.get("/api/status").json()
+    assert status["run_dir"] == str(run.resolve()) and status["cameras"] == ["cam1", "cam2", "cam3"]
+    assert status["generation"] == TrackStore.open(run / "store").generation() >= 1
+    assert "run run" not in status["title"] and "3 cameras: cam1, cam2, cam3" in status["title"]
+    cameras = {c["name"]: c for c in api.get("/api/cameras").json()}
+    store = TrackStore.open(run / "store")
+    for record in store.cameras():
+        cam = cameras[record.name]
+        assert (cam["frames"], cam["fps"], cam["frame_size"]) == (80, 10.0, list(record.frame_size))
+        assert cam["tracks"] == len(store.tracks(camera=record.name)) and cam["frames_from"] == "source"
+        assert cam["common_clock"] is False and cam["time_offset_s"] == 0.0
+
+
+def test_openapi_lists_the_api_and_docs_render_it_offline(api):
+    paths = api.get("/openapi.json").json()["paths"]
+    for path in ("/api/cameras", "/api/identities", "/api/identities/{identity}", "/api/query/track",
+                 "/api/query/image", "/api/frames/{camera}/{index}", "/api/tracks/{camera}"):
+        assert path in paths
+    assert "multipart/form-data" in paths["/api/query/image"]["post"]["requestBody"]["content"]
+    docs = api.get("/docs").text
+    assert "/openapi.json" in docs and "http" not in docs.replace("http://www.w3.org", "")  # nothing from the internet
+
+
+@pytest.mark.parametrize("top_k,min_score", [(5, -1.0), (2, 0.8)])
+def test_track_query_equals_the_cli(api, run, capsys, top_k, min_score):
+    camera, track = multi_camera_track(run)
+    answer = api.get("/api/query/track", params={"camera": camera, "track": track, "top_k": top_k,
+                                                 "min_score": min_score}).json()
+    cli = cli_json(capsys, "query", run, "--track", f"{camera}:{track}", "--top-k", top_k, "--min-score", min_score)
+    assert answer == cli
+    assert len({a["camera"] for a in answer["appearances"]}) > 1 and len(answer["matches"]) <= top_k
+
+
+def test_identity_query_and_gallery_equal_the_store(api, run, capsys):
+    page = api.get("/api/identities").json()
+    store = TrackStore.open(run / "store")
+    assert page["total"] == len(store.identities()) == len(page["identities"])
+    gallery = page["identities"]
+    people = [o for o in gallery if o["likely_person"]]
+    assert gallery[:len(people)] == people  # background and fragments last
+    assert [len(o["cameras"]) for o in people] == sorted((len(o["cameras"]) for o in people), reverse=True)
+    for o in gallery:
+        tracks = store.tracks(identity=o["identity"])
+        assert o["cameras"] == sorted({t.camera for t in tracks}) and len(o["tracks"]) == len(tracks)
+        b, g, r = color_for_id(o["identity"])
+        assert o["color"] == f"#{r:02x}{g:02x}{b:02x}"
+        assert all(Path(t["thumbnail"]).is_file() for t in o["thumbnails"])
+    first = gallery[0]["identity"]
+    assert api.get(f"/api/identities/{first}").json() == cli_json(capsys, "query", run, "--identity", first)
+
+
+def test_gallery_filters_by_camera_and_time(api):
+    everyone = api.get("/api/identities").json()["identities"]
+    cam1 = api.get("/api/identities", params={"camera": "cam1"}).json()["identities"]
+    assert cam1 and [o["identity"] for o in cam1] == [o["identity"] for o in everyone if "cam1" in o["cameras"]]
+    late = api.get("/api/identities", params={"start_s": 6.0, "end_s": 7.0}).json()["identities"]
+    assert late and all(o["last_s"] >= 6.0 and o["first_s"] <= 7.0 for o in late) and len(late) < len(everyone)
+    one_line_error(api.get("/api/identities", params={"camera": "nope"}), 404)
+
+
+def test_image_queries_equal_the_cli(api, run, capsys, tmp_path):
+    camera, track = multi_camera_track(run)
+    thumb = run / camera / "thumbs" / f"{track}.jpg"
+    with thumb.open("rb") as f:
+        answer = api.post("/api/query/image", data={"camera": camera},
+                          files={"image": ("person.jpg", f, "image/jpeg")}).json()
+    cli = cli_json(capsys, "query", run, "--image", thumb, "--camera", camera)
+    assert answer["query"] == "image person.jpg"
+    assert {**answer, "query": None} == {**cli, "query": None}
+    assert answer["identity"] == TrackStore.open(run / "store").track(camera, track).identity
+
+    # A box drawn on a frame of the run: the server decodes that frame; the CLI gets it as a PNG.
+    store = TrackStore.open(run / "store")
+    t = store.track(camera, track)
+    frame = (t.first_frame + t.last_frame) // 2
+    box = api.get(f"/api/tracks/{camera}", params={"frame": frame}).json()["frames"][str(frame)]
+    box = next(b["box"] for b in box if b["track_id"] == track)
+    text = ",".join(str(round(v)) for v in box)
+    answer = api.post("/api/query/image", data={"camera": camera, "frame": str(frame), "box": text}).json()
+    cap = cv2.VideoCapture(json.loads((run / camera / "run.json").read_text())["source"])
+    for _ in range(frame + 1):
+        ok, image = cap.read()
+    cap.release()
+    cv2.imwrite(str(tmp_path / "frame.png"), image)
+    cli = cli_json(capsys, "query", run, "--image", tmp_path / "frame.png", "--box", text, "--camera", camera)
+    assert {**answer, "query": None} == {**cli, "query": None}
+    assert answer["identity"] == t.identity
+
+
+def test_frames_and_boxes_are_the_runs(api, run):
+    source = json.loads((run / "cam2" / "run.json").read_text())["source"]
+    cap = cv2.VideoCapture(source)
+    frames = [cap.read()[1] for _ in range(80)]
+    cap.release()
+    for index in (0, 41, 79, 12):  # forward, then back past a keyframe
+        response = api.get(f"/api/frames/cam2/{index}")
+        assert response.headers["content-type"] == "image/jpeg"
+        assert float(response.headers["x-video-time-s"]) == pytest.approx(index / 10.0)
+        image = cv2.imdecode(np.frombuffer(response.content, np.uint8), cv2.IMREAD_COLOR)
+        diffs = [np.abs(image.astype(int) - f.astype(int)).mean() for f in frames]
+        assert int(np.argmin(diffs)) == index and diffs[index] < 3.0  # that frame, not a neighbour
+    small = cv2.imdecode(np.frombuffer(api.get("/api/frames/cam2/5", params={"width": 320}).content, np.uint8), 1)
+    assert small.shape[:2] == (180, 320)
+
+    rows = np.loadtxt(run / "cam2" / "tracks.txt", delimiter=",")
+    identity = {t.track_id: t.identity for t in TrackStore.open(run / "store").tracks(camera="cam2")}
+    got = api.get("/api/tracks/cam2", params={"frame": 0, "count": 80}).json()["frames"]
+    assert sum(len(v) for v in got.values()) == len(rows)
+    for frame, tid, x, y, w, h, *_ in rows[:: max(1, len(rows) // 10)]:
+        box = next(b for b in got[str(int(frame) - 1)] if b["track_id"] == int(tid))
+        assert box["box"] == pytest.approx([x, y, x + w, y + h], abs=0.01)
+        b, g, r = color_for_id(identity[int(tid)])
+        assert box["identity"] == identity[int(tid)] and box["color"] == f"#{r:02x}{g:02x}{b:02x}"
+
+
+def test_bad_input_is_a_one_line_4xx(api, run):
+    assert "cam9" in one_line_error(api.get("/api/query/track", params={"camera": "cam9", "track": 1}), 404)
+    assert "no track 999" in one_line_error(api.get("/api/query/track", params={"camera": "cam2", "track": 999}), 404)
+    one_line_error(api.get("/api/query/track", params={"camera": "cam2", "track": "x"}), 422)
+    assert "999999" in one_line_error(api.get("/api/identities/999999"), 404)
+    one_line_error(api.get("/api/frames/cam2/80"), 404)
+    one_line_error(api.get("/api/frames/nope/0"), 404)
+    one_line_error(api.get("/api/tracks/nope", params={"frame": 0}), 404)
+    one_line_error(api.get("/api/tracks/cam2", params={"frame": 0, "count": 5000}), 400)
+    thumb = next((run / "cam2" / "thumbs").glob("*.jpg")).read_bytes()
+    outside = api.post("/api/query/image", data={"box": "5000,5000,5100,5200"}, files={"image": ("p.jpg", thumb)})
+    assert "outside" in one_line_error(outside, 400)
+    one_line_error(api.post("/api/query/image", files={"image": ("notes.txt", b"not an image at all")}), 415)
+    one_line_error(api.post("/api/query/image", data={"box": "1,2,3"}, files={"image": ("p.jpg", thumb)}), 400)
+    one_line_error(api.post("/api/query/image", data={"camera": "nope"}, files={"image": ("p.jpg", thumb)}), 404)
+    one_line_error(api.post("/api/query/image", data={"camera": "cam2", "frame": "500", "box": "1,1,50,50"}), 404)
+    one_line_error(api.post("/api/query/image", data={"camera": "cam2"}), 400)
+    one_line_error(api.get("/api/nothing-here"), 404)
+
+
+def test_a_run_without_a_store_answers_409_and_shows_it_once_written(run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("store"))
+    client = TestClient(create_app(copy))
+    assert client.get("/api/status").json()["generation"] is None
+    assert len(client.get("/api/cameras").json()) == 3  # cameras show before their identities do
+    assert "no track store" in one_line_error(client.get("/api/query/track", params={"camera": "cam2", "track": 1}), 409)
+    one_line_error(client.get("/api/identities"), 409)
+    shutil.copytree(run / "store", copy / "store")  # the store appears (a `crosscam track` finished)
+    assert client.get("/api/status").json()["generation"] >= 1
+    assert client.get("/api/query/track", params={"camera": "cam2", "track": 1}).status_code == 200
+
+
+def test_answers_stay_whole_while_the_store_is_rewritten(run, tmp_path):
+    """A writer alternates the store between two states (identity ids shifted by 1000 and back,
+    as a re-association would renumber them); every answer read meanwhile is one state's, whole."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    store = TrackStore.open(copy / "store")
+    summaries, ids = store.summaries()
+    records = {c.name: c for c in store.cameras()}
+    camera, track = multi_camera_track(copy)
+    client = TestClient(create_app(copy))
+    ask = lambda: client.get("/api/query/track", params={"camera": camera, "track": track}).json()  # noqa: E731
+
+    def write(shift: int) -> None:
+        store.write([CameraTracks(records[name], [s for s in summaries if s.camera == name],
+                                  [i + shift for s, i in zip(summaries, ids) if s.camera == name]) for name in records])
+
+    write(1000)
+    shifted = ask()
+    write(0)
+    plain = ask()
+    assert shifted["identity"] == plain["identity"] + 1000
+    stop = threading.Event()
+
+    def writer():
+        shift = 1000
+        while not stop.wait(0.2):  # five writes a second: far more often than `crosscam track` writes
+            write(shift)
+            shift = 1000 - shift
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        answers = [ask() for _ in range(40)]
+    finally:
+        stop.set()
+        thread.join()
+    assert all(a in (plain, shifted) for a in answers), [a.get("error") for a in answers if a not in (plain, shifted)]
+    assert TrackStore.open(copy / "store").generation() > 4
+
+
+def test_report_names_the_run_counts_in_singular_and_puts_non_people_last(api, run):
+    page = (run / "report.html").read_text()
+    title = re.search(r"<title>(.*)</title>", page).group(1)
+    assert title == f"crosscam: {run.parent.name}/run (3 cameras: cam1, cam2, cam3)"
+    assert not re.search(r"\b1 (tracks|cameras|identities)\b", page)
+    assert re.search(r"\b1 track, 1 camera\b", page)
+    gallery = api.get("/api/identities").json()["identities"]
+    unlikely = [o["identity"] for o in gallery if not o["likely_person"]]
+    assert unlikely  # seed 1's floor patch (1-2 frame static boxes, in all three cameras) among them
+    rows = re.findall(r'<tr><td class="id"[^>]*>(\d+)<div class="meta">.*?</td>', page)
+    marked = re.findall(r'<tr><td class="id"[^>]*>(\d+)<div class="meta">[^<]*<br>[^<]*</div><div class="unlikely"', page)
+    assert [int(i) for i in rows] == [o["identity"] for o in gallery]  # the gallery's order
+    assert [int(i) for i in marked] == unlikely == [int(i) for i in rows[-len(unlikely):]]

@@ -1,0 +1,208 @@
+"""`crosscam serve` in a real browser: headless Debian Chromium through Selenium, on a demo run.
+
+Pause camera 2, click a person's box: the results panel lists exactly the cameras and times
+`crosscam query --track` gives, and its seek button moves another camera's player to the
+appearance's first frame. Screenshots go to the test's temp folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.store import CameraTracks, TrackStore
+from serve_runs import browser, chromium_paths, cli_json, demo_run, serving
+
+WAIT_S = 30
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A copy of the session's demo run: the live-update test rewrites its store and adds a camera."""
+    chromium_paths()  # skip before making anything when there is no browser
+    copy = tmp_path_factory.mktemp("browser") / "run"
+    shutil.copytree(demo_run(tmp_path_factory), copy)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def page(run):
+    with serving(run) as url, browser() as driver:
+        driver.get(url)
+        wait_for(lambda: all(int(c.get_attribute("data-frame")) >= 0 for c in canvases(driver)) and len(canvases(driver)) == 3,
+                 "every camera shows a frame")
+        yield driver
+
+
+def canvases(driver):
+    return driver.find_elements("css selector", "canvas[data-camera]")
+
+
+def wait_for(condition, what: str, timeout: float = WAIT_S):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+        except Exception:  # the page is re-rendering: stale elements
+            value = None
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting until {what}")
+
+
+def camera_two_person(run: Path) -> tuple[int, int, list[float]]:
+    """A cam2 track of an identity seen in several cameras, and a frame where a click at its box
+    centre hits it alone: (track id, frame, box xyxy)."""
+    store = TrackStore.open(run / "store")
+    tracks = store.tracks()
+    cams: dict[int, set[str]] = {}
+    for t in tracks:
+        cams.setdefault(t.identity, set()).add(t.camera)
+    rows = [[float(v) for v in line.split(",")[:6]] for line in (run / "cam2" / "tracks.txt").read_text().splitlines()]
+    for t in sorted((t for t in tracks if t.camera == "cam2" and len(cams[t.identity]) > 1), key=lambda t: -t.num_detections):
+        for frame in range(t.first_frame + 5, t.last_frame + 1):
+            boxes = {int(r[1]): [r[2], r[3], r[2] + r[4], r[3] + r[5]] for r in rows if int(r[0]) - 1 == frame}
+            if t.track_id not in boxes:
+                continue
+            x1, y1, x2, y2 = boxes[t.track_id]
+            cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+            if not any(b[0] <= cx <= b[2] and b[1] <= cy <= b[3] for k, b in boxes.items() if k != t.track_id):
+                return t.track_id, frame, boxes[t.track_id]
+    raise AssertionError("no cam2 person of a multi-camera identity to click")
+
+
+def seek_with_scrubber(driver, camera: str, frame: int) -> None:
+    driver.execute_script(
+        "const s = document.querySelector(`.player[data-camera='${arguments[0]}'] input[type=range]`);"
+        "s.value = arguments[1]; s.dispatchEvent(new Event('input'));", camera, frame)
+    wait_for(lambda: driver.find_element("css selector", f"canvas[data-camera={camera}]").get_attribute("data-frame") == str(frame),
+             f"{camera} shows frame {frame}")
+
+
+def at_frame_pixel(driver, camera: str, x: float, y: float, frame_width: int):
+    """ActionChains at frame pixel (x, y) of the camera's canvas (offsets from the element's centre)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    canvas = driver.find_element("css selector", f"canvas[data-camera={camera}]")
+    scale = canvas.size["width"] / frame_width
+    dx, dy = x * scale - canvas.size["width"] / 2, y * scale - canvas.size["height"] / 2
+    return ActionChains(driver).move_to_element_with_offset(canvas, round(dx), round(dy)), canvas, scale
+
+
+def shown_appearances(driver) -> list[dict]:
+    return [
+        {"camera": e.get_attribute("data-camera"), "start_s": float(e.get_attribute("data-start-s")),
+         "end_s": float(e.get_attribute("data-end-s")), "start_frame": int(e.get_attribute("data-start-frame")),
+         "end_frame": int(e.get_attribute("data-end-frame"))}
+        for e in driver.find_elements("css selector", "#results .appearance")
+    ]
+
+
+def shown_identity(driver) -> int | None:
+    found = driver.find_elements("css selector", "#results h2[data-identity]")
+    return int(found[0].get_attribute("data-identity")) if found else None
+
+
+def test_click_a_person_in_camera_two_lists_every_camera_and_seeks_another(page, run, capsys, tmp_path):
+    driver = page
+    driver.save_screenshot(str(tmp_path / "1-cameras.png"))
+    track, frame, (x1, y1, x2, y2) = camera_two_person(run)
+    play = driver.find_element("css selector", ".player[data-camera=cam2] button")
+    play.click()  # play camera 2 a moment, then pause it
+    wait_for(lambda: play.text == "pause", "camera 2 plays")
+    time.sleep(0.5)
+    play.click()
+    assert play.text == "play"
+    seek_with_scrubber(driver, "cam2", frame)
+
+    chain, _, _ = at_frame_pixel(driver, "cam2", (x1 + x2) / 2, (y1 + y2) / 2, 640)
+    chain.click().perform()
+    expected = cli_json(capsys, "query", run, "--track", f"cam2:{track}")
+    wait_for(lambda: shown_identity(driver) == expected["identity"], f"the results show identity {expected['identity']}")
+    driver.save_screenshot(str(tmp_path / "2-results.png"))
+    want = [{k: a[k] for k in ("camera", "start_s", "end_s", "start_frame", "end_frame")} for a in expected["appearances"]]
+    key = lambda a: (a["camera"], a["start_frame"])  # noqa: E731
+    assert sorted(shown_appearances(driver), key=key) == sorted(want, key=key)
+    assert len({a["camera"] for a in want}) > 1
+    low = driver.find_element("css selector", "#low-score")
+    low.clear()
+    low.send_keys("1.01\n")  # every score is below: every appearance is marked
+    wait_for(lambda: len(driver.find_elements("css selector", "#results .appearance.low")) == len(want), "low scores marked")
+    low.clear()
+    low.send_keys("-1\n")
+    wait_for(lambda: not driver.find_elements("css selector", "#results .appearance.low"), "no low scores marked")
+
+    other = next(a for a in expected["appearances"] if a["camera"] != "cam2")
+    button = driver.find_element(
+        "css selector", f"#results .appearance[data-camera={other['camera']}][data-start-frame='{other['start_frame']}'] button.seek")
+    button.click()
+    wait_for(lambda: driver.find_element("css selector", f"canvas[data-camera={other['camera']}]").get_attribute("data-frame")
+             == str(other["start_frame"]), f"{other['camera']} is sought to frame {other['start_frame']}")
+    scrubber = driver.find_element("css selector", f".player[data-camera={other['camera']}] input[type=range]")
+    assert scrubber.get_attribute("value") == str(other["start_frame"])
+    driver.save_screenshot(str(tmp_path / "3-sought.png"))
+
+
+def test_drawing_a_box_on_a_paused_frame_finds_that_person(page, run):
+    driver = page
+    track, frame, (x1, y1, x2, y2) = camera_two_person(run)
+    seek_with_scrubber(driver, "cam2", frame)
+    driver.execute_script("document.querySelector('#results').replaceChildren()")
+    chain, canvas, scale = at_frame_pixel(driver, "cam2", x1, y1, 640)
+    chain.click_and_hold().move_by_offset(round((x2 - x1) * scale), round((y2 - y1) * scale)).release().perform()
+    identity = TrackStore.open(run / "store").track("cam2", track).identity
+    wait_for(lambda: shown_identity(driver) == identity, f"a drawn box finds identity {identity}")
+    assert driver.find_element("css selector", "#results .query").text.startswith("image cam2 frame")
+
+
+def test_bad_upload_shows_its_one_line_error(page, tmp_path):
+    driver = page
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    driver.find_element("css selector", "#upload").send_keys(str(notes))
+    banner = driver.find_element("css selector", "#error")
+    wait_for(lambda: banner.is_displayed() and "not an image" in banner.text, "the error banner shows the 415's message")
+
+
+def test_identities_gallery_opens_the_results_panel(page, run, capsys, tmp_path):
+    driver = page
+    driver.find_element("css selector", "#tab-identities").click()
+    wait_for(lambda: driver.find_elements("css selector", ".card"), "the gallery shows identities")
+    cards = driver.find_elements("css selector", ".card")
+    assert len(cards) == len(TrackStore.open(run / "store").identities())
+    wait_for(lambda: driver.execute_script(
+        "return [...document.querySelectorAll('.card img')].every(i => i.complete && i.naturalWidth > 0)"),
+        "every thumbnail is served and shown")
+    assert "not a person?" in cards[-1].text and "not a person?" not in cards[0].text
+    driver.save_screenshot(str(tmp_path / "gallery.png"))
+    identity = int(cards[0].get_attribute("data-identity"))
+    cards[0].click()
+    wait_for(lambda: shown_identity(driver) == identity, f"the results show identity {identity}")
+    expected = cli_json(capsys, "query", run, "--identity", identity)
+    assert len(shown_appearances(driver)) == len(expected["appearances"])
+    driver.find_element("css selector", "#tab-cameras").click()
+
+
+def test_the_page_notices_a_reassociation_and_a_new_camera(page, run):
+    """Live runs: the store is rewritten (identities renumbered) and a camera folder appears,
+    with the server running; the page picks up both without a reload."""
+    driver = page
+    track, frame, (x1, y1, x2, y2) = camera_two_person(run)
+    seek_with_scrubber(driver, "cam2", frame)
+    chain, _, _ = at_frame_pixel(driver, "cam2", (x1 + x2) / 2, (y1 + y2) / 2, 640)
+    chain.click().perform()
+    store = TrackStore.open(run / "store")
+    before = store.track("cam2", track).identity
+    wait_for(lambda: shown_identity(driver) == before, "the results show the clicked person")
+    summaries, ids = store.summaries()
+    records = {c.name: c for c in store.cameras()}
+    store.write([CameraTracks(records[n], [s for s in summaries if s.camera == n],
+                              [i + 1000 for s, i in zip(summaries, ids) if s.camera == n]) for n in records])
+    wait_for(lambda: shown_identity(driver) == before + 1000, "the results follow the new identity ids")
+    assert "store updated" in driver.find_element("css selector", "#live").text
+    shutil.copytree(run / "cam3", run / "cam4")
+    wait_for(lambda: len(canvases(driver)) == 4, "a player for the new camera")

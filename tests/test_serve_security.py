@@ -1,0 +1,117 @@
+"""`crosscam serve` keeps to its run directory and its host: path traversal (plain, encoded,
+symlinks), a token on a non-local host, oversized uploads, nothing written into the run."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import socket
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from pipeline.cli.main import main
+from serve_runs import demo_run, serving, tree_state
+
+UPLOAD_LIMIT = 10 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A copy of the demo run with links planted in it: one out of the run, one inside it."""
+    copy = tmp_path_factory.mktemp("security") / "run"
+    shutil.copytree(demo_run(tmp_path_factory), copy)
+    secret = copy.parent / "secret.txt"
+    secret.write_text("outside the run")
+    os.symlink(secret, copy / "leak.txt")
+    os.symlink(copy.parent, copy / "parent")
+    os.symlink(copy / "cam2" / "thumbs" / "1.jpg", copy / "inside.jpg")
+    return copy
+
+
+@pytest.fixture(scope="module")
+def url(run):
+    before = tree_state(run)
+    with serving(run) as address:
+        yield address
+    assert tree_state(run) == before, "the server wrote into the run directory"
+
+
+def raw_get(url: str, path: str, headers: dict | None = None) -> tuple[int, bytes]:
+    """GET with the path sent exactly as given (HTTP clients would resolve ``..`` first)."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("path", [
+    "/files/../secret.txt", "/files/../../../../etc/passwd", "/files/%2e%2e/secret.txt", "/files/..%2fsecret.txt",
+    "/files/%2e%2e%2f%2e%2e%2fetc%2fpasswd", "/files//etc/passwd", "/files/%2fetc%2fpasswd", "/files/leak.txt",
+    "/files/parent/secret.txt", "/files/cam2/../../secret.txt", "/static/..%2fapp.py", "/static/%2e%2e%2f__init__.py",
+    "/files/cam2", "/files/nothing.jpg",
+])
+def test_nothing_outside_the_run_is_served(url, path):
+    status, body = raw_get(url, path)
+    assert status == 404 and b"outside the run" not in body and b"root:" not in body
+
+
+def test_files_inside_the_run_are_served(url, run):
+    status, body = raw_get(url, "/files/cam2/thumbs/1.jpg")
+    assert status == 200 and body == (run / "cam2" / "thumbs" / "1.jpg").read_bytes()
+    assert raw_get(url, "/files/inside.jpg")[1] == body  # a link that stays inside the run
+    assert raw_get(url, "/files/report.html")[0] == 200
+
+
+def test_uploads_over_10_mb_are_refused_also_without_a_length(url):
+    big = b"\xff\xd8" + bytes(UPLOAD_LIMIT + 1024)
+    with httpx.Client(base_url=url, timeout=60) as client:
+        response = client.post("/api/query/image", files={"image": ("big.jpg", big, "image/jpeg")})
+        assert response.status_code == 413 and "10 MB" in response.json()["error"]
+
+        def chunks():
+            body = b"--x\r\nContent-Disposition: form-data; name=\"image\"; filename=\"big.jpg\"\r\n\r\n" + big + b"\r\n--x--\r\n"
+            for i in range(0, len(body), 1 << 20):
+                yield body[i:i + (1 << 20)]
+
+        chunked = client.post("/api/query/image", content=chunks(),
+                              headers={"content-type": "multipart/form-data; boundary=x"})
+        assert chunked.status_code == 413 and "\n" not in chunked.json()["error"]
+
+
+def test_a_non_local_host_needs_a_token(run, capsys):
+    assert main(["serve", str(run), "--host", "0.0.0.0", "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --host 0.0.0.0:") and "--token" in err and "\n" not in err
+
+
+def test_with_a_token_every_request_carries_it(run):
+    with serving(run, "--host", "0.0.0.0", "--token", "s3cret") as printed:
+        assert printed.endswith("/?token=s3cret")
+        port = urlsplit(printed).port
+        local = f"http://127.0.0.1:{port}"
+        for path in ("/", "/api/status", "/api/frames/cam2/3", "/files/cam2/thumbs/1.jpg", "/docs", "/openapi.json"):
+            response = httpx.get(local + path)
+            assert response.status_code == 401 and "token" in response.json()["error"]
+        assert httpx.get(local + "/api/status", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.get(local + "/api/status", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        with httpx.Client(base_url=local) as browser_like:
+            first = browser_like.get("/?token=s3cret")
+            assert first.status_code == 200 and "crosscam_token" in first.cookies
+            assert browser_like.get("/api/frames/cam2/3").status_code == 200  # the page's images carry the cookie
+
+
+def test_a_port_in_use_is_one_line(run, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        assert main(["serve", str(run), "--port", str(taken.getsockname()[1])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --port") and "\n" not in err
