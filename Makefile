@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned to the build this machine serves locally; `pip install -e .` then keeps it.
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,ray]"
 	# fast-reid is a test-only reference; its own pins (torch 1.x) must not be resolved.
 	$(BIN)/pip install --quiet --no-deps fastreid==1.4.0
 	touch $(STAMP)

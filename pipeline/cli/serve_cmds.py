@@ -75,7 +75,9 @@ def register(app: typer.Typer) -> None:
         sock = bind(host, port)
         shown_host = f"[{host}]" if ":" in host else host
         url = f"http://{shown_host}:{sock.getsockname()[1]}/" + (f"?token={token}" if token else "")
-        server = uvicorn.Server(uvicorn.Config(web_app, log_level="warning", lifespan="off"))
+        # Ctrl-C waits at most 3 s for requests in flight (a page left open keeps connections alive).
+        server = uvicorn.Server(uvicorn.Config(web_app, log_level="warning", lifespan="off",
+                                               timeout_graceful_shutdown=3))
         typer.echo(f"crosscam serve: {url}  (run {Path(run_dir).resolve()}; Ctrl-C stops)")
         if open_browser:
             threading.Timer(0.5, webbrowser.open, args=(url,)).start()
