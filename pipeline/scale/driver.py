@@ -65,6 +65,7 @@ class _Camera:
     rows: TrackRows | None = None  # final rows, once written
     segments_written: int = 0  # the first segments whose tracks are in the camera's files
     joins: int = 0
+    driver_s: float = 0.0  # seconds the driver spent on this camera (stitching, writing, joining videos)
 
     @property
     def done(self) -> bool:
@@ -150,6 +151,7 @@ class _Driver:
 
     def _write_tracks(self, cam: _Camera, results: list[SegmentResult]) -> None:
         """Stitch ``results`` (the camera's first segments, in order) and write the camera's track files."""
+        start = time.perf_counter()
         rows, states, cam.joins = stitch_segments(results)
         cam.segments_written = len(results)
         out = self.cfg.output
@@ -158,12 +160,15 @@ class _Driver:
         cam.rows = read_camera_tracks(cam.folder)
         cam.run.num_tracks = len(summaries)
         cam.record["models"] = results[0].models
+        cam.driver_s += time.perf_counter() - start
 
     def _rendered(self, cam: _Camera, outcome: Outcome) -> None:
         segment = int(outcome.job.key.rpartition("render")[2])
         cam.videos[segment] = outcome.result
         if len(cam.videos) == len(cam.units):
+            start = time.perf_counter()
             concat_mp4([cam.videos[k] for k in range(len(cam.units))], cam.folder / "annotated.mp4")
+            cam.driver_s += time.perf_counter() - start
             self._complete(cam)
 
     def _complete(self, cam: _Camera) -> None:
@@ -222,7 +227,7 @@ class _Driver:
             "status": run.status, "error": run.error,
             "frames_read": run.frames_read, "frames_failed": run.frames_failed, "num_tracks": run.num_tracks,
             "elapsed_s": round(run.elapsed_s, 3), "stage_seconds": run.stage_seconds,
-            "segments": segments, "stitched_tracks": cam.joins,
+            "segments": segments, "stitched_tracks": cam.joins, "driver_seconds": round(cam.driver_s, 3),
             "finished_at": None if run.status == "running" else utc_now(),
         })
 

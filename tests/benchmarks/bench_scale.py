@@ -1,0 +1,135 @@
+"""Benchmark of ``crosscam track --workers N`` against the single-process path, in one run.
+
+    .venv/bin/python tests/benchmarks/bench_scale.py [--seconds 30] [--clip-frames 600] [--models real|embedded]
+
+Two workloads, each tracked three ways with the same models and config:
+1. a synthetic 4-camera scene (``crosscam samples make``, ``--seconds`` long, whole videos);
+2. the shared camera clip (its first ``--clip-frames`` frames) cut into segments of
+   ``--segment-s`` seconds (one camera: only segments can spread it over workers).
+
+The three ways: the single-process path (``pipeline.run.track_videos``, the models' default
+threads), ``--workers 1`` and ``--workers 2`` with one thread per worker (Ray started on this
+machine for each run). Wall times include loading the models (and starting Ray), as a user
+sees them; the association into identities is timed on its own. Printed per workload: frames/s,
+the ratio to the single-process path, the scaling efficiency of 2 workers over 1 (1.0: twice
+the frames/s), and the driver's share: seconds it spent stitching, writing and joining videos
+(``run.json`` ``driver_seconds``) plus associating, over the run's wall time.
+
+``--models real`` (default when ../shared is present): YOLOv8n INT8 + OSNet-x0.25 from ../shared;
+``embedded``: the demo's motion detector and ImageNet MobileNetV2 (no files needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from pipeline.config import load_pipeline_config  # noqa: E402
+from pipeline.identities import update_identities  # noqa: E402
+from pipeline.run import track_videos  # noqa: E402
+from pipeline.scale.driver import track_videos_on_ray  # noqa: E402
+from samples import SceneOptions, make_scene  # noqa: E402
+
+SHARED = REPO.parent / "shared"
+CLIP = SHARED / "videos" / "one-by-one-person-detection.mp4"
+YOLO = SHARED / "weights" / "yolov8n_int8.onnx"
+OSNET = SHARED / "weights" / "osnet_x0_25_msmt17.onnx"
+
+
+def trim(clip: Path, frames: int, out: Path) -> Path:
+    """The first ``frames`` frames of ``clip`` as an mp4v file."""
+    cap = cv2.VideoCapture(str(clip))
+    size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), cap.get(cv2.CAP_PROP_FPS), size)
+    for _ in range(frames):
+        ok, image = cap.read()
+        if not ok:
+            break
+        writer.write(image)
+    writer.release()
+    cap.release()
+    return out
+
+
+def run_once(way: str, specs: list[str], out: Path, overrides: list[str]) -> dict:
+    """Track ``specs`` into ``out`` one way; wall seconds of tracking and of association, frames,
+    and the driver's own seconds."""
+    shutil.rmtree(out, ignore_errors=True)
+    if way == "single":
+        cfg = load_pipeline_config(None, overrides)
+        start = time.perf_counter()
+        runs = track_videos(specs, out, cfg, progress=False)
+    else:
+        workers = int(way.split()[0])
+        cfg = load_pipeline_config(None, [*overrides, "scale.threads_per_worker=1"])
+        start = time.perf_counter()
+        runs = track_videos_on_ray(specs, out, cfg, workers=workers, progress=False)
+    tracked = time.perf_counter() - start
+    assert all(r.status == "complete" for r in runs), [(r.camera, r.error) for r in runs]
+    start = time.perf_counter()
+    update_identities(out, cfg, progress=False)
+    associated = time.perf_counter() - start
+    records = [json.loads((r.folder / "run.json").read_text()) for r in runs]
+    return {
+        "tracking_s": tracked,
+        "association_s": associated,
+        "frames": sum(r.frames_read for r in runs),
+        "driver_s": sum(r.get("driver_seconds", 0.0) for r in records) + associated,
+    }
+
+
+def report(name: str, results: dict[str, dict]) -> None:
+    base = results["single"]
+    print(f"\n{name}: {base['frames']} frames")
+    print(f"{'way':<12}{'frames/s':>10}{'vs single':>11}{'tracking s':>12}{'assoc s':>9}{'driver share':>14}")
+    for way, r in results.items():
+        fps = r["frames"] / r["tracking_s"]
+        total = r["tracking_s"] + r["association_s"]
+        share = r["driver_s"] / total if way != "single" else float("nan")
+        print(f"{way:<12}{fps:>10.2f}{fps / (base['frames'] / base['tracking_s']):>11.2f}{r['tracking_s']:>12.1f}"
+              f"{r['association_s']:>9.2f}{share:>14.1%}")
+    one, two = results["1 worker"], results["2 workers"]
+    efficiency = (two["frames"] / two["tracking_s"]) / (2 * one["frames"] / one["tracking_s"])
+    print(f"scaling efficiency of 2 workers over 1: {efficiency:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of the synthetic scene")
+    parser.add_argument("--clip-frames", type=int, default=600, help="frames of the shared clip")
+    parser.add_argument("--segment-s", type=float, default=15.0, help="segment length for the clip")
+    parser.add_argument("--models", choices=["real", "embedded"], default="real" if YOLO.is_file() else "embedded")
+    args = parser.parse_args()
+    if args.models == "real":
+        models = [f"detector.model={YOLO}", f"reid.weights={OSNET}"]
+    else:
+        models = ["detector.model=motion", "reid.weights=mobilenetv2_imagenet", "reid.camera_colour=equalize"]
+    print(f"models: {args.models}; cpus: {os.cpu_count()}")
+    ways = ["single", "1 worker", "2 workers"]
+    with tempfile.TemporaryDirectory(prefix="crosscam-bench-scale-") as tmp:
+        tmp = Path(tmp)
+        make_scene(SceneOptions(cameras=4, people=10, seconds=args.seconds, seed=0), tmp / "scene", progress=False)
+        scene = [str(tmp / "scene" / f"cam{i}.mp4") for i in range(1, 5)]
+        workloads = {f"4-camera scene, {args.seconds:g} s each, whole videos": (scene, ["scale.segment_s=0"])}
+        if CLIP.is_file():
+            clip = trim(CLIP, args.clip_frames, tmp / "hall.mp4")
+            workloads[f"shared clip, {args.clip_frames} frames in {args.segment_s:g} s segments"] = (
+                [str(clip)], [f"scale.segment_s={args.segment_s}", "scale.overlap_s=4"])
+        for name, (specs, extra) in workloads.items():
+            results = {way: run_once(way, specs, tmp / way.replace(" ", "_"), [*models, *extra]) for way in ways}
+            report(name, results)
+
+
+if __name__ == "__main__":
+    main()
