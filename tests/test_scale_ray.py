@@ -32,13 +32,13 @@ import pytest
 
 from pipeline.cli.main import main
 from pipeline.demo import write_gt_detections
-from pipeline.metrics import evaluate_mot, read_mot_file
 from pipeline.query import query_track
 from pipeline.tracks_file import read_tracks_file
 from samples import SceneOptions, make_scene
 
 from conftest import REPO
-from test_scale import tracks_through_cuts_keep_one_id
+from test_scale import idf1_against, tracks_through_cuts_keep_one_id
+from test_track_cli import count_video_frames
 
 pytest.importorskip("ray", reason="Ray is the optional extra crosscam[ray]; make test installs it")
 
@@ -86,18 +86,9 @@ def track(out: Path, inputs: Path, extra: list[str], env: dict | None = None) ->
                     env)
 
 
-def gt_table(path: Path) -> np.ndarray:
-    """A tracks.txt as ground truth (flag, class and visibility 1)."""
-    rows = read_mot_file(path, "pred")
-    return np.column_stack([rows[:, :6], np.ones((len(rows), 3))])
-
-
 def idf1(truth: Path, pred: Path) -> float:
-    """IDF1 of ``pred`` with ``truth`` as ground truth (1 when both are empty)."""
-    gt, rows = gt_table(truth), read_mot_file(pred, "pred")[:, :6]
-    if len(gt) == 0:
-        return float(len(rows) == 0)
-    return evaluate_mot(gt, rows).idf1
+    """IDF1 of the tracks file ``pred`` with the tracks file ``truth`` as ground truth."""
+    return idf1_against(read_tracks_file(truth), read_tracks_file(pred))
 
 
 @pytest.fixture
@@ -225,21 +216,12 @@ def test_segments_on_a_two_node_cluster(segmented, single):
         assert record["status"] == "complete" and record["frames_read"] == 80
         assert [(s["start_frame"], s["end_frame"]) for s in record["segments"]] == [(0, 40), (25, 65), (50, 80)]
         nodes |= {s["worker"].split(":")[0] for s in record["segments"]}
-        assert count_frames(out / cam / "annotated.mp4") == 80
+        assert count_video_frames(out / cam / "annotated.mp4") == 80
         crossing += tracks_through_cuts_keep_one_id(read_tracks_file(reference / cam / "tracks.txt"),
                                                     read_tracks_file(out / cam / "tracks.txt"), [40, 65])
     assert crossing >= 3
     assert len(nodes) == 2  # both nodes ran segments
     assert json.loads(proc.stdout)["identities"]["identities"] >= 6
-
-
-def count_frames(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    count = 0
-    while cap.read()[0]:
-        count += 1
-    cap.release()
-    return count
 
 
 def kill_a_worker_mid_unit(done: threading.Event, killed: list[int]) -> None:
@@ -277,7 +259,7 @@ def test_a_worker_killed_mid_unit_costs_only_that_unit(sequences, cluster, segme
     assert len(retried) == 1 and retried[0]["retries"] == 1 and retried[0]["lost_workers"]
     for cam in CAMERAS:  # nothing written twice, nothing lost: the fault-free files
         assert (faulty / cam / "tracks.txt").read_text() == (clean / cam / "tracks.txt").read_text()
-        assert count_frames(faulty / cam / "annotated.mp4") == 80
+        assert count_video_frames(faulty / cam / "annotated.mp4") == 80
 
 
 def test_an_undecodable_input_fails_its_camera_only(scene, cluster, tmp_path):

@@ -30,8 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
-
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
@@ -41,25 +39,12 @@ from pipeline.run import track_videos  # noqa: E402
 from pipeline.scale.driver import track_videos_on_ray  # noqa: E402
 from samples import SceneOptions, make_scene  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_pipeline import CLIP, trim_clip  # noqa: E402
+
 SHARED = REPO.parent / "shared"
-CLIP = SHARED / "videos" / "one-by-one-person-detection.mp4"
 YOLO = SHARED / "weights" / "yolov8n_int8.onnx"
 OSNET = SHARED / "weights" / "osnet_x0_25_msmt17.onnx"
-
-
-def trim(clip: Path, frames: int, out: Path) -> Path:
-    """The first ``frames`` frames of ``clip`` as an mp4v file."""
-    cap = cv2.VideoCapture(str(clip))
-    size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), cap.get(cv2.CAP_PROP_FPS), size)
-    for _ in range(frames):
-        ok, image = cap.read()
-        if not ok:
-            break
-        writer.write(image)
-    writer.release()
-    cap.release()
-    return out
 
 
 def run_once(way: str, specs: list[str], out: Path, overrides: list[str]) -> dict:
@@ -123,7 +108,7 @@ def main() -> None:
         scene = [str(tmp / "scene" / f"cam{i}.mp4") for i in range(1, 5)]
         workloads = {f"4-camera scene, {args.seconds:g} s each, whole videos": (scene, ["scale.segment_s=0"])}
         if CLIP.is_file():
-            clip = trim(CLIP, args.clip_frames, tmp / "hall.mp4")
+            clip = trim_clip(args.clip_frames, tmp / "hall.mp4")
             workloads[f"shared clip, {args.clip_frames} frames in {args.segment_s:g} s segments"] = (
                 [str(clip)], [f"scale.segment_s={args.segment_s}", "scale.overlap_s=4"])
         for name, (specs, extra) in workloads.items():
