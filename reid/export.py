@@ -71,15 +71,16 @@ def load_for_export(weights: str | Path, trust: bool = False) -> tuple[nn.Module
     """A torch model in eval mode and its input size: a crosscam-trained file, a fast-reid BoT
     checkpoint, or a registry name (``crosscam weights list``)."""
     entry = zoo.find_entry(str(weights))
+    overrides = None
     if entry is not None:
         path = zoo.ensure_weights(entry)
         if entry.architecture == "mobilenetv2":
             return load_mobilenetv2_imagenet(path), tuple(MOBILENETV2_INPUT_SIZE)
-        weights = path
+        weights, overrides = path, zoo.model_overrides(entry)
     path = Path(weights)
     if path.suffix.lower() not in (".pth", ".pt"):
         raise CrosscamError(f"{path}: export needs a torch checkpoint (.pth/.pt) or a registry name; {path.suffix or 'this'} files cannot be exported")
-    model, meta = load_trained_model(path, trust=trust)
+    model, meta = load_trained_model(path, trust=trust, overrides=overrides)
     return model, tuple(meta["input_size"])
 
 
