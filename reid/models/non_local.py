@@ -4,7 +4,8 @@
 where theta, phi, g are 1x1 convolutions (with bias) to ``inter_channels`` and ``W`` is a 1x1
 convolution back to ``channels`` followed by a BatchNorm. fast-reid computes ``inter_channels`` as
 ``reduc_ratio // reduc_ratio``, i.e. **1**, in every release (v0.1 to 1.4.0), so every AGW/SBS file
-holds ``g.weight`` of shape ``(1, C, 1, 1)``; the constructor takes the value the file's shapes give.
+holds ``g.weight`` of shape ``(1, C, 1, 1)`` (its issues #439, #453 print them); crosscam builds the
+same, and strict loading names any file whose shapes differ.
 
 The dot-product form is linear in each factor, so ``(theta phi^T) g`` is computed as
 ``theta (phi^T g)``: the same numbers up to float rounding, without the ``(N, N)`` matrix (at
