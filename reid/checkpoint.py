@@ -88,13 +88,14 @@ def bot_model_from_payload(
     classifiers = [mapped[key] for key in mapped if key.endswith("classifier.weight")]
     if cfg.num_classes == 0 and classifiers:
         cfg = cfg.model_copy(update={"num_classes": int(classifiers[0].shape[0])})
-    model = build_fastreid_model(cfg)
-    expected = model.state_dict()
+    with torch.device("meta"):  # names and shapes only: a refused file costs no weight initialisation
+        expected = build_fastreid_model(cfg).state_dict()
     # num_batches_tracked only counts training steps (no effect on features); old torch lacked it.
-    for key, tensor in expected.items():
+    for key in expected:
         if key.endswith(".num_batches_tracked"):
-            mapped.setdefault(key, tensor)
+            mapped.setdefault(key, torch.zeros((), dtype=torch.long))
     _check_keys_and_shapes(expected, mapped, generation, meta, cfg, path)
+    model = build_fastreid_model(cfg)
     model.load_state_dict(mapped, strict=True)
     return model.eval()
 

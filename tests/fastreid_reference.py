@@ -119,8 +119,10 @@ class Reference:
 
         BN and IN affine parameters and GeM's p are drawn at random (non-local blocks' output BN
         starts at zero, an identity); then train-mode passes over ``calibration`` (N, 3, H, W) RGB
-        0..255 set every running mean/var to batch statistics (cumulative average), so features
-        have a trained model's magnitudes and every BN shapes the output.
+        0..255 set every running mean/var to batch statistics, so features have a trained model's
+        magnitudes and every BN shapes the output. The zoo-era pass runs last and its statistics
+        stay (momentum 1): a non-local block is cubic in its input, so statistics averaged with the
+        other era's (S50: no non-local blocks) would let its activations explode.
         """
         generator = torch.Generator().manual_seed(seed)
         modules = list(self.model.modules()) + list(self.extras.modules())
@@ -131,8 +133,12 @@ class Reference:
                     norm.weight.copy_(torch.rand(norm.num_features, generator=generator) * 0.5 + 0.75)
                     if norm.bias.requires_grad:  # BNNeck biases stay frozen at 0, as in training
                         norm.bias.copy_(torch.randn(norm.num_features, generator=generator) * 0.1)
-                norm.momentum = None
+                norm.momentum = 1.0
             for module in modules:
+                if module.__class__.__name__ == "Non_local":
+                    # A non-local block is cubic in its input: a trained one adds a modest residual, and
+                    # a full-size random one makes activations of crops unlike the calibration ones explode.
+                    module.W[1].weight.mul_(0.1)
                 if isinstance(getattr(module, "p", None), nn.Parameter):
                     module.p.fill_(2.5 + torch.rand(1, generator=generator).item())
             self.model.train(), self.extras.train()
