@@ -45,6 +45,7 @@ class FeatureExtractor(Protocol):
 
     name: str
     fingerprint: str
+    preprocess: str  # "parity" (fast-reid's PIL bicubic loader) or "fast" (OpenCV)
 
     def embed(self, crops: Sequence[np.ndarray], bgr: bool = False, normalize: bool = False, progress: bool = False) -> np.ndarray: ...
 
@@ -168,6 +169,7 @@ def run_benchmark(
         **roc.summary(),
         model=embedder.name,
         fingerprint=embedder.fingerprint,
+        preprocess=embedder.preprocess,
         dataset=str(dataset.root.resolve()),
         metric=settings.metric,
         rerank=settings.rerank,

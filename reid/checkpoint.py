@@ -1,19 +1,28 @@
-"""Load fast-reid BoT checkpoints into :class:`~reid.models.bot.BotModel`, strictly.
+"""Load fast-reid person ReID checkpoints (BoT, AGW, SBS, MGN) into crosscam's models, strictly.
 
 fast-reid renamed its head twice after publishing its model zoo, and loads with ``strict=False``,
 so current fast-reid silently drops the BNNeck of every zoo file (its issue #453). Here a load
 matches every tensor or fails with one line naming the keys. Accepted key generations (backbone
-keys are always ``backbone.`` + torchvision's ResNet names):
+keys are always ``backbone.`` + torchvision's ResNet names, or fast-reid's for its variants):
 
 - (a) fast-reid v0.1.x, every person-ReID model-zoo file: BNNeck ``heads.bnneck.*``, classifier
-  ``heads.classifier.weight``;
+  ``heads.classifier.weight``; MGN: ``bN_pool.*`` (GeM, 1x1 conv, BN) and ``bN_head.bnneck.*``;
 - (b) Sep 2020 - Mar 2021: ``heads.bottleneck.0.*`` and ``heads.classifier.weight``;
-- (c) Mar 2021 onward and PyPI fastreid 1.4.0: ``heads.bottleneck.0.*`` and ``heads.weight``.
+- (c) Mar 2021 onward and PyPI fastreid 1.4.0: ``heads.bottleneck.0.*`` and ``heads.weight``;
+  MGN (b, c): ``bN_head.bottleneck.0.weight`` (1x1 conv) and ``bN_head.bottleneck.1.*`` (BNNeck).
 
+A learned GeM exponent is ``heads.pool_layer.p`` (``bN_head.pool_layer.p``) in every generation.
 Generation (a) files also store ``pixel_mean``/``pixel_std`` (shape (1, 3, 1, 1)); when present
 they must equal crosscam's. The classifier is optional (inference does not use it); when present
 it sets ``num_classes``. Files are read with ``torch.load(weights_only=True)``; one that needs
 full unpickling (arbitrary code) is refused unless ``trust=True``.
+
+The architecture comes from the keys (:func:`infer_model_config`): ResNet depth or ResNeSt,
+IBN-a, non-local blocks per stage, learned GeM, MGN. What keys cannot tell comes from the era of
+the generation: (a) the torchvision stem and an undilated ResNeSt layer4, (b)/(c) fast-reid's stem
+and dilated layer4; fixed GeM (p = 3) when non-local blocks come without a learned p (AGW in
+fast-reid >= 1.0), average pooling otherwise; 256x128 input (MGN: 384x128). SBS files hold
+nothing that says 384x128: the registry passes ``input_size``, or pass it yourself.
 
 >>> model = load_bot_checkpoint("weights/market_bot_R50.pth")  # doctest: +SKIP
 >>> model(torch.zeros(1, 3, 256, 128)).shape  # doctest: +SKIP
@@ -24,58 +33,85 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 import torch
+from pydantic import ValidationError
 
 from reid.config import BotModelConfig
 from reid.errors import CrosscamError
-from reid.models.bot import PIXEL_MEAN, PIXEL_STD, BotModel, build_bot_model
+from reid.models.bot import PIXEL_MEAN, PIXEL_STD, BotModel
+from reid.models.mgn import HEADS as MGN_HEADS
+from reid.models.mgn import MgnModel
 
 Generation = Literal["a", "b", "c"]
+Meta = Literal["baseline", "mgn"]
 
 TRUST_HINT = "set reid.trust_checkpoint: true (CLI: --trust-checkpoint) only if you trust its source"
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTO = 0x80  # first byte of a pickle (protocol >= 2): torch's legacy format
 _SHOWN_KEYS = 4
+MGN_INPUT_SIZE = (384, 128)
 
 
 def load_bot_checkpoint(
-    path: str | Path, cfg: BotModelConfig | None = None, trust: bool = False
-) -> BotModel:
-    """Read a fast-reid BoT checkpoint and return a :class:`BotModel` in eval mode on the CPU.
+    path: str | Path, cfg: BotModelConfig | None = None, trust: bool = False, overrides: Mapping[str, Any] | None = None
+) -> BotModel | MgnModel:
+    """Read a fast-reid checkpoint and return its model (:class:`BotModel` or :class:`MgnModel`), eval mode, CPU.
 
-    ``cfg`` gives depth, stem, last stride and pooling; when it is ``None`` the defaults (BoT R50)
-    are used with the stem of the file's generation: ``"torchvision"`` for (a), ``"fastreid"``
-    for (b) and (c) (files of generation (b) written before Nov 2020 used the torchvision stem:
-    pass ``cfg`` for those). ``cfg.num_classes`` 0 takes the checkpoint's classifier size.
-    Raises :class:`CrosscamError` for every bad file, naming it and the offending keys.
+    ``cfg`` fixes the architecture (the file must then match it); ``None`` infers it from the file
+    (module docstring), ``overrides`` (:class:`BotModelConfig` fields, e.g. ``{"input_size": (384, 128)}``
+    for an SBS file, ``{"pooling": "gem"}`` for a fast-reid 1.4.0 AGW S50) completing what keys cannot tell.
+    ``cfg.num_classes`` 0 takes the checkpoint's classifier size. Raises :class:`CrosscamError`
+    for every bad file, naming it and the offending keys.
     """
     path = Path(path)
-    return bot_model_from_payload(read_checkpoint(path, trust), path, cfg)
+    return bot_model_from_payload(read_checkpoint(path, trust), path, cfg, overrides)
 
 
-def bot_model_from_payload(payload: Any, path: Path, cfg: BotModelConfig | None = None) -> BotModel:
+def bot_model_from_payload(
+    payload: Any, path: Path, cfg: BotModelConfig | None = None, overrides: Mapping[str, Any] | None = None
+) -> BotModel | MgnModel:
     """:func:`load_bot_checkpoint` for a file already read with :func:`read_checkpoint` (``path`` names it in errors)."""
     state_dict = extract_state_dict(payload, path)
+    meta = detect_meta(state_dict)
     generation = detect_generation(state_dict, path)
     pixel_stats = {name: state_dict.pop(name) for name in ("pixel_mean", "pixel_std") if name in state_dict}
     _check_pixel_stats(pixel_stats, path)
-    mapped = to_crosscam_names(state_dict, generation)
+    mapped = to_crosscam_names(state_dict, generation, meta)
+    _check_supported(mapped, path)
+    inferred = infer_model_config(mapped, generation, meta)
     if cfg is None:
-        cfg = BotModelConfig(stem="torchvision" if generation == "a" else "fastreid")
-    _check_architecture(mapped, cfg, path)
-    if cfg.num_classes == 0 and "classifier.weight" in mapped:
-        cfg = cfg.model_copy(update={"num_classes": int(mapped["classifier.weight"].shape[0])})
-    model = build_bot_model(cfg)
-    expected = model.state_dict()
+        cfg = _with_overrides(inferred, overrides or {}, path)
+    else:
+        _check_architecture(inferred, cfg, path)
+    classifiers = [mapped[key] for key in mapped if key.endswith("classifier.weight")]
+    if cfg.num_classes == 0 and classifiers:
+        cfg = cfg.model_copy(update={"num_classes": int(classifiers[0].shape[0])})
+    with torch.device("meta"):  # names and shapes only: a refused file costs no weight initialisation
+        expected = build_fastreid_model(cfg).state_dict()
     # num_batches_tracked only counts training steps (no effect on features); old torch lacked it.
-    for key, tensor in expected.items():
+    for key in expected:
         if key.endswith(".num_batches_tracked"):
-            mapped.setdefault(key, tensor)
-    _check_keys_and_shapes(expected, mapped, generation, cfg.depth, path)
+            mapped.setdefault(key, torch.zeros((), dtype=torch.long))
+    _check_keys_and_shapes(expected, mapped, generation, meta, cfg, path)
+    model = build_fastreid_model(cfg)
     model.load_state_dict(mapped, strict=True)
     return model.eval()
+
+
+def _with_overrides(cfg: BotModelConfig, overrides: Mapping[str, Any], path: Path) -> BotModelConfig:
+    try:
+        return BotModelConfig.model_validate(cfg.model_dump() | dict(overrides))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(model)"
+        raise CrosscamError(f"{path}: model setting '{key}': {err['msg']}; fix the registry entry or the override") from None
+
+
+def build_fastreid_model(cfg: BotModelConfig) -> BotModel | MgnModel:
+    """A randomly initialised network of ``cfg``'s architecture (:class:`BotModel` or :class:`MgnModel`)."""
+    return MgnModel(cfg) if cfg.meta == "mgn" else BotModel(cfg)
 
 
 def read_checkpoint(path: Path, trust: bool = False) -> Any:
@@ -104,49 +140,90 @@ def read_checkpoint(path: Path, trust: bool = False) -> Any:
         ) from None
 
 
+def detect_meta(state_dict: dict[str, torch.Tensor]) -> Meta:
+    """``mgn`` when the file has MGN's per-branch heads, else ``baseline`` (BoT, AGW, SBS)."""
+    return "mgn" if any(key.startswith(("b1_head.", "b1_pool.")) for key in state_dict) else "baseline"
+
+
 def detect_generation(state_dict: dict[str, torch.Tensor], path: Path | str = "checkpoint") -> Generation:
     """Tell fast-reid's head-key generation ("a", "b" or "c") from the key names."""
-    if any(key.startswith("heads.bnneck.") for key in state_dict):
+    head = "b1_head." if detect_meta(state_dict) == "mgn" else "heads."
+    if any(key.startswith(head + "bnneck.") for key in state_dict):
         return "a"
-    if "heads.weight" in state_dict:
+    if head + "weight" in state_dict:
         return "c"
-    if "heads.classifier.weight" in state_dict:
+    if head + "classifier.weight" in state_dict:
         return "b"
-    if any(key.startswith("heads.bottleneck.0.") for key in state_dict):
+    if any(key.startswith(head + "bottleneck.") for key in state_dict):
         return "c"  # no classifier saved: (b) and (c) map identically
-    heads = sorted(key for key in state_dict if key.startswith("heads."))
+    heads = sorted(key for key in state_dict if key.startswith(head))
     raise CrosscamError(
-        f"{path}: no BNNeck found (expected heads.bnneck.* or heads.bottleneck.0.*, "
-        f"found heads keys {_show(heads) if heads else 'none'}); this is not a fast-reid BoT checkpoint"
+        f"{path}: no BNNeck found (expected {head}bnneck.* or {head}bottleneck.*, "
+        f"found {head[:-1]} keys {_show(heads) if heads else 'none'}); this is not a fast-reid ReID checkpoint"
     )
 
 
-def to_crosscam_names(state_dict: dict[str, torch.Tensor], generation: Generation) -> dict[str, torch.Tensor]:
-    """Rename fast-reid keys to BotModel's; keys with no rule are kept as they are (then unexpected)."""
-    neck_prefix, classifier_key = _head_names(generation)
-    mapped = {}
-    for key, tensor in state_dict.items():
-        if key.startswith(neck_prefix):
-            key = "neck." + key[len(neck_prefix):]
-        elif key == classifier_key:
-            key = "classifier.weight"
-        mapped[key] = tensor
-    return mapped
+def name_rules(generation: Generation, meta: Meta = "baseline") -> list[tuple[str, str]]:
+    """(fast-reid key prefix, crosscam key prefix) pairs of a generation; other keys keep their names."""
+    if meta == "baseline":
+        neck = "heads.bnneck." if generation == "a" else "heads.bottleneck.0."
+        classifier = "heads.weight" if generation == "c" else "heads.classifier.weight"
+        return [(neck, "neck."), (classifier, "classifier.weight"), ("heads.pool_layer.", "pool.")]
+    rules = []
+    for name in MGN_HEADS:
+        head = f"{name}_head."
+        if generation == "a":
+            rules += [(f"{name}_pool.0.", head + "pool."), (f"{name}_pool.1.", head + "conv."),
+                      (f"{name}_pool.2.", head + "bn."), (head + "bnneck.", head + "neck.")]
+        else:
+            rules += [(head + "pool_layer.", head + "pool."), (head + "bottleneck.0.", head + "conv."),
+                      (head + "bottleneck.1.", head + "neck.")]
+        classifier = head + ("weight" if generation == "c" else "classifier.weight")
+        rules.append((classifier, head + "classifier.weight"))
+    return rules
 
 
-def to_fastreid_name(key: str, generation: Generation) -> str:
+def to_crosscam_names(
+    state_dict: dict[str, torch.Tensor], generation: Generation, meta: Meta = "baseline"
+) -> dict[str, torch.Tensor]:
+    """Rename fast-reid keys to crosscam's; keys with no rule are kept as they are (then unexpected)."""
+    rules = name_rules(generation, meta)
+    return {_rename(key, rules): tensor for key, tensor in state_dict.items()}
+
+
+def to_fastreid_name(key: str, generation: Generation, meta: Meta = "baseline") -> str:
     """The inverse of :func:`to_crosscam_names` for one key (error messages use the file's names)."""
-    neck_prefix, classifier_key = _head_names(generation)
-    if key.startswith("neck."):
-        return neck_prefix + key[len("neck."):]
-    return classifier_key if key == "classifier.weight" else key
+    return _rename(key, [(ours, theirs) for theirs, ours in name_rules(generation, meta)])
 
 
-def _head_names(generation: Generation) -> tuple[str, str]:
-    """(BNNeck key prefix, classifier key) of a fast-reid generation."""
-    neck_prefix = "heads.bnneck." if generation == "a" else "heads.bottleneck.0."
-    classifier_key = "heads.weight" if generation == "c" else "heads.classifier.weight"
-    return neck_prefix, classifier_key
+def _rename(key: str, rules: list[tuple[str, str]]) -> str:
+    for source, target in rules:
+        if key.startswith(source):
+            return target + key[len(source):]
+    return key
+
+
+def infer_model_config(mapped: dict[str, torch.Tensor], generation: Generation, meta: Meta) -> BotModelConfig:
+    """The architecture crosscam-named keys describe, completed by the generation's era (module docstring)."""
+    keys = list(mapped)
+    resnest = any(key.startswith(("backbone.conv1.0.", "backbone.0.0.")) for key in keys)  # the deep stem
+    non_local = tuple(
+        len({m.group(1) for key in keys if (m := re.match(rf"backbone\.NL_{stage}\.(\d+)\.", key))}) for stage in range(1, 5)
+    )
+    learned = any(key.endswith("pool.p") for key in keys)
+    era_a = generation == "a"
+    return BotModelConfig(
+        depth=_checkpoint_depth(mapped, meta) or 50,
+        stem="torchvision" if era_a else "fastreid",
+        pooling="gem_learned" if learned else ("gem" if any(non_local) else "avg"),
+        backbone="resnest" if resnest else "resnet",
+        ibn=any(".bn1.IN." in key for key in keys),
+        non_local=non_local,
+        dilated_layer4=resnest and not era_a,
+        meta=meta,
+        mgn_head="reduction" if era_a else "embedding",
+        input_size=MGN_INPUT_SIZE if meta == "mgn" else (256, 128),
+    )
 
 
 def extract_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -184,36 +261,46 @@ def _check_pixel_stats(stored: dict[str, torch.Tensor], path: Path) -> None:
             )
 
 
-def _check_architecture(mapped: dict[str, torch.Tensor], cfg: BotModelConfig, path: Path) -> None:
-    """Name a different backbone (IBN, non-local, SE, other depth) instead of listing 100 keys."""
+def _check_supported(mapped: dict[str, torch.Tensor], path: Path) -> None:
+    """Name what crosscam does not build (no backbone, squeeze-excitation) instead of listing 100 keys."""
     keys = list(mapped)
     if not any(key.startswith("backbone.") for key in keys):
-        raise CrosscamError(f"{path}: no backbone.* tensors (found {_show(keys)}); not a fast-reid BoT checkpoint")
-    variants = {
-        "IBN-Net (e.g. BoT R50-ibn)": r"\.(IN|BN)\.",
-        "non-local blocks (e.g. AGW)": r"^backbone\.NL_",
-        "squeeze-excitation blocks": r"\.se\.",
-    }
-    for variant, pattern in variants.items():
-        if any(re.search(pattern, key) for key in keys):
-            raise CrosscamError(
-                f"{path}: a ResNet with {variant}; crosscam loads plain-ResNet BoT models only, use a BoT R50 file"
-            )
-    depth = _checkpoint_depth(keys)
-    if depth is not None and depth != cfg.depth:
+        raise CrosscamError(f"{path}: no backbone.* tensors (found {_show(keys)}); not a fast-reid ReID checkpoint")
+    if any(re.search(r"\.se\.", key) for key in keys):
         raise CrosscamError(
-            f"{path}: a ResNet-{depth} checkpoint but the model is configured as ResNet-{cfg.depth}; "
-            f"set the BoT model depth to {depth}"
+            f"{path}: a ResNet with squeeze-excitation blocks; crosscam loads fast-reid's BoT/AGW/SBS/MGN "
+            "ResNet, IBN-a ResNet and ResNeSt files"
         )
 
 
-def _checkpoint_depth(keys: list[str]) -> int | None:
+def describe_architecture(cfg: BotModelConfig) -> str:
+    """A short name such as ``ResNet-50-IBN with non-local blocks (0, 2, 3, 0)`` or ``MGN ResNet-50``."""
+    name = "ResNeSt-50" if cfg.backbone == "resnest" else f"ResNet-{cfg.depth}" + ("-IBN" if cfg.ibn else "")
+    if any(cfg.non_local):
+        name += f" with non-local blocks {cfg.non_local}"
+    return f"MGN {name}" if cfg.meta == "mgn" else name
+
+
+def _check_architecture(inferred: BotModelConfig, cfg: BotModelConfig, path: Path) -> None:
+    """Name a file whose trunk differs from the configured one, instead of listing 100 keys."""
+    fields = ("meta", "backbone", "depth", "ibn", "non_local")
+    if any(getattr(inferred, field) != getattr(cfg, field) for field in fields):
+        raise CrosscamError(
+            f"{path}: a {describe_architecture(inferred)} checkpoint but the model is configured as "
+            f"{describe_architecture(cfg)}; configure the model as the file's architecture (or leave it to crosscam)"
+        )
+
+
+def _checkpoint_depth(mapped: dict[str, torch.Tensor], meta: Meta) -> int | None:
     """ResNet depth from the block layout: bottleneck or basic blocks, and layer3's block count."""
-    layer3_blocks = {int(m.group(1)) for key in keys if (m := re.match(r"backbone\.layer3\.(\d+)\.", key))}
+    if meta == "mgn":  # layer3 = backbone.6 (its first block) + b1.0.* (the rest)
+        rest = {int(m.group(1)) for key in mapped if (m := re.match(r"b1\.0\.(\d+)\.", key))}
+        return {6: 50, 23: 101}.get(max(rest) + 2 if rest else 0)
+    layer3_blocks = {int(m.group(1)) for key in mapped if (m := re.match(r"backbone\.layer3\.(\d+)\.", key))}
     if not layer3_blocks:
         return None
     count = max(layer3_blocks) + 1
-    bottleneck = any(key.startswith("backbone.layer1.0.conv3.") for key in keys)
+    bottleneck = any(key.startswith("backbone.layer1.0.conv3.") for key in mapped)
     layouts = {(True, 6): 50, (True, 23): 101, (False, 2): 18, (False, 6): 34}
     return layouts.get((bottleneck, count))
 
@@ -222,14 +309,18 @@ def _check_keys_and_shapes(
     expected: dict[str, torch.Tensor],
     mapped: dict[str, torch.Tensor],
     generation: Generation,
-    depth: int,
+    meta: Meta,
+    cfg: BotModelConfig,
     path: Path,
 ) -> None:
     """Fail naming the keys (as the file spells them) unless both sides hold the same tensors."""
-    missing = [to_fastreid_name(k, generation) for k in expected if k not in mapped]
-    unexpected = [to_fastreid_name(k, generation) for k in mapped if k not in expected]
+    def theirs(key: str) -> str:
+        return to_fastreid_name(key, generation, meta)
+
+    missing = [theirs(k) for k in expected if k not in mapped]
+    unexpected = [theirs(k) for k in mapped if k not in expected]
     mismatched = [
-        f"{to_fastreid_name(k, generation)} {tuple(mapped[k].shape)} vs {tuple(expected[k].shape)}"
+        f"{theirs(k)} {tuple(mapped[k].shape)} vs {tuple(expected[k].shape)}"
         for k in expected
         if k in mapped and mapped[k].shape != expected[k].shape
     ]
@@ -242,8 +333,8 @@ def _check_keys_and_shapes(
         problems.append(f"shape mismatch (file vs model) {_show(mismatched)}")
     if problems:
         raise CrosscamError(
-            f"{path}: does not match the BoT ResNet-{depth} model: {'; '.join(problems)}; "
-            "use a fast-reid BoT checkpoint of this architecture"
+            f"{path}: does not match the {describe_architecture(cfg)} model: {'; '.join(problems)}; "
+            "use a fast-reid checkpoint of this architecture"
         )
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from reid.errors import CrosscamError
 
@@ -107,10 +107,19 @@ class EmbedderConfig(BaseModel):
 
 
 class BotModelConfig(BaseModel):
-    """The BoT ("bag of tricks") ReID network: ResNet backbone, pooling, BNNeck, classifier.
+    """A fast-reid person ReID network: BoT / AGW / SBS ("Baseline") or MGN, as its checkpoints describe.
 
+    ``backbone``: ``resnet`` (``depth`` 18/34/50/101, optional IBN-a) or ``resnest`` (ResNeSt-50).
+    ``non_local``: non-local blocks per stage (AGW/SBS: (0, 2, 3, 0); R101 in fast-reid 1.4.0: (0, 2, 9, 0)).
+    ``pooling``: ``avg`` (BoT), ``gem`` (fixed ``gem_p``; AGW in fast-reid >= 1.0), ``gem_learned``
+    (learned p, ``heads.pool_layer.p``: SBS, and AGW/SBS/MGN model-zoo files), ``max``.
     ``stem`` must match the weights: ``"torchvision"`` (max-pool padding 1; fast-reid's model-zoo
     files) or ``"fastreid"`` (padding 0, ceil mode; fast-reid since Nov 2020 and PyPI 1.4.0).
+    ``dilated_layer4`` (ResNeSt only): fast-reid >= 1.0 dilates layer4 at last stride 1, v0.1.x did not.
+    ``meta``: ``baseline`` (pooling -> BNNeck) or ``mgn`` (three branches, eight 256-d heads:
+    ``mgn_head`` ``embedding`` is fast-reid >= 1.0's pooling -> 1x1 conv -> BN; ``reduction`` is
+    v0.1.x's pooling -> 1x1 conv -> BN -> ReLU -> BNNeck, the model-zoo MGN files).
+    ``input_size`` (height, width) is what the weights were trained at (SBS and MGN: 384x128).
     ``num_classes`` 0 builds no classifier (inference); training sets it to the identity count.
 
     >>> BotModelConfig(depth=18).feat_dim
@@ -122,11 +131,26 @@ class BotModelConfig(BaseModel):
     depth: Literal[18, 34, 50, 101] = 50
     last_stride: Literal[1, 2] = 1
     stem: Literal["torchvision", "fastreid"] = "torchvision"
-    pooling: Literal["avg", "gem"] = "avg"
-    gem_p: float = Field(3.0, gt=0)  # GeM exponent (fixed, not learned)
+    pooling: Literal["avg", "gem", "gem_learned", "max"] = "avg"
+    gem_p: float = Field(3.0, gt=0)  # GeM exponent (the start value with gem_learned)
     num_classes: int = Field(0, ge=0)
+    backbone: Literal["resnet", "resnest"] = "resnet"
+    ibn: bool = False
+    non_local: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilated_layer4: bool = False
+    meta: Literal["baseline", "mgn"] = "baseline"
+    mgn_head: Literal["embedding", "reduction"] = "embedding"
+    input_size: tuple[int, int] = (256, 128)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "BotModelConfig":
+        if self.backbone == "resnest" and (self.depth != 50 or self.ibn):
+            raise ValueError("backbone resnest is ResNeSt-50 without IBN (depth 50, ibn false)")
+        if self.meta == "mgn" and (self.depth < 50 or any(self.non_local)):
+            raise ValueError("meta mgn needs a ResNet-50/101 or ResNeSt-50 without non-local blocks")
+        return self
 
     @property
     def feat_dim(self) -> int:
-        """Feature size after pooling and BNNeck: 2048 for depth >= 50, else 512."""
+        """Feature size: 2048 for depth >= 50 (MGN: 8 heads x 256), else 512."""
         return 2048 if self.depth >= 50 else 512

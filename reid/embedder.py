@@ -205,15 +205,15 @@ class Embedder:
             model = load_mobilenetv2_imagenet(path)
             features, dim = cls._torch_model_features(model, MOBILENETV2_INPUT_SIZE, device, precision, options["runtime"])
             return cls._assemble(features, dim, MOBILENETV2_INPUT_SIZE, entry.name, path, IN_MODEL, options)
-        return cls._from_bot_checkpoint(path, entry.name, device, precision, trust_checkpoint, options)
+        return cls._from_bot_checkpoint(path, entry.name, device, precision, trust_checkpoint, options, zoo.model_overrides(entry))
 
     @classmethod
-    def _from_bot_checkpoint(cls, path, name, device, precision, trust_checkpoint, options) -> "Embedder":
-        """A fast-reid checkpoint, or a crosscam-trained one (any backbone, its own input size)."""
+    def _from_bot_checkpoint(cls, path, name, device, precision, trust_checkpoint, options, overrides=None) -> "Embedder":
+        """A fast-reid checkpoint (``overrides``: the registry's model settings), or a crosscam-trained one."""
         # Imported here: reid.training evaluates through the Embedder, so a module-level import would be circular.
         from reid.training.checkpoint_io import load_trained_model
 
-        model, description = load_trained_model(path, trust=trust_checkpoint)
+        model, description = load_trained_model(path, trust=trust_checkpoint, overrides=overrides)
         input_size = tuple(description["input_size"])
         features, dim = cls._torch_model_features(model, input_size, device, precision, options["runtime"])
         return cls._assemble(features, dim, input_size, name, path, IN_MODEL, options)

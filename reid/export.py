@@ -12,11 +12,15 @@ normalise again, the double-normalisation trap of many ReID ONNX exports. The ou
     output_dim: 2048
 
 At export, the same random pixels run through torch and onnxruntime (at a batch size different
-from the traced one, which also proves the batch is dynamic); a max abs difference above
-``tolerance`` (1e-4) is an error and nothing is left at the output path.
+from the traced one, which also proves the batch is dynamic). Parity is measured where features
+are used, on L2-normalised rows (every consumer compares unit features): a difference above
+``tolerance`` (1e-4) there is an error and nothing is left at the output path. Raw features
+differ by float32 rounding times their scale (a BN-calibrated random BoT R50: 1.3e-3 raw at
+features up to ~7, 3e-5 on unit rows), so an absolute bound on raw features would refuse
+faithful exports of deeper nets, while a wrong weight moves unit features far more than 1e-4.
 
 >>> result = export_onnx("runs/mnv2/model.pth", "mnv2.onnx")  # doctest: +SKIP
->>> result.max_abs_diff < 1e-4  # doctest: +SKIP
+>>> result.parity.unit_diff < 1e-4  # doctest: +SKIP
 True
 """
 
@@ -34,6 +38,7 @@ import yaml
 from torch import nn
 
 from reid import zoo
+from reid.embedder import l2_normalize
 from reid.errors import CrosscamError
 from reid.models.mobilenetv2 import INPUT_SIZE as MOBILENETV2_INPUT_SIZE
 from reid.models.mobilenetv2 import load_mobilenetv2_imagenet
@@ -47,14 +52,35 @@ _CHECK_BATCH = 3
 
 
 @dataclass(frozen=True)
+class Parity:
+    """torch vs onnxruntime on the same pixels: max abs difference of unit (L2-normalised) rows
+    (the checked one), of raw features, the raw features' scale (max abs value) and their size D."""
+
+    unit_diff: float
+    max_abs_diff: float
+    feature_scale: float
+    dim: int
+
+    def summary(self) -> dict[str, float]:
+        return {"unit_diff": self.unit_diff, "max_abs_diff": self.max_abs_diff, "feature_scale": self.feature_scale}
+
+
+@dataclass(frozen=True)
 class ExportResult:
     """Where the model and card went, the input size (H, W), feature size and torch/ONNX parity."""
 
     onnx_path: Path
     card_path: Path
     input_size: tuple[int, int]
-    dim: int
-    max_abs_diff: float
+    parity: Parity
+
+    @property
+    def dim(self) -> int:
+        return self.parity.dim
+
+    @property
+    def max_abs_diff(self) -> float:
+        return self.parity.max_abs_diff
 
     def summary(self) -> dict[str, object]:
         return {
@@ -62,7 +88,7 @@ class ExportResult:
             "model_card": str(self.card_path),
             "input_size": list(self.input_size),
             "dim": self.dim,
-            "max_abs_diff": self.max_abs_diff,
+            **self.parity.summary(),
             "tolerance": TOLERANCE,
         }
 
@@ -71,15 +97,16 @@ def load_for_export(weights: str | Path, trust: bool = False) -> tuple[nn.Module
     """A torch model in eval mode and its input size: a crosscam-trained file, a fast-reid BoT
     checkpoint, or a registry name (``crosscam weights list``)."""
     entry = zoo.find_entry(str(weights))
+    overrides = None
     if entry is not None:
         path = zoo.ensure_weights(entry)
         if entry.architecture == "mobilenetv2":
             return load_mobilenetv2_imagenet(path), tuple(MOBILENETV2_INPUT_SIZE)
-        weights = path
+        weights, overrides = path, zoo.model_overrides(entry)
     path = Path(weights)
     if path.suffix.lower() not in (".pth", ".pt"):
         raise CrosscamError(f"{path}: export needs a torch checkpoint (.pth/.pt) or a registry name; {path.suffix or 'this'} files cannot be exported")
-    model, meta = load_trained_model(path, trust=trust)
+    model, meta = load_trained_model(path, trust=trust, overrides=overrides)
     return model, tuple(meta["input_size"])
 
 
@@ -94,9 +121,9 @@ def export_onnx(
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(f".{out.stem}.tmp.onnx")
     try:
-        max_diff, dim = write_checked_onnx(model, input_size, temporary, out, tolerance, opset)
+        parity = write_checked_onnx(model, input_size, temporary, out, tolerance, opset)
         card_path = card_path_for(out)
-        card = raw_pixel_card(input_size, dim)
+        card = raw_pixel_card(input_size, parity.dim)
         card_temporary = card_path.with_name(f".{card_path.name}.tmp")
         card_temporary.write_text(
             "# crosscam export: feed RGB float 0..255 pixels; normalisation is inside the graph\n"
@@ -106,7 +133,7 @@ def export_onnx(
         os.replace(card_temporary, card_path)
     finally:
         temporary.unlink(missing_ok=True)
-    return ExportResult(onnx_path=out, card_path=card_path, input_size=input_size, dim=dim, max_abs_diff=max_diff)
+    return ExportResult(onnx_path=out, card_path=card_path, input_size=input_size, parity=parity)
 
 
 def onnxruntime_model(model: nn.Module, input_size: tuple[int, int], device: str = "cpu") -> OnnxReidModel:
@@ -118,8 +145,8 @@ def onnxruntime_model(model: nn.Module, input_size: tuple[int, int], device: str
     """
     with tempfile.TemporaryDirectory(prefix="crosscam-onnx-") as folder:
         path = Path(folder) / "model.onnx"
-        _, dim = write_checked_onnx(model, input_size, path, "onnxruntime runtime (use runtime torch to skip it)")
-        return OnnxReidModel(path, card=raw_pixel_card(input_size, dim), device=device)
+        parity = write_checked_onnx(model, input_size, path, "onnxruntime runtime (use runtime torch to skip it)")
+        return OnnxReidModel(path, card=raw_pixel_card(input_size, parity.dim), device=device)
 
 
 def raw_pixel_card(input_size: tuple[int, int], dim: int) -> dict[str, object]:
@@ -129,20 +156,25 @@ def raw_pixel_card(input_size: tuple[int, int], dim: int) -> dict[str, object]:
 
 def write_checked_onnx(
     model: nn.Module, input_size: tuple[int, int], path: Path, name: str | Path, tolerance: float = TOLERANCE, opset: int = OPSET
-) -> tuple[float, int]:
-    """Trace ``model`` (eval, float32) to ``path`` and compare onnxruntime with torch: (max abs diff, D).
-
-    Raises CrosscamError naming ``name`` when the difference exceeds ``tolerance``.
-    """
+) -> Parity:
+    """Trace ``model`` (eval, float32) to ``path`` and compare onnxruntime with torch (:func:`check_parity`)."""
     model = model.eval().float()
     _trace_to_onnx(model, input_size, path, opset)
-    max_diff, dim = parity_check(model, path, input_size)
-    if not max_diff <= tolerance:
+    return check_parity(model, path, input_size, name, tolerance)
+
+
+def check_parity(
+    model: nn.Module, onnx_path: str | Path, input_size: tuple[int, int], name: str | Path, tolerance: float = TOLERANCE
+) -> Parity:
+    """:func:`parity_check`, raising CrosscamError naming ``name`` when unit features differ by more than ``tolerance``."""
+    parity = parity_check(model, onnx_path, input_size)
+    if not parity.unit_diff <= tolerance:
         raise CrosscamError(
-            f"{name}: ONNX features differ from torch by {max_diff:.3g} (> {tolerance:g}); the export is not faithful, "
-            "report this with the weights file"
+            f"{name}: ONNX features differ from torch by {parity.unit_diff:.3g} on unit-normalised features "
+            f"(> {tolerance:g}; raw {parity.max_abs_diff:.3g} at scale {parity.feature_scale:.3g}); "
+            "the export is not faithful, report this with the weights file"
         )
-    return max_diff, dim
+    return parity
 
 
 def _trace_to_onnx(model: nn.Module, input_size: tuple[int, int], path: Path, opset: int) -> None:
@@ -163,15 +195,31 @@ def _trace_to_onnx(model: nn.Module, input_size: tuple[int, int], path: Path, op
         )
 
 
-def parity_check(model: nn.Module, onnx_path: str | Path, input_size: tuple[int, int], seed: int = 0) -> tuple[float, int]:
-    """Max abs difference between torch and onnxruntime features of random 0..255 pixels, and D."""
+def smooth_random_pixels(count: int, input_size: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """(count, 3, H, W) float32 RGB 0..255: random 8x4 colour grids upsampled bilinearly, plus noise of
+    +-8 levels. Image-like, unlike white noise, which drives ReID nets far outside anything they saw."""
+    rng = np.random.default_rng(seed)
+    coarse = torch.from_numpy(rng.uniform(0, 255, (count, 3, 8, 4)).astype(np.float32))
+    smooth = torch.nn.functional.interpolate(coarse, size=input_size, mode="bilinear", align_corners=False).numpy()
+    return np.clip(smooth + rng.uniform(-8, 8, smooth.shape), 0, 255).astype(np.float32)
+
+
+def parity_check(model: nn.Module, onnx_path: str | Path, input_size: tuple[int, int], seed: int = 0) -> Parity:
+    """torch vs onnxruntime features of the same random 0..255 pixels (:class:`Parity`)."""
     import onnxruntime as ort
 
-    pixels = np.random.default_rng(seed).integers(0, 256, (_CHECK_BATCH, 3, *input_size)).astype(np.float32)
+    pixels = smooth_random_pixels(_CHECK_BATCH, input_size, seed)
     with torch.inference_mode():
         expected = model(torch.from_numpy(pixels)).numpy()
+    if not np.isfinite(expected).all():
+        raise CrosscamError(f"{onnx_path}: the torch model gives non-finite features on test images; its weights are broken")
     session = ort.InferenceSession(str(onnx_path), session_options(), providers=["CPUExecutionProvider"])
     got = session.run(None, {"images": pixels})[0]
     if got.shape != expected.shape:
         raise CrosscamError(f"{onnx_path}: ONNX output shape {got.shape} differs from torch's {expected.shape}")
-    return float(np.abs(got - expected).max()), int(expected.shape[1])
+    return Parity(
+        unit_diff=float(np.abs(l2_normalize(got) - l2_normalize(expected)).max()),
+        max_abs_diff=float(np.abs(got - expected).max()),
+        feature_scale=float(np.abs(expected).max()),
+        dim=int(expected.shape[1]),
+    )

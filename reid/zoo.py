@@ -98,6 +98,12 @@ def loadable_names() -> list[str]:
     return [name for name, entry in load_registry().items() if entry.loadable]
 
 
+def model_overrides(entry: WeightsEntry) -> dict[str, Any]:
+    """Model settings a fast-reid file's keys cannot tell, from its entry: the input size it was trained at."""
+    size = entry.preprocessing.get("input_size")
+    return {"input_size": tuple(size)} if size is not None and entry.format.startswith("fastreid") else {}
+
+
 def ensure_weights(entry: WeightsEntry, progress: bool = True) -> Path:
     """Path of a loadable entry's file, downloading it first if it is not on disk yet."""
     if not entry.loadable:

@@ -53,6 +53,7 @@ def test_benchmark_json_and_report(osnet_run):
     assert code == 0
     result = json.loads(stdout)
     assert JSON_KEYS <= set(result)
+    assert result["preprocess"] == "parity"  # fast-reid's protocol by default: its PIL bicubic loader
     assert (result["num_query"], result["num_gallery"]) == (200, 738)
     assert result["rank1"] > 10 * chance_rank1(MarketDataset(root))
     assert 0 < result["mINP"] <= result["mAP"] <= 1 and result["rank1"] <= result["rank5"] <= result["rank10"]
@@ -69,9 +70,9 @@ def test_rerun_with_rerank_uses_cached_features(osnet_run):
     args = ["benchmark", str(root), "--reid", str(weights), "--device", "cpu", "--out", str(out), "--rerank"]
     code, stdout = run_cli([*args, "--save-distances"])
     assert code == 0
-    assert "cached features" in stdout and "Rank-1" in stdout
+    assert "cached features" in stdout and "Rank-1" in stdout and "preprocessing: parity" in stdout
     report = json.loads((out / "report.json").read_text())
-    assert report["features_cached"] is True and report["rerank"] is True
+    assert report["features_cached"] is True and report["rerank"] is True and report["preprocess"] == "parity"
     assert report["mAP"] != json.loads(first_stdout)["mAP"]
     # The saved re-ranked distances evaluate to the same numbers.
     code, stdout = run_cli(["evaluate-ranking", str(out / "distances.npz"), "--json"])

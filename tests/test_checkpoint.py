@@ -85,10 +85,11 @@ def test_classifier_is_optional_at_inference(source_model, tmp_path):
     assert torch.equal(loaded.neck.running_var, source_model.neck.running_var)
 
 
-def test_resnet18_file_into_the_default_resnet50_is_named(source_model, tmp_path):
+def test_resnet18_file_into_a_configured_resnet50_is_named(source_model, tmp_path):
     path = save(fastreid_state_dict(source_model, "c"), tmp_path)
-    message = load_error(path, None)
+    message = load_error(path, BotModelConfig())
     assert "a ResNet-18 checkpoint but the model is configured as ResNet-50" in message
+    assert load_bot_checkpoint(path).cfg.depth == 18  # left to crosscam, the keys give the depth
 
 
 def test_missing_bnneck_tensor_is_named(source_model, tmp_path):
@@ -164,8 +165,8 @@ def test_file_needing_full_unpickling_is_refused_unless_trusted(source_model, tm
 @pytest.mark.parametrize(
     ("extra_key", "shape", "named"),
     [
-        ("backbone.layer1.0.bn1.IN.weight", (32,), "IBN-Net"),
-        ("backbone.NL_2.0.g.weight", (1, 128, 1, 1), "non-local"),
+        ("backbone.layer1.0.bn1.IN.weight", (32,), "a ResNet-18-IBN checkpoint but the model is configured as ResNet-18;"),
+        ("backbone.NL_2.0.g.weight", (1, 128, 1, 1), "ResNet-18 with non-local blocks (0, 1, 0, 0) checkpoint"),
         ("backbone.layer1.0.se.fc.0.weight", (4, 64), "squeeze-excitation"),
     ],
 )

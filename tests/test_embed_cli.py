@@ -95,7 +95,7 @@ def test_weights_list_json_and_table(capsys):
     listing = json.loads(stdout)
     names = {row["name"]: row for row in listing["weights"]}
     assert code == 0 and names["mobilenetv2_imagenet"]["on_disk"] and names["market_bot_R50"]["loadable"]
-    assert not names["market_agw_R50"]["loadable"]
+    assert names["market_sbs_R101-ibn"]["loadable"] and names["duke_mgn_R50-ibn"]["loadable"]
     code, stdout, _ = run_cli(capsys, "weights", "list")
     assert code == 0 and "market_bot_R50" in stdout and "downloads go to" in stdout
 

@@ -108,7 +108,7 @@ def test_from_config_uses_every_key():
         ({"path_or_name": "mobilenetv2_imagenet", "device": "tpu"}, "--device tpu"),
         ({"path_or_name": "mobilenetv2_imagenet", "precision": "int4"}, "precision 'int4'"),
         ({"path_or_name": "mobilenetv2_imagenet", "preprocess": "magic"}, "preprocess 'magic'"),
-        ({"path_or_name": "market_agw_R50"}, "market_agw_R50: architecture agw_R50 cannot be loaded"),
+        ({"path_or_name": "mobilenetv2_imagenet", "batch_size": 0}, "--batch-size 0: must be at least 1"),
         ({"path_or_name": "mobilenetv2_imagenet", "model_card": {"color": "bgr"}}, "model card describes an .onnx"),
         ({"path_or_name": "mobilenetv2_imagenet", "runtime": "tensorrt"}, "runtime 'tensorrt': unknown"),
         ({"path_or_name": "mobilenetv2_imagenet", "precision": "bf16", "runtime": "onnxruntime"}, "runs fp32 only"),

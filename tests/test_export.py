@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import pytest
 import torch
 import yaml
@@ -13,7 +14,7 @@ import yaml
 from pipeline.cli.main import main
 from reid import Embedder
 from reid.errors import CrosscamError
-from reid.export import export_onnx
+from reid.export import check_parity, export_onnx
 from reid.preprocess import crops_to_tensor
 from reid.training import build_train_model, save_checkpoint
 from reid.training.checkpoint_io import describe_model
@@ -59,7 +60,16 @@ def test_export_cli_exports_a_resnet18_and_prints_parity_as_json(tmp_path, capsy
     report = json.loads(capsys.readouterr().out)
     assert status == 0
     assert report["max_abs_diff"] <= 1e-4 and report["dim"] == 512 and report["input_size"] == [64, 32]
+    assert report["unit_diff"] <= 1e-4 and report["max_abs_diff"] <= report["feature_scale"] * 1e-4
     assert_works_as_reid_onnx(model, out)
+    # Parity is judged on unit features, and still refuses a graph with one convolution 2% off.
+    graph = onnx.load(str(out))
+    conv = next(init for init in graph.graph.initializer if len(init.dims) == 4)
+    conv.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(conv) * np.float32(1.02), conv.name))
+    onnx.save(graph, str(tmp_path / "wrong.onnx"))
+    with pytest.raises(CrosscamError, match="wrong: ONNX features differ from torch by .* on unit-normalised features") as err:
+        check_parity(model, tmp_path / "wrong.onnx", (64, 32), "wrong")
+    assert "not faithful" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_export_refuses_unknown_format_and_non_checkpoints(tmp_path, capsys):
@@ -71,3 +81,4 @@ def test_export_refuses_unknown_format_and_non_checkpoints(tmp_path, capsys):
     with pytest.raises(CrosscamError, match="not a PyTorch checkpoint"):
         export_onnx(tmp_path / "junk.pth", tmp_path / "model.onnx")
     assert not (tmp_path / "model.onnx").exists()
+

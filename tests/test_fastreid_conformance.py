@@ -91,6 +91,16 @@ def person_crops(first: int = 0) -> list[np.ndarray]:
     return [_textured_crop(rng, h, w) for h, w in sizes]
 
 
+def batch_of_crops(count: int) -> list[np.ndarray]:
+    """``count`` crops: :func:`person_crops` of successive offsets (repeats once the crops run out)."""
+    crops: list[np.ndarray] = []
+    first = 0
+    while len(crops) < count:
+        crops += person_crops(first)
+        first += 1
+    return crops[:count]
+
+
 def _textured_crop(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """Smooth colour blobs plus noise: image-like statistics rather than white noise."""
     coarse = rng.integers(0, 256, (8, 4, 3), dtype=np.uint8)

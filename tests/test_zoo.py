@@ -47,18 +47,21 @@ def no_partial_files(folder: Path) -> bool:
     return not any(p.name.endswith(".part") for p in folder.iterdir())
 
 
-def test_registry_lists_the_fastreid_zoo_with_plain_bot_r50_loadable():
+def test_registry_lists_the_whole_fastreid_person_zoo_loadable():
     registry = zoo.load_registry()
     fastreid = {name: e for name, e in registry.items() if e.format == "fastreid-v0.1"}
-    expected = {f"{d}_{m}_{b}" for d in ("market", "duke", "msmt") for m in ("bot", "agw", "sbs") for b in ("R50", "R50-ibn")}
-    assert expected <= set(fastreid)
+    backbones = ("R50", "R50-ibn", "S50", "R101-ibn")
+    expected = {f"{d}_{m}_{b}" for d in ("market", "duke", "msmt") for m in ("bot", "agw", "sbs") for b in backbones}
+    assert set(fastreid) == expected | {"market_mgn_R50-ibn", "duke_mgn_R50-ibn"}  # no MSMT17 MGN file is published
     for name, entry in fastreid.items():
         assert entry.url == FASTREID_RELEASE + entry.file and entry.file == f"{name}.pth"
-        assert entry.loadable == (entry.architecture == "bot_R50")
-        assert entry.preprocessing["input_size"] == [256, 128] and entry.published["mAP"] > 0
+        assert entry.loadable and entry.architecture == name.split("_", 1)[1]
+        size = [384, 128] if entry.architecture.startswith(("sbs", "mgn")) else [256, 128]
+        assert entry.preprocessing["input_size"] == size and zoo.model_overrides(entry) == {"input_size": tuple(size)}
+        assert set(entry.published) == {"rank1", "mAP", "mINP"} and 0 < entry.published["mINP"] < entry.published["mAP"] < entry.published["rank1"] < 100
         assert entry.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", entry.sha256)
-        assert entry.loadable or entry.note  # unloadable entries say why
     assert registry["market_bot_R50"].published == {"rank1": 94.4, "mAP": 86.1, "mINP": 59.4}
+    assert registry["market_sbs_R101-ibn"].published == {"rank1": 96.3, "mAP": 90.3, "mINP": 70.0}
 
 
 def test_mobilenet_entry_points_into_the_installed_wheel_with_its_real_hash():
@@ -85,9 +88,11 @@ def test_an_existing_file_is_used_without_downloading(tmp_path, monkeypatch):
 def test_unknown_and_unloadable_names_are_one_line_errors():
     with pytest.raises(CrosscamError, match="no_such_model: not a known weights name"):
         zoo.get_entry("no_such_model")
-    with pytest.raises(CrosscamError, match="duke_sbs_R50-ibn: architecture sbs_R50-ibn cannot be loaded") as err:
-        zoo.ensure_weights(zoo.get_entry("duke_sbs_R50-ibn"))
-    assert "market_bot_R50" in str(err.value)  # it lists what does load
+    future = zoo.WeightsEntry(name="market_xyz_R50", architecture="xyz_R50", format="fastreid-v0.1", file="x.pth",
+                              loadable=False, note="an architecture crosscam does not build")
+    with pytest.raises(CrosscamError, match="market_xyz_R50: architecture xyz_R50 cannot be loaded by crosscam yet") as err:
+        zoo.ensure_weights(future)
+    assert "market_sbs_R101-ibn" in str(err.value) and "\n" not in str(err.value)  # it lists what does load
 
 
 def test_download_streams_verifies_and_renames(http_folder, tmp_path):

@@ -15,6 +15,7 @@ from reid.config import EmbedderConfig
 from reid.errors import CrosscamError
 
 JSON_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP", "num_query", "num_gallery", "num_valid_query")
+BENCHMARK_JSON_KEYS = JSON_KEYS + ("preprocess",)
 NPZ_KEYS = ("distmat", "q_pids", "g_pids", "q_camids", "g_camids")
 
 
@@ -35,7 +36,9 @@ def benchmark(
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Feature cache folder [default: OUT/cache]."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(32, "--batch-size", help="Crops per forward pass."),
-    preprocess: str = typer.Option("fast", "--preprocess", help="fast, or parity (fast-reid's PIL bicubic resize)."),
+    preprocess: str = typer.Option(
+        "parity", "--preprocess", help="parity (fast-reid's PIL bicubic test loader, its protocol) or fast (OpenCV, as tracking uses)."
+    ),
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 (torch models)."),
     runtime: str = typer.Option("auto", "--runtime", help=RUNTIME_HELP),
     save_distances: bool = typer.Option(False, "--save-distances", help="Also write OUT/distances.npz for evaluate-ranking."),
@@ -58,9 +61,10 @@ def benchmark(
     result = run_benchmark(root, embedder, out, settings, cache_dir=cache_dir, progress=True, save_distances=save_distances)
     report = result.report
     if json_output:
-        typer.echo(json.dumps({key: report[key] for key in JSON_KEYS} | {"report": str(result.files["report.json"])}))
+        typer.echo(json.dumps({key: report[key] for key in BENCHMARK_JSON_KEYS} | {"report": str(result.files["report.json"])}))
         return
     typer.echo(f"{report['model']} on {report['dataset']} ({report['num_query']} query, {report['num_gallery']} gallery)")
+    typer.echo(f"preprocessing: {report['preprocess']}")
     _echo_metrics(report)
     for key in ("TAR@FAR=1e-04", "TAR@FAR=1e-03", "TAR@FAR=1e-02"):
         typer.echo(f"{key:>14}: {100 * report[key]:6.2f}%")

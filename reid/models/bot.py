@@ -1,15 +1,18 @@
-"""The BoT ReID network (Luo et al., "Bag of Tricks and a Strong Baseline for Deep Person ReID").
+"""The BoT ReID network (Luo et al., "Bag of Tricks and a Strong Baseline for Deep Person ReID"),
+and fast-reid's AGW and SBS, which are the same "Baseline" with other trunks and pooling.
 
-Input ``(N, 3, H, W)`` float32 RGB 0..255 (usually 256x128). The model subtracts ``pixel_mean``
+Input ``(N, 3, H, W)`` float32 RGB 0..255 (256x128; SBS 384x128). The model subtracts ``pixel_mean``
 and divides by ``pixel_std`` itself, as fast-reid does, so every caller feeds raw pixels. Then:
-ResNet -> global pooling (average, or GeM) -> BNNeck (BatchNorm1d whose bias stays 0 in
-training) -> [bias-free linear classifier, training only].
+ResNet / ResNeSt (IBN-a, non-local blocks) -> global pooling (average, GeM with a fixed or a
+learned p, max) -> BNNeck (BatchNorm1d whose bias stays 0 in training) -> [bias-free linear
+classifier, training only].
 
 Eval mode returns the ``(N, feat_dim)`` float32 BNNeck output, not L2-normalised (fast-reid's inference
 feature). Train mode returns a dict: ``"features"`` (pooled, before the BNNeck; for the triplet
 loss), ``"bn_features"`` and, with a classifier, ``"logits"`` ``(N, num_classes)``.
 
-State-dict names: ``backbone.*`` (torchvision's ResNet names), ``neck.*``, ``classifier.weight``.
+State-dict names: ``backbone.*`` (torchvision's ResNet names, fast-reid's for its variants),
+``pool.p`` (learned GeM only), ``neck.*``, ``classifier.weight``.
 The pixel buffers are not saved (they are constants of the model, as in fast-reid 1.4).
 """
 
@@ -19,21 +22,24 @@ import torch
 from torch import nn
 
 from reid.config import BotModelConfig
+from reid.models.resnest import ResNeSt50
 from reid.models.resnet import ResNet
 
 # ImageNet statistics in 0..255 units, fast-reid's MODEL.PIXEL_MEAN / PIXEL_STD.
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
-# (height, width): fast-reid checkpoints carry no input size; every BoT model-zoo file uses this.
-BOT_INPUT_SIZE = (256, 128)
 
 
 class GeneralizedMeanPool(nn.Module):
-    """GeM pooling ``(mean(x.clamp(eps) ** p)) ** (1/p)`` over H, W: ``(N, C, H, W) -> (N, C)``."""
+    """GeM pooling ``(mean(x.clamp(eps) ** p)) ** (1/p)`` over H, W: ``(N, C, H, W) -> (N, C)``.
 
-    def __init__(self, p: float = 3.0, eps: float = 1e-6) -> None:
+    ``learned=True`` makes ``p`` a parameter of shape (1,) (fast-reid's ``GeneralizedMeanPoolingP``,
+    key ``p``); otherwise it is a constant and nothing is saved.
+    """
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6, learned: bool = False) -> None:
         super().__init__()
-        self.p = p
+        self.p: float | nn.Parameter = nn.Parameter(torch.full((1,), float(p))) if learned else p
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -45,6 +51,29 @@ class GlobalAvgPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=(2, 3))
+
+
+class GlobalMaxPool(nn.Module):
+    """Max over H, W: ``(N, C, H, W) -> (N, C)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.amax(dim=(2, 3))
+
+
+def build_pool(pooling: str, gem_p: float = 3.0) -> nn.Module:
+    """The pooling layer called ``pooling``: avg | gem | gem_learned | max (see BotModelConfig)."""
+    if pooling in ("gem", "gem_learned"):
+        return GeneralizedMeanPool(gem_p, learned=pooling == "gem_learned")
+    if pooling == "max":
+        return GlobalMaxPool()
+    return GlobalAvgPool()
+
+
+def build_backbone(cfg: BotModelConfig) -> ResNet | ResNeSt50:
+    """The trunk ``cfg`` names, randomly initialised: ``(N, 3, H, W)`` -> ``(N, 2048, H/16, W/16)``."""
+    if cfg.backbone == "resnest":
+        return ResNeSt50(cfg.last_stride, cfg.dilated_layer4, cfg.non_local)
+    return ResNet(cfg.depth, cfg.last_stride, cfg.stem, cfg.ibn, cfg.non_local)
 
 
 class BnneckReidModel(nn.Module):
@@ -60,7 +89,7 @@ class BnneckReidModel(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
         self.backbone = backbone
-        self.pool: nn.Module = GeneralizedMeanPool(gem_p) if pooling == "gem" else GlobalAvgPool()
+        self.pool = build_pool(pooling, gem_p)
         self.neck = nn.BatchNorm1d(feat_dim)
         nn.init.ones_(self.neck.weight)
         nn.init.zeros_(self.neck.bias)
@@ -105,11 +134,13 @@ class BotModel(BnneckReidModel):
     """
 
     def __init__(self, cfg: BotModelConfig) -> None:
-        backbone = ResNet(cfg.depth, cfg.last_stride, cfg.stem)
-        super().__init__(backbone, cfg.feat_dim, cfg.pooling, cfg.gem_p, cfg.num_classes)
+        super().__init__(build_backbone(cfg), cfg.feat_dim, cfg.pooling, cfg.gem_p, cfg.num_classes)
         self.cfg = cfg
 
 
 def build_bot_model(cfg: BotModelConfig | None = None) -> BotModel:
     """Build a randomly initialised :class:`BotModel` (``cfg`` defaults to BoT R50, no classifier)."""
-    return BotModel(cfg if cfg is not None else BotModelConfig())
+    cfg = cfg if cfg is not None else BotModelConfig()
+    if cfg.meta != "baseline":
+        raise ValueError(f"BotModel is fast-reid's Baseline; meta {cfg.meta!r} is built by reid.models.mgn")
+    return BotModel(cfg)

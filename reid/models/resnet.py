@@ -12,6 +12,12 @@ Both give the same output size for even inputs (64x32 for 256x128) but different
 stem must match the one the weights were trained with. ``last_stride=1`` keeps layer4 at 1/16 of
 the input (16x8 for 256x128) as the BoT recipe does.
 
+fast-reid's variants: ``ibn=True`` puts :class:`~reid.models.ibn.IBN` (``bn1.IN`` / ``bn1.BN``) in
+place of ``bn1`` in every bottleneck of layer1-3 (IBN-a); ``non_local=(0, 2, 3, 0)`` inserts that
+many :class:`~reid.models.non_local.NonLocalBlock` after the last blocks of each stage
+(``NL_2.0`` ... as fast-reid names them; AGW/SBS use (0, 2, 3, 0) for R50 and (0, 2, 9, 0) for
+R101 in fast-reid 1.4.0).
+
 >>> import torch
 >>> net = ResNet(depth=50, last_stride=1).eval()
 >>> net(torch.zeros(1, 3, 256, 128)).shape
@@ -27,6 +33,9 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from reid.models.ibn import IBN
+from reid.models.non_local import NonLocalBlock
+
 Stem = Literal["torchvision", "fastreid"]
 
 
@@ -35,11 +44,11 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_channels: int, width: int, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, width: int, stride: int = 1, ibn: bool = False) -> None:
         super().__init__()
         out_channels = width * self.expansion
         self.conv1 = nn.Conv2d(in_channels, width, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
+        self.bn1: nn.Module = IBN(width) if ibn else nn.BatchNorm2d(width)
         self.conv2 = nn.Conv2d(width, out_channels, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
@@ -57,11 +66,11 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, in_channels: int, width: int, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, width: int, stride: int = 1, ibn: bool = False) -> None:
         super().__init__()
         out_channels = width * self.expansion
         self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
+        self.bn1: nn.Module = IBN(width) if ibn else nn.BatchNorm2d(width)
         self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
@@ -101,12 +110,22 @@ class ResNet(nn.Module):
 
     ``C`` is 2048 for depth 50/101 and 512 for 18/34; ``s`` is 16 with ``last_stride=1`` and 32
     with ``last_stride=2``. Weights are randomly initialised (Kaiming normal, fan-out; BN 1/0).
+    ``ibn`` and ``non_local`` (blocks per stage) are fast-reid's variants (module docstring).
 
     >>> ResNet(depth=18).out_channels
     512
+    >>> sorted(ResNet(depth=50, non_local=(0, 2, 3, 0)).non_local_plan)
+    [1, 2]
     """
 
-    def __init__(self, depth: int = 50, last_stride: int = 1, stem: Stem = "torchvision") -> None:
+    def __init__(
+        self,
+        depth: int = 50,
+        last_stride: int = 1,
+        stem: Stem = "torchvision",
+        ibn: bool = False,
+        non_local: tuple[int, int, int, int] = (0, 0, 0, 0),
+    ) -> None:
         super().__init__()
         if depth not in ARCHITECTURES:
             raise ValueError(f"ResNet depth must be one of {sorted(ARCHITECTURES)}, got {depth}")
@@ -126,15 +145,17 @@ class ResNet(nn.Module):
             self.maxpool = nn.MaxPool2d(3, stride=2, padding=0, ceil_mode=True)
         channels = 64
         stages = []
-        for width, count, stride in zip((64, 128, 256, 512), counts, (1, 2, 2, last_stride)):
+        for stage, (width, count, stride) in enumerate(zip((64, 128, 256, 512), counts, (1, 2, 2, last_stride))):
             blocks = []
             for index in range(count):
-                blocks.append(block(channels, width, stride if index == 0 else 1))
+                # IBN-a stops before layer4 (its features must stay discriminative).
+                blocks.append(block(channels, width, stride if index == 0 else 1, ibn=ibn and stage < 3))
                 channels = width * block.expansion
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.out_channels = channels
         self._init_weights()
+        self.non_local_plan = add_non_local_blocks(self, non_local, counts, [64 * block.expansion * 2**i for i in range(4)])
 
     def _init_weights(self) -> None:
         for module in self.modules():
@@ -146,16 +167,47 @@ class ResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
-        return self.layer4(x)
+        return run_stages(self, x)
+
+
+def add_non_local_blocks(
+    net: nn.Module, counts: tuple[int, int, int, int], blocks_per_stage: tuple[int, ...], channels: list[int]
+) -> dict[int, dict[int, int]]:
+    """Give ``net`` fast-reid's ``NL_<stage>`` module lists; return {stage: {block index: NL index}}.
+
+    ``counts[s]`` blocks go after the last ``counts[s]`` residual blocks of stage ``s`` (0-based),
+    as fast-reid places them; stages without any get no attribute (and no keys).
+    """
+    plan: dict[int, dict[int, int]] = {}
+    for stage, (count, blocks, width) in enumerate(zip(counts, blocks_per_stage, channels)):
+        if count == 0:
+            continue
+        if count > blocks:
+            raise ValueError(f"stage {stage + 1} has {blocks} blocks, cannot hold {count} non-local blocks")
+        setattr(net, f"NL_{stage + 1}", nn.ModuleList(NonLocalBlock(width) for _ in range(count)))
+        plan[stage] = {blocks - count + index: index for index in range(count)}
+    return plan
+
+
+def run_stages(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """layer1..layer4 of ``net``, with its non-local blocks where ``net.non_local_plan`` puts them."""
+    for stage, layer in enumerate((net.layer1, net.layer2, net.layer3, net.layer4)):
+        plan = net.non_local_plan.get(stage)
+        if plan is None:
+            x = layer(x)
+            continue
+        blocks = getattr(net, f"NL_{stage + 1}")
+        for index, block in enumerate(layer):
+            x = block(x)
+            if index in plan:
+                x = blocks[plan[index]](x)
+    return x
 
 
 def fold_batchnorm(net: ResNet) -> ResNet:
     """An inference-only copy of ``net`` with every BN folded into the conv before it.
 
-    Each ``conv -> bn`` pair becomes one conv with a bias (``w * g / s``, ``(b - m) * g / s + beta``
+    Each ``conv -> bn`` pair (not IBN halves, whose instance statistics depend on the input) becomes one conv with a bias (``w * g / s``, ``(b - m) * g / s + beta``
     with ``s = sqrt(var + eps)``) and the BN an ``Identity``: the same function with one memory
     pass fewer per layer, about 10-20% faster on CPU. Results differ from the unfolded network
     by float32 rounding only. The copy has extra ``.bias`` keys, so save the original, not this.
@@ -174,7 +226,11 @@ def fold_batchnorm(net: ResNet) -> ResNet:
             pairs += [(block, conv, conv.replace("conv", "bn")) for conv in convs]
             if block.downsample is not None:
                 pairs.append((block.downsample, "0", "1"))
+    for blocks in (getattr(folded, f"NL_{stage}", ()) for stage in range(1, 5)):
+        pairs += [(block.W, "0", "1") for block in blocks]
     for owner, conv_name, bn_name in pairs:
+        if not isinstance(getattr(owner, bn_name), nn.BatchNorm2d):
+            continue
         setattr(owner, conv_name, fuse_conv_bn_eval(getattr(owner, conv_name), getattr(owner, bn_name)))
         setattr(owner, bn_name, nn.Identity())
     return folded

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from reid.checkpoint import bot_model_from_payload, read_checkpoint, to_crosscam_names, to_fastreid_name
+from reid.checkpoint import bot_model_from_payload, describe_architecture, read_checkpoint, to_crosscam_names, to_fastreid_name
 from reid.errors import CrosscamError
-from reid.models.bot import BOT_INPUT_SIZE, PIXEL_MEAN, PIXEL_STD
+from reid.models.bot import PIXEL_MEAN, PIXEL_STD
 from reid.training.config import ModelSection
 from reid.training.models import build_model
 
@@ -76,19 +76,31 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any], **
     return path
 
 
-def load_trained_model(path: str | Path, trust: bool = False) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model (eval mode, CPU) from a crosscam-trained file or any fast-reid BoT checkpoint.
+def load_trained_model(
+    path: str | Path, trust: bool = False, overrides: Mapping[str, Any] | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model (eval mode, CPU) from a crosscam-trained file or any fast-reid checkpoint.
 
     Returns the model and its description (``input_size``, ``backbone``, ``feat_dim``, ...); a
-    fast-reid file without a ``crosscam`` entry is read as BoT R50 at 256x128.
+    fast-reid file without a ``crosscam`` entry gets the architecture its keys describe
+    (:func:`reid.checkpoint.infer_model_config`) completed by ``overrides`` (e.g. the registry's ``input_size``).
     """
     path = Path(path)
     payload = read_checkpoint(path, trust)
     meta = payload.get("crosscam") if isinstance(payload, dict) else None
     if meta is None:
-        model = bot_model_from_payload(payload, path)  # the file is read once
-        cfg = ModelSection(backbone="resnet50", stem=model.cfg.stem, last_stride=model.cfg.last_stride, pooling=model.cfg.pooling)
-        return model, describe_model(cfg, BOT_INPUT_SIZE, model.cfg.num_classes, model.feat_dim)
+        model = bot_model_from_payload(payload, path, overrides=overrides)  # the file is read once
+        cfg = model.cfg
+        return model, {
+            "format": FORMAT_VERSION,
+            "backbone": describe_architecture(cfg),
+            "last_stride": cfg.last_stride,
+            "stem": cfg.stem,
+            "pooling": cfg.pooling,
+            "input_size": list(cfg.input_size),
+            "num_classes": cfg.num_classes,
+            "feat_dim": model.feat_dim,
+        }
     if meta.get("format") != FORMAT_VERSION:
         raise CrosscamError(f"{path}: crosscam checkpoint format {meta.get('format')!r} is not {FORMAT_VERSION}; re-export with this crosscam")
     cfg = ModelSection(**{key: meta[key] for key in ("backbone", "last_stride", "stem", "pooling")}, pretrained=False)

@@ -41,7 +41,7 @@ import torch
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
 
-from test_fastreid_conformance import build_fastreid_bot_r50, fastreid_bot_r50, person_crops  # noqa: E402
+from test_fastreid_conformance import batch_of_crops, build_fastreid_bot_r50, fastreid_bot_r50, person_crops  # noqa: E402
 
 from reid import Embedder  # noqa: E402
 from reid.checkpoint import (  # noqa: E402
@@ -53,15 +53,6 @@ from reid.checkpoint import (  # noqa: E402
     to_fastreid_name,
 )
 from reid.preprocess import crops_to_tensor  # noqa: E402
-
-
-def batch_of_crops(count: int) -> list[np.ndarray]:
-    crops: list[np.ndarray] = []
-    first = 0
-    while len(crops) < count:
-        crops += person_crops(first)
-        first += 1
-    return crops[:count]
 
 
 def fastreid_model_from_file(path: Path) -> torch.nn.Module:

@@ -1,0 +1,128 @@
+"""Every fast-reid person zoo architecture on this CPU: crosscam's ``auto`` runtime and bf16 vs fast-reid's forward.
+
+Per architecture (BoT/AGW/SBS x R50/R50-ibn/S50/R101-ibn, MGN R50-ibn), at its input size (SBS and
+MGN 384x128), batch 32 of real person crops: fast-reid 1.4.0's model (built as in
+tests/fastreid_reference.py: random weights, BN statistics from real crops) saved as a zoo file
+(key generation a) under its registry name in a temporary weights folder, then loaded by
+``Embedder.from_weights(name)`` exactly as a downloaded zoo file would be. Measured in the same
+run, rounds interleaved so machine load hits all alike:
+
+- fast-reid fp32: its model's forward on an already preprocessed contiguous batch (model only);
+- crosscam fp32 ``runtime="auto"`` (onnxruntime on the CPU, exported and parity-checked at load)
+  and bf16 (torch autocast), both end to end from uint8 crops (parity preprocessing included).
+
+For AGW/SBS S50 fast-reid 1.4.0 builds no non-local blocks (its ResNeSt dropped them), so its
+forward there is cheaper than the zoo file's network. Prints img/s, the speed-ups (target >= 2x
+fast-reid fp32 for the auto runtime), the max difference of unit-normalised features from the
+zoo-era reference (fp32 and bf16), and the export parity (unit diff, raw diff, feature scale).
+
+    .venv/bin/python tests/benchmarks/bench_fastreid_zoo.py [--archs sbs_R101-ibn mgn_R50-ibn] [--batches 2] [--batch-size 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+TESTS = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(TESTS))
+
+from fastreid_reference import ZOO, Reference, input_size  # noqa: E402
+from test_fastreid_conformance import batch_of_crops  # noqa: E402
+
+from reid import Embedder, zoo  # noqa: E402
+from reid.embedder import l2_normalize  # noqa: E402
+from reid.export import export_onnx, smooth_random_pixels  # noqa: E402
+from reid.preprocess import crops_to_tensor  # noqa: E402
+
+
+def wall(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench_architecture(arch: str, crops: list[np.ndarray], batches: int, folder: Path) -> dict[str, float]:
+    size = input_size(arch)
+    pixels = crops_to_tensor(crops, size, mode="parity").contiguous()
+    # BN statistics from real crops and from the export check's images: random non-local ResNeSts
+    # (not trained ones) blow up on images unlike those they were calibrated on.
+    reference = Reference(arch, torch.cat([pixels[:16], torch.from_numpy(smooth_random_pixels(3, size))]))
+    name = f"market_{arch}"
+    torch.save({"model": reference.state_dict("a")}, folder / f"{name}.pth")
+    load_start = time.perf_counter()
+    fp32 = Embedder.from_weights(name, device="cpu", batch_size=len(crops), preprocess="parity")
+    load_seconds = time.perf_counter() - load_start
+    bf16 = Embedder.from_weights(name, device="cpu", batch_size=len(crops), preprocess="parity", precision="bf16")
+    assert fp32.runtime == "onnxruntime" and fp32.input_size == size
+
+    def fastreid_forward() -> None:
+        with torch.inference_mode():
+            reference.model(pixels.clone())  # fast-reid normalises its input in place
+
+    contenders = {"fast-reid fp32": fastreid_forward, "crosscam auto": lambda: fp32.embed(crops), "crosscam bf16": lambda: bf16.embed(crops)}
+    for fn in contenders.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {key: [] for key in contenders}
+    for _ in range(batches):
+        for key, fn in contenders.items():
+            times[key].append(wall(fn))
+    rate = {key: len(crops) / statistics.median(values) for key, values in times.items()}
+    with torch.inference_mode():
+        expected = l2_normalize(reference.features(pixels, "zoo").numpy())
+    parity = export_parity(name, folder)
+    (folder / f"{name}.pth").unlink()
+    return {
+        **{f"{key} img/s": value for key, value in rate.items()},
+        "auto / fast-reid": rate["crosscam auto"] / rate["fast-reid fp32"],
+        "bf16 / fast-reid": rate["crosscam bf16"] / rate["fast-reid fp32"],
+        "unit diff fp32": float(np.abs(fp32.embed(crops, normalize=True) - expected).max()),
+        "unit diff bf16": float(np.abs(bf16.embed(crops, normalize=True) - expected).max()),
+        "export unit diff": parity.unit_diff,
+        "export raw diff": parity.max_abs_diff,
+        "feature scale": parity.feature_scale,
+        "load s": load_seconds,
+    }
+
+
+def export_parity(name: str, folder: Path):
+    return export_onnx(name, folder / f"{name}.onnx").parity
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archs", nargs="+", default=list(ZOO), choices=list(ZOO))
+    parser.add_argument("--batches", type=int, default=2, help="timed batches per contender (after 1 warm-up)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch_size}", flush=True)
+    crops = batch_of_crops(args.batch_size)
+    rows = {}
+    with tempfile.TemporaryDirectory() as folder:
+        os.environ[zoo.WEIGHTS_DIR_ENV] = folder
+        for arch in args.archs:
+            rows[arch] = bench_architecture(arch, crops, args.batches, Path(folder))
+            row = rows[arch]
+            print(
+                f"{arch:14s} {input_size(arch)[0]}x{input_size(arch)[1]}: fast-reid {row['fast-reid fp32 img/s']:5.1f} img/s, "
+                f"auto {row['crosscam auto img/s']:5.1f} ({row['auto / fast-reid']:.2f}x), "
+                f"bf16 {row['crosscam bf16 img/s']:5.1f} ({row['bf16 / fast-reid']:.2f}x); "
+                f"unit diff fp32 {row['unit diff fp32']:.1e}, bf16 {row['unit diff bf16']:.1e}; "
+                f"export unit {row['export unit diff']:.1e} (raw {row['export raw diff']:.1e} at {row['feature scale']:.3g})",
+                flush=True,
+            )
+    print(f"\nload average: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (other processes share these cores)")
+    below = [arch for arch, row in rows.items() if row["auto / fast-reid"] < 2]
+    print(f"auto runtime >= 2x fast-reid fp32: {len(rows) - len(below)} of {len(rows)}" + (f" (below: {', '.join(below)})" if below else ""))
+
+
+if __name__ == "__main__":
+    main()
