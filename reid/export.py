@@ -27,7 +27,6 @@ True
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from torch import nn
 from reid import zoo
 from reid.embedder import l2_normalize
 from reid.errors import CrosscamError
+from reid.export_cache import cached_export, forget
 from reid.models.mobilenetv2 import INPUT_SIZE as MOBILENETV2_INPUT_SIZE
 from reid.models.mobilenetv2 import load_mobilenetv2_imagenet
 from reid.onnx_backend import OnnxReidModel, card_path_for, session_options
@@ -137,16 +137,25 @@ def export_onnx(
 
 
 def onnxruntime_model(model: nn.Module, input_size: tuple[int, int], device: str = "cpu") -> OnnxReidModel:
-    """``model`` exported to ONNX in a temporary folder (parity-checked) and opened in onnxruntime.
+    """``model`` exported to ONNX (parity-checked) and opened in onnxruntime.
 
     crosscam's fast fp32 runtime for torch checkpoints: onnxruntime fuses conv, BN and ReLU and
     picks blocked memory layouts, about 2.4x PyTorch's eager forward for BoT R50 on this CPU.
-    The temporary file is gone once the session holds the graph.
+    The checked graph is cached (:mod:`reid.export_cache`): later loads of the same model skip
+    the export and the check.
     """
-    with tempfile.TemporaryDirectory(prefix="crosscam-onnx-") as folder:
-        path = Path(folder) / "model.onnx"
-        parity = write_checked_onnx(model, input_size, path, "onnxruntime runtime (use runtime torch to skip it)")
-        return OnnxReidModel(path, card=raw_pixel_card(input_size, parity.dim), device=device)
+    model = model.eval().float()
+
+    def export(path: Path) -> int:
+        return write_checked_onnx(model, input_size, path, "onnxruntime runtime (use runtime torch to skip it)").dim
+
+    path, dim = cached_export(model, input_size, OPSET, export)
+    try:
+        return OnnxReidModel(path, card=raw_pixel_card(input_size, dim), device=device)
+    except CrosscamError:  # a damaged cache file: export again
+        forget(path)
+        path, dim = cached_export(model, input_size, OPSET, export)
+        return OnnxReidModel(path, card=raw_pixel_card(input_size, dim), device=device)
 
 
 def raw_pixel_card(input_size: tuple[int, int], dim: int) -> dict[str, object]:

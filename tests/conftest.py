@@ -37,3 +37,21 @@ def hall_clip() -> Path:
 @pytest.fixture
 def cuhk03_market() -> Path:
     return shared_path("data/cuhk03-market")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def export_cache(tmp_path_factory):
+    """Exported ONNX graphs go to the session's own cache folder (inherited by the CLI subprocesses
+    the tests start), not to ~/.cache/crosscam: every session starts cold, and leaves nothing."""
+    import os
+
+    from reid.export_cache import CACHE_ENV
+
+    folder = tmp_path_factory.mktemp("crosscam-cache")
+    previous = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = previous

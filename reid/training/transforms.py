@@ -18,7 +18,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.v2.functional import adjust_hue
 
 from reid.models.bot import PIXEL_MEAN
 
@@ -58,6 +57,10 @@ class ColorJitter:
         gray = _gray(images)
         images = ((images - gray) * saturation + gray).clamp(0, 255)
         if self.hue > 0:
+            # Imported here: torchvision takes seconds to import, and loading a checkpoint (which
+            # goes through reid.training) must not pay for a jitter only training uses.
+            from torchvision.transforms.v2.functional import adjust_hue
+
             images = torch.stack([adjust_hue(image / 255, shift) * 255 for image, shift in zip(images, hues)])
         out = batch.clone()
         out[index] = images
