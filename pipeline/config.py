@@ -81,6 +81,7 @@ class TrackerConfig(_Section):
     split_merged: bool = True
     split_min_cover: float = Field(0.6, gt=0.0, le=1.0)  # share of a predicted box inside the box to split
     # Refinements of recorded video (pipeline.refine), each a switch so its effect can be measured alone.
+    start_confidence: float | None = Field(None, ge=0.0, le=1.0)  # a new track needs a box this confident; None: any
     backfill: bool = True  # a confirmed track's tentative boxes are output too (from its first frame)
     low_confidence_iou: float = Field(0.5, gt=0.0, le=1.0)  # IoU a low-confidence box needs with a track's prediction
     interpolate: Literal["none", "linear", "gsi"] = "linear"  # fill missed frames inside a track

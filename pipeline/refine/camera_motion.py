@@ -52,11 +52,11 @@ class CameraMotion:
         warp = np.eye(2, 3, dtype=np.float32)
         criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)
         try:
-            # ECC finds W with current(x) ~ previous(W x): W maps this frame to the previous one.
+            # ECC finds W with current(W x) ~ previous(x): W maps the previous frame's pixels to this one's.
             _, warp = cv2.findTransformECC(previous, current, warp, cv2.MOTION_EUCLIDEAN, criteria, None, 5)
-        except cv2.error:
+        except cv2.error:  # did not converge (a cut, a blank frame): leave the tracks where they are
             return None
-        return cv2.invertAffineTransform(warp).astype(np.float64)
+        return warp.astype(np.float64)
 
     @staticmethod
     def _flow(previous: np.ndarray, current: np.ndarray) -> np.ndarray | None:
