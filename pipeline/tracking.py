@@ -106,10 +106,6 @@ class PersonTracker:
                 observations.append(self._output(track.track_id, obs))
         if low is not None and len(low):
             observations += self._extend_with_low_confidence(tracks, low)
-        if self.cfg.start_confidence is not None:  # a track starts only from a confident box
-            unsure = {t.track_id for t in tracks if t.age == 1 and t.det_conf is not None
-                      and t.det_conf < self.cfg.start_confidence}
-            self._deepsort.tracker.tracks = [t for t in self._deepsort.tracker.tracks if t.track_id not in unsure]
         live = {t.track_id for t in tracks}
         self._tentative = {k: v for k, v in self._tentative.items() if k in live}
         return sorted(observations, key=lambda o: o.track_id)

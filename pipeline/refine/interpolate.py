@@ -32,11 +32,14 @@ def fill_gap(before: np.ndarray, after: np.ndarray, frames: np.ndarray,
     uses the last of ``before`` and the first of ``after``, ``gsi`` all of them.
     """
     frames = np.asarray(frames, np.float64)
-    if method == "gsi" and len(before) + len(after) >= 3:
-        return _gaussian_process(np.concatenate([before, after]), frames).astype(np.float32)
     start, end = before[-1], after[0]
     share = (frames - start[0]) / max(end[0] - start[0], 1e-9)
-    return (start[1:] + share[:, None] * (end[1:] - start[1:])).astype(np.float32)
+    boxes = start[1:] + share[:, None] * (end[1:] - start[1:])
+    if method == "gsi" and len(before) + len(after) >= 3:
+        smooth = _gaussian_process(np.concatenate([before, after]), frames)
+        sane = (smooth[:, 2] - smooth[:, 0] >= 1) & (smooth[:, 3] - smooth[:, 1] >= 1)  # else keep the line
+        boxes[sane] = smooth[sane]
+    return boxes.astype(np.float32)
 
 
 def _gaussian_process(known: np.ndarray, frames: np.ndarray) -> np.ndarray:
@@ -46,7 +49,7 @@ def _gaussian_process(known: np.ndarray, frames: np.ndarray) -> np.ndarray:
     design = np.stack([np.ones_like(t), t - t.mean()], axis=1)
     coef, *_ = np.linalg.lstsq(design, known[:, 1:], rcond=None)
     residual = known[:, 1:] - design @ coef
-    noise = (GSI_JITTER * float(np.mean(known[:, 4] - known[:, 2]))) ** 2
+    noise = max((GSI_JITTER * float(np.mean(known[:, 4] - known[:, 2]))) ** 2, 1.0)  # at least a pixel
 
     def kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.exp(-0.5 * ((a[:, None] - b[None, :]) / GSI_LENGTH_FRAMES) ** 2)

@@ -8,9 +8,10 @@ One detector and one ReID model for every tracker: the shared YOLOv8n INT8 and O
 the lowest any tracker here uses) and each distinct crop is embedded once; every tracker then
 gets exactly those boxes and features:
 
-- crosscam's defaults (``configs/base.yaml``), then each refinement switched off alone (back-fill,
-  low-confidence boxes, interpolation, re-linking), GSI interpolation, and all of them off
-  (DeepSORT alone, as crosscam was before them); the full chain runs (annotated video included);
+- crosscam's defaults (``configs/base.yaml``), then each refinement switched alone (back-fill,
+  interpolation, re-linking off; linear instead of GSI interpolation; low-confidence boxes and
+  camera-motion compensation, off by default, on), and all of them off (DeepSORT alone, as
+  crosscam was before them); the full chain runs (annotated video included);
 - ultralytics' ByteTrack and BoT-SORT (their own yaml defaults, no ReID), BoT-SORT and Deep OC-SORT
   with OSNet features;
 - BoxMOT's deepocsort, strongsort and botsort with OSNet features, where BoxMOT imports
@@ -59,10 +60,11 @@ LOWEST = 0.1  # the lowest confidence any tracker here takes (ByteTrack's track_
 CROSSCAM_VARIANTS = {
     "crosscam (defaults)": [],
     "crosscam, back-fill off": ["tracker.backfill=false"],
-    "crosscam, low-confidence off": ["detector.low_confidence=null"],
     "crosscam, interpolation off": ["tracker.interpolate=none"],
+    "crosscam, linear interpolation": ["tracker.interpolate=linear"],
     "crosscam, re-linking off": ["tracker.relink=false"],
-    "crosscam, GSI interpolation": ["tracker.interpolate=gsi"],
+    "crosscam, low-confidence boxes on (0.1)": [f"detector.low_confidence={LOWEST}"],
+    "crosscam, camera motion (flow)": ["tracker.camera_motion=flow"],
     "crosscam, all refinements off": ["tracker.backfill=false", "detector.low_confidence=null",
                                       "tracker.interpolate=none", "tracker.relink=false"],
 }
