@@ -26,8 +26,6 @@ off are also run end to end on each whole sequence without any cache (real frame
 overlapped with the rest): the target is that the refinements cost under 10 %.
 """
 
-from __future__ import annotations
-
 import argparse
 import hashlib
 import os
