@@ -1,4 +1,4 @@
-"""A camera's lazy processing chain: frames -> detect -> [prefetch] -> embed -> [split] -> track -> write.
+"""A camera's lazy processing chain: frames -> detect -> [prefetch] -> embed -> [split] -> track -> [look back] -> write.
 
 Each stage is an iterator transformer over :class:`pipeline.types.FrameResult`: it pulls items
 from the stage before, fills in its field and yields them on. Nothing runs until the last
@@ -18,20 +18,22 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from contextlib import contextmanager
 from typing import Iterable, Iterator, Sequence
 
 from pipeline.blob_split import split_by_predictions
 from pipeline.colour import CameraColour
 from pipeline.detectors import Detector
-from pipeline.embedding import embed_detections
+from pipeline.embedding import embed_detections, size_filtered, split_by_confidence
+from pipeline.refine.lookback import LookBack
 from pipeline.tracking import PersonTracker
 from pipeline.types import Frame, FrameResult
 
 
 class StageTimes(defaultdict):
-    """Seconds spent per stage name (``decode``, ``detect``, ``embed``, ``split``, ``track``, ``write``)."""
+    """Seconds spent per stage name (``decode``, ``detect``, ``embed``, ``split``, ``track``, ``refine``, ``write``;
+    ``finalise`` after the chain: re-linking and redrawing)."""
 
     def __init__(self):
         super().__init__(float)
@@ -136,16 +138,23 @@ def prefetch(results: Iterator[FrameResult], depth: int) -> Iterator[FrameResult
 
 
 def embed_stage(results: Iterator[FrameResult], embedder, batch_size: int, min_box_size: int,
-                times: StageTimes, colour: CameraColour | None = None) -> Iterator[FrameResult]:
+                times: StageTimes, colour: CameraColour | None = None,
+                low_below: float | None = None) -> Iterator[FrameResult]:
     """Replace ``detections`` by the clipped, size-filtered boxes with unit ``features``; the
     crops of ``batch_size`` frames go to the embedder together. ``colour`` (the camera's colour
     normalisation) is learned from the first batch's frames (the first one that is not blank) and
-    applied to every frame's crops."""
+    applied to every frame's crops. ``low_below``: boxes under this confidence are not embedded
+    but set aside as ``low_detections`` (clipped and size-filtered alike, without features)."""
     colour = colour or CameraColour()
     for batch in _batches(results, batch_size):
         with times.measure("embed"):
             if colour.needs_fit:
                 colour.fit([r.frame.image for r in batch])
+            if low_below is not None:
+                for r in batch:
+                    r.detections, low = split_by_confidence(r.detections, low_below)
+                    h, w = r.frame.image.shape[:2]
+                    r.low_detections = size_filtered(low, w, h, min_box_size)
             pairs = [(colour.apply(r.frame.image), r.detections) for r in batch]
             embedded = embed_detections(embedder, pairs, min_box_size)
         for result, dets in zip(batch, embedded):
@@ -168,37 +177,70 @@ def split_stage(results: Iterator[FrameResult], tracker: PersonTracker, times: S
 
 
 def track_stage(results: Iterator[FrameResult], tracker: PersonTracker, times: StageTimes) -> Iterator[FrameResult]:
-    """Set ``tracks`` to the confirmed tracks matched in each frame (frames in order)."""
+    """Set ``tracks`` to the confirmed tracks matched in each frame (frames in order), and
+    ``backfill`` to the tentative boxes of the tracks confirmed in it."""
+    needs_image = tracker.cfg.camera_motion != "none"
     for result in results:
         with times.measure("track"):
-            result.tracks = tracker.update(result.detections)
+            result.tracks = tracker.update(result.detections, result.low_detections,
+                                           result.frame.image if needs_image else None, result.frame.index)
+            result.backfill = tracker.take_backfill()
         yield result
 
 
-def write_stage(results: Iterator[FrameResult], sinks: Sequence, times: StageTimes) -> Iterator[FrameResult]:
-    """Hand each result to every sink, then yield it on."""
-    for result in results:
+def write_stage(results: Iterator[FrameResult], sinks: Sequence, times: StageTimes,
+                lookback: LookBack | None = None) -> Iterator[FrameResult]:
+    """Pass each result through ``lookback`` (back-fill, interpolation; none: no delay), then
+    hand the results it releases to every sink, in frame order, and yield them on.
+
+    When the chain stops early (Ctrl-C, or the consumer closes it), the frames still held are
+    written as they are before the exception goes on, so the sinks end with every processed frame.
+    """
+    lookback = lookback or LookBack(0)
+    ready: deque[FrameResult] = deque()
+
+    def write(result: FrameResult) -> None:
         with times.measure("write"):
             for sink in sinks:
                 sink.write(result)
-        yield result
+
+    try:
+        for result in results:
+            with times.measure("refine"):
+                ready.extend(lookback.push(result))
+            while ready:
+                done = ready.popleft()
+                write(done)
+                yield done
+        ready.extend(lookback.drain())
+        while ready:
+            done = ready.popleft()
+            write(done)
+            yield done
+    except (KeyboardInterrupt, GeneratorExit):
+        for done in [*ready, *lookback.drain()]:
+            write(done)
+        raise
 
 
 def build_chain(frames: Iterable[Frame], detector: Detector, embedder, tracker: PersonTracker, sinks: Sequence,
                 batch_size: int, min_box_size: int, times: StageTimes, prefetch_frames: int = 0,
-                colour: CameraColour | None = None) -> Iterator[FrameResult]:
+                colour: CameraColour | None = None, low_below: float | None = None,
+                lookback: LookBack | None = None) -> Iterator[FrameResult]:
     """Compose the stages into one lazy iterator of finished :class:`FrameResult` items.
 
     ``prefetch_frames`` > 0 runs decoding and detection in a background thread that many frames ahead;
-    ``colour`` is the camera's colour normalisation of the embedder's crops (none by default).
+    ``colour`` is the camera's colour normalisation of the embedder's crops (none by default);
+    ``low_below``: boxes under this confidence go to the tracker as low-confidence boxes, not
+    embedded; ``lookback``: the buffer in front of the sinks (default: what the tracker's config asks for).
     """
     results = read_frames(frames, times)
     results = detect_stage(results, detector, batch_size, times)
     results = prefetch(results, prefetch_frames)
-    results = embed_stage(results, embedder, batch_size, min_box_size, times, colour)
+    results = embed_stage(results, embedder, batch_size, min_box_size, times, colour, low_below)
     # Only a detector whose boxes can hold several people (``merges_people``: the motion
     # detector's blobs) is split; one box per person (YOLO, replay) is never someone else's.
     if tracker.cfg.split_merged and getattr(detector, "merges_people", False):
         results = split_stage(results, tracker, times)
     results = track_stage(results, tracker, times)
-    return write_stage(results, sinks, times)
+    return write_stage(results, sinks, times, lookback or LookBack.for_tracker(tracker.cfg))

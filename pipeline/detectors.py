@@ -2,7 +2,9 @@
 
 All share one method, ``detect(frames) -> list[Detections]`` (one :class:`Detections` per frame,
 boxes ``xyxy`` float32 pixels of the frame, confidences in 0..1), plus ``name`` and
-``fingerprint`` (what ``run.json`` records). Build one with :func:`build_detector`.
+``fingerprint`` (what ``run.json`` records). Build one with :func:`build_detector`. With
+``detector.low_confidence`` set, YOLO and replay return boxes down to it (:func:`lowest_confidence`);
+the chain splits them at ``confidence``.
 
 >>> from pipeline.config import DetectorConfig
 >>> det = build_detector(DetectorConfig(model="motion"))
@@ -32,6 +34,11 @@ from reid.onnx_backend import session_options
 PERSON_CLASS = 0  # COCO "person"
 GLOBAL_CHANGE_FRACTION = 0.3  # foreground share of a frame above which motion means a camera change
 HEAD_GAP = 0.1  # blob heights the contour between two people's heads dips below both (neck + shoulders)
+
+
+def lowest_confidence(cfg: DetectorConfig) -> float:
+    """The smallest confidence a detector returns: ``low_confidence`` when set (and lower), else ``confidence``."""
+    return cfg.confidence if cfg.low_confidence is None else min(cfg.confidence, cfg.low_confidence)
 
 
 class Detector(Protocol):
@@ -128,14 +135,14 @@ class YoloDetector:
         self.name = path.name
         self.fingerprint = _sha256_json(
             {"weights": _sha256_file(path), "conf": cfg.confidence, "iou": cfg.iou,
-             "imgsz": cfg.image_size, "half": cfg.half}
+             "imgsz": cfg.image_size, "half": cfg.half, "low_conf": lowest_confidence(cfg)}
         )
 
     def detect(self, frames: Sequence[Frame]) -> list[Detections]:
         if not frames:
             return []
         results = self.model.predict(
-            [f.image for f in frames], classes=[PERSON_CLASS], conf=self.cfg.confidence, iou=self.cfg.iou,
+            [f.image for f in frames], classes=[PERSON_CLASS], conf=lowest_confidence(self.cfg), iou=self.cfg.iou,
             imgsz=self.cfg.image_size, half=self.cfg.half, device=self._device, batch=len(frames), verbose=False,
         )
         return [
@@ -293,7 +300,7 @@ def _person_columns(blob: np.ndarray, person_ratio: float) -> list[tuple[int, in
 
 class ReplayDetector:
     """Public detections from a MOTChallenge ``det.txt`` (``frame,id,x,y,w,h,conf,...``, frames
-    1-based), keeping rows with ``conf >= cfg.confidence``; confidences are clipped to 0..1.
+    1-based), keeping rows with ``conf >=`` :func:`lowest_confidence`; confidences are clipped to 0..1.
 
     >>> det = ReplayDetector(Path("MOT17-02/det/det.txt"), DetectorConfig(model="replay"))  # doctest: +SKIP
     """
@@ -313,12 +320,13 @@ class ReplayDetector:
                 rows = np.loadtxt(io.StringIO(text), delimiter=",", ndmin=2, dtype=np.float64, usecols=range(7))
         except ValueError as exc:
             raise CrosscamError(f"{path}: not a MOTChallenge det.txt (frame,id,x,y,w,h,conf,...); fix the file") from exc
-        rows = rows[rows[:, 6] >= cfg.confidence]
+        rows = rows[rows[:, 6] >= lowest_confidence(cfg)]
         by_frame: dict[int, list[np.ndarray]] = defaultdict(list)
         for row in rows:
             by_frame[int(row[0]) - 1].append(row)
         self._by_frame = {k: np.stack(v) for k, v in by_frame.items()}
-        self.fingerprint = _sha256_json({"det": _sha256_file(path), "conf": cfg.confidence})
+        self.fingerprint = _sha256_json({"det": _sha256_file(path), "conf": cfg.confidence,
+                                         "low_conf": lowest_confidence(cfg)})
 
     def detect(self, frames: Sequence[Frame]) -> list[Detections]:
         out = []

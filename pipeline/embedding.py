@@ -27,6 +27,27 @@ def clip_boxes(xyxy: np.ndarray, width: int, height: int) -> np.ndarray:
     return clipped
 
 
+def size_filtered(dets: Detections, width: int, height: int, min_size: int) -> Detections:
+    """The boxes clipped to a ``width`` x ``height`` image, without those whose clipped size
+    (rounded to whole pixels) is under ``min_size`` in either direction (no features)."""
+    boxes = clip_boxes(dets.xyxy, width, height)
+    rounded = np.round(boxes)
+    keep = ((rounded[:, 2] - rounded[:, 0]) >= min_size) & ((rounded[:, 3] - rounded[:, 1]) >= min_size)
+    return Detections(boxes[keep], np.asarray(dets.confidence, np.float32)[keep])
+
+
+def split_by_confidence(dets: Detections, threshold: float) -> tuple[Detections, Detections]:
+    """``(boxes with confidence >= threshold, the others)``, each in the input order.
+
+    >>> high, low = split_by_confidence(Detections(np.zeros((3, 4), np.float32), np.array([0.9, 0.2, 0.5], np.float32)), 0.4)
+    >>> high.confidence.tolist(), low.confidence.tolist()
+    ([0.8999999761581421, 0.5], [0.20000000298023224])
+    """
+    high = np.asarray(dets.confidence) >= threshold
+    return (Detections(dets.xyxy[high], dets.confidence[high]),
+            Detections(dets.xyxy[~high], dets.confidence[~high]))
+
+
 def _crop_slices(box: np.ndarray) -> tuple[slice, slice]:
     x1, y1, x2, y2 = (int(round(v)) for v in box)
     return slice(y1, y2), slice(x1, x2)
@@ -45,12 +66,9 @@ def embed_detections(
     crops: list[np.ndarray] = []
     for image, dets in frames:
         h, w = image.shape[:2]
-        boxes = clip_boxes(dets.xyxy, w, h)
-        rounded = np.round(boxes)
-        keep = ((rounded[:, 2] - rounded[:, 0]) >= min_size) & ((rounded[:, 3] - rounded[:, 1]) >= min_size)
-        boxes = boxes[keep]
-        kept.append(Detections(boxes, np.asarray(dets.confidence, np.float32)[keep]))
-        crops.extend(image[_crop_slices(box)] for box in boxes)
+        dets = size_filtered(dets, w, h, min_size)
+        kept.append(dets)
+        crops.extend(image[_crop_slices(box)] for box in dets.xyxy)
     features = embedder.embed(crops, bgr=True, normalize=True)
     start = 0
     for dets in kept:

@@ -122,6 +122,8 @@ def read_mot_file(path: str | Path, kind: str) -> np.ndarray:
 
     ``kind="gt"`` gives ``(N, 9)`` rows ``frame, id, x, y, w, h, flag, class, visibility``; files
     with only 6 or 7 columns get flag 1, class 1 (pedestrian) and visibility 1 where missing.
+    A 10-column gt row is MOT15-style (``frame, id, x, y, w, h, conf, wx, wy, wz``: world
+    coordinates, not class and visibility): it becomes class 1, visibility 1, flag = its conf.
     ``kind="pred"`` gives ``(N, 10)`` rows ``frame, id, x, y, w, h, conf, -1, -1, -1``.
     Frames are 1-based, boxes in pixels (left, top, width, height). An empty file gives 0 rows.
     Raises :class:`CrosscamError` naming the file and line for anything malformed.
@@ -144,6 +146,8 @@ def read_mot_file(path: str | Path, kind: str) -> np.ndarray:
             ) from None
         if len(values) < 6:
             raise CrosscamError(f"{path}:{number}: {len(values)} columns, need at least 6 (frame,id,x,y,w,h)")
+        if kind == "gt" and len(values) == 10:  # MOT15: columns 8-10 are world coordinates
+            values = values[:7] + [1.0, 1.0]
         rows.append(_full_rows(np.array([values]), kind)[0])
     table = np.array(rows, np.float64).reshape(len(rows), len(_FULL_ROW[kind]))
     _check_table(path, table)

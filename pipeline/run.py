@@ -19,7 +19,7 @@ import json
 import platform
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -32,9 +32,12 @@ from pipeline.chain import StageTimes, build_chain
 from pipeline.colour import CameraColour
 from pipeline.config import PipelineConfig
 from pipeline.detectors import Detector, build_detector
+from pipeline.finalise import finalise_camera
+from pipeline.refine.lookback import LookBack
 from pipeline.sinks import AnnotatedVideoWriter, MotTracksWriter, TrackSummaryWriter
 from pipeline.sources import FrameSource, ImageFolderSource, open_source
 from pipeline.tracking import PersonTracker
+from pipeline.types import read_track_summaries
 from reid import Embedder
 from reid.errors import CrosscamError
 
@@ -166,15 +169,25 @@ def track_camera(source: FrameSource, detector: Detector, embedder, folder: Path
         with ExitStack() as sinks_stack:
             sinks = _open_sinks(sinks_stack, source, folder, cfg)
             summaries = sinks[-1]
-            chain = build_chain(source, detector, embedder, PersonTracker(cfg.tracker), sinks,
-                                cfg.detector.batch_size, cfg.detector.min_box_size, times,
-                                prefetch_frames=cfg.detector.prefetch * cfg.detector.batch_size, colour=colour)
+            low = cfg.detector.low_confidence
+            # Closed before the sinks (last in, first out): frames still held are written on Ctrl-C.
+            chain = sinks_stack.enter_context(closing(build_chain(
+                source, detector, embedder, PersonTracker(cfg.tracker), sinks,
+                cfg.detector.batch_size, cfg.detector.min_box_size, times,
+                prefetch_frames=cfg.detector.prefetch * cfg.detector.batch_size, colour=colour,
+                low_below=None if low is None else cfg.detector.confidence,
+                lookback=LookBack.for_tracker(cfg.tracker),
+            )))
             bar = sinks_stack.enter_context(
                 tqdm(total=source.frames_expected, desc=source.camera, unit="frame", file=sys.stderr,
                      disable=not progress, dynamic_ncols=True)
             )
             for _ in chain:
                 bar.update()
+        with times.measure("finalise"):
+            finalised = finalise_camera(folder, summaries.tracks, source, cfg)
+        record["relinked"] = {"links": len(finalised.links), "ids_changed": len(finalised.id_map),
+                              "video_redrawn": finalised.redrawn}
         run.status = "complete"
     except KeyboardInterrupt:
         run.status = "interrupted"
@@ -186,11 +199,16 @@ def track_camera(source: FrameSource, detector: Detector, embedder, folder: Path
         # The sinks are closed by now (the with block has exited), so the summaries are final.
         run.elapsed_s = time.perf_counter() - start
         run.stage_seconds = {k: round(v, 4) for k, v in times.items()}
-        run.num_tracks = len(summaries.summaries) if summaries is not None else 0
+        run.num_tracks = _count_tracks(folder) if summaries is not None else 0
         run.frames_read, run.frames_failed = source.frames_read, source.frames_failed
         record["colour"] = colour.describe()  # what query_image needs to treat a photo as this camera's
         write_json_atomic(folder / "run.json", _run_record(record, run, source))
     return run
+
+
+def _count_tracks(folder: Path) -> int:
+    """Tracks in the camera's summaries as written (after re-linking, when it ran)."""
+    return len(read_track_summaries(folder)) if (folder / "tracks.json").is_file() else 0
 
 
 def _open_sinks(stack: ExitStack, source: FrameSource, folder: Path, cfg: PipelineConfig) -> list:

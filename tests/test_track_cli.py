@@ -72,7 +72,7 @@ def test_real_run_outputs(hall_run):
     summaries = read_track_summaries(folder)
     assert sorted(s.track_id for s in summaries) == ids.astype(int).tolist()
     for s in summaries:
-        assert s.camera == folder.name and s.num_detections == counts[ids == s.track_id][0]
+        assert s.camera == folder.name and s.num_detections + s.num_interpolated == counts[ids == s.track_id][0]
         assert s.feature.shape == (512,) and abs(np.linalg.norm(s.feature) - 1) < 1e-4
         assert 1 <= len(s.representatives) <= 5
         assert cv2.imread(str(folder / s.thumbnail)) is not None
@@ -90,7 +90,8 @@ def test_real_run_json(hall_run):
     assert {"ultralytics", "deep-sort-realtime", "onnxruntime", "torch"} <= set(record["versions"])
     assert len(record["models"]["detector"]["fingerprint"]) == 64
     assert record["models"]["reid"]["name"] == "osnet_x0_25_msmt17.onnx" and record["models"]["reid"]["dim"] == 512
-    assert set(record["stage_seconds"]) == {"decode", "detect", "embed", "track", "write"}
+    assert set(record["stage_seconds"]) == {"decode", "detect", "embed", "track", "refine", "write", "finalise"}
+    assert set(record["relinked"]) == {"links", "ids_changed", "video_redrawn"}
 
 
 def test_motion_detector_finds_the_walkers(hall_run, hall_clip: Path):

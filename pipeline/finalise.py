@@ -1,0 +1,83 @@
+"""After a camera's video has been tracked to the end: re-link its fragments and keep every
+output consistent with the final ids.
+
+:func:`finalise_camera` runs on a camera folder whose sinks are closed (a complete run only: an
+interrupted run keeps its online tracks). With ``tracker.relink`` it joins fragments of one
+person (:mod:`pipeline.refine.relink`), renumbers the ids densely by first appearance
+(:func:`pipeline.relabel.dense_id_map`) and, when that changes any id, redraws
+``annotated.mp4`` from the re-read source with the new ids first (:mod:`pipeline.annotate`), then
+rewrites ``tracks.txt`` and the summaries (:func:`pipeline.relabel.apply_id_map`) and puts the
+new video in place. A Ctrl-C during the redraw leaves the online outputs as they were. A
+source that cannot be read again (a stream) keeps the video drawn online, with the online ids.
+
+>>> result = finalise_camera(folder, states, source, cfg)  # doctest: +SKIP
+>>> result.links, result.redrawn  # doctest: +SKIP
+({7: 3}, True)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.annotate import render_tracks_video
+from pipeline.config import PipelineConfig
+from pipeline.refine.relink import TrackEnds, link_fragments
+from pipeline.relabel import apply_id_map, dense_id_map
+from pipeline.sources import FrameSource, StreamSource, open_source
+from pipeline.track_state import TrackAccumulator
+from pipeline.tracks_file import read_camera_tracks
+
+log = logging.getLogger(__name__)
+
+VIDEO = "annotated.mp4"
+
+
+@dataclass
+class FinaliseResult:
+    """What :func:`finalise_camera` changed."""
+
+    links: dict[int, int] = field(default_factory=dict)  # fragment id -> id of its chain's first track (online ids)
+    id_map: dict[int, int] = field(default_factory=dict)  # online id -> final id (only ids that changed)
+    redrawn: bool = False  # annotated.mp4 drawn again with the final ids
+
+
+def finalise_camera(folder: Path, states: dict[int, TrackAccumulator], source: FrameSource,
+                    cfg: PipelineConfig) -> FinaliseResult:
+    """Re-link the finished camera in ``folder`` (``states``: its tracks' accumulators, by id)."""
+    result = FinaliseResult()
+    if not cfg.tracker.relink or not states:
+        return result
+    t = cfg.tracker
+    ends = [TrackEnds.from_state(track_id, state) for track_id, state in sorted(states.items())]
+    result.links = link_fragments(ends, t.link_max_gap_s, t.link_max_speed, t.link_max_cosine_distance)
+    id_map = dense_id_map(result.links, {e.track_id: e.first_frame for e in ends})
+    result.id_map = {old: new for old, new in id_map.items() if old != new}
+    if not result.id_map:
+        return result
+    redrawn = _redraw(folder, id_map, source, cfg) if cfg.output.video else None
+    apply_id_map(folder, id_map, cfg.output.representatives, cfg.output.thumbnails)
+    if redrawn is not None:
+        os.replace(redrawn, folder / VIDEO)
+        result.redrawn = True
+    return result
+
+
+def _redraw(folder: Path, id_map: dict[int, int], source: FrameSource, cfg: PipelineConfig) -> Path | None:
+    """The camera's video drawn again with ``id_map`` beside ``annotated.mp4``; None for a stream."""
+    if isinstance(source, StreamSource):
+        log.warning("%s: a stream cannot be read again; %s keeps the ids drawn online (tracks.txt has the "
+                    "re-linked ones)", source.camera, VIDEO)
+        return None
+    out = folder / "annotated.relinked.mp4"
+    trail = cfg.output.trail_length if cfg.output.trails else 0
+    try:
+        with open_source(source.uri, source.camera, source.cfg) as again:
+            render_tracks_video(again, read_camera_tracks(folder), out, id_map, codec=cfg.output.codec,
+                                trail_length=trail)
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
+    return out

@@ -1,0 +1,13 @@
+"""What recorded video allows beyond an online tracker, each switchable by config (``tracker.*``,
+``detector.low_confidence``) so its effect can be measured alone:
+
+- :mod:`~pipeline.refine.low_confidence`: low-confidence boxes extend confirmed tracks (ByteTrack's
+  second association); they never start one;
+- :mod:`~pipeline.refine.camera_motion`: a moving camera's global motion compensated before the
+  Kalman prediction (BoT-SORT);
+- :mod:`~pipeline.refine.lookback`: a bounded look-back buffer in front of the sinks, where a
+  confirmed track's tentative boxes are back-filled and its missed frames interpolated
+  (:mod:`~pipeline.refine.interpolate`);
+- :mod:`~pipeline.refine.relink`: after the video, fragments of one person joined (a motion gate,
+  then appearance, one global assignment).
+"""

@@ -1,0 +1,134 @@
+"""The chain's look-back buffer in front of the sinks: back-fill and gap interpolation, online.
+
+:class:`LookBack` holds the last ``depth`` processed frames before they reach the sinks. While
+a frame is held, later frames can still add to it:
+
+- **back-fill**: when a track is confirmed, the boxes it had while tentative (up to
+  ``n_init - 1`` frames back) are put into their frames, so a person is tracked from the frame
+  they first appear in (``tracker.backfill``);
+- **interpolation**: when a track is detected again after missing up to ``interpolate_max_gap``
+  frames, the missed frames get interpolated boxes (``pipeline.refine.interpolate``), filled when
+  the gap's first frame is about to leave the buffer, so the boxes after the gap that arrived by
+  then take part (``tracker.interpolate``).
+
+Frames leave in order, so every sink still sees frames in order, and memory stays bounded by
+``depth`` frames. Whatever is held when the video ends (or the run is interrupted) leaves as it is.
+
+>>> from pipeline.types import Frame
+>>> buffer = LookBack(depth=2, interpolate="linear", max_gap=2)
+>>> def seen(i, x):  # frame i with track 1 detected at x (or not detected: None)
+...     boxes = [] if x is None else [TrackObservation(1, np.array([x, 0, x + 10, 30], np.float32), 0.9, None)]
+...     return FrameResult(Frame("cam", i, i / 10, np.zeros((1, 1, 3), np.uint8)), tracks=boxes)
+>>> out = [r for i, x in enumerate([0, None, None, 30, 40]) for r in buffer.push(seen(i, x))] + buffer.drain()
+>>> [(r.frame.index, float(r.tracks[0].xyxy[0]), r.tracks[0].interpolated) for r in out]
+[(0, 0.0, False), (1, 10.0, True), (2, 20.0, True), (3, 30.0, False), (4, 40.0, False)]
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from pipeline.config import TrackerConfig
+from pipeline.refine.interpolate import fill_gap
+from pipeline.types import FrameResult, TrackObservation
+
+CONTEXT_BOXES = 5  # detected boxes on each side of a gap that a GSI fill looks at
+
+
+@dataclass
+class _Gap:
+    track_id: int
+    first: int  # sequence number of the first missed frame
+    last: int  # sequence number of the last missed frame
+    before: np.ndarray  # (B, 5) frame, x1, y1, x2, y2 of the track's detected boxes before the gap
+
+
+class LookBack:
+    """Hold ``depth`` frames; :meth:`push` one, get back those that leave, in frame order.
+
+    ``interpolate``: ``none``, ``linear`` or ``gsi``; gaps of up to ``max_gap`` missed frames
+    are filled (``depth`` must be at least ``max_gap`` for them to be still held).
+    """
+
+    def __init__(self, depth: int, interpolate: Literal["none", "linear", "gsi"] = "none", max_gap: int = 0):
+        self.depth = depth
+        self.interpolate = interpolate
+        self.max_gap = min(max_gap, depth)
+        self._held: deque[tuple[int, FrameResult]] = deque()  # (sequence number, result)
+        self._seq = 0
+        self._recent: dict[int, deque] = {}  # track id -> (sequence, frame, box) of its latest detected boxes
+        self._gaps: list[_Gap] = []
+        self.backfilled = 0  # boxes put into held frames
+        self.interpolated = 0  # boxes filled in
+
+    @classmethod
+    def for_tracker(cls, cfg: TrackerConfig) -> "LookBack":
+        """The buffer ``cfg`` asks for: deep enough for back-fill and for the longest gap filled."""
+        backfill = cfg.n_init - 1 if cfg.backfill else 0
+        gaps = cfg.interpolate_max_gap if cfg.interpolate != "none" else 0
+        return cls(max(backfill, gaps), cfg.interpolate, gaps)
+
+    def push(self, result: FrameResult) -> list[FrameResult]:
+        """Add the next processed frame; returns the frames that leave the buffer (oldest first)."""
+        seq, self._seq = self._seq, self._seq + 1
+        self._held.append((seq, result))
+        for frame, obs in result.backfill:
+            self._backfill(frame, obs)
+        result.backfill = []
+        if self.interpolate != "none":
+            for obs in result.tracks:
+                self._detected(seq, result.frame.index, obs)
+            for track_id in [k for k, v in self._recent.items() if seq - v[-1][0] > self.max_gap + 1]:
+                del self._recent[track_id]  # gone for longer than any gap filled
+        released = []
+        while len(self._held) > self.depth:
+            released.append(self._release())
+        return released
+
+    def drain(self) -> list[FrameResult]:
+        """Every held frame, oldest first (at the end of the video, or when stopping early)."""
+        return [self._release() for _ in range(len(self._held))]
+
+    def _release(self) -> FrameResult:
+        seq, result = self._held[0]
+        for gap in [g for g in self._gaps if g.first == seq]:
+            self._fill(gap)
+        self._held.popleft()
+        return result
+
+    def _backfill(self, frame: int, obs: TrackObservation) -> None:
+        for seq, held in self._held:
+            if held.frame.index == frame:
+                held.tracks = sorted(held.tracks + [obs], key=lambda o: o.track_id)
+                self.backfilled += 1
+                if self.interpolate != "none":
+                    self._detected(seq, frame, obs)
+                return
+
+    def _detected(self, seq: int, frame: int, obs: TrackObservation) -> None:
+        """Remember a detected box of a track; a return after missed frames opens a gap."""
+        recent = self._recent.setdefault(obs.track_id, deque(maxlen=CONTEXT_BOXES))
+        if recent and 1 < seq - recent[-1][0] <= self.max_gap + 1:
+            before = np.array([[f, *b] for _, f, b in recent], np.float64)
+            self._gaps.append(_Gap(obs.track_id, recent[-1][0] + 1, seq - 1, before))
+        if recent and seq < recent[-1][0]:  # a back-filled box, older than what is known
+            recent.appendleft((seq, frame, obs.xyxy))
+        else:
+            recent.append((seq, frame, obs.xyxy))
+
+    def _fill(self, gap: _Gap) -> None:
+        self._gaps.remove(gap)
+        held = {seq: result for seq, result in self._held}
+        after = [(r.frame.index, o.xyxy) for seq, r in sorted(held.items()) if seq > gap.last
+                 for o in r.tracks if o.track_id == gap.track_id and not o.interpolated][:CONTEXT_BOXES]
+        missing = [held[seq] for seq in range(gap.first, gap.last + 1)]
+        boxes = fill_gap(gap.before, np.array([[f, *b] for f, b in after], np.float64),
+                         np.array([r.frame.index for r in missing]), self.interpolate)
+        for result, box in zip(missing, boxes):
+            obs = TrackObservation(gap.track_id, box, 0.0, None, interpolated=True)
+            result.tracks = sorted(result.tracks + [obs], key=lambda o: o.track_id)
+        self.interpolated += len(missing)
