@@ -44,16 +44,23 @@ class FinaliseResult:
     redrawn: bool = False  # annotated.mp4 drawn again with the final ids
 
 
+def relink_ids(states: dict[int, TrackAccumulator], cfg: PipelineConfig) -> tuple[dict[int, int], dict[int, int]]:
+    """The fragments of a finished camera to join (``{fragment id: first id of its chain}``) and the
+    whole id map they give (``{id: final id}``, dense by first appearance); both empty when
+    ``tracker.relink`` is off. ``states``: the camera's tracks' accumulators, by id."""
+    if not cfg.tracker.relink or not states:
+        return {}, {}
+    t = cfg.tracker
+    ends = [TrackEnds.from_state(track_id, state) for track_id, state in sorted(states.items())]
+    links = link_fragments(ends, t.link_max_gap_s, t.link_max_speed, t.link_max_cosine_distance)
+    return links, dense_id_map(links, {e.track_id: e.first_frame for e in ends})
+
+
 def finalise_camera(folder: Path, states: dict[int, TrackAccumulator], source: FrameSource,
                     cfg: PipelineConfig) -> FinaliseResult:
     """Re-link the finished camera in ``folder`` (``states``: its tracks' accumulators, by id)."""
     result = FinaliseResult()
-    if not cfg.tracker.relink or not states:
-        return result
-    t = cfg.tracker
-    ends = [TrackEnds.from_state(track_id, state) for track_id, state in sorted(states.items())]
-    result.links = link_fragments(ends, t.link_max_gap_s, t.link_max_speed, t.link_max_cosine_distance)
-    id_map = dense_id_map(result.links, {e.track_id: e.first_frame for e in ends})
+    result.links, id_map = relink_ids(states, cfg)
     result.id_map = {old: new for old, new in id_map.items() if old != new}
     if not result.id_map:
         return result

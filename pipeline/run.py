@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from tqdm import tqdm
 
@@ -37,7 +37,7 @@ from pipeline.refine.lookback import LookBack
 from pipeline.sinks import AnnotatedVideoWriter, MotTracksWriter, TrackSummaryWriter
 from pipeline.sources import FrameSource, ImageFolderSource, open_source
 from pipeline.tracking import PersonTracker
-from pipeline.types import read_track_summaries
+from pipeline.types import FrameResult, read_track_summaries
 from reid import Embedder
 from reid.errors import CrosscamError
 
@@ -169,15 +169,9 @@ def track_camera(source: FrameSource, detector: Detector, embedder, folder: Path
         with ExitStack() as sinks_stack:
             sinks = _open_sinks(sinks_stack, source, folder, cfg)
             summaries = sinks[-1]
-            low = cfg.detector.low_confidence
             # Closed before the sinks (last in, first out): frames still held are written on Ctrl-C.
-            chain = sinks_stack.enter_context(closing(build_chain(
-                source, detector, embedder, PersonTracker(cfg.tracker), sinks,
-                cfg.detector.batch_size, cfg.detector.min_box_size, times,
-                prefetch_frames=cfg.detector.prefetch * cfg.detector.batch_size, colour=colour,
-                low_below=None if low is None else cfg.detector.confidence,
-                lookback=LookBack.for_tracker(cfg.tracker),
-            )))
+            chain = sinks_stack.enter_context(closing(camera_chain(source, detector, embedder, sinks, cfg, times,
+                                                                   colour)))
             bar = sinks_stack.enter_context(
                 tqdm(total=source.frames_expected, desc=source.camera, unit="frame", file=sys.stderr,
                      disable=not progress, dynamic_ncols=True)
@@ -204,6 +198,20 @@ def track_camera(source: FrameSource, detector: Detector, embedder, folder: Path
         record["colour"] = colour.describe()  # what query_image needs to treat a photo as this camera's
         write_json_atomic(folder / "run.json", _run_record(record, run, source))
     return run
+
+
+def camera_chain(source: FrameSource, detector: Detector, embedder, sinks: list, cfg: PipelineConfig,
+                 times: StageTimes, colour: CameraColour) -> Iterator[FrameResult]:
+    """One camera's chain (:func:`pipeline.chain.build_chain`) as ``cfg`` sets it up: the one way
+    every path (this one, a Ray worker's unit) builds it."""
+    low = cfg.detector.low_confidence
+    return build_chain(
+        source, detector, embedder, PersonTracker(cfg.tracker), sinks,
+        cfg.detector.batch_size, cfg.detector.min_box_size, times,
+        prefetch_frames=cfg.detector.prefetch * cfg.detector.batch_size, colour=colour,
+        low_below=None if low is None else cfg.detector.confidence,
+        lookback=LookBack.for_tracker(cfg.tracker),
+    )
 
 
 def _count_tracks(folder: Path) -> int:

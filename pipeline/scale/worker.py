@@ -19,6 +19,7 @@ import os
 import socket
 import tempfile
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,14 +27,14 @@ import cv2
 import numpy as np
 
 from pipeline.annotate import render_tracks_video
-from pipeline.chain import StageTimes, build_chain
+from pipeline.chain import StageTimes
 from pipeline.colour import CameraColour
 from pipeline.config import PipelineConfig
 from pipeline.detectors import build_detector
+from pipeline.run import camera_chain
 from pipeline.scale.units import WorkUnit
 from pipeline.sources import STREAM_SCHEMES, ImageFolderSource, open_source
 from pipeline.track_state import TrackAccumulator
-from pipeline.tracking import PersonTracker
 from pipeline.tracks_file import TrackRows
 from pipeline.types import FrameResult
 from reid import Embedder
@@ -160,12 +161,9 @@ class SegmentWorker:
             detector = build_detector(self.cfg.detector, sequence_dir)
             collector = _UnitCollector(unit, source.frame_size, self.cfg.output.representatives,
                                        self.cfg.output.thumbnails, self._report(unit.key))
-            chain = build_chain(source, detector, self.embedder, PersonTracker(self.cfg.tracker), [collector],
-                                self.cfg.detector.batch_size, self.cfg.detector.min_box_size, times,
-                                prefetch_frames=self.cfg.detector.prefetch * self.cfg.detector.batch_size,
-                                colour=colour)
-            for _ in chain:
-                pass
+            with closing(camera_chain(source, detector, self.embedder, [collector], self.cfg, times, colour)) as chain:
+                for _ in chain:
+                    pass
             collector.flush_progress()
             embedder = self.embedder
             models = {
