@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -223,23 +224,30 @@ def test_answers_stay_whole_while_the_store_is_rewritten(run, tmp_path):
     write(0)
     plain = ask()
     assert shifted["identity"] == plain["identity"] + 1000
+    before = store.generation()
     stop = threading.Event()
+    writes = []
 
     def writer():
         shift = 1000
-        while not stop.wait(0.2):  # five writes a second: far more often than `crosscam track` writes
+        while not stop.wait(0.05):  # twenty writes a second: far more often than `crosscam track` writes
             write(shift)
+            writes.append(shift)
             shift = 1000 - shift
 
     thread = threading.Thread(target=writer)
     thread.start()
-    try:
-        answers = [ask() for _ in range(40)]
+    answers = []
+    try:  # read until the writer has rewritten the store several times meanwhile (however fast reads are)
+        deadline = time.monotonic() + 60
+        while (len(answers) < 40 or len(writes) < 6) and time.monotonic() < deadline:
+            answers.append(ask())
     finally:
         stop.set()
         thread.join()
+    assert len(writes) >= 6, "the writer did not rewrite the store while answers were read"
     assert all(a in (plain, shifted) for a in answers), [a.get("error") for a in answers if a not in (plain, shifted)]
-    assert TrackStore.open(copy / "store").generation() > 4
+    assert TrackStore.open(copy / "store").generation() == before + len(writes)
 
 
 def test_report_names_the_run_counts_in_singular_and_puts_non_people_last(api, run):
