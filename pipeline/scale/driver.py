@@ -80,7 +80,8 @@ def _kept_frames(unit: WorkUnit, stride: int) -> int:
 
 
 class _Driver:
-    def __init__(self, pool: WorkerPool, cameras: list[_Camera], cfg: PipelineConfig, progress: bool):
+    def __init__(self, pool: WorkerPool, cameras: list[_Camera], cfg: PipelineConfig, progress: bool,
+                 startup_s: float):
         self.pool = pool
         self.cameras = {c.name: c for c in cameras}
         self.cfg = cfg
@@ -89,7 +90,8 @@ class _Driver:
                         dynamic_ncols=True)
         self.scale = {"workers": pool.workers, "threads_per_worker": pool.threads_per_worker,
                       "gpus_per_worker": pool.gpus_per_worker, "segment_s": cfg.scale.segment_s,
-                      "overlap_s": cfg.scale.overlap_s}
+                      "overlap_s": cfg.scale.overlap_s,
+                      "startup_s": round(startup_s, 3)}  # joining or starting Ray, workers loading the models
 
     def run(self) -> None:
         # Jobs go by camera order (a camera finishes before the next one's work starts, so an
@@ -259,9 +261,10 @@ def track_videos_on_ray(specs: Sequence[str], out_dir: str | Path, cfg: Pipeline
     cams = [_Camera(name, spec, out_dir / name, CameraRun(name, out_dir / name), i)
             for i, (name, spec) in enumerate(zip(names, specs))]
     scale = cfg.scale
+    start = time.perf_counter()
     with WorkerPool(SegmentWorker, (cfg.model_dump(mode="json"),), workers, address, scale.threads_per_worker,
                     gpus_per_worker, scale.max_retries) as pool:
-        driver = _Driver(pool, cams, cfg, progress)
+        driver = _Driver(pool, cams, cfg, progress, time.perf_counter() - start)
         try:
             driver.run()
         except KeyboardInterrupt:
