@@ -228,7 +228,8 @@ def _rank(
     _, keys = store.search(vectors, k=max(top_k, 1) * CANDIDATES_PER_RESULT)
     found = [key for key in keys.reshape(-1).tolist() if key >= 0]
     identities = list(dict.fromkeys(t.identity for t in store.tracks_by_keys(found)))
-    matches = [_match(store, ident, vectors, min_score, run_dir) for ident in identities]
+    members = store.identity_tracks(identities)
+    matches = [_match(ident, members[ident], vectors, min_score, run_dir) for ident in identities]
     matches = sorted((m for m in matches if m.appearances), key=lambda m: (-m.score, m.identity))
     return QueryResult(label, matches[:top_k], _common_clock(store))
 
@@ -239,18 +240,21 @@ def _own_identity_first(
 ) -> QueryResult:
     """Put ``identity`` first when any of its appearances passes ``min_score``, then the others, at most ``top_k``."""
     own = next((m for m in result.matches if m.identity == identity), None)
-    own = own or _match(store, identity, vectors, min_score, run_dir)
+    own = own or _match(identity, store.identity_tracks([identity])[identity], vectors, min_score, run_dir)
     others = [m for m in result.matches if m.identity != identity]
     result.matches = (([own] if own.appearances else []) + others)[:top_k]
     return result
 
 
-def _match(store: TrackStore, identity: int, vectors: np.ndarray, min_score: float, run_dir) -> IdentityMatch:
-    tracks = store.tracks(identity=identity)
+def _match(identity: int, members: list[tuple[StoredTrack, np.ndarray]], vectors: np.ndarray, min_score: float,
+           run_dir) -> IdentityMatch:
+    """``identity``'s appearances scored against ``vectors`` (Q, D); ``members``: its tracks with
+    their (1 + R, D) match features (``TrackStore.identity_tracks``)."""
     query = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    tracks = [track for track, _ in members]
     # float32 rounding can pass 1
-    scores = [min(1.0, float((both @ query.T).max())) for both in store.match_features([t.key for t in tracks])]
-    appearances = [a for a in _visits(tracks, scores, Path(run_dir)) if a.score >= min_score]
+    scores = [min(1.0, float((both @ query.T).max())) for _, both in members]
+    appearances = [a for a in _visits(tracks, scores, Path(run_dir).resolve()) if a.score >= min_score]
     appearances.sort(key=lambda a: (-a.score, a.start_s, a.camera))
     return IdentityMatch(identity, max((a.score for a in appearances), default=-1.0), appearances)
 
@@ -276,7 +280,8 @@ def _visits(tracks: list[StoredTrack], scores: list[float], run_dir: Path) -> li
 
 
 def _thumbnail(run_dir: Path, track: StoredTrack) -> str | None:
-    return str((run_dir / track.thumbnail).resolve()) if track.thumbnail else None
+    """The thumbnail's absolute path (``run_dir`` is resolved already)."""
+    return str(run_dir / track.thumbnail) if track.thumbnail else None
 
 
 def _common_clock(store: TrackStore) -> bool:

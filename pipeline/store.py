@@ -297,6 +297,25 @@ class TrackStore:
             for k in keys
         ]
 
+    def identity_tracks(self, identities: Sequence[int]) -> dict[int, list[tuple[StoredTrack, np.ndarray]]]:
+        """Per identity, its tracks by (camera, track id), each with its (1 + R, D) float32 match
+        features (aggregate then representatives), all read in one transaction; an unknown
+        identity maps to an empty list."""
+        unique = list(dict.fromkeys(int(i) for i in identities))
+        found: dict[int, list[tuple[StoredTrack, np.ndarray]]] = {i: [] for i in unique}
+        with closing(_connect(self.folder, readonly=True)) as conn:
+            conn.execute("BEGIN")
+            for lo in range(0, len(unique), _KEYS_PER_QUERY):
+                chunk = unique[lo : lo + _KEYS_PER_QUERY]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(f"SELECT {_TRACK_COLUMNS}, feature, representatives FROM tracks"
+                                    f" WHERE identity IN ({marks}) ORDER BY camera, track_id", chunk).fetchall()
+                for *columns, feature, reps in rows:
+                    track = StoredTrack(*columns)
+                    both = np.frombuffer(feature + reps, np.float32).reshape(-1, self.embedder.dim)
+                    found[track.identity].append((track, both))
+        return found
+
     def _rows_by_key(self, columns: str, keys: Sequence[int]) -> list[tuple]:
         """``SELECT columns FROM tracks`` for ``keys``, in chunks (SQLite caps the number of
         parameters), all in one read transaction so every row comes from one state of the store."""

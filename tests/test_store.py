@@ -259,3 +259,17 @@ def test_batched_lookups_keep_the_order_asked_for(tmp_path: Path, monkeypatch):
         np.testing.assert_allclose(stacked[1:], hall[track.track_id - 1].representatives)
     with pytest.raises(KeyError):
         store.tracks_by_keys([keys[0], 10_000])
+
+
+def test_identity_tracks_reads_each_identitys_tracks_with_their_match_features(tmp_path: Path, monkeypatch):
+    store = TrackStore.create(tmp_path / "store", INFO)
+    write_camera(store, "hall", 5, seed=0)
+    write_camera(store, "door", 3, seed=1, first_identity=3)  # identities 3, 4, 5 in both cameras
+    monkeypatch.setattr("pipeline.store._KEYS_PER_QUERY", 2)  # several chunks
+    members = store.identity_tracks([4, 1, 4, 99])
+    assert list(members) == [4, 1, 99] and members[99] == []
+    for identity in (1, 4):
+        assert [t for t, _ in members[identity]] == store.tracks(identity=identity)
+        for (track, both), expected in zip(members[identity], store.match_features([t.key for t, _ in members[identity]])):
+            np.testing.assert_array_equal(both, expected)
+    assert [t.camera for t, _ in members[4]] == ["door", "hall"]
