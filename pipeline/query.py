@@ -107,7 +107,7 @@ def query_track(
     """Identities like the stored track ``camera:track_id``; its own identity ranks first.
 
     ``store``: the run's store already open (a server keeps one, with its index loaded)."""
-    store = store or open_run_store(run_dir, config)
+    store = store if store is not None else open_run_store(run_dir, config)  # not `or`: that counts its rows
     track = store.track(camera, track_id)
     vectors = store.match_features([track.key])[0]  # (1 + R, D): its aggregate feature and representatives
     result = _rank(store, vectors, top_k, min_score, run_dir, f"track {camera}:{track_id}")
@@ -119,7 +119,7 @@ def query_identity(
     config: PipelineConfig | None = None, store: TrackStore | None = None,
 ) -> QueryResult:
     """The identity's appearances, each scored against the identity's mean feature."""
-    store = store or open_run_store(run_dir, config)
+    store = store if store is not None else open_run_store(run_dir, config)  # not `or`: that counts its rows
     tracks = store.tracks(identity=identity)
     if not tracks:
         known = store.identities()
@@ -145,7 +145,7 @@ def query_image(
     applied to the crop, as it was to that camera's crops. Without it the crop is embedded as it is.
     """
     run_dir = Path(run_dir)
-    store = store or open_run_store(run_dir, config)
+    store = store if store is not None else open_run_store(run_dir, config)  # not `or`: that counts its rows
     image = cv2.imread(str(image_path))
     if image is None:
         raise CrosscamError(f"--image {image_path}: cannot read it as an image; pass a JPEG/PNG file")
@@ -229,9 +229,13 @@ def _rank(
     found = [key for key in keys.reshape(-1).tolist() if key >= 0]
     identities = list(dict.fromkeys(t.identity for t in store.tracks_by_keys(found)))
     members = store.identity_tracks(identities)
-    matches = [_match(ident, members[ident], vectors, min_score, run_dir) for ident in identities]
-    matches = sorted((m for m in matches if m.appearances), key=lambda m: (-m.score, m.identity))
-    return QueryResult(label, matches[:top_k], _common_clock(store))
+    scores = {ident: _track_scores(members[ident], vectors) for ident in identities}
+    # an identity scores its best track: rank on that, and draw visits only for those shown
+    passing = [ident for ident in identities if scores[ident] and max(scores[ident]) >= min_score]
+    best = sorted(passing, key=lambda ident: (-max(scores[ident]), ident))[:top_k]
+    root = Path(run_dir).resolve()
+    matches = [_match(ident, members[ident], scores[ident], min_score, root) for ident in best]
+    return QueryResult(label, matches, _common_clock(store))
 
 
 def _own_identity_first(
@@ -240,21 +244,26 @@ def _own_identity_first(
 ) -> QueryResult:
     """Put ``identity`` first when any of its appearances passes ``min_score``, then the others, at most ``top_k``."""
     own = next((m for m in result.matches if m.identity == identity), None)
-    own = own or _match(identity, store.identity_tracks([identity])[identity], vectors, min_score, run_dir)
+    if own is None:
+        members = store.identity_tracks([identity])[identity]
+        own = _match(identity, members, _track_scores(members, vectors), min_score, Path(run_dir).resolve())
     others = [m for m in result.matches if m.identity != identity]
     result.matches = (([own] if own.appearances else []) + others)[:top_k]
     return result
 
 
-def _match(identity: int, members: list[tuple[StoredTrack, np.ndarray]], vectors: np.ndarray, min_score: float,
-           run_dir) -> IdentityMatch:
-    """``identity``'s appearances scored against ``vectors`` (Q, D); ``members``: its tracks with
-    their (1 + R, D) match features (``TrackStore.identity_tracks``)."""
+def _track_scores(members: list[tuple[StoredTrack, np.ndarray]], vectors: np.ndarray) -> list[float]:
+    """Per track of ``members`` (tracks with their (1 + R, D) match features, as
+    ``TrackStore.identity_tracks`` gives them), its best cosine similarity to any of ``vectors`` (Q, D)."""
     query = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return [min(1.0, float((both @ query.T).max())) for _, both in members]  # float32 rounding can pass 1
+
+
+def _match(identity: int, members: list[tuple[StoredTrack, np.ndarray]], scores: list[float], min_score: float,
+           run_dir: Path) -> IdentityMatch:
+    """``identity``'s appearances from its tracks (``members``) and their ``scores``; ``run_dir`` resolved."""
     tracks = [track for track, _ in members]
-    # float32 rounding can pass 1
-    scores = [min(1.0, float((both @ query.T).max())) for _, both in members]
-    appearances = [a for a in _visits(tracks, scores, Path(run_dir).resolve()) if a.score >= min_score]
+    appearances = [a for a in _visits(tracks, scores, run_dir) if a.score >= min_score]
     appearances.sort(key=lambda a: (-a.score, a.start_s, a.camera))
     return IdentityMatch(identity, max((a.score for a in appearances), default=-1.0), appearances)
 

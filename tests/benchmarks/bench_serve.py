@@ -11,8 +11,8 @@ a click cost before the server). Targets (issue 18): track query p95 < 100 ms,
 image query p95 < 500 ms, frame seek < 300 ms.
 
 The synthetic run: ``--tracks`` tracks in 20 cameras, grouped into identities of 1-5 tracks
-(clustered unit features of the embedder's dimension, one representative each), stored with
-``TrackStore.write`` as ``crosscam track`` stores them; its cameras show the real hall clip of
+(clustered unit features of the embedder's dimension, with five representatives each, the default),
+stored with ``TrackStore.write`` as ``crosscam track`` stores them; its cameras show the real hall clip of
 ``../shared`` (or the demo's cam1 video without it). The embedder is ``--reid`` (default the
 shared OSNet-x0.25 ONNX, else MobileNetV2-ImageNet), so an image query embeds for real.
 
@@ -49,6 +49,7 @@ from serve_runs import serving  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 CAMERAS = 20
+REPRESENTATIVES = 5  # output.representatives' default
 TARGETS_MS = {"track query": 100.0, "image query": 500.0, "frame seek": 300.0}
 
 
@@ -82,8 +83,13 @@ def make_synthetic(folder: Path, n_tracks: int, reid: str, video: str, index: st
         feats = centres[identity_of[keys]] + 0.6 * rng.standard_normal((len(keys), embedder.dim), dtype=np.float32) / np.sqrt(embedder.dim)
         feats /= np.linalg.norm(feats, axis=1, keepdims=True)
         first = rng.integers(0, max(1, frames - 60), len(keys))
+        # REPRESENTATIVES individual features per track, as `crosscam track` keeps by default: a
+        # track query searches with all of them (1 + R rows)
+        reps = feats[:, None] + 0.3 * rng.standard_normal((len(keys), REPRESENTATIVES, embedder.dim),
+                                                           dtype=np.float32) / np.sqrt(embedder.dim)
+        reps /= np.linalg.norm(reps, axis=2, keepdims=True)
         summaries = [
-            TrackSummary(name, i + 1, int(f), int(f) + 40, f / fps, (f + 40) / fps, 41, feats[i], feats[i][None],
+            TrackSummary(name, i + 1, int(f), int(f) + 40, f / fps, (f + 40) / fps, 41, feats[i], reps[i],
                          f"{name}/thumbs/1.jpg")
             for i, f in enumerate(first)
         ]
