@@ -109,7 +109,8 @@ def test_a_store_answers_concurrent_searches_as_it_answers_each_alone(tmp_path):
     d = 32
     feats = rng.standard_normal((300, d)).astype(np.float32)
     store = TrackStore.create(tmp_path / "store", EmbedderInfo("f", "test", d))
-    summaries = [TrackSummary("cam", i + 1, i, i + 5, float(i), i + 5.0, 6, f, f[None], None) for i, f in enumerate(feats)]
+    summaries = [TrackSummary("cam", i + 1, i, i + 5, float(i), i + 5.0, 6, f, f[None], None)
+                 for i, f in enumerate(feats)]
     store.write([CameraTracks(CameraRecord("cam", 0.0, False, "cam.mp4", 10.0, (64, 64), 400, "x"),
                               summaries, list(range(1, 301)))])
     queries = [(feats[i : i + 3], 5) for i in range(0, 24, 3)]

@@ -270,6 +270,7 @@ def test_identity_tracks_reads_each_identitys_tracks_with_their_match_features(t
     assert list(members) == [4, 1, 99] and members[99] == []
     for identity in (1, 4):
         assert [t for t, _ in members[identity]] == store.tracks(identity=identity)
-        for (track, both), expected in zip(members[identity], store.match_features([t.key for t, _ in members[identity]])):
-            np.testing.assert_array_equal(both, expected)
+        expected = store.match_features([t.key for t, _ in members[identity]])
+        for (_, both), features in zip(members[identity], expected):
+            np.testing.assert_array_equal(both, features)
     assert [t.camera for t, _ in members[4]] == ["door", "hall"]
