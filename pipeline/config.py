@@ -163,7 +163,7 @@ class StoreConfig(_Section):
 class ScaleConfig(_Section):
     """``crosscam track --workers N``: cameras and segments of long videos on Ray workers (``pipeline.scale``)."""
 
-    segment_s: float = Field(300.0, ge=0.0)  # videos are cut into equal segments about this long (0: whole videos)
+    segment_s: float = Field(300.0, ge=0.0)  # videos are cut into segments this long (0: whole videos)
     overlap_s: float = Field(4.0, ge=0.0)  # consecutive segments share this much video, to stitch their tracks
     threads_per_worker: int | None = Field(None, ge=1)  # intra-op threads per worker; None: cluster CPUs / workers
     max_retries: int = Field(3, ge=0)  # times a unit runs again after its worker process died

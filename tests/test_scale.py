@@ -32,8 +32,7 @@ def test_owned_ranges_cover_every_frame_once(total):
     for earlier, later in zip(units, units[1:]):
         assert earlier.frames.end - later.frames.start == earlier.overlap == 10  # they share the overlap
         assert later.owned.start == earlier.frames.end  # a whole overlap to settle before owning frames
-    lengths = [u.frames.length for u in units]
-    assert max(lengths) <= 30 * 1.5 + 10 and max(lengths) - min(lengths) <= 1 + (len(units) > 1)  # equal segments
+    assert all(u.frames.length <= 30 + 10 + 15 for u in units)  # a short tail joins its neighbour
 
 
 def test_streams_unknown_lengths_and_segment_zero_are_one_unit():
@@ -87,7 +86,7 @@ def test_stitched_segments_equal_the_whole_video(scene, worker):
     assert idf1_against(whole_rows, rows) >= 0.98
     assert sum(p.owned_frames_read for p in parts) == whole.owned_frames_read == 100
     assert sorted(states) == list(range(1, len(states) + 1))  # dense ids
-    assert sum(s.num_detections + s.num_interpolated for s in states.values()) == len(rows)  # rows: boxes + filled gaps
+    assert sum(s.num_detections + s.num_interpolated for s in states.values()) == len(rows)  # boxes + filled gaps
     crossing = tracks_through_cuts_keep_one_id(whole_rows, rows, [u.owned.start for u in units[1:]])
     assert crossing >= 2 and joins >= crossing
 

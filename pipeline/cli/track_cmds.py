@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         ray_address: Optional[str] = typer.Option(
             None, "--ray-address", help="Join this Ray cluster (e.g. 10.0.0.5:6379); workers default to one per CPU."),
         segment_s: Optional[float] = typer.Option(
-            None, "--segment-s", min=0.0, help="With --workers: cut videos into equal segments about this long (default "
+            None, "--segment-s", min=0.0, help="With --workers: cut videos into segments this long (default "
                                                "scale.segment_s, 300; 0: whole videos)."),
         gpus_per_worker: Optional[float] = typer.Option(
             None, "--gpus-per-worker", min=0.0, help="With --workers: GPU share each worker asks for (default: "

@@ -1,10 +1,8 @@
 """Work units: one camera's segment of frames, the piece of work a worker takes.
 
-A long video is cut into equal segments of about ``segment_s`` seconds that overlap by
-``overlap_s``: segment ``k`` reads source frames ``[k * L, (k + 1) * L + V)`` (``V``: the overlap
-in frames; ``L``: the video less one overlap over the number of segments, that length over
-``segment_s`` rounded, so every unit reads about as many frames and none waits on a longer one).
-Each segment is tracked on its own; where two segments overlap, both have tracked the
+A long video is cut into segments of ``segment_s`` seconds that overlap by ``overlap_s``:
+segment ``k`` reads source frames ``[k * L, (k + 1) * L + V)`` (``L``, ``V``: those durations in
+frames). Each segment is tracked on its own; where two segments overlap, both have tracked the
 same people, which is how their tracks are stitched (:mod:`pipeline.scale.stitch`). Every frame
 is *owned* by exactly one segment, the earlier one owning the whole overlap, and only owned
 frames reach the camera's outputs: none is written twice, and each segment has a whole overlap
@@ -12,7 +10,7 @@ to settle (its detector's background, its tracks' confirmation) before its owned
 
 >>> [(u.frames.start, u.frames.end, u.owned.start, u.owned.end)
 ...  for u in plan_camera("hall", "hall.mp4", total_frames=250, fps=10.0, segment_s=10.0, overlap_s=2.0)]
-[(0, 135, 0, 135), (115, 250, 135, 250)]
+[(0, 120, 0, 120), (100, 250, 120, 250)]
 >>> len(plan_camera("hall", "hall.mp4", total_frames=250, fps=10.0, segment_s=0.0, overlap_s=2.0))
 1
 """
@@ -59,22 +57,23 @@ def plan_camera(camera: str, spec: str, total_frames: int | None, fps: float, se
 
     ``total_frames`` is the number of source frames to process (``None``: unknown, e.g. a
     stream, which is never cut). ``segment_s`` 0 or a video no longer than one segment plus its
-    overlap gives one unit. Segments are ``segment_s`` long give or take half of one (the number
-    of them is rounded), all equal. The overlap is at least one frame and less than ``segment_s``.
+    overlap gives one unit; a last segment shorter than half a segment joins the one before. The
+    overlap is at least one frame and less than a segment.
     """
     whole = [WorkUnit(camera, spec, FrameRange(0, total_frames), FrameRange(0, total_frames))]
     if total_frames is None or segment_s <= 0:
         return whole
     length = max(1, round(segment_s * fps))
     overlap = min(max(1, round(overlap_s * fps)), length - 1) if length > 1 else 0
-    count = int((total_frames - overlap) / length + 0.5)  # rounded half up
-    if count <= 1:
+    if total_frames <= length + overlap:
         return whole
-    starts = [k * (total_frames - overlap) // count for k in range(count)]  # lengths differ by one at most
+    starts = list(range(0, total_frames - overlap, length))
+    if total_frames - starts[-1] - overlap < length // 2:  # a short tail joins the segment before it
+        starts.pop()
     units = []
     for k, start in enumerate(starts):
         last = k == len(starts) - 1
-        end = total_frames if last else starts[k + 1] + overlap
+        end = total_frames if last else start + length + overlap
         own_start = 0 if k == 0 else start + overlap
         own_end = total_frames if last else starts[k + 1] + overlap
         units.append(WorkUnit(camera, spec, FrameRange(start, end), FrameRange(own_start, own_end), k, len(starts),
