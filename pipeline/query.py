@@ -229,7 +229,8 @@ def _rank(
     found = [key for key in keys.reshape(-1).tolist() if key >= 0]
     identities = list(dict.fromkeys(t.identity for t in store.tracks_by_keys(found)))
     members = store.identity_tracks(identities)
-    scores = {ident: _track_scores(members[ident], vectors) for ident in identities}
+    query = _unit(vectors)
+    scores = {ident: _track_scores(members[ident], query) for ident in identities}
     # an identity scores its best track: rank on that, and draw visits only for those shown
     passing = [ident for ident in identities if scores[ident] and max(scores[ident]) >= min_score]
     best = sorted(passing, key=lambda ident: (-max(scores[ident]), ident))[:top_k]
@@ -246,16 +247,20 @@ def _own_identity_first(
     own = next((m for m in result.matches if m.identity == identity), None)
     if own is None:
         members = store.identity_tracks([identity])[identity]
-        own = _match(identity, members, _track_scores(members, vectors), min_score, Path(run_dir).resolve())
+        own = _match(identity, members, _track_scores(members, _unit(vectors)), min_score, Path(run_dir).resolve())
     others = [m for m in result.matches if m.identity != identity]
     result.matches = (([own] if own.appearances else []) + others)[:top_k]
     return result
 
 
-def _track_scores(members: list[tuple[StoredTrack, np.ndarray]], vectors: np.ndarray) -> list[float]:
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def _track_scores(members: list[tuple[StoredTrack, np.ndarray]], query: np.ndarray) -> list[float]:
     """Per track of ``members`` (tracks with their (1 + R, D) match features, as
-    ``TrackStore.identity_tracks`` gives them), its best cosine similarity to any of ``vectors`` (Q, D)."""
-    query = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    ``TrackStore.identity_tracks`` gives them), its best cosine similarity to any row of ``query``
+    (Q, D), unit rows."""
     return [min(1.0, float((both @ query.T).max())) for _, both in members]  # float32 rounding can pass 1
 
 

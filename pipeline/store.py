@@ -30,7 +30,7 @@ import threading
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import faiss
 import numpy as np
@@ -309,32 +309,30 @@ class TrackStore:
         """Per identity, its tracks by (camera, track id), each with its (1 + R, D) float32 match
         features (aggregate then representatives), all read in one transaction; an unknown
         identity maps to an empty list."""
-        unique = list(dict.fromkeys(int(i) for i in identities))
-        found: dict[int, list[tuple[StoredTrack, np.ndarray]]] = {i: [] for i in unique}
-        with closing(_connect(self.folder, readonly=True)) as conn:
-            conn.execute("BEGIN")
-            for lo in range(0, len(unique), _KEYS_PER_QUERY):
-                chunk = unique[lo : lo + _KEYS_PER_QUERY]
-                marks = ",".join("?" * len(chunk))
-                rows = conn.execute(f"SELECT {_TRACK_COLUMNS}, feature, representatives FROM tracks"
-                                    f" WHERE identity IN ({marks}) ORDER BY camera, track_id", chunk).fetchall()
-                for *columns, feature, reps in rows:
-                    track = StoredTrack(*columns)
-                    both = np.frombuffer(feature + reps, np.float32).reshape(-1, self.embedder.dim)
-                    found[track.identity].append((track, both))
+        found: dict[int, list[tuple[StoredTrack, np.ndarray]]] = {int(i): [] for i in identities}
+        for *columns, feature, reps in self._rows_where_in(f"{_TRACK_COLUMNS}, feature, representatives",
+                                                           "identity", found):
+            track = StoredTrack(*columns)
+            both = np.frombuffer(feature + reps, np.float32).reshape(-1, self.embedder.dim)
+            found[track.identity].append((track, both))
+        for members in found.values():
+            members.sort(key=lambda member: (member[0].camera, member[0].track_id))
         return found
 
     def _rows_by_key(self, columns: str, keys: Sequence[int]) -> list[tuple]:
-        """``SELECT columns FROM tracks`` for ``keys``, in chunks (SQLite caps the number of
-        parameters), all in one read transaction so every row comes from one state of the store."""
-        unique = list(dict.fromkeys(int(k) for k in keys))
+        return self._rows_where_in(columns, "id", keys)
+
+    def _rows_where_in(self, columns: str, column: str, values: Iterable[int]) -> list[tuple]:
+        """``SELECT columns FROM tracks WHERE column IN values``, in chunks (SQLite caps the number
+        of parameters), all in one read transaction so every row comes from one state of the store."""
+        unique = list(dict.fromkeys(int(v) for v in values))
         rows: list[tuple] = []
         with closing(_connect(self.folder, readonly=True)) as conn:
             conn.execute("BEGIN")
             for lo in range(0, len(unique), _KEYS_PER_QUERY):
                 chunk = unique[lo : lo + _KEYS_PER_QUERY]
                 marks = ",".join("?" * len(chunk))
-                rows += conn.execute(f"SELECT {columns} FROM tracks WHERE id IN ({marks})", chunk).fetchall()
+                rows += conn.execute(f"SELECT {columns} FROM tracks WHERE {column} IN ({marks})", chunk).fetchall()
         return rows
 
     def identities(self) -> list[int]:
