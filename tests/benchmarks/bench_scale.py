@@ -1,6 +1,6 @@
 """Benchmark of ``crosscam track --workers N`` against the single-process path, in one run.
 
-    .venv/bin/python tests/benchmarks/bench_scale.py [--seconds 30] [--clip-frames 600] [--models real|embedded]
+    .venv/bin/python tests/benchmarks/bench_scale.py [--seconds 30] [--clip-frames 1394] [--segment-s 30] [--models real|embedded]
 
 Two workloads, each tracked three ways with the same models and config:
 1. a synthetic 4-camera scene (``crosscam samples make``, ``--seconds`` long, whole videos);
