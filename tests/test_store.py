@@ -215,6 +215,23 @@ def test_readers_see_the_old_state_while_a_writer_works(tmp_path: Path):
         out, _ = child.communicate(timeout=120)
     assert "finished" in out
     assert len(TrackStore.open(folder, INFO)) == 304
+    assert len(reader) == 304  # its open connection saw the commit (and never held the writer up)
+
+
+def test_a_reader_keeps_its_connection_and_reopens_a_replaced_database(tmp_path: Path):
+    store = TrackStore.create(tmp_path / "store", INFO)
+    write_camera(store, "hall", 4, seed=0)
+    reader = TrackStore.open(tmp_path / "store", INFO)
+    assert len(reader) == 4 and len(reader) == 4
+    first = reader._readers.conn
+    assert reader.generation() == 1 and reader._readers.conn is first  # one connection, kept between reads
+    other = TrackStore.create(tmp_path / "other", INFO)
+    write_camera(other, "door", 7, seed=1)
+    (tmp_path / "other" / DB_NAME).replace(tmp_path / "store" / DB_NAME)  # a new file under the same name
+    assert len(reader) == 7 and [c.name for c in reader.cameras()] == ["door"]
+    assert reader._readers.conn is not first
+    with pytest.raises(sqlite3.ProgrammingError):
+        first.execute("SELECT 1")  # the old one was closed
 
 
 def test_an_ivf_store_with_too_few_tracks_to_train_uses_a_flat_index():

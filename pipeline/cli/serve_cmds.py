@@ -60,7 +60,6 @@ def register(app: typer.Typer) -> None:
         """Serve RUN_DIR's cameras, identities and queries as a local web page and JSON API (/docs).
         Click a person's box in any camera (or draw one, or upload a photo) to see every camera they
         appeared in and when. Reads the run only; Ctrl-C stops it."""
-        import faiss
         import uvicorn  # the server's dependencies load only for this command
 
         from pipeline.serve import create_app
@@ -68,10 +67,6 @@ def register(app: typer.Typer) -> None:
         if not is_local_host(host) and not token:
             raise CrosscamError(f"--host {host}: reachable from other machines; give --token TOKEN as well "
                                 "(every request must then carry it), or keep the default 127.0.0.1")
-        # One FAISS thread per search: the other cores serve the rest of the requests in flight
-        # (whose searches wait to share the next scan), and OpenMP threads that wait on busy cores
-        # stall a search many times over (2 threads on 2 loaded cores: 0.3-2.3 s, 1: 55-70 ms).
-        faiss.omp_set_num_threads(1)
         web_app = create_app(run_dir, token, load_pipeline_config(config))
         sock = bind(host, port)
         shown_host = f"[{host}]" if ":" in host else host
