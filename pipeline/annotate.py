@@ -33,7 +33,8 @@ def render_tracks_video(source: FrameSource, rows: TrackRows, out: str | Path, i
     """Write ``out``: every frame of ``source`` with index in ``[frames[0], frames[1])`` (``None``:
     to the end), with the ``rows`` of that frame drawn in their id's colour.
 
-    ``id_map`` ``{track id: drawn id}`` relabels the rows; rows whose id it lacks are not drawn.
+    ``id_map`` ``{track id: drawn id}`` relabels the rows; rows whose id it lacks or drops
+    (:data:`pipeline.relabel.DROPPED`) are not drawn.
     The video's rate is the source's over its stride. Returns the number of frames written.
     """
     start, stop = frames
@@ -50,7 +51,7 @@ def render_tracks_video(source: FrameSource, rows: TrackRows, out: str | Path, i
             for row in by_frame.get(frame.index, np.zeros(0, np.int64)):
                 track_id = int(rows.track_id[row])
                 drawn = track_id if id_map is None else id_map.get(track_id)
-                if drawn is not None:
+                if drawn:  # None: not in the map; 0: dropped
                     observations.append(TrackObservation(int(drawn), rows.xyxy[row], float(rows.confidence[row]), None,
                                                          bool(rows.interpolated[row])))
             video.write(FrameResult(frame, tracks=sorted(observations, key=lambda o: o.track_id)))

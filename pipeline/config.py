@@ -92,6 +92,10 @@ class TrackerConfig(_Section):
     link_max_speed: float = Field(1.5, gt=0.0)  # body heights per second a person may move between fragments
     link_max_cosine_distance: float = Field(0.3, ge=0.0, le=2.0)  # mean-feature distance of linked fragments
     camera_motion: Literal["none", "ecc", "flow"] = "none"  # compensate a moving camera before the Kalman prediction
+    # After the video: a track none of whose boxes reached this detector confidence is dropped (a
+    # static sign, a shadow); BoT-SORT starts tracks only from such boxes, crosscam keeps the
+    # weaker boxes before and after them. None: every track is kept.
+    min_peak_confidence: float | None = Field(0.7, ge=0.0, le=1.0)
 
 
 class OutputConfig(_Section):

@@ -1,10 +1,11 @@
-"""After a camera's video has been tracked to the end: re-link its fragments and keep every
-output consistent with the final ids.
+"""After a camera's video has been tracked to the end: re-link its fragments, drop tracks that
+are not people, and keep every output consistent with the final ids.
 
 :func:`finalise_camera` runs on a camera folder whose sinks are closed (a complete run only: an
 interrupted run keeps its online tracks). With ``tracker.relink`` it joins fragments of one
-person (:mod:`pipeline.refine.relink`), renumbers the ids densely by first appearance
-(:func:`pipeline.relabel.dense_id_map`) and, when that changes any id, redraws
+person (:mod:`pipeline.refine.relink`) and renumbers the ids densely by first appearance
+(:func:`pipeline.relabel.dense_id_map`); with ``tracker.min_peak_confidence`` it drops the
+tracks none of whose boxes the detector was that sure of. When that changes any id, it redraws
 ``annotated.mp4`` from the re-read source with the new ids first (:mod:`pipeline.annotate`), then
 rewrites ``tracks.txt`` and the summaries (:func:`pipeline.relabel.apply_id_map`) and puts the
 new video in place. A Ctrl-C during the redraw leaves the online outputs as they were. A
@@ -25,7 +26,7 @@ from pathlib import Path
 from pipeline.annotate import render_tracks_video
 from pipeline.config import PipelineConfig
 from pipeline.refine.relink import TrackEnds, link_fragments
-from pipeline.relabel import apply_id_map, dense_id_map
+from pipeline.relabel import DROPPED, apply_id_map, dense_id_map
 from pipeline.sources import FrameSource, StreamSource, open_source
 from pipeline.track_state import TrackAccumulator
 from pipeline.tracks_file import read_camera_tracks
@@ -44,23 +45,41 @@ class FinaliseResult:
     redrawn: bool = False  # annotated.mp4 drawn again with the final ids
 
 
-def relink_ids(states: dict[int, TrackAccumulator], cfg: PipelineConfig) -> tuple[dict[int, int], dict[int, int]]:
+def final_ids(states: dict[int, TrackAccumulator], cfg: PipelineConfig) -> tuple[dict[int, int], dict[int, int]]:
     """The fragments of a finished camera to join (``{fragment id: first id of its chain}``) and the
-    whole id map they give (``{id: final id}``, dense by first appearance); both empty when
-    ``tracker.relink`` is off. ``states``: the camera's tracks' accumulators, by id."""
-    if not cfg.tracker.relink or not states:
-        return {}, {}
+    whole id map (``{id: final id}``): with ``tracker.relink``, every id, dense by first appearance;
+    the tracks of a chain none of whose boxes reached ``tracker.min_peak_confidence`` go to
+    :data:`~pipeline.relabel.DROPPED`. Both empty when nothing changes. ``states``: the camera's
+    tracks' accumulators, by id."""
     t = cfg.tracker
-    ends = [TrackEnds.from_state(track_id, state) for track_id, state in sorted(states.items())]
-    links = link_fragments(ends, t.link_max_gap_s, t.link_max_speed, t.link_max_cosine_distance)
-    return links, dense_id_map(links, {e.track_id: e.first_frame for e in ends})
+    links: dict[int, int] = {}
+    if t.relink and states:
+        ends = [TrackEnds.from_state(track_id, state) for track_id, state in sorted(states.items())]
+        links = link_fragments(ends, t.link_max_gap_s, t.link_max_speed, t.link_max_cosine_distance)
+    weak = weak_tracks(states, links, t.min_peak_confidence)
+    id_map = {track_id: DROPPED for track_id in weak}
+    if t.relink and states:
+        id_map.update(dense_id_map(links, {tid: s.first_frame for tid, s in states.items() if tid not in weak}))
+    return links, id_map
+
+
+def weak_tracks(states: dict[int, TrackAccumulator], links: dict[int, int], min_peak: float | None) -> set[int]:
+    """The ids of the chains of tracks (``links``: fragment id -> its chain's first id) whose
+    highest detector confidence is below ``min_peak`` (none when it is None)."""
+    if min_peak is None:
+        return set()
+    peaks: dict[int, float] = {}
+    for track_id, state in states.items():
+        chain = links.get(track_id, track_id)
+        peaks[chain] = max(peaks.get(chain, 0.0), state.peak_confidence)
+    return {track_id for track_id in states if peaks[links.get(track_id, track_id)] < min_peak}
 
 
 def finalise_camera(folder: Path, states: dict[int, TrackAccumulator], source: FrameSource,
                     cfg: PipelineConfig) -> FinaliseResult:
     """Re-link the finished camera in ``folder`` (``states``: its tracks' accumulators, by id)."""
     result = FinaliseResult()
-    result.links, id_map = relink_ids(states, cfg)
+    result.links, id_map = final_ids(states, cfg)
     result.id_map = {old: new for old, new in id_map.items() if old != new}
     if not result.id_map:
         return result

@@ -1,7 +1,8 @@
 """Give a finished camera's tracks new ids: the one way to apply an id map to its outputs.
 
 An id map ``{old id: new id}`` may send several old ids to one new id (fragments of one person
-joined, ``pipeline.refine.relink``; one person's pieces of several segments stitched). Ids it
+joined, ``pipeline.refine.relink``; one person's pieces of several segments stitched), or an id
+to :data:`DROPPED` (a track that is not a person: its boxes and summary are removed). Ids it
 does not name keep their own id. :func:`apply_id_map` rewrites the camera folder consistently:
 ``tracks.txt`` (rows relabelled, frame then id order), the summaries in ``tracks.json`` +
 ``track_features.npz`` (the merged tracks' accumulators merged, so the mean feature is exact)
@@ -30,6 +31,9 @@ from pipeline.tracks_file import read_tracks_file, write_tracks_file
 from pipeline.types import TrackSummary
 
 
+DROPPED = 0  # the new id of a track to remove (track ids are >= 1)
+
+
 def dense_id_map(links: Mapping[int, int], first_frames: Mapping[int, int]) -> dict[int, int]:
     """``{old id: new id}`` for every id of ``first_frames`` (``{id: first frame}``): each id goes
     to its group (``links[id]``, or itself when not linked), and the groups are numbered 1..N by
@@ -43,12 +47,14 @@ def dense_id_map(links: Mapping[int, int], first_frames: Mapping[int, int]) -> d
 
 def merge_states(states: Mapping[int, TrackAccumulator], id_map: Mapping[int, int]) -> dict[int, TrackAccumulator]:
     """The accumulators regrouped by new id (merged in old-id order: the result does not depend on
-    the dict's order). Raises ``ValueError`` for a new id below 1."""
+    the dict's order), without the dropped ones. Raises ``ValueError`` for a new id below 0."""
     merged: dict[int, TrackAccumulator] = {}
     for old in sorted(states):
         new = int(id_map.get(old, old))
-        if new < 1:
-            raise ValueError(f"id map sends track {old} to {new}; track ids are >= 1")
+        if new < DROPPED:
+            raise ValueError(f"id map sends track {old} to {new}; track ids are >= 1 ({DROPPED}: dropped)")
+        if new == DROPPED:
+            continue
         merged[new] = states[old] if new not in merged else merged[new].merge(states[old])
     return merged
 
@@ -64,6 +70,7 @@ def apply_id_map(folder: str | Path, id_map: Mapping[int, int], representatives:
     folder = Path(folder)
     rows = read_tracks_file(folder / "tracks.txt")
     rows.track_id = np.array([id_map.get(int(t), int(t)) for t in rows.track_id], np.int64).reshape(-1)
+    rows = rows.take(rows.track_id != DROPPED)
     keys = rows.frame * (1 << 32) + rows.track_id
     unique, counts = np.unique(keys, return_counts=True)
     if (counts > 1).any():

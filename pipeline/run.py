@@ -33,6 +33,7 @@ from pipeline.colour import CameraColour
 from pipeline.config import PipelineConfig
 from pipeline.detectors import Detector, build_detector
 from pipeline.finalise import finalise_camera
+from pipeline.relabel import DROPPED
 from pipeline.refine.lookback import LookBack
 from pipeline.sinks import AnnotatedVideoWriter, MotTracksWriter, TrackSummaryWriter
 from pipeline.sources import FrameSource, ImageFolderSource, open_source
@@ -181,6 +182,7 @@ def track_camera(source: FrameSource, detector: Detector, embedder, folder: Path
         with times.measure("finalise"):
             finalised = finalise_camera(folder, summaries.tracks, source, cfg)
         record["relinked"] = {"links": len(finalised.links), "ids_changed": len(finalised.id_map),
+                              "dropped": sum(new == DROPPED for new in finalised.id_map.values()),
                               "video_redrawn": finalised.redrawn}
         run.status = "complete"
     except KeyboardInterrupt:

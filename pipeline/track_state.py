@@ -65,6 +65,7 @@ class TrackAccumulator:
     end_s: float
     num_detections: int = 0  # observed boxes, low-confidence ones included
     num_interpolated: int = 0  # boxes filled in by interpolation
+    peak_confidence: float = 0.0  # the highest detector confidence of its observed boxes
     features_seen: int = 0  # observations that carried a feature
     feature_sum: np.ndarray | None = None  # (D,) float32, sum of quality * unit feature
     candidates: list[tuple[int, float, np.ndarray]] = field(default_factory=list)
@@ -99,6 +100,7 @@ class TrackAccumulator:
             return
         self._last_interpolated = False
         self.num_detections += 1
+        self.peak_confidence = max(self.peak_confidence, float(obs.confidence))
         box = np.asarray(obs.xyxy, np.float32).copy()
         if len(self.head) < ENDPOINT_BOXES:
             self.head.append((index, time_s, box))
@@ -136,6 +138,7 @@ class TrackAccumulator:
             last_frame=end.last_frame, end_s=end.end_s,
             num_detections=self.num_detections + other.num_detections,
             num_interpolated=self.num_interpolated + other.num_interpolated,
+            peak_confidence=max(self.peak_confidence, other.peak_confidence),
             features_seen=self.features_seen + other.features_seen,
             feature_sum=sum(sums[1:], sums[0].copy()) if sums else None,
             candidates=sorted(self.candidates + other.candidates, key=lambda c: c[0]),
@@ -183,7 +186,8 @@ class TrackAccumulator:
 
         return {"head": boxes(self.head), "tail": boxes(self.tail), "interpolated": self.interpolated,
                 "features_seen": self.features_seen, "candidate_every": self.candidate_every,
-                "capacity": self.capacity, "thumbnail_quality": self.thumbnail_quality}
+                "capacity": self.capacity, "thumbnail_quality": self.thumbnail_quality,
+                "peak_confidence": self.peak_confidence}
 
     def _arrays(self, track_id: int) -> dict[str, np.ndarray]:
         dim = len(self.feature_sum)
@@ -265,6 +269,7 @@ def read_track_states(folder: str | Path) -> dict[int, TrackAccumulator]:
                 first_frame=summary.first_frame, last_frame=summary.last_frame,
                 start_s=summary.start_s, end_s=summary.end_s,
                 num_detections=summary.num_detections, num_interpolated=summary.num_interpolated,
+                peak_confidence=state.get("peak_confidence", 1.0),  # written before it was kept: never dropped
                 features_seen=state["features_seen"], feature_sum=arrays[f"feature_sum_{tid}"],
                 candidates=[(int(fr), float(q), f) for (fr, q), f in zip(meta_rows, arrays[f"candidates_{tid}"])],
                 candidate_every=state["candidate_every"], capacity=state["capacity"],

@@ -154,9 +154,11 @@ def test_camera_motion_moves_tracks_with_the_picture():
 
 # --- through the chain: a synthetic MOT sequence, replayed boxes, OSNet features ---------------
 
-def make_sequence(folder: Path, hidden: range) -> Path:
+def make_sequence(folder: Path, hidden: range, sign: float | None = None, walker_confidence: float = 0.95) -> Path:
     """Two people on a textured floor: A walks right from frame 10 on (hidden by a "pillar", no
-    box, in ``hidden``); B stands still from frame 0. 60 frames of 240x180 at 10 fps."""
+    box, in ``hidden``; its boxes at ``walker_confidence``, 0.95 in its frame 40); B stands still
+    from frame 0. With ``sign``, a small grey sign at the bottom is detected in every frame with
+    that confidence. 60 frames of 240x180 at 10 fps."""
     seq = folder / "SEQ"
     (seq / "img1").mkdir(parents=True)
     (seq / "det").mkdir()
@@ -168,12 +170,15 @@ def make_sequence(folder: Path, hidden: range) -> Path:
         image = background.copy()
         image[30:150, 190:220] = (40, 200, 40)
         lines.append(f"{i + 1},-1,190,30,30,120,0.95,-1,-1,-1")
+        if sign is not None:
+            image[155:175, 120:140] = (128, 128, 128)
+            lines.append(f"{i + 1},-1,120,155,20,20,{sign},-1,-1,-1")
         if i >= 10:
             x = 3 * (i - 10)
             image[40:150, x : x + 30] = (200, 60, 30)
             image[40:70, x : x + 30] = (30, 30, 200)
             if i not in hidden:
-                lines.append(f"{i + 1},-1,{x},40,30,110,0.95,-1,-1,-1")
+                lines.append(f"{i + 1},-1,{x},40,30,110,{0.95 if i == 40 else walker_confidence},-1,-1,-1")
         cv2.imwrite(str(seq / "img1" / f"{i + 1:06d}.png"), image)
     (seq / "det" / "det.txt").write_text("\n".join(lines) + "\n")
     return seq
@@ -207,10 +212,7 @@ def test_backfill_and_interpolation_reach_every_output(tmp_path: Path, osnet_onn
     assert entry["state"]["interpolated"] == [[30, 33]]
     marked = read_camera_tracks(folder)
     assert sorted(marked.frame[marked.interpolated].tolist()) == [30, 31, 32, 33]
-    cap = cv2.VideoCapture(str(folder / "annotated.mp4"))
-    frames = []
-    while (got := cap.read())[0]:
-        frames.append(got[1])
+    frames = read_video(folder / "annotated.mp4")
     assert len(frames) == 60
     edge = frames[10][100, 0:3].astype(int).mean(axis=0)  # A's left edge in its first frame: drawn
     assert np.abs(edge - np.array(color_for_id(int(walker[0, 1])))).max() < 70
@@ -229,13 +231,37 @@ def test_relinking_keeps_one_id_through_a_long_occlusion_and_redraws_the_video(t
     walker = rows[rows[:, 2] < 185]
     assert len(set(walker[:, 1])) == 1 and set(rows[:, 1]) == {1, 2}  # one id, ids dense by first appearance
     record = json.loads((folder / "run.json").read_text())
-    assert record["relinked"] == {"links": 1, "ids_changed": 1, "video_redrawn": True}
+    assert record["relinked"] == {"links": 1, "ids_changed": 1, "dropped": 0, "video_redrawn": True}
     assert sorted(s.track_id for s in read_track_summaries(folder)) == [1, 2]
-    cap = cv2.VideoCapture(str(folder / "annotated.mp4"))
-    images = []
-    while (got := cap.read())[0]:
-        images.append(got[1])
-    late = images[50]  # after the pillar: drawn with the re-linked id, as tracks.txt says
+    late = read_video(folder / "annotated.mp4")[50]  # after the pillar: drawn with the re-linked id, as tracks.txt says
     x = int(walker[walker[:, 0] == 51][0, 2])
     assert np.abs(late[100, x : x + 2].astype(int).mean(axis=0) - np.array(color_for_id(int(walker[0, 1])))).max() < 70
     assert not list(folder.glob("*.relinked*")) and not list(folder.glob("*.partial*"))
+
+
+def test_a_track_the_detector_was_never_sure_of_is_dropped_from_every_output(tmp_path: Path, osnet_onnx: Path):
+    # The sign's boxes pass detector.confidence (0.4) but none reaches tracker.min_peak_confidence
+    # (0.7); the walker's reach it in one frame only and its weaker boxes stay.
+    seq = make_sequence(tmp_path, hidden=range(0), sign=0.55, walker_confidence=0.5)
+    kept = mot_rows(track(seq, tmp_path / "all", osnet_onnx, "tracker.min_peak_confidence=null"))
+    assert len(set(kept[:, 1])) == 3 and (kept[:, 3] == 155).sum() == 60  # the sign, tracked
+    folder = track(seq, tmp_path / "filtered", osnet_onnx)
+    rows = mot_rows(folder)
+    assert not (rows[:, 3] == 155).any() and set(rows[:, 1]) == {1, 2}  # no sign; ids dense again
+    walker = rows[rows[:, 2] < 185]
+    assert len(set(walker[:, 1])) == 1 and sorted(walker[:, 0].astype(int)) == list(range(11, 61))
+    assert sorted(s.track_id for s in read_track_summaries(folder)) == [1, 2]
+    assert json.loads((folder / "run.json").read_text())["relinked"]["dropped"] == 1
+    drawn, filtered = (read_video(f / "annotated.mp4") for f in (tmp_path / "all" / "SEQ", folder))
+    assert len(drawn) == len(filtered) == 60
+    edge = (165, slice(119, 122))  # the sign's left edge: its box drawn in one video only
+    assert np.abs(drawn[30][edge].astype(int) - filtered[30][edge].astype(int)).max() > 60
+    assert np.abs(filtered[30][edge].astype(int) - filtered[30][165, 110:113].astype(int)).max() < 40
+
+
+def read_video(path: Path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    images = []
+    while (got := cap.read())[0]:
+        images.append(got[1])
+    return images

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.annotate import render_tracks_video
 from pipeline.config import SourceConfig
-from pipeline.relabel import apply_id_map, dense_id_map
+from pipeline.relabel import DROPPED, apply_id_map, dense_id_map
 from pipeline.render import color_for_id
 from pipeline.sinks import MotTracksWriter, TrackSummaryWriter
 from pipeline.sources import open_source
@@ -142,6 +142,27 @@ def test_apply_id_map_merges_fragments_consistently(tmp_path: Path):
     assert states[1].interpolated == [[1, 1], [15, 15]]
 
 
+def test_a_dropped_id_leaves_every_output(tmp_path: Path):
+    tracks = {1: list(range(0, 8)), 2: list(range(2, 9)), 3: list(range(5, 12))}
+    write_camera(tmp_path, tracks, np.random.default_rng(5))
+    summaries = apply_id_map(tmp_path, {2: DROPPED, 3: 2})
+    rows = read_tracks_file(tmp_path / "tracks.txt")
+    assert sorted(set(rows.track_id.tolist())) == [1, 2] == [s.track_id for s in summaries]
+    assert (rows.frame[rows.track_id == 2] == list(range(5, 12))).all()  # track 3's rows, relabelled
+    assert sorted(read_track_states(tmp_path)) == [1, 2]
+    assert sorted(p.name for p in (tmp_path / "thumbs").iterdir()) == ["1.jpg", "2.jpg"]
+
+
+def test_the_peak_confidence_survives_merging_and_the_files(tmp_path: Path):
+    rng = np.random.default_rng(6)
+    observations = walker_observations(rng, 40)
+    a, b = accumulate(observations[:20]), accumulate(observations[20:])
+    assert a.merge(b).peak_confidence == b.merge(a).peak_confidence == accumulate(observations).peak_confidence
+    assert accumulate(observations).peak_confidence == max(o.confidence for _, o in observations if not o.interpolated)
+    write_track_states(tmp_path, "cam", {7: a}, representatives=3)
+    assert read_track_states(tmp_path)[7].peak_confidence == a.peak_confidence
+
+
 def test_an_id_map_that_puts_one_id_twice_in_a_frame_is_refused(tmp_path: Path):
     write_camera(tmp_path, {1: list(range(0, 6)), 2: list(range(4, 9))}, np.random.default_rng(3))
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
@@ -149,7 +170,7 @@ def test_an_id_map_that_puts_one_id_twice_in_a_frame_is_refused(tmp_path: Path):
         apply_id_map(tmp_path, {2: 1})
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
     with pytest.raises(ValueError, match=">= 1"):
-        apply_id_map(tmp_path, {2: 0})
+        apply_id_map(tmp_path, {2: -1})
 
 
 def read_frames(path: Path) -> list[np.ndarray]:

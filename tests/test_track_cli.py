@@ -91,7 +91,7 @@ def test_real_run_json(hall_run):
     assert len(record["models"]["detector"]["fingerprint"]) == 64
     assert record["models"]["reid"]["name"] == "osnet_x0_25_msmt17.onnx" and record["models"]["reid"]["dim"] == 512
     assert set(record["stage_seconds"]) == {"decode", "detect", "embed", "track", "refine", "write", "finalise"}
-    assert set(record["relinked"]) == {"links", "ids_changed", "video_redrawn"}
+    assert set(record["relinked"]) == {"links", "ids_changed", "dropped", "video_redrawn"}
 
 
 def test_motion_detector_finds_the_walkers(hall_run, hall_clip: Path):

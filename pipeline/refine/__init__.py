@@ -9,5 +9,7 @@
   confirmed track's tentative boxes are back-filled and its missed frames interpolated
   (:mod:`~pipeline.refine.interpolate`);
 - :mod:`~pipeline.refine.relink`: after the video, fragments of one person joined (a motion gate,
-  then appearance, one global assignment).
+  then appearance, one global assignment);
+- after the video too, tracks none of whose boxes reached ``tracker.min_peak_confidence`` are
+  dropped (:func:`pipeline.finalise.weak_tracks`).
 """

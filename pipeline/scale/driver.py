@@ -32,8 +32,8 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.config import PipelineConfig
-from pipeline.finalise import relink_ids
-from pipeline.relabel import apply_id_map
+from pipeline.finalise import final_ids
+from pipeline.relabel import DROPPED, apply_id_map
 from pipeline.run import CameraRun, check_camera_names, package_versions, resolved_config, utc_now, write_json_atomic
 from pipeline.scale.cluster import Job, Outcome, WorkerPool
 from pipeline.scale.concat import concat_mp4
@@ -162,11 +162,11 @@ class _Driver:
         summaries = write_track_states(cam.folder, cam.name, states, out.representatives, out.thumbnails)
         write_tracks_file(cam.folder / "tracks.txt", rows)
         if cam.run.status != "interrupted":  # re-linked as the single-process path does a complete camera
-            links, id_map = relink_ids(states, self.cfg)
+            links, id_map = final_ids(states, self.cfg)
             if any(old != new for old, new in id_map.items()):
                 summaries = apply_id_map(cam.folder, id_map, out.representatives, out.thumbnails)
             cam.record["relinked"] = {"links": len(links), "ids_changed": sum(o != n for o, n in id_map.items()),
-                                      "video_redrawn": False}
+                                      "dropped": sum(n == DROPPED for n in id_map.values()), "video_redrawn": False}
         cam.rows = read_camera_tracks(cam.folder)
         cam.run.num_tracks = len(summaries)
         cam.record["models"] = results[0].models
