@@ -87,6 +87,7 @@ class TrackerConfig(_Section):
     low_confidence_iou: float = Field(0.7, gt=0.0, le=1.0)  # IoU a low-confidence box needs with a track's prediction
     interpolate: Literal["none", "linear", "gsi"] = "gsi"  # fill missed frames inside a track
     interpolate_max_gap: int = Field(20, ge=1)  # longest gap filled, in processed frames (the chain's look-back)
+    smooth_sigma: float = Field(3.0, ge=0.0)  # boxes smoothed by a Gaussian-weighted line through their track's nearby boxes (processed frames; 0: off)
     relink: bool = True  # after the video: join fragments of one person (pipeline.refine.relink)
     link_max_gap_s: float = Field(3.0, gt=0.0)  # longest time between a fragment's end and the next one's start
     link_max_speed: float = Field(1.5, gt=0.0)  # body heights per second a person may move between fragments

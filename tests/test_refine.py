@@ -72,7 +72,7 @@ def result(index: int, boxes: dict[int, list[float]]) -> FrameResult:
 
 
 def test_lookback_back_fills_and_interpolates_in_frame_order():
-    buffer = LookBack.for_tracker(TrackerConfig(n_init=3, interpolate="linear", interpolate_max_gap=4))
+    buffer = LookBack.for_tracker(TrackerConfig(n_init=3, interpolate="linear", interpolate_max_gap=4, smooth_sigma=0))
     assert buffer.depth == 4
     out = []
     for f in range(30):
@@ -97,6 +97,31 @@ def test_lookback_back_fills_and_interpolates_in_frame_order():
     two = sorted(r.frame.index for r in out for o in r.tracks if o.track_id == 2)
     assert two == list(range(22, 30))
     assert (buffer.backfilled, buffer.interpolated) == (2, 3)
+
+
+def test_smoothing_takes_out_box_jitter_and_keeps_steady_motion_exact_to_the_ends():
+    rng = np.random.default_rng(7)
+    buffer = LookBack.for_tracker(TrackerConfig(n_init=3, interpolate="none", smooth_sigma=3))
+    assert (buffer.depth, buffer.reach) == (9, 9)
+    truth = {f: np.array([2.0 * f, 10, 2.0 * f + 20, 70]) for f in range(40)}  # walker 1: 2 px per frame
+    noisy = {f: box + rng.normal(0, 2.0, 4) for f, box in truth.items()}
+    out = []
+    for f in range(45):
+        boxes = {1: noisy[f].tolist()} if f < 40 else {}
+        boxes.update({2: [100.0 + f, 5, 130.0 + f, 80]} if 30 <= f else {})  # walker 2: exact, to the end
+        out += buffer.push(result(f, boxes))
+    out += buffer.drain()
+    assert [r.frame.index for r in out] == list(range(45))
+    one = {r.frame.index: o.xyxy for r in out for o in r.tracks if o.track_id == 1}
+    two = {r.frame.index: o.xyxy for r in out for o in r.tracks if o.track_id == 2}
+    raw_error = np.mean([np.abs(noisy[f] - truth[f]).mean() for f in range(40)])
+    smooth_error = np.mean([np.abs(one[f] - truth[f]).mean() for f in range(40)])
+    assert smooth_error < 0.6 * raw_error  # jitter averaged out, the ends included
+    for f in range(30, 45):  # a straight line stays on itself, at its first and last frames too
+        np.testing.assert_allclose(two[f], [100.0 + f, 5, 130.0 + f, 80], atol=1e-3)
+    off = LookBack.for_tracker(TrackerConfig(n_init=3, interpolate="none", smooth_sigma=0))
+    raw = [r for f in range(5) for r in off.push(result(f, {1: noisy[f].tolist()}))] + off.drain()
+    np.testing.assert_allclose(raw[2].tracks[0].xyxy, noisy[2], atol=1e-4)  # off: boxes as detected
 
 
 def test_gsi_follows_a_curve_better_than_a_line():

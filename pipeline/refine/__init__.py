@@ -6,8 +6,8 @@
 - :mod:`~pipeline.refine.camera_motion`: a moving camera's global motion compensated before the
   Kalman prediction (BoT-SORT);
 - :mod:`~pipeline.refine.lookback`: a bounded look-back buffer in front of the sinks, where a
-  confirmed track's tentative boxes are back-filled and its missed frames interpolated
-  (:mod:`~pipeline.refine.interpolate`);
+  confirmed track's tentative boxes are back-filled, its missed frames interpolated
+  (:mod:`~pipeline.refine.interpolate`) and its boxes smoothed over the frames on both sides;
 - :mod:`~pipeline.refine.relink`: after the video, fragments of one person joined (a motion gate,
   then appearance, one global assignment);
 - after the video too, tracks none of whose boxes reached ``tracker.min_peak_confidence`` are

@@ -9,7 +9,11 @@ a frame is held, later frames can still add to it:
 - **interpolation**: when a track is detected again after missing up to ``interpolate_max_gap``
   frames, the missed frames get interpolated boxes (``pipeline.refine.interpolate``), filled when
   the gap's first frame is about to leave the buffer, so the boxes after the gap that arrived by
-  then take part (``tracker.interpolate``).
+  then take part (``tracker.interpolate``);
+- **smoothing**: as a frame leaves, each of its boxes is replaced by a line fitted to its track's
+  boxes around it, weighted by a Gaussian of ``sigma`` processed frames (out to ``3 sigma`` on both
+  sides, the later ones still held): a detector's box jitter is averaged out without the lag of a
+  filter that sees only the past, nor a mean's pull at a track's ends (``tracker.smooth_sigma``).
 
 Frames leave in order, so every sink still sees frames in order, and memory stays bounded by
 ``depth`` frames. Whatever is held when the video ends (or the run is interrupted) leaves as it is.
@@ -26,8 +30,9 @@ Frames leave in order, so every sink still sees frames in order, and memory stay
 
 from __future__ import annotations
 
+import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -51,13 +56,19 @@ class LookBack:
     """Hold ``depth`` frames; :meth:`push` one, get back those that leave, in frame order.
 
     ``interpolate``: ``none``, ``linear`` or ``gsi``; gaps of up to ``max_gap`` missed frames
-    are filled (``depth`` must be at least ``max_gap`` for them to be still held).
+    are filled (``depth`` must be at least ``max_gap`` for them to be still held). ``smooth_sigma``
+    (processed frames, 0: off) smooths the boxes over the ``3 * smooth_sigma`` frames around them
+    that are still held or just left.
     """
 
-    def __init__(self, depth: int, interpolate: Literal["none", "linear", "gsi"] = "none", max_gap: int = 0):
+    def __init__(self, depth: int, interpolate: Literal["none", "linear", "gsi"] = "none", max_gap: int = 0,
+                 smooth_sigma: float = 0.0):
         self.depth = depth
         self.interpolate = interpolate
         self.max_gap = min(max_gap, depth)
+        self.smooth_sigma = smooth_sigma
+        self.reach = min(math.ceil(3 * smooth_sigma), depth)  # frames each side a smoothed box looks at
+        self._left: dict[int, deque] = {}  # track id -> (sequence, box) of its boxes in frames that left, as detected
         self._held: deque[tuple[int, FrameResult]] = deque()  # (sequence number, result)
         self._seq = 0
         self._recent: dict[int, deque] = {}  # track id -> (sequence, frame, box) of its latest detected boxes
@@ -70,7 +81,7 @@ class LookBack:
         """The buffer ``cfg`` asks for: deep enough for back-fill and for the longest gap filled."""
         backfill = cfg.n_init - 1 if cfg.backfill else 0
         gaps = cfg.interpolate_max_gap if cfg.interpolate != "none" else 0
-        return cls(max(backfill, gaps), cfg.interpolate, gaps)
+        return cls(max(backfill, gaps, math.ceil(3 * cfg.smooth_sigma)), cfg.interpolate, gaps, cfg.smooth_sigma)
 
     def push(self, result: FrameResult) -> list[FrameResult]:
         """Add the next processed frame; returns the frames that leave the buffer (oldest first)."""
@@ -98,7 +109,30 @@ class LookBack:
         for gap in [g for g in self._gaps if g.first == seq]:
             self._fill(gap)
         self._held.popleft()
+        if self.reach:
+            self._smooth(seq, result)
         return result
+
+    def _smooth(self, seq: int, result: FrameResult) -> None:
+        """Replace each box of the leaving frame ``result`` by the Gaussian-weighted mean of its
+        track's boxes from ``reach`` frames before (as detected) to ``reach`` frames after."""
+        ahead: dict[int, list[tuple[int, np.ndarray]]] = {}
+        for later, held in self._held:
+            if later - seq > self.reach:
+                break
+            for obs in held.tracks:
+                ahead.setdefault(obs.track_id, []).append((later, obs.xyxy))
+        smoothed = []
+        for obs in result.tracks:
+            behind = self._left.setdefault(obs.track_id, deque(maxlen=self.reach))
+            near = [(s, b) for s, b in behind if seq - s <= self.reach] + [(seq, obs.xyxy)] + ahead.get(obs.track_id, [])
+            box = local_line(np.array([s - seq for s, _ in near], np.float64),
+                             np.array([b for _, b in near], np.float64), self.smooth_sigma)
+            behind.append((seq, obs.xyxy))
+            smoothed.append(replace(obs, xyxy=box.astype(np.float32)))
+        result.tracks = smoothed
+        for track_id in [k for k, v in self._left.items() if seq - v[-1][0] >= self.reach]:
+            del self._left[track_id]  # out of reach of every later frame
 
     def _backfill(self, frame: int, obs: TrackObservation) -> None:
         for seq, held in self._held:
@@ -132,3 +166,16 @@ class LookBack:
             obs = TrackObservation(gap.track_id, box, 0.0, None, interpolated=True)
             result.tracks = sorted(result.tracks + [obs], key=lambda o: o.track_id)
         self.interpolated += len(missing)
+
+
+def local_line(offsets: np.ndarray, boxes: np.ndarray, sigma: float) -> np.ndarray:
+    """The value at offset 0 of a straight line fitted to ``boxes`` (K, 4) at ``offsets`` (K,)
+    frames, each weighted by a Gaussian of ``sigma`` frames: unbiased for steady motion even where
+    the boxes lie on one side only (a track's first and last frames); (4,) float32."""
+    w = np.exp(-0.5 * (offsets / sigma) ** 2)
+    sw, sd, sdd = w.sum(), (w * offsets).sum(), (w * offsets**2).sum()
+    sy, sdy = w @ boxes, (w * offsets) @ boxes
+    det = sw * sdd - sd**2
+    if det <= 1e-9 * sw * max(sdd, 1.0):  # one frame, or all at one offset: their mean
+        return (sy / sw).astype(np.float32)
+    return ((sdd * sy - sd * sdy) / det).astype(np.float32)
