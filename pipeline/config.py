@@ -74,7 +74,7 @@ class TrackerConfig(_Section):
     """deep-sort-realtime's ``DeepSort`` parameters."""
 
     max_age: int = Field(30, ge=1)
-    n_init: int = Field(3, ge=1)
+    n_init: int = Field(2, ge=1)  # frames to confirm a track (DeepSORT's 3; back-fill and dropping weak tracks cover a short one)
     max_iou_distance: float = Field(0.7, ge=0.0, le=1.0)
     max_cosine_distance: float = Field(0.3, ge=0.0, le=2.0)
     nn_budget: int | None = Field(100, ge=1)

@@ -19,7 +19,7 @@ def test_base_file_and_overrides(tmp_path: Path):
     child.write_text(f"base: {DEFAULT_CONFIG}\ntracker:\n  max_age: 45\n")
     cfg = load_pipeline_config(child, ["reid.flip=true", "detector.confidence=0.25"])
     assert cfg.tracker.max_age == 45
-    assert cfg.tracker.n_init == 3  # kept from the base file
+    assert cfg.tracker.n_init == 2  # kept from the base file
     assert cfg.reid.flip is True
     assert cfg.detector.confidence == 0.25
 

@@ -243,7 +243,7 @@ def test_backfill_and_interpolation_reach_every_output(tmp_path: Path, osnet_onn
     assert np.abs(edge - np.array(color_for_id(int(walker[0, 1])))).max() < 70
     off = mot_rows(track(seq, tmp_path / "off", osnet_onnx, "tracker.backfill=false", "tracker.interpolate=none"))
     walker_off = off[off[:, 2] < 185]
-    assert walker_off[:, 0].min() == 13 and not set(range(31, 35)) & set(walker_off[:, 0].astype(int))
+    assert walker_off[:, 0].min() == 12 and not set(range(31, 35)) & set(walker_off[:, 0].astype(int))  # from its n_init-th (2nd) frame
 
 
 def test_relinking_keeps_one_id_through_a_long_occlusion_and_redraws_the_video(tmp_path: Path, osnet_onnx: Path):

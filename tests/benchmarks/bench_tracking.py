@@ -9,10 +9,10 @@ the lowest any tracker here uses) and each distinct crop is embedded once; every
 gets exactly those boxes and features:
 
 - crosscam's defaults (``configs/base.yaml``), then each refinement switched alone (back-fill,
-  interpolation, re-linking, the weak-track filter, smoothing off; linear instead of GSI
-  interpolation; low-confidence boxes and camera-motion compensation, off by default, on), and
-  all of them off (DeepSORT alone, as crosscam was before them); the full chain runs (annotated
-  video included);
+  interpolation, re-linking, the weak-track filter, smoothing off; DeepSORT's 3 confirmation
+  frames instead of 2; linear instead of GSI interpolation; low-confidence boxes and camera-motion
+  compensation, off by default, on), and all of them off (DeepSORT alone, as crosscam was before
+  them); the full chain runs (annotated video included);
 - ultralytics' ByteTrack and BoT-SORT (their own yaml defaults, no ReID), BoT-SORT and Deep OC-SORT
   with OSNet features;
 - BoxMOT's deepocsort, strongsort and botsort with OSNet features, where BoxMOT imports
@@ -65,10 +65,11 @@ CROSSCAM_VARIANTS = {
     "crosscam, low-confidence boxes on (0.1)": [f"detector.low_confidence={LOWEST}"],
     "crosscam, weak tracks kept": ["tracker.min_peak_confidence=null"],
     "crosscam, smoothing off": ["tracker.smooth_sigma=0"],
+    "crosscam, confirmed after 3 frames (DeepSORT's n_init)": ["tracker.n_init=3"],
     "crosscam, camera motion (flow)": ["tracker.camera_motion=flow"],
     "crosscam, all refinements off": ["tracker.backfill=false", "detector.low_confidence=null",
                                       "tracker.interpolate=none", "tracker.relink=false",
-                                      "tracker.min_peak_confidence=null", "tracker.smooth_sigma=0"],
+                                      "tracker.min_peak_confidence=null", "tracker.smooth_sigma=0", "tracker.n_init=3"],
 }
 ALL_OFF = "crosscam, all refinements off"
 
