@@ -163,6 +163,19 @@ def test_the_peak_confidence_survives_merging_and_the_files(tmp_path: Path):
     assert read_track_states(tmp_path)[7].peak_confidence == a.peak_confidence
 
 
+def test_weak_tracks_are_judged_by_their_whole_chain():
+    from pipeline.config import PipelineConfig
+    from pipeline.finalise import final_ids, weak_tracks
+
+    states = {tid: TrackAccumulator.start(first, first / 10.0) for tid, first in ((1, 0), (2, 40), (3, 5), (4, 60))}
+    for tid, peak in ((1, 0.9), (2, 0.5), (3, 0.5), (4, 0.69)):
+        states[tid].peak_confidence = peak
+    assert weak_tracks(states, {2: 1}, 0.7) == {3, 4}  # 2 is a fragment of 1's chain, which reached 0.9
+    assert weak_tracks(states, {}, 0.7) == {2, 3, 4} and weak_tracks(states, {2: 1}, None) == set()
+    cfg = PipelineConfig.model_validate({"tracker": {"relink": False}})
+    assert final_ids(states, cfg) == ({}, {2: DROPPED, 3: DROPPED, 4: DROPPED})  # no renumbering without relink
+
+
 def test_an_id_map_that_puts_one_id_twice_in_a_frame_is_refused(tmp_path: Path):
     write_camera(tmp_path, {1: list(range(0, 6)), 2: list(range(4, 9))}, np.random.default_rng(3))
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
