@@ -78,7 +78,8 @@ class LookBack:
 
     @classmethod
     def for_tracker(cls, cfg: TrackerConfig) -> "LookBack":
-        """The buffer ``cfg`` asks for: deep enough for back-fill and for the longest gap filled."""
+        """The buffer ``cfg`` asks for: deep enough for back-fill, the longest gap filled and
+        smoothing's reach."""
         backfill = cfg.n_init - 1 if cfg.backfill else 0
         gaps = cfg.interpolate_max_gap if cfg.interpolate != "none" else 0
         return cls(max(backfill, gaps, math.ceil(3 * cfg.smooth_sigma)), cfg.interpolate, gaps, cfg.smooth_sigma)
@@ -114,8 +115,9 @@ class LookBack:
         return result
 
     def _smooth(self, seq: int, result: FrameResult) -> None:
-        """Replace each box of the leaving frame ``result`` by the Gaussian-weighted mean of its
-        track's boxes from ``reach`` frames before (as detected) to ``reach`` frames after."""
+        """Replace each box of the leaving frame ``result`` by :func:`local_line` through its
+        track's boxes from ``reach`` frames before (as detected) to ``reach`` frames after (a fit
+        that would leave less than a pixel of width or height keeps the box as detected)."""
         ahead: dict[int, list[tuple[int, np.ndarray]]] = {}
         for later, held in self._held:
             if later - seq > self.reach:
@@ -129,7 +131,8 @@ class LookBack:
             box = local_line(np.array([s - seq for s, _ in near], np.float64),
                              np.array([b for _, b in near], np.float64), self.smooth_sigma)
             behind.append((seq, obs.xyxy))
-            smoothed.append(replace(obs, xyxy=box.astype(np.float32)))
+            sane = box[2] - box[0] >= 1 and box[3] - box[1] >= 1
+            smoothed.append(replace(obs, xyxy=box) if sane else obs)
         result.tracks = smoothed
         for track_id in [k for k, v in self._left.items() if seq - v[-1][0] >= self.reach]:
             del self._left[track_id]  # out of reach of every later frame
