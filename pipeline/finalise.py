@@ -52,15 +52,23 @@ def final_ids(states: dict[int, TrackAccumulator], cfg: PipelineConfig) -> tuple
     :data:`~pipeline.relabel.DROPPED`. Both empty when nothing changes. ``states``: the camera's
     tracks' accumulators, by id."""
     t = cfg.tracker
+    relinking = t.relink and bool(states)
     links: dict[int, int] = {}
-    if t.relink and states:
+    if relinking:
         ends = [TrackEnds.from_state(track_id, state) for track_id, state in sorted(states.items())]
         links = link_fragments(ends, t.link_max_gap_s, t.link_max_speed, t.link_max_cosine_distance)
     weak = weak_tracks(states, links, t.min_peak_confidence)
     id_map = {track_id: DROPPED for track_id in weak}
-    if t.relink and states:
+    if relinking:
         id_map.update(dense_id_map(links, {tid: s.first_frame for tid, s in states.items() if tid not in weak}))
     return links, id_map
+
+
+def relinked_record(links: dict[int, int], id_map: dict[int, int], redrawn: bool) -> dict:
+    """What ``run.json`` says of a camera's finalising (``relinked``): links made, ids changed
+    (dropped ones included), tracks dropped, whether the video was drawn again."""
+    return {"links": len(links), "ids_changed": sum(old != new for old, new in id_map.items()),
+            "dropped": sum(new == DROPPED for new in id_map.values()), "video_redrawn": redrawn}
 
 
 def weak_tracks(states: dict[int, TrackAccumulator], links: dict[int, int], min_peak: float | None) -> set[int]:

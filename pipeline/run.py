@@ -32,8 +32,7 @@ from pipeline.chain import StageTimes, build_chain
 from pipeline.colour import CameraColour
 from pipeline.config import PipelineConfig
 from pipeline.detectors import Detector, build_detector
-from pipeline.finalise import finalise_camera
-from pipeline.relabel import DROPPED
+from pipeline.finalise import finalise_camera, relinked_record
 from pipeline.refine.lookback import LookBack
 from pipeline.sinks import AnnotatedVideoWriter, MotTracksWriter, TrackSummaryWriter
 from pipeline.sources import FrameSource, ImageFolderSource, open_source
@@ -181,9 +180,7 @@ def track_camera(source: FrameSource, detector: Detector, embedder, folder: Path
                 bar.update()
         with times.measure("finalise"):
             finalised = finalise_camera(folder, summaries.tracks, source, cfg)
-        record["relinked"] = {"links": len(finalised.links), "ids_changed": len(finalised.id_map),
-                              "dropped": sum(new == DROPPED for new in finalised.id_map.values()),
-                              "video_redrawn": finalised.redrawn}
+        record["relinked"] = relinked_record(finalised.links, finalised.id_map, finalised.redrawn)
         run.status = "complete"
     except KeyboardInterrupt:
         run.status = "interrupted"

@@ -32,8 +32,8 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.config import PipelineConfig
-from pipeline.finalise import final_ids
-from pipeline.relabel import DROPPED, apply_id_map
+from pipeline.finalise import final_ids, relinked_record
+from pipeline.relabel import apply_id_map
 from pipeline.run import CameraRun, check_camera_names, package_versions, resolved_config, utc_now, write_json_atomic
 from pipeline.scale.cluster import Job, Outcome, WorkerPool
 from pipeline.scale.concat import concat_mp4
@@ -165,8 +165,7 @@ class _Driver:
             links, id_map = final_ids(states, self.cfg)
             if any(old != new for old, new in id_map.items()):
                 summaries = apply_id_map(cam.folder, id_map, out.representatives, out.thumbnails)
-            cam.record["relinked"] = {"links": len(links), "ids_changed": sum(o != n for o, n in id_map.items()),
-                                      "dropped": sum(n == DROPPED for n in id_map.values()), "video_redrawn": False}
+            cam.record["relinked"] = relinked_record(links, id_map, redrawn=False)
         cam.rows = read_camera_tracks(cam.folder)
         cam.run.num_tracks = len(summaries)
         cam.record["models"] = results[0].models
