@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.boxes import box_area, intersection_matrix, iou_matrix
 from pipeline.types import Detections
 
 DUPLICATE_IOU = 0.9  # predictions overlapping this much are one person tracked twice (crossers overlap less)
@@ -42,8 +43,8 @@ def split_by_predictions(detections: Detections, predicted: np.ndarray, features
     """
     if len(detections) == 0 or len(predicted) < 2:
         return detections
-    area = np.maximum(_area(predicted), 1e-9)  # a degenerate prediction covers nothing
-    cover = _intersection(predicted, detections.xyxy) / area[:, None]  # (K, N)
+    area = np.maximum(box_area(predicted), 1e-9)  # a degenerate prediction covers nothing
+    cover = intersection_matrix(predicted, detections.xyxy) / area[:, None]  # (K, N)
     owner = cover.argmax(axis=1)
     owned = cover[np.arange(len(predicted)), owner] >= min_cover
     boxes, confidence, feats = [], [], []
@@ -65,7 +66,7 @@ def _distinct(predicted: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``rows`` without those overlapping an earlier kept one by :data:`DUPLICATE_IOU` or more."""
     kept: list[int] = []
     for row in rows:
-        if not kept or _iou(predicted[row : row + 1], predicted[kept]).max() < DUPLICATE_IOU:
+        if not kept or iou_matrix(predicted[row : row + 1], predicted[kept]).max() < DUPLICATE_IOU:
             kept.append(int(row))
     return np.array(kept, np.int64)
 
@@ -80,19 +81,3 @@ def _refine(predicted: np.ndarray, blob: np.ndarray) -> np.ndarray:
     out[out[:, 2].argmax(), 2] = blob[2]
     out[out[:, 3].argmax(), 3] = blob[3]
     return out
-
-
-def _area(xyxy: np.ndarray) -> np.ndarray:
-    return np.clip(xyxy[:, 2] - xyxy[:, 0], 0, None) * np.clip(xyxy[:, 3] - xyxy[:, 1], 0, None)
-
-
-def _intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(len(a), len(b)) intersection areas of two sets of xyxy boxes."""
-    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    return np.clip(w, 0, None) * np.clip(h, 0, None)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    inter = _intersection(a, b)
-    return inter / (_area(a)[:, None] + _area(b)[None, :] - inter)

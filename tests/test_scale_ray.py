@@ -46,7 +46,7 @@ CAMERAS = ("cam1", "cam2", "cam3")
 # The demo's settings, with the torch runtime: a worker starts in under a second (no ONNX export).
 SETTINGS = ["--config", str(REPO / "configs" / "demo.yaml"), "--set", "reid.runtime=torch", "--quiet"]
 REPLAY = ["--detector", "replay"]
-SEGMENTS = ["--segment-s", "2.5", "--set", "scale.overlap_s=1.5"]  # 80 frames -> 3 segments per camera
+SEGMENTS = ["--segment-s", "2", "--set", "scale.overlap_s=1.5"]  # 80 frames -> 4 segments per camera on 2 workers
 RAY_BIN = Path(sys.executable).with_name("ray")
 
 
@@ -197,14 +197,14 @@ def answers(run: Path) -> list:
 
 @pytest.fixture(scope="module")
 def segmented(sequences, cluster, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """The scene in 3 segments per camera on the two-node cluster."""
+    """The scene in 4 segments per camera on the two-node cluster."""
     address, env = cluster
     out = tmp_path_factory.mktemp("segmented") / "run"
     return out, track(out, sequences, ["--ray-address", address, *SEGMENTS], env)
 
 
 def test_segments_on_a_two_node_cluster(segmented, single):
-    """3 segments per camera on two nodes: stitched tracks against the unsplit run, every frame
+    """4 segments per camera on two nodes: stitched tracks against the unsplit run, every frame
     once in the video, and people walking through a cut keep their id."""
     out, proc = segmented
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -215,7 +215,7 @@ def test_segments_on_a_two_node_cluster(segmented, single):
         record = json.loads((out / cam / "run.json").read_text())
         assert record["status"] == "complete" and record["frames_read"] == 80
         segments = [(s["start_frame"], s["end_frame"]) for s in record["segments"]]
-        assert segments == [(0, 40), (25, 65), (50, 80)]
+        assert segments == [(0, 31), (16, 47), (32, 64), (49, 80)]
         nodes |= {s["worker"].split(":")[0] for s in record["segments"]}
         assert count_video_frames(out / cam / "annotated.mp4") == 80
         crossing += tracks_through_cuts_keep_one_id(read_tracks_file(reference / cam / "tracks.txt"),

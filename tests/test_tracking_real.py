@@ -15,7 +15,7 @@ import pytest
 from pipeline.cli.main import main
 from pipeline.demo import demo_config, write_gt_detections
 from pipeline.metrics import read_mot_file, write_mot_rows
-from pipeline.refine.low_confidence import iou_matrix
+from pipeline.boxes import iou_matrix
 from pipeline.run import track_videos
 from samples import SceneOptions, make_scene
 

@@ -17,16 +17,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``(len(a), len(b))`` IoU of two sets of xyxy boxes."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.clip(w, 0, None) * np.clip(h, 0, None)
-    area_a = (a[:, 2] - a[:, 0]).clip(0) * (a[:, 3] - a[:, 1]).clip(0)
-    area_b = (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+from pipeline.boxes import iou_matrix
 
 
 def match_by_iou(predicted: np.ndarray, boxes: np.ndarray, min_iou: float) -> list[tuple[int, int]]:

@@ -122,7 +122,8 @@ class _Driver:
     def _plan(self, cam: _Camera, probe: CameraProbe) -> None:
         cam.probe, cam.started = probe, time.perf_counter()
         scale = self.cfg.scale
-        cam.units = plan_camera(cam.name, cam.spec, probe.frames_total, probe.fps, scale.segment_s, scale.overlap_s)
+        cam.units = plan_camera(cam.name, cam.spec, probe.frames_total, probe.fps, scale.segment_s, scale.overlap_s,
+                                self.pool.workers)
         cam.record = {
             "camera": cam.name, "source": probe.uri, "fps": probe.fps, "frame_size": list(probe.frame_size),
             "time_offset_s": 0.0, "config": resolved_config(self.cfg), "versions": package_versions(),

@@ -23,6 +23,7 @@ from collections import defaultdict
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from pipeline.boxes import iou_matrix
 from pipeline.scale.worker import BoundaryObservations, SegmentResult
 from pipeline.track_state import TrackAccumulator
 from pipeline.tracks_file import TrackRows
@@ -30,17 +31,6 @@ from pipeline.tracks_file import TrackRows
 MIN_IOU = 0.5  # mean box IoU on common frames for two segments' tracks to be one person
 MIN_SHARED = 0.5  # common frames / the shorter track's frames in the overlap
 APPEARANCE_WEIGHT = 0.25  # cost of a pair = (1 - mean IoU) + this * (1 - cosine) / 2
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box of ``a`` (N, 4) xyxy with every box of ``b`` (M, 4): (N, M) float64."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(axis=1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 def _in_frames(obs: BoundaryObservations, start: int, end: int) -> BoundaryObservations:
@@ -81,7 +71,7 @@ def match_overlap(earlier: BoundaryObservations, later: BoundaryObservations, st
         rows_b = frames_b.get(frame)
         if not rows_b:
             continue
-        ious = box_iou(a.xyxy[rows_a], b.xyxy[rows_b])
+        ious = iou_matrix(a.xyxy[rows_a], b.xyxy[rows_b])
         ia = [col_a[int(t)] for t in a.track_id[rows_a]]
         ib = [col_b[int(t)] for t in b.track_id[rows_b]]
         np.add.at(iou_sum, (np.array(ia)[:, None], np.array(ib)[None, :]), ious)

@@ -2,7 +2,7 @@
 
 A long video is cut into segments of ``segment_s`` seconds that overlap by ``overlap_s``:
 segment ``k`` reads source frames ``[k * L, (k + 1) * L + V)`` (``L``, ``V``: those durations in
-frames). Each segment is tracked on its own; where two segments overlap, both have tracked the
+frames, ``L`` evened out over the video). Each segment is tracked on its own; where two segments overlap, both have tracked the
 same people, which is how their tracks are stitched (:mod:`pipeline.scale.stitch`). Every frame
 is *owned* by exactly one segment, the earlier one owning the whole overlap, and only owned
 frames reach the camera's outputs: none is written twice, and each segment has a whole overlap
@@ -10,13 +10,14 @@ to settle (its detector's background, its tracks' confirmation) before its owned
 
 >>> [(u.frames.start, u.frames.end, u.owned.start, u.owned.end)
 ...  for u in plan_camera("hall", "hall.mp4", total_frames=250, fps=10.0, segment_s=10.0, overlap_s=2.0)]
-[(0, 120, 0, 120), (100, 250, 120, 250)]
+[(0, 135, 0, 135), (115, 250, 135, 250)]
 >>> len(plan_camera("hall", "hall.mp4", total_frames=250, fps=10.0, segment_s=0.0, overlap_s=2.0))
 1
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from pipeline.sources import FrameRange
@@ -52,30 +53,39 @@ class WorkUnit:
 
 
 def plan_camera(camera: str, spec: str, total_frames: int | None, fps: float, segment_s: float,
-                overlap_s: float) -> list[WorkUnit]:
-    """Cut one input into overlapping segments (see the module docstring).
+                overlap_s: float, workers: int = 1) -> list[WorkUnit]:
+    """Cut one input into overlapping segments of equal length (see the module docstring).
 
     ``total_frames`` is the number of source frames to process (``None``: unknown, e.g. a
-    stream, which is never cut). ``segment_s`` 0 or a video no longer than one segment plus its
-    overlap gives one unit; a last segment shorter than half a segment joins the one before. The
-    overlap is at least one frame and less than a segment.
+    stream, which is never cut). ``segment_s`` 0 or a video shorter than one and a half segments
+    (plus the overlap) gives one unit. Otherwise the count is the nearest to ``video / segment_s``,
+    rounded to a multiple of ``workers`` where that is at least ``workers``: the workers then get
+    equal shares of the camera instead of one of them running its last segment alone (five
+    segments on two workers take as long as six). Segments stay within half and one and a half
+    ``segment_s``, and longer than the overlap, which is at least one frame.
     """
     whole = [WorkUnit(camera, spec, FrameRange(0, total_frames), FrameRange(0, total_frames))]
     if total_frames is None or segment_s <= 0:
         return whole
     length = max(1, round(segment_s * fps))
     overlap = min(max(1, round(overlap_s * fps)), length - 1) if length > 1 else 0
-    if total_frames <= length + overlap:
+    span = total_frames - overlap  # the frames the segments' starts spread over
+    count = max(1, _nearest(span / length))
+    if workers > 1 and count > 1 and _nearest(span / length / workers) >= 1:
+        count = workers * _nearest(span / length / workers)
+    count = min(count, max(1, span // (overlap + 1)))  # each segment longer than the overlap
+    if count == 1:
         return whole
-    starts = list(range(0, total_frames - overlap, length))
-    if total_frames - starts[-1] - overlap < length // 2:  # a short tail joins the segment before it
-        starts.pop()
+    starts = [round(k * span / count) for k in range(count)]
     units = []
     for k, start in enumerate(starts):
-        last = k == len(starts) - 1
-        end = total_frames if last else start + length + overlap
+        last = k == count - 1
+        end = total_frames if last else starts[k + 1] + overlap
         own_start = 0 if k == 0 else start + overlap
-        own_end = total_frames if last else starts[k + 1] + overlap
-        units.append(WorkUnit(camera, spec, FrameRange(start, end), FrameRange(own_start, own_end), k, len(starts),
-                              overlap))
+        units.append(WorkUnit(camera, spec, FrameRange(start, end), FrameRange(own_start, end), k, count, overlap))
     return units
+
+
+def _nearest(x: float) -> int:
+    """``x`` rounded half up (``round`` would take 2.5 to 2)."""
+    return math.floor(x + 0.5)
