@@ -9,7 +9,8 @@ Two workloads, each tracked three ways with the same models and config:
 
 The three ways: the single-process path (``pipeline.run.track_videos``, the models' default
 threads), ``--workers 1`` and ``--workers 2`` with one thread per worker (Ray started on this
-machine for each run). Wall times include loading the models (and starting Ray), as a user
+machine for each run). On the scene, a fourth: two plain processes with one thread each, half
+the cameras each, no Ray and no stitching: the most two workers could give on this machine. Wall times include loading the models (and starting Ray), as a user
 sees them; the association into identities is timed on its own. Printed per workload: frames/s
 end to end and steady (without the start-up: loading the models, or starting Ray and its workers
 loading them), each with its ratio to the single-process path, the scaling efficiency of 2
@@ -24,11 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,6 +41,7 @@ from pipeline.config import load_pipeline_config  # noqa: E402
 from pipeline.identities import update_identities  # noqa: E402
 from pipeline.run import track_videos  # noqa: E402
 from pipeline.scale.driver import track_videos_on_ray  # noqa: E402
+from pipeline.scale.worker import limit_threads  # noqa: E402
 from samples import SceneOptions, make_scene  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -48,10 +52,27 @@ YOLO = SHARED / "weights" / "yolov8n_int8.onnx"
 OSNET = SHARED / "weights" / "osnet_x0_25_msmt17.onnx"
 
 
+def _track_alone(specs: list[str], out: str, overrides: list[str]) -> tuple[int, float]:
+    """In a process of its own with one thread: track ``specs``; (frames, seconds loading the models)."""
+    limit_threads(1)
+    cfg = load_pipeline_config(None, overrides)
+    start = time.perf_counter()
+    runs = track_videos(specs, out, cfg, progress=False)
+    return sum(r.frames_read for r in runs), time.perf_counter() - start - sum(r.elapsed_s for r in runs)
+
+
 def run_once(way: str, specs: list[str], out: Path, overrides: list[str]) -> dict:
     """Track ``specs`` into ``out`` one way; wall seconds of tracking and of association, frames,
     and the driver's own seconds."""
     shutil.rmtree(out, ignore_errors=True)
+    if way == "2 processes":  # no Ray, no driver: what two workers could give on this machine at best
+        halves = [specs[: len(specs) // 2], specs[len(specs) // 2:]]
+        start = time.perf_counter()
+        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+            done = list(pool.map(_track_alone, halves, [str(out / "a"), str(out / "b")], [overrides] * 2))
+        tracked = time.perf_counter() - start
+        return {"tracking_s": tracked, "startup_s": max(s for _, s in done), "association_s": 0.0,
+                "frames": sum(f for f, _ in done), "driver_s": 0.0}
     if way == "single":
         cfg = load_pipeline_config(None, overrides)
         start = time.perf_counter()
@@ -90,12 +111,14 @@ def report(name: str, results: dict[str, dict]) -> None:
     for way, r in results.items():
         fps = r["frames"] / r["tracking_s"]
         total = r["tracking_s"] + r["association_s"]
-        share = r["driver_s"] / total if way != "single" else float("nan")
+        share = r["driver_s"] / total if "worker" in way else float("nan")
         print(f"{way:<12}{fps:>10.2f}{fps / (base['frames'] / base['tracking_s']):>11.2f}{steady(r):>12.2f}"
               f"{steady(r) / steady(base):>11.2f}{r['startup_s']:>11.1f}{r['tracking_s']:>12.1f}"
               f"{r['association_s']:>9.2f}{share:>14.1%}")
     one, two = results["1 worker"], results["2 workers"]
     print(f"scaling efficiency of 2 workers over 1 (steady): {steady(two) / (2 * steady(one)):.2f}")
+    if "2 processes" in results:
+        print(f"2 workers / 2 plain processes (steady): {steady(two) / steady(results['2 processes']):.2f}")
 
 
 def main() -> None:
@@ -121,7 +144,9 @@ def main() -> None:
             workloads[f"shared clip, {args.clip_frames} frames in {args.segment_s:g} s segments"] = (
                 [str(clip)], [f"scale.segment_s={args.segment_s}", "scale.overlap_s=4"])
         for name, (specs, extra) in workloads.items():
-            results = {way: run_once(way, specs, tmp / way.replace(" ", "_"), [*models, *extra]) for way in ways}
+            plain = ["2 processes"] if len(specs) > 1 else []
+            results = {way: run_once(way, specs, tmp / way.replace(" ", "_"), [*models, *extra])
+                       for way in ways + plain}
             report(name, results)
 
 
