@@ -410,6 +410,12 @@ class TrackStore:
         tune_search(index, self.config)
         return index.search(rows, k)
 
+    def scans_exactly(self) -> bool:
+        """Whether a search reads every stored vector (an exact flat index, as stored now)."""
+        index = self._load_index()
+        inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
+        return isinstance(inner, faiss.IndexFlat)
+
     def generation(self) -> int:
         """The number of the last committed write (0: never written); every write adds one, so two
         equal readings around a series of reads mean they all saw one state of the store."""

@@ -60,6 +60,13 @@ def serving(run_dir: Path, *extra: str) -> Iterator[str]:
     """``crosscam serve RUN_DIR --port 0 EXTRA`` as a real process; yields its printed URL and
     stops it by pid (SIGINT, as Ctrl-C, then SIGKILL), also when the test fails; after a passing
     block it must have shut down on the SIGINT itself."""
+    with serving_process(run_dir, *extra) as (url, _):
+        yield url
+
+
+@contextmanager
+def serving_process(run_dir: Path, *extra: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """:func:`serving`, yielding the URL and the server's process."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli.main", "serve", str(run_dir), "--port", "0", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -67,7 +74,7 @@ def serving(run_dir: Path, *extra: str) -> Iterator[str]:
     try:
         line = proc.stdout.readline()
         assert line.startswith("crosscam serve: http://"), (line, proc.stderr.read() if proc.poll() is not None else "")
-        yield line.split()[2]
+        yield line.split()[2], proc
     except BaseException:
         stop(proc.pid, proc)
         raise

@@ -4,6 +4,7 @@ equals `crosscam query --json` for the same question, and every bad input gets a
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import threading
@@ -20,7 +21,7 @@ from pipeline.config import PipelineConfig
 from pipeline.render import color_for_id
 from pipeline.serve import create_app
 from pipeline.store import CameraTracks, TrackStore
-from serve_runs import cli_json, demo_run, serving, tree_state
+from serve_runs import cli_json, demo_run, serving, serving_process, tree_state
 
 
 @pytest.fixture(scope="module")
@@ -263,3 +264,44 @@ def test_report_names_the_run_counts_in_singular_and_puts_non_people_last(api, r
     marked = re.findall(r'<tr><td class="id"[^>]*>(\d+)<div class="meta">[^<]*<br>[^<]*</div><div class="unlikely"', page)
     assert [int(i) for i in rows] == [o["identity"] for o in gallery]  # the gallery's order
     assert [int(i) for i in marked] == unlikely == [int(i) for i in rows[-len(unlikely):]]
+
+
+def test_two_server_processes_answer_alike_and_stop_together(run):
+    """--workers 2: two processes serve the socket (concurrent requests reach both, with one answer);
+    Ctrl-C on the command ends them all, with 130."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    psutil = pytest.importorskip("psutil")
+    camera, track = multi_camera_track(run)
+
+    def ask(url: str) -> dict:
+        with httpx.Client(base_url=url, timeout=60) as client:  # a connection of its own: either process may take it
+            return client.get("/api/query/track", params={"camera": camera, "track": track}).json()
+
+    with serving_process(run, "--workers", "2") as (url, proc):
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(ask, [url] * 16))  # both processes load the run
+            servers = [c for c in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(c.cmdline())]
+            assert len(servers) == 2
+            before = [c.cpu_times().user + c.cpu_times().system for c in servers]
+            answers = list(pool.map(ask, [url] * 64))
+            spent = [c.cpu_times().user + c.cpu_times().system - b for c, b in zip(servers, before)]
+    assert answers[0]["matches"] and all(answer == answers[0] for answer in answers)
+    assert min(spent) > 0.02, spent  # each answered some: an idle process spends next to nothing
+    assert proc.returncode == 130
+    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in servers)
+
+
+def test_default_processes_one_for_a_large_exact_index(run, monkeypatch, tmp_path):
+    """The CPUs (at most 4) by default; one where the store is an exact scan over the threshold."""
+    from pipeline.config import StoreConfig
+    from pipeline.serve import processes
+
+    cpus = min(processes.MAX_DEFAULT_WORKERS, os.cpu_count() or 1)
+    assert processes.default_workers(run, StoreConfig()) == cpus
+    assert processes.default_workers(tmp_path, StoreConfig()) == cpus  # no store yet
+    stored = len(TrackStore.open(run / "store"))
+    monkeypatch.setattr(processes, "ONE_PROCESS_EXACT_TRACKS", stored)
+    assert processes.default_workers(run, StoreConfig()) == 1
+    monkeypatch.setattr(processes, "ONE_PROCESS_EXACT_TRACKS", stored + 1)
+    assert processes.default_workers(run, StoreConfig()) == cpus

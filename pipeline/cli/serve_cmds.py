@@ -56,6 +56,10 @@ def register(app: typer.Typer) -> None:
                                             "non-local --host); the printed URL includes it."),
         open_browser: bool = typer.Option(False, "--open", help="Open the page in the default browser."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML config (store settings; default configs/base.yaml)."),
+        workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Server processes (default: the CPUs, at "
+                                              "most 4; 1 for an exact index of 50k tracks or more): concurrent "
+                                              "queries use every core. Each holds the store's index in memory "
+                                              "(about 2 KB per track)."),
     ) -> None:
         """Serve RUN_DIR's cameras, identities and queries as a local web page and JSON API (/docs).
         Click a person's box in any camera (or draw one, or upload a photo) to see every camera they
@@ -63,18 +67,26 @@ def register(app: typer.Typer) -> None:
         import uvicorn  # the server's dependencies load only for this command
 
         from pipeline.serve import create_app
+        from pipeline.serve.processes import default_workers, serve_processes
 
         if not is_local_host(host) and not token:
             raise CrosscamError(f"--host {host}: reachable from other machines; give --token TOKEN as well "
                                 "(every request must then carry it), or keep the default 127.0.0.1")
-        web_app = create_app(run_dir, token, load_pipeline_config(config))
+        settings = load_pipeline_config(config)
+        web_app = create_app(run_dir, token, settings)  # one-line errors before listening
+        processes = workers or default_workers(run_dir, settings.store)
         sock = bind(host, port)
         shown_host = f"[{host}]" if ":" in host else host
         url = f"http://{shown_host}:{sock.getsockname()[1]}/" + (f"?token={token}" if token else "")
+        typer.echo(f"crosscam serve: {url}  (run {Path(run_dir).resolve()}; {processes} process"
+                   f"{'es' if processes > 1 else ''}; Ctrl-C stops)")
+        if open_browser:
+            threading.Timer(0.5, webbrowser.open, args=(url,)).start()
+        if processes > 1:
+            if serve_processes(sock, processes, run_dir, token, config):
+                raise typer.Exit(130)  # Ctrl-C, as `crosscam track`
+            return
         # Ctrl-C waits at most 3 s for requests in flight (a page left open keeps connections alive).
         server = uvicorn.Server(uvicorn.Config(web_app, log_level="warning", lifespan="off",
                                                timeout_graceful_shutdown=3))
-        typer.echo(f"crosscam serve: {url}  (run {Path(run_dir).resolve()}; Ctrl-C stops)")
-        if open_browser:
-            threading.Timer(0.5, webbrowser.open, args=(url,)).start()
         server.run(sockets=[sock])  # Ctrl-C: uvicorn shuts down gracefully, then re-raises it (exit 130, as `crosscam track`)

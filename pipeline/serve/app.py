@@ -14,6 +14,7 @@ the page's images and requests carry it) or that cookie.
 from __future__ import annotations
 
 import hmac
+import os
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -54,6 +55,16 @@ def create_app(run_dir: str | Path, token: str | None = None, config: PipelineCo
     _add_api(app, view)
     _add_pages(app, view)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one ``crosscam serve --workers N`` process: run, token and config file from the
+    variables :func:`pipeline.serve.processes.serve_processes` set."""
+    from pipeline.config import load_pipeline_config
+    from pipeline.serve.processes import ENV_CONFIG, ENV_RUN, ENV_TOKEN
+
+    config = os.environ.get(ENV_CONFIG) or None
+    return create_app(os.environ[ENV_RUN], os.environ.get(ENV_TOKEN) or None, load_pipeline_config(config))
 
 
 def _error(status: int, message: str) -> JSONResponse:

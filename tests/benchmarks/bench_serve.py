@@ -4,7 +4,7 @@ For each run a real `crosscam serve` process is started and asked, ``--requests`
 concurrency (``--concurrency``, default 1 and 8): the identities page (``/api/identities``, the
 gallery's first request), a track query (random stored tracks), an image query (an uploaded
 person crop with its camera) and a frame seek (``/api/frames``: random frames, so every one is a
-real seek). Printed: median and p95 latency, ms. Peers measured in the same run: the same Python
+real seek). Printed: median and p95 latency, ms, for a server of one process and of two (``--workers``). Peers measured in the same run: the same Python
 functions called in this process (the identities overview there is built afresh each time; the
 server keeps it per store generation), and one `crosscam query --track` process (what answering
 a click cost before the server). Targets (issue 18): track query p95 < 100 ms,
@@ -128,7 +128,8 @@ def timed_requests(url: str, make_request, n: int, concurrency: int) -> list[flo
             c.close()
 
 
-def bench_run(label: str, run: Path, args) -> dict:
+def bench_run(label: str, run: Path, args, workers: int, peers: dict | None) -> dict:
+    """One server of ``workers`` processes on ``run``; ``peers`` measured before (None: measure them)."""
     store = TrackStore.open(run / "store")
     tracks = store.tracks()
     rng = np.random.default_rng(1)
@@ -145,18 +146,20 @@ def bench_run(label: str, run: Path, args) -> dict:
                                            files={"image": ("crop.jpg", crop, "image/jpeg")}),
         "frame seek": lambda c, i: c.get(f"/api/frames/{seeks[i][0]}/{seeks[i][1]}", params={"width": 640}),
     }
-    out: dict = {"run": label, "tracks": len(tracks), "identities": len(store.identities()), "rows": {}}
-    with serving(run) as url:
+    out: dict = {"run": f"{label}, --workers {workers}", "tracks": len(tracks), "identities": len(store.identities()),
+                 "rows": {}}
+    with serving(run, "--workers", str(workers)) as url:
         with httpx.Client(base_url=url, timeout=300) as client:
+            client.get("/api/cameras")  # the server's processes are up
             start = time.perf_counter()
             client.get("/api/identities", params={"limit": 120})
             out["identities page, first (uncached)"] = (time.perf_counter() - start) * 1000
-            for name, make in requests.items():  # warm: index loaded, embedder loaded, decoders open
-                make(client, 0)
+        for name, make in requests.items():  # warm every process: index and embedder loaded, decoders open
+            timed_requests(url, make, 4 * workers, 4 * workers)
         for name, make in requests.items():
             for conc in args.concurrency:
                 out["rows"][(name, conc)] = percentiles(timed_requests(url, make, args.requests, conc))
-    out["peers"] = in_process_peers(run, store, picks, run / crop_track.thumbnail, crop_track.camera, args)
+    out["peers"] = peers or in_process_peers(run, store, picks, run / crop_track.thumbnail, crop_track.camera, args)
     return out
 
 
@@ -208,6 +211,8 @@ def main() -> None:
     parser.add_argument("--tracks", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="crosscam serve --workers: server processes (each value is its own server)")
     default_reid = SHARED / "weights" / "osnet_x0_25_msmt17.onnx"
     parser.add_argument("--reid", default=str(default_reid) if default_reid.is_file() else "mobilenetv2_imagenet")
     parser.add_argument("--demo", type=Path, help="An existing demo run/ to reuse (default: make one).")
@@ -224,7 +229,11 @@ def main() -> None:
         print(f"synthetic store: {args.tracks} tracks, index {args.index}, written in {time.perf_counter() - start:.0f} s "
               f"(embedder {args.reid}; frames from {Path(video).name})")
         for label, run in (("demo run (crosscam demo --seconds 8 --seed 1)", demo), (f"synthetic {args.tracks} (index {args.index})", synthetic)):
-            report(bench_run(label, run, args), args.concurrency)
+            peers = None
+            for workers in args.workers:
+                result = bench_run(label, run, args, workers, peers)
+                peers = result["peers"]
+                report(result, args.concurrency)
 
 
 if __name__ == "__main__":
