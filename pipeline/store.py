@@ -411,10 +411,10 @@ class TrackStore:
         return index.search(rows, k)
 
     def scans_exactly(self) -> bool:
-        """Whether a search reads every stored vector (an exact flat index, as stored now)."""
-        index = self._load_index()
-        inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
-        return isinstance(inner, faiss.IndexFlat)
+        """Whether a search reads every stored vector (the stored index is exact: flat)."""
+        with self._reading() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'index_kind'").fetchone()
+        return (row[0] if row else stored_kind(self._load_index())) == "flat"  # no row: written before it was kept
 
     def generation(self) -> int:
         """The number of the last committed write (0: never written); every write adds one, so two
@@ -543,6 +543,7 @@ class TrackStore:
         keys = np.array([r[0] for r in rows], np.int64)
         vectors = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(-1, self.embedder.dim)
         index = build_index(vectors, keys, self.config)
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('index_kind', ?)", (stored_kind(index),))
         tmp = self.folder / f"{index_file}.tmp-{os.getpid()}"
         faiss.write_index(index, str(tmp))
         with open(tmp, "rb") as f:
@@ -630,6 +631,14 @@ def index_kind(n_vectors: int, config: StoreConfig) -> str:
     if config.index != "auto":
         return config.index
     return "flat" if n_vectors <= config.large_store_size else "ivf"
+
+
+def stored_kind(index: faiss.Index) -> str:
+    """``flat``, ``ivf`` or ``hnsw``: the kind of an index ``build_index`` made."""
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
+    if isinstance(inner, faiss.IndexHNSW):
+        return "hnsw"
+    return "flat" if isinstance(inner, faiss.IndexFlat) else "ivf"
 
 
 def build_index(vectors: np.ndarray, keys: np.ndarray, config: StoreConfig) -> faiss.Index:

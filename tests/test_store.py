@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import StoreConfig
-from pipeline.store import DB_NAME, CameraRecord, CameraTracks, EmbedderInfo, TrackStore, build_index, tune_search
+from pipeline.store import (DB_NAME, CameraRecord, CameraTracks, EmbedderInfo, TrackStore, build_index, stored_kind,
+                            tune_search)
 from reid.errors import CrosscamError
 
 from identity_runs import summary, unit
@@ -132,6 +133,19 @@ def test_index_kinds_find_the_nearest_track(kind: str):
     tune_search(index, config)
     _, found = index.search(vectors[:50], 1)
     assert np.mean(found[:, 0] == keys[:50]) >= 0.95
+    assert stored_kind(index) == kind
+
+
+@pytest.mark.parametrize("kind, exact", [("flat", True), ("ivf", False), ("hnsw", False)])
+def test_a_store_says_whether_its_search_scans_every_track(tmp_path: Path, kind: str, exact: bool):
+    """The written index's kind is kept in the store (a server picks its process count by it)."""
+    store = TrackStore.create(tmp_path / "store", INFO, StoreConfig(index=kind))
+    write_camera(store, "hall", 500, seed=0)
+    reader = TrackStore.open(tmp_path / "store", INFO)  # default config: the stored kind decides, not the config
+    assert reader.scans_exactly() is exact
+    with sqlite3.connect(tmp_path / "store" / DB_NAME) as conn:  # a store written before the kind was kept
+        conn.execute("DELETE FROM meta WHERE key = 'index_kind'")
+    assert TrackStore.open(tmp_path / "store", INFO).scans_exactly() is exact
 
 
 CHILD = textwrap.dedent(
@@ -239,6 +253,7 @@ def test_an_ivf_store_with_too_few_tracks_to_train_uses_a_flat_index():
     for n in (0, 3):
         index = build_index(np.eye(n, 16, dtype=np.float32), np.arange(n, dtype=np.int64), config)
         assert index.ntotal == n and "IVF" not in type(faiss.downcast_index(index.index)).__name__
+        assert stored_kind(index) == "flat"
 
 
 def test_a_missing_index_file_is_one_line(tmp_path: Path):
