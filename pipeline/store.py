@@ -633,9 +633,14 @@ def index_kind(n_vectors: int, config: StoreConfig) -> str:
     return "flat" if n_vectors <= config.large_store_size else "ivf"
 
 
+def _inner(index: faiss.Index) -> faiss.Index:
+    """The index an id map wraps (flat or HNSW), else ``index`` itself (IVF keeps its own ids)."""
+    return faiss.downcast_index(index.index) if hasattr(index, "index") else index
+
+
 def stored_kind(index: faiss.Index) -> str:
     """``flat``, ``ivf`` or ``hnsw``: the kind of an index ``build_index`` made."""
-    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
+    inner = _inner(index)
     if isinstance(inner, faiss.IndexHNSW):
         return "hnsw"
     return "flat" if isinstance(inner, faiss.IndexFlat) else "ivf"
@@ -672,7 +677,7 @@ def tune_search(index: faiss.Index, config: StoreConfig) -> None:
         ivf.nprobe = config.ivf_nprobe
     except RuntimeError:  # not an IVF index
         pass
-    inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
+    inner = _inner(index)
     if isinstance(inner, faiss.IndexHNSW):
         inner.hnsw.efSearch = config.hnsw_ef_search
 
@@ -681,7 +686,6 @@ def _maybe_to_gpu(index: faiss.Index, config: StoreConfig) -> faiss.Index:
     """Move flat/IVF indexes to the GPU when faiss-gpu is installed and one is visible."""
     if not (config.gpu and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0):
         return index
-    inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
-    if isinstance(inner, faiss.IndexHNSW):  # faiss has no GPU HNSW
+    if stored_kind(index) == "hnsw":  # faiss has no GPU HNSW
         return index
     return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)

@@ -71,8 +71,9 @@ def plan_camera(camera: str, spec: str, total_frames: int | None, fps: float, se
     overlap = min(max(1, round(overlap_s * fps)), length - 1) if length > 1 else 0
     span = total_frames - overlap  # the frames the segments' starts spread over
     count = max(1, _nearest(span / length))
-    if workers > 1 and count > 1 and _nearest(span / length / workers) >= 1:
-        count = workers * _nearest(span / length / workers)
+    per_worker = _nearest(span / length / workers)
+    if count > 1 and per_worker >= 1:  # one worker: per_worker is count itself
+        count = workers * per_worker
     count = min(count, max(1, span // (overlap + 1)))  # each segment longer than the overlap
     if count == 1:
         return whole
