@@ -10,6 +10,7 @@ dies, and stops them all on Ctrl-C or SIGTERM.
 
 from __future__ import annotations
 
+import inspect
 import os
 import socket
 from pathlib import Path
@@ -59,6 +60,8 @@ def serve_processes(sock: socket.socket, workers: int, run_dir: Path, token: str
             self.interrupted = True
             super().handle_int()
 
-    supervisor = Supervisor(settings, sockets=[sock])
+    # uvicorn 0.30-0.3x take the processes' target; later ones build each process's server themselves
+    target = {"target": uvicorn.Server(settings).run} if "target" in inspect.signature(Multiprocess).parameters else {}
+    supervisor = Supervisor(settings, sockets=[sock], **target)
     supervisor.run()
     return supervisor.interrupted
