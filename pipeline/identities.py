@@ -31,7 +31,7 @@ from pipeline.config import PipelineConfig, SourceConfig
 from pipeline.report import write_report
 from pipeline.annotate import render_tracks_video
 from pipeline.sources import open_source
-from pipeline.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore
+from pipeline.store import DB_NAME, CameraRecord, CameraTracks, EmbedderInfo, TrackStore
 from pipeline.tracks_file import read_camera_tracks
 from pipeline.types import TrackSummary, read_track_summaries
 from reid.errors import CrosscamError
@@ -79,6 +79,15 @@ class _CameraInput:
             )
             for t in _unreadable_is_one_line(self.folder, read_track_summaries)
         ]
+
+
+def run_inside(folder: Path) -> Path | None:
+    """A run directory directly inside ``folder`` (one holding a track store), when ``folder``
+    itself is not one: what a user meant who named a demo's folder instead of its ``run/``."""
+    folder = Path(folder)
+    if (folder / STORE_DIR).exists() or not folder.is_dir():
+        return None
+    return next((d for d in sorted(folder.iterdir()) if (d / STORE_DIR / DB_NAME).is_file()), None)
 
 
 def update_identities(

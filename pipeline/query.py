@@ -31,7 +31,7 @@ import numpy as np
 from pipeline.colour import CameraColour
 from pipeline.config import DetectorConfig, PipelineConfig, ReidConfig
 from pipeline.detectors import build_detector
-from pipeline.identities import STORE_DIR, camera_folders
+from pipeline.identities import STORE_DIR, camera_folders, run_inside
 from pipeline.store import StoredTrack, TrackStore
 from pipeline.types import Frame
 from reid import Embedder
@@ -94,6 +94,9 @@ class QueryResult:
 def open_run_store(run_dir: str | Path, config: PipelineConfig | None = None) -> TrackStore:
     """The run's store, refusing a missing or empty one with one line."""
     run_dir = Path(run_dir)
+    inner = run_inside(run_dir)
+    if inner is not None:
+        raise CrosscamError(f"{run_dir}: not a run directory, but {inner} is one: give that")
     store = TrackStore.open(run_dir / STORE_DIR, config=(config or PipelineConfig()).store)
     if len(store) == 0:
         raise CrosscamError(f"{run_dir / STORE_DIR}: the track store is empty; track a video with people into {run_dir} first")

@@ -17,10 +17,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from pipeline.cli.main import main
 from pipeline.config import PipelineConfig
 from pipeline.render import color_for_id
 from pipeline.serve import create_app
 from pipeline.store import CameraTracks, TrackStore
+from reid.errors import CrosscamError
 from serve_runs import cli_json, demo_run, serving, serving_process, tree_state
 
 
@@ -189,6 +191,27 @@ def test_bad_input_is_a_one_line_4xx(api, run):
     one_line_error(api.post("/api/query/image", data={"camera": "cam2", "frame": "500", "box": "1,1,50,50"}), 404)
     one_line_error(api.post("/api/query/image", data={"camera": "cam2"}), 400)
     one_line_error(api.get("/api/nothing-here"), 404)
+    # the API names its own fields, not `crosscam query`'s options
+    assert one_line_error(outside, 400).startswith("box ")
+    # ids past SQLite's 64-bit integers are in no run (not a 500 from the database)
+    huge = str(2**63)
+    assert one_line_error(api.get("/api/query/track", params={"camera": "cam2", "track": huge}), 422).startswith("track:")
+    assert one_line_error(api.get(f"/api/identities/{huge}"), 422).startswith("identity:")
+    one_line_error(api.get(f"/api/frames/cam2/{huge}"), 422)
+    one_line_error(api.get("/api/tracks/cam2", params={"frame": huge}), 422)
+    one_line_error(api.get("/api/colors", params={"identity": huge}), 422)
+    assert "swap" in one_line_error(api.get("/api/identities", params={"start_s": 20, "end_s": 5}), 422)
+
+
+def test_the_folder_around_a_run_names_the_run_inside(run, tmp_path, capsys):
+    """`crosscam demo --out D` writes D/run: serving or querying D says to use D/run instead."""
+    shutil.copytree(run, tmp_path / "run")
+    with pytest.raises(CrosscamError, match=r"not a run directory, but .*run is one"):
+        create_app(tmp_path)
+    assert main(["query", str(tmp_path), "--identity", "1"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert message.startswith("error: ") and "\n" not in message
+    assert "not a run directory" in message and str(tmp_path / "run") in message
 
 
 def test_a_run_without_a_store_answers_409_and_shows_it_once_written(run, tmp_path):

@@ -157,6 +157,40 @@ def test_drawing_a_box_on_a_paused_frame_finds_that_person(page, run):
     identity = TrackStore.open(run / "store").track("cam2", track).identity
     wait_for(lambda: shown_identity(driver) == identity, f"a drawn box finds identity {identity}")
     assert driver.find_element("css selector", "#results .query").text.startswith("image cam2 frame")
+    # a drag released outside the video still ends there, with the box clamped to the frame
+    driver.execute_script("document.querySelector('#results').replaceChildren()")
+    chain, canvas, scale = at_frame_pixel(driver, "cam2", x1, y1, 640)
+    chain.click_and_hold().move_by_offset(round((x2 - x1) * scale), canvas.size["height"]).release().perform()
+    wait_for(lambda: driver.find_element("css selector", "#results .query").text.startswith("image cam2 frame"),
+             "a drag released below the video asks about its box")
+
+
+def test_keys_step_frames_and_only_the_latest_question_is_answered(page, run):
+    driver = page
+    assert driver.execute_script("return [fmtSeconds(59.96), fmtSeconds(119.97), fmtSeconds(3599.96)]") == \
+        ["1:00.0", "2:00.0", "1:00:00.0"]
+    track, frame, _ = camera_two_person(run)
+    seek_with_scrubber(driver, "cam2", frame)
+    canvas = driver.find_element("css selector", "canvas[data-camera=cam2]")
+    canvas.send_keys("\ue014")  # arrow right: one frame on
+    wait_for(lambda: canvas.get_attribute("data-frame") == str(frame + 1), "the right arrow steps one frame")
+    canvas.send_keys("\ue012")
+    wait_for(lambda: canvas.get_attribute("data-frame") == str(frame), "the left arrow steps back")
+    # an identity question answered late (held back 1.5 s) is overtaken by a track question
+    driver.execute_script("""
+        const original = window.fetch;
+        window.fetch = (url, options) => String(url).includes('/api/identities/')
+          ? new Promise(r => setTimeout(r, 1500)).then(() => original(url, options)) : original(url, options);
+        ask({kind: 'identity', identity: arguments[0]});
+        ask({kind: 'track', camera: 'cam2', track: arguments[1]});""", 1, track)
+    identity = TrackStore.open(run / "store").track("cam2", track).identity
+    wait_for(lambda: shown_identity(driver) == identity, "the track question's answer")
+    time.sleep(2.0)  # the identity answer has come back by now, and was dropped
+    assert "track cam2:" in driver.find_element("css selector", "#results .query").text
+    assert shown_identity(driver) == identity
+    driver.execute_script("window.location.reload()")  # the page's own fetch again
+    wait_for(lambda: len(canvases(driver)) == 3 and all(int(c.get_attribute("data-frame")) >= 0 for c in canvases(driver)),
+             "the page is back")
 
 
 def test_bad_upload_shows_its_one_line_error(page, tmp_path):
@@ -198,11 +232,14 @@ def test_the_page_notices_a_reassociation_and_a_new_camera(page, run):
     store = TrackStore.open(run / "store")
     before = store.track("cam2", track).identity
     wait_for(lambda: shown_identity(driver) == before, "the results show the clicked person")
+    driver.execute_script("document.querySelector('#camera-filter input[value=cam1]').checked = true")
     summaries, ids = store.summaries()
     records = {c.name: c for c in store.cameras()}
     store.write([CameraTracks(records[n], [s for s in summaries if s.camera == n],
                               [i + 1000 for s, i in zip(summaries, ids) if s.camera == n]) for n in records])
     wait_for(lambda: shown_identity(driver) == before + 1000, "the results follow the new identity ids")
     assert "store updated" in driver.find_element("css selector", "#live").text
+    assert driver.execute_script("return [...document.querySelectorAll('#camera-filter input:checked')].map(b => b.value)") \
+        == ["cam1"], "the gallery's camera filter is kept across the update"
     shutil.copytree(run / "cam3", run / "cam4")
     wait_for(lambda: len(canvases(driver)) == 4, "a player for the new camera")

@@ -18,12 +18,14 @@ import os
 import tempfile
 from importlib import resources
 from pathlib import Path
+from typing import Annotated
 
 import cv2
 import numpy as np
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Path as PathParam, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -35,6 +37,7 @@ from reid.errors import CrosscamError
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # an uploaded image; the request may add this much multipart overhead:
 MULTIPART_SLACK = 64 * 1024
 TOKEN_COOKIE = "crosscam_token"
+MAX_ID = 2**63 - 1  # ids and frame indexes are SQLite integers: larger ones are not in any run
 STATIC = resources.files("pipeline.serve") / "static"
 
 
@@ -78,12 +81,12 @@ def _install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(CrosscamError)
     async def crosscam_error(_: Request, exc: CrosscamError):
-        return _error(400, str(exc))
+        return _error(400, str(exc).removeprefix("--"))  # `crosscam query`'s --box is the API's box
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError):
         first = exc.errors()[0]
-        where = " ".join(str(p) for p in first.get("loc", ()))
+        where = str(first.get("loc", ("request",))[-1])  # the parameter, not where it was sent
         return _error(422, f"{where}: {first.get('msg', 'invalid')}; see /docs")
 
     @app.exception_handler(StarletteHTTPException)
@@ -138,6 +141,8 @@ def _add_api(app: FastAPI, view: RunView) -> None:
         """The run's identities, most cameras first; those that look like background or fragments
         (``likely_person`` false) last. Each: id, colour, cameras, first/last time, tracks, the
         best thumbnail per camera (absolute path, as in query answers)."""
+        if start_s is not None and end_s is not None and start_s > end_s:
+            raise ApiError(422, f"start_s {start_s:g} is after end_s {end_s:g}: swap them")
         known = set(view.camera_names()) | {c for o in view.overviews() for c in o.cameras}
         for name in camera or []:
             if name not in known:
@@ -150,12 +155,13 @@ def _add_api(app: FastAPI, view: RunView) -> None:
         return {"total": len(shown), "offset": offset, "identities": [_overview_json(view, o) for o in shown[offset:offset + limit]]}
 
     @app.get("/api/colors", tags=["identities"])
-    def colors(identity: list[int] = Query(..., description="Identity ids.")) -> dict[str, str]:
+    def colors(identity: list[Annotated[int, Field(ge=-MAX_ID, le=MAX_ID)]] = Query(..., description="Identity ids.")) -> dict[str, str]:
         """Each identity's colour, ``#rrggbb``: the one ``annotated_global.mp4`` and the page's boxes use."""
         return {str(i): hex_colour(i) for i in identity}
 
     @app.get("/api/identities/{identity}", tags=["queries"])
-    def identity(identity: int, top_k: int = top_k_q, min_score: float = min_score_q) -> dict:
+    def identity(identity: int = PathParam(..., ge=-MAX_ID, le=MAX_ID), top_k: int = top_k_q,
+                 min_score: float = min_score_q) -> dict:
         """``crosscam query RUN --identity ID --json``."""
         def read(store):
             if not store.tracks(identity=identity):
@@ -164,7 +170,8 @@ def _add_api(app: FastAPI, view: RunView) -> None:
         return view.consistent(read).to_json()
 
     @app.get("/api/query/track", tags=["queries"])
-    def by_track(camera: str, track: int, top_k: int = top_k_q, min_score: float = min_score_q) -> dict:
+    def by_track(camera: str, track: int = Query(..., ge=-MAX_ID, le=MAX_ID), top_k: int = top_k_q,
+                 min_score: float = min_score_q) -> dict:
         """``crosscam query RUN --track CAMERA:TRACK --json``."""
         def read(store):
             try:
@@ -196,7 +203,8 @@ def _add_api(app: FastAPI, view: RunView) -> None:
 
     @app.get("/api/frames/{camera}/{index}", tags=["frames"], response_class=Response,
              responses={200: {"content": {"image/jpeg": {}}}})
-    def frame(camera: str, index: int, width: int = Query(None, ge=16, le=8192, description="Shrink to this width.")):
+    def frame(camera: str, index: int = PathParam(..., ge=0, le=MAX_ID),
+              width: int = Query(None, ge=16, le=8192, description="Shrink to this width.")):
         """Frame ``index`` (0-based, ``tracks.txt`` frame - 1) of the camera's video as JPEG. Header
         ``X-Video-Time-S``: its time from the video's first frame (add the camera's offset)."""
         data, seconds = view.frame_jpeg(camera, index, width)
@@ -204,8 +212,8 @@ def _add_api(app: FastAPI, view: RunView) -> None:
                         headers={"X-Video-Time-S": f"{seconds:.6f}", "Cache-Control": "private, max-age=300"})
 
     @app.get("/api/tracks/{camera}", tags=["frames"])
-    def tracks(camera: str, frame: int = Query(..., ge=0, description="First frame, 0-based."),
-               count: int = Query(1, ge=1, description="Frames from `frame` on (at most 2000).")) -> dict:
+    def tracks(camera: str, frame: int = Query(..., ge=0, le=MAX_ID, description="First frame, 0-based."),
+               count: int = Query(1, ge=1, le=MAX_ID, description="Frames from `frame` on (at most 2000).")) -> dict:
         """The boxes of ``count`` frames from ``frame`` on, by frame index: track id, identity,
         ``box`` x1,y1,x2,y2 pixels, confidence, identity colour (as ``annotated_global.mp4``)."""
         boxes = view.boxes(camera, frame, count)

@@ -21,7 +21,7 @@ from typing import Callable, TypeVar
 import numpy as np
 
 from pipeline.config import PipelineConfig
-from pipeline.identities import STORE_DIR
+from pipeline.identities import STORE_DIR, run_inside
 from pipeline.render import color_for_id
 from pipeline.report import IdentityOverview, identity_overviews, run_title
 from pipeline.serve.frames import CameraFrames, FrameNotFound, open_frames
@@ -67,6 +67,9 @@ class RunView:
         self.run_dir = Path(run_dir).resolve()
         if not self.run_dir.is_dir():
             raise CrosscamError(f"{run_dir}: no such run directory; run `crosscam track ... --out {run_dir}` first")
+        inner = run_inside(self.run_dir)
+        if inner is not None:
+            raise CrosscamError(f"{run_dir}: not a run directory, but {inner} is one: crosscam serve {inner}")
         self.config = config or PipelineConfig()
         self._lock = threading.Lock()
         self._store: TrackStore | None = None

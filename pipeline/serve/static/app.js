@@ -14,6 +14,7 @@ const S = {
   players: new Map(),    // name -> Player
   colors: new Map(),     // identity -> '#rrggbb'
   query: null,           // the last question, asked again when the store changes: {kind, ...}
+  asked: 0,              // questions asked so far: an answer to an older one is dropped
   result: null,          // its answer (QueryResult JSON)
   shown: 0,              // index of the match shown in the results panel
   selected: null,        // identity highlighted in the players
@@ -53,11 +54,10 @@ function showError(message) {
 function fmtSeconds(s) {
   if (s === null || s === undefined || Number.isNaN(s)) return '?';
   const sign = s < 0 ? '-' : '';
-  s = Math.abs(s);
-  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
+  const tenths = Math.round(Math.abs(s) * 10);  // round once, so 59.96 s reads 1:00.0, not 0:60.0
+  const h = Math.floor(tenths / 36000), m = Math.floor((tenths % 36000) / 600), sec = (tenths % 600) / 10;
   return sign + (h ? `${h}:${String(m).padStart(2, '0')}:` : `${m}:`) + sec.toFixed(1).padStart(4, '0');
 }
-const clockName = () => ([...S.cameras.values()].every(c => c.common_clock) ? 'run clock' : "seconds from each video's start");
 const fileUrl = (path) => (path && S.status && path.startsWith(S.status.run_dir + '/'))
   ? '/files/' + path.slice(S.status.run_dir.length + 1).split('/').map(encodeURIComponent).join('/') : '';
 
@@ -80,19 +80,24 @@ class Player {
     this.shownIndex = -1;
     this.want = 0;
     this.drag = null;
-    this.canvas = el('canvas', { 'data-camera': camera.name, 'data-frame': '-1' });
+    this.canvas = el('canvas', { 'data-camera': camera.name, 'data-frame': '-1', tabIndex: 0,
+      title: 'click a box: where else was this person? drag on a paused frame: find anyone. ' +
+             'keys: space play/pause, ← → one frame, shift+← → one second' });
     this.button = el('button', { textContent: 'play', onclick: () => (this.playing ? this.pause() : this.play()) });
     this.scrubber = el('input', { type: 'range', min: 0, max: 0, value: 0,
       oninput: () => { this.pause(); this.seek(Number(this.scrubber.value)); } });
-    this.clock = el('span', { class: 'clock' });
+    this.clock = el('div', { class: 'clock' });
     this.info = el('small');
     this.note = el('div', { class: 'note' });
     this.root = el('div', { class: 'player', 'data-camera': camera.name },
       el('h2', {}, camera.name, this.info), this.canvas,
-      el('div', { class: 'bar' }, this.button, this.scrubber, this.clock), this.note);
-    this.canvas.addEventListener('mousedown', (e) => this.mouseDown(e));
-    this.canvas.addEventListener('mousemove', (e) => this.mouseMove(e));
-    this.canvas.addEventListener('mouseup', (e) => this.mouseUp(e));
+      el('div', { class: 'bar' }, this.button, this.scrubber), this.clock, this.note);
+    // pointer capture: a drag released outside the canvas still ends there (clamped to the frame)
+    this.canvas.addEventListener('pointerdown', (e) => { this.canvas.setPointerCapture(e.pointerId); this.mouseDown(e); });
+    this.canvas.addEventListener('pointermove', (e) => this.mouseMove(e));
+    this.canvas.addEventListener('pointerup', (e) => this.mouseUp(e));
+    this.canvas.addEventListener('pointercancel', () => { this.drag = null; this.draw(); });
+    this.canvas.addEventListener('keydown', (e) => this.key(e));
     this.update(camera);
   }
 
@@ -189,9 +194,20 @@ class Player {
 
   pause() { this.playing = false; this.button.textContent = 'play'; }
 
-  point(e) {
+  point(e) {  // canvas pixels, inside the frame
     const r = this.canvas.getBoundingClientRect();
-    return [(e.clientX - r.left) * this.canvas.width / r.width, (e.clientY - r.top) * this.canvas.height / r.height];
+    const clamp = (v, hi) => Math.max(0, Math.min(v, hi));
+    return [clamp((e.clientX - r.left) * this.canvas.width / r.width, this.canvas.width),
+            clamp((e.clientY - r.top) * this.canvas.height / r.height, this.canvas.height)];
+  }
+
+  key(e) {
+    const step = e.shiftKey ? Math.round(this.camera.fps || 10) : 1;
+    if (e.key === ' ') { this.playing ? this.pause() : this.play(); }
+    else if (e.key === 'ArrowRight') { this.pause(); this.seek(this.index + step); }
+    else if (e.key === 'ArrowLeft') { this.pause(); this.seek(this.index - step); }
+    else return;
+    e.preventDefault();
   }
 
   mouseDown(e) { this.drag = { from: this.point(e), to: this.point(e) }; }
@@ -224,12 +240,21 @@ class Player {
 }
 
 // ---------------------------------------------------------------------------------------------
+function limitsProblem() {  // a one-line message when top-k or min score is out of range, else ''
+  const k = $('top-k').value, score = $('min-score').value;
+  if (k !== '' && !(Number.isInteger(Number(k)) && k >= 1 && k <= 100)) return `top-k ${k}: give a whole number from 1 to 100`;
+  if (score !== '' && !(Number(score) >= -1 && Number(score) <= 1)) return `min score ${score}: give a cosine similarity from -1 to 1`;
+  return '';
+}
+
 function limits() {
   return `top_k=${encodeURIComponent($('top-k').value || 5)}&min_score=${encodeURIComponent($('min-score').value || -1)}`;
 }
 
 async function ask(query, quiet = false) {
   S.query = query;
+  const asked = ++S.asked;
+  const current = () => asked === S.asked;  // a later question overtook this one: its answer is dropped
   if (!quiet) showError('');
   const panel = $('results');
   if (!quiet) panel.replaceChildren(el('p', { class: 'hint', textContent: 'Searching…' }));
@@ -249,13 +274,27 @@ async function ask(query, quiet = false) {
       result = await getJSON(`/api/query/image?${limits()}`, { method: 'POST', body: form });
     }
     await colorsFor(result.matches.map(m => m.identity));
+    if (!current()) return;
     S.result = result;
     S.shown = 0;
     renderResult();
+    if (!quiet) bringIntoView(panel);
   } catch (e) {
+    if (!current()) return;
+    if (quiet) {  // asked again after a store update: the question itself may be gone (ids renumbered)
+      panel.replaceChildren(el('p', { class: 'hint', textContent: `After the store update: ${e.message}. Pick the person again.` }));
+      S.query = S.result = S.selected = null;
+      for (const p of S.players.values()) p.draw();
+      return;
+    }
     showError(e.message);
     panel.replaceChildren(el('p', { class: 'hint', textContent: 'No answer: ' + e.message }));
   }
+}
+
+function bringIntoView(node) {  // on narrow windows the panel sits below the players
+  const r = node.getBoundingClientRect();
+  if (r.top > window.innerHeight - 80 || r.bottom < 0) node.scrollIntoView({ block: 'start', behavior: 'smooth' });
 }
 
 function renderResult() {
@@ -355,21 +394,28 @@ async function loadCameras() {
     if (S.players.has(c.name)) S.players.get(c.name).update(c);
     else { const p = new Player(c); S.players.set(c.name, p); $('players').append(p.root); }
   }
+  const ticked = new Set([...$('camera-filter').querySelectorAll('input:checked')].map(b => b.value));
   $('camera-filter').replaceChildren(...cameras.map(c => el('label', {},
-    el('input', { type: 'checkbox', value: c.name, onchange: () => loadGallery(true) }), ' ' + c.name + ' ')));
+    el('input', { type: 'checkbox', value: c.name, checked: ticked.has(c.name), onchange: () => loadGallery(true) }),
+    ' ' + c.name + ' ')));
 }
 
 async function loadGallery(fresh) {
   if (fresh) S.galleryOffset = 0;
   const params = new URLSearchParams({ offset: S.galleryOffset, limit: 120 });
   for (const box of $('camera-filter').querySelectorAll('input:checked')) params.append('camera', box.value);
-  if ($('filter-start').value !== '') params.set('start_s', $('filter-start').value);
-  if ($('filter-end').value !== '') params.set('end_s', $('filter-end').value);
+  const from = $('filter-start').value, to = $('filter-end').value;
+  if (from !== '' && to !== '' && Number(from) > Number(to)) { showError(`time range: "from" ${from} s is after "to" ${to} s; swap them`); return; }
+  if (from !== '') params.set('start_s', from);
+  if (to !== '') params.set('end_s', to);
   let page;
   try { page = await getJSON('/api/identities?' + params); } catch (e) { showError(e.message); return; }
+  const open = (o) => ask({ kind: 'identity', identity: o.identity });
   const cards = page.identities.map(o => el('div', { class: 'card' + (o.likely_person ? '' : ' unlikely'), 'data-identity': String(o.identity),
-    style: `border-top-color:${o.color}`, onclick: () => ask({ kind: 'identity', identity: o.identity }) },
-    el('div', { class: 'thumbs' }, ...o.thumbnails.slice(0, 3).map(t => el('img', { src: fileUrl(t.thumbnail), alt: '', title: `${t.camera} track ${t.track_id}` }))),
+    style: `border-top-color:${o.color}`, tabIndex: 0, role: 'button', onclick: () => open(o),
+    onkeydown: (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); open(o); } } },
+    el('div', { class: 'thumbs' }, ...o.thumbnails.slice(0, 3).map(t => el('figure', {},
+      el('img', { src: fileUrl(t.thumbnail), alt: `${t.camera} track ${t.track_id}` }), el('figcaption', { textContent: t.camera })))),
     el('div', {}, el('b', { textContent: `#${o.identity}` }), ` · ${o.cameras.length} camera${o.cameras.length === 1 ? '' : 's'}`),
     el('div', { class: 'meta', textContent: `${o.cameras.join(', ')} · ${fmtSeconds(o.first_s)}–${fmtSeconds(o.last_s)} · ${o.tracks.length} track${o.tracks.length === 1 ? '' : 's'}` }),
     o.likely_person ? '' : el('div', { class: 'mark', textContent: 'not a person? (static box, short-lived or tiny)' })));
@@ -410,7 +456,7 @@ async function poll() {
     const status = await getJSON('/api/status');
     const same = S.status && status.generation === S.status.generation && status.cameras.join() === S.status.cameras.join();
     if (!same) await refresh(status);
-    else if (!$('live').textContent) $('live').textContent = `live · generation ${status.generation}`;
+    if (!$('live').textContent.startsWith('store updated')) $('live').textContent = `live · ${status.generation === null ? 'no store yet' : 'generation ' + status.generation}`;
   } catch (e) {
     $('live').textContent = 'server not reachable';
   }
@@ -421,7 +467,11 @@ function wire() {
   for (const tab of document.querySelectorAll('.tab')) tab.addEventListener('click', () => showView(tab.dataset.view));
   $('gallery-more').addEventListener('click', () => loadGallery(false));
   for (const id of ['filter-start', 'filter-end']) $(id).addEventListener('change', () => loadGallery(true));
-  for (const id of ['top-k', 'min-score']) $(id).addEventListener('change', () => { if (S.query) ask(S.query); });
+  for (const id of ['top-k', 'min-score']) $(id).addEventListener('change', () => {
+    const wrong = limitsProblem();
+    showError(wrong);
+    if (!wrong && S.query) ask(S.query);
+  });
   $('low-score').addEventListener('change', () => { if (S.result) renderResult(); });
   $('upload').addEventListener('change', () => {
     const file = $('upload').files[0];
