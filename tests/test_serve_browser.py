@@ -176,6 +176,14 @@ def test_keys_step_frames_and_only_the_latest_question_is_answered(page, run):
     wait_for(lambda: canvas.get_attribute("data-frame") == str(frame + 1), "the right arrow steps one frame")
     canvas.send_keys("\ue012")
     wait_for(lambda: canvas.get_attribute("data-frame") == str(frame), "the left arrow steps back")
+    # a click where nobody is tracked says so under the player
+    boxes = [[float(v) for v in line.split(",")[2:6]] for line in (run / "cam2" / "tracks.txt").read_text().splitlines()
+             if int(line.split(",")[0]) - 1 == frame]
+    empty = next((x, y) for x, y in [(4, 4), (636, 4), (4, 356), (636, 356), (320, 4)]
+                 if not any(b[0] <= x <= b[0] + b[2] and b[1] <= y <= b[1] + b[3] for b in boxes))
+    at_frame_pixel(driver, "cam2", *empty, 640)[0].click().perform()
+    note = driver.find_element("css selector", ".player[data-camera=cam2] .note")
+    wait_for(lambda: "no tracked person there" in note.text, "a click on nobody is explained")
     # an identity question answered late (held back 1.5 s) is overtaken by a track question
     driver.execute_script("""
         const original = window.fetch;

@@ -111,8 +111,9 @@ class Player {
     this.scrubber.max = Math.max(0, this.count - 1);
     this.info.textContent = `${camera.fps || '?'} fps · ${this.count} frames · ${camera.tracks} tracks`
       + (camera.status !== 'complete' ? ` · ${camera.status}` : '');
-    this.note.textContent = camera.frames_error || (camera.frames_from === 'annotated.mp4'
+    this.noteText = camera.frames_error || (camera.frames_from === 'annotated.mp4'
       ? 'source video not found: showing annotated.mp4 (its own boxes are burned in)' : '');
+    this.note.textContent = this.noteText;
     this.boxCache.clear();
     if (this.shownIndex < 0) this.index = camera.first_tracked_frame || 0;  // open where the boxes start
     if (this.count) this.seek(Math.min(this.index, this.count - 1), true);
@@ -194,6 +195,12 @@ class Player {
 
   pause() { this.playing = false; this.button.textContent = 'play'; }
 
+  hint(message) {  // a passing note under the player
+    this.note.textContent = message;
+    clearTimeout(this.hintTimer);
+    this.hintTimer = setTimeout(() => { if (this.note.textContent === message) this.note.textContent = this.noteText; }, 4000);
+  }
+
   point(e) {  // canvas pixels, inside the frame
     const r = this.canvas.getBoundingClientRect();
     const clamp = (v, hi) => Math.max(0, Math.min(v, hi));
@@ -230,9 +237,10 @@ class Player {
       const hits = (this.frameBoxes || []).filter(o => x >= o.box[0] && x <= o.box[2] && y >= o.box[1] && y <= o.box[3]);
       hits.sort((p, q) => (p.box[2] - p.box[0]) * (p.box[3] - p.box[1]) - (q.box[2] - q.box[0]) * (q.box[3] - q.box[1]));
       if (hits.length) ask({ kind: 'track', camera: this.name, track: hits[0].track_id });
+      else this.hint('no tracked person there: drag a box around anyone to search for them');
       return;
     }
-    if (this.playing) return;
+    if (this.playing) { this.hint('pause first, then drag a box around the person'); return; }
     const box = [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[0], b[0]), Math.max(a[1], b[1])].map(v => Math.round(v / k));
     this.draw();
     ask({ kind: 'box', camera: this.name, frame: this.index, box });
