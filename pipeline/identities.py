@@ -24,6 +24,7 @@ import shutil
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Sequence
 
 from pipeline.association import associate_tracks
 from pipeline.cameras import CamerasFile, camera_offsets, load_cameras_file
@@ -181,20 +182,44 @@ def _finished(camera: str, run: dict) -> bool:
     return False
 
 
+def _is_camera_folder(path: Path) -> bool:
+    """A camera's outputs (not a hidden folder: a camera being tracked again beside its outputs)."""
+    return not path.name.startswith(".") and (path / "run.json").is_file() and (path / "tracks.json").is_file()
+
+
 def camera_folders(run_dir: Path) -> list[Path]:
     """The run's camera folders (those with ``run.json`` and track summaries), by name."""
     if not run_dir.is_dir():
         raise CrosscamError(f"{run_dir}: no such run directory; run `crosscam track ... --out {run_dir}` first")
-    folders = sorted(
-        p for p in run_dir.iterdir()
-        if (p / "run.json").is_file() and (p / "tracks.json").is_file()
-    )
+    folders = sorted(p for p in run_dir.iterdir() if _is_camera_folder(p))
     if not folders:
         raise CrosscamError(
             f"{run_dir}: no camera outputs (RUN_DIR/<camera>/run.json + tracks.json); "
             f"run `crosscam track ... --out {run_dir}` first"
         )
     return folders
+
+
+def check_before_tracking(run_dir: Path, cameras_file: str | Path | None, cameras: Sequence[str],
+                          embedder: EmbedderInfo | None = None) -> None:
+    """Refuse, before ``cameras`` are tracked into ``run_dir``, what :func:`update_identities` would
+    refuse after it (when a camera's earlier outputs are already replaced): a cameras file (given,
+    or the run's kept one) that does not load or lacks one of the run's cameras, and, with
+    ``embedder``, an embedder other than the one the run's other cameras were tracked with."""
+    run_dir = Path(run_dir)
+    spec = _cameras_spec(run_dir, cameras_file)
+    others = [f for f in sorted(run_dir.iterdir()) if _is_camera_folder(f) and f.name not in cameras] \
+        if run_dir.is_dir() else []
+    camera_offsets(sorted({*cameras, *(f.name for f in others)}), spec, str(cameras_file or run_dir / CAMERAS_FILE))
+    if embedder is None or not others:
+        return
+    used = _embedder_info({f.name: _read_run_json(f) for f in others})
+    if (used.fingerprint, used.dim) != (embedder.fingerprint, embedder.dim):
+        raise CrosscamError(
+            f"--reid: {embedder.name} ({embedder.fingerprint[:12]}, dim {embedder.dim}) is not the embedder this "
+            f"run's cameras {', '.join(f.name for f in others)} were tracked with ({used.name}, "
+            f"{used.fingerprint[:12]}, dim {used.dim}); give that --reid, or another --out"
+        )
 
 
 def _cameras_spec(run_dir: Path, cameras_file: str | Path | None) -> CamerasFile | None:

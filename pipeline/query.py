@@ -142,8 +142,9 @@ def query_image(
     """Identities like the person in ``image_path`` (a crop, or a frame with ``box`` xyxy pixels).
 
     Without a box and with an ultralytics detector in the run's config, the largest person the
-    detector finds is used and an image without one is refused; with the motion or replay
-    detector the whole image is taken as the crop. ``camera`` names the run's camera the image
+    detector finds is used; an image where it finds none is taken whole when it is shaped like a
+    person crop (taller than wide) and refused otherwise. With the motion or replay detector the
+    whole image is taken as the crop. ``camera`` names the run's camera the image
     comes from: its colour normalisation (``reid.camera_colour``, kept in its ``run.json``) is
     applied to the crop, as it was to that camera's crops. Without it the crop is embedded as it is.
     """
@@ -208,13 +209,15 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
 
 
 def _person_crop(image: np.ndarray, box, detector_cfg: DetectorConfig, name: str) -> np.ndarray:
+    """The part of ``image`` to embed: ``box``; else the largest person the run's detector finds;
+    else the whole image, when the detector is motion/replay or the image is shaped like a person
+    crop (taller than wide: a detector often finds nobody in a crop the person fills)."""
     h, w = image.shape[:2]
     if box is None and detector_cfg.model not in ("motion", "replay"):
-        found = build_detector(detector_cfg).detect([Frame("query", 0, 0.0, image)])[0]
-        if len(found) == 0:
-            raise CrosscamError(f"--image {name}: no person found by {detector_cfg.model}; pass a person crop or --box x1,y1,x2,y2")
-        areas = (found.xyxy[:, 2] - found.xyxy[:, 0]) * (found.xyxy[:, 3] - found.xyxy[:, 1])
-        box = tuple(float(v) for v in found.xyxy[int(np.argmax(areas))])
+        box = _largest_person(image, detector_cfg)
+        if box is None and h <= w:
+            raise CrosscamError(f"--image {name}: no person found by {detector_cfg.model}, and the {w}x{h} image is "
+                                "not a person crop (taller than wide); pass a person crop or --box x1,y1,x2,y2")
     if box is None:
         return image
     x1, y1, x2, y2 = (int(round(v)) for v in box)
@@ -222,6 +225,15 @@ def _person_crop(image: np.ndarray, box, detector_cfg: DetectorConfig, name: str
     if x2 - x1 < 4 or y2 - y1 < 4:
         raise CrosscamError(f"--box {box}: empty or outside the {w}x{h} image; give x1,y1,x2,y2 inside it")
     return image[y1:y2, x1:x2]
+
+
+def _largest_person(image: np.ndarray, detector_cfg: DetectorConfig) -> tuple[float, float, float, float] | None:
+    """The xyxy box of the largest person ``detector_cfg``'s detector finds in ``image``; None when none."""
+    found = build_detector(detector_cfg).detect([Frame("query", 0, 0.0, image)])[0]
+    if len(found) == 0:
+        return None
+    areas = (found.xyxy[:, 2] - found.xyxy[:, 0]) * (found.xyxy[:, 3] - found.xyxy[:, 1])
+    return tuple(float(v) for v in found.xyxy[int(np.argmax(areas))])
 
 
 def _rank(

@@ -100,9 +100,14 @@ def _not_a_person_tracks(run_dir: Path, store: TrackStore, tracks: list[StoredTr
 
 
 def run_title(run_dir: Path, cameras: list[str]) -> str:
-    """What names a run for people: its folder with the one above it, and its cameras."""
+    """What names a run for people: its folder with the one above it, and every camera of the run."""
     path = Path(run_dir).resolve()
-    return f"crosscam: {path.parent.name}/{path.name} ({plural(len(cameras), 'camera')}: {', '.join(cameras)})"
+    return f"crosscam: {path.parent.name}/{path.name} ({counted_cameras(cameras)})"
+
+
+def counted_cameras(cameras: list[str]) -> str:
+    """``"1 camera: hall"``, ``"2 cameras: door, hall"``, or ``"no cameras"``."""
+    return f"{plural(len(cameras), 'camera')}: {', '.join(cameras)}" if cameras else "no cameras"
 
 
 def plural(n: int, word: str, words: str | None = None) -> str:
@@ -113,7 +118,7 @@ def plural(n: int, word: str, words: str | None = None) -> str:
 def write_report(run_dir: Path, store: TrackStore, common_clock: bool) -> Path:
     """Write ``run_dir/report.html`` (atomically) and return its path."""
     tracks = store.tracks()
-    cameras = sorted({t.camera for t in tracks})
+    cameras = [c.name for c in store.cameras()]  # every camera of the run, those where nobody was tracked too
     overviews = identity_overviews(run_dir, store, tracks)
     # Over MAX_ROWS: keep the identities seen by the most cameras, ties by lowest id.
     shown = overviews[:MAX_ROWS]
@@ -130,12 +135,12 @@ def write_report(run_dir: Path, store: TrackStore, common_clock: bool) -> Path:
     unlikely = sum(not o.likely_person for o in overviews)
     limit = f" Showing {len(shown)} of them." if len(shown) < len(overviews) else ""
     marked = (f" {plural(unlikely, 'identity', 'identities')} marked \u201cnot a person?\u201d ({NOT_A_PERSON}) "
-              "come last." if unlikely else "")
+              f"{'comes' if unlikely == 1 else 'come'} last." if unlikely else "")
     page = _PAGE.format(
         title=html.escape(run_title(run_dir, cameras)),
         summary=html.escape(
             f"{plural(len(overviews), 'identity', 'identities')} ({multi} seen by more than one camera) from "
-            f"{plural(len(tracks), 'track')} in {plural(len(cameras), 'camera')} ({', '.join(cameras)}); "
+            f"{plural(len(tracks), 'track')} in {counted_cameras(cameras)}; "
             f"time axis {t0:.1f} s to {t1:.1f} s.{limit}{marked}"
         ),
         clock=html.escape(clock),

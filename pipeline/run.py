@@ -16,7 +16,9 @@ when the camera starts (status ``running``) and rewritten when it ends: ``comple
 from __future__ import annotations
 
 import json
+import os
 import platform
+import shutil
 import sys
 import time
 from contextlib import ExitStack, closing
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from tqdm import tqdm
 
@@ -102,26 +104,66 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def check_camera_names(specs: Sequence[str], cameras: Sequence[str] | None, names: Sequence[str]) -> None:
-    """One ``--camera`` per input or none, and no camera name twice (one-line errors)."""
+RESERVED_NAMES = {"store"}  # folders of the run directory that are not cameras (pipeline.identities.STORE_DIR)
+
+
+def check_camera_count(specs: Sequence[str], cameras: Sequence[str] | None) -> None:
+    """One ``--camera`` per input or none (a one-line error)."""
     if cameras and len(cameras) != len(specs):
-        raise CrosscamError(f"--camera: {len(cameras)} names for {len(specs)} inputs; give one --camera per input or none")
+        inputs = f"{len(specs)} input{'s' if len(specs) != 1 else ''}"
+        raise CrosscamError(f"--camera: {len(cameras)} name{'s' if len(cameras) != 1 else ''} for {inputs}; "
+                            "give one --camera per input or none")
+
+
+def check_camera_names(specs: Sequence[str], cameras: Sequence[str] | None, names: Sequence[str]) -> None:
+    """One ``--camera`` per input or none, each name a plain folder name of the run directory
+    (not ``..``, no ``/``, not the store's), and no name twice (one-line errors)."""
+    check_camera_count(specs, cameras)
+    for name in names:
+        if not name or name.startswith(".") or "/" in name or "\\" in name or name in RESERVED_NAMES:
+            raise CrosscamError(f"--camera {name!r}: a camera name must be a plain folder name (no '/', not starting "
+                                f"with '.', not {', '.join(sorted(RESERVED_NAMES))}); give another --camera")
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise CrosscamError(f"--camera: camera name {duplicates[0]!r} is used twice; give each input its own --camera")
 
 
+def make_folder(folder: Path) -> None:
+    """``mkdir -p folder``, with a failure (a read-only or special file system) as one line."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CrosscamError(f"{folder}: cannot make this folder ({exc.strerror}); give another --out") from None
+
+
+def check_out_dir(out_dir: str | Path) -> Path:
+    """``--out`` as a folder that exists or can be made there (a one-line error otherwise);
+    nothing is created yet, so a bad input later leaves no trace."""
+    if str(out_dir).strip() == "":
+        raise CrosscamError("--out: empty; give the run directory to write, e.g. --out runs/mall")
+    out_dir = Path(out_dir)
+    existing = next(p for p in (out_dir, *out_dir.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise CrosscamError(f"--out {out_dir}: {existing} is a file, not a folder; give a run directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CrosscamError(f"--out {out_dir}: cannot write in {existing}; give a run directory you can write to")
+    return out_dir
+
+
 def track_videos(specs: Sequence[str], out_dir: str | Path, cfg: PipelineConfig,
-                 cameras: Sequence[str] | None = None, progress: bool = True) -> list[CameraRun]:
+                 cameras: Sequence[str] | None = None, progress: bool = True,
+                 before: Callable[[list[str], Embedder], None] | None = None) -> list[CameraRun]:
     """Track every input (video file, image folder or stream URL) into ``out_dir``.
 
     All inputs are opened and the models loaded before any processing starts, so a bad input
-    fails fast with one line. ``KeyboardInterrupt`` propagates after the current camera's
-    outputs are finalised and its ``run.json`` says ``interrupted``.
+    fails fast with one line; so does ``before(camera names, embedder)``, called then (the CLI
+    checks the run accepts this embedder). ``KeyboardInterrupt`` propagates after the current
+    camera's outputs are finalised and its ``run.json`` says ``interrupted``.
     """
     if not specs:
         raise CrosscamError("track: no input given; pass at least one video file, image folder or URL")
-    out_dir = Path(out_dir)
+    check_camera_count(specs, cameras)
+    out_dir = check_out_dir(out_dir)
     with ExitStack() as stack:
         sources = [
             stack.enter_context(open_source(spec, cameras[i] if cameras else None, cfg.source))
@@ -130,6 +172,8 @@ def track_videos(specs: Sequence[str], out_dir: str | Path, cfg: PipelineConfig,
         check_camera_names(specs, cameras, [s.camera for s in sources])
         detectors = [build_detector(cfg.detector, _sequence_dir(s)) for s in sources]
         embedder = Embedder.from_config(cfg.reid)
+        if before is not None:
+            before([s.camera for s in sources], embedder)
         return [
             track_camera(source, detector, embedder, out_dir / source.camera, cfg, progress)
             for source, detector in zip(sources, detectors)
@@ -142,8 +186,45 @@ def _sequence_dir(source: FrameSource) -> Path | None:
 
 def track_camera(source: FrameSource, detector: Detector, embedder, folder: Path, cfg: PipelineConfig,
                  progress: bool = True) -> CameraRun:
-    """Run one camera's chain into ``folder`` and write its ``run.json``; returns the summary."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Run one camera's chain into ``folder`` and write its ``run.json``; returns the summary.
+
+    A camera tracked completely before is tracked again beside it (``.<camera>.retrack``) and
+    replaces it only once complete: Ctrl-C or an error keeps the earlier outputs."""
+    if read_status(folder) != "complete":
+        return _track_into(source, detector, embedder, folder, cfg, progress)
+    staging = folder.with_name(f".{folder.name}.retrack")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        run = _track_into(source, detector, embedder, staging, cfg, progress)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        print(f"{folder.name}: stopped; its earlier complete outputs are kept", file=sys.stderr)
+        raise
+    replace_folder(folder, staging)
+    run.folder = folder
+    return run
+
+
+def read_status(folder: Path) -> str | None:
+    """The ``status`` in the camera folder's ``run.json`` (None: no readable one)."""
+    try:
+        return json.loads((folder / "run.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def replace_folder(folder: Path, new: Path) -> None:
+    """Put ``new`` where ``folder`` is, by renames in one directory (the old one deleted last)."""
+    old = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(folder, old)
+    os.replace(new, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _track_into(source: FrameSource, detector: Detector, embedder, folder: Path, cfg: PipelineConfig,
+                progress: bool) -> CameraRun:
+    make_folder(folder)
     run = CameraRun(source.camera, folder)
     record = {
         "camera": source.camera,

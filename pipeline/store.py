@@ -305,15 +305,21 @@ class TrackStore:
             return StoredTrack(*row)
         found = self.tracks(camera=camera)
         if not found:
-            known = ", ".join(c.name for c in self.cameras()) or "none"
-            raise CrosscamError(f"--track {camera}:{track_id}: unknown camera {camera!r}; cameras in the store: {known}")
-        for t in found:
-            if t.track_id == track_id:
-                return t
+            raise CrosscamError(f"--track {camera}:{track_id}: {self._why_no_tracks(camera)}")
         raise CrosscamError(
             f"--track {camera}:{track_id}: camera {camera!r} has no track {track_id}; "
             f"its tracks are {found[0].track_id}..{found[-1].track_id} (see {camera}/tracks.txt)"
         )
+
+    def _why_no_tracks(self, camera: str) -> str:
+        """Why ``camera`` has no stored track: not a camera of the store, or nobody was tracked in it."""
+        known = [c.name for c in self.cameras()]
+        if camera not in known:
+            return f"unknown camera {camera!r}; cameras in the store: {', '.join(known) or 'none'}"
+        with self._reading() as conn:
+            tracked = [row[0] for row in conn.execute("SELECT DISTINCT camera FROM tracks ORDER BY camera")]
+        what_to_do = f"pick a track of {', '.join(tracked)} instead" if tracked else "no camera of this run has any"
+        return f"camera {camera!r} has no tracks in the store (nobody was tracked in it); {what_to_do}"
 
     def track_by_key(self, key: int) -> StoredTrack:
         return self.tracks_by_keys([key])[0]

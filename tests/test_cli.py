@@ -1,5 +1,8 @@
+import os
 import subprocess
 import sys
+
+import pytest
 
 from pipeline.cli.main import main, package_version
 
@@ -19,3 +22,17 @@ def test_console_script_help_lists_commands():
 def test_unknown_command_is_a_usage_error(capsys):
     assert main(["no-such-command"]) == 2
     assert "No such command" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "notes.mp4"])
+def test_a_file_that_is_no_video_gives_only_crosscams_error_line(tmp_path, name):
+    """No OpenCV warning ("global cap.cpp ... VIDEOIO(FFMPEG)") nor FFmpeg log ("moov atom not found")
+    before the one-line error, for a user who has not set OpenCV's log levels."""
+    notes = tmp_path / name
+    notes.write_text("meeting notes, not a video\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENCV_LOG_LEVEL", "OPENCV_FFMPEG_LOGLEVEL")}
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "track", str(notes), "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and name in lines[0], proc.stderr

@@ -1,3 +1,4 @@
+import html
 import re
 from pathlib import Path
 
@@ -88,6 +89,29 @@ def test_cameras_file_puts_cameras_on_one_clock_and_applies_transit_rules(two_ca
     hall, door = global_ids(two_cameras / "hall"), global_ids(two_cameras / "door")
     assert hall[1] != door[1]  # 117 s from hall to door is longer than the 60 s the rule allows
     assert "common clock" in result.report.read_text()
+
+
+def report_texts(page: str) -> tuple[str, str]:
+    """The page's title and its summary paragraph, unescaped."""
+    title = re.search(r"<title>(.*?)</title>", page).group(1)
+    summary_text = re.search(r"<p>(.*?)</p>", page).group(1)
+    return html.unescape(title), html.unescape(summary_text)
+
+
+def test_the_report_counts_every_camera_and_words_its_counts_in_the_singular(tmp_path: Path):
+    """A camera where nobody was tracked is still one of the run's cameras; one of anything is singular."""
+    run = tmp_path / "run"
+    write_camera(run, "cam1", [])
+    title, text = report_texts(update_identities(run, PipelineConfig(), progress=False).report.read_text())
+    assert title == f"crosscam: {tmp_path.name}/run (1 camera: cam1)"
+    assert text.startswith("0 identities (0 seen by more than one camera) from 0 tracks in 1 camera: cam1;")
+    write_camera(run, "cam2", [summary("cam2", 1, 0.0, 3.0, P), summary("cam2", 2, 1.0, 1.2, Q)])  # 2: a fragment
+    write_camera(run, "cam3", [summary("cam3", 1, 0.0, 3.0, R)])
+    title, text = report_texts(update_identities(run, PipelineConfig(), progress=False).report.read_text())
+    assert title == f"crosscam: {tmp_path.name}/run (3 cameras: cam1, cam2, cam3)"
+    assert "from 3 tracks in 3 cameras: cam1, cam2, cam3;" in text
+    assert text.endswith(" 1 identity marked \u201cnot a person?\u201d (static box, short-lived or tiny: background or "
+                         "a fragment) comes last.")
 
 
 def test_cameras_tracked_with_different_embedders_are_refused(tmp_path: Path):

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 from pipeline.cli.main import main
-from pipeline.config import PipelineConfig
+from pipeline.config import DetectorConfig, PipelineConfig
+from pipeline.detectors import build_detector
 from pipeline.identities import update_identities
 from pipeline.query import query_identity
 from pipeline.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore
-from pipeline.types import TrackSummary
+from pipeline.types import Frame, TrackSummary
 from reid import Embedder
 
 from identity_runs import summary, unit, write_camera
@@ -70,6 +71,7 @@ def test_min_score_top_k_and_identity_queries(synthetic_run: Path, capsys):
     table = capsys.readouterr().out
     assert f"identity {identity}" in table and "hall" in table and "no cameras file" in table
     assert "frames 0-80 (0-based)" in table  # hall tracks 1 and 3: video frames 0..80, tracks.txt rows 1..81
+    assert " tracks 1, 3 " in table and " track 4 " in table and "tracks 4" not in table  # door: one track
 
 
 def test_identity_query_keeps_other_identities_when_its_own_misses_min_score(tmp_path: Path):
@@ -186,6 +188,27 @@ def test_image_query_with_a_detector_refuses_an_image_without_a_person(tmp_path:
     empty = tmp_path / "wall.png"
     cv2.imwrite(str(empty), np.full((240, 320, 3), 128, np.uint8))
     assert "no person found" in crosscam_error(capsys, run, "--image", empty)
+
+
+def test_image_query_with_a_detector_takes_the_runs_own_thumbnails_as_person_crops(cuhk_run: Path, tmp_path: Path,
+                                                                                    capsys, yolo_onnx):
+    """The detector finds nobody in most of these tight crops (a person filling the image):
+    being taller than wide, each is embedded whole and finds its own track's identity."""
+    run = tmp_path / "run"
+    shutil.copytree(cuhk_run, run)
+    for cam in ("c1", "c2"):
+        run_json = run / cam / "run.json"
+        data = json.loads(run_json.read_text())
+        data["config"]["detector"] = {"model": str(yolo_onnx), "image_size": 320}
+        run_json.write_text(json.dumps(data))
+    detector = build_detector(DetectorConfig(model=str(yolo_onnx), image_size=320))
+    thumbs = [run / "c1" / "thumbs" / f"{pid}.jpg" for pid in PEOPLE]
+    missed = [t for t in thumbs if len(detector.detect([Frame("q", 0, 0.0, cv2.imread(str(t)))])[0]) == 0]
+    assert len(missed) >= 3  # the case at hand: crops where the detector sees no person
+    store = TrackStore.open(run / "store")
+    for thumb in missed:
+        out = crosscam_json(capsys, run, "--image", thumb)
+        assert out["identity"] == store.track("c1", int(thumb.stem)).identity
 
 
 def test_image_query_against_a_store_of_another_embedder_is_refused(synthetic_run: Path, capsys, osnet_onnx):

@@ -3,6 +3,8 @@ and joining videos. Ray itself is exercised in test_scale_ray.py."""
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 
 import cv2
@@ -11,12 +13,15 @@ import pytest
 
 from pipeline.config import load_pipeline_config
 from pipeline.boxes import iou_matrix
+from pipeline.cli.main import main
 from pipeline.metrics import evaluate_mot
+from pipeline.scale.cluster import check_reachable
 from pipeline.scale.concat import concat_mp4
 from pipeline.scale.stitch import stitch_segments
 from pipeline.scale.units import plan_camera
 from pipeline.scale.worker import SegmentWorker
 from pipeline.tracks_file import TrackRows
+from reid.errors import CrosscamError
 from samples import SceneOptions, make_scene
 
 from conftest import REPO
@@ -149,3 +154,32 @@ def test_concatenated_video_has_every_frame_once(scene, worker, tmp_path):
     assert cv2.VideoCapture(str(tmp_path / "annotated.mp4")).get(cv2.CAP_PROP_FPS) == pytest.approx(10.0)
     with pytest.raises(ValueError, match="no frames"):
         concat_mp4([b""], tmp_path / "empty.mp4")
+
+
+@pytest.fixture
+def closed_port():
+    """A local port that refuses connections: bound (so nothing else takes it) but not listening."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+def test_an_unreachable_ray_address_fails_at_once_in_one_line(closed_port, monkeypatch, capsys, tmp_path):
+    """Ray itself would retry a dead HOST:PORT for minutes; the run stops within seconds instead."""
+    pytest.importorskip("ray", reason="Ray is the optional extra crosscam[ray]")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    started = time.perf_counter()
+    assert main(["track", "cam1.mp4", "--out", str(tmp_path / "run"), "--ray-address", f"127.0.0.1:{closed_port}"]) == 2
+    assert time.perf_counter() - started < 30
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: --ray-address: no Ray cluster answers at 127.0.0.1:{closed_port} (Connection refused); "
+        "start the cluster (`ray start --head` on that host) or fix the address"]
+
+
+def test_the_reachability_check_names_ray_address_and_leaves_other_forms_to_ray(closed_port):
+    with pytest.raises(CrosscamError, match=f"^RAY_ADDRESS: no Ray cluster answers at 127.0.0.1:{closed_port} "):
+        check_reachable(f"127.0.0.1:{closed_port}", "RAY_ADDRESS")
+    with socket.create_server(("127.0.0.1", 0)) as server:  # a listening port passes
+        check_reachable(f"127.0.0.1:{server.getsockname()[1]}", "--ray-address")
+    for address in ("auto", "local", f"ray://127.0.0.1:{closed_port}"):
+        check_reachable(address, "--ray-address")  # Ray's own forms: not probed, so no error here

@@ -123,6 +123,22 @@ def test_missing_and_empty_store_errors(tmp_path: Path):
         empty.track("hall", 1)
 
 
+def test_a_camera_without_tracks_is_not_called_unknown(tmp_path: Path):
+    store = TrackStore.create(tmp_path / "store", INFO)
+    write_camera(store, "hall", 0, seed=0)  # nobody walked through the hall
+    with pytest.raises(CrosscamError) as info:
+        store.track("hall", 1)
+    assert str(info.value) == ("--track hall:1: camera 'hall' has no tracks in the store (nobody was tracked in it); "
+                               "no camera of this run has any")
+    write_camera(store, "door", 2, seed=1)
+    with pytest.raises(CrosscamError) as info:
+        store.track("hall", 1)
+    assert str(info.value) == ("--track hall:1: camera 'hall' has no tracks in the store (nobody was tracked in it); "
+                               "pick a track of door instead")
+    with pytest.raises(CrosscamError, match="^--track yard:1: unknown camera 'yard'; cameras in the store: door, hall$"):
+        store.track("yard", 1)
+
+
 @pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
 def test_index_kinds_find_the_nearest_track(kind: str):
     rng = np.random.default_rng(3)

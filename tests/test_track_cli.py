@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -239,6 +240,76 @@ def test_ctrl_c_leaves_valid_outputs(tmp_path: Path, osnet_onnx: Path):
     summaries = read_track_summaries(folder)
     assert len(summaries) >= 1 and len(summaries) == record["num_tracks"]
     assert not list(folder.glob("*.partial*"))
+
+
+def test_a_camera_tracked_again_is_replaced_only_when_complete(tmp_path: Path, capsys, osnet_onnx: Path, monkeypatch):
+    """Bad input found after tracking used to cost the camera's earlier outputs: a cameras file
+    and the run's embedder are checked first, and Ctrl-C while tracking again keeps them."""
+    import pipeline.run
+
+    video = write_video(tmp_path / "hall.avi", 40, walker=True)
+    out = tmp_path / "run"
+    args = ["track", str(video), "--out", str(out), "--detector", "motion", "--reid", str(osnet_onnx), "--quiet"]
+    assert run_cli(args, capsys)[0] == 0
+    folder = out / "hall"
+    snapshot = lambda: {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}  # noqa: E731
+    before = snapshot()
+    assert (folder / "tracks.txt").read_text()
+
+    def refused(extra: list[str], words: str) -> None:
+        code, _, err = run_cli([*args, *extra], capsys)
+        assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
+        assert snapshot() == before and sorted(p.name for p in out.iterdir()) == names
+
+    names = sorted(p.name for p in out.iterdir())
+    refused(["--cameras", str(tmp_path / "nope.yaml")], "cameras file not found")
+    (tmp_path / "door.yaml").write_text("cameras:\n  - {name: door, offset_s: 0}\n")
+    refused(["--cameras", str(tmp_path / "door.yaml")], "no entry for camera(s) hall")
+    other = out / "door"  # a camera of the run tracked with another embedder
+    other.mkdir()
+    (other / "tracks.json").write_text("[]")
+    (other / "run.json").write_text(json.dumps({"status": "complete", "models": {"reid": {
+        "name": "other-model", "fingerprint": "f" * 64, "dim": 512}}}))
+    names = sorted(p.name for p in out.iterdir())
+    refused([], "door were tracked with (other-model")
+    shutil.rmtree(other)
+    names = sorted(p.name for p in out.iterdir())
+
+    real_chain = pipeline.run.camera_chain
+
+    def stopped_chain(*a, **k):  # Ctrl-C after 10 frames of tracking the camera again
+        for i, result in enumerate(real_chain(*a, **k)):
+            if i == 10:
+                raise KeyboardInterrupt
+            yield result
+
+    monkeypatch.setattr(pipeline.run, "camera_chain", stopped_chain)
+    code, _, err = run_cli([*args, "--max-frames", "30"], capsys)
+    assert code == 130 and "earlier complete outputs are kept" in err
+    assert snapshot() == before and sorted(p.name for p in out.iterdir()) == names
+    monkeypatch.setattr(pipeline.run, "camera_chain", real_chain)
+    assert run_cli([*args, "--max-frames", "30"], capsys)[0] == 0  # complete: it replaces the earlier outputs
+    assert json.loads((folder / "run.json").read_text())["frames_read"] == 30
+    assert sorted(p.name for p in out.iterdir()) == names
+
+
+def test_camera_names_and_the_run_directory_are_checked_first(tmp_path: Path, capsys):
+    video = write_video(tmp_path / "a.avi", 3, walker=False)
+    (tmp_path / "file").write_text("x")
+    cases = [
+        (["--camera", "..", "--out", str(tmp_path / "r")], "plain folder name"),
+        (["--camera", "a/b", "--out", str(tmp_path / "r")], "plain folder name"),
+        (["--camera", "store", "--out", str(tmp_path / "r")], "plain folder name"),
+        (["--out", str(tmp_path / "file")], "is a file"),
+        (["--out", str(tmp_path / "file" / "sub")], "is a file"),
+        (["--out", ""], "--out: empty"),
+    ]
+    for extra, words in cases:
+        code, out, err = run_cli(["track", str(video), "--detector", "motion", *extra], capsys)
+        assert code == 2 and out == "" and words in err and len(err.strip().splitlines()) == 1, (extra, err)
+    code, _, err = run_cli(["track", str(video), str(video), "--camera", "x", "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "1 name for 2 inputs" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.avi", "file"]  # nothing written anywhere
 
 
 def test_help_lists_the_options(capsys):

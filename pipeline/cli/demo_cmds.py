@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from pipeline.demo import demo_config, results_table, run_demo
+from pipeline.run import check_out_dir
 from samples import SceneOptions
 
 
@@ -31,6 +32,7 @@ def register(app: typer.Typer) -> None:
         track it with the offline defaults (motion detector, ImageNet MobileNetV2, DeepSORT), link
         identities across cameras into the FAISS + SQLite store, score per-camera MOTA/IDF1 and MTMC
         IDF1, query the longest track, and print the results and where the report is. No downloads."""
+        check_out_dir(out)
         result = run_demo(out, seconds=seconds, seed=seed, config=demo_config(set_ or []), progress=not quiet,
                           gt_detections=gt_detections)
         if as_json:

@@ -6,14 +6,21 @@ Each command module exposes ``register(app)``, which adds its commands to the ap
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
 import typer
 
-from pipeline.cli import bench_cmds, demo_cmds, embed_cmds, metrics_cmds, query_cmds, samples_cmds, track_cmds, train_cmds
-from pipeline.cli import serve_cmds
-from reid.errors import CrosscamError
+# Set before the command modules import cv2: OpenCV's warnings and its FFmpeg backend's log ("moov atom
+# not found") would otherwise print before crosscam's own one-line error for a file it cannot decode.
+# A user's own setting wins.
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's AV_LOG_QUIET
+
+from pipeline.cli import bench_cmds, demo_cmds, embed_cmds, metrics_cmds, query_cmds, samples_cmds, track_cmds, train_cmds  # noqa: E402
+from pipeline.cli import serve_cmds  # noqa: E402
+from reid.errors import CrosscamError  # noqa: E402
 
 COMMAND_MODULES = [embed_cmds, bench_cmds, track_cmds, query_cmds, metrics_cmds, samples_cmds, train_cmds, demo_cmds]
 COMMAND_MODULES.append(serve_cmds)

@@ -37,10 +37,10 @@ def _print_table(result: QueryResult) -> None:
     for match in result.matches:
         typer.echo(f"identity {match.identity}  score {match.score:.3f}")
         for a in match.appearances:
-            tracks = ",".join(str(t) for t in a.track_ids)
+            tracks = f"{'track' if len(a.track_ids) == 1 else 'tracks'} {', '.join(str(t) for t in a.track_ids)}"
             typer.echo(
                 f"  {a.camera:12s} {_clock(a.start_s)}-{_clock(a.end_s)}  frames {a.start_frame}-{a.end_frame} (0-based)"
-                f"  tracks {tracks:10s} score {a.score:.3f}  {a.thumbnail or ''}"
+                f"  {tracks:17s} score {a.score:.3f}  {a.thumbnail or ''}"
             )
 
 

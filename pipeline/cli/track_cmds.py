@@ -11,8 +11,10 @@ from typing import List, Optional
 import typer
 
 from pipeline.config import load_pipeline_config
-from pipeline.identities import update_identities
-from pipeline.run import track_videos
+from pipeline.identities import check_before_tracking, update_identities
+from pipeline.run import check_out_dir, track_videos
+from pipeline.sources import default_camera_name
+from pipeline.store import EmbedderInfo
 from reid.errors import CrosscamError
 
 
@@ -42,7 +44,7 @@ def register(app: typer.Typer) -> None:
         inputs: List[str] = typer.Argument(..., metavar="VIDEO...",
                                            help="Video files (.mp4, .avi, raw .264 ...), image folders "
                                                 "(MOTChallenge SEQ/ or SEQ/img1/) or rtsp:// / http:// URLs."),
-        out: Path = typer.Option(..., "--out", help="Run directory; each camera writes into RUN_DIR/<camera>/."),
+        out_text: str = typer.Option(..., "--out", metavar="RUN_DIR", help="Run directory; each camera writes into RUN_DIR/<camera>/."),
         camera: Optional[List[str]] = typer.Option(None, "--camera",
                                                    help="Camera name per input, in order (default: the file stem)."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML config (default configs/base.yaml)."),
@@ -78,10 +80,13 @@ def register(app: typer.Typer) -> None:
         associate every camera of RUN_DIR (earlier ones too) into global identities: store/,
         tracks_global.txt, annotated_global.mp4 and report.html.
         Ctrl-C stops cleanly: what was written stays valid and run.json says "interrupted"."""
+        out = check_out_dir(out_text)  # "" is not "."
         distributed = workers is not None or ray_address is not None
         if not distributed and (segment_s is not None or gpus_per_worker is not None):
             raise CrosscamError("--segment-s / --gpus-per-worker apply to Ray runs; add --workers N or --ray-address ADDR")
         cfg = load_pipeline_config(config, _overrides(set_ or [], detector, reid, max_frames, stride, device, segment_s))
+        if identities:  # what association would refuse afterwards, refused before anything is replaced
+            check_before_tracking(out, cameras_file, camera or [default_camera_name(s) for s in inputs])
         try:
             if distributed:
                 from pipeline.scale.driver import track_videos_on_ray  # imports Ray only when asked for
@@ -89,9 +94,12 @@ def register(app: typer.Typer) -> None:
                 runs = track_videos_on_ray(inputs, out, cfg, cameras=camera, workers=workers, address=ray_address,
                                            gpus_per_worker=gpus_per_worker, progress=not quiet)
             else:
-                runs = track_videos(inputs, out, cfg, cameras=camera, progress=not quiet)
+                same_embedder = (lambda names, emb: check_before_tracking(
+                    out, cameras_file, names, EmbedderInfo(emb.fingerprint, emb.name, emb.dim))) if identities else None
+                runs = track_videos(inputs, out, cfg, cameras=camera, progress=not quiet, before=same_embedder)
         except KeyboardInterrupt:
-            typer.echo(f"interrupted: outputs written so far are in {out} (run.json status \"interrupted\")", err=True)
+            typer.echo(f"interrupted: {out} keeps what was written; the stopped camera's run.json says \"interrupted\" "
+                       "(a camera tracked before keeps its earlier outputs)", err=True)
             raise typer.Exit(130) from None
         complete = all(r.status == "complete" for r in runs)
         linked = update_identities(out, cfg, cameras_file, progress=not quiet) if identities and complete else None

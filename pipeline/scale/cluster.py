@@ -22,6 +22,7 @@ import heapq
 import itertools
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 RAY_EXTRA = "pip install 'crosscam[ray]'"
 POLL_S = 0.25  # how often the driver wakes to read progress while jobs run
+CONNECT_TIMEOUT_S = 5.0  # how long a HOST:PORT cluster address may take to accept a connection
 
 
 def import_ray():
@@ -42,6 +44,22 @@ def import_ray():
     except ImportError:
         raise CrosscamError(f"--workers / --ray-address need Ray, which is not installed; {RAY_EXTRA}") from None
     return ray
+
+
+def check_reachable(address: str, given_as: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail in one line when ``address`` is a ``HOST:PORT`` that accepts no TCP connection within ``timeout`` s.
+
+    Ray itself would retry an unreachable address for minutes. Other forms (``auto``, ``local``,
+    ``ray://...``) are left to Ray. ``given_as`` names where the address came from in the error.
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or "://" in address or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise CrosscamError(f"{given_as}: no Ray cluster answers at {address} ({exc.strerror or exc}); start "
+                            "the cluster (`ray start --head` on that host) or fix the address") from None
 
 
 @dataclass(frozen=True)
@@ -123,6 +141,8 @@ class WorkerPool:
         ray = self._ray = import_ray()
         if not ray.is_initialized():
             address = self.address or os.environ.get("RAY_ADDRESS") or None
+            if address:
+                check_reachable(address, "--ray-address" if self.address else "RAY_ADDRESS")
             try:
                 ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
             except (OSError, ValueError, RuntimeError) as exc:

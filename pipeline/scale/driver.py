@@ -34,7 +34,7 @@ from tqdm import tqdm
 from pipeline.config import PipelineConfig
 from pipeline.finalise import final_ids, relinked_record
 from pipeline.relabel import apply_id_map
-from pipeline.run import CameraRun, check_camera_names, package_versions, resolved_config, utc_now, write_json_atomic
+from pipeline.run import CameraRun, check_camera_names, check_out_dir, make_folder, package_versions, resolved_config, utc_now, write_json_atomic
 from pipeline.scale.cluster import Job, Outcome, WorkerPool
 from pipeline.scale.concat import concat_mp4
 from pipeline.scale.stitch import stitch_segments
@@ -129,7 +129,7 @@ class _Driver:
             "time_offset_s": 0.0, "config": resolved_config(self.cfg), "versions": package_versions(),
             "models": None, "colour": probe.colour.describe(), "scale": self.scale, "started_at": utc_now(),
         }
-        cam.folder.mkdir(parents=True, exist_ok=True)
+        make_folder(cam.folder)
         self._write_run_json(cam)
         for unit in cam.units:
             self.bar.total += _kept_frames(unit, self.cfg.source.stride)
@@ -196,7 +196,7 @@ class _Driver:
             cam.record = {"camera": cam.name, "source": cam.spec, "config": resolved_config(self.cfg),
                           "versions": package_versions(), "models": None, "scale": self.scale,
                           "started_at": utc_now()}
-        cam.folder.mkdir(parents=True, exist_ok=True)
+        make_folder(cam.folder)
         self._write_run_json(cam)
         self.bar.write(f"error: {cam.run.error}", file=sys.stderr)
 
@@ -257,7 +257,7 @@ def track_videos_on_ray(specs: Sequence[str], out_dir: str | Path, cfg: Pipeline
         raise CrosscamError("track: no input given; pass at least one video file, image folder or URL")
     names = list(cameras) if cameras else [default_camera_name(s) for s in specs]
     check_camera_names(specs, cameras, names)
-    out_dir = Path(out_dir)
+    out_dir = check_out_dir(out_dir)
     cams = [_Camera(name, spec, out_dir / name, CameraRun(name, out_dir / name), i)
             for i, (name, spec) in enumerate(zip(names, specs))]
     scale = cfg.scale

@@ -114,7 +114,7 @@ class RunView:
     # -- cameras ---------------------------------------------------------------------------------
     def camera_names(self) -> list[str]:
         """Cameras with a folder and ``run.json`` (running ones included), by name."""
-        return sorted(p.name for p in self.run_dir.iterdir() if (p / "run.json").is_file())
+        return sorted(p.name for p in self.run_dir.iterdir() if (p / "run.json").is_file() and not p.name.startswith("."))
 
     def camera_folder(self, camera: str) -> Path:
         if camera not in self.camera_names():
