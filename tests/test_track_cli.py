@@ -288,7 +288,9 @@ def test_a_camera_tracked_again_is_replaced_only_when_complete(tmp_path: Path, c
     assert code == 130 and "earlier complete outputs are kept" in err
     assert snapshot() == before and sorted(p.name for p in out.iterdir()) == names
     monkeypatch.setattr(pipeline.run, "camera_chain", real_chain)
-    assert run_cli([*args, "--max-frames", "30"], capsys)[0] == 0  # complete: it replaces the earlier outputs
+    code, out_text, _ = run_cli([*args, "--max-frames", "30"], capsys)
+    assert code == 0  # complete: it replaces the earlier outputs
+    assert "hall: 30 frames, " in out_text and " of 1 camera -> " in out_text  # counted in the singular
     assert json.loads((folder / "run.json").read_text())["frames_read"] == 30
     assert sorted(p.name for p in out.iterdir()) == names
 

@@ -123,7 +123,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(result))
         else:
             for cam in result["cameras"]:
-                typer.echo(f"{cam['camera']}: {cam['frames_read']} frames, {cam['tracks']} tracks, "
+                typer.echo(f"{cam['camera']}: {_count(cam['frames_read'], 'frame')}, {_count(cam['tracks'], 'track')}, "
                            f"{cam['fps']} frames/s -> {cam['folder']}"
                            + (f" ({cam['status']}: {cam['error']})" if cam["status"] != "complete" else ""))
         _report_identities(linked, identities, as_json)
@@ -135,7 +135,13 @@ def _report_identities(linked, identities: bool, as_json: bool) -> None:
     if as_json:
         return
     if linked is not None:
-        typer.echo(f"{linked.tracks} tracks of {len(linked.cameras)} cameras -> {linked.identities} identities "
-                   f"({linked.multi_camera_identities} seen by more than one camera); report: {linked.report}")
+        typer.echo(f"{_count(linked.tracks, 'track')} of {_count(len(linked.cameras), 'camera')} -> "
+                   f"{_count(linked.identities, 'identity', 'identities')} ({linked.multi_camera_identities} seen by "
+                   f"more than one camera); report: {linked.report}")
     elif identities:
         typer.echo("identities not updated: not every camera completed (see each camera's run.json)", err=True)
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    """``1 track``, ``2 tracks``."""
+    return f"{n} {one if n == 1 else many or one + 's'}"
