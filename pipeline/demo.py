@@ -206,7 +206,8 @@ def _query_lines(query: QueryResult | None) -> str:
         return "query: no tracks in the store"
     best = query.best
     visits = "; ".join(
-        f"{a.camera} {a.start_s:.1f}-{a.end_s:.1f} s (tracks {','.join(map(str, a.track_ids))}, score {a.score:.2f})"
+        f"{a.camera} {a.start_s:.1f}-{a.end_s:.1f} s (track{'s' if len(a.track_ids) > 1 else ''} "
+        f"{', '.join(map(str, a.track_ids))}, score {a.score:.2f})"
         for a in best.appearances
     )
     return f"query {query.query}: identity {best.identity}: {visits}"
