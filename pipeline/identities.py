@@ -24,7 +24,7 @@ import shutil
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from pipeline.association import associate_tracks
 from pipeline.cameras import CamerasFile, camera_offsets, load_cameras_file
@@ -201,11 +201,12 @@ def camera_folders(run_dir: Path) -> list[Path]:
 
 
 def check_before_tracking(run_dir: Path, cameras_file: str | Path | None, cameras: Sequence[str],
-                          embedder: EmbedderInfo | None = None) -> None:
+                          embedder: Callable[[], EmbedderInfo] | None = None) -> None:
     """Refuse, before ``cameras`` are tracked into ``run_dir``, what :func:`update_identities` would
     refuse after it (when a camera's earlier outputs are already replaced): a cameras file (given,
     or the run's kept one) that does not load or lacks one of the run's cameras, and, with
-    ``embedder``, an embedder other than the one the run's other cameras were tracked with."""
+    ``embedder`` (called only when the run has other cameras: it may load the model), an embedder
+    other than the one the run's other cameras were tracked with."""
     run_dir = Path(run_dir)
     spec = _cameras_spec(run_dir, cameras_file)
     others = [f for f in sorted(run_dir.iterdir()) if _is_camera_folder(f) and f.name not in cameras] \
@@ -214,6 +215,7 @@ def check_before_tracking(run_dir: Path, cameras_file: str | Path | None, camera
     if embedder is None or not others:
         return
     used = _embedder_info({f.name: _read_run_json(f) for f in others})
+    embedder = embedder()
     if (used.fingerprint, used.dim) != (embedder.fingerprint, embedder.dim):
         raise CrosscamError(
             f"--reid: {embedder.name} ({embedder.fingerprint[:12]}, dim {embedder.dim}) is not the embedder this "

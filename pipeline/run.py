@@ -190,19 +190,38 @@ def track_camera(source: FrameSource, detector: Detector, embedder, folder: Path
 
     A camera tracked completely before is tracked again beside it (``.<camera>.retrack``) and
     replaces it only once complete: Ctrl-C or an error keeps the earlier outputs."""
-    if read_status(folder) != "complete":
-        return _track_into(source, detector, embedder, folder, cfg, progress)
-    staging = folder.with_name(f".{folder.name}.retrack")
-    shutil.rmtree(staging, ignore_errors=True)
+    work = working_folder(folder)
     try:
-        run = _track_into(source, detector, embedder, staging, cfg, progress)
+        run = _track_into(source, detector, embedder, work, cfg, progress)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        print(f"{folder.name}: stopped; its earlier complete outputs are kept", file=sys.stderr)
+        keep_earlier(folder, work)
         raise
-    replace_folder(folder, staging)
+    publish(folder, work)
     run.folder = folder
     return run
+
+
+def working_folder(folder: Path) -> Path:
+    """Where a camera is tracked into: ``folder``, or beside it (``.CAMERA.retrack``) when it holds
+    a complete earlier run, which :func:`publish` then replaces and :func:`keep_earlier` keeps."""
+    if read_status(folder) != "complete":
+        return folder
+    work = folder.with_name(f".{folder.name}.retrack")
+    shutil.rmtree(work, ignore_errors=True)  # left by a process killed outright
+    return work
+
+
+def publish(folder: Path, work: Path) -> None:
+    """A complete run in ``work`` becomes the camera's ``folder`` (nothing to do when they are one)."""
+    if work != folder:
+        replace_folder(folder, work)
+
+
+def keep_earlier(folder: Path, work: Path) -> None:
+    """A run into ``work`` stopped (Ctrl-C, an error): drop it, keeping ``folder``'s complete one."""
+    if work != folder:
+        shutil.rmtree(work, ignore_errors=True)
+        print(f"{folder.name}: stopped; its earlier complete outputs are kept", file=sys.stderr)
 
 
 def read_status(folder: Path) -> str | None:

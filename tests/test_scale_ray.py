@@ -277,6 +277,12 @@ def test_an_undecodable_input_fails_its_camera_only(scene, cluster, tmp_path):
     bad = json.loads((out / "broken" / "run.json").read_text())
     assert good["status"] == "complete" and (out / "cam1" / "tracks.txt").is_file()
     assert bad["status"] == "failed" and "\n" not in bad["error"]
+    # cam1 tracked again from the broken file: it fails, and cam1's complete outputs stay as they were
+    before = {p.name: p.read_bytes() for p in (out / "cam1").iterdir() if p.is_file()}
+    proc = crosscam(["track", str(broken), "--camera", "cam1", "--out", str(out), *SETTINGS, "--ray-address", address], env)
+    assert proc.returncode == 2 and "cam1: stopped; its earlier complete outputs are kept" in proc.stderr
+    assert {p.name: p.read_bytes() for p in (out / "cam1").iterdir() if p.is_file()} == before
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
 
 
 def test_ctrl_c_stops_the_workers_and_keeps_finished_cameras(ray_tmp, tmp_path):

@@ -272,6 +272,7 @@ def test_a_camera_tracked_again_is_replaced_only_when_complete(tmp_path: Path, c
         "name": "other-model", "fingerprint": "f" * 64, "dim": 512}}}))
     names = sorted(p.name for p in out.iterdir())
     refused([], "door were tracked with (other-model")
+    refused(["--workers", "2"], "door were tracked with (other-model")  # on Ray too, before Ray starts
     shutil.rmtree(other)
     names = sorted(p.name for p in out.iterdir())
 

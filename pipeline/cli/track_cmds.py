@@ -15,6 +15,7 @@ from pipeline.identities import check_before_tracking, update_identities
 from pipeline.run import check_out_dir, track_videos
 from pipeline.sources import default_camera_name
 from pipeline.store import EmbedderInfo
+from reid.embedder import Embedder
 from reid.errors import CrosscamError
 
 
@@ -86,7 +87,10 @@ def register(app: typer.Typer) -> None:
             raise CrosscamError("--segment-s / --gpus-per-worker apply to Ray runs; add --workers N or --ray-address ADDR")
         cfg = load_pipeline_config(config, _overrides(set_ or [], detector, reid, max_frames, stride, device, segment_s))
         if identities:  # what association would refuse afterwards, refused before anything is replaced
-            check_before_tracking(out, cameras_file, camera or [default_camera_name(s) for s in inputs])
+            # a Ray run loads the embedder here only to compare it (workers load their own); a local
+            # run compares the one it loaded, once the inputs are open
+            check_before_tracking(out, cameras_file, camera or [default_camera_name(s) for s in inputs],
+                                  (lambda: embedder_info(Embedder.from_config(cfg.reid))) if distributed else None)
         try:
             if distributed:
                 from pipeline.scale.driver import track_videos_on_ray  # imports Ray only when asked for
@@ -95,11 +99,11 @@ def register(app: typer.Typer) -> None:
                                            gpus_per_worker=gpus_per_worker, progress=not quiet)
             else:
                 same_embedder = (lambda names, emb: check_before_tracking(
-                    out, cameras_file, names, EmbedderInfo(emb.fingerprint, emb.name, emb.dim))) if identities else None
+                    out, cameras_file, names, lambda: embedder_info(emb))) if identities else None
                 runs = track_videos(inputs, out, cfg, cameras=camera, progress=not quiet, before=same_embedder)
         except KeyboardInterrupt:
             typer.echo(f"interrupted: {out} keeps what was written; the stopped camera's run.json says \"interrupted\" "
-                       "(a camera tracked before keeps its earlier outputs)", err=True)
+                       "(a camera tracked completely before keeps its earlier outputs)", err=True)
             raise typer.Exit(130) from None
         complete = all(r.status == "complete" for r in runs)
         linked = update_identities(out, cfg, cameras_file, progress=not quiet) if identities and complete else None
@@ -145,3 +149,8 @@ def _report_identities(linked, identities: bool, as_json: bool) -> None:
 def _count(n: int, one: str, many: str | None = None) -> str:
     """``1 track``, ``2 tracks``."""
     return f"{n} {one if n == 1 else many or one + 's'}"
+
+
+def embedder_info(embedder: Embedder) -> EmbedderInfo:
+    """What the store and ``run.json`` record of ``embedder``."""
+    return EmbedderInfo(embedder.fingerprint, embedder.name, embedder.dim)

@@ -34,7 +34,8 @@ from tqdm import tqdm
 from pipeline.config import PipelineConfig
 from pipeline.finalise import final_ids, relinked_record
 from pipeline.relabel import apply_id_map
-from pipeline.run import CameraRun, check_camera_names, check_out_dir, make_folder, package_versions, resolved_config, utc_now, write_json_atomic
+from pipeline.run import (CameraRun, check_camera_names, check_out_dir, keep_earlier, make_folder, package_versions,
+                          publish, resolved_config, utc_now, working_folder, write_json_atomic)
 from pipeline.scale.cluster import Job, Outcome, WorkerPool
 from pipeline.scale.concat import concat_mp4
 from pipeline.scale.stitch import stitch_segments
@@ -184,6 +185,7 @@ class _Driver:
     def _complete(self, cam: _Camera) -> None:
         cam.run.status = "complete"
         self._write_run_json(cam)
+        publish(cam.run.folder, cam.folder)
         if self.progress:
             self.bar.write(f"{cam.name}: {cam.run.frames_read} frames, {cam.run.num_tracks} tracks, "
                            f"{len(cam.units)} segment(s), {sum(o.retries for o in cam.outcomes.values())} retries",
@@ -198,10 +200,12 @@ class _Driver:
                           "started_at": utc_now()}
         make_folder(cam.folder)
         self._write_run_json(cam)
+        keep_earlier(cam.run.folder, cam.folder)
         self.bar.write(f"error: {cam.run.error}", file=sys.stderr)
 
     def interrupt(self) -> None:
-        """After Ctrl-C: each unfinished camera keeps its first finished segments (``interrupted``)."""
+        """After Ctrl-C: each unfinished camera keeps its first finished segments (``interrupted``), or,
+        tracked completely before, its earlier outputs."""
         for cam in self.cameras.values():
             if cam.done or not cam.record:
                 continue
@@ -212,6 +216,7 @@ class _Driver:
             if cam.rows is None and finished:
                 self._write_tracks(cam, [cam.results[k] for k in range(finished)])
             self._write_run_json(cam)
+            keep_earlier(cam.run.folder, cam.folder)
 
     def _write_run_json(self, cam: _Camera) -> None:
         run = cam.run
@@ -258,7 +263,8 @@ def track_videos_on_ray(specs: Sequence[str], out_dir: str | Path, cfg: Pipeline
     names = list(cameras) if cameras else [default_camera_name(s) for s in specs]
     check_camera_names(specs, cameras, names)
     out_dir = check_out_dir(out_dir)
-    cams = [_Camera(name, spec, out_dir / name, CameraRun(name, out_dir / name), i)
+    # a camera tracked completely before is written beside it until complete (pipeline.run.working_folder)
+    cams = [_Camera(name, spec, working_folder(out_dir / name), CameraRun(name, out_dir / name), i)
             for i, (name, spec) in enumerate(zip(names, specs))]
     scale = cfg.scale
     start = time.perf_counter()
