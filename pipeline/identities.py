@@ -31,7 +31,7 @@ from pipeline.cameras import CamerasFile, camera_offsets, load_cameras_file
 from pipeline.config import PipelineConfig, SourceConfig
 from pipeline.report import write_report
 from pipeline.annotate import render_tracks_video
-from pipeline.sources import open_source
+from pipeline.sources import decode_errors_said, open_source
 from pipeline.store import DB_NAME, CameraRecord, CameraTracks, EmbedderInfo, TrackStore
 from pipeline.tracks_file import read_camera_tracks
 from pipeline.types import TrackSummary, read_track_summaries
@@ -351,7 +351,7 @@ def render_global_video(cam: _CameraInput, identity_of: dict[int, int], progress
         return None
     # An interrupted run stopped early: its annotated video ends at its last tracked frame too.
     stop = int(rows.frame.max(initial=-1)) + 1 if cam.run.get("status") == "interrupted" else None
-    with source:
+    with source, decode_errors_said():  # reported when the camera was tracked
         render_tracks_video(source, rows, out, identity_of, (0, stop), progress=progress,
                             desc=f"{cam.name} global ids")
     return out

@@ -17,6 +17,7 @@ import configparser
 import logging
 import time
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -347,6 +348,18 @@ class StreamSource(FrameSource):
         if self._cap is not None:
             self._cap.release()
             self._cap = None
+
+
+@contextmanager
+def decode_errors_said() -> Iterator[None]:
+    """Within it, sources do not log the frames they skip: for a file read again (to draw a video)
+    whose decode errors were reported the first time."""
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def open_source(spec: str, camera: str | None, cfg: SourceConfig, frames: FrameRange | None = None) -> FrameSource:

@@ -296,6 +296,21 @@ def test_a_camera_tracked_again_is_replaced_only_when_complete(tmp_path: Path, c
     assert sorted(p.name for p in out.iterdir()) == names
 
 
+def test_a_cut_short_video_is_reported_once_and_in_the_summary(hall_clip: Path, tmp_path: Path, osnet_onnx: Path):
+    """The frames a cut-short file lacks are said once (not again when the global-id video is drawn)
+    and counted in the camera's summary line."""
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(hall_clip.read_bytes()[:300_000])
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "track", str(cut), "--out", str(tmp_path / "run"),
+                           "--detector", "motion", "--reid", str(osnet_onnx), "--quiet"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads((tmp_path / "run" / "cut" / "run.json").read_text())
+    assert record["frames_failed"] > 0
+    assert proc.stderr.count("could not be decoded; the rest of the file was skipped") == 1, proc.stderr
+    assert f"({record['frames_failed']} frames could not be decoded)" in proc.stdout
+
+
 def test_camera_names_and_the_run_directory_are_checked_first(tmp_path: Path, capsys):
     video = write_video(tmp_path / "a.avi", 3, walker=False)
     (tmp_path / "file").write_text("x")

@@ -129,6 +129,7 @@ def register(app: typer.Typer) -> None:
             for cam in result["cameras"]:
                 typer.echo(f"{cam['camera']}: {_count(cam['frames_read'], 'frame')}, {_count(cam['tracks'], 'track')}, "
                            f"{cam['fps']} frames/s -> {cam['folder']}"
+                           + (f" ({_count(cam['frames_failed'], 'frame')} could not be decoded)" if cam["frames_failed"] else "")
                            + (f" ({cam['status']}: {cam['error']})" if cam["status"] != "complete" else ""))
         _report_identities(linked, identities, as_json)
         if not complete:  # a Ray run finishes the other cameras when one fails: say it by the exit status
