@@ -131,6 +131,9 @@ def read_mot_file(path: str | Path, kind: str) -> np.ndarray:
     path = Path(path)
     if kind not in ("gt", "pred"):
         raise ValueError(f"kind must be 'gt' or 'pred', not {kind!r}")
+    if path.is_dir():
+        raise CrosscamError(f"{path}: a folder; pass the {kind} file itself (a MOTChallenge .txt, e.g. "
+                            f"{'SEQ/gt/gt.txt' if kind == 'gt' else 'RUN_DIR/CAMERA/tracks.txt'})")
     if not path.is_file():
         raise CrosscamError(f"{path}: {kind} file not found; pass an existing MOTChallenge .txt file")
     rows = []

@@ -94,9 +94,14 @@ class QueryResult:
 def open_run_store(run_dir: str | Path, config: PipelineConfig | None = None) -> TrackStore:
     """The run's store, refusing a missing or empty one with one line."""
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CrosscamError(f"{run_dir}: no such run directory; run `crosscam track ... --out {run_dir}` first")
     inner = run_inside(run_dir)
     if inner is not None:
         raise CrosscamError(f"{run_dir}: not a run directory, but {inner} is one: give that")
+    if not (run_dir / STORE_DIR).exists() and any((p / "run.json").is_file() for p in run_dir.iterdir()):
+        raise CrosscamError(f"{run_dir}: camera outputs but no track store yet: it is written once every camera's "
+                            "run is complete (see their run.json); run `crosscam track` again for those that are not")
     store = TrackStore.open(run_dir / STORE_DIR, config=(config or PipelineConfig()).store)
     if len(store) == 0:
         raise CrosscamError(f"{run_dir / STORE_DIR}: the track store is empty; track a video with people into {run_dir} first")

@@ -69,6 +69,7 @@ def load_config(
     model: type[ModelT], path: str | Path | None = None, overrides: Iterable[str] = ()
 ) -> ModelT:
     """Build a validated ``model`` from an optional YAML file plus ``KEY=VALUE`` overrides."""
+    overrides = list(overrides)
     data = read_yaml_with_bases(path) if path is not None else {}
     data = apply_overrides(data, overrides)
     try:
@@ -76,6 +77,10 @@ def load_config(
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        given = next((item for item in overrides if item.partition("=")[0].strip() == key), None)
+        if given is not None:  # the --set is wrong, not the file
+            keys = f"; the keys are those of {path}" if path is not None else ""
+            raise CrosscamError(f"--set {given}: config key '{key}': {err['msg']}{keys}") from None
         where = f"{path}: " if path is not None else ""
         raise CrosscamError(
             f"{where}config key '{key}': {err['msg']}; fix the file or the --set override"

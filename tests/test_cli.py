@@ -24,6 +24,21 @@ def test_unknown_command_is_a_usage_error(capsys):
     assert "No such command" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, words", [
+    (["track"], "Missing argument 'VIDEO...'"),
+    (["query", "run", "--track", "cam1:1", "--min-score", "2"], "'--min-score': Input should be less than or equal to 1"),
+    (["track", "a.mp4", "--out", "r", "--no-such-option"], "No such option: --no-such-option"),
+])
+def test_usage_errors_are_one_line(capsys, argv, words):
+    """Usage errors (a missing argument, a value out of range, an unknown option) are one `error:`
+    line naming the command's help, like every other error (typer draws a box of several)."""
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert captured.out == "" and len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0]
+    assert lines[0].endswith(f"see `crosscam {argv[0]} --help`")
+
+
 @pytest.mark.parametrize("name", ["notes.txt", "notes.mp4"])
 def test_a_file_that_is_no_video_gives_only_crosscams_error_line(tmp_path, name):
     """No OpenCV warning ("global cap.cpp ... VIDEOIO(FFMPEG)") nor FFmpeg log ("moov atom not found")

@@ -31,6 +31,13 @@ def test_unknown_key_names_key_and_file(tmp_path: Path):
         load_pipeline_config(bad)
 
 
+def test_a_wrong_override_is_blamed_not_the_file():
+    with pytest.raises(CrosscamError) as info:
+        load_pipeline_config(None, ["tracker.nokey=1"])
+    message = str(info.value)
+    assert message.startswith("--set tracker.nokey=1: config key 'tracker.nokey'") and "fix the file" not in message
+
+
 def test_out_of_range_value_is_one_line():
     with pytest.raises(CrosscamError) as info:
         load_pipeline_config(None, ["detector.confidence=1.5"])

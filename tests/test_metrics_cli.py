@@ -96,3 +96,5 @@ def test_eval_mot_missing_file_is_one_line(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1 and "none.txt" in captured.err and "pred file not found" in captured.err
+    assert main(["eval-mot", "--gt", str(tmp_path / "gt.txt"), "--pred", str(tmp_path)]) == 2  # a run's folder
+    assert "a folder; pass the pred file itself" in capsys.readouterr().err

@@ -32,7 +32,7 @@ def benchmark(
     aqe: bool = typer.Option(False, "--aqe", help="Alpha query expansion (fast-reid: qe_k=5, alpha=3)."),
     flip: bool = typer.Option(False, "--flip", help="Flip test-time augmentation (mean of crop and mirror features)."),
     metric: str = typer.Option("cosine", "--metric", help="Distance: cosine or euclidean."),
-    out: Path = typer.Option(None, "--out", help="Report folder [default: runs/benchmark/<dataset>]."),
+    out: Path = typer.Option(None, "--out", help="Report folder [default: runs/benchmark/DATASET]."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Feature cache folder [default: OUT/cache]."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(32, "--batch-size", help="Crops per forward pass."),

@@ -22,6 +22,11 @@ from pipeline.cli import bench_cmds, demo_cmds, embed_cmds, metrics_cmds, query_
 from pipeline.cli import serve_cmds  # noqa: E402
 from reid.errors import CrosscamError  # noqa: E402
 
+try:  # typer 0.2x carries its own click
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError  # noqa: E402
+except ImportError:  # older typer uses click itself
+    from click.exceptions import NoArgsIsHelpError, UsageError  # noqa: E402
+
 COMMAND_MODULES = [embed_cmds, bench_cmds, track_cmds, query_cmds, metrics_cmds, samples_cmds, train_cmds, demo_cmds]
 COMMAND_MODULES.append(serve_cmds)
 
@@ -31,6 +36,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # help text: a docstring's wrapped lines join into one paragraph
 )
 
 
@@ -61,15 +67,25 @@ for module in COMMAND_MODULES:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit status (0 ok, 2 user or usage error)."""
+    """Run the CLI and return its exit status (0 ok, 2 user or usage error); every error is one
+    ``error:`` line on stderr, usage errors (an option out of range, a missing argument) too."""
     try:
-        app(args=argv, prog_name="crosscam")
+        status = typer.main.get_command(app).main(args=argv, prog_name="crosscam", standalone_mode=False)
     except CrosscamError as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2
-    except SystemExit as exc:  # typer's standalone mode ends every run this way
+    except NoArgsIsHelpError as exc:  # a bare command: its help, as --help
+        typer.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
+        return 2
+    except UsageError as exc:
+        where = f"; see `{exc.ctx.command_path} --help`" if exc.ctx else ""
+        typer.echo(f"error: {' '.join(exc.format_message().split()).rstrip('.')}{where}", err=True)
+        return 2
+    except typer.Abort:  # Ctrl-C outside a command's own handling
+        return 130
+    except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from reid.errors import CrosscamError
 def _gt_files(gt_dir: Path) -> dict[str, Path]:
     folder = gt_dir / "gt"
     if not folder.is_dir():
-        raise CrosscamError(f"{gt_dir}: no gt/ folder; --gt is a scene folder holding gt/<camera>.txt files")
+        raise CrosscamError(f"{gt_dir}: no gt/ folder; --gt is a scene folder holding gt/CAMERA.txt files")
     files = {p.stem: p for p in sorted(folder.glob("*.txt"))}
     if not files:
         raise CrosscamError(f"{folder}: no <camera>.txt ground-truth files; generate a scene with `crosscam samples make`")
@@ -53,8 +53,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("eval-mtmc")
     def eval_mtmc(
-        gt: Path = typer.Option(..., "--gt", help="Scene folder with gt/<camera>.txt (global person ids)."),
-        run: Path = typer.Option(..., "--run", help="Run folder of `crosscam track` with <camera>/<tracks file>."),
+        gt: Path = typer.Option(..., "--gt", help="Scene folder with gt/CAMERA.txt (global person ids)."),
+        run: Path = typer.Option(..., "--run", help="Run folder of `crosscam track` with CAMERA/TRACKS_FILE."),
         tracks: str = typer.Option("tracks_global.txt", "--tracks", help="Tracks file name inside each camera folder."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
     ) -> None:

@@ -57,7 +57,8 @@ def register(app: typer.Typer) -> None:
         track: Optional[str] = typer.Option(None, "--track", help="A stored track, CAMERA:TRACK_ID."),
         identity: Optional[int] = typer.Option(None, "--identity", help="A global identity id."),
         top_k: int = typer.Option(5, "--top-k", min=1, help="Identities to return, best first."),
-        min_score: float = typer.Option(-1.0, "--min-score", help="Drop appearances (and identities) below this cosine similarity."),
+        min_score: float = typer.Option(-1.0, "--min-score", min=-1.0, max=1.0,
+                                        help="Drop appearances (and identities) below this cosine similarity."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML config (store settings; default configs/base.yaml)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object: identity, appearances, matches."),
     ) -> None:

@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
         inputs: List[str] = typer.Argument(..., metavar="VIDEO...",
                                            help="Video files (.mp4, .avi, raw .264 ...), image folders "
                                                 "(MOTChallenge SEQ/ or SEQ/img1/) or rtsp:// / http:// URLs."),
-        out_text: str = typer.Option(..., "--out", metavar="RUN_DIR", help="Run directory; each camera writes into RUN_DIR/<camera>/."),
+        out_text: str = typer.Option(..., "--out", metavar="RUN_DIR", help="Run directory; each camera writes into RUN_DIR/CAMERA/."),
         camera: Optional[List[str]] = typer.Option(None, "--camera",
                                                    help="Camera name per input, in order (default: the file stem)."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML config (default configs/base.yaml)."),
