@@ -177,6 +177,20 @@ def _check_table(path: Path, table: np.ndarray) -> None:
         raise CrosscamError(f"{path}: id {dup % (1 << 32)} appears twice in frame {dup >> 32}; ids are unique per frame")
 
 
+def check_comparable(gt_path: Path, gt: np.ndarray, pred: np.ndarray) -> str | None:
+    """Refuse ground truth that marks nobody (flag 1), as a tracks file given as ``--gt`` does
+    (its confidences are read as MOT15 flags); else a one-line warning when the predictions stop
+    well before the ground truth (their frames past it count as missed), or None."""
+    if len(gt) and not (gt[:, 6] == 1).any():
+        raise CrosscamError(f"{gt_path}: no row marks a person (flag / MOT15 confidence 1); is it a tracks file? "
+                            "check the order of --gt and --pred")
+    gt_end, pred_end = int(gt[:, 0].max(initial=0)), int(pred[:, 0].max(initial=0))
+    if len(pred) and pred_end < 0.9 * gt_end:
+        return (f"warning: predictions stop at frame {pred_end}, the ground truth goes on to {gt_end}: its "
+                f"people in frames {pred_end + 1}-{gt_end} count as missed")
+    return None
+
+
 def evaluate_mot(gt: np.ndarray, pred: np.ndarray, num_frames: int | None = None) -> MotScores:
     """Score one sequence.
 
@@ -215,6 +229,10 @@ def evaluate_mtmc(
         or int(max(gts[c][:, 0].max(initial=0), preds[c][:, 0].max(initial=0), 1))
         for c in cameras
     }
+    for c in cameras:
+        if preds[c][:, 0].max(initial=0) > lengths[c]:
+            raise CrosscamError(f"camera {c}: tracks up to frame {int(preds[c][:, 0].max())} but its ground truth has "
+                                f"{lengths[c]} frames; is --gt the scene this run was tracked from?")
     per_camera = {c: evaluate_mot(gts[c], preds[c], lengths[c]) for c in cameras}
     offsets = np.cumsum([0] + [lengths[c] for c in cameras])[:-1]
     fused_gt = np.concatenate([_shift_frames(gts[c], o) for c, o in zip(cameras, offsets)])

@@ -98,3 +98,26 @@ def test_eval_mot_missing_file_is_one_line(tmp_path, capsys):
     assert captured.err.count("\n") == 1 and "none.txt" in captured.err and "pred file not found" in captured.err
     assert main(["eval-mot", "--gt", str(tmp_path / "gt.txt"), "--pred", str(tmp_path)]) == 2  # a run's folder
     assert "a folder; pass the pred file itself" in capsys.readouterr().err
+
+
+def test_eval_mot_refuses_swapped_files_and_warns_of_short_predictions(tmp_path, capsys):
+    """A tracks file given as --gt (its confidences read as MOT15 flags) marks nobody: refused, not
+    scored 0; predictions that stop early are scored with a warning that the rest counts as missed."""
+    gt = person(1, range(1, 101), 0)
+    write_rows(tmp_path / "gt.txt", gt)
+    write_rows(tmp_path / "tracks.txt", [[r[0], 1, *r[2:6], 0.87, -1, -1, -1] for r in gt])
+    assert main(["eval-mot", "--gt", str(tmp_path / "tracks.txt"), "--pred", str(tmp_path / "gt.txt")]) == 2
+    assert "check the order of --gt and --pred" in capsys.readouterr().err
+    write_rows(tmp_path / "short.txt", [[r[0], 1, *r[2:6], 0.87, -1, -1, -1] for r in gt[:60]])
+    assert main(["eval-mot", "--gt", str(tmp_path / "gt.txt"), "--pred", str(tmp_path / "short.txt"), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["misses"] == 40
+    assert captured.err.startswith("warning: predictions stop at frame 60, the ground truth goes on to 100")
+
+
+def test_eval_mtmc_refuses_tracks_past_the_scene(tmp_path, capsys):
+    make_scene(tmp_path, swap_in_cam2=False)
+    write_rows(tmp_path / "run" / "cam2" / "tracks_global.txt", person(1, range(1, 40), 0))  # 39 frames, scene 15
+    assert main(["eval-mtmc", "--gt", str(tmp_path / "scene"), "--run", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "camera cam2: tracks up to frame 39 but its ground truth has 15 frames" in err and "\n" not in err

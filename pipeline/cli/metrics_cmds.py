@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.metrics import evaluate_mot, evaluate_mtmc, read_mot_file, scores_table
+from pipeline.metrics import check_comparable, evaluate_mot, evaluate_mtmc, read_mot_file, scores_table
 from reid.errors import CrosscamError
 
 def _gt_files(gt_dir: Path) -> dict[str, Path]:
@@ -45,7 +45,11 @@ def register(app: typer.Typer) -> None:
 
         TrackEval with the MOT17 rules; boxes match at IoU 0.5.
         """
-        scores = evaluate_mot(read_mot_file(gt, "gt"), read_mot_file(pred, "pred"))
+        gt_rows, pred_rows = read_mot_file(gt, "gt"), read_mot_file(pred, "pred")
+        warning = check_comparable(gt, gt_rows, pred_rows)
+        if warning:
+            typer.echo(warning, err=True)
+        scores = evaluate_mot(gt_rows, pred_rows)
         if as_json:
             typer.echo(json.dumps(scores.as_dict()))
         else:
