@@ -104,6 +104,9 @@ def run_demo(out_dir: str | Path, seconds: float = SceneOptions.seconds, seed: i
     out_dir = Path(out_dir)
     cfg = config or demo_config()
     scene_dir, run_dir = out_dir / "scene", out_dir / "run"
+    if scene_dir.is_dir() and any(scene_dir.iterdir()) and not (scene_dir / "scene.json").is_file():
+        raise CrosscamError(f"--out {out_dir}: {scene_dir} holds files that are not a crosscam scene (no scene.json), "
+                            "which the demo would overwrite; pass a new or empty folder")
     _fresh_run_dir(run_dir)
     steps: dict[str, float] = {}
     with _timed(steps, "scene"):

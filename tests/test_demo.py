@@ -154,3 +154,12 @@ def test_refuses_a_run_folder_it_did_not_write(tmp_path):
         run_demo(tmp_path, seconds=1.0, progress=False)
     assert (tmp_path / "run" / "keep.txt").read_text() == "user data"
     assert not (tmp_path / "scene").exists()
+
+
+def test_refuses_a_scene_folder_it_did_not_write(tmp_path):
+    (tmp_path / "scene").mkdir()
+    (tmp_path / "scene" / "cam1.mp4").write_bytes(b"the user's own video")
+    with pytest.raises(CrosscamError, match="not a crosscam scene"):
+        run_demo(tmp_path, seconds=1.0, progress=False)
+    assert (tmp_path / "scene" / "cam1.mp4").read_bytes() == b"the user's own video"
+    assert not (tmp_path / "run").exists()

@@ -33,8 +33,12 @@ def register(app: typer.Typer) -> None:
         identities across cameras into the FAISS + SQLite store, score per-camera MOTA/IDF1 and MTMC
         IDF1, query the longest track, and print the results and where the report is. No downloads."""
         check_out_dir(out)
-        result = run_demo(out, seconds=seconds, seed=seed, config=demo_config(set_ or []), progress=not quiet,
-                          gt_detections=gt_detections)
+        try:
+            result = run_demo(out, seconds=seconds, seed=seed, config=demo_config(set_ or []), progress=not quiet,
+                              gt_detections=gt_detections)
+        except KeyboardInterrupt:
+            typer.echo(f"interrupted: the demo stopped; run it again to replace {out / 'run'}", err=True)
+            raise typer.Exit(130) from None
         if as_json:
             typer.echo(json.dumps(result.to_json()))
         else:
