@@ -27,7 +27,7 @@ from pipeline.annotate import render_tracks_video
 from pipeline.config import PipelineConfig
 from pipeline.refine.relink import TrackEnds, link_fragments
 from pipeline.relabel import DROPPED, apply_id_map, dense_id_map
-from pipeline.sources import FrameSource, StreamSource, decode_errors_said, open_source
+from pipeline.sources import FrameSource, StreamSource, source_warnings_muted, open_source
 from pipeline.track_state import TrackAccumulator
 from pipeline.tracks_file import read_camera_tracks
 
@@ -108,7 +108,7 @@ def _redraw(folder: Path, id_map: dict[int, int], source: FrameSource, cfg: Pipe
     out = folder / "annotated.relinked.mp4"
     trail = cfg.output.trail_length if cfg.output.trails else 0
     try:
-        with open_source(source.uri, source.camera, source.cfg) as again, decode_errors_said():
+        with source_warnings_muted(), open_source(source.uri, source.camera, source.cfg) as again:
             render_tracks_video(again, read_camera_tracks(folder), out, id_map, codec=cfg.output.codec,
                                 trail_length=trail)
     except BaseException:

@@ -31,7 +31,7 @@ from pipeline.cameras import CamerasFile, camera_offsets, load_cameras_file
 from pipeline.config import PipelineConfig, SourceConfig
 from pipeline.report import write_report
 from pipeline.annotate import render_tracks_video
-from pipeline.sources import decode_errors_said, open_source
+from pipeline.sources import source_warnings_muted, open_source
 from pipeline.store import DB_NAME, CameraRecord, CameraTracks, EmbedderInfo, TrackStore
 from pipeline.tracks_file import read_camera_tracks
 from pipeline.types import TrackSummary, read_track_summaries
@@ -344,14 +344,15 @@ def render_global_video(cam: _CameraInput, identity_of: dict[int, int], progress
     out = cam.folder / "annotated_global.mp4"
     rows = read_camera_tracks(cam.folder)
     source_cfg = SourceConfig.model_validate(cam.run.get("config", {}).get("source", {}))
-    try:
-        source = open_source(cam.record.source, cam.name, source_cfg)
-    except CrosscamError as exc:
-        log.warning("%s: annotated_global.mp4 not written (%s)", cam.name, exc)
-        return None
     # An interrupted run stopped early: its annotated video ends at its last tracked frame too.
     stop = int(rows.frame.max(initial=-1)) + 1 if cam.run.get("status") == "interrupted" else None
-    with source, decode_errors_said():  # reported when the camera was tracked
-        render_tracks_video(source, rows, out, identity_of, (0, stop), progress=progress,
-                            desc=f"{cam.name} global ids")
+    with source_warnings_muted():  # the source's warnings were said when the camera was tracked
+        try:
+            source = open_source(cam.record.source, cam.name, source_cfg)
+        except CrosscamError as exc:
+            log.warning("%s: annotated_global.mp4 not written (%s)", cam.name, exc)
+            return None
+        with source:
+            render_tracks_video(source, rows, out, identity_of, (0, stop), progress=progress,
+                                desc=f"{cam.name} global ids")
     return out

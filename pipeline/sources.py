@@ -247,7 +247,10 @@ class ImageFolderSource(FrameSource):
         if not self._files:
             raise CrosscamError(f"{folder}: no images (.jpg/.png/...) in this folder; pass a folder of frames or a video")
         self.frames_total = len(self._files)
-        self.fps = read_seqinfo_fps(self.sequence_dir / "seqinfo.ini") or cfg.default_fps
+        given = read_seqinfo_fps(self.sequence_dir / "seqinfo.ini")
+        self.fps = given or cfg.default_fps
+        if given is None and frames is None:  # said once per camera, not per segment
+            log.warning("%s: no frameRate in seqinfo.ini; timed at %g fps (set source.default_fps)", folder, self.fps)
         first = cv2.imread(str(self._files[0]))
         if first is None:
             raise CrosscamError(f"{self._files[0]}: not a readable image; check the folder's first frame")
@@ -351,9 +354,9 @@ class StreamSource(FrameSource):
 
 
 @contextmanager
-def decode_errors_said() -> Iterator[None]:
-    """Within it, sources do not log the frames they skip: for a file read again (to draw a video)
-    whose decode errors were reported the first time."""
+def source_warnings_muted() -> Iterator[None]:
+    """Within it, sources log no warnings (a missing frame rate, frames they skip): for a file read
+    again (to draw a video) whose warnings were said the first time."""
     level = log.level
     log.setLevel(logging.ERROR)
     try:

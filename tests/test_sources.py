@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.config import SourceConfig
 from pipeline.sources import (FrameRange, ImageFolderSource, StreamSource, VideoFileSource, default_camera_name,
-                              open_source)
+                              open_source, source_warnings_muted)
 from reid.errors import CrosscamError
 
 
@@ -151,11 +151,19 @@ def test_mot_image_folder_uses_seqinfo_frame_rate(tmp_path: Path):
         assert frames[-1].time_s == pytest.approx(5 / 30)
 
 
-def test_image_folder_without_seqinfo_uses_default_fps(tmp_path: Path):
+def test_image_folder_without_seqinfo_uses_default_fps(tmp_path: Path, caplog):
     for i in range(3):
         cv2.imwrite(str(tmp_path / f"f{i}.png"), numbered_frame(i))
     with open_source(str(tmp_path), "door", SourceConfig(default_fps=5.0)) as src:
         assert [f.time_s for f in src] == pytest.approx([0.0, 0.2, 0.4])
+    said = [r.getMessage() for r in caplog.records if "no frameRate in seqinfo.ini" in r.getMessage()]
+    assert len(said) == 1 and "timed at 5 fps" in said[0]  # the assumption is said, once
+    caplog.clear()
+    with open_source(str(tmp_path), "door", SourceConfig(), FrameRange(1, 3)):  # a segment: said already
+        pass
+    with source_warnings_muted(), open_source(str(tmp_path), "door", SourceConfig()):  # read again to draw
+        pass
+    assert not caplog.records
 
 
 def make_bad_input(folder: Path, kind: str) -> Path:
