@@ -98,6 +98,7 @@ def test_weights_list_json_and_table(capsys):
     assert names["market_sbs_R101-ibn"]["loadable"] and names["duke_mgn_R50-ibn"]["loadable"]
     code, stdout, _ = run_cli(capsys, "weights", "list")
     assert code == 0 and "market_bot_R50" in stdout and "downloads go to" in stdout
+    assert all(str(row["dataset"]) in stdout for row in listing["weights"])  # dataset names whole, not cut
 
 
 def test_weights_download_reports_the_path(capsys):
