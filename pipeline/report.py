@@ -25,6 +25,7 @@ import numpy as np
 
 from pipeline.render import color_for_id
 from pipeline.store import StoredTrack, TrackStore
+from pipeline.text import plural
 
 THUMB_HEIGHT = 96  # pixels; thumbnails are shrunk so the page stays small
 MAX_ROWS = 2000  # beyond this the identities seen by the most cameras (then lowest id) are shown; the page says how many
@@ -108,11 +109,6 @@ def run_title(run_dir: Path, cameras: list[str]) -> str:
 def counted_cameras(cameras: list[str]) -> str:
     """``"1 camera: hall"``, ``"2 cameras: door, hall"``, or ``"no cameras"``."""
     return f"{plural(len(cameras), 'camera')}: {', '.join(cameras)}" if cameras else "no cameras"
-
-
-def plural(n: int, word: str, words: str | None = None) -> str:
-    """``"1 track"``, ``"2 tracks"``; ``words`` for irregular plurals (``identity``/``identities``)."""
-    return f"{n} {word if n == 1 else (words or word + 's')}"
 
 
 def write_report(run_dir: Path, store: TrackStore, common_clock: bool) -> Path:

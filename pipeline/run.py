@@ -38,6 +38,7 @@ from pipeline.finalise import finalise_camera, relinked_record
 from pipeline.refine.lookback import LookBack
 from pipeline.sinks import AnnotatedVideoWriter, MotTracksWriter, TrackSummaryWriter
 from pipeline.sources import FrameSource, ImageFolderSource, open_source
+from pipeline.text import plural
 from pipeline.tracking import PersonTracker
 from pipeline.types import FrameResult, read_track_summaries
 from reid import Embedder
@@ -110,8 +111,7 @@ RESERVED_NAMES = {"store"}  # folders of the run directory that are not cameras 
 def check_camera_count(specs: Sequence[str], cameras: Sequence[str] | None) -> None:
     """One ``--camera`` per input or none (a one-line error)."""
     if cameras and len(cameras) != len(specs):
-        inputs = f"{len(specs)} input{'s' if len(specs) != 1 else ''}"
-        raise CrosscamError(f"--camera: {len(cameras)} name{'s' if len(cameras) != 1 else ''} for {inputs}; "
+        raise CrosscamError(f"--camera: {plural(len(cameras), 'name')} for {plural(len(specs), 'input')}; "
                             "give one --camera per input or none")
 
 

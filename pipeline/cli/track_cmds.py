@@ -15,6 +15,7 @@ from pipeline.identities import check_before_tracking, update_identities
 from pipeline.run import check_out_dir, track_videos
 from pipeline.sources import default_camera_name
 from pipeline.store import EmbedderInfo
+from pipeline.text import plural
 from reid.embedder import Embedder
 from reid.errors import CrosscamError
 
@@ -127,9 +128,9 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(result))
         else:
             for cam in result["cameras"]:
-                typer.echo(f"{cam['camera']}: {_count(cam['frames_read'], 'frame')}, {_count(cam['tracks'], 'track')}, "
+                typer.echo(f"{cam['camera']}: {plural(cam['frames_read'], 'frame')}, {plural(cam['tracks'], 'track')}, "
                            f"{cam['fps']} frames/s -> {cam['folder']}"
-                           + (f" ({_count(cam['frames_failed'], 'frame')} could not be decoded)" if cam["frames_failed"] else "")
+                           + (f" ({plural(cam['frames_failed'], 'frame')} could not be decoded)" if cam["frames_failed"] else "")
                            + (f" ({cam['status']}: {cam['error']})" if cam["status"] != "complete" else ""))
         _report_identities(linked, identities, as_json)
         if not complete:  # a Ray run finishes the other cameras when one fails: say it by the exit status
@@ -140,16 +141,11 @@ def _report_identities(linked, identities: bool, as_json: bool) -> None:
     if as_json:
         return
     if linked is not None:
-        typer.echo(f"{_count(linked.tracks, 'track')} of {_count(len(linked.cameras), 'camera')} -> "
-                   f"{_count(linked.identities, 'identity', 'identities')} ({linked.multi_camera_identities} seen by "
+        typer.echo(f"{plural(linked.tracks, 'track')} of {plural(len(linked.cameras), 'camera')} -> "
+                   f"{plural(linked.identities, 'identity', 'identities')} ({linked.multi_camera_identities} seen by "
                    f"more than one camera); report: {linked.report}")
     elif identities:
         typer.echo("identities not updated: not every camera completed (see each camera's run.json)", err=True)
-
-
-def _count(n: int, one: str, many: str | None = None) -> str:
-    """``1 track``, ``2 tracks``."""
-    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def embedder_info(embedder: Embedder) -> EmbedderInfo:

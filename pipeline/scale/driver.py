@@ -42,6 +42,7 @@ from pipeline.scale.stitch import stitch_segments
 from pipeline.scale.units import WorkUnit, plan_camera
 from pipeline.scale.worker import CameraProbe, SegmentResult, SegmentWorker
 from pipeline.sources import default_camera_name
+from pipeline.text import plural
 from pipeline.track_state import write_track_states
 from pipeline.tracks_file import TrackRows, read_camera_tracks, write_tracks_file
 from reid.errors import CrosscamError
@@ -187,9 +188,9 @@ class _Driver:
         self._write_run_json(cam)
         publish(cam.run.folder, cam.folder)
         if self.progress:
-            self.bar.write(f"{cam.name}: {cam.run.frames_read} frames, {cam.run.num_tracks} tracks, "
-                           f"{len(cam.units)} segment(s), {sum(o.retries for o in cam.outcomes.values())} retries",
-                           file=sys.stderr)
+            retries = sum(o.retries for o in cam.outcomes.values())
+            self.bar.write(f"{cam.name}: {plural(cam.run.frames_read, 'frame')}, {plural(cam.run.num_tracks, 'track')}, "
+                           f"{plural(len(cam.units), 'segment')}, {plural(retries, 'retry', 'retries')}", file=sys.stderr)
 
     def _fail(self, cam: _Camera, error: str) -> None:
         cam.run.status, cam.run.error = "failed", f"{cam.name}: {error}"
