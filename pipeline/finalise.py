@@ -27,7 +27,7 @@ from pipeline.annotate import render_tracks_video
 from pipeline.config import PipelineConfig
 from pipeline.refine.relink import TrackEnds, link_fragments
 from pipeline.relabel import DROPPED, apply_id_map, dense_id_map
-from pipeline.sources import FrameSource, StreamSource, source_warnings_muted, open_source
+from pipeline.sources import FrameSource, StreamSource, open_source, source_warnings_muted
 from pipeline.track_state import TrackAccumulator
 from pipeline.tracks_file import read_camera_tracks
 

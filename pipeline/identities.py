@@ -24,14 +24,15 @@ import shutil
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from pipeline.association import associate_tracks
 from pipeline.cameras import CamerasFile, camera_offsets, load_cameras_file
 from pipeline.config import PipelineConfig, SourceConfig
 from pipeline.report import write_report
 from pipeline.annotate import render_tracks_video
-from pipeline.sources import source_warnings_muted, open_source
+from pipeline.run import publish
+from pipeline.sources import open_source, source_warnings_muted
 from pipeline.store import DB_NAME, CameraRecord, CameraTracks, EmbedderInfo, TrackStore
 from pipeline.tracks_file import read_camera_tracks
 from pipeline.types import TrackSummary, read_track_summaries
@@ -96,21 +97,27 @@ def update_identities(
     config: PipelineConfig,
     cameras_file: str | Path | None = None,
     progress: bool = True,
+    staged: Mapping[str, Path] | None = None,
 ) -> IdentityResult:
     """Associate every camera of ``run_dir`` into global identities and write the outputs.
 
     ``cameras_file`` (YAML, see ``pipeline.cameras``) is copied to ``RUN_DIR/cameras.yaml`` and
     used by later calls too; without one, times are seconds from each video's start.
+    ``staged`` maps a camera tracked again to its new outputs beside its folder
+    (:func:`pipeline.run.working_folder`): they are read in its place and replace it right after
+    the store takes them, so the folder and the store never disagree for longer than a rename.
     """
     run_dir = Path(run_dir)
     spec = _cameras_spec(run_dir, cameras_file)
-    folders = camera_folders(run_dir)
-    runs = {folder.name: _read_run_json(folder) for folder in folders}
-    folders = [f for f in folders if _finished(f.name, runs[f.name])]
+    staged = dict(staged or {})
+    folders = [staged.get(f.name, f) for f in camera_folders(run_dir)]  # read a staged camera's new outputs
+    name_of = {folder: _camera_name(folder, staged) for folder in folders}
+    runs = {name_of[folder]: _read_run_json(folder) for folder in folders}
+    folders = [f for f in folders if _finished(name_of[f], runs[name_of[f]])]
     if not folders:
         raise CrosscamError(f"{run_dir}: no camera run has finished (status complete or interrupted); "
                             "run `crosscam track` again")
-    runs = {f.name: runs[f.name] for f in folders}
+    runs = {name_of[f]: runs[name_of[f]] for f in folders}
     embedder = _embedder_info(runs)
     offsets, common = camera_offsets(
         list(runs), spec, str(cameras_file or run_dir / CAMERAS_FILE)
@@ -121,10 +128,13 @@ def update_identities(
         for name in sorted(n for n in stored if not (run_dir / n).is_dir()):
             log.warning("%s: in the store but its folder %s is gone; its tracks stay in the store and answers",
                         name, run_dir / name)
-        inputs = [_camera_input(run_dir, f, runs[f.name], offsets[f.name], common) for f in folders]
+        inputs = [_camera_input(name_of[f], f, runs[name_of[f]], offsets[name_of[f]], common) for f in folders]
         changed = [c for c in inputs if stored.get(c.name) != c.record]
         if changed:
             _associate_and_write(store, changed, config, spec, progress)
+        for name, work in staged.items():  # the store has them: their folders follow at once
+            publish(run_dir / name, work)
+        inputs = [replace(c, folder=run_dir / c.name) for c in inputs]
 
     _keep_cameras_file(run_dir, cameras_file)
     for cam in inputs:
@@ -266,10 +276,15 @@ def _embedder_info(runs: dict[str, dict]) -> EmbedderInfo:
     return first
 
 
-def _camera_input(run_dir: Path, folder: Path, run: dict, offset: float, common: bool) -> _CameraInput:
+def _camera_name(folder: Path, staged: dict[str, Path]) -> str:
+    """The camera whose outputs ``folder`` holds: its own name, or the one it is staged for."""
+    return next((name for name, work in staged.items() if work == folder), folder.name)
+
+
+def _camera_input(name: str, folder: Path, run: dict, offset: float, common: bool) -> _CameraInput:
     size = run.get("frame_size")
     record = CameraRecord(
-        name=folder.name,
+        name=name,
         time_offset_s=offset,
         common_clock=common,
         source=str(run.get("source", "")),
@@ -278,7 +293,7 @@ def _camera_input(run_dir: Path, folder: Path, run: dict, offset: float, common:
         frames_read=run.get("frames_read"),
         summaries_digest=_unreadable_is_one_line(folder, _summaries_digest),
     )
-    return _CameraInput(folder.name, folder, run, record, offset - float(run.get("time_offset_s", 0.0)))
+    return _CameraInput(name, folder, run, record, offset - float(run.get("time_offset_s", 0.0)))
 
 
 def _unreadable_is_one_line(folder: Path, read):

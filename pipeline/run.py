@@ -60,6 +60,7 @@ class CameraRun:
     elapsed_s: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    staged: Path | None = None  # complete outputs beside ``folder``, not yet in its place (see publish)
 
     @property
     def frames_per_second(self) -> float:
@@ -152,13 +153,16 @@ def check_out_dir(out_dir: str | Path) -> Path:
 
 def track_videos(specs: Sequence[str], out_dir: str | Path, cfg: PipelineConfig,
                  cameras: Sequence[str] | None = None, progress: bool = True,
-                 before: Callable[[list[str], Embedder], None] | None = None) -> list[CameraRun]:
+                 before: Callable[[list[str], Embedder], None] | None = None,
+                 publish_now: bool = True) -> list[CameraRun]:
     """Track every input (video file, image folder or stream URL) into ``out_dir``.
 
     All inputs are opened and the models loaded before any processing starts, so a bad input
     fails fast with one line; so does ``before(camera names, embedder)``, called then (the CLI
     checks the run accepts this embedder). ``KeyboardInterrupt`` propagates after the current
-    camera's outputs are finalised and its ``run.json`` says ``interrupted``.
+    camera's outputs are finalised and its ``run.json`` says ``interrupted``. With ``publish_now``
+    false, a camera tracked again is left ``staged`` beside its earlier outputs, for the caller to
+    put in place when the store takes it (``update_identities(..., staged=...)``).
     """
     if not specs:
         raise CrosscamError("track: no input given; pass at least one video file, image folder or URL")
@@ -174,10 +178,31 @@ def track_videos(specs: Sequence[str], out_dir: str | Path, cfg: PipelineConfig,
         embedder = Embedder.from_config(cfg.reid)
         if before is not None:
             before([s.camera for s in sources], embedder)
-        return [
-            track_camera(source, detector, embedder, out_dir / source.camera, cfg, progress)
-            for source, detector in zip(sources, detectors)
-        ]
+        runs: list[CameraRun] = []
+        try:
+            for source, detector in zip(sources, detectors):
+                runs.append(track_camera(source, detector, embedder, out_dir / source.camera, cfg, progress,
+                                         publish_now))
+        except BaseException:
+            drop_staged(runs)  # cameras tracked again before the stop keep their earlier outputs too
+            raise
+        return runs
+
+
+def drop_staged(runs: Sequence[CameraRun]) -> None:
+    """Discard the staged outputs of ``runs`` (their cameras keep their earlier ones)."""
+    for run in runs:
+        if run.staged is not None:
+            keep_earlier(run.folder, run.staged)
+            run.staged = None
+
+
+def publish_staged(runs: Sequence[CameraRun]) -> None:
+    """Put the staged outputs of ``runs`` in their cameras' places."""
+    for run in runs:
+        if run.staged is not None:
+            publish(run.folder, run.staged)
+            run.staged = None
 
 
 def _sequence_dir(source: FrameSource) -> Path | None:
@@ -185,19 +210,23 @@ def _sequence_dir(source: FrameSource) -> Path | None:
 
 
 def track_camera(source: FrameSource, detector: Detector, embedder, folder: Path, cfg: PipelineConfig,
-                 progress: bool = True) -> CameraRun:
+                 progress: bool = True, publish_now: bool = True) -> CameraRun:
     """Run one camera's chain into ``folder`` and write its ``run.json``; returns the summary.
 
     A camera tracked completely before is tracked again beside it (``.<camera>.retrack``) and
-    replaces it only once complete: Ctrl-C or an error keeps the earlier outputs."""
+    replaces it only once complete (``publish_now``; else ``run.staged`` names it): Ctrl-C or an
+    error keeps the earlier outputs."""
     work = working_folder(folder)
     try:
         run = _track_into(source, detector, embedder, work, cfg, progress)
     except BaseException:
         keep_earlier(folder, work)
         raise
-    publish(folder, work)
     run.folder = folder
+    if publish_now:
+        publish(folder, work)
+    elif work != folder:
+        run.staged = work
     return run
 
 
@@ -212,14 +241,15 @@ def working_folder(folder: Path) -> Path:
 
 
 def publish(folder: Path, work: Path) -> None:
-    """A complete run in ``work`` becomes the camera's ``folder`` (nothing to do when they are one)."""
-    if work != folder:
+    """A complete run in ``work`` becomes the camera's ``folder`` (nothing to do when they are one,
+    or when ``work`` is in place already)."""
+    if work != folder and work.exists():
         replace_folder(folder, work)
 
 
 def keep_earlier(folder: Path, work: Path) -> None:
     """A run into ``work`` stopped (Ctrl-C, an error): drop it, keeping ``folder``'s complete one."""
-    if work != folder:
+    if work != folder and work.exists():
         shutil.rmtree(work, ignore_errors=True)
         print(f"{folder.name}: stopped; its earlier complete outputs are kept", file=sys.stderr)
 

@@ -21,6 +21,7 @@ from pipeline.cli.main import main
 from pipeline.config import DetectorConfig, SourceConfig
 from pipeline.detectors import MotionDetector
 from pipeline.sources import VideoFileSource
+from pipeline.store import TrackStore
 from pipeline.types import read_track_summaries
 
 from conftest import REPO, shared_path
@@ -294,6 +295,43 @@ def test_a_camera_tracked_again_is_replaced_only_when_complete(tmp_path: Path, c
     assert "hall: 30 frames, " in out_text and " of 1 camera -> " in out_text  # counted in the singular
     assert json.loads((folder / "run.json").read_text())["frames_read"] == 30
     assert sorted(p.name for p in out.iterdir()) == names
+
+
+def test_a_camera_tracked_again_replaces_its_folder_as_the_store_takes_it(tmp_path: Path, capsys, osnet_onnx: Path,
+                                                                          monkeypatch):
+    """The camera's folder and the store change together: while association runs, the folder still
+    holds the outputs the store has; Ctrl-C during association keeps both as they were."""
+    import pipeline.identities
+
+    video = write_video(tmp_path / "hall.avi", 40, walker=True)
+    out = tmp_path / "run"
+    args = ["track", str(video), "--out", str(out), "--detector", "motion", "--reid", str(osnet_onnx), "--quiet"]
+    assert run_cli(args, capsys)[0] == 0
+    folder = out / "hall"
+    snapshot = lambda: {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}  # noqa: E731
+    stored = lambda: [(t.track_id, t.first_frame, t.last_frame) for t in TrackStore.open(out / "store").tracks()]  # noqa: E731
+    before, before_store = snapshot(), stored()
+    real = pipeline.identities._associate_and_write
+    seen = []
+
+    def stopped(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.identities, "_associate_and_write", stopped)
+    code, _, err = run_cli([*args, "--max-frames", "30"], capsys)
+    assert code == 130 and "identities not updated" in err
+    assert snapshot() == before and stored() == before_store
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+    def watched(*a, **k):  # the folder during association: still the outputs the store has
+        seen.append(snapshot() == before)
+        return real(*a, **k)
+
+    monkeypatch.setattr(pipeline.identities, "_associate_and_write", watched)
+    assert run_cli([*args, "--max-frames", "30"], capsys)[0] == 0
+    assert seen == [True] and snapshot() != before and stored() != before_store
+    assert json.loads((folder / "run.json").read_text())["frames_read"] == 30
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
 
 
 def test_a_cut_short_video_is_reported_once_and_in_the_summary(hall_clip: Path, tmp_path: Path, osnet_onnx: Path):

@@ -12,7 +12,7 @@ import typer
 
 from pipeline.config import load_pipeline_config
 from pipeline.identities import check_before_tracking, update_identities
-from pipeline.run import check_out_dir, track_videos
+from pipeline.run import check_out_dir, drop_staged, publish_staged, track_videos
 from pipeline.sources import default_camera_name
 from pipeline.store import EmbedderInfo
 from pipeline.text import plural
@@ -97,17 +97,19 @@ def register(app: typer.Typer) -> None:
                 from pipeline.scale.driver import track_videos_on_ray  # imports Ray only when asked for
 
                 runs = track_videos_on_ray(inputs, out, cfg, cameras=camera, workers=workers, address=ray_address,
-                                           gpus_per_worker=gpus_per_worker, progress=not quiet)
+                                           gpus_per_worker=gpus_per_worker, progress=not quiet, publish_now=False)
             else:
                 same_embedder = (lambda names, emb: check_before_tracking(
                     out, cameras_file, names, lambda: embedder_info(emb))) if identities else None
-                runs = track_videos(inputs, out, cfg, cameras=camera, progress=not quiet, before=same_embedder)
+                runs = track_videos(inputs, out, cfg, cameras=camera, progress=not quiet, before=same_embedder,
+                                    publish_now=False)
         except KeyboardInterrupt:
             typer.echo(f"interrupted: {out} keeps what was written; the stopped camera's run.json says \"interrupted\" "
                        "(a camera tracked completely before keeps its earlier outputs)", err=True)
             raise typer.Exit(130) from None
         complete = all(r.status == "complete" for r in runs)
-        linked = update_identities(out, cfg, cameras_file, progress=not quiet) if identities and complete else None
+        linked = _identities(out, cfg, cameras_file, runs, quiet) if identities and complete else None
+        publish_staged(runs)  # identities not updated: the new outputs replace the earlier ones as they are
         result = {
             "run_dir": str(out.resolve()),
             "identities": None if linked is None else {
@@ -151,3 +153,21 @@ def _report_identities(linked, identities: bool, as_json: bool) -> None:
 def embedder_info(embedder: Embedder) -> EmbedderInfo:
     """What the store and ``run.json`` record of ``embedder``."""
     return EmbedderInfo(embedder.fingerprint, embedder.name, embedder.dim)
+
+
+def _identities(out: Path, cfg, cameras_file: Optional[Path], runs: list, quiet: bool):
+    """``update_identities`` with the cameras tracked again (staged beside their folders), which
+    replace their folders as the store takes them; Ctrl-C before that keeps the earlier ones."""
+    try:
+        linked = update_identities(out, cfg, cameras_file, progress=not quiet,
+                                   staged={r.camera: r.staged for r in runs if r.staged is not None})
+        for run in runs:
+            run.staged = None  # in place now
+        return linked
+    except BaseException as exc:
+        drop_staged(runs)  # the store did not take them (or a rename failed): the earlier outputs stay
+        if isinstance(exc, KeyboardInterrupt):
+            typer.echo(f"interrupted: identities not updated; {out} is as it was before this run's association "
+                       "(cameras tracked again keep their earlier outputs)", err=True)
+            raise typer.Exit(130) from None
+        raise

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from pipeline.config import PipelineConfig
 from pipeline.finalise import final_ids, relinked_record
 from pipeline.relabel import apply_id_map
-from pipeline.run import (CameraRun, check_camera_names, check_out_dir, keep_earlier, make_folder, package_versions,
+from pipeline.run import (CameraRun, check_camera_names, check_out_dir, drop_staged, keep_earlier, make_folder, package_versions,
                           publish, resolved_config, utc_now, working_folder, write_json_atomic)
 from pipeline.scale.cluster import Job, Outcome, WorkerPool
 from pipeline.scale.concat import concat_mp4
@@ -83,8 +83,9 @@ def _kept_frames(unit: WorkUnit, stride: int) -> int:
 
 class _Driver:
     def __init__(self, pool: WorkerPool, cameras: list[_Camera], cfg: PipelineConfig, progress: bool,
-                 startup_s: float):
+                 startup_s: float, publish_now: bool = True):
         self.pool = pool
+        self.publish_now = publish_now
         self.cameras = {c.name: c for c in cameras}
         self.cfg = cfg
         self.progress = progress
@@ -186,7 +187,10 @@ class _Driver:
     def _complete(self, cam: _Camera) -> None:
         cam.run.status = "complete"
         self._write_run_json(cam)
-        publish(cam.run.folder, cam.folder)
+        if self.publish_now:
+            publish(cam.run.folder, cam.folder)
+        elif cam.folder != cam.run.folder:
+            cam.run.staged = cam.folder
         if self.progress:
             retries = sum(o.retries for o in cam.outcomes.values())
             self.bar.write(f"{cam.name}: {plural(cam.run.frames_read, 'frame')}, {plural(cam.run.num_tracks, 'track')}, "
@@ -250,7 +254,8 @@ class _Driver:
 
 def track_videos_on_ray(specs: Sequence[str], out_dir: str | Path, cfg: PipelineConfig,
                         cameras: Sequence[str] | None = None, workers: int | None = None, address: str | None = None,
-                        gpus_per_worker: float | None = None, progress: bool = True) -> list[CameraRun]:
+                        gpus_per_worker: float | None = None, progress: bool = True,
+                        publish_now: bool = True) -> list[CameraRun]:
     """:func:`pipeline.run.track_videos` on a Ray cluster (see the module docstring).
 
     ``workers`` actors (default: one per CPU of the cluster) with ``cfg.scale.threads_per_worker``
@@ -258,6 +263,7 @@ def track_videos_on_ray(specs: Sequence[str], out_dir: str | Path, cfg: Pipeline
     started on this machine for the run). Returns one :class:`CameraRun` per input, in input order;
     a failed camera has ``status`` ``failed`` and its one-line ``error`` (the others still finish).
     ``KeyboardInterrupt`` propagates once the workers are stopped and the outputs are final.
+    ``publish_now``: as in :func:`pipeline.run.track_videos`.
     """
     if not specs:
         raise CrosscamError("track: no input given; pass at least one video file, image folder or URL")
@@ -271,12 +277,13 @@ def track_videos_on_ray(specs: Sequence[str], out_dir: str | Path, cfg: Pipeline
     start = time.perf_counter()
     with WorkerPool(SegmentWorker, (cfg.model_dump(mode="json"),), workers, address, scale.threads_per_worker,
                     gpus_per_worker, scale.max_retries) as pool:
-        driver = _Driver(pool, cams, cfg, progress, time.perf_counter() - start)
+        driver = _Driver(pool, cams, cfg, progress, time.perf_counter() - start, publish_now)
         try:
             driver.run()
         except KeyboardInterrupt:
             pool.close()
             driver.interrupt()
+            drop_staged([c.run for c in cams])
             raise
     return [c.run for c in cams]
 
