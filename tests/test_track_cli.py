@@ -243,17 +243,23 @@ def test_ctrl_c_leaves_valid_outputs(tmp_path: Path, osnet_onnx: Path):
     assert not list(folder.glob("*.partial*"))
 
 
+def tracked_hall(tmp_path: Path, capsys, osnet_onnx: Path):
+    """A run with camera ``hall`` tracked completely: the track command's arguments, the run
+    folder, and a snapshot function of the camera folder's files (name -> bytes)."""
+    video = write_video(tmp_path / "hall.avi", 40, walker=True)
+    out = tmp_path / "run"
+    args = ["track", str(video), "--out", str(out), "--detector", "motion", "--reid", str(osnet_onnx), "--quiet"]
+    assert run_cli(args, capsys)[0] == 0
+    return args, out, lambda: {p.name: p.read_bytes() for p in (out / "hall").iterdir() if p.is_file()}
+
+
 def test_a_camera_tracked_again_is_replaced_only_when_complete(tmp_path: Path, capsys, osnet_onnx: Path, monkeypatch):
     """Bad input found after tracking used to cost the camera's earlier outputs: a cameras file
     and the run's embedder are checked first, and Ctrl-C while tracking again keeps them."""
     import pipeline.run
 
-    video = write_video(tmp_path / "hall.avi", 40, walker=True)
-    out = tmp_path / "run"
-    args = ["track", str(video), "--out", str(out), "--detector", "motion", "--reid", str(osnet_onnx), "--quiet"]
-    assert run_cli(args, capsys)[0] == 0
+    args, out, snapshot = tracked_hall(tmp_path, capsys, osnet_onnx)
     folder = out / "hall"
-    snapshot = lambda: {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}  # noqa: E731
     before = snapshot()
     assert (folder / "tracks.txt").read_text()
 
@@ -303,12 +309,8 @@ def test_a_camera_tracked_again_replaces_its_folder_as_the_store_takes_it(tmp_pa
     holds the outputs the store has; Ctrl-C during association keeps both as they were."""
     import pipeline.identities
 
-    video = write_video(tmp_path / "hall.avi", 40, walker=True)
-    out = tmp_path / "run"
-    args = ["track", str(video), "--out", str(out), "--detector", "motion", "--reid", str(osnet_onnx), "--quiet"]
-    assert run_cli(args, capsys)[0] == 0
+    args, out, snapshot = tracked_hall(tmp_path, capsys, osnet_onnx)
     folder = out / "hall"
-    snapshot = lambda: {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}  # noqa: E731
     stored = lambda: [(t.track_id, t.first_frame, t.last_frame) for t in TrackStore.open(out / "store").tracks()]  # noqa: E731
     before, before_store = snapshot(), stored()
     real = pipeline.identities._associate_and_write
