@@ -33,6 +33,7 @@ from pipeline.config import DetectorConfig, PipelineConfig, ReidConfig
 from pipeline.detectors import build_detector
 from pipeline.identities import STORE_DIR, camera_folders, run_inside
 from pipeline.store import StoredTrack, TrackStore
+from pipeline.text import plural
 from pipeline.types import Frame
 from reid import Embedder
 from reid.errors import CrosscamError
@@ -131,9 +132,10 @@ def query_identity(
     tracks = store.tracks(identity=identity)
     if not tracks:
         known = store.identities()
-        raise CrosscamError(
-            f"--identity {identity}: no such identity; the store has identities {known[0]}..{known[-1]}"
-        )
+        shown = ", ".join(map(str, known)) if len(known) <= 12 else (
+            f"{', '.join(map(str, known[:6]))}, ... {', '.join(map(str, known[-3:]))}")
+        raise CrosscamError(f"--identity {identity}: no such identity; the store has {plural(len(known), 'identity', 'identities')}: "
+                            f"{shown} (see report.html)")
     mean = store.features([t.key for t in tracks]).mean(axis=0, keepdims=True)
     result = _rank(store, mean, top_k, min_score, run_dir, f"identity {identity}")
     return _own_identity_first(result, store, identity, mean, min_score, run_dir, top_k)

@@ -93,7 +93,9 @@ def test_bad_queries_are_one_line_and_change_nothing(synthetic_run: Path, tmp_pa
     assert "unknown camera 'lobby'" in crosscam_error(capsys, synthetic_run, "--track", "lobby:1")
     assert "has no track 99" in crosscam_error(capsys, synthetic_run, "--track", "hall:99")
     assert "CAMERA:TRACK_ID" in crosscam_error(capsys, synthetic_run, "--track", "hall")
-    assert "no such identity" in crosscam_error(capsys, synthetic_run, "--identity", "77")
+    message = crosscam_error(capsys, synthetic_run, "--identity", "77")
+    known = TrackStore.open(synthetic_run / "store").identities()
+    assert "no such identity" in message and f"{len(known)} identit" in message and str(known[0]) in message
     assert "exactly one of" in crosscam_error(capsys, synthetic_run)
     garbage = tmp_path / "garbage.jpg"
     garbage.write_bytes(b"not an image")
