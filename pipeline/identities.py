@@ -175,11 +175,49 @@ def _associate_and_write(store: TrackStore, changed: list["_CameraInput"], confi
         progress=progress,
         first_new_identity=store.max_identity() + 1,  # ids of replaced tracks are not handed out again
     )
-    ids = iter(result.identity_ids.tolist())
+    new_ids = keep_earlier_ids(
+        [t for c in changed for t in c.summaries], result.identity_ids.tolist(),
+        [known[i] for i in range(len(known)) if known[i].camera in changed_names],
+        [known_ids[i] for i in range(len(known)) if known[i].camera in changed_names],
+        used={known_ids[i] for i in keep}, first_new=store.max_identity() + 1,
+    )
+    ids = iter(new_ids)
     store.write([CameraTracks(c.record, c.summaries, [next(ids) for _ in c.summaries]) for c in changed])
     log.info("identities: %d links, %d merges, %d blocked by constraints (features %s)",
              result.links_considered, result.merges, result.blocked_by_constraints,
              "centred per camera" if result.centered else "raw")
+
+
+def keep_earlier_ids(tracks: Sequence[TrackSummary], ids: Sequence[int], earlier: Sequence[TrackSummary],
+                     earlier_ids: Sequence[int], used: set[int], first_new: int) -> list[int]:
+    """Identity ids for re-associated ``tracks`` (given ``ids`` by association), keeping the id an
+    identity had before where it is the same track of the same camera (same track id and frames):
+    a camera given a clock, or tracked again with most tracks unchanged, keeps its people's ids.
+
+    A fresh id (``>= first_new``) becomes the earlier id most of its unchanged tracks had, unless
+    that id is ``used`` by tracks association kept or another identity claimed it first (larger
+    identities first). Ids association linked to kept tracks stay as they are.
+
+    >>> from pipeline.types import TrackSummary
+    >>> t = lambda i: TrackSummary("hall", i, 0, 9, 0.0, 0.9, 10, None, None)
+    >>> keep_earlier_ids([t(1), t(2), t(3)], [20, 20, 21], [t(1), t(2)], [7, 7], used={5}, first_new=20)
+    [7, 7, 21]
+    """
+    def same(t: TrackSummary) -> tuple:
+        return t.camera, t.track_id, t.first_frame, t.last_frame
+
+    before = {same(t): i for t, i in zip(earlier, earlier_ids)}
+    votes: dict[int, dict[int, int]] = {}  # fresh id -> earlier id -> unchanged tracks
+    for t, i in zip(tracks, ids):
+        if i >= first_new and same(t) in before:
+            votes.setdefault(i, {}).setdefault(before[same(t)], 0)
+            votes[i][before[same(t)]] += 1
+    taken, mapping = set(used), {}
+    for fresh in sorted(votes, key=lambda i: (-sum(votes[i].values()), i)):
+        best = max(votes[fresh].items(), key=lambda kv: (kv[1], -kv[0]))[0]
+        if best not in taken:
+            mapping[fresh], taken = best, taken | {best}
+    return [mapping.get(i, i) for i in ids]
 
 
 def _finished(camera: str, run: dict) -> bool:

@@ -91,6 +91,22 @@ def test_cameras_file_puts_cameras_on_one_clock_and_applies_transit_rules(two_ca
     assert "common clock" in result.report.read_text()
 
 
+def test_cameras_given_a_clock_later_keep_their_identity_ids(two_cameras: Path, tmp_path: Path):
+    """A cameras file added later re-associates every camera (their clocks changed), but a person
+    whose tracks are the same keeps the id they had; a changed track gets a new one."""
+    update_identities(two_cameras, PipelineConfig(), progress=False)
+    hall, door = global_ids(two_cameras / "hall"), global_ids(two_cameras / "door")
+    cameras = tmp_path / "cameras.yaml"
+    cameras.write_text("cameras:\n  - {name: hall, offset_s: 0}\n  - {name: door, offset_s: 0}\n")
+    result = update_identities(two_cameras, PipelineConfig(), cameras_file=cameras, progress=False)
+    assert result.common_clock and result.cameras_updated == ["door", "hall"]
+    assert global_ids(two_cameras / "hall") == hall and global_ids(two_cameras / "door") == door
+    write_camera(two_cameras, "door", [summary("door", 1, 2.0, 5.0, P + 0.1 * E[3]), summary("door", 2, 2.0, 6.0, R)])
+    update_identities(two_cameras, PipelineConfig(), progress=False)  # door's track 2 changed (its end)
+    again = global_ids(two_cameras / "door")
+    assert again[1] == door[1] and again[2] not in set(door.values()) | set(hall.values())
+
+
 def report_texts(page: str) -> tuple[str, str]:
     """The page's title and its summary paragraph, unescaped."""
     title = re.search(r"<title>(.*?)</title>", page).group(1)
