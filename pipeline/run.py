@@ -43,6 +43,7 @@ from pipeline.tracking import PersonTracker
 from pipeline.types import FrameResult, read_track_summaries
 from reid import Embedder
 from reid.errors import CrosscamError
+from reid.paths import output_folder
 
 PACKAGES = ("crosscam", "numpy", "opencv-python", "torch", "ultralytics", "deep-sort-realtime", "onnxruntime")
 
@@ -140,15 +141,7 @@ def make_folder(folder: Path) -> None:
 def check_out_dir(out_dir: str | Path) -> Path:
     """``--out`` as a folder that exists or can be made there (a one-line error otherwise);
     nothing is created yet, so a bad input later leaves no trace."""
-    if str(out_dir).strip() == "":
-        raise CrosscamError("--out: empty; give the run directory to write, e.g. --out runs/mall")
-    out_dir = Path(out_dir)
-    existing = next(p for p in (out_dir, *out_dir.absolute().parents) if p.exists())
-    if not existing.is_dir():
-        raise CrosscamError(f"--out {out_dir}: {existing} is a file, not a folder; give a run directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise CrosscamError(f"--out {out_dir}: cannot write in {existing}; give a run directory you can write to")
-    return out_dir
+    return output_folder(out_dir, "--out")
 
 
 def track_videos(specs: Sequence[str], out_dir: str | Path, cfg: PipelineConfig,

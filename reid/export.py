@@ -43,6 +43,7 @@ from reid.export_cache import cached_export, forget
 from reid.models.mobilenetv2 import INPUT_SIZE as MOBILENETV2_INPUT_SIZE
 from reid.models.mobilenetv2 import load_mobilenetv2_imagenet
 from reid.onnx_backend import OnnxReidModel, card_path_for, session_options
+from reid.paths import output_file
 from reid.training.checkpoint_io import load_trained_model
 
 OPSET = 17
@@ -110,25 +111,28 @@ def load_for_export(weights: str | Path, trust: bool = False) -> tuple[nn.Module
     return model, tuple(meta["input_size"])
 
 
+CARD_HEADER = "# crosscam export: feed RGB float 0..255 pixels; normalisation is inside the graph\n"
+
+
 def export_onnx(
     weights: str | Path, out: str | Path, trust: bool = False, tolerance: float = TOLERANCE, opset: int = OPSET
 ) -> ExportResult:
     """Export ``weights`` to ``out`` (+ model card beside it); raises CrosscamError when parity fails."""
-    out = Path(out)
+    out = output_file(out, "--out")
     if out.suffix.lower() != ".onnx":
         raise CrosscamError(f"--out {out}: the file name must end in .onnx")
+    card_path = card_path_for(out)
+    if card_path.is_file() and not card_path.read_text(errors="replace").startswith(CARD_HEADER):
+        raise CrosscamError(f"--out {out}: {card_path} (where its model card goes) is not a crosscam model card; "
+                            "move it or export to another name")
     model, input_size = load_for_export(weights, trust)
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(f".{out.stem}.tmp.onnx")
     try:
         parity = write_checked_onnx(model, input_size, temporary, out, tolerance, opset)
-        card_path = card_path_for(out)
         card = raw_pixel_card(input_size, parity.dim)
         card_temporary = card_path.with_name(f".{card_path.name}.tmp")
-        card_temporary.write_text(
-            "# crosscam export: feed RGB float 0..255 pixels; normalisation is inside the graph\n"
-            + yaml.safe_dump(card, sort_keys=False)
-        )
+        card_temporary.write_text(CARD_HEADER + yaml.safe_dump(card, sort_keys=False))
         os.replace(temporary, out)
         os.replace(card_temporary, card_path)
     finally:

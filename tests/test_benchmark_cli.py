@@ -124,3 +124,15 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert "runtime 'tensorrt': unknown" in capsys.readouterr().err
     assert main(["benchmark", str(tmp_path), "--precision", "bf16", "--runtime", "onnxruntime"]) == 2
     assert "runs fp32 only" in capsys.readouterr().err
+
+
+def test_output_folders_that_are_files_are_one_line(tmp_path, capsys):
+    """benchmark --out / --cache-dir and train --out naming a file: one line before any work (were tracebacks)."""
+    (tmp_path / "file.txt").write_text("x")
+    for argv in (["benchmark", str(tmp_path), "--out", str(tmp_path / "file.txt")],
+                 ["benchmark", str(tmp_path), "--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "file.txt")],
+                 ["train", "--data", str(tmp_path), "--out", str(tmp_path / "file.txt" / "run")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "is a file, not a folder" in err and "\n" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]

@@ -82,3 +82,16 @@ def test_export_refuses_unknown_format_and_non_checkpoints(tmp_path, capsys):
         export_onnx(tmp_path / "junk.pth", tmp_path / "model.onnx")
     assert not (tmp_path / "model.onnx").exists()
 
+
+
+def test_export_refuses_to_overwrite_a_yaml_that_is_no_model_card_and_bad_output_paths(tmp_path):
+    """The model card goes beside the .onnx (same name, .yaml): a training config there is kept."""
+    (tmp_path / "osnet.yaml").write_text("model:\n  backbone: osnet\n")
+    with pytest.raises(CrosscamError, match="is not a crosscam model card"):
+        export_onnx("x.pth", tmp_path / "osnet.onnx")
+    assert (tmp_path / "osnet.yaml").read_text() == "model:\n  backbone: osnet\n"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CrosscamError, match="is a file, not a folder"):
+        export_onnx("x.pth", tmp_path / "file" / "m.onnx")
+    with pytest.raises(CrosscamError, match="a folder; give the file to write"):
+        export_onnx("x.pth", tmp_path)

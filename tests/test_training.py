@@ -223,6 +223,24 @@ def test_recipe_options_train(tmp_path, options):
     assert all(math.isfinite(row["loss"]) for row in rows) and rows[1]["ce"] < rows[0]["ce"]
 
 
+def test_a_query_gallery_nothing_could_score_is_refused_before_training(tmp_path):
+    data = write_market_folder(tmp_path / "market")
+    for image in (data / "bounding_box_test").iterdir():  # the gallery seen by the query's camera only
+        image.rename(image.with_name(image.name.replace("_c2s1_", "_c1s1_")))
+    with pytest.raises(CrosscamError, match="no query has a gallery image of its person from another camera"):
+        Trainer(load_train_config(None, TINY), data, tmp_path / "run", progress=False).run()
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_an_evaluation_that_fails_keeps_the_trained_epoch(tmp_path):
+    data = write_market_folder(tmp_path / "market")
+    broken = next((data / "bounding_box_test").iterdir())
+    broken.write_bytes(b"not a jpeg")  # found only when the gallery is embedded, after training
+    with pytest.raises(CrosscamError, match="cannot decode"):
+        Trainer(load_train_config(None, TINY), data, tmp_path / "run", progress=False).run()
+    assert (tmp_path / "run" / "last.pth").is_file() and (tmp_path / "run" / "model.pth").is_file()
+
+
 def test_resume_refuses_another_model(tmp_path):
     data = write_market_folder(tmp_path / "market")
     cfg = ModelSection(backbone="resnet34", pretrained=False)

@@ -13,6 +13,7 @@ from pipeline.cli import RUNTIME_HELP
 from reid import BenchmarkSettings, Embedder, evaluate_ranking, run_benchmark
 from reid.config import EmbedderConfig
 from reid.errors import CrosscamError
+from reid.paths import output_folder
 
 JSON_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP", "num_query", "num_gallery", "num_valid_query")
 BENCHMARK_JSON_KEYS = JSON_KEYS + ("preprocess",)
@@ -53,7 +54,9 @@ def benchmark(
     """
     if metric not in ("cosine", "euclidean"):
         raise CrosscamError(f"--metric {metric}: unknown; use cosine or euclidean")
-    out = out if out is not None else Path("runs") / "benchmark" / root.resolve().name
+    out = output_folder(out if out is not None else Path("runs") / "benchmark" / root.resolve().name, "--out")
+    if cache_dir is not None:
+        output_folder(cache_dir, "--cache-dir")
     embedder = Embedder.from_weights(
         reid, device=device, batch_size=batch_size, precision=precision, flip=flip, preprocess=preprocess, runtime=runtime
     )

@@ -7,11 +7,14 @@ from pathlib import Path
 
 import typer
 
+from pipeline.config import DEFAULT_CONFIG
 from reid.errors import CrosscamError
 from reid.export import export_onnx
+from reid.paths import output_folder
 from reid.training import Trainer, load_train_config
 
 METRIC_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP")
+REID_CONFIGS = DEFAULT_CONFIG.parent / "reid"  # the repository's configs/reid/, from any working folder
 
 
 def register(app: typer.Typer) -> None:
@@ -21,7 +24,7 @@ def register(app: typer.Typer) -> None:
 
 
 def train(
-    config: Path = typer.Option(Path("configs/reid/bot_r50.yaml"), "--config", help="Training YAML (see configs/reid/)."),
+    config: Path = typer.Option(REID_CONFIGS / "bot_r50.yaml", "--config", help="Training YAML (see configs/reid/)."),
     data: Path = typer.Option(..., "--data", help="Market-1501-layout root with bounding_box_train/, query/, bounding_box_test/."),
     out: Path = typer.Option(..., "--out", help="Run folder: log.csv, last.pth, model.pth, metrics.json, config.yaml."),
     overrides: list[str] = typer.Option([], "--set", help="Override one config key, e.g. --set solver.epochs=10 (repeatable)."),
@@ -34,10 +37,16 @@ def train(
     cross-entropy + hard-mining triplet, Adam with warm-up and MultiStep decay, AMP on CUDA.
     Progress bars go to stderr; one CSV row per epoch goes to OUT/log.csv.
     """
+    output_folder(out, "--out")
     cfg = load_train_config(config, overrides)
     if not resume and (out / "last.pth").exists():
         raise CrosscamError(f"--out {out}: already holds a training (last.pth); pass --resume to continue it or choose a new --out")
-    result = Trainer(cfg, data, out, resume=resume, progress=True).run()
+    try:
+        result = Trainer(cfg, data, out, resume=resume, progress=True).run()
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: {out}/last.pth holds the last finished epoch (if any); continue with "
+                   f"crosscam train ... --out {out} --resume", err=True)
+        raise typer.Exit(130) from None
     if json_output:
         typer.echo(json.dumps(result))
         return
