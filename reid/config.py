@@ -23,10 +23,19 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def read_yaml_with_bases(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, merging it over the file named by its ``base`` key (recursively)."""
+    """Read a YAML mapping, merging it over the file named by its ``base`` key (recursively).
+
+    A ``base`` is resolved relative to the file that names it; a missing base file and a cycle of
+    bases are one-line errors naming the file whose ``base:`` is at fault.
+    """
     path = Path(path)
     if not path.is_file():
         raise CrosscamError(f"{path}: config file not found; pass an existing YAML file to --config")
+    return _read_with_bases(path, ())
+
+
+def _read_with_bases(path: Path, named_by: tuple[Path, ...]) -> dict[str, Any]:
+    """``path`` merged over its bases; ``named_by``: the files whose ``base:`` chain led here, outermost first."""
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -36,7 +45,17 @@ def read_yaml_with_bases(path: str | Path) -> dict[str, Any]:
     base = data.pop("base", None)
     if base is None:
         return data
-    return merge_dicts(read_yaml_with_bases(path.parent / base), data)
+    if not isinstance(base, str) or not base.strip():
+        raise CrosscamError(f"{path}: base: {base!r} is not a file name; give a YAML file's path, relative to {path.name}")
+    target = path.parent / base
+    if not target.is_file():
+        raise CrosscamError(f"{path}: base: {base} not found (looked for {target}); fix the path, relative to {path.name}")
+    chain = (*named_by, path)
+    seen = [p.resolve() for p in chain]
+    if target.resolve() in seen:
+        cycle = " -> ".join(str(p) for p in (*chain[seen.index(target.resolve()) :], target))
+        raise CrosscamError(f"{path}: base: {base} makes a cycle ({cycle}); remove one of these base: keys")
+    return merge_dicts(_read_with_bases(target, chain), data)
 
 
 def merge_dicts(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

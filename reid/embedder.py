@@ -47,6 +47,12 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def check_precision(precision: str) -> None:
+    """Refuse a precision name that is not one of :data:`PRECISIONS` (fp32, bf16, fp16)."""
+    if precision not in PRECISIONS:
+        raise CrosscamError(f"precision {precision!r}: unknown; use fp32, bf16 or fp16")
+
+
 def resolve_runtime(runtime: str, device: str, precision: str) -> str:
     """What runs a torch checkpoint: ``auto`` -> ``onnxruntime`` for fp32 on the CPU, else ``torch``.
 
@@ -81,8 +87,7 @@ class TorchFeatures:
     """
 
     def __init__(self, module: torch.nn.Module, device: str, precision: str = "fp32"):
-        if precision not in PRECISIONS:
-            raise CrosscamError(f"precision {precision!r}: unknown; use fp32, bf16 or fp16")
+        check_precision(precision)
         self.device = torch.device(device)
         self.autocast_dtype = PRECISIONS[precision]
         self.module = module.eval().to(self.device, memory_format=torch.channels_last)
@@ -164,6 +169,7 @@ class Embedder:
         (:func:`resolve_runtime`: onnxruntime for fp32 on the CPU).
         """
         requested_device, device = device, resolve_device(device)
+        check_precision(precision)  # before the model-specific precision rules, whatever the model
         if preprocess not in ("fast", "parity"):
             raise CrosscamError(f"preprocess {preprocess!r}: unknown; use fast or parity")
         requested_runtime, runtime = runtime, resolve_runtime(runtime, device, precision)

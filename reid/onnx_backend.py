@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -185,7 +185,11 @@ class OnnxReidModel:
         self.input_size = self._resolve_input_size(graph_input.shape)
         batch = graph_input.shape[0]
         self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
-        self.dim = self._resolve_output_dim(self.session.get_outputs()[0].shape)
+        graph_output = self.session.get_outputs()[0]
+        self.output_name = graph_output.name
+        if graph_output.shape:  # empty or None: onnxruntime does not know the rank; _run checks it
+            self._check_features(graph_output.shape)
+        self.dim = self._resolve_output_dim(graph_output.shape)
         self._gain, self._offset = self.card.normalisation()
 
     def _where(self) -> str:
@@ -223,9 +227,18 @@ class OnnxReidModel:
         probe = np.zeros((self.fixed_batch or 1, 3, *self.input_size), np.float32)
         return int(self._run(probe).shape[-1])
 
+    def _check_features(self, shape: Sequence[Any]) -> None:
+        """Refuse an output that is not (N, D) feature rows, such as a detector's (1, 84, 8400) boxes."""
+        if len(shape) != 2:
+            raise CrosscamError(
+                f"{self.path}: the graph's output '{self.output_name}' is {list(shape)}, not (N, D) feature rows; "
+                "pass a ReID model that returns one feature vector per image"
+            )
+
     def _run(self, batch: np.ndarray) -> np.ndarray:
         outputs = self.session.run(None, {self.input_name: batch})[0]
-        return np.asarray(outputs, np.float32).reshape(len(batch), -1)
+        self._check_features(outputs.shape)
+        return np.asarray(outputs, np.float32)
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """Features of ``pixels`` (N, 3, H, W) float32 RGB 0..255 at :attr:`input_size` -> (N, D) float32."""

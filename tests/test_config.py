@@ -56,3 +56,27 @@ def test_missing_and_invalid_files(tmp_path: Path):
     broken.write_text("a: [1, 2\n")
     with pytest.raises(CrosscamError, match="not valid YAML"):
         load_pipeline_config(broken)
+
+
+def test_a_cycle_of_base_files_is_one_line_naming_the_cycle(tmp_path: Path):
+    (tmp_path / "c1.yaml").write_text("base: c2.yaml\n")
+    (tmp_path / "c2.yaml").write_text("base: ./c1.yaml\n")  # another spelling of the same file
+    with pytest.raises(CrosscamError) as info:
+        load_pipeline_config(tmp_path / "c1.yaml")
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'c2.yaml'}: base: ./c1.yaml makes a cycle") and "\n" not in message
+    assert f"({tmp_path / 'c1.yaml'} -> {tmp_path / 'c2.yaml'} -> {tmp_path / 'c1.yaml'})" in message
+
+
+def test_a_missing_base_blames_the_file_that_names_it(tmp_path: Path):
+    (tmp_path / "sub").mkdir()
+    child = tmp_path / "sub" / "child.yaml"
+    child.write_text("base: ../absent.yaml\n")
+    with pytest.raises(CrosscamError) as info:
+        load_pipeline_config(child)
+    message = str(info.value)
+    assert message.startswith(f"{child}: base: ../absent.yaml not found (looked for {tmp_path / 'sub' / '..' / 'absent.yaml'})")
+    assert "--config" not in message
+    child.write_text("base: [a.yaml]\n")
+    with pytest.raises(CrosscamError, match=r"child.yaml: base: \['a.yaml'\] is not a file name"):
+        load_pipeline_config(child)

@@ -112,6 +112,7 @@ def test_from_config_uses_every_key():
         ({"path_or_name": "mobilenetv2_imagenet", "model_card": {"color": "bgr"}}, "model card describes an .onnx"),
         ({"path_or_name": "mobilenetv2_imagenet", "runtime": "tensorrt"}, "runtime 'tensorrt': unknown"),
         ({"path_or_name": "mobilenetv2_imagenet", "precision": "bf16", "runtime": "onnxruntime"}, "runs fp32 only"),
+        ({"path_or_name": "mobilenetv2_imagenet", "precision": "fp8", "runtime": "onnxruntime"}, "precision 'fp8': unknown"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(kwargs, complaint):

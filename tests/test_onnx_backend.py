@@ -114,6 +114,12 @@ def test_onnx_models_refuse_reduced_precision(osnet_onnx):
         Embedder.from_weights(str(osnet_onnx), precision="bf16")
 
 
+def test_an_unknown_precision_is_called_unknown_for_onnx_models_too(tmp_path):
+    model = mean_pool_graph(tmp_path / "m.onnx", [1, 3, 8, 4])
+    with pytest.raises(CrosscamError, match="precision 'fp8': unknown; use fp32, bf16 or fp16"):
+        Embedder.from_weights(str(model), precision="fp8")
+
+
 def mean_pool_graph(path: Path, input_shape: list) -> Path:
     """A real ONNX graph: per-channel mean of (N, 3, H, W) -> (N, 3); dims may be names (dynamic)."""
     image = helper.make_tensor_value_info("image", TensorProto.FLOAT, input_shape)
@@ -150,6 +156,27 @@ def test_graph_with_a_fixed_batch_of_one_takes_any_number_of_crops(tmp_path):
     crops = [np.full((8, 4, 3), value, np.uint8) for value in (10, 20, 30, 40, 50)]
     features = embedder.embed(crops)
     np.testing.assert_allclose(features[:, 0], [10, 20, 30, 40, 50], atol=1e-3)
+
+
+def test_a_detector_is_refused_as_a_reid_model(yolo_onnx):
+    # YOLOv8's (1, 84, 8400) boxes once came out as one 705600-long "feature" per image
+    with pytest.raises(CrosscamError) as err:
+        Embedder.from_weights(str(yolo_onnx), device="cpu")
+    assert str(err.value) == (
+        f"{yolo_onnx}: the graph's output 'output0' is [1, 84, 8400], not (N, D) feature rows; "
+        "pass a ReID model that returns one feature vector per image"
+    )
+
+
+def test_an_output_of_unknown_rank_is_checked_when_run(tmp_path):
+    # a scalar output: onnxruntime lists its shape as [], the same as an unknown rank, so loading probes it
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 4])
+    mean = helper.make_tensor_value_info("mean", TensorProto.FLOAT, [])
+    graph = helper.make_graph([helper.make_node("ReduceMean", ["image"], ["mean"], keepdims=0)], "scalar", [image], [mean])
+    path = tmp_path / "scalar.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), path)
+    with pytest.raises(CrosscamError, match=r"scalar.onnx: the graph's output 'mean' is \[\], not \(N, D\) feature rows"):
+        OnnxReidModel(path, card={"raw_pixels": True})
 
 
 def test_onnx_sessions_do_not_spin_wait(tmp_path):

@@ -14,21 +14,47 @@ import typer
 from pipeline.cli import RUNTIME_HELP
 from reid import Embedder, zoo
 from reid.errors import CrosscamError
+from reid.paths import output_file
 
 weights_app = typer.Typer(help="Known ReID weights: list them, download them.", no_args_is_help=True)
 
 
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
+
+
 def read_images_bgr(paths: list[Path]) -> list[np.ndarray]:
-    """Decode image files to (H, W, 3) uint8 BGR arrays; a missing or undecodable file is a one-line error."""
+    """Decode image files to (H, W, 3) uint8 BGR arrays; a missing or undecodable file, or a folder,
+    is a one-line error. A truncated JPEG is kept, with a warning on stderr (see :func:`jpeg_is_truncated`)."""
     images = []
     for path in paths:
+        if path.is_dir():
+            raise CrosscamError(f"{path}: a folder, not an image; pass its image files, e.g. {path / '*.jpg'}")
         if not path.is_file():
             raise CrosscamError(f"{path}: image not found; check the path")
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise CrosscamError(f"{path}: not a readable image (corrupt or unsupported format); pass JPEG/PNG files")
+        if jpeg_is_truncated(path):
+            typer.echo(
+                f"warning: {path}: does not end with a JPEG end-of-image marker, so it may be cut off; "
+                "embedded anyway, as OpenCV decoded it (the missing part of a cut-off image is filled in)",
+                err=True,
+            )
         images.append(image)
     return images
+
+
+def jpeg_is_truncated(path: Path) -> bool:
+    """True for a JPEG file that does not end with the end-of-image marker.
+
+    OpenCV decodes such a file partly and fills in the rest, with no sign of it but libjpeg's
+    "Premature end of JPEG file" on stderr.
+    """
+    with path.open("rb") as handle:
+        if handle.read(len(JPEG_START)) != JPEG_START:
+            return False
+        handle.seek(-len(JPEG_END), os.SEEK_END)
+        return handle.read() != JPEG_END
 
 
 def save_npy_atomically(array: np.ndarray, out: Path) -> None:
@@ -101,7 +127,9 @@ def download_weights(
 
 
 def embed(
-    images: list[Path] = typer.Argument(..., help="Image files (JPEG/PNG person crops); one feature row each."),
+    images: list[Path] = typer.Argument(
+        ..., help="Image files (JPEG/PNG person crops), not folders: pass FOLDER/*.jpg; one feature row each."
+    ),
     reid_weights: str = typer.Option(..., "--reid", help="Registry name, .pth/.pt fast-reid checkpoint or .onnx model."),
     out: Path = typer.Option(..., "--out", help="Output .npy: (N, D) float32 in the order of IMAGE arguments."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
@@ -116,6 +144,7 @@ def embed(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object describing the output."),
 ) -> None:
     """Embed image files with a ReID model and write their features to a .npy file."""
+    out = output_file(out, "--out")
     crops = read_images_bgr(images)
     embedder = Embedder.from_weights(
         reid_weights,
