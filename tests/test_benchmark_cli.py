@@ -126,6 +126,19 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert "runs fp32 only" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("kind", ["npy", "text"])
+def test_evaluate_ranking_refuses_what_is_not_an_npz_archive(tmp_path, capsys, kind):
+    path = tmp_path / ("distances.npy" if kind == "npy" else "distances.npz")
+    if kind == "npy":
+        np.save(path, np.zeros((2, 2)))  # was a TypeError traceback
+    else:
+        path.write_text("distmat\n")  # was blamed on pickled data and allow_pickle
+    assert main(["evaluate-ranking", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {path}: not an .npz archive; pass the distances.npz that `crosscam benchmark --save-distances` writes\n"
+    )
+
+
 def test_output_folders_that_are_files_are_one_line(tmp_path, capsys):
     """benchmark --out / --cache-dir and train --out naming a file: one line before any work (were tracebacks)."""
     (tmp_path / "file.txt").write_text("x")

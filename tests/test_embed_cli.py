@@ -90,6 +90,37 @@ def test_bad_input_is_one_error_line_and_keeps_the_old_output(images, tmp_path, 
     np.testing.assert_array_equal(np.load(out), np.arange(3.0))
 
 
+def test_a_folder_of_images_is_refused_with_the_way_to_pass_its_files(images, tmp_path, capsys):
+    folder = images[0].parent
+    code, stdout, stderr = run_cli(capsys, "embed", "--reid", "mobilenetv2_imagenet", "--out", tmp_path / "f.npy", folder)
+    assert code == 2 and stdout == ""
+    assert stderr.strip() == f"error: {folder}: a folder, not an image; pass its image files, e.g. {folder / '*.jpg'}"
+
+
+@pytest.mark.parametrize("where", ["a folder", "under a file"])
+def test_an_unwritable_out_is_refused_before_any_work(tmp_path, capsys, where):
+    out = tmp_path
+    if where == "under a file":
+        (tmp_path / "taken").write_text("x")
+        out = tmp_path / "taken" / "feats.npy"
+    # the image does not exist either: --out is checked first, before images are read
+    code, stdout, stderr = run_cli(capsys, "embed", "--reid", "mobilenetv2_imagenet", "--out", out, tmp_path / "none.jpg")
+    assert code == 2 and stdout == ""
+    assert stderr.startswith(f"error: --out {out}: ") and len(stderr.splitlines()) == 1
+
+
+def test_a_truncated_jpeg_is_embedded_with_a_warning(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    whole, cut = tmp_path / "whole.jpg", tmp_path / "cut.jpg"
+    cv2.imwrite(str(whole), rng.integers(0, 256, (128, 64, 3), dtype=np.uint8))
+    cut.write_bytes(whole.read_bytes()[:-400])
+    out = tmp_path / "feats.npy"
+    code, stdout, stderr = run_cli(capsys, "embed", "--reid", "mobilenetv2_imagenet", "--out", out, whole, cut)
+    assert code == 0 and "2 x 1280" in stdout and np.load(out).shape == (2, 1280)
+    warnings = [line for line in stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {cut}: does not end with a JPEG end-of-image marker")
+
+
 def test_weights_list_json_and_table(capsys):
     code, stdout, _ = run_cli(capsys, "weights", "list", "--json")
     listing = json.loads(stdout)

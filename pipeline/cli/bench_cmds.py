@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -100,8 +101,13 @@ def _echo_metrics(report: dict) -> None:
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of ``NPZ_KEYS`` from the .npz archive (a zip file) at ``path``; anything else is a one-line error."""
     if not path.is_file():
         raise CrosscamError(f"{path}: file not found; pass an .npz saved with numpy.savez")
+    if not zipfile.is_zipfile(path):  # a single .npy array, a text file, ...
+        raise CrosscamError(
+            f"{path}: not an .npz archive; pass the distances.npz that `crosscam benchmark --save-distances` writes"
+        )
     try:
         with np.load(path, allow_pickle=False) as stored:
             missing = [key for key in NPZ_KEYS if key not in stored.files]
