@@ -223,6 +223,9 @@ def keep_earlier_ids(tracks: Sequence[TrackSummary], ids: Sequence[int], earlier
 def _finished(camera: str, run: dict) -> bool:
     """Whether a camera's run ended with tracks worth associating (complete or interrupted)."""
     status = run.get("status")
+    if status == "interrupted":
+        log.warning("%s: run.json says interrupted; its tracks up to where it stopped are in the identities "
+                    "(run `crosscam track` again for the whole video)", camera)
     if status in ("complete", "interrupted"):
         return True
     log.warning("%s: run.json status %r; left out of the identities (the store keeps what it had "

@@ -46,6 +46,7 @@ class FeatureExtractor(Protocol):
     name: str
     fingerprint: str
     preprocess: str  # "parity" (fast-reid's PIL bicubic loader) or "fast" (OpenCV)
+    flip: bool  # features are the mean of each crop's and its mirror's
 
     def embed(self, crops: Sequence[np.ndarray], bgr: bool = False, normalize: bool = False, progress: bool = False) -> np.ndarray: ...
 
@@ -170,6 +171,7 @@ def run_benchmark(
         model=embedder.name,
         fingerprint=embedder.fingerprint,
         preprocess=embedder.preprocess,
+        flip=embedder.flip,
         dataset=str(dataset.root.resolve()),
         metric=settings.metric,
         rerank=settings.rerank,

@@ -54,6 +54,7 @@ def test_benchmark_json_and_report(osnet_run):
     result = json.loads(stdout)
     assert JSON_KEYS <= set(result)
     assert result["preprocess"] == "parity"  # fast-reid's protocol by default: its PIL bicubic loader
+    assert (result["flip"], result["metric"], result["rerank"], result["aqe"]) == (False, "cosine", False, False)
     assert (result["num_query"], result["num_gallery"]) == (200, 738)
     assert result["rank1"] > 10 * chance_rank1(MarketDataset(root))
     assert 0 < result["mINP"] <= result["mAP"] <= 1 and result["rank1"] <= result["rank5"] <= result["rank10"]
@@ -73,6 +74,8 @@ def test_rerun_with_rerank_uses_cached_features(osnet_run):
     assert "cached features" in stdout and "Rank-1" in stdout and "preprocessing: parity" in stdout
     report = json.loads((out / "report.json").read_text())
     assert report["features_cached"] is True and report["rerank"] is True and report["preprocess"] == "parity"
+    assert "| flip | False |" in (out / "report.md").read_text()  # the settings scored are in both reports
+    assert json.loads(run_cli([*args, "--json"])[1])["rerank"] is True
     assert report["mAP"] != json.loads(first_stdout)["mAP"]
     # The saved re-ranked distances evaluate to the same numbers.
     code, stdout = run_cli(["evaluate-ranking", str(out / "distances.npz"), "--json"])

@@ -1,4 +1,5 @@
 import html
+import json
 import re
 from pathlib import Path
 
@@ -105,6 +106,15 @@ def test_cameras_given_a_clock_later_keep_their_identity_ids(two_cameras: Path, 
     update_identities(two_cameras, PipelineConfig(), progress=False)  # door's track 2 changed (its end)
     again = global_ids(two_cameras / "door")
     assert again[1] == door[1] and again[2] not in set(door.values()) | set(hall.values())
+
+
+def test_an_interrupted_camera_joins_the_identities_with_a_warning(two_cameras: Path, caplog):
+    record = json.loads((two_cameras / "door" / "run.json").read_text())
+    (two_cameras / "door" / "run.json").write_text(json.dumps({**record, "status": "interrupted"}))
+    result = update_identities(two_cameras, PipelineConfig(), progress=False)
+    assert "door" in result.cameras
+    said = [r.getMessage() for r in caplog.records if "interrupted" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("door: run.json says interrupted")
 
 
 def report_texts(page: str) -> tuple[str, str]:

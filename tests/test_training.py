@@ -202,6 +202,10 @@ def test_tiny_training_lowers_the_loss_and_resumes(tmp_path, capsys):
     assert not math.isnan(rows[1]["rank1"])
     with pytest.raises(CrosscamError, match="already trained 2 epochs"):
         Trainer(load_train_config(None, [*TINY, "solver.epochs=2"]), data, out, resume=True, progress=False).run()
+    with pytest.raises(CrosscamError, match=r"other settings \(sampler.instances: 4 -> 2\)"):  # a changed recipe
+        Trainer(load_train_config(None, [*TINY, "solver.epochs=3", "sampler.instances=2"]), data, out, resume=True,
+                progress=False).run()
+    assert json.loads((out / "metrics.json").read_text())["preprocess"] == "fast"
 
     model, meta = load_trained_model(out / "model.pth")
     assert meta["backbone"] == "resnet18" and meta["input_size"] == [64, 32]

@@ -17,7 +17,7 @@ from reid.errors import CrosscamError
 from reid.paths import output_folder
 
 JSON_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP", "num_query", "num_gallery", "num_valid_query")
-BENCHMARK_JSON_KEYS = JSON_KEYS + ("preprocess",)
+BENCHMARK_JSON_KEYS = JSON_KEYS + ("preprocess", "flip", "metric", "rerank", "aqe")  # the settings scored
 NPZ_KEYS = ("distmat", "q_pids", "g_pids", "q_camids", "g_camids")
 
 

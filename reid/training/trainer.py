@@ -212,8 +212,9 @@ class Trainer:
         distmat = pairwise_distance(query, gallery, self.cfg.eval.metric)
         ranking = evaluate_ranking(distmat, dataset.pids("query"), dataset.pids("gallery"), dataset.camids("query"), dataset.camids("gallery"))
         model.train()
-        summary = {key: float(value) for key, value in ranking.summary().items()}
-        return {"epoch": epoch + 1, **summary, "eval_s": time.perf_counter() - start}
+        summary = {key: value if isinstance(value, int) else float(value) for key, value in ranking.summary().items()}
+        # preprocess: OpenCV resizing, as tracking embeds (`crosscam benchmark` defaults to fast-reid's PIL loader)
+        return {"epoch": epoch + 1, **summary, "preprocess": embedder.preprocess, "eval_s": time.perf_counter() - start}
 
     def _restore(self, model, optimizer, scaler, ema, meta) -> tuple[int, int]:
         path = self.out_dir / "last.pth"
@@ -234,12 +235,36 @@ class Trainer:
                     "resume without solver.ema_decay, or start a new --out"
                 )
             ema.load_state_dict(_crosscam_weights(state["ema"], meta), int(state["ema_updates"]))
+        changed = _changed_settings(state["config"], self.cfg.model_dump(mode="json")) if state.get("config") else []
+        if changed:
+            raise CrosscamError(
+                f"{path}: was trained with other settings ({'; '.join(changed[:3])}); --resume continues a training as "
+                f"it was (only {', '.join(RESUME_MAY_CHANGE)} may change): use its settings or a new --out"
+            )
         try:
             optimizer.load_state_dict(state["optimizer"])
         except ValueError as exc:  # e.g. parameter groups of an older crosscam
             raise CrosscamError(f"{path}: its optimizer state does not fit this training ({exc}); start a new --out") from None
         scaler.load_state_dict(state["scaler"])
         return int(state["epoch"]), int(state["iteration"])
+
+
+RESUME_MAY_CHANGE = ("solver.epochs", "eval", "threads", "device", "checkpoint_period")  # not what is learnt
+
+
+def _changed_settings(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """``"key: saved -> current"`` for each setting that differs, outside :data:`RESUME_MAY_CHANGE`."""
+    changed = []
+    for key in sorted(set(saved) | set(current)):
+        name = f"{prefix}{key}"
+        if name in RESUME_MAY_CHANGE:
+            continue
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed += _changed_settings(old, new, f"{name}.")
+        elif old != new:
+            changed.append(f"{name}: {old} -> {new}")
+    return changed
 
 
 def _crosscam_weights(stored: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, torch.Tensor]:
