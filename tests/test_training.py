@@ -236,6 +236,17 @@ def test_a_query_gallery_nothing_could_score_is_refused_before_training(tmp_path
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
+def test_a_missing_onnx_to_fine_tune_is_refused_before_the_images_load(tmp_path, monkeypatch):
+    data = write_market_folder(tmp_path / "market")
+    monkeypatch.chdir(tmp_path)  # the shipped recipe's relative ../shared path does not resolve here
+    cfg = load_train_config(REPO / "configs/reid/osnet_finetune_cpu.yaml", ["threads=1"])
+    loaded = []
+    monkeypatch.setattr("reid.training.trainer.TrainImages.load", lambda *a, **k: loaded.append(1))
+    with pytest.raises(CrosscamError, match=r"no such ONNX file .*--set model.onnx=PATH"):
+        Trainer(cfg, data, tmp_path / "run", progress=False).run()
+    assert not loaded
+
+
 def test_an_evaluation_that_fails_keeps_the_trained_epoch(tmp_path):
     data = write_market_folder(tmp_path / "market")
     broken = next((data / "bounding_box_test").iterdir())

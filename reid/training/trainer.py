@@ -102,6 +102,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         dataset = MarketDataset(self.data_root)
         _check_evaluable(dataset)  # before training, not after it
+        if cfg.model.backbone == "onnx" and cfg.model.onnx and not Path(cfg.model.onnx).is_file():  # before loading images
+            raise CrosscamError(f"model.onnx {cfg.model.onnx}: no such ONNX file (a relative path is read from "
+                                f"{Path.cwd()}); give the model to fine-tune with --set model.onnx=PATH")
         images = TrainImages.load(dataset.root, cfg.input.size, self.progress)
         if self.device.type == "cuda":
             images = images.to(self.device)  # 0.7 GB for CUHK03 at 256x128: batches are cut and augmented on the GPU
