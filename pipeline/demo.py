@@ -37,6 +37,7 @@ from pipeline.metrics import MtmcScores, evaluate_mtmc, read_mot_file, scores_ta
 from pipeline.query import QueryResult, query_track
 from pipeline.run import track_videos
 from pipeline.store import TrackStore
+from pipeline.text import numbered
 from reid.errors import CrosscamError
 from samples import SceneOptions, make_scene
 
@@ -209,8 +210,7 @@ def _query_lines(query: QueryResult | None) -> str:
         return "query: no tracks in the store"
     best = query.best
     visits = "; ".join(
-        f"{a.camera} {a.start_s:.1f}-{a.end_s:.1f} s (track{'s' if len(a.track_ids) > 1 else ''} "
-        f"{', '.join(map(str, a.track_ids))}, score {a.score:.2f})"
+        f"{a.camera} {a.start_s:.1f}-{a.end_s:.1f} s ({numbered('track', a.track_ids)}, score {a.score:.2f})"
         for a in best.appearances
     )
     return f"query {query.query}: identity {best.identity}: {visits}"

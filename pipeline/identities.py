@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -166,22 +167,22 @@ def _associate_and_write(store: TrackStore, changed: list["_CameraInput"], confi
     changed_names = {c.name for c in changed}
     known, known_ids = store.summaries()
     keep = [i for i, t in enumerate(known) if t.camera not in changed_names]
+    replaced = [i for i, t in enumerate(known) if t.camera in changed_names]
+    tracks = [t for c in changed for t in c.summaries]
+    first_new = store.max_identity() + 1  # ids of replaced tracks are not handed out again
     result = associate_tracks(
-        [t for c in changed for t in c.summaries],
+        tracks,
         config.association,
         spec.transit() if spec is not None else None,
         [known[i] for i in keep],
         [known_ids[i] for i in keep],
         progress=progress,
-        first_new_identity=store.max_identity() + 1,  # ids of replaced tracks are not handed out again
+        first_new_identity=first_new,
     )
-    new_ids = keep_earlier_ids(
-        [t for c in changed for t in c.summaries], result.identity_ids.tolist(),
-        [known[i] for i in range(len(known)) if known[i].camera in changed_names],
-        [known_ids[i] for i in range(len(known)) if known[i].camera in changed_names],
-        used={known_ids[i] for i in keep}, first_new=store.max_identity() + 1,
-    )
-    ids = iter(new_ids)
+    ids = iter(keep_earlier_ids(
+        tracks, result.identity_ids.tolist(), [known[i] for i in replaced], [known_ids[i] for i in replaced],
+        used={known_ids[i] for i in keep}, first_new=first_new,
+    ))
     store.write([CameraTracks(c.record, c.summaries, [next(ids) for _ in c.summaries]) for c in changed])
     log.info("identities: %d links, %d merges, %d blocked by constraints (features %s)",
              result.links_considered, result.merges, result.blocked_by_constraints,
@@ -207,13 +208,12 @@ def keep_earlier_ids(tracks: Sequence[TrackSummary], ids: Sequence[int], earlier
         return t.camera, t.track_id, t.first_frame, t.last_frame
 
     before = {same(t): i for t, i in zip(earlier, earlier_ids)}
-    votes: dict[int, dict[int, int]] = {}  # fresh id -> earlier id -> unchanged tracks
+    votes: dict[int, Counter[int]] = defaultdict(Counter)  # fresh id -> earlier id -> unchanged tracks
     for t, i in zip(tracks, ids):
         if i >= first_new and same(t) in before:
-            votes.setdefault(i, {}).setdefault(before[same(t)], 0)
             votes[i][before[same(t)]] += 1
     taken, mapping = set(used), {}
-    for fresh in sorted(votes, key=lambda i: (-sum(votes[i].values()), i)):
+    for fresh in sorted(votes, key=lambda i: (-votes[i].total(), i)):
         best = max(votes[fresh].items(), key=lambda kv: (kv[1], -kv[0]))[0]
         if best not in taken:
             mapping[fresh], taken = best, taken | {best}

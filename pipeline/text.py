@@ -10,3 +10,12 @@ def plural(n: int, word: str, words: str | None = None) -> str:
     ('1 track', '0 cameras', '3 identities')
     """
     return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
+def numbered(word: str, numbers: list[int]) -> str:
+    """``"track 4"``, ``"tracks 1, 3"``: ``word`` in the number of ``numbers``, then them.
+
+    >>> numbered("track", [4]), numbered("track", [1, 3])
+    ('track 4', 'tracks 1, 3')
+    """
+    return f"{word if len(numbers) == 1 else word + 's'} {', '.join(map(str, numbers))}"

@@ -12,6 +12,7 @@ from pipeline.config import load_pipeline_config
 from pipeline.query import (
     QueryResult, colour_normalised_cameras, parse_box, query_identity, query_image, query_track,
 )
+from pipeline.text import numbered
 from reid.errors import CrosscamError
 
 
@@ -37,7 +38,7 @@ def _print_table(result: QueryResult) -> None:
     for match in result.matches:
         typer.echo(f"identity {match.identity}  score {match.score:.3f}")
         for a in match.appearances:
-            tracks = f"{'track' if len(a.track_ids) == 1 else 'tracks'} {', '.join(str(t) for t in a.track_ids)}"
+            tracks = numbered("track", a.track_ids)
             typer.echo(
                 f"  {a.camera:12s} {_clock(a.start_s)}-{_clock(a.end_s)}  frames {a.start_frame}-{a.end_frame} (0-based)"
                 f"  {tracks:17s} score {a.score:.3f}  {a.thumbnail or ''}"
