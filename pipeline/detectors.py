@@ -120,6 +120,16 @@ def _reopen_onnx_without_spinning(yolo, path: Path) -> None:
     backend.session = onnxruntime.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
 
 
+def _precision(half: bool) -> dict:
+    """ultralytics' keyword for fp16 inference: ``quantize=16`` where it has one (8.4 on; there ``half``
+    warns on every call), else ``half=True``; nothing for fp32, the default of both."""
+    if not half:
+        return {}
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    return {"quantize": 16} if "quantize" in DEFAULT_CFG_DICT else {"half": True}
+
+
 class YoloDetector:
     """Any model ultralytics' ``YOLO`` loads, keeping only class 0 (person), batched over frames.
 
@@ -143,7 +153,7 @@ class YoloDetector:
             return []
         results = self.model.predict(
             [f.image for f in frames], classes=[PERSON_CLASS], conf=lowest_confidence(self.cfg), iou=self.cfg.iou,
-            imgsz=self.cfg.image_size, half=self.cfg.half, device=self._device, batch=len(frames), verbose=False,
+            imgsz=self.cfg.image_size, device=self._device, batch=len(frames), verbose=False, **_precision(self.cfg.half),
         )
         return [
             Detections(r.boxes.xyxy.cpu().numpy().astype(np.float32), r.boxes.conf.cpu().numpy().astype(np.float32))
