@@ -227,10 +227,15 @@ def _person_crop(image: np.ndarray, box, detector_cfg: DetectorConfig, name: str
                                 "not a person crop (taller than wide); pass a person crop or --box x1,y1,x2,y2")
     if box is None:
         return image
+    given = ",".join(f"{v:g}" for v in box)
     x1, y1, x2, y2 = (int(round(v)) for v in box)
     x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
-    if x2 - x1 < 4 or y2 - y1 < 4:
-        raise CrosscamError(f"--box {box}: empty or outside the {w}x{h} image; give x1,y1,x2,y2 inside it")
+    if x2 <= x1 or y2 <= y1:
+        raise CrosscamError(f"--box {given}: empty or outside the {w}x{h} image; give x1,y1,x2,y2 inside it")
+    smallest = detector_cfg.min_box_size
+    if x2 - x1 < smallest or y2 - y1 < smallest:
+        raise CrosscamError(f"--box {given}: {x2 - x1}x{y2 - y1} pixels inside the image, under the {smallest} pixels a "
+                            "side the run tracks (detector.min_box_size); draw the box around the whole person")
     return image[y1:y2, x1:x2]
 
 

@@ -55,7 +55,7 @@ class CameraRun:
     camera: str
     folder: Path
     status: str = "running"
-    frames_read: int = 0
+    frames_read: int = 0  # frames decoded and tracked into the outputs
     frames_failed: int = 0
     num_tracks: int = 0
     elapsed_s: float = 0.0
@@ -316,7 +316,9 @@ def _track_into(source: FrameSource, detector: Detector, embedder, folder: Path,
         run.elapsed_s = time.perf_counter() - start
         run.stage_seconds = {k: round(v, 4) for k, v in times.items()}
         run.num_tracks = _count_tracks(folder) if summaries is not None else 0
-        run.frames_read, run.frames_failed = source.frames_read, source.frames_failed
+        # Frames the outputs cover: after a Ctrl-C the frames decoded ahead of tracking are not among them.
+        run.frames_read = summaries.frames_written if summaries is not None else 0
+        run.frames_failed = source.frames_failed
         record["colour"] = colour.describe()  # what query_image needs to treat a photo as this camera's
         write_json_atomic(folder / "run.json", _run_record(record, run, source))
     return run
@@ -362,7 +364,7 @@ def _run_record(record: dict, run: CameraRun, source: FrameSource) -> dict:
         **record,
         "status": run.status,
         "error": run.error,
-        "frames_read": source.frames_read,
+        "frames_read": run.frames_read,
         "frames_failed": source.frames_failed,
         "num_tracks": run.num_tracks,
         "elapsed_s": round(run.elapsed_s, 3),

@@ -155,9 +155,11 @@ class TrackSummaryWriter(_Sink):
         self.thumbnails = thumbnails
         self.tracks: dict[int, TrackAccumulator] = {}
         self.summaries: list[TrackSummary] = []
+        self.frames_written = 0  # frames the outputs cover (fewer than decoded after a Ctrl-C)
 
     def write(self, result: FrameResult) -> None:
         frame = result.frame
+        self.frames_written += 1
         for obs in result.tracks:
             acc = self.tracks.get(obs.track_id)
             if acc is None:

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from pipeline.cli.main import main, package_version
+from pipeline.cli.main import cli_command, main, package_version
 
 
 def test_version_flag(capsys):
@@ -19,13 +19,30 @@ def test_console_script_help_lists_commands():
     assert "Usage" in out
 
 
+def test_help_shows_no_type_beside_flags_and_names_values(capsys):
+    """typer 0.29 printed ``<bool>`` beside every flag (``--json <bool>``, as if it took a value) and
+    ``<list[str]>`` for --set; every command's help is checked."""
+    command = cli_command()
+    paths = [[]]
+    for name, sub in command.commands.items():
+        paths.append([name])
+        paths += [[name, subname] for subname in getattr(sub, "commands", {})]
+    for path in paths:
+        assert main([*path, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert "--help" in out and "<bool>" not in out, path
+    main(["track", "--help"])
+    out = capsys.readouterr().out
+    assert "KEY=VALUE" in out and "--set  <list" not in out
+
+
 def test_unknown_command_is_a_usage_error(capsys):
     assert main(["no-such-command"]) == 2
     assert "No such command" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["track"], "Missing argument 'VIDEO...'"),
+    (["track"], "Missing argument 'VIDEO'"),
     (["query", "run", "--track", "cam1:1", "--min-score", "2"], "'--min-score': Input should be less than or equal to 1"),
     (["track", "a.mp4", "--out", "r", "--no-such-option"], "No such option: --no-such-option"),
 ])

@@ -185,6 +185,8 @@ def test_bad_input_is_a_one_line_4xx(api, run):
     thumb = next((run / "cam2" / "thumbs").glob("*.jpg")).read_bytes()
     outside = api.post("/api/query/image", data={"box": "5000,5000,5100,5200"}, files={"image": ("p.jpg", thumb)})
     assert "outside" in one_line_error(outside, 400)
+    tiny = api.post("/api/query/image", data={"box": "10,10,15,30"}, files={"image": ("p.jpg", thumb)})
+    assert one_line_error(tiny, 400).startswith("box 10,10,15,30: 5x20 pixels") and "min_box_size" in one_line_error(tiny, 400)
     one_line_error(api.post("/api/query/image", files={"image": ("notes.txt", b"not an image at all")}), 415)
     one_line_error(api.post("/api/query/image", data={"box": "1,2,3"}, files={"image": ("p.jpg", thumb)}), 400)
     one_line_error(api.post("/api/query/image", data={"camera": "nope"}, files={"image": ("p.jpg", thumb)}), 404)

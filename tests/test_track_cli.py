@@ -235,7 +235,7 @@ def test_ctrl_c_leaves_valid_outputs(tmp_path: Path, osnet_onnx: Path):
     record = json.loads((folder / "run.json").read_text())
     assert record["status"] == "interrupted" and 0 < record["frames_read"] < 1500
     written = count_video_frames(folder / "annotated.mp4")
-    assert 0 < written <= record["frames_read"]
+    assert 0 < written == record["frames_read"]  # not the frames decoded ahead of tracking
     rows = read_mot(folder / "tracks.txt")
     assert len(rows) > 0 and rows[:, 0].max() <= written
     summaries = read_track_summaries(folder)

@@ -23,8 +23,10 @@ from pipeline.cli import serve_cmds  # noqa: E402
 from reid.errors import CrosscamError  # noqa: E402
 
 try:  # typer 0.2x carries its own click
+    from typer._click.core import Context  # noqa: E402
     from typer._click.exceptions import NoArgsIsHelpError, UsageError  # noqa: E402
 except ImportError:  # older typer uses click itself
+    from click.core import Context  # noqa: E402
     from click.exceptions import NoArgsIsHelpError, UsageError  # noqa: E402
 
 COMMAND_MODULES = [embed_cmds, bench_cmds, track_cmds, query_cmds, metrics_cmds, samples_cmds, train_cmds, demo_cmds]
@@ -66,11 +68,28 @@ for module in COMMAND_MODULES:
     module.register(app)
 
 
+def _without_flag_types(command) -> None:
+    """Blank the type typer's help shows beside each on/off flag (``--json <bool>``), in ``command``
+    and its subcommands: a flag takes no value."""
+    for param in [*command.params, command.get_help_option(Context(command))]:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _without_flag_types(sub)
+
+
+def cli_command():
+    """The click command behind ``crosscam`` (typer's, with the help cleaned up)."""
+    command = typer.main.get_command(app)
+    _without_flag_types(command)
+    return command
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit status (0 ok, 2 user or usage error); every error is one
     ``error:`` line on stderr, usage errors (an option out of range, a missing argument) too."""
     try:
-        status = typer.main.get_command(app).main(args=argv, prog_name="crosscam", standalone_mode=False)
+        status = cli_command().main(args=argv, prog_name="crosscam", standalone_mode=False)
     except CrosscamError as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2

@@ -43,14 +43,14 @@ def register(app: typer.Typer) -> None:
 
     @app.command("track")
     def track(
-        inputs: List[str] = typer.Argument(..., metavar="VIDEO...",
+        inputs: List[str] = typer.Argument(..., metavar="VIDEO",
                                            help="Video files (.mp4, .avi, raw .264 ...), image folders "
                                                 "(MOTChallenge SEQ/ or SEQ/img1/) or rtsp:// / http:// URLs."),
         out_text: str = typer.Option(..., "--out", metavar="RUN_DIR", help="Run directory; each camera writes into RUN_DIR/CAMERA/."),
-        camera: Optional[List[str]] = typer.Option(None, "--camera",
+        camera: Optional[List[str]] = typer.Option(None, "--camera", metavar="NAME",
                                                    help="Camera name per input, in order (default: the file stem)."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML config (default configs/base.yaml)."),
-        set_: Optional[List[str]] = typer.Option(None, "--set", help="Override one key, e.g. tracker.max_age=60."),
+        set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help="Override one key, e.g. tracker.max_age=60."),
         detector: Optional[str] = typer.Option(None, "--detector",
                                                help="Ultralytics model (.pt/.onnx path or name), motion or replay."),
         reid: Optional[str] = typer.Option(None, "--reid", help="ReID weights: registry name, .pth or .onnx."),

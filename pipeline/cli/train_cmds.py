@@ -27,7 +27,7 @@ def train(
     config: Path = typer.Option(REID_CONFIGS / "bot_r50.yaml", "--config", help="Training YAML (see configs/reid/)."),
     data: Path = typer.Option(..., "--data", help="Market-1501-layout root with bounding_box_train/, query/, bounding_box_test/."),
     out: Path = typer.Option(..., "--out", help="Run folder: log.csv, last.pth, model.pth, metrics.json, config.yaml."),
-    overrides: list[str] = typer.Option([], "--set", help="Override one config key, e.g. --set solver.epochs=10 (repeatable)."),
+    overrides: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override one config key, e.g. --set solver.epochs=10 (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.pth (same config and data)."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object (last evaluation, file paths) on stdout."),
 ) -> None:
