@@ -6,7 +6,7 @@ clock; optional transit rules say which cameras connect and how long the walk ta
 
     cameras:
       - name: hall
-        video: videos/hall.mp4          # optional, for the reader
+        video: videos/hall.mp4          # optional, for the reader (the camera is named by --camera or the stem)
         start: "2024-05-01 08:00:05"    # when frame 0 was recorded (ISO 8601) ...
       - name: door
         offset_s: 42.5                  # ... or seconds after the common clock's zero
@@ -166,6 +166,7 @@ def camera_offsets(
     missing = [name for name in cameras if name not in offsets]
     if missing:
         raise CrosscamError(
-            f"{source}: no entry for camera(s) {', '.join(missing)}; add them with a start or offset_s"
+            f"{source}: no entry for camera(s) {', '.join(missing)}; add them with a start or offset_s "
+            "(a camera is named by --camera, else its video's file stem; an entry's video: is only a note)"
         )
     return {name: offsets[name] for name in cameras}, True

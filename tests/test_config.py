@@ -12,6 +12,9 @@ def test_base_yaml_matches_model_defaults():
     # configs/base.yaml documents the defaults; it must not drift from the pydantic models.
     from_file = yaml.safe_load(DEFAULT_CONFIG.read_text())
     assert PipelineConfig.model_validate(from_file) == PipelineConfig()
+    # ... and it names every key (validation alone fills a missing one with its default)
+    defaults = PipelineConfig().model_dump()
+    assert {(s, k) for s, keys in from_file.items() for k in keys} == {(s, k) for s, keys in defaults.items() for k in keys}
 
 
 def test_base_file_and_overrides(tmp_path: Path):

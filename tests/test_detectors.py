@@ -201,14 +201,32 @@ def test_motion_detector_keeps_one_wide_person_without_a_head_gap_whole():
 
 def test_replay_reads_mot_det_txt(tmp_path: Path):
     det = tmp_path / "det.txt"
-    det.write_text("1,-1,10,20,30,60,0.9,-1,-1,-1\n1,-1,100,20,30,60,0.2,-1,-1,-1\n3,-1,5.5,6,10,40,1.7,-1,-1,-1\n")
+    det.write_text("1,-1,10,20,30,60,0.9,-1,-1,-1\n1,-1,100,20,30,60,0.2,-1,-1,-1\n3,-1,5.5,6,10,40,0.7,-1,-1,-1\n")
     detector = ReplayDetector(det, DetectorConfig(model="replay", confidence=0.4))
     frames = [Frame("c", i, 0.0, np.zeros((200, 200, 3), np.uint8)) for i in range(3)]
     first, second, third = detector.detect(frames)
     np.testing.assert_allclose(first.xyxy, [[10, 20, 40, 80]])  # ltwh -> xyxy, low score dropped
     assert len(second) == 0
     np.testing.assert_allclose(third.xyxy, [[5.5, 6, 15.5, 46]])
-    assert third.confidence[0] == 1.0  # scores outside 0..1 are clipped
+    assert first.confidence[0] == 0.9
+
+
+def test_replay_takes_scores_of_another_scale_as_quantiles(tmp_path: Path, caplog):
+    # MOT15's det.txt scores run from -0.5 to 139: 0.4 on that scale would keep nearly every box.
+    det = tmp_path / "det.txt"
+    scores = [-0.5, 3.0, 20.0, 20.0, 44.0, 139.0]
+    det.write_text("".join(f"1,-1,{10 * i},20,30,60,{s},-1,-1,-1\n" for i, s in enumerate(scores)))
+    detector = ReplayDetector(det, DetectorConfig(model="replay", confidence=0.4))
+    boxes = detector.detect([Frame("c", 0, 0.0, np.zeros((200, 200, 3), np.uint8))])[0]
+    # mid-rank quantiles 1/12, 3/12, 6/12 twice (a tie), 9/12, 11/12: the lowest two fall under 0.4
+    np.testing.assert_allclose(boxes.confidence, [0.5, 0.5, 0.75, 11 / 12], rtol=1e-6)
+    np.testing.assert_allclose(boxes.xyxy[:, 0], [20, 30, 40, 50])
+    assert "scores run from -0.5 to 139" in caplog.text and "best-scored 60 %" in caplog.text
+    # a file on 0..1 keeps its scores
+    det.write_text("1,-1,10,20,30,60,0.3\n1,-1,50,20,30,60,1.0004\n")
+    kept = ReplayDetector(det, DetectorConfig(model="replay", confidence=0.2)).detect(
+        [Frame("c", 0, 0.0, np.zeros((200, 200, 3), np.uint8))])[0]
+    np.testing.assert_allclose(kept.confidence, [0.3, 1.0], rtol=1e-6)
 
 
 def test_replay_finds_det_txt_of_a_sequence_and_reports_missing(tmp_path: Path):

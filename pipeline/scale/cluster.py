@@ -190,9 +190,11 @@ class WorkerPool:
             self.gpus_per_worker = min(1.0, gpus / self.workers) if gpus > 0 else 0.0
         need = self.workers * self.threads_per_worker
         if need > cpus + 1e-9:
+            fewer = (f"use --workers {int(cpus)} or fewer" if self.threads_per_worker == 1
+                     else "use fewer --workers or a smaller scale.threads_per_worker")
             raise CrosscamError(
                 f"--workers {self.workers} with {self.threads_per_worker} thread(s) each need {need} CPUs but the "
-                f"Ray cluster has {cpus:g}; use fewer --workers or scale.threads_per_worker, or add nodes")
+                f"Ray cluster has {cpus:g}; {fewer}, or add nodes to the cluster")
         if self.workers * self.gpus_per_worker > gpus + 1e-9:
             raise CrosscamError(
                 f"--gpus-per-worker {self.gpus_per_worker:g} x {self.workers} workers need "
