@@ -76,8 +76,9 @@ class _CameraInput:
             replace(
                 t,
                 camera=self.name,
-                start_s=t.start_s + self.shift_s,
-                end_s=t.end_s + self.shift_s,
+                # to the microsecond: index / fps and the shift leave float noise (11.200000000000001)
+                start_s=round(t.start_s + self.shift_s, 6),
+                end_s=round(t.end_s + self.shift_s, 6),
                 thumbnail=f"{self.name}/{t.thumbnail}" if t.thumbnail else None,
             )
             for t in _unreadable_is_one_line(self.folder, read_track_summaries)

@@ -59,6 +59,22 @@ def test_query_by_track_returns_every_camera_of_its_identity(synthetic_run: Path
     assert [m["identity"] for m in out["matches"]][0] == out["identity"]
 
 
+def test_times_are_said_without_float_noise(tmp_path: Path, capsys):
+    # index / fps gives 71 / 10 = 7.1000000000000005 s; the store keeps microseconds, and the table's
+    # frames column stays aligned when frame numbers change width.
+    run = tmp_path / "run"
+    write_camera(run, "hall", [summary("hall", 1, 0.0, 71 / 10, E[0]), summary("hall", 2, 0.1 * 3, 12.3, E[1])],
+                 video=False)
+    write_camera(run, "door", [summary("door", 1, 1.0, 3.3000000000000003, unit(E[0] + 0.1 * E[3]))], video=False)
+    update_identities(run, PipelineConfig(), progress=False)
+    out = crosscam_json(capsys, run, "--track", "hall:1", "--min-score", "-1")
+    times = [t for m in out["matches"] for a in m["appearances"] for t in (a["start_s"], a["end_s"])]
+    assert 7.1 in times and 3.3 in times and 0.3 in times and all(t == round(t, 6) for t in times)
+    assert main(["query", str(run), "--track", "hall:1", "--min-score", "-1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if "frames" in line]
+    assert len(rows) == 3 and len({row.index("(0-based)") for row in rows}) == 1
+
+
 def test_min_score_top_k_and_identity_queries(synthetic_run: Path, capsys):
     identity = TrackStore.open(synthetic_run / "store").track("door", 4).identity
     strict = crosscam_json(capsys, synthetic_run, "--track", "door:4", "--min-score", "0.99")

@@ -35,13 +35,16 @@ def _print_table(result: QueryResult) -> None:
         return
     clock = "common clock" if result.common_clock else "seconds from each video's start (no cameras file)"
     typer.echo(f"{result.query}  (times: {clock})")
+    appearances = [a for match in result.matches for a in match.appearances]
+    frames_width = max((len(f"{a.start_frame}-{a.end_frame}") for a in appearances), default=0)  # aligned columns
+    tracks_width = max([17, *(len(numbered("track", a.track_ids)) for a in appearances)])
     for match in result.matches:
         typer.echo(f"identity {match.identity}  score {match.score:.3f}")
         for a in match.appearances:
-            tracks = numbered("track", a.track_ids)
+            frames = f"{a.start_frame}-{a.end_frame}"
             typer.echo(
-                f"  {a.camera:12s} {_clock(a.start_s)}-{_clock(a.end_s)}  frames {a.start_frame}-{a.end_frame} (0-based)"
-                f"  {tracks:17s} score {a.score:.3f}  {a.thumbnail or ''}"
+                f"  {a.camera:12s} {_clock(a.start_s)}-{_clock(a.end_s)}  frames {frames:{frames_width}s} (0-based)"
+                f"  {numbered('track', a.track_ids):{tracks_width}s} score {a.score:.3f}  {a.thumbnail or ''}"
             )
 
 
