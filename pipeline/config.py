@@ -16,7 +16,7 @@ from reid.config import EmbedderConfig, load_config
 
 
 class _Section(BaseModel):
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "allow_inf_nan": False}  # a setting of inf or nan is a typo (segment_s inf)
 
 
 class SourceConfig(_Section):

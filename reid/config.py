@@ -98,7 +98,8 @@ def load_config(
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         given = next((item for item in overrides if item.partition("=")[0].strip() == key), None)
         if given is not None:  # the --set is wrong, not the file
-            keys = f"; the keys are those of {path}" if path is not None else ""
+            unknown = err["type"] == "extra_forbidden"  # a misspelt key: say where the real ones are
+            keys = f"; the keys are those of {path}" if path is not None and unknown else ""
             raise CrosscamError(f"--set {given}: config key '{key}': {err['msg']}{keys}") from None
         where = f"{path}: " if path is not None else ""
         raise CrosscamError(

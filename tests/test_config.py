@@ -83,3 +83,11 @@ def test_a_missing_base_blames_the_file_that_names_it(tmp_path: Path):
     child.write_text("base: [a.yaml]\n")
     with pytest.raises(CrosscamError, match=r"child.yaml: base: \['a.yaml'\] is not a file name"):
         load_pipeline_config(child)
+
+
+@pytest.mark.parametrize("override", ["scale.segment_s=.inf", "tracker.link_max_gap_s=nan", "detector.confidence=-.inf"])
+def test_infinite_or_nan_settings_are_refused_in_one_line(override):
+    # `--segment-s inf` passed typer's min=0 and crashed segment planning with OverflowError after Ray started.
+    with pytest.raises(CrosscamError, match="finite number") as caught:
+        load_pipeline_config(DEFAULT_CONFIG, [override])
+    assert "the keys are those of" not in str(caught.value)  # a bad value, not an unknown key

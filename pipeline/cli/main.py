@@ -11,6 +11,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 
 import typer
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 # Set before the command modules import cv2: OpenCV's warnings and its FFmpeg backend's log ("moov atom
 # not found") would otherwise print before crosscam's own one-line error for a file it cannot decode.
@@ -89,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit status (0 ok, 2 user or usage error); every error is one
     ``error:`` line on stderr, usage errors (an option out of range, a missing argument) too."""
     try:
-        status = cli_command().main(args=argv, prog_name="crosscam", standalone_mode=False)
+        with logging_redirect_tqdm():  # warnings print above a progress bar, not into its line
+            status = cli_command().main(args=argv, prog_name="crosscam", standalone_mode=False)
     except CrosscamError as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2

@@ -25,6 +25,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from pipeline.run import first_line
@@ -60,6 +61,29 @@ def check_reachable(address: str, given_as: str, timeout: float = CONNECT_TIMEOU
     except OSError as exc:
         raise CrosscamError(f"{given_as}: no Ray cluster answers at {address} ({exc.strerror or exc}); start "
                             "the cluster (`ray start --head` on that host) or fix the address") from None
+
+
+def _quiet_token_notice() -> None:
+    """Drop Ray's notice that the Ray it starts for this run uses token authentication (printed on
+    every run, even with --quiet; nothing to do about it). Its warning that a cluster has *no*
+    token authentication stays."""
+    logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _TokenNoticeFilter) for f in logger.filters):
+        logger.addFilter(_TokenNoticeFilter())
+
+
+class _TokenNoticeFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled")
+
+
+def _token_hint() -> str:
+    """What to try when joining a cluster failed and this machine has a Ray token: ``ray start`` turns
+    token authentication on when ``~/.ray/auth_token`` exists, but a client joining by address
+    sends the token only with ``RAY_AUTH_MODE=token``."""
+    if os.environ.get("RAY_AUTH_MODE") or not (Path.home() / ".ray" / "auth_token").is_file():
+        return ""
+    return "; a cluster started here with ~/.ray/auth_token asks for it: set RAY_AUTH_MODE=token"
 
 
 @dataclass(frozen=True)
@@ -134,6 +158,7 @@ class WorkerPool:
         self._remote_class = None
         self._queue: list[tuple[tuple, int, Job]] = []  # a heap of (priority, arrival, job)
         self._arrivals = itertools.count()
+        self._frames_done = 0  # the progress counter's last answer
         self._retries: dict[str, int] = {}  # job key -> times its worker died under it
         self._lost: dict[str, list[str]] = {}  # job key -> how those workers died
 
@@ -143,12 +168,16 @@ class WorkerPool:
             address = self.address or os.environ.get("RAY_ADDRESS") or None
             if address:
                 check_reachable(address, "--ray-address" if self.address else "RAY_ADDRESS")
+            if not address:
+                _quiet_token_notice()
             try:
-                ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+                # "local": a Ray of this run's own, never a `ray start` cluster Ray would find on this machine
+                ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING,
+                         log_to_driver=True)
             except (OSError, ValueError, RuntimeError) as exc:
                 where = f"--ray-address {address}: cannot join the Ray cluster" if address else "cannot start Ray here"
                 raise CrosscamError(f"{where} ({first_line(exc)[:160]}); check the address, that the cluster runs, "
-                                    "and RAY_TMPDIR") from None
+                                    f"and RAY_TMPDIR{_token_hint() if address else ''}") from None
             self._started_ray = True
         try:
             self._size()
@@ -214,8 +243,25 @@ class WorkerPool:
             raise CrosscamError(first_line(exc.cause if exc.cause is not None else exc)) from None
 
     def frames_done(self) -> int:
-        """Frames the workers have reported so far (jobs being retried count from zero again)."""
-        return self._ray.get(self._progress.total.remote())
+        """Frames the workers have reported so far (jobs being retried count from zero again); the
+        last count once the progress counter is gone."""
+        total = self._ask_progress("total")
+        if total is not None:
+            self._frames_done = total
+        return self._frames_done
+
+    def _ask_progress(self, method: str, *args):
+        """``method(*args)`` of the progress counter, or None without one. Its process dying (killed,
+        its node lost) costs the progress count only, never the run."""
+        if self._progress is None:
+            return None
+        try:
+            return self._ray.get(getattr(self._progress, method).remote(*args))
+        except self._ray.exceptions.RayError as exc:
+            log.warning("the progress counter's process died (%s); the run goes on without a frame count",
+                        type(exc).__name__)
+            self._progress = None
+            return None
 
     def submit(self, job: Job) -> None:
         """Queue ``job``."""
@@ -261,7 +307,7 @@ class WorkerPool:
             return self._outcome(job, started, error=first_line(cause))
         except ray.exceptions.RayError as exc:  # the actor's process or node is gone
             self._replace(actor, idle)
-            ray.get(self._progress.reset.remote(job.key))
+            self._ask_progress("reset", job.key)
             self._retries[job.key] = self._retries.get(job.key, 0) + 1
             self._lost.setdefault(job.key, []).append(type(exc).__name__)
             if self._retries[job.key] > self.max_retries:

@@ -34,8 +34,8 @@ from tqdm import tqdm
 from pipeline.config import PipelineConfig
 from pipeline.finalise import final_ids, relinked_record
 from pipeline.relabel import apply_id_map
-from pipeline.run import (CameraRun, check_camera_names, check_out_dir, drop_staged, keep_earlier, make_folder, package_versions,
-                          publish, resolved_config, utc_now, working_folder, write_json_atomic)
+from pipeline.run import (CameraRun, check_camera_names, check_out_dir, drop_staged, first_line, keep_earlier, make_folder,
+                          package_versions, publish, resolved_config, utc_now, working_folder, write_json_atomic)
 from pipeline.scale.cluster import Job, Outcome, WorkerPool
 from pipeline.scale.concat import concat_mp4
 from pipeline.scale.stitch import stitch_segments
@@ -223,6 +223,16 @@ class _Driver:
             self._write_run_json(cam)
             keep_earlier(cam.run.folder, cam.folder)
 
+    def abort(self, error: str) -> None:
+        """After the driver itself failed (``error``, its first line): each unfinished camera is
+        ``failed`` with it in ``run.json``, and one tracked completely before keeps its earlier outputs."""
+        for cam in self.cameras.values():
+            if cam.done or not cam.record:
+                continue
+            cam.run.status, cam.run.error = "failed", f"{cam.name}: {error}"
+            self._write_run_json(cam)
+            keep_earlier(cam.run.folder, cam.folder)
+
     def _write_run_json(self, cam: _Camera) -> None:
         run = cam.run
         done = [(k, cam.results[k], cam.outcomes[k]) for k in sorted(cam.results)]
@@ -283,6 +293,11 @@ def track_videos_on_ray(specs: Sequence[str], out_dir: str | Path, cfg: Pipeline
         except KeyboardInterrupt:
             pool.close()
             driver.interrupt()
+            drop_staged([c.run for c in cams])
+            raise
+        except Exception as exc:  # a bug or a lost cluster: no camera is left saying "running"
+            pool.close()
+            driver.abort(first_line(exc))
             drop_staged([c.run for c in cams])
             raise
     return [c.run for c in cams]
