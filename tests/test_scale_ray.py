@@ -342,6 +342,17 @@ def test_without_ray_the_options_say_how_to_install_it(monkeypatch, capsys, tmp_
         "error: --workers / --ray-address need Ray, which is not installed; pip install 'crosscam[ray]'")
 
 
+def test_a_missing_input_is_refused_before_a_local_ray_starts(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    (tmp_path / "frames").mkdir()
+    cv2.imwrite(str(tmp_path / "frames" / "000001.jpg"), np.zeros((64, 48, 3), np.uint8))
+    started = time.monotonic()
+    assert main(["track", str(tmp_path / "frames"), str(tmp_path / "gone.mp4"), "--out", str(tmp_path / "run"), "--workers", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "gone.mp4: no such file or folder" in err and "\n" not in err
+    assert time.monotonic() - started < 20 and not (tmp_path / "run").exists()
+
+
 def test_segment_options_need_workers(capsys, tmp_path):
     assert main(["track", "cam1.mp4", "--out", str(tmp_path / "run"), "--segment-s", "60"]) == 2
     assert "add --workers N or --ray-address ADDR" in capsys.readouterr().err

@@ -22,6 +22,7 @@ was tracking.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,12 +37,12 @@ from pipeline.finalise import final_ids, relinked_record
 from pipeline.relabel import apply_id_map
 from pipeline.run import (CameraRun, check_camera_names, check_out_dir, drop_staged, first_line, keep_earlier, make_folder,
                           package_versions, publish, resolved_config, utc_now, working_folder, write_json_atomic)
-from pipeline.scale.cluster import Job, Outcome, WorkerPool
+from pipeline.scale.cluster import Job, Outcome, WorkerPool, import_ray
 from pipeline.scale.concat import concat_mp4
 from pipeline.scale.stitch import stitch_segments
 from pipeline.scale.units import WorkUnit, plan_camera
 from pipeline.scale.worker import CameraProbe, SegmentResult, SegmentWorker
-from pipeline.sources import default_camera_name
+from pipeline.sources import default_camera_name, open_source, source_warnings_muted
 from pipeline.text import plural
 from pipeline.track_state import write_track_states
 from pipeline.tracks_file import TrackRows, read_camera_tracks, write_tracks_file
@@ -262,6 +263,15 @@ class _Driver:
         })
 
 
+def _check_local_inputs(specs: Sequence[str], names: Sequence[str], cfg: PipelineConfig) -> None:
+    """Open each file or folder input once before Ray starts, so a missing or unreadable one fails
+    the run in one line at once, as on the single-process path (streams are left to the workers)."""
+    for spec, name in zip(specs, names):
+        if "://" not in spec:
+            with source_warnings_muted(), open_source(spec, name, cfg.source):
+                pass
+
+
 def track_videos_on_ray(specs: Sequence[str], out_dir: str | Path, cfg: PipelineConfig,
                         cameras: Sequence[str] | None = None, workers: int | None = None, address: str | None = None,
                         gpus_per_worker: float | None = None, progress: bool = True,
@@ -280,6 +290,9 @@ def track_videos_on_ray(specs: Sequence[str], out_dir: str | Path, cfg: Pipeline
     names = list(cameras) if cameras else [default_camera_name(s) for s in specs]
     check_camera_names(specs, cameras, names)
     out_dir = check_out_dir(out_dir)
+    import_ray()  # without Ray installed, that is the one thing to say
+    if not (address or os.environ.get("RAY_ADDRESS")):  # Ray on this machine: its files are the workers' files
+        _check_local_inputs(specs, names, cfg)
     # a camera tracked completely before is written beside it until complete (pipeline.run.working_folder)
     cams = [_Camera(name, spec, working_folder(out_dir / name), CameraRun(name, out_dir / name), i)
             for i, (name, spec) in enumerate(zip(names, specs))]
