@@ -123,9 +123,15 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert "missing arrays q_pids" in capsys.readouterr().err
     assert main(["benchmark", str(tmp_path), "--metric", "manhattan"]) == 2
     assert "--metric manhattan" in capsys.readouterr().err
-    assert main(["benchmark", str(tmp_path), "--runtime", "tensorrt"]) == 2
+    # a missing dataset is said before a registry model is downloaded (offline: instead of the download's error)
+    assert main(["benchmark", str(tmp_path / "Market-1501-v15.09.15"), "--reid", "market_bot_R50"]) == 2
+    assert "Market-1501-v15.09.15: dataset folder not found" in capsys.readouterr().err
+    dataset = tmp_path / "market"
+    for split in ("query", "bounding_box_test"):
+        (dataset / split).mkdir(parents=True)
+    assert main(["benchmark", str(dataset), "--runtime", "tensorrt"]) == 2
     assert "runtime 'tensorrt': unknown" in capsys.readouterr().err
-    assert main(["benchmark", str(tmp_path), "--precision", "bf16", "--runtime", "onnxruntime"]) == 2
+    assert main(["benchmark", str(dataset), "--precision", "bf16", "--runtime", "onnxruntime"]) == 2
     assert "runs fp32 only" in capsys.readouterr().err
 
 

@@ -13,6 +13,7 @@ import typer
 from pipeline.cli import RUNTIME_HELP
 from reid import BenchmarkSettings, Embedder, evaluate_ranking, run_benchmark
 from reid.config import EmbedderConfig
+from reid.data.market import find_market_root
 from reid.errors import CrosscamError
 from reid.paths import output_folder
 
@@ -55,6 +56,7 @@ def benchmark(
     """
     if metric not in ("cosine", "euclidean"):
         raise CrosscamError(f"--metric {metric}: unknown; use cosine or euclidean")
+    find_market_root(root)  # a wrong dataset path is said before any model download or load
     out = output_folder(out if out is not None else Path("runs") / "benchmark" / root.resolve().name, "--out")
     if cache_dir is not None:
         output_folder(cache_dir, "--cache-dir")
