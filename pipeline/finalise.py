@@ -65,9 +65,9 @@ def final_ids(states: dict[int, TrackAccumulator], cfg: PipelineConfig) -> tuple
 
 
 def relinked_record(links: dict[int, int], id_map: dict[int, int], redrawn: bool) -> dict:
-    """What ``run.json`` says of a camera's finalising (``relinked``): links made, ids changed
-    (dropped ones included), tracks dropped, whether the video was drawn again."""
-    return {"links": len(links), "ids_changed": sum(old != new for old, new in id_map.items()),
+    """What ``run.json`` says of a camera's finalising (``relinked``): links made, ids of kept tracks
+    changed, tracks dropped, whether the video was drawn again."""
+    return {"links": len(links), "ids_changed": sum(new not in (old, DROPPED) for old, new in id_map.items()),
             "dropped": sum(new == DROPPED for new in id_map.values()), "video_redrawn": redrawn}
 
 
