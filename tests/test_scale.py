@@ -4,7 +4,9 @@ and joining videos. Ray itself is exercised in test_scale_ray.py."""
 from __future__ import annotations
 
 import socket
+import threading
 import time
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import cv2
@@ -176,10 +178,33 @@ def test_an_unreachable_ray_address_fails_at_once_in_one_line(closed_port, monke
         "start the cluster (`ray start --head` on that host) or fix the address"]
 
 
+@contextmanager
+def answering(reply: bytes):
+    """A local port whose server reads what comes and sends ``reply`` (nothing: it stays silent)."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        def serve():
+            connection, _ = server.accept()
+            with connection, suppress(ConnectionError):  # the client may reset it once it has seen enough
+                connection.recv(64)
+                if reply:
+                    connection.sendall(reply)
+                connection.recv(64)  # held open until the client closes
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        yield server.getsockname()[1]
+        thread.join(timeout=5)
+
+
 def test_the_reachability_check_names_ray_address_and_leaves_other_forms_to_ray(closed_port):
     with pytest.raises(CrosscamError, match=f"^RAY_ADDRESS: no Ray cluster answers at 127.0.0.1:{closed_port} "):
         check_reachable(f"127.0.0.1:{closed_port}", "RAY_ADDRESS")
-    with socket.create_server(("127.0.0.1", 0)) as server:  # a listening port passes
-        check_reachable(f"127.0.0.1:{server.getsockname()[1]}", "--ray-address")
+    settings = bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # an empty HTTP/2 SETTINGS frame, what a gRPC server sends first
+    with answering(settings) as port:  # a gRPC server (the GCS) passes
+        check_reachable(f"127.0.0.1:{port}", "--ray-address")
+    for reply in (b"HTTP/1.0 400 Bad request\r\n\r\n", b""):  # a web server (the dashboard's 8265), a silent one
+        with answering(reply) as port:
+            with pytest.raises(CrosscamError, match=f"127.0.0.1:{port} accepts connections but is not a Ray cluster"):
+                check_reachable(f"127.0.0.1:{port}", "--ray-address", timeout=1.0)
     for address in ("auto", "local", f"ray://127.0.0.1:{closed_port}"):
         check_reachable(address, "--ray-address")  # Ray's own forms: not probed, so no error here

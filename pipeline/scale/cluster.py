@@ -57,10 +57,32 @@ def check_reachable(address: str, given_as: str, timeout: float = CONNECT_TIMEOU
     if not sep or not host or "://" in address or not port.isdigit():
         return
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        connection = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
     except OSError as exc:
         raise CrosscamError(f"{given_as}: no Ray cluster answers at {address} ({exc.strerror or exc}); start "
                             "the cluster (`ray start --head` on that host) or fix the address") from None
+    with connection:
+        if os.environ.get("RAY_USE_TLS", "0").lower() in ("0", "false", "") and not _answers_http2(connection):
+            raise CrosscamError(f"{given_as}: {address} accepts connections but is not a Ray cluster's GCS (it did not "
+                                "answer as a gRPC server); give the head's GCS port (`ray start --head --port`, "
+                                "6379 by default; the dashboard's 8265 is not it)")
+
+
+def _answers_http2(connection: socket.socket) -> bool:
+    """Whether the server on ``connection`` answers HTTP/2's client preface with a SETTINGS frame, as
+    the GCS (a gRPC server) does; another service (a web server, a proxy) would make Ray retry
+    for minutes."""
+    try:
+        connection.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+        head = b""
+        while len(head) < 4:
+            chunk = connection.recv(9 - len(head))
+            if not chunk:
+                return False
+            head += chunk
+    except OSError:
+        return False
+    return head[3] == 4  # the frame type byte: SETTINGS
 
 
 def _quiet_token_notice() -> None:
