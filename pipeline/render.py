@@ -47,23 +47,26 @@ def draw_tracks(
     ``dashed``: ``(N,)`` bool, boxes drawn with a thin dashed outline (interpolated, not detected).
     """
     out = image_bgr.copy()
-    short_side = min(out.shape[:2])
+    height, width = out.shape[:2]
+    short_side = min(height, width)
     thickness = max(1, round(short_side / 360))
     scale = max(0.4, short_side / 600)  # about 0.7 on a 432-pixel-high frame: readable ids
     for track_id, points in (trails or {}).items():
         _draw_trail(out, points, color_for_id(track_id), thickness)
-    for i, (box, track_id) in enumerate(zip(np.asarray(xyxy).reshape(-1, 4), np.asarray(ids).reshape(-1))):
-        color = color_for_id(int(track_id))
-        x1, y1, x2, y2 = (int(round(v)) for v in box)
-        if dashed is not None and dashed[i]:
-            _draw_dashed_box(out, (x1, y1, x2, y2), color, thickness)
+    boxes = [tuple(int(round(v)) for v in box) for box in np.asarray(xyxy).reshape(-1, 4)]
+    ids = [int(track_id) for track_id in np.asarray(ids).reshape(-1)]
+    for i, (box, track_id) in enumerate(zip(boxes, ids)):
+        if dashed is not None and dashed[i]:  # interpolated: as thick as a box, dashed
+            _draw_dashed_box(out, box, color_for_id(track_id), thickness + 1)
         else:
-            cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness + 1)
-        text = labels[i] if labels is not None else str(int(track_id))
+            cv2.rectangle(out, box[:2], box[2:], color_for_id(track_id), thickness + 1)
+    for i, ((x1, y1, _, _), track_id) in enumerate(zip(boxes, ids)):  # labels last: no box crosses one
+        text = labels[i] if labels is not None else str(track_id)
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
-        top = max(y1, th + base + 2)  # keep the label inside the image at the top edge
-        cv2.rectangle(out, (x1, top - th - base - 2), (x1 + tw + 4, top), color, cv2.FILLED)
-        cv2.putText(out, text, (x1 + 2, top - base - 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness,
+        left = min(max(x1, 0), max(width - tw - 4, 0))  # inside the image at the left and right edges
+        top = max(y1, th + base + 2)  # ... and at the top edge
+        cv2.rectangle(out, (left, top - th - base - 2), (left + tw + 4, top), color_for_id(track_id), cv2.FILLED)
+        cv2.putText(out, text, (left + 2, top - base - 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness,
                     cv2.LINE_AA)
     return out
 

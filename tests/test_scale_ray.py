@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -265,6 +266,7 @@ def test_a_worker_killed_mid_unit_costs_only_that_unit(sequences, cluster, segme
     assert len(killed) == 2, "no worker was seen running a unit, or no progress counter"
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "the progress counter's process died" in proc.stderr  # it cost the count only
+    assert re.search(r"cam\d: segment \d of 4 \(frames \d+-\d+\): its worker died \(\w+\); running it again", proc.stderr)
     records = [json.loads((faulty / cam / "run.json").read_text()) for cam in CAMERAS]
     retried = [s for r in records for s in r["segments"] if s["retries"]]
     assert len(retried) == 1 and retried[0]["retries"] == 1 and retried[0]["lost_workers"]

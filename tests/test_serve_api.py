@@ -69,6 +69,14 @@ def test_status_and_cameras_describe_the_run(api, run):
         assert (cam["frames"], cam["fps"], cam["frame_size"]) == (80, 10.0, list(record.frame_size))
         assert cam["tracks"] == len(store.tracks(camera=record.name)) and cam["frames_from"] == "source"
         assert cam["common_clock"] is False and cam["time_offset_s"] == 0.0
+        assert cam["last_tracked_frame"] == 79  # tracked to the end: the page marks no frame "not tracked"
+
+
+def test_the_last_tracked_frame_follows_frames_processed_and_stride():
+    from pipeline.serve.run_view import _last_tracked_frame
+    assert _last_tracked_frame({"frames_read": 200, "config": {"source": {"stride": 1}}}) == 199  # --max-frames 200
+    assert _last_tracked_frame({"frames_read": 10, "config": {"source": {"stride": 3}}}) == 27
+    assert _last_tracked_frame({"status": "running"}) is None and _last_tracked_frame({"frames_read": 0}) is None
 
 
 def test_openapi_lists_the_api_and_docs_render_it_offline(api):

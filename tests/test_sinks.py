@@ -43,6 +43,19 @@ def test_draw_tracks_colors_boxes_by_id_and_keeps_input():
     assert tuple(out[70, 10]) == color_for_id(3) and tuple(out[70, 150]) == color_for_id(8)
 
 
+def test_labels_stay_inside_the_frame_and_above_every_box():
+    image = np.zeros((120, 160, 3), np.uint8)
+    # box 10 at the right edge (its label "10" ran past the frame and read "1"); box 4's outline crosses
+    # where box 10's label goes (a box drawn after a label painted over it)
+    out = draw_tracks(image, np.array([[150, 40, 160, 100], [120, 20, 158, 60]], np.float32), np.array([10, 4]))
+    label = np.all(out[:, :, :] == color_for_id(10), axis=2)[:40]  # the filled label of id 10
+    columns = np.flatnonzero(label.any(axis=0))
+    assert columns.max() <= 159 and columns.max() - columns.min() >= 15  # both digits' background, inside
+    rows = np.flatnonzero(label.any(axis=1))
+    top = out[rows.min() + 1: rows.max(), columns.min() + 1: columns.max()]
+    assert not np.all(top == color_for_id(4), axis=2).any()  # box 4's outline does not cross the label
+
+
 def test_mot_writer_format_and_finalise_on_error(tmp_path: Path):
     path = tmp_path / "cam" / "tracks.txt"
     feat = unit([1, 0])

@@ -110,13 +110,15 @@ def _token_hint() -> str:
 
 @dataclass(frozen=True)
 class Job:
-    """One call of ``method`` on a worker actor with ``args``; ``key`` names it in logs and retries.
-    Queued jobs start in ``priority`` order (smallest first, then in the order they came)."""
+    """One call of ``method`` on a worker actor with ``args``; ``key`` names it for retries, ``label``
+    (default: the key) in messages. Queued jobs start in ``priority`` order (smallest first, then
+    in the order they came)."""
 
     key: str
     method: str
     args: tuple
     priority: tuple = ()
+    label: str = ""
 
 
 @dataclass
@@ -336,7 +338,7 @@ class WorkerPool:
                 self._retries[job.key] -= 1
                 return self._outcome(job, started, error=f"its worker died {self.max_retries + 1} times "
                                                          f"({type(exc).__name__}); see the Ray logs")
-            log.warning("%s: its worker died (%s); running it again (retry %d of %d)", job.key,
+            log.warning("%s: its worker died (%s); running it again (retry %d of %d)", job.label or job.key,
                         type(exc).__name__, self._retries[job.key], self.max_retries)
             self.submit(job)  # its priority puts it back where it was
             return None

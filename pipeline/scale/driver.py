@@ -77,6 +77,12 @@ class _Camera:
         return self.run.status in ("complete", "failed", "interrupted")
 
 
+def _segment_label(unit: WorkUnit) -> str:
+    """``segment 2 of 4 (frames 300-649)``: a unit as messages name it (frames 0-based, end inclusive)."""
+    end = "end" if unit.frames.end is None else unit.frames.end - 1
+    return f"segment {unit.segment + 1} of {unit.segments} (frames {unit.frames.start}-{end})"
+
+
 def _kept_frames(unit: WorkUnit, stride: int) -> int:
     start, end = unit.frames.start, unit.frames.end
     return 0 if end is None else max(0, -(-end // stride) - -(-start // stride))
@@ -101,7 +107,8 @@ class _Driver:
         # Jobs go by camera order (a camera finishes before the next one's work starts, so an
         # interrupted run keeps whole cameras), probes before everything, drawing before tracking.
         for cam in self.cameras.values():
-            self.pool.submit(Job(f"{cam.name}:probe", "probe", (cam.spec, cam.name), (0, cam.index)))
+            self.pool.submit(Job(f"{cam.name}:probe", "probe", (cam.spec, cam.name), (0, cam.index),
+                                 f"{cam.name}: reading the input"))
         try:
             for outcome in self.pool.outcomes(on_poll=self._poll):
                 camera, _, step = outcome.job.key.partition(":")
@@ -138,7 +145,7 @@ class _Driver:
         for unit in cam.units:
             self.bar.total += _kept_frames(unit, self.cfg.source.stride)
             self.pool.submit(Job(f"{cam.name}:track{unit.segment}", "track", (unit, probe.colour),
-                                 (2, cam.index, unit.segment)))
+                                 (2, cam.index, unit.segment), f"{cam.name}: {_segment_label(unit)}"))
         self.bar.refresh()
 
     def _tracked(self, cam: _Camera, outcome: Outcome) -> None:
@@ -156,7 +163,7 @@ class _Driver:
             owned = (cam.rows.frame >= unit.owned.start) & (
                 cam.rows.frame < (unit.owned.end if unit.owned.end is not None else np.iinfo(np.int64).max))
             self.pool.submit(Job(f"{cam.name}:render{unit.segment}", "render", (unit, cam.rows.take(owned)),
-                                 (1, cam.index, unit.segment)))
+                                 (1, cam.index, unit.segment), f"{cam.name}: drawing {_segment_label(unit)}"))
 
     def _write_tracks(self, cam: _Camera, results: list[SegmentResult]) -> None:
         """Stitch ``results`` (the camera's first segments, in order) and write the camera's track files."""

@@ -142,7 +142,8 @@ class RunView:
 
     def cameras(self) -> list[dict]:
         """Per camera: name, status, fps, frame size, frame count, clock offset, tracks in the store,
-        where its frames come from (or why they cannot be shown)."""
+        the last source frame tracking reached (``--max-frames``, Ctrl-C stop it before the video's
+        end), where its frames come from (or why they cannot be shown)."""
         records, counts = {}, {}
         if self.generation() is not None:
             records, counts = self.consistent(
@@ -162,6 +163,7 @@ class RunView:
                 "in_store": record is not None,
                 "tracks": counts.get(name, 0),
                 "first_tracked_frame": self._first_tracked_frame(name),
+                "last_tracked_frame": _last_tracked_frame(run),
                 "frames": None,
                 "frames_from": None,
                 "frames_error": None,
@@ -253,3 +255,13 @@ class RunView:
             return self.frames(camera).image(index)
         except FrameNotFound as exc:
             raise ApiError(404, f"camera {camera}: {exc}") from None
+
+
+def _last_tracked_frame(run: dict) -> int | None:
+    """The last source frame (0-based) the camera's tracking processed, from its ``run.json``
+    (frames processed x stride); None when it says nothing."""
+    processed = run.get("frames_read")
+    if not isinstance(processed, int) or processed < 1:
+        return None
+    stride = int(((run.get("config") or {}).get("source") or {}).get("stride") or 1)
+    return (processed - 1) * stride

@@ -109,7 +109,7 @@ class Player {
     if (this.canvas.width !== width) { this.canvas.width = width; this.canvas.height = Math.round(h * width / w); }
     this.count = camera.frames || 0;
     this.scrubber.max = Math.max(0, this.count - 1);
-    this.info.textContent = `${camera.fps || '?'} fps · ${this.count} frames · ${camera.tracks} tracks`
+    this.info.textContent = `${camera.fps || '?'} fps · ${this.count} frames · ${camera.tracks} ${camera.tracks === 1 ? 'track' : 'tracks'}`
       + (camera.status !== 'complete' ? ` · ${camera.status}` : '');
     this.noteText = camera.frames_error || (camera.frames_from === 'annotated.mp4'
       ? 'source video not found: showing annotated.mp4 (its own boxes are burned in)' : '');
@@ -152,20 +152,27 @@ class Player {
     const ctx = this.canvas.getContext('2d');
     const k = this.canvas.width / this.frameW;
     if (this.image) ctx.drawImage(this.image, 0, 0, this.canvas.width, this.canvas.height);
-    ctx.font = '13px system-ui, sans-serif';
-    for (const b of this.frameBoxes || []) {
+    const px = this.canvas.width / (this.canvas.clientWidth || this.canvas.width);  // canvas pixels per screen pixel
+    ctx.font = `${Math.round(13 * px)}px system-ui, sans-serif`;  // 13 screen pixels whatever the player's size
+    const boxes = this.frameBoxes || [];
+    const alpha = b => (S.selected === null || b.identity === S.selected ? 1 : 0.7);
+    for (const b of boxes) {
       const [x1, y1, x2, y2] = b.box.map(v => v * k);
-      const chosen = S.selected !== null && b.identity === S.selected;
-      ctx.globalAlpha = S.selected === null || chosen ? 1 : 0.55;
-      ctx.lineWidth = chosen ? 4 : 2;
+      ctx.globalAlpha = alpha(b);
+      ctx.lineWidth = (b.identity === S.selected ? 4 : 2) * px;
       ctx.strokeStyle = b.color;
       ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    }
+    for (const b of boxes) {  // labels after every box: no outline crosses one
+      const [x1, y1] = b.box.map(v => v * k);
       const label = b.identity === null ? `t${b.track_id}` : String(b.identity);
-      const tw = ctx.measureText(label).width + 6;
+      const tw = ctx.measureText(label).width + 6 * px, th = 16 * px;
+      const left = Math.max(0, Math.min(x1, this.canvas.width - tw));  // inside the frame at both edges
+      ctx.globalAlpha = alpha(b);
       ctx.fillStyle = b.color;
-      ctx.fillRect(x1, Math.max(0, y1 - 16), tw, 16);
+      ctx.fillRect(left, Math.max(0, y1 - th), tw, th);
       ctx.fillStyle = '#000';
-      ctx.fillText(label, x1 + 3, Math.max(12, y1 - 4));
+      ctx.fillText(label, left + 3 * px, Math.max(12 * px, y1 - 4 * px));
     }
     ctx.globalAlpha = 1;
     if (rubber) {
@@ -175,7 +182,10 @@ class Player {
     }
     const offset = this.camera.time_offset_s || 0;
     const t = Number.isNaN(this.videoTime) ? this.index / (this.camera.fps || 10) : this.videoTime;
-    this.clock.textContent = `frame ${this.index} · ${fmtSeconds(t + offset)} (${this.camera.common_clock ? 'run clock' : "from the video's start"})`;
+    const last = this.camera.last_tracked_frame;
+    const untracked = last !== null && last !== undefined && this.index > last
+      ? ` · not tracked: the run stopped at frame ${last}` : '';
+    this.clock.textContent = `frame ${this.index} · ${fmtSeconds(t + offset)} (${this.camera.common_clock ? 'run clock' : "from the video's start"})${untracked}`;
   }
 
   async play() {
@@ -328,7 +338,7 @@ function renderResult() {
         'data-end-s': String(a.end_s), 'data-start-frame': String(a.start_frame), 'data-end-frame': String(a.end_frame) },
         el('img', { src: fileUrl(a.thumbnail), alt: '' }),
         el('div', {},
-          el('div', {}, el('span', { class: 'cam', textContent: a.camera }), ` · tracks ${a.track_ids.join(', ')}`),
+          el('div', {}, el('span', { class: 'cam', textContent: a.camera }), ` · ${a.track_ids.length === 1 ? 'track' : 'tracks'} ${a.track_ids.join(', ')}`),
           el('div', { class: 'times', textContent: `${fmtSeconds(a.start_s)} – ${fmtSeconds(a.end_s)} · frames ${a.start_frame}–${a.end_frame}` }),
           el('div', {}, `score ${a.score.toFixed(3)} `, isLow ? el('span', { class: 'low-mark', textContent: 'low score' }) : '')),
         el('button', { class: 'seek', textContent: 'seek ▸', title: `show ${a.camera} at frame ${a.start_frame}`,
