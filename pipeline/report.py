@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,8 +81,20 @@ def identity_overviews(run_dir: Path, store: TrackStore, tracks: list[StoredTrac
     return sorted(overviews, key=lambda o: (not o.likely_person, -len(o.cameras) if o.likely_person else 0, o.identity))
 
 
+def last_tracked_frame(run: dict) -> int | None:
+    """The last source frame (0-based) a camera's tracking processed, from its ``run.json`` (frames
+    processed x stride; ``--max-frames`` or Ctrl-C stop it before the video's end); None when unknown."""
+    processed = run.get("frames_read")
+    if not isinstance(processed, int) or processed < 1:
+        return None
+    stride = int(((run.get("config") or {}).get("source") or {}).get("stride") or 1)
+    return (processed - 1) * stride
+
+
 def _not_a_person_tracks(run_dir: Path, store: TrackStore, tracks: list[StoredTrack]) -> set[tuple[str, int]]:
-    """(camera, track id) of the tracks whose boxes are static and short-lived or tiny."""
+    """(camera, track id) of the tracks whose boxes are static and short-lived or tiny. A track cut
+    by the tracked clip's first or last frame is not short: a walker may have just come or been
+    cut off."""
     found: set[tuple[str, int]] = set()
     for camera in store.cameras():
         path = run_dir / camera.name / "tracks.txt"
@@ -94,10 +107,21 @@ def _not_a_person_tracks(run_dir: Path, store: TrackStore, tracks: list[StoredTr
         travel = np.hypot(*(np.maximum.reduceat(v, starts) - np.minimum.reduceat(v, starts) for v in (cx, cy)))
         mean_h = np.add.reduceat(h, starts) / counts
         frame_h = camera.frame_size[1] if camera.frame_size else np.inf
-        short = counts < max(2.0, SHORT_SECONDS * (camera.fps or 10.0))
+        first, last = rows[starts, 0], np.maximum.reduceat(rows[:, 0], starts)  # 1-based frames
+        end = last_tracked_frame(_run_record(run_dir / camera.name))
+        cut = (first <= 1) | (last >= (end + 1 if end is not None else np.inf))
+        short = (counts < max(2.0, SHORT_SECONDS * (camera.fps or 10.0))) & ~cut
         unlikely = (travel < STATIC_TRAVEL * mean_h) & (short | (mean_h < TINY_HEIGHT * frame_h))
         found |= {(camera.name, int(i)) for i in ids[unlikely]}
     return found
+
+
+def _run_record(folder: Path) -> dict:
+    """A camera folder's ``run.json`` ({} when it is missing or unreadable)."""
+    try:
+        return json.loads((folder / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def run_title(run_dir: Path, cameras: list[str]) -> str:

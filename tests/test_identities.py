@@ -229,3 +229,19 @@ def test_a_global_video_without_its_finished_stamp_is_rendered_again(two_cameras
     mtime = video.stat().st_mtime_ns
     update_identities(two_cameras, PipelineConfig(), progress=False)  # stamp matches: left alone
     assert video.stat().st_mtime_ns == mtime
+
+
+def test_a_short_static_track_cut_by_the_clip_is_not_marked_not_a_person(tmp_path: Path):
+    # Three 3-frame static tracks of one camera (tracked frames 0-49): one in the middle (a
+    # fragment), one at the clip's first frames and one at its last (people who had just come or
+    # were cut off: the demo marked walkers entering in its last 0.5 s "not a person?").
+    from pipeline.report import identity_overviews
+
+    eye = np.eye(8, dtype=np.float32)
+    run = tmp_path / "run"
+    write_camera(run, "hall", [summary("hall", 1, 0.0, 0.2, eye[0]), summary("hall", 2, 2.0, 2.2, eye[1]),
+                               summary("hall", 3, 4.7, 4.9, eye[2])], video=False)
+    update_identities(run, PipelineConfig(), progress=False)
+    store = TrackStore.open(run / "store")
+    unlikely = {t.track_id for o in identity_overviews(run, store) if not o.likely_person for t in o.tracks}
+    assert unlikely == {2}

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from pipeline.cli.main import main
 from pipeline.config import PipelineConfig
 from pipeline.render import color_for_id
+from pipeline.report import last_tracked_frame
 from pipeline.serve import create_app
 from pipeline.store import CameraTracks, TrackStore
 from reid.errors import CrosscamError
@@ -73,10 +74,9 @@ def test_status_and_cameras_describe_the_run(api, run):
 
 
 def test_the_last_tracked_frame_follows_frames_processed_and_stride():
-    from pipeline.serve.run_view import _last_tracked_frame
-    assert _last_tracked_frame({"frames_read": 200, "config": {"source": {"stride": 1}}}) == 199  # --max-frames 200
-    assert _last_tracked_frame({"frames_read": 10, "config": {"source": {"stride": 3}}}) == 27
-    assert _last_tracked_frame({"status": "running"}) is None and _last_tracked_frame({"frames_read": 0}) is None
+    assert last_tracked_frame({"frames_read": 200, "config": {"source": {"stride": 1}}}) == 199  # --max-frames 200
+    assert last_tracked_frame({"frames_read": 10, "config": {"source": {"stride": 3}}}) == 27
+    assert last_tracked_frame({"status": "running"}) is None and last_tracked_frame({"frames_read": 0}) is None
 
 
 def test_openapi_lists_the_api_and_docs_render_it_offline(api):

@@ -23,7 +23,7 @@ import numpy as np
 from pipeline.config import PipelineConfig
 from pipeline.identities import STORE_DIR, run_inside
 from pipeline.render import color_for_id
-from pipeline.report import IdentityOverview, identity_overviews, run_title
+from pipeline.report import IdentityOverview, identity_overviews, last_tracked_frame, run_title
 from pipeline.serve.frames import CameraFrames, FrameNotFound, open_frames
 from pipeline.store import DB_NAME, TrackStore
 from reid.errors import CrosscamError
@@ -163,7 +163,7 @@ class RunView:
                 "in_store": record is not None,
                 "tracks": counts.get(name, 0),
                 "first_tracked_frame": self._first_tracked_frame(name),
-                "last_tracked_frame": _last_tracked_frame(run),
+                "last_tracked_frame": last_tracked_frame(run),
                 "frames": None,
                 "frames_from": None,
                 "frames_error": None,
@@ -256,12 +256,3 @@ class RunView:
         except FrameNotFound as exc:
             raise ApiError(404, f"camera {camera}: {exc}") from None
 
-
-def _last_tracked_frame(run: dict) -> int | None:
-    """The last source frame (0-based) the camera's tracking processed, from its ``run.json``
-    (frames processed x stride); None when it says nothing."""
-    processed = run.get("frames_read")
-    if not isinstance(processed, int) or processed < 1:
-        return None
-    stride = int(((run.get("config") or {}).get("source") or {}).get("stride") or 1)
-    return (processed - 1) * stride
