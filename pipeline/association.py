@@ -54,6 +54,7 @@ _IVF_NPROBE = 8  # cells visited per kNN query when the graph is built with IVF
 _IVF_PCA_DIM = 128  # the approximate kNN graph is searched in this many PCA dimensions
 _IVF_TRAIN_POINTS_PER_CELL = 40  # faiss' k-means wants about 40 points per centroid
 _IVF_KMEANS_ITERATIONS = 10  # coarse cells only route the search; 10 rounds suffice (default 25)
+MIN_LINKS_FOR_A_BAR = 10_000  # candidate links; fewer are merged in well under a second, without a progress bar
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,8 @@ def associate_tracks(
     knn_done = time.perf_counter()
     merges = blocked = 0
     pairs = zip(first.tolist(), second.tolist(), sims.tolist())
-    for a, b, sim in tqdm(pairs, total=len(sims), desc="associate", disable=not progress):
+    bar = progress and len(sims) >= MIN_LINKS_FOR_A_BAR  # a few links take milliseconds: no bar then
+    for a, b, sim in tqdm(pairs, total=len(sims), desc="associating", unit="link", disable=not bar):
         outcome = clusters.try_merge(a, b, threshold if sim >= threshold else config.reciprocal_threshold)
         merges += outcome == "merged"
         blocked += outcome == "blocked"

@@ -411,5 +411,5 @@ def render_global_video(cam: _CameraInput, identity_of: dict[int, int], progress
             return None
         with source:
             render_tracks_video(source, rows, out, identity_of, (0, stop), progress=progress,
-                                desc=f"{cam.name} global ids")
+                                desc=f"global ids: {cam.name}")
     return out

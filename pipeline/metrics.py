@@ -108,12 +108,13 @@ def scores_table(rows: dict[str, MotScores]) -> str:
     >>> print(scores_table({"cam1": evaluate_mot(rows, rows)}).splitlines()[0].split())
     ['MOTA', 'IDF1', 'IDP', 'IDR', 'HOTA', 'Rcll', 'Prcn', 'DetF1', 'IDSW', 'FP', 'FN']
     """
+    columns = [(title, [f"{getattr(s, key):.3f}" for s in rows.values()]) for title, key in _TABLE_RATIOS]
+    columns += [(title, [str(getattr(s, key)) for s in rows.values()]) for title, key in _TABLE_COUNTS]
+    widths = [max(len(title), *map(len, cells)) for title, cells in columns]  # as narrow as the column allows
     width = max(len(name) for name in rows)
-    lines = [f"{'':{width}}" + "".join(f" {title:>6}" for title, _ in _TABLE_RATIOS + _TABLE_COUNTS)]
-    for name, s in rows.items():
-        ratios = "".join(f" {getattr(s, key):6.3f}" for _, key in _TABLE_RATIOS)
-        counts = "".join(f" {getattr(s, key):6d}" for _, key in _TABLE_COUNTS)
-        lines.append(f"{name:{width}}{ratios}{counts}")
+    lines = [f"{'':{width}}" + "".join(f" {title:>{w}}" for (title, _), w in zip(columns, widths))]
+    for i, name in enumerate(rows):
+        lines.append(f"{name:{width}}" + "".join(f" {cells[i]:>{w}}" for (_, cells), w in zip(columns, widths)))
     return "\n".join(lines)
 
 

@@ -38,6 +38,8 @@ def test_eval_mot_table(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:5] == ["MOTA", "IDF1", "IDP", "IDR", "HOTA"]
     assert lines[1].split()[1:3] == ["1.000", "1.000"]
+    # columns as wide as their contents: the demo's table wrapped in an 80-column terminal (95 characters)
+    assert all(len(line) <= 70 for line in lines[:2]) and lines[0].index("IDSW") < lines[0].index("FN")
 
 
 def make_scene(root, swap_in_cam2: bool):

@@ -86,4 +86,4 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(scores.as_dict()))
         else:
-            typer.echo(scores_table({**scores.cameras, "MTMC (all cameras)": scores.mtmc}))
+            typer.echo(scores_table({**scores.cameras, "MTMC": scores.mtmc}))
