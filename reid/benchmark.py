@@ -182,7 +182,7 @@ def run_benchmark(
         eval_seconds=eval_seconds,
         cmc=[float(v) for v in ranking.cmc],
     )
-    pictures = write_pictures(out_dir, dataset, distmat, ranking, roc, embedder.name, rank_list_queries)
+    pictures = write_pictures(out_dir, dataset, distmat, ranking, roc, embedder.name, rank_list_queries, settings)
     json_path, md_path = write_report(out_dir, report, {caption: path.name for caption, path in pictures.items()})
     files = {"report.json": json_path, "report.md": md_path} | {path.name: path for path in pictures.values()}
     if save_distances:
@@ -194,15 +194,20 @@ def run_benchmark(
 
 def write_pictures(
     out_dir: Path, dataset: MarketDataset, distmat: np.ndarray, ranking: RankingResult, roc: RocResult,
-    model_name: str, rank_list_queries: int,
+    model_name: str, rank_list_queries: int, settings: BenchmarkSettings = BenchmarkSettings(),
 ) -> dict[str, Path]:
-    """ROC, histograms and best/worst rank lists into ``out_dir``; {caption: path}."""
+    """ROC, histograms and best/worst rank lists into ``out_dir``; {caption: path}. Each picture
+    names the model and dataset, so it keeps its meaning when copied elsewhere."""
     # matplotlib takes most of a second to import: only runs that draw should pay for it.
     from reid.evaluation.plots import plot_distance_histograms, plot_rank_lists, plot_roc, select_queries
 
+    context = f"{model_name} on {dataset.root.name}"
+    distance = f"{settings.metric} distance" + (", re-ranked" if settings.rerank else "")
     pictures = {
-        "ROC": plot_roc(out_dir / "roc.png", roc),
-        "Distance histograms": plot_distance_histograms(out_dir / "distance_histogram.png", roc),
+        "ROC": plot_roc(out_dir / "roc.png", roc, title=f"ROC, {context}\n{roc.num_genuine:,} genuine, "
+                                                         f"{roc.num_impostor:,} impostor pairs"),
+        "Distance histograms": plot_distance_histograms(out_dir / "distance_histogram.png", roc,
+                                                        title=f"genuine vs impostor pairs, {context}", xlabel=distance),
     }
     ids = (dataset.pids("query"), dataset.pids("gallery"), dataset.camids("query"), dataset.camids("gallery"))
     for which in ("worst", "best"):

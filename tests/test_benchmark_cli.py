@@ -151,10 +151,13 @@ def test_evaluate_ranking_refuses_what_is_not_an_npz_archive(tmp_path, capsys, k
 def test_output_folders_that_are_files_are_one_line(tmp_path, capsys):
     """benchmark --out / --cache-dir and train --out naming a file: one line before any work (were tracebacks)."""
     (tmp_path / "file.txt").write_text("x")
-    for argv in (["benchmark", str(tmp_path), "--out", str(tmp_path / "file.txt")],
-                 ["benchmark", str(tmp_path), "--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "file.txt")],
+    dataset = tmp_path / "market"
+    for split in ("query", "bounding_box_test"):
+        (dataset / split).mkdir(parents=True)
+    for argv in (["benchmark", str(dataset), "--out", str(tmp_path / "file.txt")],
+                 ["benchmark", str(dataset), "--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "file.txt")],
                  ["train", "--data", str(tmp_path), "--out", str(tmp_path / "file.txt" / "run")]):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "is a file, not a folder" in err and "\n" not in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "market"]

@@ -70,3 +70,18 @@ def test_roc_and_histogram_pictures(case, tmp_path):
     for path in (plot_roc(tmp_path / "roc.png", roc), plot_distance_histograms(tmp_path / "hist.png", roc)):
         image = cv2.imread(str(path))
         assert image is not None and image.shape[0] > 200 and image.shape[1] > 300
+
+
+def test_rank_list_crops_keep_their_shape(tmp_path):
+    # CUHK03 crops are 0.24-0.53 as wide as high: forced into the 1:2 cell they were stretched up to 2x wide.
+    from reid.evaluation.plots import _BORDER, _CROP_H, _CROP_W, _PAD, _paste_crop
+
+    narrow = tmp_path / "narrow.png"
+    cv2.imwrite(str(narrow), np.full((120, 30, 3), (0, 0, 255), np.uint8))  # red, 1:4
+    mosaic = np.zeros((_CROP_H + 2 * _BORDER, _CROP_W + 2 * _BORDER, 3), np.uint8)
+    _paste_crop(mosaic, 0, 0, narrow, CORRECT)
+    cell = mosaic[_BORDER:-_BORDER, _BORDER:-_BORDER]
+    red = np.all(cell == (255, 0, 0), axis=2)
+    columns = np.flatnonzero(red.any(axis=0))
+    assert red.any(axis=1).all() and columns.size == 40  # full height, 160 / 4 wide
+    assert tuple(cell[80, 0]) == _PAD and tuple(cell[80, -1]) == _PAD

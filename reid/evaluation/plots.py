@@ -49,6 +49,7 @@ def top_matches(distances: np.ndarray, q_pid: int, q_camid: int, g_pids, g_camid
 
 # Rank-list cell geometry in pixels: the crop, its coloured border, the caption strip below.
 _CROP_H, _CROP_W, _BORDER, _CAPTION_H, _GAP = 160, 80, 5, 36, 8
+_PAD = (200, 200, 200)  # grey around a crop narrower or wider than the 1:2 cell
 
 
 def plot_rank_lists(
@@ -104,10 +105,15 @@ def _paste_crop(mosaic: np.ndarray, y: int, x: int, image_path, color: str) -> N
     image = cv2.imread(str(image_path))
     if image is None:
         raise CrosscamError(f"{image_path}: cannot read this image; check the dataset files")
-    crop = cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), (_CROP_W, _CROP_H), interpolation=cv2.INTER_AREA)
+    h, w = image.shape[:2]
+    scale = min(_CROP_W / w, _CROP_H / h)  # the person's shape kept, padded with grey (not stretched)
+    cw, ch = max(1, round(w * scale)), max(1, round(h * scale))
+    crop = cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), (cw, ch), interpolation=cv2.INTER_AREA)
     rgb = tuple(int(color[i : i + 2], 16) for i in (1, 3, 5))
     mosaic[y : y + _CROP_H + 2 * _BORDER, x : x + _CROP_W + 2 * _BORDER] = rgb
-    mosaic[y + _BORDER : y + _BORDER + _CROP_H, x + _BORDER : x + _BORDER + _CROP_W] = crop
+    mosaic[y + _BORDER : y + _BORDER + _CROP_H, x + _BORDER : x + _BORDER + _CROP_W] = _PAD
+    top, left = y + _BORDER + (_CROP_H - ch) // 2, x + _BORDER + (_CROP_W - cw) // 2
+    mosaic[top : top + ch, left : left + cw] = crop
 
 
 def plot_roc(path: str | Path, roc: RocResult, title: str = "") -> Path:
@@ -133,7 +139,7 @@ def plot_roc(path: str | Path, roc: RocResult, title: str = "") -> Path:
     return _save(fig, path)
 
 
-def plot_distance_histograms(path: str | Path, roc: RocResult, title: str = "") -> Path:
+def plot_distance_histograms(path: str | Path, roc: RocResult, title: str = "", xlabel: str = "distance") -> Path:
     """Genuine and impostor distance distributions (each normalised to unit area) and the
     suggested threshold."""
     fig = Figure(figsize=(6, 4.0), dpi=110)
@@ -146,8 +152,9 @@ def plot_distance_histograms(path: str | Path, roc: RocResult, title: str = "") 
     ):
         density = counts / max(counts.sum(), 1) / widths
         ax.stairs(density, edges, color=color, fill=True, alpha=0.45, label=label)
-    ax.axvline(roc.suggested_threshold, color="black", linestyle="--", label=f"threshold {roc.suggested_threshold:.3f}")
-    ax.set_xlabel("distance")
+    ax.axvline(roc.suggested_threshold, color="black", linestyle="--",
+               label=f"threshold {roc.suggested_threshold:.3f} (largest TAR - FAR)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
     ax.set_title(title or "distance of genuine vs impostor pairs", fontsize=10)
