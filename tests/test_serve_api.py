@@ -308,7 +308,7 @@ def test_two_server_processes_answer_alike_and_stop_together(run):
     camera, track = multi_camera_track(run)
 
     def ask(url: str) -> dict:
-        with httpx.Client(base_url=url, timeout=60) as client:  # a connection of its own: either process may take it
+        with httpx.Client(base_url=url, timeout=180) as client:  # a connection of its own: either process may take it
             return client.get("/api/query/track", params={"camera": camera, "track": track}).json()
 
     with serving_process(run, "--workers", "2") as (url, proc):

@@ -98,11 +98,11 @@ def test_with_a_token_every_request_carries_it(run):
         port = urlsplit(printed).port
         local = f"http://127.0.0.1:{port}"
         for path in ("/", "/api/status", "/api/frames/cam2/3", "/files/cam2/thumbs/1.jpg", "/docs", "/openapi.json"):
-            response = httpx.get(local + path)
+            response = httpx.get(local + path, timeout=60)  # a loaded machine may take seconds for the first
             assert response.status_code == 401 and "token" in response.json()["error"]
-        assert httpx.get(local + "/api/status", headers={"Authorization": "Bearer wrong"}).status_code == 401
-        assert httpx.get(local + "/api/status", headers={"Authorization": "Bearer s3cret"}).status_code == 200
-        with httpx.Client(base_url=local) as browser_like:
+        assert httpx.get(local + "/api/status", headers={"Authorization": "Bearer wrong"}, timeout=60).status_code == 401
+        assert httpx.get(local + "/api/status", headers={"Authorization": "Bearer s3cret"}, timeout=60).status_code == 200
+        with httpx.Client(base_url=local, timeout=60) as browser_like:
             first = browser_like.get("/?token=s3cret")
             assert first.status_code == 200 and "crosscam_token" in first.cookies
             assert browser_like.get("/api/frames/cam2/3").status_code == 200  # the page's images carry the cookie
