@@ -30,7 +30,7 @@ from pipeline.text import plural
 
 THUMB_HEIGHT = 96  # pixels; thumbnails are shrunk so the page stays small
 MAX_ROWS = 2000  # beyond this the identities seen by the most cameras (then lowest id) are shown; the page says how many
-LANE_HEIGHT, TIMELINE_WIDTH = 14, 640
+LANE_HEIGHT, TIMELINE_WIDTH, TICKS_HEIGHT = 16, 640, 16
 # A track is "not a person" when its box never moves by half its height (static) and it lasts
 # under a second (short) or is under this fraction of the frame high (tiny). On the demo scene
 # (seeds 0-1) that marks every 1-2 frame floor patch and no walker.
@@ -183,23 +183,26 @@ def _identity_row(overview: IdentityOverview, cameras: list[str], t0: float, spa
         thumbs.append(f'<figure>{tag}<figcaption>{html.escape(camera)} #{best.track_id}</figcaption></figure>')
     b, g, r = color_for_id(identity)
     color = f"rgb({r},{g},{b})"
+    gutter = _label_width(cameras)
     lanes = []
     for lane, camera in enumerate(cameras):
         y = lane * LANE_HEIGHT
         lanes.append(
-            f'<text x="0" y="{y + LANE_HEIGHT - 3}" class="lane">{html.escape(camera)}</text>'
-            f'<line x1="90" x2="{90 + TIMELINE_WIDTH}" y1="{y + LANE_HEIGHT / 2}" y2="{y + LANE_HEIGHT / 2}" class="axis"/>'
+            f'<text x="{gutter - 6}" y="{y + LANE_HEIGHT - 3}" class="lane">{html.escape(camera)}</text>'
+            f'<line x1="{gutter}" x2="{gutter + TIMELINE_WIDTH}" y1="{y + LANE_HEIGHT / 2}" y2="{y + LANE_HEIGHT / 2}" '
+            'class="axis"/>'
         )
         for t in (t for t in tracks if t.camera == camera):
-            x = 90 + TIMELINE_WIDTH * (t.start_s - t0) / span
+            x = gutter + TIMELINE_WIDTH * (t.start_s - t0) / span
             w = max(2.0, TIMELINE_WIDTH * (t.end_s - t.start_s) / span)
             lanes.append(
                 f'<rect x="{x:.1f}" y="{y + 2}" width="{w:.1f}" height="{LANE_HEIGHT - 4}" fill="{color}">'
                 f"<title>{html.escape(camera)} track {t.track_id}: {t.start_s:.1f}-{t.end_s:.1f} s, "
                 f"frames {t.first_frame}-{t.last_frame} (0-based in the source video)</title></rect>"
             )
-    height = LANE_HEIGHT * len(cameras)
-    svg = f'<svg width="{TIMELINE_WIDTH + 100}" height="{height}">{"".join(lanes)}</svg>'
+    lanes.append(_time_ticks(gutter, LANE_HEIGHT * len(cameras), t0, span))
+    height = LANE_HEIGHT * len(cameras) + TICKS_HEIGHT
+    svg = f'<svg width="{gutter + TIMELINE_WIDTH + 30}" height="{height}">{"".join(lanes)}</svg>'
     mark = "" if overview.likely_person else f'<div class="unlikely" title="{NOT_A_PERSON}">not a person?</div>'
     return (
         f'<tr><td class="id" style="border-left:6px solid {color}">{identity}<div class="meta">'
@@ -207,6 +210,24 @@ def _identity_row(overview: IdentityOverview, cameras: list[str], t0: float, spa
         f"{overview.first_s:.1f}-{overview.last_s:.1f} s</div>{mark}</td>"
         f'<td class="thumbs">{"".join(thumbs)}</td><td>{svg}</td></tr>'
     )
+
+
+def _label_width(cameras: list[str]) -> int:
+    """Pixels left of the timeline for the longest camera name (11 px text, right-aligned)."""
+    return max(48, 7 * max((len(c) for c in cameras), default=0) + 12)
+
+
+def _time_ticks(left: int, y: int, t0: float, span: float) -> str:
+    """An SVG tick row under the lanes: 5 times from ``t0`` to ``t0 + span`` (seconds, or m:ss past a minute)."""
+    marks = []
+    for k in range(5):
+        t = t0 + span * k / 4
+        x = left + TIMELINE_WIDTH * k / 4
+        text = f"{t:.1f} s" if t0 + span < 60 else f"{int(t // 60)}:{t % 60:04.1f}"
+        anchor = "start" if k == 0 else "end" if k == 4 else "middle"
+        marks.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y}" y2="{y + 4}" class="tick"/>'
+                     f'<text x="{x:.1f}" y="{y + TICKS_HEIGHT - 2}" text-anchor="{anchor}" class="time">{text}</text>')
+    return "".join(marks)
 
 
 def _inline_jpeg(path: Path) -> str | None:
@@ -230,8 +251,10 @@ td.id {{ font-size: 1.4em; font-weight: bold; min-width: 7em; }}
 figure {{ display: inline-block; margin: 0 6px 0 0; text-align: center; }}
 figcaption {{ font-size: 0.75em; color: #555; }}
 .noimg {{ width: 48px; height: {thumb}px; background: #eee; font-size: 0.7em; }}
-svg .lane {{ font-size: 10px; fill: #555; }}
+svg .lane {{ font-size: 11px; fill: #333; text-anchor: end; }}
 svg .axis {{ stroke: #ddd; }}
+svg .tick {{ stroke: #999; }}
+svg .time {{ font-size: 10px; fill: #666; }}
 .unlikely {{ font-size: 0.5em; font-weight: normal; color: #a40; }}
 </style></head><body>
 <h1>{title}</h1>

@@ -245,3 +245,19 @@ def test_a_short_static_track_cut_by_the_clip_is_not_marked_not_a_person(tmp_pat
     store = TrackStore.open(run / "store")
     unlikely = {t.track_id for o in identity_overviews(run, store) if not o.likely_person for t in o.tracks}
     assert unlikely == {2}
+
+
+def test_report_timelines_have_a_time_axis_and_room_for_long_camera_names(tmp_path: Path):
+    eye = np.eye(8, dtype=np.float32)
+    run = tmp_path / "run"
+    name = "one-by-one-person-detection"  # 27 characters ran past the 90-pixel gutter, under the bars
+    write_camera(run, name, [summary(name, 1, 0.0, 3.0, eye[0])], video=False)
+    write_camera(run, "door", [summary("door", 1, 1.0, 4.0, eye[1])], video=False)
+    update_identities(run, PipelineConfig(), progress=False)
+    page = (run / "report.html").read_text()
+    svg = re.search(r"<svg.*?</svg>", page).group(0)
+    times = re.findall(r'class="time">([^<]*)<', svg)
+    assert times == ["0.0 s", "1.0 s", "2.0 s", "3.0 s", "4.0 s"]  # the run's span, in 4 steps
+    label_end = float(re.search(r'<text x="([\d.]+)"[^>]*class="lane">' + name, svg).group(1))
+    first_bar = min(float(x) for x in re.findall(r'<rect x="([\d.]+)"', svg))
+    assert label_end >= 7 * len(name) and first_bar > label_end  # right-aligned before the bars begin
