@@ -11,25 +11,32 @@ functions, so a given id has the same colour in every video.
 
 from __future__ import annotations
 
-import colorsys
 from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
 
-_GOLDEN_RATIO = 0.618033988749895
+# 20 bright colours (RGB), neighbours in the list far apart in hue and lightness; black text reads on each.
+_PALETTE = [
+    (255, 80, 80), (80, 200, 80), (80, 150, 255), (255, 210, 0), (255, 130, 0),
+    (200, 100, 255), (0, 220, 220), (255, 100, 200), (170, 230, 50), (255, 170, 140),
+    (0, 170, 140), (190, 140, 60), (140, 200, 255), (230, 230, 120), (255, 60, 160),
+    (120, 120, 255), (130, 255, 170), (210, 170, 255), (100, 255, 100), (60, 200, 255),
+]
 
 
 def color_for_id(track_id: int) -> tuple[int, int, int]:
-    """A bright ``(b, g, r)`` colour for ``track_id``; consecutive ids get far-apart hues.
+    """A bright ``(b, g, r)`` colour for ``track_id``: ids 1-20 get 20 far-apart colours (golden-ratio
+    hues made ids 2 and 10 two near-equal limes), ids 21-40 lighter ones, then the colours repeat.
 
-    >>> color_for_id(3) == color_for_id(3), color_for_id(3) != color_for_id(4)
+    >>> color_for_id(3) == color_for_id(43), color_for_id(3) != color_for_id(23)
     (True, True)
     """
-    hue = (int(track_id) * _GOLDEN_RATIO) % 1.0
-    saturation = 0.75 + 0.25 * ((int(track_id) // 7) % 2)  # alternate so near-equal hues still differ
-    r, g, b = colorsys.hsv_to_rgb(hue, saturation, 0.95)
-    return int(b * 255), int(g * 255), int(r * 255)
+    index = int(track_id) - 1
+    r, g, b = _PALETTE[index % len(_PALETTE)]
+    if (index // len(_PALETTE)) % 2:  # ids 21-40 (61-80 ...): the same colours, 40 % lighter
+        r, g, b = (round(v + 0.4 * (255 - v)) for v in (r, g, b))
+    return b, g, r
 
 
 def draw_tracks(

@@ -33,6 +33,8 @@ def test_colors_are_stable_and_distinct():
     assert colors == [color_for_id(i) for i in range(1, 41)]
     assert len(set(colors)) == 40
     assert all(max(c) > 150 for c in colors)  # bright enough to see on dark footage
+    first = np.array(colors[:20], int)  # ids seen together: far apart (golden-ratio hues gave 2 and 10 one lime)
+    assert min(np.abs(a - b).sum() for i, a in enumerate(first) for b in first[i + 1:]) >= 70
 
 
 def test_draw_tracks_colors_boxes_by_id_and_keeps_input():
