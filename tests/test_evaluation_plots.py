@@ -85,3 +85,14 @@ def test_rank_list_crops_keep_their_shape(tmp_path):
     columns = np.flatnonzero(red.any(axis=0))
     assert red.any(axis=1).all() and columns.size == 40  # full height, 160 / 4 wide
     assert tuple(cell[80, 0]) == _PAD and tuple(cell[80, -1]) == _PAD
+
+
+def test_markdown_report_says_rates_in_percent_and_what_they_mean():
+    from reid.evaluation.report import markdown_report
+
+    text = markdown_report({"rank1": 0.3317, "mAP": 0.333, "num_valid_query": 199, "num_query": 200,
+                            "TAR@FAR=1e-03": 0.0556, "fastreid_TPR@FPR=1e-03": 0.1351,
+                            "suggested_threshold": 0.4264}, {})
+    # TAR was a fraction (0.0556) beside ranks in percent, and nothing told the two TAR rows apart
+    assert "| TAR@FAR=1e-03 | 5.56% |" in text and "| fastreid_TPR@FPR=1e-03 | 13.51% |" in text
+    assert "not comparable with TAR@FAR" in text and "199 of 200" in text and "| suggested_threshold | 0.4264 |" in text

@@ -18,6 +18,15 @@ from pathlib import Path
 from typing import Any
 
 _PERCENT_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP")
+_NOTES = {  # what a reader of report.md needs to read the verification rows
+    "TAR@FAR": "TAR@FAR=x: the share of genuine query-gallery pairs accepted at the distance threshold that "
+               "accepts a share x of the impostor pairs",
+    "fastreid_TPR@FPR": "fastreid_TPR@FPR=x: fast-reid's number under that name, the share of impostor pairs "
+                        "rejected when a share x of the genuine pairs is (its ROC takes impostors as positives); "
+                        "not comparable with TAR@FAR",
+    "suggested_threshold": "suggested_threshold: the distance with the largest TAR - FAR (the histogram's line); "
+                           "a cosine distance d is a similarity 1 - d (association.threshold is a similarity)",
+}
 
 
 def write_report(folder: str | Path, report: dict[str, Any], pictures: dict[str, str] | None = None) -> tuple[Path, Path]:
@@ -34,11 +43,19 @@ def markdown_report(report: dict[str, Any], pictures: dict[str, str]) -> str:
     title = f"# ReID benchmark: {report.get('model', '?')} on {report.get('dataset', '?')}"
     lines = [title, "", "| metric | value |", "|---|---|"]
     lines += [f"| {key} | {100 * report[key]:.2f}% |" for key in _PERCENT_KEYS if key in report]
+    valid, total = report.get("num_valid_query"), report.get("num_query")
+    if valid is not None and total is not None and valid < total:
+        lines.append(f"| (queries scored) | {valid} of {total}: a query without its person in another camera "
+                     "is left out |")
     for key, value in report.items():
         if key in _PERCENT_KEYS or isinstance(value, (dict, list)):
             continue
-        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        rate = key.startswith(("TAR@FAR", "fastreid_TPR@FPR")) and isinstance(value, (int, float))
+        shown = f"{100 * value:.2f}%" if rate else f"{value:.4g}" if isinstance(value, float) else str(value)
         lines.append(f"| {key} | {shown} |")
+    notes = [note for prefix, note in _NOTES.items() if any(key.startswith(prefix) for key in report)]
+    if notes:
+        lines += ["", *(f"- {note}" for note in notes)]
     for key, value in report.items():
         if isinstance(value, dict):
             lines += ["", f"## {key}", "", "| | |", "|---|---|"]
