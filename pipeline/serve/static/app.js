@@ -346,7 +346,7 @@ function renderResult() {
     }
   }
   if (result.matches.length > 1) {
-    const others = el('div', { class: 'others' }, 'other matches: ');
+    const others = el('div', { class: 'others', title: 'other identities this query resembles, with their score (cosine similarity of features; 1 = the same)' }, 'other identities (score): ');
     result.matches.forEach((m, i) => {
       if (i === S.shown) return;
       others.append(el('button', { textContent: `${m.identity} (${m.score.toFixed(2)})`, onclick: () => { S.shown = i; renderResult(); } }));
