@@ -165,6 +165,53 @@ def test_relinking_is_a_global_assignment_not_greedy():
     assert links == {3: 1, 4: 2}
 
 
+def random_fragments(n: int, seconds: float, seed: int) -> list[TrackEnds]:
+    """``n`` short tracks of a few look-alike people spread over ``seconds`` of one camera."""
+    rng = np.random.default_rng(seed)
+    people = [unit(rng.normal(size=4) + [3, 0, 0, 0]) for _ in range(6)]
+    out = []
+    for track_id in range(1, n + 1):
+        first = int(rng.uniform(0, seconds * 10))
+        last = first + int(rng.integers(5, 30))
+        x, y = rng.uniform(0, 400), rng.uniform(0, 40)
+        feature = unit(people[rng.integers(len(people))] + 0.05 * rng.normal(size=4))
+        out.append(ends(track_id, first, last, [x, y, x + 30, y + 90], [x + 3 * (last - first), y,
+                                                                        x + 30 + 3 * (last - first), y + 90], feature))
+    return out
+
+
+def test_relinking_scores_only_pairs_within_the_gap_and_links_as_one_assignment(monkeypatch):
+    """The same links as one assignment over every pair of tracks, from a number of pairs scored
+    that grows with the tracks, not with their square (3,500 tracks took 24 s and a 3,500^2 matrix)."""
+    from scipy.optimize import linear_sum_assignment
+
+    import pipeline.refine.relink as relink
+
+    settings = dict(max_gap_s=3.0, max_speed=1.5, max_cosine_distance=0.3)
+    for seed in range(3):
+        fragments = random_fragments(120, 60.0, seed)
+        cost = np.full((120, 120), 1e6)
+        for i, a in enumerate(fragments):
+            for j, b in enumerate(fragments):
+                c = relink.link_cost(a, b, **settings) if i != j else np.inf
+                cost[i, j] = c if np.isfinite(c) else 1e6
+        successor = {fragments[i].track_id: fragments[j].track_id
+                     for i, j in zip(*linear_sum_assignment(cost)) if cost[i, j] < 1e6}
+        predecessor, expected = {v: k for k, v in successor.items()}, {}
+        for track in sorted(fragments, key=lambda e: e.first_frame):
+            root = track.track_id
+            while root in predecessor:
+                root = predecessor[root]
+            if root != track.track_id:
+                expected[track.track_id] = root
+        assert expected and relink.link_fragments(fragments, **settings) == expected  # look-alikes: chains form
+    calls = []
+    original = relink.link_cost
+    monkeypatch.setattr(relink, "link_cost", lambda *a, **k: calls.append(1) or original(*a, **k))
+    relink.link_fragments(random_fragments(2000, 2000.0, 7), **settings)
+    assert len(calls) < 20 * 2000  # every pair would be 4 million
+
+
 def test_camera_motion_moves_tracks_with_the_picture():
     rng = np.random.default_rng(0)
     scene = cv2.GaussianBlur(rng.integers(0, 255, (300, 420, 3), dtype=np.uint8), (31, 31), 0)  # smooth, as photos are

@@ -10,9 +10,10 @@ with each track that starts later, and the fragments of one person joined:
 2. **then appearance**: among the plausible pairs, the cosine distance of their mean ReID
    features must be at most ``max_cosine_distance``; the cost of a pair is that distance plus a
    small term for how far the later track starts from where the earlier one's motion led;
-3. **one global assignment** (Hungarian, ``scipy.optimize.linear_sum_assignment``): each track
-   gets at most one successor and one predecessor, so chains of fragments form and no
-   early good pair is taken greedily from a better one.
+3. **one global assignment** (Hungarian, ``scipy.optimize.linear_sum_assignment``, solved per
+   connected group of plausible pairs): each track gets at most one successor and one
+   predecessor, so chains of fragments form and no early good pair is taken greedily from a
+   better one.
 
 :func:`link_fragments` is a pure function of per-track end information (:class:`TrackEnds`) to
 an id map ``{old id: id of the chain's first track}`` (ids not linked are left out); apply it to
@@ -27,11 +28,14 @@ a camera's outputs with :func:`pipeline.relabel.apply_id_map`.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from pipeline.track_state import TrackAccumulator
 
@@ -108,18 +112,33 @@ def link_cost(earlier: TrackEnds, later: TrackEnds, max_gap_s: float, max_speed:
 
 def link_fragments(ends: Sequence[TrackEnds], max_gap_s: float, max_speed: float,
                    max_cosine_distance: float) -> dict[int, int]:
-    """``{track id: id of the first track of its chain}`` for every track joined to an earlier one."""
+    """``{track id: id of the first track of its chain}`` for every track joined to an earlier one.
+
+    Only pairs whose gap is within ``max_gap_s`` are scored (found by bisecting the tracks sorted
+    by start time: linear in the tracks, where every pair was quadratic: 24 s for 3,500 tracks),
+    and the assignment is solved per connected group of plausible pairs, which gives the same links
+    as one assignment over every pair.
+    """
     if len(ends) < 2:
         return {}
-    cost = np.full((len(ends), len(ends)), _INFEASIBLE)
+    by_start = sorted(range(len(ends)), key=lambda k: ends[k].start_s)
+    starts = [ends[k].start_s for k in by_start]
+    pairs: dict[tuple[int, int], float] = {}
     for i, earlier in enumerate(ends):
-        for j, later in enumerate(ends):
-            if i != j:
-                c = link_cost(earlier, later, max_gap_s, max_speed, max_cosine_distance)
-                if np.isfinite(c):
-                    cost[i, j] = c
-    rows, cols = linear_sum_assignment(cost)
-    successor = {ends[i].track_id: ends[j].track_id for i, j in zip(rows, cols) if cost[i, j] < _INFEASIBLE}
+        for position in range(bisect_right(starts, earlier.end_s), bisect_right(starts, earlier.end_s + max_gap_s)):
+            j = by_start[position]
+            cost = link_cost(earlier, ends[j], max_gap_s, max_speed, max_cosine_distance) if j != i else np.inf
+            if np.isfinite(cost):
+                pairs[i, j] = cost
+    successor = {}
+    for rows, cols in _groups(pairs, len(ends)):
+        cost = np.full((len(rows), len(cols)), _INFEASIBLE)
+        for a, i in enumerate(rows):
+            for b, j in enumerate(cols):
+                cost[a, b] = pairs.get((i, j), _INFEASIBLE)
+        for a, b in zip(*linear_sum_assignment(cost)):
+            if cost[a, b] < _INFEASIBLE:
+                successor[ends[rows[a]].track_id] = ends[cols[b]].track_id
     predecessor = {v: k for k, v in successor.items()}
     links = {}
     for track in sorted(ends, key=lambda e: e.first_frame):
@@ -129,3 +148,19 @@ def link_fragments(ends: Sequence[TrackEnds], max_gap_s: float, max_speed: float
         if root != track.track_id:
             links[track.track_id] = root
     return links
+
+
+def _groups(pairs: dict[tuple[int, int], float], n: int) -> list[tuple[list[int], list[int]]]:
+    """The connected groups of the bipartite graph of ``pairs`` (earlier track i -> later track j,
+    over ``n`` tracks): each group's earlier and later tracks, sorted."""
+    if not pairs:
+        return []
+    earlier, later = (np.array(side) for side in zip(*pairs))
+    graph = coo_matrix((np.ones(len(pairs)), (earlier, n + later)), shape=(2 * n, 2 * n))
+    _, label = connected_components(graph, directed=False)
+    groups: dict[int, tuple[set[int], set[int]]] = {}
+    for i, j in pairs:
+        rows, cols = groups.setdefault(int(label[i]), (set(), set()))
+        rows.add(i)
+        cols.add(j)
+    return [(sorted(rows), sorted(cols)) for rows, cols in groups.values()]
