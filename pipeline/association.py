@@ -149,9 +149,11 @@ def associate_tracks(
     if centered is not None:
         features, threshold = centered, config.centered_threshold
     clusters = _Clusters(everything, features, config.overlap_tolerance_s, transit, config.join_same_camera)
-    for identity in sorted(set(known_identities)):
-        members = [i for i, ident in enumerate(known_identities) if ident == identity]
-        clusters.seed(members, identity)
+    members_of: dict[int, list[int]] = {}
+    for i, identity in enumerate(known_identities):  # one pass: a scan per identity was quadratic
+        members_of.setdefault(identity, []).append(i)
+    for identity in sorted(members_of):
+        clusters.seed(members_of[identity], identity)
 
     n_known = len(known)
     started = time.perf_counter()
