@@ -213,7 +213,10 @@ def test_mot_folder_with_replayed_detections_and_stride(tmp_path: Path, capsys, 
     assert record["fps"] == 20.0 and record["models"]["detector"]["name"] == "replay"
 
 
-def test_ctrl_c_leaves_valid_outputs(tmp_path: Path, osnet_onnx: Path):
+@pytest.mark.parametrize("stop, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_leaves_valid_outputs(tmp_path: Path, osnet_onnx: Path, stop, status):
+    """Ctrl-C, and SIGTERM as `timeout`, `docker stop` or a scheduler sends it (it killed the run with
+    run.json 'running' and no tracks.json), stop cleanly: valid outputs, 'interrupted'."""
     video = write_video(tmp_path / "long.avi", 1500, walker=True)
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "pipeline.cli.main", "track", str(video), "--out", str(out),
@@ -228,9 +231,9 @@ def test_ctrl_c_leaves_valid_outputs(tmp_path: Path, osnet_onnx: Path):
     while not (folder / "tracks.partial.txt").exists() or (folder / "tracks.partial.txt").stat().st_size == 0:
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()[-2000:]
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err.decode()[-2000:]
+    assert proc.returncode == status, err.decode()[-2000:]
     assert "interrupted" in err.decode()
     record = json.loads((folder / "run.json").read_text())
     assert record["status"] == "interrupted" and 0 < record["frames_read"] < 1500

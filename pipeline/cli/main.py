@@ -7,7 +7,10 @@ Each command module exposes ``register(app)``, which adds its commands to the ap
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 import typer
@@ -86,11 +89,45 @@ def cli_command():
     return command
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit status (0 ok, 2 user or usage error); every error is one
-    ``error:`` line on stderr, usage errors (an option out of range, a missing argument) too."""
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, stopping a command the way Ctrl-C does."""
+
+
+@contextmanager
+def _sigterm_stops_like_ctrl_c(received: list[int]):
+    """While the block runs, SIGTERM (sent by ``timeout``, ``docker stop``, systemd, batch
+    schedulers) raises :class:`_Terminated`, so what was written stays valid and ``run.json`` says
+    ``interrupted``, as after Ctrl-C (it killed the run mid-file: ``running``, no tracks.json). A
+    second SIGTERM kills at once. Only where SIGTERM has its default action, in the main thread."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum, frame):
+        received.append(signum)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise _Terminated()
+
+    signal.signal(signal.SIGTERM, stop)
     try:
-        with logging_redirect_tqdm():  # warnings print above a progress bar, not into its line
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit status (0 ok, 2 user or usage error, 130 after Ctrl-C, 143
+    after SIGTERM); every error is one ``error:`` line on stderr, usage errors (an option out of
+    range, a missing argument) too."""
+    terminated: list[int] = []
+    status = _run(argv, terminated)
+    return 128 + signal.SIGTERM if terminated and status == 130 else status
+
+
+def _run(argv: list[str] | None, terminated: list[int]) -> int:
+    try:
+        # warnings print above a progress bar, not into its line
+        with _sigterm_stops_like_ctrl_c(terminated), logging_redirect_tqdm():
             status = cli_command().main(args=argv, prog_name="crosscam", standalone_mode=False)
     except CrosscamError as exc:
         typer.echo(f"error: {exc}", err=True)
