@@ -31,6 +31,7 @@ def test_help_shows_no_type_beside_flags_and_names_values(capsys):
         assert main([*path, "--help"]) == 0
         out = capsys.readouterr().out
         assert "--help" in out and "<bool>" not in out, path
+        assert "\u2026" not in out, path  # nothing cut off at 80 columns ("--gpus-per-work…", "configs/base.yam…")
     main(["track", "--help"])
     out = capsys.readouterr().out
     assert "KEY=VALUE" in out and "--set  <list" not in out

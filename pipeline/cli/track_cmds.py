@@ -54,25 +54,25 @@ def register(app: typer.Typer) -> None:
         detector: Optional[str] = typer.Option(None, "--detector",
                                                help="Ultralytics model (.pt/.onnx path or name), motion or replay."),
         reid: Optional[str] = typer.Option(None, "--reid", help="ReID weights: registry name, .pth or .onnx."),
-        max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1,
+        max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, metavar="N",
                                                  help="Stop after this many source frames per camera."),
-        stride: Optional[int] = typer.Option(None, "--stride", min=1, help="Process every n-th frame."),
+        stride: Optional[int] = typer.Option(None, "--stride", min=1, metavar="N", help="Process every n-th frame."),
         device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (detector and ReID)."),
         cameras_file: Optional[Path] = typer.Option(
             None, "--cameras", help="Cameras YAML putting every camera on one clock (start time or offset, "
                                     "optional transit rules); kept in the run directory for later runs."),
-        identities: bool = typer.Option(True, "--identities/--no-identities",
-                                        help="Associate all cameras of the run into global identities afterwards."),
+        no_identities: bool = typer.Option(False, "--no-identities", help="Track only: the run's identities, store "
+                                           "and report stay as they are (default: every camera associated afterwards)."),
         workers: Optional[int] = typer.Option(
-            None, "--workers", min=1, help="Run the cameras, cut into segments, on N Ray workers (Ray started on "
+            None, "--workers", min=1, metavar="N", help="Run the cameras, cut into segments, on N Ray workers (Ray started on "
                                            "this machine unless --ray-address / RAY_ADDRESS names a cluster)."),
         ray_address: Optional[str] = typer.Option(
             None, "--ray-address", help="Join this Ray cluster (e.g. 10.0.0.5:6379); workers default to one per CPU."),
         segment_s: Optional[float] = typer.Option(
-            None, "--segment-s", min=0.0, help="With --workers: cut videos into segments this long (default "
+            None, "--segment-s", min=0.0, metavar="SECONDS", help="With --workers: cut videos into segments this long (default "
                                                "scale.segment_s, 300; 0: whole videos)."),
         gpus_per_worker: Optional[float] = typer.Option(
-            None, "--gpus-per-worker", min=0.0, help="With --workers: GPU share each worker asks for (default: "
+            None, "--gpus-per-worker", min=0.0, metavar="SHARE", help="With --workers: GPU share each worker asks for (default: "
                                                      "the cluster's GPUs / workers, 0 without GPUs)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the per-camera results."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
@@ -83,6 +83,7 @@ def register(app: typer.Typer) -> None:
         tracks_global.txt, annotated_global.mp4 and report.html.
         Ctrl-C stops cleanly: what was written stays valid and run.json says "interrupted"."""
         out = check_out_dir(out_text)  # "" is not "."
+        identities = not no_identities
         distributed = workers is not None or ray_address is not None
         if not distributed and (segment_s is not None or gpus_per_worker is not None):
             raise CrosscamError("--segment-s / --gpus-per-worker apply to Ray runs; add --workers N or --ray-address ADDR")
