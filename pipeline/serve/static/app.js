@@ -359,11 +359,13 @@ function renderResult() {
 
 function timeline(match, color) {
   const cams = [...S.cameras.values()];
-  const lane = 16, left = 60, width = 340;
+  const lane = 16, left = Math.max(40, 7 * Math.max(...cams.map(c => c.name.length)) + 8), width = Math.max(220, 400 - left);
   let t0 = Infinity, t1 = -Infinity;
-  for (const c of cams) {
-    if (!c.frames) continue;
-    t0 = Math.min(t0, c.time_offset_s); t1 = Math.max(t1, c.time_offset_s + c.frames / (c.fps || 10));
+  for (const c of cams) {  // each camera's tracked part of its video (--max-frames, Ctrl-C may stop short)
+    const tracked = c.last_tracked_frame === null || c.last_tracked_frame === undefined ? c.frames : c.last_tracked_frame + 1;
+    const frames = Math.min(c.frames || Infinity, tracked || Infinity);
+    if (!Number.isFinite(frames)) continue;
+    t0 = Math.min(t0, c.time_offset_s); t1 = Math.max(t1, c.time_offset_s + frames / (c.fps || 10));
   }
   for (const a of match.appearances) { t0 = Math.min(t0, a.start_s); t1 = Math.max(t1, a.end_s); }
   const span = Math.max(t1 - t0, 1e-6);
@@ -379,7 +381,7 @@ function timeline(match, color) {
   };
   cams.forEach((c, i) => {
     const y = i * lane;
-    add('text', { x: 0, y: y + lane - 4 }, c.name);
+    add('text', { x: left - 6, y: y + lane - 4, 'text-anchor': 'end' }, c.name);
     add('line', { x1: left, x2: left + width, y1: y + lane / 2, y2: y + lane / 2, class: 'axis' });
     for (const a of match.appearances.filter(a => a.camera === c.name)) {
       const r = add('rect', { x: left + width * (a.start_s - t0) / span, y: y + 3, height: lane - 6, fill: color,
