@@ -197,13 +197,7 @@ def test_relinking_scores_only_pairs_within_the_gap_and_links_as_one_assignment(
                 cost[i, j] = c if np.isfinite(c) else 1e6
         successor = {fragments[i].track_id: fragments[j].track_id
                      for i, j in zip(*linear_sum_assignment(cost)) if cost[i, j] < 1e6}
-        predecessor, expected = {v: k for k, v in successor.items()}, {}
-        for track in sorted(fragments, key=lambda e: e.first_frame):
-            root = track.track_id
-            while root in predecessor:
-                root = predecessor[root]
-            if root != track.track_id:
-                expected[track.track_id] = root
+        expected = relink.chain_links(fragments, successor)
         assert expected and relink.link_fragments(fragments, **settings) == expected  # look-alikes: chains form
     calls = []
     original = relink.link_cost

@@ -139,6 +139,12 @@ def link_fragments(ends: Sequence[TrackEnds], max_gap_s: float, max_speed: float
         for a, b in zip(*linear_sum_assignment(cost)):
             if cost[a, b] < _INFEASIBLE:
                 successor[ends[rows[a]].track_id] = ends[cols[b]].track_id
+    return chain_links(ends, successor)
+
+
+def chain_links(ends: Sequence[TrackEnds], successor: dict[int, int]) -> dict[int, int]:
+    """``{track id: id of the first track of its chain}`` for the tracks ``successor`` (``{track id:
+    the id continuing it}``) puts after another."""
     predecessor = {v: k for k, v in successor.items()}
     links = {}
     for track in sorted(ends, key=lambda e: e.first_frame):
