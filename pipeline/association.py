@@ -267,7 +267,8 @@ def reciprocal_links(
     (index >= ``n_known``). Strongest first, i < j.
 
     ``features`` (N, D) unit rows, ``cameras`` (N,) names. One nearest-neighbour search per camera
-    (:func:`knn_search`): every other camera's tracks against that camera's.
+    (:func:`knn_search`): the other cameras' tracks against that camera's, or only their new tracks
+    when the camera has none (a camera added to a large store costs its own tracks' searches).
 
     >>> f = np.array([[1, 0], [0, 1], [0.9, 0.44], [0.6, 0.8]], np.float32)
     >>> i, j, s = reciprocal_links(f, ["a", "a", "b", "b"], 0, AssociationConfig(reciprocal_threshold=0.5))
@@ -277,8 +278,11 @@ def reciprocal_links(
     names, camera_of = np.unique(np.asarray(cameras), return_inverse=True)
     nearest = np.full((len(names), len(features)), -1, np.int64)  # [c, i]: track i's nearest track in camera c
     similarity = np.full((len(names), len(features)), -np.inf, np.float32)
+    new_cameras = set(camera_of[n_known:].tolist())
     for c in range(len(names)):
         inside, outside = np.flatnonzero(camera_of == c), np.flatnonzero(camera_of != c)
+        if c not in new_cameras:  # a link needs a new track: here only the new tracks' nearest are asked for
+            outside = outside[outside >= n_known]
         if len(outside) == 0:
             continue
         sims, rows = knn_search(features[inside], features[outside], 1, config.exact_search_max)

@@ -197,3 +197,25 @@ def test_without_join_same_camera_one_camera_never_holds_two_tracks_of_an_identi
     ids = result.identity_ids
     assert ids[0] != ids[1]  # neither directly nor through b1
     assert ids[2] in (ids[0], ids[1]) and result.blocked_by_constraints >= 1
+
+
+def test_reciprocal_links_of_new_tracks_equal_those_of_a_search_over_every_track():
+    # Only the new tracks' nearest are searched in cameras without new tracks (a known-known pair
+    # is never a link); the links are those of the full search that involve a new track.
+    from pipeline.association import reciprocal_links
+    from pipeline.config import AssociationConfig
+
+    rng = np.random.default_rng(3)
+    people = rng.normal(size=(30, 16))
+    n_known, n_new = 300, 40
+    identity = rng.integers(0, 30, n_known + n_new)
+    features = people[identity] + 0.6 * rng.normal(size=(n_known + n_new, 16))
+    features = (features / np.linalg.norm(features, axis=1, keepdims=True)).astype(np.float32)
+    cameras = [f"c{k % 6}" for k in range(n_known)] + ["new"] * (n_new // 2) + ["c2"] * (n_new - n_new // 2)
+    cfg = AssociationConfig(reciprocal_threshold=0.2)
+    full = reciprocal_links(features, cameras, 0, cfg)
+    keep = full[1] >= n_known
+    got = reciprocal_links(features, cameras, n_known, cfg)
+    assert len(got[0]) >= 10
+    for a, b in zip(got, full):
+        np.testing.assert_array_equal(a, b[keep])
