@@ -355,6 +355,12 @@ def test_a_missing_input_is_refused_before_a_local_ray_starts(capsys, tmp_path, 
     assert time.monotonic() - started < 20 and not (tmp_path / "run").exists()
 
 
+def test_an_empty_ray_address_is_refused(capsys, tmp_path):
+    assert main(["track", "cam1.mp4", "--out", str(tmp_path / "run"), "--ray-address", " "]) == 2
+    assert "--ray-address '': give the cluster's HOST:PORT" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_segment_options_need_workers(capsys, tmp_path):
     assert main(["track", "cam1.mp4", "--out", str(tmp_path / "run"), "--segment-s", "60"]) == 2
     assert "add --workers N or --ray-address ADDR" in capsys.readouterr().err

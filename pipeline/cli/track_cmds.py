@@ -85,6 +85,8 @@ def register(app: typer.Typer) -> None:
         out = check_out_dir(out_text)  # "" is not "."
         identities = not no_identities
         distributed = workers is not None or ray_address is not None
+        if ray_address is not None and not ray_address.strip():  # it started a Ray of its own
+            raise CrosscamError("--ray-address '': give the cluster's HOST:PORT, or leave the option out")
         if not distributed and (segment_s is not None or gpus_per_worker is not None):
             raise CrosscamError("--segment-s / --gpus-per-worker apply to Ray runs; add --workers N or --ray-address ADDR")
         cfg = load_pipeline_config(config, _overrides(set_ or [], detector, reid, max_frames, stride, device, segment_s))
