@@ -226,6 +226,8 @@ def test_identities_gallery_opens_the_results_panel(page, run, capsys, tmp_path)
     wait_for(lambda: shown_identity(driver) == identity, f"the results show identity {identity}")
     expected = cli_json(capsys, "query", run, "--identity", identity)
     assert len(shown_appearances(driver)) == len(expected["appearances"])
+    selected = driver.find_elements("css selector", "#gallery .card.selected")  # the open card stands out
+    assert [int(c.get_attribute("data-identity")) for c in selected] == [identity]
     driver.find_element("css selector", "#tab-cameras").click()
 
 

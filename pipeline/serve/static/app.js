@@ -355,6 +355,13 @@ function renderResult() {
   }
   panel.replaceChildren(...nodes);
   for (const p of S.players.values()) p.draw();
+  markSelectedCard();
+}
+
+function markSelectedCard() {  // the gallery card of the identity in the results panel stands out
+  for (const card of document.querySelectorAll('#gallery .card')) {
+    card.classList.toggle('selected', S.selected !== null && card.dataset.identity === String(S.selected));
+  }
 }
 
 function timeline(match, color) {
@@ -441,6 +448,7 @@ async function loadGallery(fresh) {
     o.likely_person ? '' : el('div', { class: 'mark', textContent: 'not a person? (static box, short-lived or tiny)' })));
   for (const o of page.identities) S.colors.set(o.identity, o.color);
   if (fresh) $('gallery').replaceChildren(...cards); else $('gallery').append(...cards);
+  markSelectedCard();
   S.galleryOffset = page.offset + page.identities.length;
   $('gallery-count').textContent = `${page.total} identit${page.total === 1 ? 'y' : 'ies'}`;
   $('gallery-more').hidden = S.galleryOffset >= page.total;
