@@ -96,7 +96,8 @@ class _Driver:
         self.cameras = {c.name: c for c in cameras}
         self.cfg = cfg
         self.progress = progress
-        self.bar = tqdm(total=0, desc="tracking", unit="frame", file=sys.stderr, disable=not progress,
+        # frames processed, the overlaps of consecutive segments in both: the total exceeds the videos' length
+        self.bar = tqdm(total=0, desc="tracking (overlaps twice)", unit="frame", file=sys.stderr, disable=not progress,
                         dynamic_ncols=True)
         self.scale = {"workers": pool.workers, "threads_per_worker": pool.threads_per_worker,
                       "gpus_per_worker": pool.gpus_per_worker, "segment_s": cfg.scale.segment_s,
