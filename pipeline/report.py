@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 from pipeline.render import color_for_id
 from pipeline.store import StoredTrack, TrackStore
 from pipeline.text import plural
+from pipeline.types import read_run_record
 
 THUMB_HEIGHT = 96  # pixels; thumbnails are shrunk so the page stays small
 MAX_ROWS = 2000  # beyond this the identities seen by the most cameras (then lowest id) are shown; the page says how many
@@ -108,20 +108,12 @@ def _not_a_person_tracks(run_dir: Path, store: TrackStore, tracks: list[StoredTr
         mean_h = np.add.reduceat(h, starts) / counts
         frame_h = camera.frame_size[1] if camera.frame_size else np.inf
         first, last = rows[starts, 0], np.maximum.reduceat(rows[:, 0], starts)  # 1-based frames
-        end = last_tracked_frame(_run_record(run_dir / camera.name))
+        end = last_tracked_frame(read_run_record(run_dir / camera.name))
         cut = (first <= 1) | (last >= (end + 1 if end is not None else np.inf))
         short = (counts < max(2.0, SHORT_SECONDS * (camera.fps or 10.0))) & ~cut
         unlikely = (travel < STATIC_TRAVEL * mean_h) & (short | (mean_h < TINY_HEIGHT * frame_h))
         found |= {(camera.name, int(i)) for i in ids[unlikely]}
     return found
-
-
-def _run_record(folder: Path) -> dict:
-    """A camera folder's ``run.json`` ({} when it is missing or unreadable)."""
-    try:
-        return json.loads((folder / "run.json").read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def run_title(run_dir: Path, cameras: list[str]) -> str:

@@ -40,7 +40,7 @@ from pipeline.sinks import AnnotatedVideoWriter, MotTracksWriter, TrackSummaryWr
 from pipeline.sources import FrameSource, ImageFolderSource, open_source
 from pipeline.text import plural
 from pipeline.tracking import PersonTracker
-from pipeline.types import FrameResult, read_track_summaries
+from pipeline.types import FrameResult, read_run_record, read_track_summaries
 from reid import Embedder
 from reid.errors import CrosscamError
 from reid.paths import output_folder
@@ -226,7 +226,7 @@ def track_camera(source: FrameSource, detector: Detector, embedder, folder: Path
 def working_folder(folder: Path) -> Path:
     """Where a camera is tracked into: ``folder``, or beside it (``.CAMERA.retrack``) when it holds
     a complete earlier run, which :func:`publish` then replaces and :func:`keep_earlier` keeps."""
-    if read_status(folder) != "complete":
+    if read_run_record(folder).get("status") != "complete":
         return folder
     work = folder.with_name(f".{folder.name}.retrack")
     shutil.rmtree(work, ignore_errors=True)  # left by a process killed outright
@@ -245,14 +245,6 @@ def keep_earlier(folder: Path, work: Path) -> None:
     if work != folder and work.exists():
         shutil.rmtree(work, ignore_errors=True)
         print(f"{folder.name}: stopped; its earlier complete outputs are kept", file=sys.stderr)
-
-
-def read_status(folder: Path) -> str | None:
-    """The ``status`` in the camera folder's ``run.json`` (None: no readable one)."""
-    try:
-        return json.loads((folder / "run.json").read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def replace_folder(folder: Path, new: Path) -> None:

@@ -143,6 +143,16 @@ def write_track_summaries(folder: str | Path, summaries: list[TrackSummary], sta
     tmp_json.replace(folder / "tracks.json")
 
 
+def read_run_record(folder: str | Path) -> dict:
+    """A camera folder's ``run.json``, or {} when it is missing, unreadable or not a JSON object
+    (a run being written, a folder that is not a camera's)."""
+    try:
+        record = json.loads((Path(folder) / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def read_track_summaries(folder: str | Path) -> list[TrackSummary]:
     """Read what :func:`write_track_summaries` wrote, in the same order."""
     folder = Path(folder)

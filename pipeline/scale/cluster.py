@@ -47,6 +47,12 @@ def import_ray():
     return ray
 
 
+def cluster_address(address: str | None) -> str | None:
+    """The cluster a run joins: ``address`` (``--ray-address``), else ``$RAY_ADDRESS``; None: a Ray
+    started on this machine for the run."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
 def check_reachable(address: str, given_as: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     """Fail in one line when ``address`` is a ``HOST:PORT`` that accepts no TCP connection within ``timeout`` s.
 
@@ -189,7 +195,7 @@ class WorkerPool:
     def __enter__(self) -> "WorkerPool":
         ray = self._ray = import_ray()
         if not ray.is_initialized():
-            address = self.address or os.environ.get("RAY_ADDRESS") or None
+            address = cluster_address(self.address)
             if address:
                 check_reachable(address, "--ray-address" if self.address else "RAY_ADDRESS")
             if not address:

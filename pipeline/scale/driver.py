@@ -22,7 +22,6 @@ was tracking.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from pipeline.finalise import final_ids, relinked_record
 from pipeline.relabel import apply_id_map
 from pipeline.run import (CameraRun, check_camera_names, check_out_dir, drop_staged, first_line, keep_earlier, make_folder,
                           package_versions, publish, resolved_config, utc_now, working_folder, write_json_atomic)
-from pipeline.scale.cluster import Job, Outcome, WorkerPool, import_ray
+from pipeline.scale.cluster import Job, Outcome, WorkerPool, cluster_address, import_ray
 from pipeline.scale.concat import concat_mp4
 from pipeline.scale.stitch import stitch_segments
 from pipeline.scale.units import WorkUnit, plan_camera
@@ -217,28 +216,22 @@ class _Driver:
         keep_earlier(cam.run.folder, cam.folder)
         self.bar.write(f"error: {cam.run.error}", file=sys.stderr)
 
-    def interrupt(self) -> None:
-        """After Ctrl-C: each unfinished camera keeps its first finished segments (``interrupted``), or,
-        tracked completely before, its earlier outputs."""
+    def stop(self, error: str | None = None) -> None:
+        """After Ctrl-C (``error`` None) each unfinished camera keeps its first finished segments
+        (``interrupted``); after the driver itself failed (``error``, its first line) it is ``failed``
+        with it. Either way a camera tracked completely before keeps its earlier outputs."""
         for cam in self.cameras.values():
             if cam.done or not cam.record:
                 continue
-            cam.run.status = "interrupted"
-            finished = 0
-            while finished in cam.results:
-                finished += 1
-            if cam.rows is None and finished:
-                self._write_tracks(cam, [cam.results[k] for k in range(finished)])
-            self._write_run_json(cam)
-            keep_earlier(cam.run.folder, cam.folder)
-
-    def abort(self, error: str) -> None:
-        """After the driver itself failed (``error``, its first line): each unfinished camera is
-        ``failed`` with it in ``run.json``, and one tracked completely before keeps its earlier outputs."""
-        for cam in self.cameras.values():
-            if cam.done or not cam.record:
-                continue
-            cam.run.status, cam.run.error = "failed", f"{cam.name}: {error}"
+            if error is None:
+                cam.run.status = "interrupted"
+                finished = 0
+                while finished in cam.results:
+                    finished += 1
+                if cam.rows is None and finished:
+                    self._write_tracks(cam, [cam.results[k] for k in range(finished)])
+            else:
+                cam.run.status, cam.run.error = "failed", f"{cam.name}: {error}"
             self._write_run_json(cam)
             keep_earlier(cam.run.folder, cam.folder)
 
@@ -299,7 +292,7 @@ def track_videos_on_ray(specs: Sequence[str], out_dir: str | Path, cfg: Pipeline
     check_camera_names(specs, cameras, names)
     out_dir = check_out_dir(out_dir)
     import_ray()  # without Ray installed, that is the one thing to say
-    if not (address or os.environ.get("RAY_ADDRESS")):  # Ray on this machine: its files are the workers' files
+    if cluster_address(address) is None:  # Ray on this machine: its files are the workers' files
         _check_local_inputs(specs, names, cfg)
     # a camera tracked completely before is written beside it until complete (pipeline.run.working_folder)
     cams = [_Camera(name, spec, working_folder(out_dir / name), CameraRun(name, out_dir / name), i)
@@ -311,14 +304,9 @@ def track_videos_on_ray(specs: Sequence[str], out_dir: str | Path, cfg: Pipeline
         driver = _Driver(pool, cams, cfg, progress, time.perf_counter() - start, publish_now)
         try:
             driver.run()
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Exception) as exc:  # Ctrl-C, a bug, a lost cluster: none left "running"
             pool.close()
-            driver.interrupt()
-            drop_staged([c.run for c in cams])
-            raise
-        except Exception as exc:  # a bug or a lost cluster: no camera is left saying "running"
-            pool.close()
-            driver.abort(first_line(exc))
+            driver.stop(None if isinstance(exc, KeyboardInterrupt) else first_line(exc))
             drop_staged([c.run for c in cams])
             raise
     return [c.run for c in cams]

@@ -255,4 +255,3 @@ class RunView:
             return self.frames(camera).image(index)
         except FrameNotFound as exc:
             raise ApiError(404, f"camera {camera}: {exc}") from None
-

@@ -51,6 +51,10 @@ function showError(message) {
   box.hidden = !message;
 }
 
+function plural(n, word, words) {  // '1 track', '2 tracks'; words for irregular plurals (as pipeline.text.plural)
+  return `${n} ${n === 1 ? word : (words || word + 's')}`;
+}
+
 function fmtSeconds(s) {
   if (s === null || s === undefined || Number.isNaN(s)) return '?';
   const sign = s < 0 ? '-' : '';
@@ -109,7 +113,7 @@ class Player {
     if (this.canvas.width !== width) { this.canvas.width = width; this.canvas.height = Math.round(h * width / w); }
     this.count = camera.frames || 0;
     this.scrubber.max = Math.max(0, this.count - 1);
-    this.info.textContent = `${camera.fps || '?'} fps · ${this.count} frames · ${camera.tracks} ${camera.tracks === 1 ? 'track' : 'tracks'}`
+    this.info.textContent = `${camera.fps || '?'} fps · ${plural(this.count, 'frame')} · ${plural(camera.tracks, 'track')}`
       + (camera.status !== 'complete' ? ` · ${camera.status}` : '');
     this.noteText = camera.frames_error || (camera.frames_from === 'annotated.mp4'
       ? 'source video not found: showing annotated.mp4 (its own boxes are burned in)' : '');
@@ -443,14 +447,14 @@ async function loadGallery(fresh) {
     onkeydown: (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); open(o); } } },
     el('div', { class: 'thumbs' }, ...o.thumbnails.slice(0, 3).map(t => el('figure', {},
       el('img', { src: fileUrl(t.thumbnail), alt: `${t.camera} track ${t.track_id}` }), el('figcaption', { textContent: t.camera })))),
-    el('div', {}, el('b', { textContent: `#${o.identity}` }), ` · ${o.cameras.length} camera${o.cameras.length === 1 ? '' : 's'}`),
-    el('div', { class: 'meta', textContent: `${o.cameras.join(', ')} · ${fmtSeconds(o.first_s)}–${fmtSeconds(o.last_s)} · ${o.tracks.length} track${o.tracks.length === 1 ? '' : 's'}` }),
+    el('div', {}, el('b', { textContent: `#${o.identity}` }), ` · ${plural(o.cameras.length, 'camera')}`),
+    el('div', { class: 'meta', textContent: `${o.cameras.join(', ')} · ${fmtSeconds(o.first_s)}–${fmtSeconds(o.last_s)} · ${plural(o.tracks.length, 'track')}` }),
     o.likely_person ? '' : el('div', { class: 'mark', textContent: 'not a person? (static box, short-lived or tiny)' })));
   for (const o of page.identities) S.colors.set(o.identity, o.color);
   if (fresh) $('gallery').replaceChildren(...cards); else $('gallery').append(...cards);
   markSelectedCard();
   S.galleryOffset = page.offset + page.identities.length;
-  $('gallery-count').textContent = `${page.total} identit${page.total === 1 ? 'y' : 'ies'}`;
+  $('gallery-count').textContent = plural(page.total, 'identity', 'identities');
   $('gallery-more').hidden = S.galleryOffset >= page.total;
 }
 
