@@ -163,6 +163,7 @@ class StoreConfig(_Section):
     hnsw_m: int = Field(32, ge=4)  # HNSW graph degree
     hnsw_ef_search: int = Field(128, ge=1)  # HNSW search breadth
     gpu: bool = True  # search on the GPU when faiss-gpu is installed and a GPU is visible
+    bf16_scan: bool = True  # flat index, bf16 CPU: a bf16 pass picks candidates, fp32 scores them (same answers)
 
 
 class ScaleConfig(_Section):

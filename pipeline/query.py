@@ -27,6 +27,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from pipeline.colour import CameraColour
 from pipeline.config import DetectorConfig, PipelineConfig, ReidConfig
@@ -253,11 +254,9 @@ def _rank(
 ) -> QueryResult:
     """Identities of the tracks nearest to any of ``vectors`` (Q, D), best first."""
     _, keys = store.search(vectors, k=max(top_k, 1) * CANDIDATES_PER_RESULT)
-    found = [key for key in keys.reshape(-1).tolist() if key >= 0]
-    identities = list(dict.fromkeys(t.identity for t in store.tracks_by_keys(found)))
+    identities = store.identities_of([key for key in keys.reshape(-1).tolist() if key >= 0])
     members = store.identity_tracks(identities)
-    query = _unit(vectors)
-    scores = {ident: _track_scores(members[ident], query) for ident in identities}
+    scores = _scores_by_identity(members, _unit(vectors))
     # an identity scores its best track: rank on that, and draw visits only for those shown
     passing = [ident for ident in identities if scores[ident] and max(scores[ident]) >= min_score]
     best = sorted(passing, key=lambda ident: (-max(scores[ident]), ident))[:top_k]
@@ -288,7 +287,25 @@ def _track_scores(members: list[tuple[StoredTrack, np.ndarray]], query: np.ndarr
     """Per track of ``members`` (tracks with their (1 + R, D) match features, as
     ``TrackStore.identity_tracks`` gives them), its best cosine similarity to any row of ``query``
     (Q, D), unit rows."""
-    return [min(1.0, float((both @ query.T).max())) for _, both in members]  # float32 rounding can pass 1
+    return _scores_by_identity({0: members}, query)[0]
+
+
+def _scores_by_identity(
+    members: dict[int, list[tuple[StoredTrack, np.ndarray]]], query: np.ndarray
+) -> dict[int, list[float]]:
+    """:func:`_track_scores` for every identity's members, in one product of all their features
+    (torch's: numpy's OpenBLAS threads would spin on the cores the store's scan runs on next)."""
+    features = [both for tracks in members.values() for _, both in tracks]
+    if not features:
+        return {ident: [] for ident in members}
+    stacked, rows = torch.from_numpy(np.concatenate(features)), torch.from_numpy(np.ascontiguousarray(query, np.float32))
+    sims = (stacked @ rows.T).numpy()  # (sum of (1 + R), Q)
+    starts = np.cumsum([0] + [len(both) for both in features[:-1]])
+    best = np.minimum(1.0, np.maximum.reduceat(sims.max(axis=1), starts)).tolist()  # float32 rounding can pass 1
+    scores, at = {}, 0
+    for ident, tracks in members.items():
+        scores[ident], at = best[at : at + len(tracks)], at + len(tracks)
+    return scores
 
 
 def _match(identity: int, members: list[tuple[StoredTrack, np.ndarray]], scores: list[float], min_score: float,

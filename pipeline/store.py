@@ -41,7 +41,8 @@ except ImportError:  # Windows: no flock; concurrent updates of one run are then
     fcntl = None
 
 from pipeline.config import StoreConfig
-from pipeline.search_batcher import SearchBatcher
+from pipeline.exact_scan import exact_searcher
+from pipeline.search_batcher import SearchBatcher, SearchFn
 from pipeline.types import TrackSummary
 from reid.errors import CrosscamError
 
@@ -169,6 +170,7 @@ class TrackStore:
         self.config = config
         self._index: faiss.Index | None = None
         self._index_file: str | None = None
+        self._index_search: SearchFn | None = None  # the loaded index's search (see exact_searcher)
         self._index_lock = threading.Lock()  # one store object may serve queries from many threads
         self._batcher = SearchBatcher(self._search_index)
         self._readers = threading.local()  # per thread: its open read-only connection (see _reading)
@@ -330,6 +332,11 @@ class TrackStore:
         rows = {row[0]: StoredTrack(*row) for row in self._rows_by_key(_TRACK_COLUMNS, keys)}  # row[0]: id
         return [rows[k] if k in rows else _missing(k) for k in keys]
 
+    def identities_of(self, keys: Sequence[int]) -> list[int]:
+        """The identities of the tracks ``keys`` (FAISS ids), each once, in no particular order;
+        keys not stored are left out."""
+        return sorted({row[0] for row in self._rows_where_in("DISTINCT identity", "id", keys)})
+
     def match_features(self, keys: Sequence[int]) -> list[np.ndarray]:
         """Per key, the track's aggregate feature then its representatives, (1 + R, D) float32."""
         rows = {key: (feature, reps) for key, feature, reps in self._rows_by_key("id, feature, representatives", keys)}
@@ -410,11 +417,14 @@ class TrackStore:
         return self._batcher(_unit_rows(vectors), k)  # threads searching at once share one scan
 
     def _search_index(self, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        index = self._load_index()
+        with self._index_lock:
+            index = self._load_index_unlocked()
+            search = self._index_search
         if index.ntotal == 0:
             raise CrosscamError(f"{self.folder}: the track store is empty; track some video into it first")
         tune_search(index, self.config)
-        return index.search(rows, k)
+        assert search is not None
+        return search(rows, k)
 
     def scans_exactly(self) -> bool:
         """Whether a search reads every stored vector (the stored index is exact: flat)."""
@@ -450,6 +460,7 @@ class TrackStore:
                     "re-run `crosscam track` for one camera of this run to rebuild it"
                 )
             self._index, self._index_file = _maybe_to_gpu(index, self.config), name
+            self._index_search = exact_searcher(self._index, self.config.bf16_scan)
             return self._index
         raise AssertionError("unreachable")
 

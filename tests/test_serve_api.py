@@ -325,16 +325,24 @@ def test_two_server_processes_answer_alike_and_stop_together(run):
     assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in servers)
 
 
-def test_default_processes_one_for_a_large_exact_index(run, monkeypatch, tmp_path):
-    """The CPUs (at most 4) by default; one where the store is an exact scan over the threshold."""
+def test_default_processes_one_for_a_large_exact_fp32_index(run, monkeypatch, tmp_path):
+    """The CPUs (at most 4) by default; one where the store is an fp32 exact scan over the
+    threshold; the CPUs again where that scan runs in bf16."""
+    from pipeline import exact_scan
     from pipeline.config import StoreConfig
     from pipeline.serve import processes
 
     cpus = min(processes.MAX_DEFAULT_WORKERS, os.cpu_count() or 1)
-    assert processes.default_workers(run, StoreConfig()) == cpus
-    assert processes.default_workers(tmp_path, StoreConfig()) == cpus  # no store yet
+    fp32, bf16 = StoreConfig(bf16_scan=False), StoreConfig(bf16_scan=True)
+    assert processes.default_workers(run, fp32) == cpus
+    assert processes.default_workers(tmp_path, fp32) == cpus  # no store yet
     stored = len(TrackStore.open(run / "store"))
     monkeypatch.setattr(processes, "ONE_PROCESS_EXACT_TRACKS", stored)
-    assert processes.default_workers(run, StoreConfig()) == 1
+    assert processes.default_workers(run, fp32) == 1
+    monkeypatch.setattr(exact_scan, "MIN_VECTORS", stored)
+    monkeypatch.setattr(exact_scan, "bf16_matmul_is_fast", lambda: True)
+    assert processes.default_workers(run, bf16) == cpus
+    monkeypatch.setattr(exact_scan, "bf16_matmul_is_fast", lambda: False)  # a CPU without bf16 units
+    assert processes.default_workers(run, bf16) == 1
     monkeypatch.setattr(processes, "ONE_PROCESS_EXACT_TRACKS", stored + 1)
-    assert processes.default_workers(run, StoreConfig()) == cpus
+    assert processes.default_workers(run, fp32) == cpus

@@ -1,8 +1,8 @@
 """``crosscam serve --workers N``: N server processes answering on one listening socket.
 
 A query's Python work (reading the store, scoring, building the answer) holds the GIL, so one
-process serves on about one core however many requests wait: on 2 cores and 100k tracks, eight
-concurrent track queries ran at 110 answers/s in one process and 166/s in two. Each process opens
+process serves on about one core however many requests wait: on 2 cores and 100k tracks (IVF
+index), eight concurrent track queries ran at 110 answers/s in one process and 166/s in two. Each process opens
 the run itself (its own store connection, FAISS index in memory, frame decoders); the kernel
 hands each new connection to one of them. uvicorn's supervisor starts them, replaces one that
 dies, and stops them all on Ctrl-C or SIGTERM.
@@ -16,23 +16,27 @@ import socket
 from pathlib import Path
 
 from pipeline.config import StoreConfig
+from pipeline.exact_scan import bf16_scan_applies
 from pipeline.identities import STORE_DIR
 from pipeline.store import DB_NAME, TrackStore
 
 ENV_RUN, ENV_TOKEN, ENV_CONFIG = "CROSSCAM_SERVE_RUN", "CROSSCAM_SERVE_TOKEN", "CROSSCAM_SERVE_CONFIG"
 MAX_DEFAULT_WORKERS = 4  # each process holds the store's index (about 2 KB per track with 512-d features)
-# An exact index this large is bound by its scans, which one process already shares between
-# concurrent queries and spreads over every core (100k tracks, 8 concurrent queries: p95 144 ms in
-# one process, 156 in two; 3k tracks: 112 and 75 ms).
+# An exact index this large, scanned by FAISS in fp32, is bound by its scans, which one process
+# already shares between concurrent queries and spreads over every core (100k tracks, 8 concurrent
+# track queries: p95 164 ms in one process, 157 in two). Scanned in bf16 (store.bf16_scan on a CPU
+# with bf16 units) the Python work is the bound again: 126 ms in one process, 86 in two.
 ONE_PROCESS_EXACT_TRACKS = 50_000
 
 
 def default_workers(run_dir: Path, config: StoreConfig) -> int:
     """Server processes when ``--workers`` is not given: the CPUs (at most ``MAX_DEFAULT_WORKERS``),
-    or one for a store searched by an exact scan of ``ONE_PROCESS_EXACT_TRACKS`` tracks or more."""
+    or one for a store searched by FAISS's fp32 exact scan of ``ONE_PROCESS_EXACT_TRACKS`` tracks
+    or more."""
     if (Path(run_dir) / STORE_DIR / DB_NAME).is_file():
         store = TrackStore.open(Path(run_dir) / STORE_DIR, config=config)
-        if len(store) >= ONE_PROCESS_EXACT_TRACKS and store.scans_exactly():
+        stored = len(store)
+        if stored >= ONE_PROCESS_EXACT_TRACKS and store.scans_exactly() and not bf16_scan_applies(stored, config.bf16_scan):
             return 1
     return max(1, min(MAX_DEFAULT_WORKERS, os.cpu_count() or 1))
 

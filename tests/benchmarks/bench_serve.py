@@ -4,7 +4,9 @@ For each run a real `crosscam serve` process is started and asked, ``--requests`
 concurrency (``--concurrency``, default 1 and 8): the identities page (``/api/identities``, the
 gallery's first request), a track query (random stored tracks), an image query (an uploaded
 person crop with its camera) and a frame seek (``/api/frames``: random frames, so every one is a
-real seek). Printed: median and p95 latency, ms, for a server of one process and of two (``--workers``). Peers measured in the same run: the same Python
+real seek). Printed: median and p95 latency, ms, for a server of one process and of two (``--workers``),
+and for the synthetic store's exact index, with its bf16 scan (``store.bf16_scan``, the default where
+the CPU has bf16 units) and with FAISS's fp32 scan alone. Peers measured in the same run: the same Python
 functions called in this process (the identities overview there is built afresh each time; the
 server keeps it per store generation), and one `crosscam query --track` process (what answering
 a click cost before the server). Targets (issue 18): track query p95 < 100 ms,
@@ -38,7 +40,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 
-from pipeline.config import PipelineConfig, ReidConfig, StoreConfig  # noqa: E402
+from pipeline.config import ReidConfig, StoreConfig, load_pipeline_config  # noqa: E402
 from pipeline.query import query_image, query_track  # noqa: E402
 from pipeline.report import identity_overviews  # noqa: E402
 from pipeline.serve.frames import open_frames  # noqa: E402
@@ -128,8 +130,9 @@ def timed_requests(url: str, make_request, n: int, concurrency: int) -> list[flo
             c.close()
 
 
-def bench_run(label: str, run: Path, args, workers: int, peers: dict | None) -> dict:
-    """One server of ``workers`` processes on ``run``; ``peers`` measured before (None: measure them)."""
+def bench_run(label: str, run: Path, args, workers: int, peers: dict | None, settings: Path | None) -> dict:
+    """One server of ``workers`` processes on ``run`` with ``--config settings`` (None: the defaults);
+    ``peers`` measured before (None: measure them)."""
     store = TrackStore.open(run / "store")
     tracks = store.tracks()
     rng = np.random.default_rng(1)
@@ -148,7 +151,8 @@ def bench_run(label: str, run: Path, args, workers: int, peers: dict | None) -> 
     }
     out: dict = {"run": f"{label}, --workers {workers}", "tracks": len(tracks), "identities": len(store.identities()),
                  "rows": {}}
-    with serving(run, "--workers", str(workers)) as url:
+    config = ["--config", str(settings)] if settings else []
+    with serving(run, "--workers", str(workers), *config) as url:
         with httpx.Client(base_url=url, timeout=300) as client:
             client.get("/api/cameras")  # the server's processes are up
             start = time.perf_counter()
@@ -159,13 +163,15 @@ def bench_run(label: str, run: Path, args, workers: int, peers: dict | None) -> 
         for name, make in requests.items():
             for conc in args.concurrency:
                 out["rows"][(name, conc)] = percentiles(timed_requests(url, make, args.requests, conc))
-    out["peers"] = peers or in_process_peers(run, store, picks, run / crop_track.thumbnail, crop_track.camera, args)
+    out["peers"] = peers or in_process_peers(run, store, picks, run / crop_track.thumbnail, crop_track.camera, args, settings)
     return out
 
 
-def in_process_peers(run: Path, store: TrackStore, picks, crop_path: Path, camera: str, args) -> dict:
+def in_process_peers(run: Path, store: TrackStore, picks, crop_path: Path, camera: str, args,
+                     settings: Path | None) -> dict:
     """The same work without HTTP, one at a time (median ms), and one CLI process per question."""
-    cfg = PipelineConfig()
+    cfg = load_pipeline_config(settings)
+    store = TrackStore.open(run / "store", config=cfg.store)
     peers = {}
     for name, call in {
         "identities page": lambda i: identity_overviews(run, store),
@@ -218,6 +224,8 @@ def main() -> None:
     parser.add_argument("--demo", type=Path, help="An existing demo run/ to reuse (default: make one).")
     parser.add_argument("--index", default="auto", choices=["auto", "flat", "ivf", "hnsw"],
                         help="store.index of the synthetic store (auto: exact flat up to 200k tracks).")
+    parser.add_argument("--scans", nargs="+", default=["bf16", "fp32"], choices=["bf16", "fp32"],
+                        help="the synthetic store's servers: store.bf16_scan true (bf16) and/or false (fp32)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         tmp = Path(tmp)
@@ -228,10 +236,15 @@ def main() -> None:
         synthetic = make_synthetic(tmp / "synthetic", args.tracks, args.reid, video, args.index)
         print(f"synthetic store: {args.tracks} tracks, index {args.index}, written in {time.perf_counter() - start:.0f} s "
               f"(embedder {args.reid}; frames from {Path(video).name})")
-        for label, run in (("demo run (crosscam demo --seconds 8 --seed 1)", demo), (f"synthetic {args.tracks} (index {args.index})", synthetic)):
+        runs = [("demo run (crosscam demo --seconds 8 --seed 1)", demo, None)]
+        for scan in args.scans:
+            settings = tmp / f"{scan}.yaml"
+            settings.write_text(f"store:\n  bf16_scan: {str(scan == 'bf16').lower()}\n")
+            runs.append((f"synthetic {args.tracks} (index {args.index}, {scan} scan)", synthetic, settings))
+        for label, run, settings in runs:
             peers = None
             for workers in args.workers:
-                result = bench_run(label, run, args, workers, peers)
+                result = bench_run(label, run, args, workers, peers, settings)
                 peers = result["peers"]
                 report(result, args.concurrency)
 
