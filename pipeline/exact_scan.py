@@ -75,13 +75,14 @@ class Bf16Scan:
         n, d = inner.ntotal, inner.d
         self._index = index
         self._xb, self._dim = inner.get_xb(), d
-        self._vectors = torch.from_numpy(faiss.rev_swig_ptr(inner.get_xb(), n * d).reshape(n, d))
-        rounded = self._vectors.to(torch.bfloat16)
+        self._vectors = torch.from_numpy(faiss.rev_swig_ptr(self._xb, n * d).reshape(n, d))  # FAISS's memory
         self._ids = faiss.vector_to_array(index.id_map)
-        residues = torch.linalg.vector_norm(self._vectors - rounded.float(), dim=1)
-        self._max_residue = float(residues.max()) if n else 0.0  # max |x - x~|
-        self.rough_scores = _bf16_product(rounded)
-        self._max_norm = float(torch.linalg.vector_norm(self._vectors, dim=1).max()) if n else 0.0
+        self._max_residue = self._max_norm = 0.0  # max |x - x~| and max |x|, in blocks: small temporaries
+        for block in torch.split(self._vectors, 16384):
+            residues = torch.linalg.vector_norm(block - block.to(torch.bfloat16).float(), dim=1)
+            self._max_residue = max(self._max_residue, float(residues.max()))
+            self._max_norm = max(self._max_norm, float(torch.linalg.vector_norm(block, dim=1).max()))
+        self.rough_scores = _bf16_product(self._vectors.to(torch.bfloat16))
         self._sum_rounding = 2 * d * _FP32_ROUNDOFF
 
     def _input_bound(self, queries: torch.Tensor, rounded: torch.Tensor) -> torch.Tensor:
