@@ -1,13 +1,14 @@
 """Exact inner-product top-k over a flat index, with a bfloat16 scan in front.
 
 A flat search reads every stored vector. On CPUs with bfloat16 matrix units (AMX, AVX512-BF16),
-a bf16 matrix product with the vectors packed once in oneDNN's blocked layout scores a batch of
-queries against every vector 6-9 times as fast as FAISS's fp32 BLAS scan (6-48 rows x 100k x 512:
-2.5-4 ms against 22-34 ms on 2 cores; a plain bf16 ``@`` repacks them on every call: 8-10 ms). Its scores are
-off by at most ``eps`` (a rounding bound, below), so the exact top-k is certainly among the vectors
-whose bf16 score is within ``2 eps`` of the k-th best bf16 score. Those few are scored again in
-fp32 and the best k returned: the same vectors and scores a flat FAISS search gives (up to ties
-and fp32 rounding, ~1e-7). A row whose band of candidates would not fit is searched by FAISS.
+a bf16 matrix product with the vectors packed once in oneDNN's blocked layout scores 6-48 query
+rows against 100k 512-d vectors in 2.5-4 ms on 2 cores (a plain bf16 ``@`` repacks them on every
+call: 8-10 ms; FAISS's whole fp32 search takes 22-34 ms). Its scores are off by at most ``eps``
+(a rounding bound, below), so the exact top k are certainly among the vectors whose bf16 score
+is within ``2 eps`` of the k-th best bf16 score. Those few (a few hundred a row) are scored again
+in fp32 and the best k returned: the same vectors and scores a flat FAISS search gives (up to
+ties and fp32 rounding, ~1e-7). Where a row's band of candidates is wider than kept, it is
+widened; where bf16 cannot tell a quarter of the index apart, FAISS searches that row.
 
 Rounding bound, for a query ``q`` and a stored vector ``x`` rounded to ``q~``, ``x~``:
 ``q . x - q~ . x~ = q~ . (x - x~) + (q - q~) . x``, bounded by the norms of the rounding residues
@@ -67,7 +68,7 @@ class Bf16Scan:
     """``scan.search(rows, k)`` answers as ``index.search`` on the flat ``index`` it was built from.
 
     ``index``: a ``faiss.IndexIDMap2`` over a ``faiss.IndexFlatIP`` of N unit vectors (N, D); the
-    scan keeps a view of its fp32 vectors (no copy) and a bf16 copy (N x D x 2 bytes).
+    scan keeps a view of its fp32 vectors (no copy) and a packed bf16 copy (N x D x 2 bytes).
     """
 
     def __init__(self, index: faiss.Index):
@@ -96,7 +97,8 @@ class Bf16Scan:
     def search(self, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Scores (Q, k) float32, best first, and ids (Q, k) int64 for ``rows`` (Q, D) float32."""
         n = len(self._ids)
-        if k >= n // 4:  # most of the index is asked for: nothing to prune
+        width = 2 * k + 64  # candidates kept per row: k and a band below it, widened where it overflows
+        if width >= n // 4:  # much of the index is asked for: little to prune
             return self._index.search(rows, k)
         rows = np.ascontiguousarray(rows, np.float32)
         queries = torch.from_numpy(rows)
@@ -106,9 +108,9 @@ class Bf16Scan:
         scores = np.empty((len(rows), k), np.float32)
         ids = np.empty((len(rows), k), np.int64)
         left = np.arange(len(rows))  # rows not answered yet
-        width = 2 * k + 64  # candidates kept per row: k and a band below it, widened where it overflows
         while len(left) and width < n // 4:
-            answered = self._rescore(rows[left], rough[left], bound[left], k, width)
+            every = len(left) == len(rows)  # rough[left] would copy all of it
+            answered = self._rescore(rows[left], rough if every else rough[left], bound[left], k, width)
             for (row, best, chosen) in zip(left, *answered):
                 if best is not None:
                     scores[row], ids[row] = best, chosen

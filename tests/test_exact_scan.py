@@ -38,7 +38,7 @@ def assert_same_answers(got: tuple[np.ndarray, np.ndarray], want: tuple[np.ndarr
             assert set(ids[row][scores[row] > ref_scores[row, -1] + 2e-6]) <= set(ref_ids[row])
 
 
-@pytest.mark.parametrize("k", [1, 10, 200])
+@pytest.mark.parametrize("k", [1, 10, 200, 1000])  # 1000: most of the index, FAISS answers
 def test_bf16_scan_returns_the_flat_search_answers(k):
     vectors = clustered(6000, 128, seed=0)
     keys = np.arange(len(vectors), dtype=np.int64) * 7 + 3  # ids are not positions
