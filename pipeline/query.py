@@ -293,13 +293,15 @@ def _track_scores(members: list[tuple[StoredTrack, np.ndarray]], query: np.ndarr
 def _scores_by_identity(
     members: dict[int, list[tuple[StoredTrack, np.ndarray]]], query: np.ndarray
 ) -> dict[int, list[float]]:
-    """:func:`_track_scores` for every identity's members, in one product of all their features
-    (torch's: numpy's OpenBLAS threads would spin on the cores the store's scan runs on next)."""
+    """:func:`_track_scores` for every identity's members, in one product of all their features:
+    torch's (numpy's OpenBLAS threads would spin on the cores the store's scan runs on next), in
+    float64 (fp32 sums differ in the last bit with the number of threads: a server process and
+    `crosscam query` must give the same scores)."""
     features = [both for tracks in members.values() for _, both in tracks]
     if not features:
         return {ident: [] for ident in members}
-    stacked, rows = torch.from_numpy(np.concatenate(features)), torch.from_numpy(np.ascontiguousarray(query, np.float32))
-    sims = (stacked @ rows.T).numpy()  # (sum of (1 + R), Q)
+    stacked, rows = torch.from_numpy(np.concatenate(features)).double(), torch.from_numpy(query).double()
+    sims = (stacked @ rows.T).float().numpy()  # (sum of (1 + R), Q)
     starts = np.cumsum([0] + [len(both) for both in features[:-1]])
     best = np.minimum(1.0, np.maximum.reduceat(sims.max(axis=1), starts)).tolist()  # float32 rounding can pass 1
     scores, at = {}, 0

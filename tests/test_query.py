@@ -11,7 +11,7 @@ from pipeline.cli.main import main
 from pipeline.config import DetectorConfig, PipelineConfig
 from pipeline.detectors import build_detector
 from pipeline.identities import update_identities
-from pipeline.query import query_identity
+from pipeline.query import query_identity, query_track
 from pipeline.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore
 from pipeline.types import Frame, TrackSummary
 from reid import Embedder
@@ -241,3 +241,24 @@ def test_image_query_against_a_store_of_another_embedder_is_refused(synthetic_ru
         run_json.write_text(json.dumps(data))
     crop = synthetic_run / "hall" / "thumbs" / "1.jpg"
     assert "built with embedder synthetic" in crosscam_error(capsys, synthetic_run, "--image", crop)
+
+
+def test_scores_do_not_depend_on_the_number_of_threads(tmp_path_factory):
+    """A server process (one thread each with --workers 2) and `crosscam query` (every core)
+    must give the same answer to the last bit: fp32 sums of a product split over threads did not."""
+    import torch
+
+    from serve_runs import demo_run
+
+    run = demo_run(tmp_path_factory)
+    store = TrackStore.open(run / "store")
+    threads = torch.get_num_threads()
+    answers = {}
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            answers[n] = [query_track(run, t.camera, t.track_id, store=store).to_json() for t in store.tracks()]
+    finally:
+        torch.set_num_threads(threads)
+    assert any(len(a["matches"]) > 1 for a in answers[1])  # other identities' scores are compared too
+    assert answers[1] == answers[2]

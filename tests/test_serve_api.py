@@ -7,6 +7,9 @@ import json
 import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -323,6 +326,23 @@ def test_two_server_processes_answer_alike_and_stop_together(run):
     assert min(spent) > 0.02, spent  # each answered some: an idle process spends next to nothing
     assert proc.returncode == 130
     assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in servers)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_stops_the_server_with_143(run, workers):
+    """SIGTERM (docker stop, systemd) stops one server process or several as Ctrl-C does, with
+    128 + SIGTERM as `crosscam track` exits (Ctrl-C's 130 is checked by every `serving` block)."""
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli.main", "serve", str(run), "--port", "0",
+                             "--workers", workers], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("crosscam serve: http://"), line
+        httpx.get(line.split()[2] + "api/cameras", timeout=60).raise_for_status()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 143, proc.stderr.read()[-500:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def test_default_processes_one_for_a_large_exact_fp32_index(run, monkeypatch, tmp_path):

@@ -64,10 +64,8 @@ def register(app: typer.Typer) -> None:
         """Serve RUN_DIR's cameras, identities and queries as a local web page and JSON API (/docs).
         Click a person's box in any camera (or draw one, or upload a photo) to see every camera they
         appeared in and when. Reads the run only; Ctrl-C stops it."""
-        import uvicorn  # the server's dependencies load only for this command
-
-        from pipeline.serve import create_app
-        from pipeline.serve.processes import default_workers, serve_processes
+        from pipeline.serve import create_app  # the server's dependencies load only for this command
+        from pipeline.serve.processes import default_workers, serve_one_process, serve_processes
 
         if not is_local_host(host) and not token:
             raise CrosscamError(f"--host {host}: reachable from other machines; give --token TOKEN as well "
@@ -83,10 +81,8 @@ def register(app: typer.Typer) -> None:
         if open_browser:
             threading.Timer(0.5, webbrowser.open, args=(url,)).start()
         if processes > 1:
-            if serve_processes(sock, processes, run_dir, token, config):
-                raise typer.Exit(130)  # Ctrl-C, as `crosscam track`
-            return
-        # Ctrl-C waits at most 3 s for requests in flight (a page left open keeps connections alive).
-        server = uvicorn.Server(uvicorn.Config(web_app, log_level="warning", lifespan="off",
-                                               timeout_graceful_shutdown=3))
-        server.run(sockets=[sock])  # Ctrl-C: uvicorn shuts down gracefully, then re-raises it (exit 130, as `crosscam track`)
+            stopped_by = serve_processes(sock, processes, run_dir, token, config)
+        else:
+            stopped_by = serve_one_process(sock, web_app)
+        if stopped_by is not None:
+            raise typer.Exit(128 + stopped_by)  # 130 after Ctrl-C, 143 after SIGTERM, as `crosscam track`

@@ -1,4 +1,5 @@
-"""``crosscam serve --workers N``: N server processes answering on one listening socket.
+"""``crosscam serve``: one server process, or with ``--workers N`` N of them answering on one
+listening socket.
 
 A query's Python work (reading the store, scoring, building the answer) holds the GIL, so one
 process serves on about one core however many requests wait: on 2 cores and 100k tracks (IVF
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -41,9 +43,31 @@ def default_workers(run_dir: Path, config: StoreConfig) -> int:
     return max(1, min(MAX_DEFAULT_WORKERS, os.cpu_count() or 1))
 
 
+def serve_one_process(sock: socket.socket, app) -> int | None:
+    """Serve ``app`` on ``sock`` in this process until Ctrl-C or SIGTERM; the signal that stopped
+    it, None if it stopped otherwise. Requests in flight get at most 3 s to finish (a page left
+    open keeps connections alive)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):  # uvicorn's, remembering the signal that stopped it
+        stopped_by: int | None = None
+
+        def handle_exit(self, sig: int, frame) -> None:
+            self.stopped_by = self.stopped_by or sig
+            super().handle_exit(sig, frame)
+
+    server = Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=3))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the signal once it has shut down
+        pass
+    return server.stopped_by
+
+
 def serve_processes(sock: socket.socket, workers: int, run_dir: Path, token: str | None,
-                    config: Path | None) -> bool:
-    """Serve ``run_dir`` on ``sock`` from ``workers`` processes until Ctrl-C or SIGTERM; True on Ctrl-C.
+                    config: Path | None) -> int | None:
+    """Serve ``run_dir`` on ``sock`` from ``workers`` processes until Ctrl-C or SIGTERM; the signal
+    that stopped them (``signal.SIGINT`` or ``SIGTERM``), None if they stopped otherwise.
 
     Each process builds its app with :func:`pipeline.serve.app.app_from_environment` from the
     variables set here, and searches FAISS on its share of the CPUs (``OMP_NUM_THREADS``, unless
@@ -57,15 +81,19 @@ def serve_processes(sock: socket.socket, workers: int, run_dir: Path, token: str
     settings = uvicorn.Config("pipeline.serve.app:app_from_environment", factory=True, workers=workers,
                               log_level="warning", lifespan="off", timeout_graceful_shutdown=3)
 
-    class Supervisor(Multiprocess):  # uvicorn's, remembering whether it stopped on Ctrl-C
-        interrupted = False
+    class Supervisor(Multiprocess):  # uvicorn's, remembering the signal that stopped it
+        stopped_by: int | None = None
 
         def handle_int(self) -> None:
-            self.interrupted = True
+            self.stopped_by = self.stopped_by or signal.SIGINT
             super().handle_int()
+
+        def handle_term(self) -> None:
+            self.stopped_by = self.stopped_by or signal.SIGTERM
+            super().handle_term()
 
     # uvicorn 0.30-0.3x take the processes' target; later ones build each process's server themselves
     target = {"target": uvicorn.Server(settings).run} if "target" in inspect.signature(Multiprocess).parameters else {}
     supervisor = Supervisor(settings, sockets=[sock], **target)
     supervisor.run()
-    return supervisor.interrupted
+    return supervisor.stopped_by
