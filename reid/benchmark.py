@@ -172,6 +172,8 @@ def run_benchmark(
         fingerprint=embedder.fingerprint,
         preprocess=embedder.preprocess,
         flip=embedder.flip,
+        runtime=embedder.runtime,
+        precision=embedder.precision,
         dataset=str(dataset.root.resolve()),
         metric=settings.metric,
         rerank=settings.rerank,

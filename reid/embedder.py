@@ -131,6 +131,7 @@ class Embedder:
         flip: bool = False,
         preprocess: str = "fast",
         runtime: str = "torch",
+        precision: str = "fp32",
     ):
         if batch_size < 1:
             raise CrosscamError(f"--batch-size {batch_size}: must be at least 1")
@@ -143,6 +144,7 @@ class Embedder:
         self.flip = flip
         self.preprocess = preprocess
         self.runtime = runtime  # the engine that runs the network: torch or onnxruntime
+        self.precision = precision  # fp32, or bf16 / fp16 (torch autocast)
 
     def __repr__(self) -> str:
         return (f"Embedder({self.name!r}, dim={self.dim}, input_size={self.input_size}, flip={self.flip}, "
@@ -173,7 +175,8 @@ class Embedder:
         if preprocess not in ("fast", "parity"):
             raise CrosscamError(f"preprocess {preprocess!r}: unknown; use fast or parity")
         requested_runtime, runtime = runtime, resolve_runtime(runtime, device, precision)
-        options: dict[str, Any] = {"batch_size": batch_size, "flip": flip, "preprocess": preprocess, "runtime": runtime}
+        options: dict[str, Any] = {"batch_size": batch_size, "flip": flip, "preprocess": preprocess, "runtime": runtime,
+                                   "precision": precision}
         entry = zoo.find_entry(str(path_or_name))
         if entry is not None and model_card is not None:
             raise CrosscamError(f"{entry.name}: a model card describes an .onnx file only; drop --model-card")
@@ -245,6 +248,8 @@ class Embedder:
             "preprocess": options["preprocess"],
             "runtime": options["runtime"],  # engines agree to float32 rounding, not bit for bit
         }
+        if options["precision"] != "fp32":  # (fp32 left out: fingerprints, and so stores, made before it was added stay valid)
+            feature_settings["precision"] = options["precision"]
         fingerprint = weights_fingerprint(path, feature_settings)
         return cls(features, dim=dim, input_size=tuple(input_size), name=name, fingerprint=fingerprint, **options)
 

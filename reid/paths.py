@@ -15,6 +15,7 @@ True
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from reid.errors import CrosscamError
@@ -45,3 +46,8 @@ def _writable_parent(folder: Path, option: str, shown: Path | None = None) -> No
         raise CrosscamError(f"{option} {shown or folder}: {existing} is a file, not a folder; give another path")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise CrosscamError(f"{option} {shown or folder}: cannot write in {existing}; give another path")
+    try:  # permissions are not all: a read-only mount, /proc, a full disk refuse only when tried
+        os.rmdir(tempfile.mkdtemp(prefix=".crosscam-probe-", dir=existing))
+    except OSError as exc:
+        raise CrosscamError(f"{option} {shown or folder}: cannot write in {existing} ({exc.strerror}); "
+                            "give another path") from None

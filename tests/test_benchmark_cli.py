@@ -71,7 +71,8 @@ def test_rerun_with_rerank_uses_cached_features(osnet_run):
     args = ["benchmark", str(root), "--reid", str(weights), "--device", "cpu", "--out", str(out), "--rerank"]
     code, stdout = run_cli([*args, "--save-distances"])
     assert code == 0
-    assert "cached features" in stdout and "Rank-1" in stdout and "preprocessing: parity" in stdout
+    assert "cached features" in stdout and "Rank-1" in stdout
+    assert "settings: preprocessing parity, onnxruntime fp32, flip off, metric cosine, rerank on, aqe off" in stdout
     report = json.loads((out / "report.json").read_text())
     assert report["features_cached"] is True and report["rerank"] is True and report["preprocess"] == "parity"
     assert "| flip | False |" in (out / "report.md").read_text()  # the settings scored are in both reports

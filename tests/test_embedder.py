@@ -11,7 +11,7 @@ import torch
 from reid import Embedder, zoo
 from reid.checkpoint import to_fastreid_name
 from reid.config import BotModelConfig, EmbedderConfig
-from reid.embedder import resolve_runtime
+from reid.embedder import IN_MODEL, resolve_runtime, weights_fingerprint
 from reid.errors import CrosscamError
 from reid.models.bot import build_bot_model
 from reid.preprocess import crops_to_tensor
@@ -94,6 +94,15 @@ def test_bf16_features_are_close_to_fp32(crops, raw_features):
     assert features.dtype == np.float32
     assert np.all(cosine(features, raw_features) >= 0.99)
     assert not np.array_equal(features, raw_features)
+    # other features, so another fingerprint (a benchmark's cache of fp32 features never stands in)
+    fp16 = Embedder.from_weights("mobilenetv2_imagenet", device="cpu", precision="fp16")
+    fp32 = Embedder.from_weights("mobilenetv2_imagenet", device="cpu", runtime="torch")
+    assert len({bf16.fingerprint, fp16.fingerprint, fp32.fingerprint}) == 3
+    assert (bf16.precision, fp16.precision, fp32.precision) == ("bf16", "fp16", "fp32")
+    # fp32's is what it was before precision counted: stores made then still take its features
+    path = zoo.ensure_weights(zoo.get_entry("mobilenetv2_imagenet"))
+    settings = IN_MODEL | {"input_size": list(fp32.input_size), "flip": False, "preprocess": "fast", "runtime": "torch"}
+    assert fp32.fingerprint == weights_fingerprint(path, settings)
 
 
 def test_from_config_uses_every_key():

@@ -69,8 +69,9 @@ class RankingResult:
     num_valid_query: int
 
     def rank(self, k: int) -> float:
-        """Rank-k accuracy (fraction 0..1), k is 1-based."""
-        return float(self.cmc[k - 1])
+        """Rank-k accuracy (fraction 0..1), k is 1-based: the float32 CMC value's shortest decimal
+        (0.45, not 0.44999998807907104 as a float64 of it)."""
+        return float(np.format_float_positional(self.cmc[k - 1]))
 
     def summary(self) -> dict[str, float | int]:
         """Rank-1/5/10, mAP, mINP as fractions 0..1 (ranks beyond max_rank are omitted)."""
