@@ -136,7 +136,8 @@ def read_checkpoint(path: Path, trust: bool = False) -> Any:
             ) from None
         reason = _first_sentence(message) or type(exc).__name__
         raise CrosscamError(
-            f"{path}: unreadable checkpoint, truncated or corrupt ({reason}); download it again"
+            f"{path}: unreadable checkpoint, truncated or corrupt ({reason}); download it again "
+            "(a registry file: `crosscam weights download NAME --force`)"
         ) from None
 
 

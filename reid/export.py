@@ -105,8 +105,12 @@ def load_for_export(weights: str | Path, trust: bool = False) -> tuple[nn.Module
             return load_mobilenetv2_imagenet(path), tuple(MOBILENETV2_INPUT_SIZE)
         weights, overrides = path, zoo.model_overrides(entry)
     path = Path(weights)
-    if path.suffix.lower() not in (".pth", ".pt"):
-        raise CrosscamError(f"{path}: export needs a torch checkpoint (.pth/.pt) or a registry name; {path.suffix or 'this'} files cannot be exported")
+    if entry is None and not path.exists():
+        raise CrosscamError(f"{path}: no such file, nor a registry name; give a .pth/.pt checkpoint or a name "
+                            "from `crosscam weights list`")
+    if path.suffix.lower() not in (".pth", ".pt") or not path.is_file():
+        kind = "a folder" if path.is_dir() else f"{path.suffix} files" if path.suffix else "files without .pth/.pt"
+        raise CrosscamError(f"{path}: export needs a torch checkpoint (.pth/.pt) or a registry name; {kind} cannot be exported")
     model, meta = load_trained_model(path, trust=trust, overrides=overrides)
     return model, tuple(meta["input_size"])
 
@@ -118,7 +122,7 @@ def export_onnx(
     weights: str | Path, out: str | Path, trust: bool = False, tolerance: float = TOLERANCE, opset: int = OPSET
 ) -> ExportResult:
     """Export ``weights`` to ``out`` (+ model card beside it); raises CrosscamError when parity fails."""
-    out = output_file(out, "--out")
+    out = output_file(out, "--out", example="model.onnx")
     if out.suffix.lower() != ".onnx":
         raise CrosscamError(f"--out {out}: the file name must end in .onnx")
     card_path = card_path_for(out)

@@ -31,11 +31,12 @@ def output_folder(path: str | Path, option: str) -> Path:
     return path
 
 
-def output_file(path: str | Path, option: str) -> Path:
-    """``path`` as a file to write: not a folder, in a folder that exists or can be made."""
+def output_file(path: str | Path, option: str, example: str = "out") -> Path:
+    """``path`` as a file to write: not a folder (a folder's error suggests ``path/example``), in a
+    folder that exists or can be made."""
     path = Path(path)
     if path.is_dir():
-        raise CrosscamError(f"{option} {path}: a folder; give the file to write, e.g. {path / 'out'}{path.suffix}")
+        raise CrosscamError(f"{option} {path}: a folder; give the file to write, e.g. {path / example}")
     _writable_parent(path.parent, option, shown=path)
     return path
 
@@ -51,3 +52,11 @@ def _writable_parent(folder: Path, option: str, shown: Path | None = None) -> No
     except OSError as exc:
         raise CrosscamError(f"{option} {shown or folder}: cannot write in {existing} ({exc.strerror}); "
                             "give another path") from None
+
+
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file here: 0o666 less the umask (``tempfile.mkstemp``'s
+    files are 0o600, so a file renamed into place from one needs this ``os.fchmod``)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 import reid
 from reid.errors import CrosscamError
+from reid.paths import new_file_mode
 
 WEIGHTS_FOLDER = Path(reid.__file__).resolve().parents[1] / "weights"
 REGISTRY_FILE = WEIGHTS_FOLDER / "registry.yaml"
@@ -114,10 +115,11 @@ def ensure_weights(entry: WeightsEntry, progress: bool = True) -> Path:
     return download_entry(entry, progress)
 
 
-def download_entry(entry: WeightsEntry, progress: bool = True) -> Path:
-    """Download ``entry`` into the weights directory (any entry with a URL); return the file's path."""
+def download_entry(entry: WeightsEntry, progress: bool = True, force: bool = False) -> Path:
+    """Download ``entry`` into the weights directory (any entry with a URL) unless it is there
+    already (``force``: download it anyway); return the file's path."""
     path = entry.local_path()
-    if path.is_file():
+    if path.is_file() and not force:
         return path
     if entry.url is None:
         raise CrosscamError(
@@ -140,6 +142,7 @@ def download_file(url: str, dest: Path, sha256: str | None = None, progress: boo
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
     try:
+        os.fchmod(fd, new_file_mode())  # readable as any file the user writes, not mkstemp's 0o600
         with os.fdopen(fd, "wb") as out:
             digest = _stream(url, out, dest, progress, timeout)
         if sha256 is not None and digest != sha256.lower():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import cv2
 import numpy as np
@@ -137,3 +139,17 @@ def test_weights_download_reports_the_path(capsys):
     assert code == 0 and stdout.strip() == str(zoo.get_entry("mobilenetv2_imagenet").local_path())
     code, _, stderr = run_cli(capsys, "weights", "download", "nope")
     assert code == 2 and "error: nope: not a known weights name" in stderr
+
+
+def test_embed_output_is_readable_like_the_users_other_files(images, tmp_path, capsys):
+    """The .npy is renamed into place from a temporary file (0o600): it gets the umask's mode; an
+    --out that is not .npy is refused (numpy.save's data under another name)."""
+    out = tmp_path / "f.npy"
+    old = os.umask(0o022)
+    try:
+        code, _, _ = run_cli(capsys, "embed", "--reid", "mobilenetv2_imagenet", "--out", out, images[0])
+    finally:
+        os.umask(old)
+    assert code == 0 and stat.S_IMODE(out.stat().st_mode) == 0o644
+    code, _, err = run_cli(capsys, "embed", "--reid", "mobilenetv2_imagenet", "--out", tmp_path / "f.txt", images[0])
+    assert code == 2 and "must end in .npy" in err and not (tmp_path / "f.txt").exists()

@@ -93,5 +93,9 @@ def test_export_refuses_to_overwrite_a_yaml_that_is_no_model_card_and_bad_output
     (tmp_path / "file").write_text("x")
     with pytest.raises(CrosscamError, match="is a file, not a folder"):
         export_onnx("x.pth", tmp_path / "file" / "m.onnx")
-    with pytest.raises(CrosscamError, match="a folder; give the file to write"):
+    with pytest.raises(CrosscamError, match="a folder; give the file to write, e.g. .*model.onnx"):
         export_onnx("x.pth", tmp_path)
+    with pytest.raises(CrosscamError, match="nosuch: no such file, nor a registry name"):
+        export_onnx("nosuch", tmp_path / "m.onnx")
+    with pytest.raises(CrosscamError, match="a folder cannot be exported"):
+        export_onnx(tmp_path, tmp_path / "m.onnx")

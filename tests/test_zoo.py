@@ -130,3 +130,8 @@ def test_download_entry_lands_in_the_weights_dir(http_folder, tmp_path, monkeypa
     entry = zoo.WeightsEntry(name="tiny", architecture="bot_R50", format="fastreid-v0.1", file="tiny.pth", loadable=True, url=base + "tiny.pth")
     assert zoo.download_entry(entry, progress=False) == tmp_path / "wd" / "tiny.pth"
     assert (tmp_path / "wd" / "tiny.pth").read_bytes() == b"weights"
+    (tmp_path / "wd" / "tiny.pth").write_bytes(b"trunc")  # a corrupt file on disk: kept unless forced
+    assert zoo.download_entry(entry, progress=False) == tmp_path / "wd" / "tiny.pth"
+    assert (tmp_path / "wd" / "tiny.pth").read_bytes() == b"trunc"
+    zoo.download_entry(entry, progress=False, force=True)
+    assert (tmp_path / "wd" / "tiny.pth").read_bytes() == b"weights"

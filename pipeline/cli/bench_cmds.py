@@ -67,7 +67,12 @@ def benchmark(
         reid, device=device, batch_size=batch_size, precision=precision, flip=flip, preprocess=preprocess, runtime=runtime
     )
     settings = BenchmarkSettings(metric=metric, rerank=rerank, aqe=aqe)
-    result = run_benchmark(root, embedder, out, settings, cache_dir=cache_dir, progress=True, save_distances=save_distances)
+    try:
+        result = run_benchmark(root, embedder, out, settings, cache_dir=cache_dir, progress=True, save_distances=save_distances)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted before {out}/report.json was written; features are cached only once all are "
+                   "embedded, so a new run embeds them again", err=True)
+        raise typer.Exit(130) from None
     report = result.report
     if json_output:
         typer.echo(json.dumps({key: report[key] for key in BENCHMARK_JSON_KEYS} | {"report": str(result.files["report.json"])}))

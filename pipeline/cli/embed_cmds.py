@@ -14,7 +14,7 @@ import typer
 from pipeline.cli import RUNTIME_HELP
 from reid import Embedder, zoo
 from reid.errors import CrosscamError
-from reid.paths import output_file
+from reid.paths import new_file_mode, output_file
 
 weights_app = typer.Typer(help="Known ReID weights: list them, download them.", no_args_is_help=True)
 
@@ -62,6 +62,7 @@ def save_npy_atomically(array: np.ndarray, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
     try:
+        os.fchmod(fd, new_file_mode())  # readable as any file the user writes, not mkstemp's 0o600
         with os.fdopen(fd, "wb") as handle:
             np.save(handle, array)
         os.replace(tmp_name, out)
@@ -116,10 +117,15 @@ def list_weights(as_json: bool = typer.Option(False, "--json", help="Print one J
 def download_weights(
     name: str = typer.Argument(..., help="A name from `crosscam weights list`."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the path."),
+    force: bool = typer.Option(False, "--force", help="Download it again though a file is on disk (a corrupt "
+                               "or truncated one); the old file stays until the new one is complete."),
 ) -> None:
     """Download a registry entry into the weights folder (progress on stderr); print where it is."""
     entry = zoo.get_entry(name)
-    path = zoo.download_entry(entry)
+    on_disk = entry.local_path().is_file()
+    path = zoo.download_entry(entry, force=force)
+    if on_disk and not force:
+        typer.echo(f"{path}: already on disk, not downloaded; --force downloads it again", err=True)
     if as_json:
         typer.echo(json.dumps({"name": name, "path": str(path), "loadable": entry.loadable}))
     else:
@@ -144,7 +150,9 @@ def embed(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object describing the output."),
 ) -> None:
     """Embed image files with a ReID model and write their features to a .npy file."""
-    out = output_file(out, "--out")
+    out = output_file(out, "--out", example="features.npy")
+    if out.suffix.lower() != ".npy":
+        raise CrosscamError(f"--out {out}: the file name must end in .npy (it is written with numpy.save)")
     crops = read_images_bgr(images)
     embedder = Embedder.from_weights(
         reid_weights,

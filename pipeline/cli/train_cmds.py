@@ -44,8 +44,11 @@ def train(
     try:
         result = Trainer(cfg, data, out, resume=resume, progress=True).run()
     except KeyboardInterrupt:
-        typer.echo(f"interrupted: {out}/last.pth holds the last finished epoch (if any); continue with "
-                   f"crosscam train ... --out {out} --resume", err=True)
+        if (out / "last.pth").is_file():
+            typer.echo(f"interrupted: {out}/last.pth holds the last finished epoch; continue with "
+                       f"crosscam train ... --out {out} --resume", err=True)
+        else:
+            typer.echo("interrupted before an epoch finished: nothing to resume; run it again without --resume", err=True)
         raise typer.Exit(130) from None
     if json_output:
         typer.echo(json.dumps(result))
