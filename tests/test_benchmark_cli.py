@@ -76,6 +76,7 @@ def test_rerun_with_rerank_uses_cached_features(osnet_run):
     report = json.loads((out / "report.json").read_text())
     assert report["features_cached"] is True and report["rerank"] is True and report["preprocess"] == "parity"
     assert "| flip | False |" in (out / "report.md").read_text()  # the settings scored are in both reports
+    assert "not a cosine one" in (out / "report.md").read_text()  # a re-ranked threshold is no similarity
     assert json.loads(run_cli([*args, "--json"])[1])["rerank"] is True
     assert report["mAP"] != json.loads(first_stdout)["mAP"]
     # The saved re-ranked distances evaluate to the same numbers.

@@ -41,7 +41,7 @@ def benchmark(
     out: Path = typer.Option(None, "--out", help="Report folder [default: runs/benchmark/DATASET]."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Feature cache folder [default: OUT/cache]."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Crops per forward pass."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Crops per forward pass."),
     preprocess: str = typer.Option(
         "parity", "--preprocess", help="parity (fast-reid's PIL bicubic test loader, its protocol) or fast (OpenCV, as tracking uses)."
     ),
@@ -92,12 +92,15 @@ def benchmark(
 
 def evaluate_ranking_file(
     path: Path = typer.Argument(..., help="An .npz with distmat, q_pids, g_pids, q_camids, g_camids."),
-    max_rank: int = typer.Option(50, "--max-rank", help="Length of the CMC curve."),
+    max_rank: int = typer.Option(50, "--max-rank", min=1, help="Length of the CMC curve."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """Evaluate a saved (num_query, num_gallery) distance matrix with the Market-1501 protocol."""
     arrays = _load_npz(path)
-    result = evaluate_ranking(*(arrays[key] for key in NPZ_KEYS), max_rank=max_rank)
+    try:
+        result = evaluate_ranking(*(arrays[key] for key in NPZ_KEYS), max_rank=max_rank)
+    except CrosscamError as exc:
+        raise CrosscamError(f"{path}: {exc}") from None
     num_query, num_gallery = arrays["distmat"].shape
     report = result.summary() | {"num_query": num_query, "num_gallery": num_gallery}
     if json_output:
@@ -115,6 +118,8 @@ def _echo_metrics(report: dict) -> None:
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
     """The arrays of ``NPZ_KEYS`` from the .npz archive (a zip file) at ``path``; anything else is a one-line error."""
+    if path.is_dir():
+        raise CrosscamError(f"{path}: a folder; pass the distances.npz that `crosscam benchmark --save-distances` writes")
     if not path.is_file():
         raise CrosscamError(f"{path}: file not found; pass an .npz saved with numpy.savez")
     if not zipfile.is_zipfile(path):  # a single .npy array, a text file, ...

@@ -53,7 +53,8 @@ def train(
     if json_output:
         typer.echo(json.dumps(result))
         return
-    typer.echo(f"trained {cfg.model.backbone} for {cfg.solver.epochs} epochs on {data}")
+    trained = f"{cfg.model.onnx} (fine-tuned)" if cfg.model.backbone == "onnx" else cfg.model.backbone
+    typer.echo(f"trained {trained} for {cfg.solver.epochs} epoch{'s' if cfg.solver.epochs != 1 else ''} on {data}")
     for key in METRIC_KEYS:
         if key in result:
             typer.echo(f"{key:>8}: {100 * result[key]:6.2f}%")

@@ -54,6 +54,10 @@ def markdown_report(report: dict[str, Any], pictures: dict[str, str]) -> str:
         shown = f"{100 * value:.2f}%" if rate else f"{value:.4g}" if isinstance(value, float) else str(value)
         lines.append(f"| {key} | {shown} |")
     notes = [note for prefix, note in _NOTES.items() if any(key.startswith(prefix) for key in report)]
+    if report.get("rerank") or report.get("aqe") or report.get("metric") == "euclidean":  # not a cosine distance
+        notes = [_NOTES["suggested_threshold"].split("; a cosine")[0] + "; a distance of these settings (re-ranked, "
+                 "query-expanded or euclidean), not a cosine one: no association.threshold follows from it"
+                 if note == _NOTES["suggested_threshold"] else note for note in notes]
     if notes:
         lines += ["", *(f"- {note}" for note in notes)]
     for key, value in report.items():
