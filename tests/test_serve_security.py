@@ -95,6 +95,7 @@ def test_a_non_local_host_needs_a_token(run, capsys):
 def test_with_a_token_every_request_carries_it(run):
     with serving(run, "--host", "0.0.0.0", "--token", "s3cret") as printed:
         assert printed.endswith("/?token=s3cret")
+        assert urlsplit(printed).hostname == socket.gethostname().lower()  # what other machines can use, not 0.0.0.0
         port = urlsplit(printed).port
         local = f"http://127.0.0.1:{port}"
         for path in ("/", "/api/status", "/api/frames/cam2/3", "/files/cam2/thumbs/1.jpg", "/docs", "/openapi.json"):

@@ -74,12 +74,15 @@ def register(app: typer.Typer) -> None:
         web_app = create_app(run_dir, token, settings)  # one-line errors before listening
         processes = workers or default_workers(run_dir, settings.store)
         sock = bind(host, port)
-        shown_host = f"[{host}]" if ":" in host else host
-        url = f"http://{shown_host}:{sock.getsockname()[1]}/" + (f"?token={token}" if token else "")
-        typer.echo(f"crosscam serve: {url}  (run {Path(run_dir).resolve()}; {processes} process"
+        everywhere = host in ("0.0.0.0", "::")  # every interface: other machines reach it by this one's name
+        shown_host = socket.gethostname() if everywhere else f"[{host}]" if ":" in host else host
+        port_token = f":{sock.getsockname()[1]}/" + (f"?token={token}" if token else "")
+        url = f"http://{shown_host}{port_token}"
+        where = f"all interfaces; here http://127.0.0.1{port_token}; " if everywhere else ""
+        typer.echo(f"crosscam serve: {url}  ({where}run {Path(run_dir).resolve()}; {processes} process"
                    f"{'es' if processes > 1 else ''}; Ctrl-C stops)")
         if open_browser:
-            threading.Timer(0.5, webbrowser.open, args=(url,)).start()
+            threading.Timer(0.5, webbrowser.open, args=(f"http://127.0.0.1{port_token}" if everywhere else url,)).start()
         if processes > 1:
             stopped_by = serve_processes(sock, processes, run_dir, token, config)
         else:
