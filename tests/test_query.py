@@ -257,7 +257,7 @@ def test_scores_do_not_depend_on_the_number_of_threads(tmp_path_factory):
     try:
         for n in (1, 2):
             torch.set_num_threads(n)
-            answers[n] = [query_track(run, t.camera, t.track_id, store=store).to_json() for t in store.tracks()]
+            answers[n] = [query_track(run, t.camera, t.track_id, store=store).to_json() for t in store.tracks()[:6]]
     finally:
         torch.set_num_threads(threads)
     assert any(len(a["matches"]) > 1 for a in answers[1])  # other identities' scores are compared too
