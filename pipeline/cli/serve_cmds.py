@@ -57,9 +57,10 @@ def register(app: typer.Typer) -> None:
         open_browser: bool = typer.Option(False, "--open", help="Open the page in the default browser."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML config (store settings; default configs/base.yaml)."),
         workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Server processes (default: the CPUs, at "
-                                              "most 4; 1 for an exact index of 50k tracks or more): concurrent "
-                                              "queries use every core. Each holds the store's index in memory "
-                                              "(about 2 KB per track)."),
+                                              "most 4; 1 for an exact index of 50k tracks or more scanned in fp32, "
+                                              "see store.bf16_scan): concurrent queries use every core. Each holds "
+                                              "the store's index in memory (about 2 KB per track, 3 KB with the "
+                                              "bf16 scan)."),
     ) -> None:
         """Serve RUN_DIR's cameras, identities and queries as a local web page and JSON API (/docs).
         Click a person's box in any camera (or draw one, or upload a photo) to see every camera they
