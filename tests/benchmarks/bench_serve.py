@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 
 from pipeline.config import ReidConfig, StoreConfig, load_pipeline_config  # noqa: E402
+from pipeline.exact_scan import bf16_scan_applies  # noqa: E402
 from pipeline.query import query_image, query_track  # noqa: E402
 from pipeline.report import identity_overviews  # noqa: E402
 from pipeline.serve.frames import open_frames  # noqa: E402
@@ -240,7 +241,8 @@ def main() -> None:
         for scan in args.scans:
             settings = tmp / f"{scan}.yaml"
             settings.write_text(f"store:\n  bf16_scan: {str(scan == 'bf16').lower()}\n")
-            runs.append((f"synthetic {args.tracks} (index {args.index}, {scan} scan)", synthetic, settings))
+            shown = scan if scan == "fp32" or bf16_scan_applies(args.tracks, True) else "bf16 asked, fp32 (no bf16 units or too few tracks)"
+            runs.append((f"synthetic {args.tracks} (index {args.index}, {shown} scan)", synthetic, settings))
         for label, run, settings in runs:
             peers = None
             for workers in args.workers:
