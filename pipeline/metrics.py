@@ -178,18 +178,47 @@ def _check_table(path: Path, table: np.ndarray) -> None:
         raise CrosscamError(f"{path}: id {dup % (1 << 32)} appears twice in frame {dup >> 32}; ids are unique per frame")
 
 
-def check_comparable(gt_path: Path, gt: np.ndarray, pred: np.ndarray) -> str | None:
+def check_comparable(gt_path: Path, gt: np.ndarray, pred: np.ndarray) -> list[str]:
     """Refuse ground truth that marks nobody (flag 1), as a tracks file given as ``--gt`` does
-    (its confidences are read as MOT15 flags); else a one-line warning when the predictions stop
-    well before the ground truth (their frames past it count as missed), or None."""
+    (its confidences are read as MOT15 flags); else one-line warnings where the two files do not
+    look like one sequence tracked in full: no predictions, predictions that stop well before the
+    ground truth or go well past it, predictions on only some of its frames (a ``--stride`` run),
+    no predicted box overlapping any ground-truth box."""
     if len(gt) and not (gt[:, 6] == 1).any():
         raise CrosscamError(f"{gt_path}: no row marks a person (flag / MOT15 confidence 1); is it a tracks file? "
                             "check the order of --gt and --pred")
+    if not len(pred):
+        return ["warning: the predictions hold no box: every person of the ground truth counts as missed"]
+    warnings = []
     gt_end, pred_end = int(gt[:, 0].max(initial=0)), int(pred[:, 0].max(initial=0))
-    if len(pred) and pred_end < 0.9 * gt_end:
-        return (f"warning: predictions stop at frame {pred_end}, the ground truth goes on to {gt_end}: its "
-                f"people in frames {pred_end + 1}-{gt_end} count as missed")
-    return None
+    if pred_end < 0.9 * gt_end:
+        warnings.append(f"warning: predictions stop at frame {pred_end}, the ground truth goes on to {gt_end}: its "
+                        f"people in frames {pred_end + 1}-{gt_end} count as missed")
+    if pred_end > 1.1 * gt_end:
+        warnings.append(f"warning: predictions go on to frame {pred_end}, the ground truth stops at {gt_end}: "
+                        "another sequence's? their boxes past it count as false")
+    people = gt[gt[:, 6] == 1]
+    shared = np.intersect1d(people[:, 0], np.arange(1, pred_end + 1))
+    covered = np.intersect1d(shared, pred[:, 0])
+    if len(shared) >= 10 and len(covered) < 0.6 * len(shared):
+        warnings.append(f"warning: predictions cover {len(covered)} of the ground truth's {len(shared)} frames with "
+                        "people up to their last frame (a --stride run?): the people of the others count as missed")
+    if len(people) and not _any_overlap(people, pred):
+        warnings.append("warning: no predicted box overlaps a ground-truth box in any frame: another sequence, "
+                        "or boxes in another format (x,y,w,h in pixels)?")
+    return warnings
+
+
+def _any_overlap(gt: np.ndarray, pred: np.ndarray) -> bool:
+    """Whether some predicted box overlaps some ground-truth box of its frame (rows frame,id,x,y,w,h...)."""
+    frames = np.intersect1d(gt[:, 0], pred[:, 0])
+    for frame in frames[:: max(1, len(frames) // 200)]:  # a sample of frames is enough to tell
+        a, b = gt[gt[:, 0] == frame, 2:6], pred[pred[:, 0] == frame, 2:6]
+        w = np.minimum(a[:, None, 0] + a[:, None, 2], b[None, :, 0] + b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+        h = np.minimum(a[:, None, 1] + a[:, None, 3], b[None, :, 1] + b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+        if ((w > 0) & (h > 0)).any():
+            return True
+    return False
 
 
 def evaluate_mot(gt: np.ndarray, pred: np.ndarray, num_frames: int | None = None) -> MotScores:

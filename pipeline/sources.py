@@ -247,6 +247,8 @@ class ImageFolderSource(FrameSource):
         if not self._files:
             raise CrosscamError(f"{folder}: no images (.jpg/.png/...) in this folder; pass a folder of frames or a video")
         self.frames_total = len(self._files)
+        if frames is None:  # said once per camera, not per segment
+            _warn_if_numbered_otherwise(folder, self._files)
         given = read_seqinfo_fps(self.sequence_dir / "seqinfo.ini")
         self.fps = given or cfg.default_fps
         if given is None and frames is None:  # said once per camera, not per segment
@@ -269,6 +271,22 @@ class ImageFolderSource(FrameSource):
                 continue
             self.frames_read += 1
             yield Frame(self.camera, index, index / self.fps, image)
+
+
+def _warn_if_numbered_otherwise(folder: Path, files: list[Path]) -> None:
+    """Frames are numbered by their place in the folder (tracks.txt: 1..N); where the files are
+    numbered otherwise (MOTChallenge names them by frame: 000001.jpg), a gap or another first
+    number would shift every frame against a ground truth, so say so once."""
+    if not all(p.stem.isdigit() for p in files):
+        return
+    numbers = [int(p.stem) for p in files]
+    if numbers == list(range(1, len(files) + 1)):
+        return
+    gaps = sum(b - a - 1 for a, b in zip(numbers, numbers[1:]) if b - a > 1)
+    log.warning("%s: its %d images are numbered %d-%d%s, but crosscam numbers frames by their order in the folder "
+                "(1-%d in tracks.txt, and in a replayed det.txt): they will not match a ground truth numbered by "
+                "file name; give the whole sequence, or renumber the ground truth", folder, len(files), numbers[0],
+                numbers[-1], f" with {gaps} missing" if gaps else "", len(files))
 
 
 def read_seqinfo_fps(path: Path) -> float | None:

@@ -82,6 +82,8 @@ def test_eval_mtmc_perfect_and_missing_camera(tmp_path, capsys):
         (lambda root: None, "no gt/ folder"),
         (lambda root: (root / "scene" / "gt").mkdir(parents=True), "no <camera>.txt"),
         (lambda root: write_rows(root / "scene" / "gt" / "cam1.txt", [[1, 1, 0, 0, 5]]), "need at least 6"),
+        (lambda root: write_rows(root / "scene" / "gt" / "cam1.txt", person(1, range(1, 5), 0)),
+         "no camera of cam1 has tracks_global.txt (a run made with --no-identities"),  # nothing would be scored
     ],
 )
 def test_eval_mtmc_bad_input_is_one_line(tmp_path, capsys, setup, message):
@@ -123,3 +125,28 @@ def test_eval_mtmc_refuses_tracks_past_the_scene(tmp_path, capsys):
     assert main(["eval-mtmc", "--gt", str(tmp_path / "scene"), "--run", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert "camera cam2: tracks up to frame 39 but its ground truth has 15 frames" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("case, warning", [
+    ("empty", "the predictions hold no box"),
+    ("another sequence", "predictions go on to frame 300, the ground truth stops at 100"),
+    ("every other frame", "predictions cover 50 of the ground truth's 99 frames"),  # up to their last, 99
+    ("elsewhere", "no predicted box overlaps a ground-truth box"),
+])
+def test_eval_mot_warns_where_the_files_are_not_one_sequence_tracked_in_full(tmp_path, capsys, case, warning):
+    """Scored as asked (exit 0), with a one-line warning saying why the numbers are what they are."""
+    gt = person(1, range(1, 101), 0)
+    write_rows(tmp_path / "gt.txt", gt)
+    rows = {
+        "empty": [],
+        "another sequence": [[f, 1, 10 + 4 * f, 10, 20, 50, 0.9, -1, -1, -1] for f in range(1, 301)],
+        "every other frame": [[r[0], 1, *r[2:6], 0.9, -1, -1, -1] for r in gt if r[0] % 2],
+        "elsewhere": [[r[0], 1, r[2], 500, 20, 50, 0.9, -1, -1, -1] for r in gt],
+    }[case]
+    write_rows(tmp_path / "pred.txt", rows)
+    assert main(["eval-mot", "--gt", str(tmp_path / "gt.txt"), "--pred", str(tmp_path / "pred.txt")]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"warning: {warning}") and err.count("\n") == 1, err
+    write_rows(tmp_path / "pred.txt", [[r[0], 1, *r[2:6], 0.9, -1, -1, -1] for r in gt])
+    assert main(["eval-mot", "--gt", str(tmp_path / "gt.txt"), "--pred", str(tmp_path / "pred.txt")]) == 0
+    assert capsys.readouterr().err == ""  # the same sequence tracked in full: nothing to say

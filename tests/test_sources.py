@@ -166,6 +166,22 @@ def test_image_folder_without_seqinfo_uses_default_fps(tmp_path: Path, caplog):
     assert not caplog.records
 
 
+@pytest.mark.parametrize("numbers, said", [
+    ([1, 2, 3, 4], None),
+    ([1, 2, 5, 6], "numbered 1-6 with 2 missing"),
+    ([11, 12, 13, 14], "numbered 11-14, but crosscam numbers frames by their order"),
+])
+def test_an_image_folder_numbered_otherwise_than_its_order_is_said_once(tmp_path: Path, caplog, numbers, said):
+    """MOTChallenge names frames by number; a gap or another first number shifts tracks.txt's
+    frames (1..N by order) against a ground truth numbered by file name."""
+    for i, n in enumerate(numbers):
+        cv2.imwrite(str(tmp_path / f"{n:06d}.jpg"), numbered_frame(i))
+    with open_source(str(tmp_path), "seq", SourceConfig(default_fps=5.0)) as src:
+        assert [f.index for f in src] == [0, 1, 2, 3]  # by order, as the warning says
+    warned = [r.getMessage() for r in caplog.records if "by file name" in r.getMessage()]
+    assert (warned == []) if said is None else (len(warned) == 1 and said in warned[0])
+
+
 def make_bad_input(folder: Path, kind: str) -> Path:
     path = folder / {"missing": "missing.mp4", "empty": "empty.mp4", "text": "notes.mp4", "no-images": "frames"}[kind]
     if kind == "empty":

@@ -46,8 +46,7 @@ def register(app: typer.Typer) -> None:
         TrackEval with the MOT17 rules; boxes match at IoU 0.5.
         """
         gt_rows, pred_rows = read_mot_file(gt, "gt"), read_mot_file(pred, "pred")
-        warning = check_comparable(gt, gt_rows, pred_rows)
-        if warning:
+        for warning in check_comparable(gt, gt_rows, pred_rows):
             typer.echo(warning, err=True)
         scores = evaluate_mot(gt_rows, pred_rows)
         if as_json:
@@ -74,6 +73,10 @@ def register(app: typer.Typer) -> None:
         gt_files = _gt_files(gt)
         gt_rows = {camera: read_mot_file(path, "gt") for camera, path in gt_files.items()}
         pred_rows = {}
+        if not any((run / camera / tracks).is_file() for camera in gt_files):
+            hint = (" (a run made with --no-identities has no global ids: score one camera with eval-mot, or "
+                    "associate it with `crosscam track` again)" if tracks == "tracks_global.txt" else "")
+            raise CrosscamError(f"{run}: no camera of {', '.join(gt_files)} has {tracks}{hint}; nothing to score")
         for camera in gt_files:
             path = run / camera / tracks
             if path.is_file():
