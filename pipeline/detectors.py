@@ -377,7 +377,7 @@ def score_quantiles(scores: np.ndarray) -> np.ndarray:
 def build_detector(cfg: DetectorConfig, sequence_dir: Path | None = None) -> Detector:
     """The detector ``cfg.model`` names: ``motion``, ``replay`` or an ultralytics model.
 
-    ``sequence_dir`` (an image-folder source's MOTChallenge sequence) locates ``det/det.txt``
+    ``sequence_dir`` (the source's MOTChallenge sequence, :func:`pipeline.sources.mot_sequence_dir`) locates ``det/det.txt``
     for ``replay`` when ``cfg.replay_file`` is not set. YOLO weights are loaded once per process.
     """
     if cfg.model == "motion":
@@ -386,6 +386,6 @@ def build_detector(cfg: DetectorConfig, sequence_dir: Path | None = None) -> Det
         if cfg.replay_file is not None:
             return ReplayDetector(Path(cfg.replay_file), cfg)
         if sequence_dir is None:
-            raise CrosscamError("--detector replay: no det.txt for a video file; set detector.replay_file=PATH")
+            raise CrosscamError("--detector replay: no det/det.txt beside this video; set detector.replay_file=PATH")
         return ReplayDetector(sequence_dir / "det" / "det.txt", cfg)
     return YoloDetector(cfg)

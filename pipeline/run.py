@@ -37,7 +37,7 @@ from pipeline.detectors import Detector, build_detector
 from pipeline.finalise import finalise_camera, relinked_record
 from pipeline.refine.lookback import LookBack
 from pipeline.sinks import AnnotatedVideoWriter, MotTracksWriter, TrackSummaryWriter
-from pipeline.sources import FrameSource, ImageFolderSource, open_source
+from pipeline.sources import FrameSource, mot_sequence_dir, open_source
 from pipeline.text import plural
 from pipeline.tracking import PersonTracker
 from pipeline.types import FrameResult, read_run_record, read_track_summaries
@@ -167,7 +167,7 @@ def track_videos(specs: Sequence[str], out_dir: str | Path, cfg: PipelineConfig,
             for i, spec in enumerate(specs)
         ]
         check_camera_names(specs, cameras, [s.camera for s in sources])
-        detectors = [build_detector(cfg.detector, _sequence_dir(s)) for s in sources]
+        detectors = [build_detector(cfg.detector, mot_sequence_dir(s)) for s in sources]
         embedder = Embedder.from_config(cfg.reid)
         if before is not None:
             before([s.camera for s in sources], embedder)
@@ -196,10 +196,6 @@ def publish_staged(runs: Sequence[CameraRun]) -> None:
         if run.staged is not None:
             publish(run.folder, run.staged)
             run.staged = None
-
-
-def _sequence_dir(source: FrameSource) -> Path | None:
-    return source.sequence_dir if isinstance(source, ImageFolderSource) else None
 
 
 def track_camera(source: FrameSource, detector: Detector, embedder, folder: Path, cfg: PipelineConfig,

@@ -289,6 +289,18 @@ def _warn_if_numbered_otherwise(folder: Path, files: list[Path]) -> None:
                 numbers[-1], f" with {gaps} missing" if gaps else "", len(files))
 
 
+def mot_sequence_dir(source: FrameSource) -> Path | None:
+    """The MOTChallenge sequence folder whose ``det/det.txt`` a replay reads: an image folder's
+    sequence (``SEQ/`` of ``SEQ/img1/``), or the folder of a video file with ``det/det.txt``
+    beside it (``SEQ/SEQ.mp4``); None otherwise."""
+    if isinstance(source, ImageFolderSource):
+        return source.sequence_dir
+    if isinstance(source, VideoFileSource):
+        folder = Path(source.uri).parent
+        return folder if (folder / "det" / "det.txt").is_file() else None
+    return None
+
+
 def read_seqinfo_fps(path: Path) -> float | None:
     """``frameRate`` from a MOTChallenge ``seqinfo.ini``, or ``None`` if absent/unreadable."""
     if not path.is_file():

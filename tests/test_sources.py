@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.config import SourceConfig
 from pipeline.sources import (FrameRange, ImageFolderSource, StreamSource, VideoFileSource, default_camera_name,
-                              open_source, source_warnings_muted)
+                              mot_sequence_dir, open_source, source_warnings_muted)
 from reid.errors import CrosscamError
 
 
@@ -149,6 +149,17 @@ def test_mot_image_folder_uses_seqinfo_frame_rate(tmp_path: Path):
         assert src.fps == 30.0 and src.sequence_dir == seq
         assert [f.index for f in frames] == [0, 1, 2, 4, 5] and src.frames_failed == 1
         assert frames[-1].time_s == pytest.approx(5 / 30)
+
+
+def test_replay_finds_det_txt_of_a_mot_sequence_given_as_folder_or_as_video(tmp_path: Path):
+    """MOTChallenge ships det/det.txt beside img1/, and some sequences (PETS09-S2L1 here) as SEQ/SEQ.mp4."""
+    sequence = write_mot_sequence(tmp_path, 3)
+    video = write_mjpg_avi(sequence / "MOT-TEST.avi", 3)
+    with open_source(str(sequence / "img1"), "a", SourceConfig()) as folder, open_source(str(video), "b", SourceConfig()) as film:
+        assert mot_sequence_dir(folder) == sequence.resolve() and mot_sequence_dir(film) is None  # no det.txt yet
+        (sequence / "det").mkdir()
+        (sequence / "det" / "det.txt").write_text("1,-1,1,1,5,5,0.9,-1,-1,-1\n")
+        assert mot_sequence_dir(film) == sequence.resolve()
 
 
 def test_image_folder_without_seqinfo_uses_default_fps(tmp_path: Path, caplog):

@@ -33,7 +33,7 @@ from pipeline.config import PipelineConfig
 from pipeline.detectors import build_detector
 from pipeline.run import camera_chain
 from pipeline.scale.units import WorkUnit
-from pipeline.sources import STREAM_SCHEMES, ImageFolderSource, open_source
+from pipeline.sources import STREAM_SCHEMES, mot_sequence_dir, open_source
 from pipeline.track_state import TrackAccumulator
 from pipeline.tracks_file import TrackRows
 from pipeline.types import FrameResult
@@ -157,8 +157,7 @@ class SegmentWorker:
         start = time.perf_counter()
         times = StageTimes()
         with open_source(unit.spec, unit.camera, self.cfg.source, unit.frames) as source:
-            sequence_dir = source.sequence_dir if isinstance(source, ImageFolderSource) else None
-            detector = build_detector(self.cfg.detector, sequence_dir)
+            detector = build_detector(self.cfg.detector, mot_sequence_dir(source))
             collector = _UnitCollector(unit, source.frame_size, self.cfg.output.representatives,
                                        self.cfg.output.thumbnails, self._report(unit.key))
             with closing(camera_chain(source, detector, self.embedder, [collector], self.cfg, times, colour)) as chain:
