@@ -137,6 +137,9 @@ def read_mot_file(path: str | Path, kind: str) -> np.ndarray:
                             f"{'SEQ/gt/gt.txt' if kind == 'gt' else 'RUN_DIR/CAMERA/tracks.txt'})")
     if not path.is_file():
         raise CrosscamError(f"{path}: {kind} file not found; pass an existing MOTChallenge .txt file")
+    with open(path, "rb") as handle:
+        if b"\0" in handle.read(4096):  # an image, an .npz, ...: its bytes are no use in the message
+            raise CrosscamError(f"{path}: a binary file, not a MOTChallenge .txt; pass the {kind} text file")
     rows = []
     for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         if not line.strip():

@@ -150,3 +150,11 @@ def test_eval_mot_warns_where_the_files_are_not_one_sequence_tracked_in_full(tmp
     write_rows(tmp_path / "pred.txt", [[r[0], 1, *r[2:6], 0.9, -1, -1, -1] for r in gt])
     assert main(["eval-mot", "--gt", str(tmp_path / "gt.txt"), "--pred", str(tmp_path / "pred.txt")]) == 0
     assert capsys.readouterr().err == ""  # the same sequence tracked in full: nothing to say
+
+
+def test_eval_mot_names_a_binary_file_without_printing_its_bytes(tmp_path, capsys):
+    write_rows(tmp_path / "gt.txt", person(1, range(1, 5), 0))
+    (tmp_path / "frame.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01" + bytes(range(256)))
+    assert main(["eval-mot", "--gt", str(tmp_path / "gt.txt"), "--pred", str(tmp_path / "frame.jpg")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {tmp_path / 'frame.jpg'}: a binary file, not a MOTChallenge .txt; pass the pred text file\n"

@@ -37,7 +37,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("eval-mot")
     def eval_mot(
-        gt: Path = typer.Option(..., "--gt", help="Ground truth, MOTChallenge gt.txt (frame,id,x,y,w,h,flag,class,vis)."),
+        gt: Path = typer.Option(..., "--gt", help="Ground truth, MOTChallenge gt.txt (frame,id,x,y,w,h,flag,class,vis; "
+                                "10 columns: MOT15's frame,id,x,y,w,h,conf,wx,wy,wz)."),
         pred: Path = typer.Option(..., "--pred", help="Predicted tracks, MOTChallenge (frame,id,x,y,w,h,conf,...)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
     ) -> None:
