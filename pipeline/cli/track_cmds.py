@@ -124,7 +124,7 @@ def register(app: typer.Typer) -> None:
             "cameras": [
                 {"camera": r.camera, "folder": str(r.folder.resolve()), "status": r.status, "error": r.error,
                  "frames_read": r.frames_read, "frames_failed": r.frames_failed, "tracks": r.num_tracks,
-                 "elapsed_s": round(r.elapsed_s, 3), "fps": round(r.frames_per_second, 2),
+                 "elapsed_s": round(r.elapsed_s, 3), "frames_per_second": round(r.frames_per_second, 2),  # processing speed; run.json's fps is the source's
                  "stage_seconds": r.stage_seconds}
                 for r in runs
             ],
@@ -134,7 +134,7 @@ def register(app: typer.Typer) -> None:
         else:
             for cam in result["cameras"]:
                 typer.echo(f"{cam['camera']}: {plural(cam['frames_read'], 'frame')}, {plural(cam['tracks'], 'track')}, "
-                           f"{cam['fps']} frames/s -> {cam['folder']}"
+                           f"{cam['frames_per_second']} frames/s -> {cam['folder']}"
                            + (f" ({plural(cam['frames_failed'], 'frame')} could not be decoded)" if cam["frames_failed"] else "")
                            + (f" ({cam['status']}: {cam['error']})" if cam["status"] != "complete" else ""))
         _report_identities(linked, identities, as_json)
