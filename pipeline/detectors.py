@@ -347,12 +347,24 @@ class ReplayDetector:
         for row in rows:
             by_frame[int(row[0]) - 1].append(row)
         self._by_frame = {k: np.stack(v) for k, v in by_frame.items()}
+        self._path, self._rows, self._size_checked = path, rows, False
         self.fingerprint = _sha256_json({"det": _sha256_file(path), "conf": cfg.confidence,
                                          "low_conf": lowest_confidence(cfg)})
+
+    def _check_frame_size(self, width: int, height: int) -> None:
+        """Say once when boxes of the file start outside the frames: another sequence's det.txt."""
+        self._size_checked = True
+        outside = self._rows[(self._rows[:, 2] >= width) | (self._rows[:, 3] >= height)]
+        if len(outside):
+            log.warning("%s: %d boxes start outside the %dx%d frames (first: frame %d at %g,%g); is it this "
+                        "sequence's det.txt?", self._path, len(outside), width, height, int(outside[0, 0]),
+                        outside[0, 2], outside[0, 3])
 
     def detect(self, frames: Sequence[Frame]) -> list[Detections]:
         out = []
         for frame in frames:
+            if not self._size_checked:
+                self._check_frame_size(frame.image.shape[1], frame.image.shape[0])
             rows = self._by_frame.get(frame.index)
             if rows is None:
                 out.append(Detections.empty())

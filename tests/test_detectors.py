@@ -229,6 +229,22 @@ def test_replay_takes_scores_of_another_scale_as_quantiles(tmp_path: Path, caplo
     np.testing.assert_allclose(kept.confidence, [0.3, 1.0], rtol=1e-6)
 
 
+def test_replay_says_once_when_boxes_start_outside_the_frames(tmp_path: Path, caplog):
+    """Another sequence's det.txt (PETS09-S2L1's 768x576 boxes on TUD-Campus's 640x480) is said, once."""
+    det = tmp_path / "det.txt"
+    det.write_text("1,-1,10,20,30,60,0.9\n2,-1,250,20,30,60,0.9\n2,-1,30,220,30,60,0.9\n")
+    detector = ReplayDetector(det, DetectorConfig(model="replay", confidence=0.4))
+    frames = [Frame("c", i, 0.0, np.zeros((200, 200, 3), np.uint8)) for i in range(2)]
+    detector.detect(frames[:1])
+    detector.detect(frames[1:])
+    said = [r.getMessage() for r in caplog.records if "start outside" in r.getMessage()]
+    assert said == [f"{det}: 2 boxes start outside the 200x200 frames (first: frame 2 at 250,20); is it this "
+                    "sequence's det.txt?"]
+    caplog.clear()
+    ReplayDetector(det, DetectorConfig(model="replay")).detect([Frame("c", 0, 0.0, np.zeros((300, 300, 3), np.uint8))])
+    assert "start outside" not in caplog.text
+
+
 def test_replay_finds_det_txt_of_a_sequence_and_reports_missing(tmp_path: Path):
     (tmp_path / "det").mkdir()
     (tmp_path / "det" / "det.txt").write_text("2,-1,1,2,3,4,0.8\n")
