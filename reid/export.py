@@ -123,8 +123,6 @@ def export_onnx(
 ) -> ExportResult:
     """Export ``weights`` to ``out`` (+ model card beside it); raises CrosscamError when parity fails."""
     out = output_file(out, "--out", example="model.onnx")
-    if out.suffix.lower() != ".onnx":
-        raise CrosscamError(f"--out {out}: the file name must end in .onnx")
     card_path = card_path_for(out)
     if card_path.is_file() and not card_path.read_text(errors="replace").startswith(CARD_HEADER):
         raise CrosscamError(f"--out {out}: {card_path} (where its model card goes) is not a crosscam model card; "

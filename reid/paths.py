@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 from reid.errors import CrosscamError
 
@@ -32,11 +34,14 @@ def output_folder(path: str | Path, option: str) -> Path:
 
 
 def output_file(path: str | Path, option: str, example: str = "out") -> Path:
-    """``path`` as a file to write: not a folder (a folder's error suggests ``path/example``), in a
-    folder that exists or can be made."""
+    """``path`` as a file to write: not a folder (a folder's error suggests ``path/example``), ending
+    in ``example``'s suffix when it has one, in a folder that exists or can be made."""
     path = Path(path)
     if path.is_dir():
         raise CrosscamError(f"{option} {path}: a folder; give the file to write, e.g. {path / example}")
+    suffix = Path(example).suffix
+    if suffix and path.suffix.lower() != suffix:
+        raise CrosscamError(f"{option} {path}: the file name must end in {suffix}")
     _writable_parent(path.parent, option, shown=path)
     return path
 
@@ -54,9 +59,18 @@ def _writable_parent(folder: Path, option: str, shown: Path | None = None) -> No
                             "give another path") from None
 
 
-def new_file_mode() -> int:
-    """The mode ``open()`` gives a new file here: 0o666 less the umask (``tempfile.mkstemp``'s
-    files are 0o600, so a file renamed into place from one needs this ``os.fchmod``)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+@contextmanager
+def written_atomically(dest: Path) -> Iterator[BinaryIO]:
+    """A binary file for ``dest``'s new content: a temporary file beside it, renamed over ``dest``
+    when the block ends and removed when it raises, so ``dest`` is never half-written. It gets the
+    mode ``open()`` gives a new file (0o666 less the umask), not ``tempfile.mkstemp``'s 0o600."""
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            mask = os.umask(0)
+            os.umask(mask)
+            os.fchmod(handle.fileno(), 0o666 & ~mask)
+            yield handle
+        os.replace(name, dest)
+    finally:
+        Path(name).unlink(missing_ok=True)

@@ -17,7 +17,6 @@ import hashlib
 import http.client
 import importlib.resources
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from tqdm import tqdm
 
 import reid
 from reid.errors import CrosscamError
-from reid.paths import new_file_mode
+from reid.paths import written_atomically
 
 WEIGHTS_FOLDER = Path(reid.__file__).resolve().parents[1] / "weights"
 REGISTRY_FILE = WEIGHTS_FOLDER / "registry.yaml"
@@ -139,20 +138,13 @@ def download_file(url: str, dest: Path, sha256: str | None = None, progress: boo
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CrosscamError(f"{dest.parent}: cannot create the weights folder ({exc.strerror}); set {WEIGHTS_DIR_ENV}") from None
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        os.fchmod(fd, new_file_mode())  # readable as any file the user writes, not mkstemp's 0o600
-        with os.fdopen(fd, "wb") as out:
-            digest = _stream(url, out, dest, progress, timeout)
+    with written_atomically(dest) as out:
+        digest = _stream(url, out, dest, progress, timeout)
         if sha256 is not None and digest != sha256.lower():
             raise CrosscamError(
                 f"{url}: sha256 {digest} does not match the registry's {sha256}; the download is corrupt or changed, "
                 f"nothing was written to {dest}"
             )
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 

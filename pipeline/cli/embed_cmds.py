@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -14,7 +13,7 @@ import typer
 from pipeline.cli import RUNTIME_HELP
 from reid import Embedder, zoo
 from reid.errors import CrosscamError
-from reid.paths import new_file_mode, output_file
+from reid.paths import output_file, written_atomically
 
 weights_app = typer.Typer(help="Known ReID weights: list them, download them.", no_args_is_help=True)
 
@@ -60,14 +59,8 @@ def jpeg_is_truncated(path: Path) -> bool:
 def save_npy_atomically(array: np.ndarray, out: Path) -> None:
     """Write ``array`` to ``out`` via a temporary file in the same folder, so ``out`` is never half-written."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
-    try:
-        os.fchmod(fd, new_file_mode())  # readable as any file the user writes, not mkstemp's 0o600
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array)
-        os.replace(tmp_name, out)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
+    with written_atomically(out) as handle:
+        np.save(handle, array)
 
 
 def _entry_row(entry: zoo.WeightsEntry) -> dict:
@@ -151,8 +144,6 @@ def embed(
 ) -> None:
     """Embed image files with a ReID model and write their features to a .npy file."""
     out = output_file(out, "--out", example="features.npy")
-    if out.suffix.lower() != ".npy":
-        raise CrosscamError(f"--out {out}: the file name must end in .npy (it is written with numpy.save)")
     crops = read_images_bgr(images)
     embedder = Embedder.from_weights(
         reid_weights,
