@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import trackeval
 
+from pipeline.boxes import intersection_matrix
 from reid.errors import CrosscamError
 
 # What a row holds when a file has only the first columns: gt rows count as pedestrians (flag 1,
@@ -214,14 +215,14 @@ def check_comparable(gt_path: Path, gt: np.ndarray, pred: np.ndarray) -> list[st
 
 def _any_overlap(gt: np.ndarray, pred: np.ndarray) -> bool:
     """Whether some predicted box overlaps some ground-truth box of its frame (rows frame,id,x,y,w,h...)."""
+
+    def xyxy(rows: np.ndarray, frame: float) -> np.ndarray:
+        ltwh = rows[rows[:, 0] == frame, 2:6]
+        return np.hstack([ltwh[:, :2], ltwh[:, :2] + ltwh[:, 2:]])
+
     frames = np.intersect1d(gt[:, 0], pred[:, 0])
-    for frame in frames[:: max(1, len(frames) // 200)]:  # a sample of frames is enough to tell
-        a, b = gt[gt[:, 0] == frame, 2:6], pred[pred[:, 0] == frame, 2:6]
-        w = np.minimum(a[:, None, 0] + a[:, None, 2], b[None, :, 0] + b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-        h = np.minimum(a[:, None, 1] + a[:, None, 3], b[None, :, 1] + b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-        if ((w > 0) & (h > 0)).any():
-            return True
-    return False
+    sample = frames[:: max(1, len(frames) // 200)]  # a sample of frames is enough to tell
+    return any((intersection_matrix(xyxy(gt, f), xyxy(pred, f)) > 0).any() for f in sample)
 
 
 def evaluate_mot(gt: np.ndarray, pred: np.ndarray, num_frames: int | None = None) -> MotScores:
