@@ -333,8 +333,8 @@ class TrackStore:
         return [rows[k] if k in rows else _missing(k) for k in keys]
 
     def identities_of(self, keys: Sequence[int]) -> list[int]:
-        """The identities of the tracks ``keys`` (FAISS ids), each once, in no particular order;
-        keys not stored are left out."""
+        """The identities of the tracks ``keys`` (FAISS ids), each once, sorted; keys not stored are
+        left out."""
         return sorted({row[0] for row in self._rows_where_in("DISTINCT identity", "id", keys)})
 
     def match_features(self, keys: Sequence[int]) -> list[np.ndarray]:

@@ -24,9 +24,11 @@ _NOTES = {  # what a reader of report.md needs to read the verification rows
     "fastreid_TPR@FPR": "fastreid_TPR@FPR=x: fast-reid's number under that name, the share of impostor pairs "
                         "rejected when a share x of the genuine pairs is (its ROC takes impostors as positives); "
                         "not comparable with TAR@FAR",
-    "suggested_threshold": "suggested_threshold: the distance with the largest TAR - FAR (the histogram's line); "
-                           "a cosine distance d is a similarity 1 - d (association.threshold is a similarity)",
+    "suggested_threshold": "suggested_threshold: the distance with the largest TAR - FAR (the histogram's line); ",
 }
+_COSINE_THRESHOLD = "a cosine distance d is a similarity 1 - d (association.threshold is a similarity)"
+_OTHER_THRESHOLD = ("a distance of these settings (re-ranked, query-expanded or euclidean), not a cosine one: "
+                    "no association.threshold follows from it")
 
 
 def write_report(folder: str | Path, report: dict[str, Any], pictures: dict[str, str] | None = None) -> tuple[Path, Path]:
@@ -53,11 +55,9 @@ def markdown_report(report: dict[str, Any], pictures: dict[str, str]) -> str:
         rate = key.startswith(("TAR@FAR", "fastreid_TPR@FPR")) and isinstance(value, (int, float))
         shown = f"{100 * value:.2f}%" if rate else f"{value:.4g}" if isinstance(value, float) else str(value)
         lines.append(f"| {key} | {shown} |")
-    notes = [note for prefix, note in _NOTES.items() if any(key.startswith(prefix) for key in report)]
-    if report.get("rerank") or report.get("aqe") or report.get("metric") == "euclidean":  # not a cosine distance
-        notes = [_NOTES["suggested_threshold"].split("; a cosine")[0] + "; a distance of these settings (re-ranked, "
-                 "query-expanded or euclidean), not a cosine one: no association.threshold follows from it"
-                 if note == _NOTES["suggested_threshold"] else note for note in notes]
+    cosine = not (report.get("rerank") or report.get("aqe") or report.get("metric") == "euclidean")
+    tails = {"suggested_threshold": _COSINE_THRESHOLD if cosine else _OTHER_THRESHOLD}
+    notes = [note + tails.get(prefix, "") for prefix, note in _NOTES.items() if any(key.startswith(prefix) for key in report)]
     if notes:
         lines += ["", *(f"- {note}" for note in notes)]
     for key, value in report.items():

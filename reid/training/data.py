@@ -70,10 +70,10 @@ class TrainImages:
         return cls(pixels=pixels, labels=torch.from_numpy(labels.astype(np.int64)), pids=pids)
 
 
-def train_files_key(root: str | Path) -> dict[str, object]:
+def train_files_key(dataset: MarketDataset) -> dict[str, object]:
     """What ``--resume`` checks the training images against: their number and a sha256 of their
     sorted names and sizes (distractors left out, as :meth:`TrainImages.load` does)."""
-    files = sorted((image.path.name, image.path.stat().st_size) for image in MarketDataset(root).train if image.pid > 0)
+    files = sorted((image.path.name, image.path.stat().st_size) for image in dataset.train if image.pid > 0)
     return {"images": len(files), "sha256": hashlib.sha256(json.dumps(files).encode()).hexdigest()}
 
 

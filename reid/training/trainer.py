@@ -105,7 +105,7 @@ class Trainer:
         if cfg.model.backbone == "onnx" and cfg.model.onnx and not Path(cfg.model.onnx).is_file():  # before loading images
             raise CrosscamError(f"model.onnx {cfg.model.onnx}: no such ONNX file (a relative path is read from "
                                 f"{Path.cwd()}); give the model to fine-tune with --set model.onnx=PATH")
-        self.data_key = train_files_key(dataset.root)  # --resume: the same images
+        self.data_key = train_files_key(dataset)  # --resume: the same images
         images = TrainImages.load(dataset.root, cfg.input.size, self.progress)
         if self.device.type == "cuda":
             images = images.to(self.device)  # 0.7 GB for CUHK03 at 256x128: batches are cut and augmented on the GPU
