@@ -6,7 +6,9 @@ Layout of ``RUN_DIR/store/``::
     index-<generation>.faiss   the FAISS index of track features, ids = ``tracks.id``
 
 SQLite is the source of truth (features included); the FAISS file is derived from it. A write
-builds the new index under a temporary name, renames it to a new generation's file name, and
+applies its removals and additions to the last committed index (built anew from the table only
+where it must be: no readable file, another kind or IVF size due, removals from HNSW), writes the
+result under a temporary name, renames it to a new generation's file name, and
 only then commits the SQLite transaction that points ``meta.index_file`` at it. A crash or
 Ctrl-C at any point therefore leaves the previous database and the previous index file, which
 is still what ``meta`` names; stray files of unfinished writes are removed by the next write.
@@ -148,6 +150,16 @@ class CameraTracks:
     camera: CameraRecord
     tracks: Sequence[TrackSummary]
     identities: Sequence[int]
+
+
+@dataclass(frozen=True)
+class _IndexChange:
+    """What one camera's replacement did to the indexed vectors: keys removed (R,) int64, keys
+    added (A,) int64 and their unit vectors (A, D) float32."""
+
+    removed: np.ndarray
+    added_keys: np.ndarray
+    added_vectors: np.ndarray
 
 
 class TrackStore:
@@ -494,12 +506,11 @@ class TrackStore:
             conn.execute("BEGIN IMMEDIATE")  # one writer at a time; readers keep going
             try:
                 before = _largest_identity(conn)  # counts the ids of the rows about to be replaced
-                for update in updates:
-                    self._replace_camera(conn, update)
+                changes = [self._replace_camera(conn, update) for update in updates]
                 _rebuild_identities(conn)
                 generation = int(_meta(conn, "generation")) + 1
                 committed, index_file = _meta(conn, "index_file"), f"index-{generation}.faiss"
-                self._write_index(conn, index_file)
+                self._write_index(conn, committed, changes, index_file)
                 high_water = max(before, _largest_identity(conn))
                 conn.executemany(
                     "INSERT OR REPLACE INTO meta VALUES (?, ?)",
@@ -513,7 +524,7 @@ class TrackStore:
                 conn.rollback()
                 raise
 
-    def _replace_camera(self, conn: sqlite3.Connection, update: CameraTracks) -> None:
+    def _replace_camera(self, conn: sqlite3.Connection, update: CameraTracks) -> _IndexChange:
         cam = update.camera
         if len(update.tracks) != len(update.identities):
             raise ValueError("one identity per track is needed")
@@ -521,6 +532,7 @@ class TrackStore:
         # write must not find its keys naming other tracks afterwards. New keys start above every
         # key this store ever held (meta.max_track_key), including the rows deleted here.
         first_key = _high_water(conn, "id", "max_track_key") + 1
+        removed = [row[0] for row in conn.execute("SELECT id FROM tracks WHERE camera = ?", (cam.name,))]
         conn.execute("DELETE FROM tracks WHERE camera = ?", (cam.name,))
         conn.execute(
             "INSERT OR REPLACE INTO cameras VALUES (?, ?, ?)",
@@ -531,7 +543,7 @@ class TrackStore:
             "INSERT OR REPLACE INTO videos VALUES (?, ?, ?, ?, ?, ?, ?)",
             (cam.name, cam.source, cam.fps, width, height, cam.frames_read, cam.summaries_digest),
         )
-        rows = []
+        rows, units = [], np.empty((len(update.tracks), self.embedder.dim), np.float32)
         for key, (t, identity) in enumerate(zip(update.tracks, update.identities), start=first_key):
             feature = np.asarray(t.feature, np.float32)
             if feature.shape != (self.embedder.dim,):
@@ -539,11 +551,12 @@ class TrackStore:
                     f"camera {cam.name}: track {t.track_id} has a {feature.shape} feature, the store "
                     f"holds {self.embedder.dim}-d features of {self.embedder.name}; re-run with the same --reid"
                 )
+            units[key - first_key] = _unit_rows(feature[None])[0]
             rows.append(
                 (
                     key, cam.name, t.track_id, t.first_frame, t.last_frame, t.start_s, t.end_s,
                     t.num_detections, t.thumbnail, int(identity),
-                    _unit_rows(feature[None])[0].tobytes(),
+                    units[key - first_key].tobytes(),
                     np.asarray(t.representatives, np.float32).tobytes(),
                 )
             )
@@ -554,12 +567,20 @@ class TrackStore:
             rows,
         )
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('max_track_key', ?)", (str(first_key - 1 + len(rows)),))
+        return _IndexChange(np.array(removed, np.int64), np.arange(first_key, first_key + len(rows), dtype=np.int64), units)
 
-    def _write_index(self, conn: sqlite3.Connection, index_file: str) -> None:
-        rows = conn.execute("SELECT id, feature FROM tracks ORDER BY id").fetchall()
-        keys = np.array([r[0] for r in rows], np.int64)
-        vectors = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(-1, self.embedder.dim)
-        index = build_index(vectors, keys, self.config)
+    def _write_index(
+        self, conn: sqlite3.Connection, committed: str, changes: Sequence[_IndexChange], index_file: str
+    ) -> None:
+        """Write the index of the tracks table as ``index_file``: the ``committed`` index file with
+        ``changes`` applied where that keeps it the index :func:`build_index` would choose, else a new build."""
+        count = conn.execute("SELECT COUNT(*) FROM tracks").fetchone()[0]
+        index = self._updated_index(committed, changes, count)
+        if index is None:
+            rows = conn.execute("SELECT id, feature FROM tracks ORDER BY id").fetchall()
+            keys = np.array([r[0] for r in rows], np.int64)
+            vectors = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(-1, self.embedder.dim)
+            index = build_index(vectors, keys, self.config)
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('index_kind', ?)", (stored_kind(index),))
         tmp = self.folder / f"{index_file}.tmp-{os.getpid()}"
         faiss.write_index(index, str(tmp))
@@ -571,6 +592,32 @@ class TrackStore:
             os.fsync(directory)  # the rename is durable before the commit that names the file
         finally:
             os.close(directory)
+
+    def _updated_index(self, committed: str, changes: Sequence[_IndexChange], count: int) -> faiss.Index | None:
+        """The ``committed`` index file with ``changes`` applied (``count`` vectors after them), or
+        None where it must be built anew: no readable committed file, a kind or HNSW degree other
+        than the configuration gives for ``count`` vectors, IVF cells more than sqrt(2) off the
+        number ``count`` vectors would get (retrained about when the store doubles or halves), or
+        tracks to remove from HNSW (faiss cannot remove from its graph)."""
+        try:
+            index = faiss.read_index(str(self.folder / committed)) if committed else None
+        except RuntimeError:  # missing or unreadable: the new build below repairs it
+            return None
+        if index is None or stored_kind(index) != planned_kind(count, self.config):
+            return None
+        if stored_kind(index) == "ivf":
+            ratio = faiss.extract_index_ivf(index).nlist / ivf_cells(count, self.config)
+            if not 0.5**0.5 <= ratio <= 2**0.5:
+                return None
+        if stored_kind(index) == "hnsw":
+            if any(len(change.removed) for change in changes) or _inner(index).hnsw.nb_neighbors(1) != self.config.hnsw_m:
+                return None
+        for change in changes:
+            if len(change.removed) and index.remove_ids(change.removed) != len(change.removed):
+                return None  # the file did not hold the tracks the table did: build it from the table
+            if len(change.added_keys):
+                index.add_with_ids(change.added_vectors, change.added_keys)
+        return index if index.ntotal == count else None
 
     def _remove_stale_files(self, keep: set[str]) -> None:
         for path in self.folder.iterdir():
@@ -643,11 +690,17 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
-def index_kind(n_vectors: int, config: StoreConfig) -> str:
-    """The index type used for ``n_vectors``: the configured one, or flat/IVF for ``auto``."""
-    if config.index != "auto":
-        return config.index
-    return "flat" if n_vectors <= config.large_store_size else "ivf"
+def planned_kind(n_vectors: int, config: StoreConfig) -> str:
+    """The index :func:`build_index` makes for ``n_vectors``: the configured kind, or flat/IVF for
+    ``auto``; flat where there are too few vectors to train even one IVF cell."""
+    kind = config.index if config.index != "auto" else "flat" if n_vectors <= config.large_store_size else "ivf"
+    return "flat" if kind == "ivf" and n_vectors < _IVF_MIN_POINTS_PER_CELL else kind
+
+
+def ivf_cells(n_vectors: int, config: StoreConfig) -> int:
+    """IVF cells for ``n_vectors``: ``config.ivf_nlist`` or 4 sqrt(N), at most N / 39 (faiss's k-means)."""
+    nlist = config.ivf_nlist or max(1, int(4 * np.sqrt(n_vectors)))
+    return max(1, min(nlist, n_vectors // _IVF_MIN_POINTS_PER_CELL))
 
 
 def _inner(index: faiss.Index) -> faiss.Index:
@@ -666,12 +719,9 @@ def stored_kind(index: faiss.Index) -> str:
 def build_index(vectors: np.ndarray, keys: np.ndarray, config: StoreConfig) -> faiss.Index:
     """A CPU FAISS index of unit ``vectors`` (N, D) float32 under ids ``keys`` (N,) int64."""
     n, d = vectors.shape
-    kind = index_kind(n, config)
-    if kind == "ivf" and n < _IVF_MIN_POINTS_PER_CELL:
-        kind = "flat"  # too few vectors to train even one cell (an empty store included)
+    kind = planned_kind(n, config)
     if kind == "ivf":
-        nlist = config.ivf_nlist or max(1, int(4 * np.sqrt(n)))
-        nlist = max(1, min(nlist, n // _IVF_MIN_POINTS_PER_CELL))
+        nlist = ivf_cells(n, config)
         index = faiss.index_factory(d, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
         train = vectors[np.sort(np.random.default_rng(0).choice(n, min(n, nlist * 64), replace=False))]
         index.train(np.ascontiguousarray(train))

@@ -322,3 +322,104 @@ def test_identity_tracks_reads_each_identitys_tracks_with_their_match_features(t
         for (_, both), features in zip(members[identity], expected):
             np.testing.assert_array_equal(both, features)
     assert [t.camera for t, _ in members[4]] == ["door", "hall"]
+
+
+def committed_index(folder: Path) -> faiss.Index:
+    with sqlite3.connect(folder / DB_NAME) as conn:
+        name = conn.execute("SELECT value FROM meta WHERE key = 'index_file'").fetchone()[0]
+    return faiss.read_index(str(folder / name))
+
+
+def counting_builds(monkeypatch) -> list[int]:
+    """Each build_index call of the store appends its number of vectors."""
+    import pipeline.store as store_module
+
+    calls, real = [], store_module.build_index
+    monkeypatch.setattr(store_module, "build_index", lambda vectors, keys, config: calls.append(len(keys)) or real(vectors, keys, config))
+    return calls
+
+
+def assert_index_holds_the_table(store: TrackStore, folder: Path) -> faiss.Index:
+    index = committed_index(folder)
+    tracks = store.tracks()
+    assert index.ntotal == len(tracks)
+    features = store.features([t.key for t in tracks])
+    sims, keys = index.search(features, 1)
+    assert keys[:, 0].tolist() == [t.key for t in tracks]  # every stored feature finds its own track
+    np.testing.assert_allclose(sims[:, 0], 1.0, atol=1e-5)
+    return index
+
+
+def test_writes_update_the_committed_flat_index_instead_of_building_it_again(tmp_path: Path, monkeypatch):
+    folder = tmp_path / "store"
+    store = TrackStore.create(folder, INFO)
+    write_camera(store, "hall", 5, seed=0)
+    write_camera(store, "door", 3, seed=1, first_identity=10)
+    builds = counting_builds(monkeypatch)
+    write_camera(store, "hall", 2, seed=2, first_identity=20)  # replaced: 5 tracks out, 2 in
+    write_camera(store, "gate", 4, seed=3, first_identity=30)
+    write_camera(store, "door", 0, seed=4)
+    assert builds == []
+    index = assert_index_holds_the_table(store, folder)
+    # The same vectors in the same order as a build from the table: flat searches answer alike.
+    keys = np.array(sorted(t.key for t in store.tracks()), np.int64)
+    built = build_index(store.features(list(keys)), keys, StoreConfig())
+    queries = np.random.default_rng(5).standard_normal((20, DIM)).astype(np.float32)
+    for got, expected in zip(index.search(queries, 6), built.search(queries, 6)):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_a_missing_committed_index_is_built_again_from_the_table_by_the_next_write(tmp_path: Path, monkeypatch):
+    folder = tmp_path / "store"
+    store = TrackStore.create(folder, INFO)
+    write_camera(store, "hall", 5, seed=0)
+    for path in folder.glob("index-*.faiss"):
+        path.write_bytes(b"not an index")
+    builds = counting_builds(monkeypatch)
+    write_camera(store, "door", 3, seed=1, first_identity=10)
+    assert builds == [8]
+    assert_index_holds_the_table(store, folder)
+
+
+def test_an_ivf_index_keeps_its_cells_until_the_store_doubles(tmp_path: Path, monkeypatch):
+    folder = tmp_path / "store"
+    store = TrackStore.create(folder, INFO, StoreConfig(index="ivf"))
+    write_camera(store, "hall", 400, seed=0)  # 10 cells (400 / 39)
+    first = committed_index(folder)  # (kept: the IVF part below is a view into it)
+    first_ivf = faiss.extract_index_ivf(first)
+    centroids = first_ivf.quantizer.reconstruct_n(0, first_ivf.nlist)
+    builds = counting_builds(monkeypatch)
+    write_camera(store, "door", 150, seed=1, first_identity=1000)  # 550 tracks: 14 cells is within sqrt(2)
+    index = assert_index_holds_the_table(store, folder)
+    kept = faiss.extract_index_ivf(index)
+    assert builds == [] and kept.nlist == 10
+    np.testing.assert_array_equal(kept.quantizer.reconstruct_n(0, kept.nlist), centroids)
+    write_camera(store, "gate", 300, seed=2, first_identity=2000)  # 850 tracks: 21 cells, trained anew
+    assert builds == [850]
+    assert faiss.extract_index_ivf(assert_index_holds_the_table(store, folder)).nlist == 21
+
+
+def test_hnsw_adds_in_place_and_is_built_again_to_remove_or_to_change_its_degree(tmp_path: Path, monkeypatch):
+    folder = tmp_path / "store"
+    store = TrackStore.create(folder, INFO, StoreConfig(index="hnsw", hnsw_m=8))
+    write_camera(store, "hall", 30, seed=0)
+    builds = counting_builds(monkeypatch)
+    write_camera(store, "door", 20, seed=1, first_identity=100)
+    assert builds == []
+    write_camera(store, "hall", 10, seed=2, first_identity=200)  # removes hall's 30: faiss's HNSW cannot
+    assert builds == [30]
+    assert stored_kind(assert_index_holds_the_table(store, folder)) == "hnsw"
+    store = TrackStore.open(folder, INFO, StoreConfig(index="hnsw", hnsw_m=16))
+    write_camera(store, "gate", 5, seed=3, first_identity=300)
+    assert builds == [30, 35]
+    assert faiss.downcast_index(committed_index(folder).index).hnsw.nb_neighbors(1) == 16
+
+
+def test_another_configured_kind_is_built_by_the_next_write(tmp_path: Path, monkeypatch):
+    folder = tmp_path / "store"
+    write_camera(TrackStore.create(folder, INFO), "hall", 50, seed=0)
+    assert stored_kind(committed_index(folder)) == "flat"
+    builds = counting_builds(monkeypatch)
+    write_camera(TrackStore.open(folder, INFO, StoreConfig(index="hnsw")), "door", 5, seed=1, first_identity=100)
+    assert builds == [55] and stored_kind(assert_index_holds_the_table(store := TrackStore.open(folder, INFO), folder)) == "hnsw"
+    assert len(store) == 55
