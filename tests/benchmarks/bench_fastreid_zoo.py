@@ -16,6 +16,11 @@ forward there is cheaper than the zoo file's network. Prints img/s, the speed-up
 fast-reid fp32 for the auto runtime), the max difference of unit-normalised features from the
 zoo-era reference (fp32 and bf16), and the export parity (unit diff, raw diff, feature scale).
 
+It also measures this CPU's fp32 matrix-multiply rate (a 4096 x 4096 product, the peak of its FMA
+units) and counts each network's multiply-adds (torch's FLOP counter), so it prints what share of that
+peak each contender reaches and what 2x fast-reid's forward would need: above 100 % no fp32 direct
+convolution can reach it on this machine.
+
     .venv/bin/python tests/benchmarks/bench_fastreid_zoo.py [--archs sbs_R101-ibn mgn_R50-ibn] [--batches 2] [--batch-size 32]
 """
 
@@ -38,6 +43,8 @@ sys.path.insert(0, str(TESTS))
 from fastreid_reference import ZOO, Reference, input_size  # noqa: E402
 from test_fastreid_conformance import batch_of_crops  # noqa: E402
 
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
 from reid import Embedder, zoo  # noqa: E402
 from reid.embedder import l2_normalize  # noqa: E402
 from reid.export import export_onnx, smooth_random_pixels  # noqa: E402
@@ -48,6 +55,20 @@ def wall(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def fp32_peak_gflops(size: int = 4096, repeats: int = 5) -> float:
+    """The best fp32 matrix-multiply rate of ``repeats`` (size x size) products, in GFLOP/s."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    return 2 * size**3 / min(wall(lambda: a @ b) for _ in range(repeats)) / 1e9
+
+
+def gflops_per_image(model: torch.nn.Module, size: tuple[int, int]) -> float:
+    """Floating-point operations (2 per multiply-add) of one (1, 3, H, W) forward of ``model``, in GFLOP."""
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(torch.rand(1, 3, *size) * 255)
+    return counter.get_total_flops() / 1e9
 
 
 def bench_architecture(arch: str, crops: list[np.ndarray], batches: int, folder: Path) -> dict[str, float]:
@@ -90,6 +111,8 @@ def bench_architecture(arch: str, crops: list[np.ndarray], batches: int, folder:
         "export raw diff": parity.max_abs_diff,
         "feature scale": parity.feature_scale,
         "load s": load_seconds,
+        "fast-reid GFLOP": gflops_per_image(reference.model, size),
+        "crosscam GFLOP": gflops_per_image(bf16._features.module, size),
     }
 
 
@@ -104,6 +127,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch_size}", flush=True)
+    peak = fp32_peak_gflops()
+    print(f"fp32 matrix-multiply peak: {peak:.0f} GFLOP/s", flush=True)
     crops = batch_of_crops(args.batch_size)
     rows = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -119,9 +144,19 @@ def main() -> None:
                 f"export unit {row['export unit diff']:.1e} (raw {row['export raw diff']:.1e} at {row['feature scale']:.3g})",
                 flush=True,
             )
+            fastreid_share = row["fast-reid fp32 img/s"] * row["fast-reid GFLOP"] / peak
+            row["2x needs"] = 2 * fastreid_share * row["crosscam GFLOP"] / row["fast-reid GFLOP"]
+            print(
+                f"{'':14s} {row['crosscam GFLOP']:.2f} GFLOP/img (fast-reid's {row['fast-reid GFLOP']:.2f}): fast-reid at "
+                f"{fastreid_share:.0%} of the fp32 peak, auto at {row['crosscam auto img/s'] * row['crosscam GFLOP'] / peak:.0%}; "
+                f"2x fast-reid needs {row['2x needs']:.0%}",
+                flush=True,
+            )
     print(f"\nload average: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (other processes share these cores)")
     below = [arch for arch, row in rows.items() if row["auto / fast-reid"] < 2]
     print(f"auto runtime >= 2x fast-reid fp32: {len(rows) - len(below)} of {len(rows)}" + (f" (below: {', '.join(below)})" if below else ""))
+    beyond = [arch for arch, row in rows.items() if row["2x needs"] > 1]
+    print(f"2x fast-reid needs more than the fp32 peak ({peak:.0f} GFLOP/s) for {len(beyond)} of {len(rows)}" + (f": {', '.join(beyond)}" if beyond else ""))
 
 
 if __name__ == "__main__":
