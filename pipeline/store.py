@@ -153,13 +153,14 @@ class CameraTracks:
 
 
 @dataclass(frozen=True)
-class _IndexChange:
-    """What one camera's replacement did to the indexed vectors: keys removed (R,) int64, keys
-    added (A,) int64 and their unit vectors (A, D) float32."""
+class _CameraChange:
+    """What one camera's replacement changed: track keys removed (R,) int64, keys added (A,) int64
+    and their unit vectors (A, D) float32, and the identities of both."""
 
     removed: np.ndarray
     added_keys: np.ndarray
     added_vectors: np.ndarray
+    identities: set[int]
 
 
 class TrackStore:
@@ -507,7 +508,7 @@ class TrackStore:
             try:
                 before = _largest_identity(conn)  # counts the ids of the rows about to be replaced
                 changes = [self._replace_camera(conn, update) for update in updates]
-                _rebuild_identities(conn)
+                _refresh_identities(conn, set().union(*(change.identities for change in changes)))
                 generation = int(_meta(conn, "generation")) + 1
                 committed, index_file = _meta(conn, "index_file"), f"index-{generation}.faiss"
                 self._write_index(conn, committed, changes, index_file)
@@ -524,7 +525,7 @@ class TrackStore:
                 conn.rollback()
                 raise
 
-    def _replace_camera(self, conn: sqlite3.Connection, update: CameraTracks) -> _IndexChange:
+    def _replace_camera(self, conn: sqlite3.Connection, update: CameraTracks) -> _CameraChange:
         cam = update.camera
         if len(update.tracks) != len(update.identities):
             raise ValueError("one identity per track is needed")
@@ -532,7 +533,7 @@ class TrackStore:
         # write must not find its keys naming other tracks afterwards. New keys start above every
         # key this store ever held (meta.max_track_key), including the rows deleted here.
         first_key = _high_water(conn, "id", "max_track_key") + 1
-        removed = [row[0] for row in conn.execute("SELECT id FROM tracks WHERE camera = ?", (cam.name,))]
+        removed = conn.execute("SELECT id, identity FROM tracks WHERE camera = ?", (cam.name,)).fetchall()
         conn.execute("DELETE FROM tracks WHERE camera = ?", (cam.name,))
         conn.execute(
             "INSERT OR REPLACE INTO cameras VALUES (?, ?, ?)",
@@ -567,10 +568,13 @@ class TrackStore:
             rows,
         )
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('max_track_key', ?)", (str(first_key - 1 + len(rows)),))
-        return _IndexChange(np.array(removed, np.int64), np.arange(first_key, first_key + len(rows), dtype=np.int64), units)
+        return _CameraChange(
+            np.array([key for key, _ in removed], np.int64), np.arange(first_key, first_key + len(rows), dtype=np.int64),
+            units, {identity for _, identity in removed} | {int(i) for i in update.identities},
+        )
 
     def _write_index(
-        self, conn: sqlite3.Connection, committed: str, changes: Sequence[_IndexChange], index_file: str
+        self, conn: sqlite3.Connection, committed: str, changes: Sequence[_CameraChange], index_file: str
     ) -> None:
         """Write the index of the tracks table as ``index_file``: the ``committed`` index file with
         ``changes`` applied where that keeps it the index :func:`build_index` would choose, else a new build."""
@@ -593,7 +597,7 @@ class TrackStore:
         finally:
             os.close(directory)
 
-    def _updated_index(self, committed: str, changes: Sequence[_IndexChange], count: int) -> faiss.Index | None:
+    def _updated_index(self, committed: str, changes: Sequence[_CameraChange], count: int) -> faiss.Index | None:
         """The ``committed`` index file with ``changes`` applied (``count`` vectors after them), or
         None where it must be built anew: no readable committed file, a kind or HNSW degree other
         than the configuration gives for ``count`` vectors, IVF cells more than sqrt(2) off the
@@ -678,11 +682,16 @@ def _meta(conn: sqlite3.Connection, key: str) -> str:
     return conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0]
 
 
-def _rebuild_identities(conn: sqlite3.Connection) -> None:
-    conn.execute("DELETE FROM identities")
+def _refresh_identities(conn: sqlite3.Connection, identities: set[int]) -> None:
+    """Recount the rows of ``identities`` in the identities table from their tracks (a row goes
+    when no track holds its id any more); the other rows stay as they are."""
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS touched (id INTEGER PRIMARY KEY)")
+    conn.execute("DELETE FROM temp.touched")
+    conn.executemany("INSERT INTO temp.touched VALUES (?)", ((i,) for i in identities))
+    conn.execute("DELETE FROM identities WHERE id IN (SELECT id FROM temp.touched)")
     conn.execute(
         "INSERT INTO identities SELECT identity, COUNT(*), COUNT(DISTINCT camera), MIN(start_s),"
-        " MAX(end_s) FROM tracks GROUP BY identity"
+        " MAX(end_s) FROM tracks WHERE identity IN (SELECT id FROM temp.touched) GROUP BY identity"
     )
 
 

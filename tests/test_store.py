@@ -423,3 +423,18 @@ def test_another_configured_kind_is_built_by_the_next_write(tmp_path: Path, monk
     write_camera(TrackStore.open(folder, INFO, StoreConfig(index="hnsw")), "door", 5, seed=1, first_identity=100)
     assert builds == [55] and stored_kind(assert_index_holds_the_table(store := TrackStore.open(folder, INFO), folder)) == "hnsw"
     assert len(store) == 55
+
+
+def test_each_write_recounts_the_identities_it_touches_as_a_full_count_would(tmp_path: Path):
+    folder = tmp_path / "store"
+    store = TrackStore.create(folder, INFO)
+    write_camera(store, "hall", 6, seed=0)  # identities 1-6
+    write_camera(store, "door", 4, seed=1, first_identity=4)  # 4-7: 4, 5, 6 in two cameras
+    write_camera(store, "gate", 3, seed=2, first_identity=9)
+    write_camera(store, "hall", 2, seed=3, first_identity=5)  # 1-3 leave; 5, 6 recounted
+    write_camera(store, "gate", 0, seed=4)  # 9-11 leave
+    with sqlite3.connect(folder / DB_NAME) as conn:
+        kept = conn.execute("SELECT * FROM identities ORDER BY id").fetchall()
+        counted = conn.execute("SELECT identity, COUNT(*), COUNT(DISTINCT camera), MIN(start_s), MAX(end_s)"
+                               " FROM tracks GROUP BY identity ORDER BY identity").fetchall()
+    assert kept == counted and [row[:3] for row in kept] == [(4, 1, 1), (5, 2, 2), (6, 2, 2), (7, 1, 1)]
