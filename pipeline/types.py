@@ -74,10 +74,10 @@ class FrameResult:
     detections: Detections | None = None
     tracks: list[TrackObservation] = field(default_factory=list)
     # Boxes below the detector's ``confidence`` but above its ``low_confidence`` (no features):
-    # they may extend confirmed tracks (``pipeline.refine.low_confidence``), never start one.
+    # they may extend confirmed tracks (``pipeline.video.refine.low_confidence``), never start one.
     low_detections: Detections | None = None
     # Observations of tracks confirmed in this frame from the frames before, as
-    # ``(frame index, observation)`` (``pipeline.refine.lookback`` puts them into those frames).
+    # ``(frame index, observation)`` (``pipeline.video.refine.lookback`` puts them into those frames).
     backfill: list[tuple[int, TrackObservation]] = field(default_factory=list)
 
 
@@ -125,7 +125,7 @@ def write_track_summaries(folder: str | Path, summaries: list[TrackSummary], sta
     """Write ``tracks.json`` (metadata) and ``track_features.npz`` (arrays) into ``folder``.
 
     ``states`` (by track id) go into each entry's ``"state"`` and ``state_arrays`` into the npz
-    beside the features (``pipeline.track_state``'s mergeable state). Both files are written to
+    beside the features (``pipeline.video.track_state``'s mergeable state). Both files are written to
     temporary names and renamed, so a crash leaves the old pair.
     """
     folder = Path(folder)

@@ -1,14 +1,14 @@
 import numpy as np
 import pytest
 
-from pipeline.association import (
+from pipeline.config import AssociationConfig
+from pipeline.identity.association import (
     TransitConstraints,
     TransitRule,
     associate_tracks,
     center_per_camera,
     reciprocal_links,
 )
-from pipeline.config import AssociationConfig
 
 from identity_runs import summary, unit
 
@@ -202,8 +202,8 @@ def test_without_join_same_camera_one_camera_never_holds_two_tracks_of_an_identi
 def test_reciprocal_links_of_new_tracks_equal_those_of_a_search_over_every_track():
     # Only the new tracks' nearest are searched in cameras without new tracks (a known-known pair
     # is never a link); the links are those of the full search that involve a new track.
-    from pipeline.association import reciprocal_links
     from pipeline.config import AssociationConfig
+    from pipeline.identity.association import reciprocal_links
 
     rng = np.random.default_rng(3)
     people = rng.normal(size=(30, 16))

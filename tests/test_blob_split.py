@@ -1,4 +1,4 @@
-"""Merged blobs split with the tracker's predictions (pipeline.blob_split, PersonTracker.predictions, the chain)."""
+"""Merged blobs split with the tracker's predictions (pipeline.video.blob_split, PersonTracker.predictions, the chain)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.blob_split import split_by_predictions
-from pipeline.chain import StageTimes, build_chain
 from pipeline.config import DetectorConfig, TrackerConfig
-from pipeline.detectors import MotionDetector
-from pipeline.tracking import PersonTracker
 from pipeline.types import Detections, Frame
+from pipeline.video.blob_split import split_by_predictions
+from pipeline.video.chain import StageTimes, build_chain
+from pipeline.video.detectors import MotionDetector
+from pipeline.video.tracking import PersonTracker
 
 FEATURES = np.eye(3, dtype=np.float32)
 
@@ -141,7 +141,7 @@ def test_people_merged_into_one_blob_keep_their_tracks_through_the_merge():
         truth = sorted([20 + 3 * f, 276 - 3 * f])
         np.testing.assert_allclose(boxes, truth, atol=4)  # each box where its person is
     # Without the split, the blob is one box: someone goes unreported while merged (unless the
-    # gap is interpolated afterwards, pipeline.refine.lookback: so without that too).
+    # gap is interpolated afterwards, pipeline.video.refine.lookback: so without that too).
     unsplit = track_crossing(split=False, interpolate="none")
     assert sum(len(unsplit[f]) for f in merged) < 2 * len(merged)
 

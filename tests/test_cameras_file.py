@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cameras import load_cameras_file
+from pipeline.identity.cameras import load_cameras_file
 from reid.errors import CrosscamError
 
 

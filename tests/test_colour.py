@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from pipeline.chain import StageTimes, embed_stage
 from pipeline.colour import CameraColour, apply_lut, equalizing_lut
-from pipeline.embedding import embed_detections
 from pipeline.types import Detections, Frame, FrameResult
+from pipeline.video.chain import StageTimes, embed_stage
+from pipeline.video.embedding import embed_detections
 from reid import Embedder
 
 

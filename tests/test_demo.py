@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.cli.main import main
 from pipeline.demo import (
     TARGET_CAMERA_IDF1, TARGET_MTMC_IDF1, DemoResult, demo_config, query_longest_track, results_table, run_demo,
     score_run,
 )
-from pipeline.cli.main import main
-from pipeline.identities import update_identities
+from pipeline.identity.identities import update_identities
+from pipeline.identity.query import query_image
 from pipeline.metrics import read_mot_file
-from pipeline.query import query_image
 from reid.errors import CrosscamError
 
 SECONDS = 8.0  # the demo scene's first 8 s: 80 frames per camera

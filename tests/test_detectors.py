@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import DetectorConfig
-from pipeline.detectors import MotionDetector, ReplayDetector, YoloDetector, build_detector
 from pipeline.types import Frame
+from pipeline.video.detectors import MotionDetector, ReplayDetector, YoloDetector, build_detector
 from reid.errors import CrosscamError
 
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-import pipeline.exact_scan as exact_scan
+import pipeline.identity.exact_scan as exact_scan
 from pipeline.config import StoreConfig
-from pipeline.exact_scan import Bf16Scan, exact_searcher
-from pipeline.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore, build_index
+from pipeline.identity.exact_scan import Bf16Scan, exact_searcher
+from pipeline.identity.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore, build_index
 from pipeline.types import TrackSummary
 
 

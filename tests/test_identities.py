@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import PipelineConfig
-from pipeline.identities import update_identities
-from pipeline.store import TrackStore
+from pipeline.identity.identities import update_identities
+from pipeline.identity.store import TrackStore
 from pipeline.types import write_track_summaries
 from reid.errors import CrosscamError
 
@@ -235,7 +235,7 @@ def test_a_short_static_track_cut_by_the_clip_is_not_marked_not_a_person(tmp_pat
     # Three 3-frame static tracks of one camera (tracked frames 0-49): one in the middle (a
     # fragment), one at the clip's first frames and one at its last (people who had just come or
     # were cut off: the demo marked walkers entering in its last 0.5 s "not a person?").
-    from pipeline.report import identity_overviews
+    from pipeline.identity.report import identity_overviews
 
     eye = np.eye(8, dtype=np.float32)
     run = tmp_path / "run"

@@ -9,11 +9,11 @@ import pytest
 
 from pipeline.cli.main import main
 from pipeline.config import DetectorConfig, PipelineConfig
-from pipeline.detectors import build_detector
-from pipeline.identities import update_identities
-from pipeline.query import query_identity, query_track
-from pipeline.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore
+from pipeline.identity.identities import update_identities
+from pipeline.identity.query import query_identity, query_track
+from pipeline.identity.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore
 from pipeline.types import Frame, TrackSummary
+from pipeline.video.detectors import build_detector
 from reid import Embedder
 
 from identity_runs import summary, unit, write_camera

@@ -15,14 +15,14 @@ import pytest
 
 from pipeline.cli.main import main
 from pipeline.config import TrackerConfig
-from pipeline.refine.camera_motion import CameraMotion, warp_state
-from pipeline.refine.interpolate import fill_gap
-from pipeline.refine.lookback import LookBack
-from pipeline.refine.relink import TrackEnds, link_fragments
-from pipeline.render import color_for_id
-from pipeline.tracking import PersonTracker
-from pipeline.tracks_file import read_camera_tracks
 from pipeline.types import Detections, Frame, FrameResult, TrackObservation, read_track_summaries
+from pipeline.video.refine.camera_motion import CameraMotion, warp_state
+from pipeline.video.refine.interpolate import fill_gap
+from pipeline.video.refine.lookback import LookBack
+from pipeline.video.refine.relink import TrackEnds, link_fragments
+from pipeline.video.render import color_for_id
+from pipeline.video.tracking import PersonTracker
+from pipeline.video.tracks_file import read_camera_tracks
 
 from conftest import shared_path
 
@@ -185,7 +185,7 @@ def test_relinking_scores_only_pairs_within_the_gap_and_links_as_one_assignment(
     that grows with the tracks, not with their square (3,500 tracks took 24 s and a 3,500^2 matrix)."""
     from scipy.optimize import linear_sum_assignment
 
-    import pipeline.refine.relink as relink
+    import pipeline.video.refine.relink as relink
 
     settings = dict(max_gap_s=3.0, max_speed=1.5, max_cosine_distance=0.3)
     for seed in range(3):

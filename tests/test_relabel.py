@@ -8,15 +8,15 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.annotate import render_tracks_video
 from pipeline.config import SourceConfig
-from pipeline.relabel import DROPPED, apply_id_map, dense_id_map
-from pipeline.render import color_for_id
-from pipeline.sinks import MotTracksWriter, TrackSummaryWriter
-from pipeline.sources import open_source
-from pipeline.track_state import TrackAccumulator, read_track_states, write_track_states
-from pipeline.tracks_file import read_camera_tracks, read_tracks_file
 from pipeline.types import Frame, FrameResult, TrackObservation, read_track_summaries
+from pipeline.video.annotate import render_tracks_video
+from pipeline.video.relabel import DROPPED, apply_id_map, dense_id_map
+from pipeline.video.render import color_for_id
+from pipeline.video.sinks import MotTracksWriter, TrackSummaryWriter
+from pipeline.video.sources import open_source
+from pipeline.video.track_state import TrackAccumulator, read_track_states, write_track_states
+from pipeline.video.tracks_file import read_camera_tracks, read_tracks_file
 
 SIZE = (160, 120)
 
@@ -165,7 +165,7 @@ def test_the_peak_confidence_survives_merging_and_the_files(tmp_path: Path):
 
 def test_weak_tracks_are_judged_by_their_whole_chain():
     from pipeline.config import PipelineConfig
-    from pipeline.finalise import final_ids, weak_tracks
+    from pipeline.video.finalise import final_ids, weak_tracks
 
     states = {tid: TrackAccumulator.start(first, first / 10.0) for tid, first in ((1, 0), (2, 40), (3, 5), (4, 60))}
     for tid, peak in ((1, 0.9), (2, 0.5), (3, 0.5), (4, 0.69)):

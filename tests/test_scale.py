@@ -13,16 +13,16 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.config import load_pipeline_config
 from pipeline.boxes import iou_matrix
 from pipeline.cli.main import main
+from pipeline.config import load_pipeline_config
 from pipeline.metrics import evaluate_mot
 from pipeline.scale.cluster import check_reachable
 from pipeline.scale.concat import concat_mp4
 from pipeline.scale.stitch import stitch_segments
 from pipeline.scale.units import plan_camera
 from pipeline.scale.worker import SegmentWorker
-from pipeline.tracks_file import TrackRows
+from pipeline.video.tracks_file import TrackRows
 from reid.errors import CrosscamError
 from samples import SceneOptions, make_scene
 

@@ -33,8 +33,8 @@ import pytest
 
 from pipeline.cli.main import main
 from pipeline.demo import write_gt_detections
-from pipeline.query import query_track
-from pipeline.tracks_file import read_tracks_file
+from pipeline.identity.query import query_track
+from pipeline.video.tracks_file import read_tracks_file
 from samples import SceneOptions, make_scene
 
 from conftest import REPO

@@ -7,7 +7,7 @@ import time
 
 import faiss
 import numpy as np
-from pipeline.search_batcher import SearchBatcher
+from pipeline.identity.search_batcher import SearchBatcher
 
 
 class SlowIndex:
@@ -102,7 +102,7 @@ def test_rows_per_search_are_capped():
 
 
 def test_a_store_answers_concurrent_searches_as_it_answers_each_alone(tmp_path):
-    from pipeline.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore
+    from pipeline.identity.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore
     from pipeline.types import TrackSummary
 
     rng = np.random.default_rng(2)

@@ -22,10 +22,10 @@ from fastapi.testclient import TestClient
 
 from pipeline.cli.main import main
 from pipeline.config import PipelineConfig
-from pipeline.render import color_for_id
-from pipeline.report import last_tracked_frame
+from pipeline.identity.report import last_tracked_frame
+from pipeline.identity.store import CameraTracks, TrackStore
 from pipeline.serve import create_app
-from pipeline.store import CameraTracks, TrackStore
+from pipeline.video.render import color_for_id
 from reid.errors import CrosscamError
 from serve_runs import cli_json, demo_run, serving, serving_process, tree_state
 
@@ -348,8 +348,8 @@ def test_sigterm_stops_the_server_with_143(run, workers):
 def test_default_processes_one_for_a_large_exact_fp32_index(run, monkeypatch, tmp_path):
     """The CPUs (at most 4) by default; one where the store is an fp32 exact scan over the
     threshold; the CPUs again where that scan runs in bf16."""
-    from pipeline import exact_scan
     from pipeline.config import StoreConfig
+    from pipeline.identity import exact_scan
     from pipeline.serve import processes
 
     cpus = min(processes.MAX_DEFAULT_WORKERS, os.cpu_count() or 1)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.store import CameraTracks, TrackStore
+from pipeline.identity.store import CameraTracks, TrackStore
 from serve_runs import browser, chromium_paths, cli_json, demo_run, serving
 
 WAIT_S = 30

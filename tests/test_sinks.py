@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.render import color_for_id, draw_tracks
-from pipeline.sinks import AnnotatedVideoWriter, MotTracksWriter, TrackSummaryWriter
-from pipeline.track_state import farthest_point_representatives, observation_quality
 from pipeline.types import Frame, FrameResult, TrackObservation, read_track_summaries
+from pipeline.video.render import color_for_id, draw_tracks
+from pipeline.video.sinks import AnnotatedVideoWriter, MotTracksWriter, TrackSummaryWriter
+from pipeline.video.track_state import farthest_point_representatives, observation_quality
 
 SIZE = (160, 120)
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import SourceConfig
-from pipeline.sources import (FrameRange, ImageFolderSource, StreamSource, VideoFileSource, default_camera_name,
-                              mot_sequence_dir, open_source, source_warnings_muted)
+from pipeline.video.sources import (FrameRange, ImageFolderSource, StreamSource, VideoFileSource, default_camera_name,
+                                    mot_sequence_dir, open_source, source_warnings_muted)
 from reid.errors import CrosscamError
 
 

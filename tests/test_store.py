@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import StoreConfig
-from pipeline.store import (DB_NAME, CameraRecord, CameraTracks, EmbedderInfo, TrackStore, build_index, stored_kind,
-                            tune_search)
+from pipeline.identity.store import (DB_NAME, CameraRecord, CameraTracks, EmbedderInfo, TrackStore, build_index,
+                                     stored_kind, tune_search)
 from reid.errors import CrosscamError
 
 from identity_runs import summary, unit
@@ -168,8 +168,8 @@ CHILD = textwrap.dedent(
     """
     import os, signal, sys
     import numpy as np
-    import pipeline.store as store_module
-    from pipeline.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore
+    import pipeline.identity.store as store_module
+    from pipeline.identity.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore
     sys.path.insert(0, {tests!r})
     from identity_runs import summary
 
@@ -296,7 +296,7 @@ def test_updating_holds_a_lock_other_processes_wait_for(tmp_path: Path):
 def test_batched_lookups_keep_the_order_asked_for(tmp_path: Path, monkeypatch):
     store = TrackStore.create(tmp_path / "store", INFO)
     hall = write_camera(store, "hall", 7, seed=0)
-    monkeypatch.setattr("pipeline.store._KEYS_PER_QUERY", 3)  # several chunks
+    monkeypatch.setattr("pipeline.identity.store._KEYS_PER_QUERY", 3)  # several chunks
     keys = [t.key for t in store.tracks()]
     asked = [keys[5], keys[0], keys[5], keys[3], keys[6]]
     assert [t.key for t in store.tracks_by_keys(asked)] == asked
@@ -313,7 +313,7 @@ def test_identity_tracks_reads_each_identitys_tracks_with_their_match_features(t
     store = TrackStore.create(tmp_path / "store", INFO)
     write_camera(store, "hall", 5, seed=0)
     write_camera(store, "door", 3, seed=1, first_identity=3)  # identities 3, 4, 5 in both cameras
-    monkeypatch.setattr("pipeline.store._KEYS_PER_QUERY", 2)  # several chunks
+    monkeypatch.setattr("pipeline.identity.store._KEYS_PER_QUERY", 2)  # several chunks
     members = store.identity_tracks([4, 1, 4, 99])
     assert list(members) == [4, 1, 99] and members[99] == []
     for identity in (1, 4):
@@ -332,7 +332,7 @@ def committed_index(folder: Path) -> faiss.Index:
 
 def counting_builds(monkeypatch) -> list[int]:
     """Each build_index call of the store appends its number of vectors."""
-    import pipeline.store as store_module
+    import pipeline.identity.store as store_module
 
     calls, real = [], store_module.build_index
     monkeypatch.setattr(store_module, "build_index", lambda vectors, keys, config: calls.append(len(keys)) or real(vectors, keys, config))

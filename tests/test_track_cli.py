@@ -19,10 +19,10 @@ import pytest
 
 from pipeline.cli.main import main
 from pipeline.config import DetectorConfig, SourceConfig
-from pipeline.detectors import MotionDetector
-from pipeline.sources import VideoFileSource
-from pipeline.store import TrackStore
+from pipeline.identity.store import TrackStore
 from pipeline.types import read_track_summaries
+from pipeline.video.detectors import MotionDetector
+from pipeline.video.sources import VideoFileSource
 
 from conftest import REPO, shared_path
 from test_detectors import iou
@@ -259,7 +259,7 @@ def tracked_hall(tmp_path: Path, capsys, osnet_onnx: Path):
 def test_a_camera_tracked_again_is_replaced_only_when_complete(tmp_path: Path, capsys, osnet_onnx: Path, monkeypatch):
     """Bad input found after tracking used to cost the camera's earlier outputs: a cameras file
     and the run's embedder are checked first, and Ctrl-C while tracking again keeps them."""
-    import pipeline.run
+    import pipeline.video.run
 
     args, out, snapshot = tracked_hall(tmp_path, capsys, osnet_onnx)
     folder = out / "hall"
@@ -286,7 +286,7 @@ def test_a_camera_tracked_again_is_replaced_only_when_complete(tmp_path: Path, c
     shutil.rmtree(other)
     names = sorted(p.name for p in out.iterdir())
 
-    real_chain = pipeline.run.camera_chain
+    real_chain = pipeline.video.run.camera_chain
 
     def stopped_chain(*a, **k):  # Ctrl-C after 10 frames of tracking the camera again
         for i, result in enumerate(real_chain(*a, **k)):
@@ -294,11 +294,11 @@ def test_a_camera_tracked_again_is_replaced_only_when_complete(tmp_path: Path, c
                 raise KeyboardInterrupt
             yield result
 
-    monkeypatch.setattr(pipeline.run, "camera_chain", stopped_chain)
+    monkeypatch.setattr(pipeline.video.run, "camera_chain", stopped_chain)
     code, _, err = run_cli([*args, "--max-frames", "30"], capsys)
     assert code == 130 and "earlier complete outputs are kept" in err
     assert snapshot() == before and sorted(p.name for p in out.iterdir()) == names
-    monkeypatch.setattr(pipeline.run, "camera_chain", real_chain)
+    monkeypatch.setattr(pipeline.video.run, "camera_chain", real_chain)
     code, out_text, _ = run_cli([*args, "--max-frames", "30"], capsys)
     assert code == 0  # complete: it replaces the earlier outputs
     assert "hall: 30 frames, " in out_text and " of 1 camera -> " in out_text  # counted in the singular
@@ -310,19 +310,19 @@ def test_a_camera_tracked_again_replaces_its_folder_as_the_store_takes_it(tmp_pa
                                                                           monkeypatch):
     """The camera's folder and the store change together: while association runs, the folder still
     holds the outputs the store has; Ctrl-C during association keeps both as they were."""
-    import pipeline.identities
+    import pipeline.identity.identities
 
     args, out, snapshot = tracked_hall(tmp_path, capsys, osnet_onnx)
     folder = out / "hall"
     stored = lambda: [(t.track_id, t.first_frame, t.last_frame) for t in TrackStore.open(out / "store").tracks()]  # noqa: E731
     before, before_store = snapshot(), stored()
-    real = pipeline.identities._associate_and_write
+    real = pipeline.identity.identities._associate_and_write
     seen = []
 
     def stopped(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline.identities, "_associate_and_write", stopped)
+    monkeypatch.setattr(pipeline.identity.identities, "_associate_and_write", stopped)
     code, _, err = run_cli([*args, "--max-frames", "30"], capsys)
     assert code == 130 and "identities not updated" in err
     assert snapshot() == before and stored() == before_store
@@ -332,7 +332,7 @@ def test_a_camera_tracked_again_replaces_its_folder_as_the_store_takes_it(tmp_pa
         seen.append(snapshot() == before)
         return real(*a, **k)
 
-    monkeypatch.setattr(pipeline.identities, "_associate_and_write", watched)
+    monkeypatch.setattr(pipeline.identity.identities, "_associate_and_write", watched)
     assert run_cli([*args, "--max-frames", "30"], capsys)[0] == 0
     assert seen == [True] and snapshot() != before and stored() != before_store
     assert json.loads((folder / "run.json").read_text())["frames_read"] == 30

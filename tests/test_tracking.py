@@ -9,12 +9,12 @@ import weakref
 import numpy as np
 import pytest
 
-from pipeline.chain import StageTimes, build_chain, prefetch
 from pipeline.config import DetectorConfig, TrackerConfig
-from pipeline.detectors import MotionDetector
-from pipeline.embedding import clip_boxes, embed_detections
-from pipeline.tracking import PersonTracker
 from pipeline.types import Detections, Frame
+from pipeline.video.chain import StageTimes, build_chain, prefetch
+from pipeline.video.detectors import MotionDetector
+from pipeline.video.embedding import clip_boxes, embed_detections
+from pipeline.video.tracking import PersonTracker
 from reid import Embedder
 
 from conftest import shared_path

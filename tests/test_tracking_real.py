@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.boxes import iou_matrix
 from pipeline.cli.main import main
 from pipeline.demo import demo_config, write_gt_detections
 from pipeline.metrics import read_mot_file, write_mot_rows
-from pipeline.boxes import iou_matrix
-from pipeline.run import track_videos
+from pipeline.video.run import track_videos
 from samples import SceneOptions, make_scene
 
 from conftest import shared_path

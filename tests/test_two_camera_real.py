@@ -26,8 +26,8 @@ import pytest
 
 from pipeline.cli.main import main
 from pipeline.config import PipelineConfig
-from pipeline.identities import update_identities
-from pipeline.store import TrackStore
+from pipeline.identity.identities import update_identities
+from pipeline.identity.store import TrackStore
 
 B_FIRST = 400  # camera B's frame 0 is source frame 400
 PEOPLE = {"P1": (80, 195), "P2": (230, 430), "P3": (530, 690), "P4": (735, 890), "P5": (935, 1200), "P6": (1225, 1394)}

@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from pipeline.demo import demo_config, results_table, run_demo
-from pipeline.run import check_out_dir
+from pipeline.video.run import check_out_dir
 from samples import SceneOptions
 
 

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from pipeline.config import load_pipeline_config
-from pipeline.query import (
+from pipeline.identity.query import (
     QueryResult, colour_normalised_cameras, parse_box, query_identity, query_image, query_track,
 )
 from pipeline.text import numbered

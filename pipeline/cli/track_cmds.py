@@ -1,6 +1,6 @@
 """``crosscam track``: videos, image folders or streams in; annotated videos, MOT tracks and
-per-track summaries out (see :mod:`pipeline.run`), then every camera of the run directory
-associated into global identities (see :mod:`pipeline.identities`)."""
+per-track summaries out (see :mod:`pipeline.video.run`), then every camera of the run directory
+associated into global identities (see :mod:`pipeline.identity.identities`)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from typing import List, Optional
 import typer
 
 from pipeline.config import load_pipeline_config
-from pipeline.identities import check_before_tracking, update_identities
-from pipeline.run import check_out_dir, drop_staged, publish_staged, track_videos
-from pipeline.sources import default_camera_name
-from pipeline.store import EmbedderInfo
+from pipeline.identity.identities import check_before_tracking, update_identities
+from pipeline.identity.store import EmbedderInfo
 from pipeline.text import plural
+from pipeline.video.run import check_out_dir, drop_staged, publish_staged, track_videos
+from pipeline.video.sources import default_camera_name
 from reid.embedder import Embedder
 from reid.errors import CrosscamError
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from pipeline.run import first_line
+from pipeline.video.run import first_line
 from reid.errors import CrosscamError
 
 log = logging.getLogger(__name__)

@@ -32,19 +32,20 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.config import PipelineConfig
-from pipeline.finalise import final_ids, relinked_record
-from pipeline.relabel import apply_id_map
-from pipeline.run import (CameraRun, check_camera_names, check_out_dir, drop_staged, first_line, keep_earlier, make_folder,
-                          package_versions, publish, resolved_config, utc_now, working_folder, write_json_atomic)
 from pipeline.scale.cluster import Job, Outcome, WorkerPool, cluster_address, import_ray
 from pipeline.scale.concat import concat_mp4
 from pipeline.scale.stitch import stitch_segments
 from pipeline.scale.units import WorkUnit, plan_camera
 from pipeline.scale.worker import CameraProbe, SegmentResult, SegmentWorker
-from pipeline.sources import default_camera_name, open_source, source_warnings_muted
 from pipeline.text import plural
-from pipeline.track_state import write_track_states
-from pipeline.tracks_file import TrackRows, read_camera_tracks, write_tracks_file
+from pipeline.video.finalise import final_ids, relinked_record
+from pipeline.video.relabel import apply_id_map
+from pipeline.video.run import (CameraRun, check_camera_names, check_out_dir, drop_staged, first_line, keep_earlier,
+                                make_folder, package_versions, publish, resolved_config, utc_now, working_folder,
+                                write_json_atomic)
+from pipeline.video.sources import default_camera_name, open_source, source_warnings_muted
+from pipeline.video.track_state import write_track_states
+from pipeline.video.tracks_file import TrackRows, read_camera_tracks, write_tracks_file
 from reid.errors import CrosscamError
 
 log = logging.getLogger(__name__)
@@ -277,14 +278,14 @@ def track_videos_on_ray(specs: Sequence[str], out_dir: str | Path, cfg: Pipeline
                         cameras: Sequence[str] | None = None, workers: int | None = None, address: str | None = None,
                         gpus_per_worker: float | None = None, progress: bool = True,
                         publish_now: bool = True) -> list[CameraRun]:
-    """:func:`pipeline.run.track_videos` on a Ray cluster (see the module docstring).
+    """:func:`pipeline.video.run.track_videos` on a Ray cluster (see the module docstring).
 
     ``workers`` actors (default: one per CPU of the cluster) with ``cfg.scale.threads_per_worker``
     threads each; ``address`` joins a running cluster (default: ``$RAY_ADDRESS``, else a Ray
     started on this machine for the run). Returns one :class:`CameraRun` per input, in input order;
     a failed camera has ``status`` ``failed`` and its one-line ``error`` (the others still finish).
     ``KeyboardInterrupt`` propagates once the workers are stopped and the outputs are final.
-    ``publish_now``: as in :func:`pipeline.run.track_videos`.
+    ``publish_now``: as in :func:`pipeline.video.run.track_videos`.
     """
     if not specs:
         raise CrosscamError("track: no input given; pass at least one video file, image folder or URL")
@@ -294,7 +295,7 @@ def track_videos_on_ray(specs: Sequence[str], out_dir: str | Path, cfg: Pipeline
     import_ray()  # without Ray installed, that is the one thing to say
     if cluster_address(address) is None:  # Ray on this machine: its files are the workers' files
         _check_local_inputs(specs, names, cfg)
-    # a camera tracked completely before is written beside it until complete (pipeline.run.working_folder)
+    # a camera tracked completely before is written beside it until complete (pipeline.video.run.working_folder)
     cams = [_Camera(name, spec, working_folder(out_dir / name), CameraRun(name, out_dir / name), i)
             for i, (name, spec) in enumerate(zip(names, specs))]
     scale = cfg.scale

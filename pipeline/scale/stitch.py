@@ -25,8 +25,8 @@ from scipy.optimize import linear_sum_assignment
 
 from pipeline.boxes import iou_matrix
 from pipeline.scale.worker import BoundaryObservations, SegmentResult
-from pipeline.track_state import TrackAccumulator
-from pipeline.tracks_file import TrackRows
+from pipeline.video.track_state import TrackAccumulator
+from pipeline.video.tracks_file import TrackRows
 
 MIN_IOU = 0.5  # mean box IoU on common frames for two segments' tracks to be one person
 MIN_SHARED = 0.5  # common frames / the shorter track's frames in the overlap

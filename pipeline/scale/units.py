@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from pipeline.sources import FrameRange
+from pipeline.video.sources import FrameRange
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ cores, and then takes jobs:
 
 - :meth:`~SegmentWorker.probe`: open a camera's input (metadata: frames, fps, size) and learn its
   colour table from its first frames, as the single-process chain would;
-- :meth:`~SegmentWorker.track`: the same chain as ``crosscam track`` (:func:`pipeline.chain.build_chain`)
+- :meth:`~SegmentWorker.track`: the same chain as ``crosscam track`` (:func:`pipeline.video.chain.build_chain`)
   over one :class:`~pipeline.scale.units.WorkUnit`, returning plain results, a :class:`SegmentResult`
   (the owned frames' rows and per-track accumulators, and every observation of the overlaps for
   stitching), through Ray's object store: workers need no shared disk for outputs;
@@ -26,17 +26,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.annotate import render_tracks_video
-from pipeline.chain import StageTimes
 from pipeline.colour import CameraColour
 from pipeline.config import PipelineConfig
-from pipeline.detectors import build_detector
-from pipeline.run import camera_chain
 from pipeline.scale.units import WorkUnit
-from pipeline.sources import STREAM_SCHEMES, mot_sequence_dir, open_source
-from pipeline.track_state import TrackAccumulator
-from pipeline.tracks_file import TrackRows
 from pipeline.types import FrameResult
+from pipeline.video.annotate import render_tracks_video
+from pipeline.video.chain import StageTimes
+from pipeline.video.detectors import build_detector
+from pipeline.video.run import camera_chain
+from pipeline.video.sources import STREAM_SCHEMES, mot_sequence_dir, open_source
+from pipeline.video.track_state import TrackAccumulator
+from pipeline.video.tracks_file import TrackRows
 from reid import Embedder
 from reid.onnx_backend import set_intra_op_threads
 
@@ -80,7 +80,7 @@ class SegmentResult:
     stage_seconds: dict[str, float]
     worker: str  # host:pid of the worker process that produced it
     models: dict
-    seek: str = "none"  # how the unit's first frame was reached (pipeline.sources.VideoFileSource.seek)
+    seek: str = "none"  # how the unit's first frame was reached (pipeline.video.sources.VideoFileSource.seek)
     lost_workers: list[str] = field(default_factory=list)  # filled in by the driver
 
 

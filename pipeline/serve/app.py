@@ -1,4 +1,4 @@
-"""The web app of ``crosscam serve``: a JSON API over ``pipeline.query`` and the store, the page, and the run's files.
+"""The web app of ``crosscam serve``: a JSON API over ``pipeline.identity.query`` and the store, the page, and the run's files.
 
 Every query endpoint answers with ``QueryResult.to_json()``, the object ``crosscam query --json``
 prints for the same question. Errors are ``{"error": "one line"}`` with a 4xx status (5xx only
@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeline.config import PipelineConfig
-from pipeline.query import parse_box, query_identity, query_image, query_track
+from pipeline.identity.query import parse_box, query_identity, query_image, query_track
 from pipeline.serve.run_view import ApiError, RunView, hex_colour
 from reid.errors import CrosscamError
 

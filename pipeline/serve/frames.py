@@ -6,7 +6,7 @@ serve"): in headless Chromium a JPEG frame arrives in a median 9 ms (p95 13 ms) 
 7.5 s per 139 s of 768x432 video on 2 cores; and a JPEG is the exact frame by construction,
 from any video FFmpeg decodes (annotated.mp4 is mp4v, which Chromium cannot play).
 
-Index ``i`` is the ``i``-th frame in presentation order, as ``pipeline.sources`` counts it (the
+Index ``i`` is the ``i``-th frame in presentation order, as ``pipeline.video.sources`` counts it (the
 ``frame`` of ``tracks.txt`` minus 1). A video is demuxed once (no decoding) to learn each frame's
 timestamp and the keyframes; a frame is then decoded from the keyframe before it, or straight on
 from the frame decoded last when it is a few frames ahead (playback).
@@ -28,7 +28,7 @@ import av
 import cv2
 import numpy as np
 
-from pipeline.sources import IMAGE_SUFFIXES, STREAM_SCHEMES
+from pipeline.video.sources import IMAGE_SUFFIXES, STREAM_SCHEMES
 from reid.errors import CrosscamError
 
 JPEG_QUALITY = 85
@@ -85,7 +85,7 @@ class VideoFrames:
 
 
 class FolderFrames:
-    """The frames of an image folder (a MOTChallenge ``SEQ/img1/``), by name order as ``pipeline.sources`` reads them."""
+    """The frames of an image folder (a MOTChallenge ``SEQ/img1/``), by name order as ``pipeline.video.sources`` reads them."""
 
     def __init__(self, folder: Path, fps: float):
         folder = folder / "img1" if (folder / "img1").is_dir() else folder
@@ -94,7 +94,7 @@ class FolderFrames:
         self._fps = fps
 
     def time_s(self, index: int) -> float:
-        return index / self._fps  # as pipeline.sources.ImageFolderSource times them
+        return index / self._fps  # as pipeline.video.sources.ImageFolderSource times them
 
     def image(self, index: int) -> np.ndarray:
         image = cv2.imread(str(self._files[index]))

@@ -18,9 +18,9 @@ import socket
 from pathlib import Path
 
 from pipeline.config import StoreConfig
-from pipeline.exact_scan import bf16_scan_applies
-from pipeline.identities import STORE_DIR
-from pipeline.store import DB_NAME, TrackStore
+from pipeline.identity.exact_scan import bf16_scan_applies
+from pipeline.identity.identities import STORE_DIR
+from pipeline.identity.store import DB_NAME, TrackStore
 
 ENV_RUN, ENV_TOKEN, ENV_CONFIG = "CROSSCAM_SERVE_RUN", "CROSSCAM_SERVE_TOKEN", "CROSSCAM_SERVE_CONFIG"
 MAX_DEFAULT_WORKERS = 4  # each process holds the store's index (about 2 KB per track with 512-d features)

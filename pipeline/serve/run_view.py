@@ -21,11 +21,11 @@ from typing import Callable, TypeVar
 import numpy as np
 
 from pipeline.config import PipelineConfig
-from pipeline.identities import STORE_DIR, run_inside
-from pipeline.render import color_for_id
-from pipeline.report import IdentityOverview, identity_overviews, last_tracked_frame, run_title
+from pipeline.identity.identities import STORE_DIR, run_inside
+from pipeline.identity.report import IdentityOverview, identity_overviews, last_tracked_frame, run_title
+from pipeline.identity.store import DB_NAME, TrackStore
 from pipeline.serve.frames import CameraFrames, FrameNotFound, open_frames
-from pipeline.store import DB_NAME, TrackStore
+from pipeline.video.render import color_for_id
 from reid.errors import CrosscamError
 
 T = TypeVar("T")
@@ -224,7 +224,7 @@ class RunView:
 
     # -- identities ------------------------------------------------------------------------------
     def overviews(self) -> list[IdentityOverview]:
-        """:func:`pipeline.report.identity_overviews` of the current generation (kept until it changes)."""
+        """:func:`pipeline.identity.report.identity_overviews` of the current generation (kept until it changes)."""
         generation = self.store().generation()
         with self._lock:
             if self._overviews is not None and self._overviews[0] == generation:

@@ -27,8 +27,8 @@ import time
 import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
 
-from pipeline.association import associate_tracks, pairwise_scores
 from pipeline.config import AssociationConfig
+from pipeline.identity.association import associate_tracks, pairwise_scores
 from pipeline.types import TrackSummary
 
 DIM = 512

@@ -40,10 +40,10 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from pipeline.config import load_pipeline_config  # noqa: E402
-from pipeline.detectors import _load_yolo, build_detector, import_ultralytics_offline  # noqa: E402
-from pipeline.embedding import embed_detections  # noqa: E402
-from pipeline.run import track_camera  # noqa: E402
-from pipeline.sources import open_source  # noqa: E402
+from pipeline.video.detectors import _load_yolo, build_detector, import_ultralytics_offline  # noqa: E402
+from pipeline.video.embedding import embed_detections  # noqa: E402
+from pipeline.video.run import track_camera  # noqa: E402
+from pipeline.video.sources import open_source  # noqa: E402
 from reid import Embedder  # noqa: E402
 from reid.models.bot import build_bot_model  # noqa: E402
 from reid.onnx_backend import SPIN_ENV  # noqa: E402

@@ -7,7 +7,7 @@ Two workloads, each tracked three ways with the same models and config:
 2. the shared camera clip (its first ``--clip-frames`` frames) cut into segments of
    ``--segment-s`` seconds (one camera: only segments can spread it over workers).
 
-The three ways: the single-process path (``pipeline.run.track_videos``, the models' default
+The three ways: the single-process path (``pipeline.video.run.track_videos``, the models' default
 threads), ``--workers 1`` and ``--workers 2`` with one thread per worker (Ray started on this
 machine for each run). On the scene, a fourth: two plain processes with one thread each, half
 the cameras each, no Ray and no stitching: the most two workers could give on this machine. Wall times include loading the models (and starting Ray), as a user
@@ -38,10 +38,10 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from pipeline.config import load_pipeline_config  # noqa: E402
-from pipeline.identities import update_identities  # noqa: E402
-from pipeline.run import track_videos  # noqa: E402
+from pipeline.identity.identities import update_identities  # noqa: E402
 from pipeline.scale.driver import track_videos_on_ray  # noqa: E402
 from pipeline.scale.worker import limit_threads  # noqa: E402
+from pipeline.video.run import track_videos  # noqa: E402
 from samples import SceneOptions, make_scene  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))

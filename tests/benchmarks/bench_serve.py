@@ -41,11 +41,11 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 
 from pipeline.config import ReidConfig, StoreConfig, load_pipeline_config  # noqa: E402
-from pipeline.exact_scan import bf16_scan_applies  # noqa: E402
-from pipeline.query import query_image, query_track  # noqa: E402
-from pipeline.report import identity_overviews  # noqa: E402
+from pipeline.identity.exact_scan import bf16_scan_applies  # noqa: E402
+from pipeline.identity.query import query_image, query_track  # noqa: E402
+from pipeline.identity.report import identity_overviews  # noqa: E402
+from pipeline.identity.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore  # noqa: E402
 from pipeline.serve.frames import open_frames  # noqa: E402
-from pipeline.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore  # noqa: E402
 from pipeline.types import TrackSummary  # noqa: E402
 from reid import Embedder  # noqa: E402
 from serve_runs import serving  # noqa: E402

@@ -4,7 +4,7 @@ bf16 scan with fp32 re-scoring where the CPU has bf16 units) against IVF and HNS
 Data: ``--n`` unit vectors of ``--dim`` dimensions (default 1,000,000 x 128, 512 MB float32),
 clustered like track features: 200k "people" with 5 tracks each (person direction + noise).
 Queries: ``--queries`` fresh noisy views of stored people. Each index is built the way
-``pipeline.store.build_index`` builds it for the store (same code, same settings from
+``pipeline.identity.store.build_index`` builds it for the store (same code, same settings from
 ``StoreConfig``); recall@10 is measured against the exact flat index's top 10, latency per query
 both one query at a time and in batches of 100.
 
@@ -21,9 +21,9 @@ import faiss
 import numpy as np
 
 from pipeline.config import StoreConfig
-from pipeline.exact_scan import Bf16Scan, bf16_scan_applies
-from pipeline.search_batcher import SearchFn
-from pipeline.store import build_index, tune_search
+from pipeline.identity.exact_scan import Bf16Scan, bf16_scan_applies
+from pipeline.identity.search_batcher import SearchFn
+from pipeline.identity.store import build_index, tune_search
 
 
 def clustered(n: int, dim: int, rng: np.random.Generator, noise: float = 0.5) -> tuple[np.ndarray, np.ndarray]:

@@ -23,7 +23,7 @@ import numpy as np
 
 from bench_store import clustered
 from pipeline.config import StoreConfig
-from pipeline.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore
+from pipeline.identity.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore
 from pipeline.types import TrackSummary
 
 DIM = 512

@@ -42,11 +42,11 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from pipeline.config import PipelineConfig, load_pipeline_config  # noqa: E402
-from pipeline.detectors import build_detector, lowest_confidence  # noqa: E402
 from pipeline.metrics import MotScores, evaluate_mot, read_mot_file  # noqa: E402
-from pipeline.run import track_camera  # noqa: E402
-from pipeline.sources import open_source  # noqa: E402
 from pipeline.types import Detections  # noqa: E402
+from pipeline.video.detectors import build_detector, lowest_confidence  # noqa: E402
+from pipeline.video.run import track_camera  # noqa: E402
+from pipeline.video.sources import open_source  # noqa: E402
 from reid import Embedder  # noqa: E402
 
 SHARED = REPO.parent / "shared"

@@ -18,7 +18,7 @@ so precision comes first. The F1-best threshold is printed too.
     .venv/bin/python tests/benchmarks/calibrate_threshold.py [--split bounding_box_train] [--cache f.npz] [--center-cameras]
 
 ``--center-cameras`` calibrates ``association.centered_threshold`` instead: the same sweep on
-track features centred per camera (``pipeline.association.center_per_camera``). ``--reciprocal T``
+track features centred per camera (``pipeline.identity.association.center_per_camera``). ``--reciprocal T``
 adds reciprocal links from T (``association.reciprocal_threshold``; off by default here), and
 ``--one-camera N`` keeps only the first camera's track of N people in each group (people who do
 not reach the other camera: the case where a best match is not a true one).
@@ -33,8 +33,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.association import associate_tracks, pairwise_scores
 from pipeline.config import AssociationConfig
+from pipeline.identity.association import associate_tracks, pairwise_scores
 from pipeline.types import TrackSummary
 from reid import Embedder
 

@@ -31,11 +31,11 @@ import torch
 
 from pipeline.colour import CameraColour
 from pipeline.config import DetectorConfig, PipelineConfig, ReidConfig
-from pipeline.detectors import build_detector
-from pipeline.identities import STORE_DIR, camera_folders, run_inside
-from pipeline.store import StoredTrack, TrackStore
+from pipeline.identity.identities import STORE_DIR, camera_folders, run_inside
+from pipeline.identity.store import StoredTrack, TrackStore
 from pipeline.text import plural
 from pipeline.types import Frame
+from pipeline.video.detectors import build_detector
 from reid import Embedder
 from reid.errors import CrosscamError
 

@@ -43,8 +43,8 @@ except ImportError:  # Windows: no flock; concurrent updates of one run are then
     fcntl = None
 
 from pipeline.config import StoreConfig
-from pipeline.exact_scan import exact_searcher
-from pipeline.search_batcher import SearchBatcher, SearchFn
+from pipeline.identity.exact_scan import exact_searcher
+from pipeline.identity.search_batcher import SearchBatcher, SearchFn
 from pipeline.types import TrackSummary
 from reid.errors import CrosscamError
 

@@ -1,13 +1,13 @@
 """Give a finished camera's tracks new ids: the one way to apply an id map to its outputs.
 
 An id map ``{old id: new id}`` may send several old ids to one new id (fragments of one person
-joined, ``pipeline.refine.relink``; one person's pieces of several segments stitched), or an id
+joined, ``pipeline.video.refine.relink``; one person's pieces of several segments stitched), or an id
 to :data:`DROPPED` (a track that is not a person: its boxes and summary are removed). Ids it
 does not name keep their own id. :func:`apply_id_map` rewrites the camera folder consistently:
 ``tracks.txt`` (rows relabelled, frame then id order), the summaries in ``tracks.json`` +
 ``track_features.npz`` (the merged tracks' accumulators merged, so the mean feature is exact)
 and ``thumbs/`` (the best crop of the merged tracks). ``annotated.mp4`` is drawn by the chain
-with the old ids: redraw it with :func:`pipeline.annotate.render_tracks_video` when the ids
+with the old ids: redraw it with :func:`pipeline.video.annotate.render_tracks_video` when the ids
 changed and the source can be read again.
 
 Ids after a link are renumbered densely, 1..N in order of first appearance (first frame, then
@@ -26,9 +26,9 @@ from typing import Mapping
 
 import numpy as np
 
-from pipeline.track_state import TrackAccumulator, read_track_states, write_track_states
-from pipeline.tracks_file import read_tracks_file, write_tracks_file
 from pipeline.types import TrackSummary
+from pipeline.video.track_state import TrackAccumulator, read_track_states, write_track_states
+from pipeline.video.tracks_file import read_tracks_file, write_tracks_file
 
 
 DROPPED = 0  # the new id of a track to remove (track ids are >= 1)

@@ -23,10 +23,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.render import color_for_id
-from pipeline.store import StoredTrack, TrackStore
+from pipeline.identity.store import StoredTrack, TrackStore
 from pipeline.text import plural
 from pipeline.types import read_run_record
+from pipeline.video.render import color_for_id
 
 THUMB_HEIGHT = 96  # pixels; thumbnails are shrunk so the page stays small
 MAX_ROWS = 2000  # beyond this the identities seen by the most cameras (then lowest id) are shown; the page says how many

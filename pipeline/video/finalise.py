@@ -3,11 +3,11 @@ are not people, and keep every output consistent with the final ids.
 
 :func:`finalise_camera` runs on a camera folder whose sinks are closed (a complete run only: an
 interrupted run keeps its online tracks). With ``tracker.relink`` it joins fragments of one
-person (:mod:`pipeline.refine.relink`) and renumbers the ids densely by first appearance
-(:func:`pipeline.relabel.dense_id_map`); with ``tracker.min_peak_confidence`` it drops the
+person (:mod:`pipeline.video.refine.relink`) and renumbers the ids densely by first appearance
+(:func:`pipeline.video.relabel.dense_id_map`); with ``tracker.min_peak_confidence`` it drops the
 tracks none of whose boxes the detector was that sure of. When that changes any id, it redraws
-``annotated.mp4`` from the re-read source with the new ids first (:mod:`pipeline.annotate`), then
-rewrites ``tracks.txt`` and the summaries (:func:`pipeline.relabel.apply_id_map`) and puts the
+``annotated.mp4`` from the re-read source with the new ids first (:mod:`pipeline.video.annotate`), then
+rewrites ``tracks.txt`` and the summaries (:func:`pipeline.video.relabel.apply_id_map`) and puts the
 new video in place. A Ctrl-C during the redraw leaves the online outputs as they were. A
 source that cannot be read again (a stream) keeps the video drawn online, with the online ids.
 
@@ -23,13 +23,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.annotate import render_tracks_video
 from pipeline.config import PipelineConfig
-from pipeline.refine.relink import TrackEnds, link_fragments
-from pipeline.relabel import DROPPED, apply_id_map, dense_id_map
-from pipeline.sources import FrameSource, StreamSource, open_source, source_warnings_muted
-from pipeline.track_state import TrackAccumulator
-from pipeline.tracks_file import read_camera_tracks
+from pipeline.video.annotate import render_tracks_video
+from pipeline.video.refine.relink import TrackEnds, link_fragments
+from pipeline.video.relabel import DROPPED, apply_id_map, dense_id_map
+from pipeline.video.sources import FrameSource, StreamSource, open_source, source_warnings_muted
+from pipeline.video.track_state import TrackAccumulator
+from pipeline.video.tracks_file import read_camera_tracks
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def final_ids(states: dict[int, TrackAccumulator], cfg: PipelineConfig) -> tuple
     """The fragments of a finished camera to join (``{fragment id: first id of its chain}``) and the
     whole id map (``{id: final id}``): with ``tracker.relink``, every id, dense by first appearance;
     the tracks of a chain none of whose boxes reached ``tracker.min_peak_confidence`` go to
-    :data:`~pipeline.relabel.DROPPED`. Both empty when nothing changes. ``states``: the camera's
+    :data:`~pipeline.video.relabel.DROPPED`. Both empty when nothing changes. ``states``: the camera's
     tracks' accumulators, by id."""
     t = cfg.tracker
     relinking = t.relink and bool(states)

@@ -30,17 +30,17 @@ from typing import Callable, Iterator, Sequence
 
 from tqdm import tqdm
 
-from pipeline.chain import StageTimes, build_chain
 from pipeline.colour import CameraColour
 from pipeline.config import PipelineConfig
-from pipeline.detectors import Detector, build_detector
-from pipeline.finalise import finalise_camera, relinked_record
-from pipeline.refine.lookback import LookBack
-from pipeline.sinks import AnnotatedVideoWriter, MotTracksWriter, TrackSummaryWriter
-from pipeline.sources import FrameSource, mot_sequence_dir, open_source
 from pipeline.text import plural
-from pipeline.tracking import PersonTracker
 from pipeline.types import FrameResult, read_run_record, read_track_summaries
+from pipeline.video.chain import StageTimes, build_chain
+from pipeline.video.detectors import Detector, build_detector
+from pipeline.video.finalise import finalise_camera, relinked_record
+from pipeline.video.refine.lookback import LookBack
+from pipeline.video.sinks import AnnotatedVideoWriter, MotTracksWriter, TrackSummaryWriter
+from pipeline.video.sources import FrameSource, mot_sequence_dir, open_source
+from pipeline.video.tracking import PersonTracker
 from reid import Embedder
 from reid.errors import CrosscamError
 from reid.paths import output_folder
@@ -107,7 +107,7 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-RESERVED_NAMES = {"store"}  # folders of the run directory that are not cameras (pipeline.identities.STORE_DIR)
+RESERVED_NAMES = {"store"}  # folders of the run directory that are not cameras (pipeline.identity.identities.STORE_DIR)
 
 
 def check_camera_count(specs: Sequence[str], cameras: Sequence[str] | None) -> None:
@@ -314,7 +314,7 @@ def _track_into(source: FrameSource, detector: Detector, embedder, folder: Path,
 
 def camera_chain(source: FrameSource, detector: Detector, embedder, sinks: list, cfg: PipelineConfig,
                  times: StageTimes, colour: CameraColour) -> Iterator[FrameResult]:
-    """One camera's chain (:func:`pipeline.chain.build_chain`) as ``cfg`` sets it up: the one way
+    """One camera's chain (:func:`pipeline.video.chain.build_chain`) as ``cfg`` sets it up: the one way
     every path (this one, a Ray worker's unit) builds it."""
     low = cfg.detector.low_confidence
     return build_chain(

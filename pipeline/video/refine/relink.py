@@ -17,7 +17,7 @@ with each track that starts later, and the fragments of one person joined:
 
 :func:`link_fragments` is a pure function of per-track end information (:class:`TrackEnds`) to
 an id map ``{old id: id of the chain's first track}`` (ids not linked are left out); apply it to
-a camera's outputs with :func:`pipeline.relabel.apply_id_map`.
+a camera's outputs with :func:`pipeline.video.relabel.apply_id_map`.
 
 >>> feature = np.array([1.0, 0.0], np.float32)
 >>> a = TrackEnds(1, 0, 9, 0.0, 0.9, np.array([[0.0, 0, 0, 20, 60]]), np.array([[0.9, 18, 0, 38, 60]]), feature)
@@ -37,7 +37,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from pipeline.track_state import TrackAccumulator
+from pipeline.video.track_state import TrackAccumulator
 
 HEIGHT_RATIO = 1.5  # largest ratio between the heights of two fragments of one person
 REACH_MARGIN = 0.5  # body heights added to the walking reach (box jitter, a step out of view)

@@ -18,10 +18,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.render import draw_tracks
-from pipeline.track_state import TrackAccumulator, write_track_states
-from pipeline.tracks_file import mot_line
 from pipeline.types import FrameResult, TrackObservation, TrackSummary
+from pipeline.video.render import draw_tracks
+from pipeline.video.track_state import TrackAccumulator, write_track_states
+from pipeline.video.tracks_file import mot_line
 from reid.errors import CrosscamError
 
 
@@ -135,7 +135,7 @@ class MotTracksWriter(_Sink):
 class TrackSummaryWriter(_Sink):
     """Collect each track's appearance and extent; on close write the summaries and thumbnails.
 
-    Each track is a :class:`pipeline.track_state.TrackAccumulator`: the aggregate ``feature`` is
+    Each track is a :class:`pipeline.video.track_state.TrackAccumulator`: the aggregate ``feature`` is
     the quality-weighted mean of the track's unit features, renormalised (a crop with low
     confidence, a small or cut-off box counts less); up to ``representatives`` individual
     features are picked from a bounded, evenly thinned sample of the track (farthest-point order,

@@ -1,13 +1,13 @@
 """Draw the rows of a tracks file onto a source's frames, as a video: the one re-renderer.
 
 The chain draws ``annotated.mp4`` as frames go by (the only way for a stream). When a finished
-camera's ids change afterwards (fragments re-linked and renumbered, ``pipeline.relabel``) or
-are replaced by global identities (``annotated_global.mp4``, ``pipeline.identities``), the video
+camera's ids change afterwards (fragments re-linked and renumbered, ``pipeline.video.relabel``) or
+are replaced by global identities (``annotated_global.mp4``, ``pipeline.identity.identities``), the video
 is drawn again from the re-read source with :func:`render_tracks_video`: the rows of the tracks
 file, each id through an optional id map, over a frame range of the source. Interpolated rows
 are drawn dashed, as in the chain.
 
->>> from pipeline.tracks_file import read_camera_tracks
+>>> from pipeline.video.tracks_file import read_camera_tracks
 >>> with open_source("cam1.mp4", "cam1", SourceConfig()) as source:  # doctest: +SKIP
 ...     render_tracks_video(source, read_camera_tracks("run/cam1"), "run/cam1/annotated.mp4")
 """
@@ -21,10 +21,10 @@ from typing import Mapping
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.sinks import AnnotatedVideoWriter
-from pipeline.sources import FrameSource
-from pipeline.tracks_file import TrackRows
 from pipeline.types import FrameResult, TrackObservation
+from pipeline.video.sinks import AnnotatedVideoWriter
+from pipeline.video.sources import FrameSource
+from pipeline.video.tracks_file import TrackRows
 
 
 def render_tracks_video(source: FrameSource, rows: TrackRows, out: str | Path, id_map: Mapping[int, int] | None = None,
@@ -34,7 +34,7 @@ def render_tracks_video(source: FrameSource, rows: TrackRows, out: str | Path, i
     to the end), with the ``rows`` of that frame drawn in their id's colour.
 
     ``id_map`` ``{track id: drawn id}`` relabels the rows; rows whose id it lacks or drops
-    (:data:`pipeline.relabel.DROPPED`) are not drawn.
+    (:data:`pipeline.video.relabel.DROPPED`) are not drawn.
     The video's rate is the source's over its stride. Returns the number of frames written.
     """
     start, stop = frames

@@ -23,13 +23,13 @@ from collections import defaultdict, deque
 from contextlib import contextmanager
 from typing import Iterable, Iterator, Sequence
 
-from pipeline.blob_split import split_by_predictions
 from pipeline.colour import CameraColour
-from pipeline.detectors import Detector
-from pipeline.embedding import embed_detections, size_filtered, split_by_confidence
-from pipeline.refine.lookback import LookBack
-from pipeline.tracking import PersonTracker
 from pipeline.types import Frame, FrameResult
+from pipeline.video.blob_split import split_by_predictions
+from pipeline.video.detectors import Detector
+from pipeline.video.embedding import embed_detections, size_filtered, split_by_confidence
+from pipeline.video.refine.lookback import LookBack
+from pipeline.video.tracking import PersonTracker
 
 
 class StageTimes(defaultdict):

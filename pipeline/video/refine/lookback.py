@@ -7,7 +7,7 @@ a frame is held, later frames can still add to it:
   ``n_init - 1`` frames back) are put into their frames, so a person is tracked from the frame
   they first appear in (``tracker.backfill``);
 - **interpolation**: when a track is detected again after missing up to ``interpolate_max_gap``
-  frames, the missed frames get interpolated boxes (``pipeline.refine.interpolate``), filled when
+  frames, the missed frames get interpolated boxes (``pipeline.video.refine.interpolate``), filled when
   the gap's first frame is about to leave the buffer, so the boxes after the gap that arrived by
   then take part (``tracker.interpolate``);
 - **smoothing**: as a frame leaves, each of its boxes is replaced by a line fitted to its track's
@@ -38,8 +38,8 @@ from typing import Literal
 import numpy as np
 
 from pipeline.config import TrackerConfig
-from pipeline.refine.interpolate import fill_gap
 from pipeline.types import FrameResult, TrackObservation
+from pipeline.video.refine.interpolate import fill_gap
 
 CONTEXT_BOXES = 5  # detected boxes on each side of a gap that a GSI fill looks at
 

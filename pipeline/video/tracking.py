@@ -4,7 +4,7 @@ deep-sort-realtime's ``DeepSort`` is built with ``embedder=None`` so it never ru
 its own; each frame's L2-normalised features go in through ``update_tracks(..., embeds=...)``.
 Out come only *confirmed* tracks that were matched to a detection in this very frame, so a
 coasting track (predicted by the Kalman filter, not seen) never draws a ghost box. Around it,
-:mod:`pipeline.refine`'s online refinements: low-confidence boxes extend confirmed tracks, a
+:mod:`pipeline.video.refine`'s online refinements: low-confidence boxes extend confirmed tracks, a
 moving camera is compensated, and a track's tentative boxes are kept for back-fill.
 
 >>> from pipeline.config import TrackerConfig
@@ -27,9 +27,9 @@ import numpy as np
 from deep_sort_realtime.deepsort_tracker import DeepSort
 
 from pipeline.config import TrackerConfig
-from pipeline.refine.camera_motion import CameraMotion, warp_state
-from pipeline.refine.low_confidence import match_by_iou
 from pipeline.types import Detections, TrackObservation
+from pipeline.video.refine.camera_motion import CameraMotion, warp_state
+from pipeline.video.refine.low_confidence import match_by_iou
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """The run-level step after per-camera tracking: global identities across all cameras.
 
 :func:`update_identities` reads each camera's track summaries from the run directory, puts
-their times on the common clock (``pipeline.cameras``), associates them with the identities
-already in the store (``pipeline.association``), writes the store (``pipeline.store``) and the
+their times on the common clock (``pipeline.identity.cameras``), associates them with the identities
+already in the store (``pipeline.identity.association``), writes the store (``pipeline.identity.store``) and the
 outputs: ``<camera>/tracks_global.txt``, ``<camera>/annotated_global.mp4`` and ``report.html``.
 
 It is incremental: a camera whose summaries and clock are unchanged since the last call is not
@@ -27,16 +27,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from pipeline.association import associate_tracks
-from pipeline.cameras import CamerasFile, camera_offsets, load_cameras_file
 from pipeline.config import PipelineConfig, SourceConfig
-from pipeline.report import write_report
-from pipeline.annotate import render_tracks_video
-from pipeline.run import publish
-from pipeline.sources import open_source, source_warnings_muted
-from pipeline.store import DB_NAME, CameraRecord, CameraTracks, EmbedderInfo, TrackStore
-from pipeline.tracks_file import read_camera_tracks
+from pipeline.identity.association import associate_tracks
+from pipeline.identity.cameras import CamerasFile, camera_offsets, load_cameras_file
+from pipeline.identity.report import write_report
+from pipeline.identity.store import DB_NAME, CameraRecord, CameraTracks, EmbedderInfo, TrackStore
 from pipeline.types import TrackSummary, read_track_summaries
+from pipeline.video.annotate import render_tracks_video
+from pipeline.video.run import publish
+from pipeline.video.sources import open_source, source_warnings_muted
+from pipeline.video.tracks_file import read_camera_tracks
 from reid.errors import CrosscamError
 
 log = logging.getLogger(__name__)
@@ -103,10 +103,10 @@ def update_identities(
 ) -> IdentityResult:
     """Associate every camera of ``run_dir`` into global identities and write the outputs.
 
-    ``cameras_file`` (YAML, see ``pipeline.cameras``) is copied to ``RUN_DIR/cameras.yaml`` and
+    ``cameras_file`` (YAML, see ``pipeline.identity.cameras``) is copied to ``RUN_DIR/cameras.yaml`` and
     used by later calls too; without one, times are seconds from each video's start.
     ``staged`` maps a camera tracked again to its new outputs beside its folder
-    (:func:`pipeline.run.working_folder`): they are read in its place and replace it right after
+    (:func:`pipeline.video.run.working_folder`): they are read in its place and replace it right after
     the store takes them, so the folder and the store never disagree for longer than a rename.
     """
     run_dir = Path(run_dir)

@@ -19,7 +19,7 @@ The method is constrained agglomerative clustering on a k-nearest-neighbour grap
      different cameras (allowed camera pairs, min/max travel time),
    - they are not two different identities already in the store (existing ids stay stable).
 
-Times are seconds on the common clock (``pipeline.cameras`` puts every camera on it).
+Times are seconds on the common clock (``pipeline.identity.cameras`` puts every camera on it).
 
 Before step 1, with ``AssociationConfig.center_cameras`` (the default) and at least
 ``MIN_TRACKS_TO_CENTER`` tracks in every camera, each feature has its camera's mean track feature

@@ -190,7 +190,7 @@ class MotionDetector:
 
     name = "motion"
     # A blob can be several people (one passing behind another): the chain lets the tracker split
-    # it into their predicted boxes (tracker.split_merged, pipeline.blob_split).
+    # it into their predicted boxes (tracker.split_merged, pipeline.video.blob_split).
     merges_people = True
 
     def __init__(self, cfg: DetectorConfig):
@@ -389,7 +389,7 @@ def score_quantiles(scores: np.ndarray) -> np.ndarray:
 def build_detector(cfg: DetectorConfig, sequence_dir: Path | None = None) -> Detector:
     """The detector ``cfg.model`` names: ``motion``, ``replay`` or an ultralytics model.
 
-    ``sequence_dir`` (the source's MOTChallenge sequence, :func:`pipeline.sources.mot_sequence_dir`) locates ``det/det.txt``
+    ``sequence_dir`` (the source's MOTChallenge sequence, :func:`pipeline.video.sources.mot_sequence_dir`) locates ``det/det.txt``
     for ``replay`` when ``cfg.replay_file`` is not set. YOLO weights are loaded once per process.
     """
     if cfg.model == "motion":

@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from pipeline.association import TransitConstraints, TransitRule
+from pipeline.identity.association import TransitConstraints, TransitRule
 from reid.errors import CrosscamError
 
 
@@ -150,7 +150,7 @@ def load_cameras_file(path: str | Path) -> CamerasFile:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
-        raise CrosscamError(f"{path}: {where}: {msg}; see pipeline/cameras.py for the format") from None
+        raise CrosscamError(f"{path}: {where}: {msg}; see pipeline/identity/cameras.py for the format") from None
 
 
 def camera_offsets(

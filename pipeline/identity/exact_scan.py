@@ -23,7 +23,7 @@ import faiss
 import numpy as np
 import torch
 
-from pipeline.search_batcher import SearchFn
+from pipeline.identity.search_batcher import SearchFn
 
 MIN_VECTORS = 20_000  # below this FAISS's own scan is quick; the bf16 copy is not worth its memory
 _OUTPUT_ROUNDING = 2.0**-7  # relative error of a bf16 result (2**-8 rounded to nearest; truncated, 2**-7)

@@ -1,0 +1,1 @@
+"""Cameras' tracks into cross-camera identities: the common clock, association, the track store, queries, the report."""

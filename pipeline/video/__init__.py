@@ -1,0 +1,1 @@
+"""One camera's video into tracks: sources, detectors, tracker, refinements, its files. Never imports ``pipeline.identity``."""
