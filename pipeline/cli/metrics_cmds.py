@@ -7,7 +7,6 @@ from pathlib import Path
 
 import typer
 
-from pipeline.metrics import check_comparable, evaluate_mot, evaluate_mtmc, read_mot_file, scores_table
 from reid.errors import CrosscamError
 
 def _gt_files(gt_dir: Path) -> dict[str, Path]:
@@ -46,6 +45,8 @@ def register(app: typer.Typer) -> None:
 
         TrackEval with the MOT17 rules; boxes match at IoU 0.5.
         """
+        from pipeline.metrics import check_comparable, evaluate_mot, read_mot_file, scores_table
+
         gt_rows, pred_rows = read_mot_file(gt, "gt"), read_mot_file(pred, "pred")
         for warning in check_comparable(gt, gt_rows, pred_rows):
             typer.echo(warning, err=True)
@@ -69,6 +70,8 @@ def register(app: typer.Typer) -> None:
         id between cameras). A camera with no tracks file in the run counts as having found nobody
         (warned on stderr).
         """
+        from pipeline.metrics import evaluate_mtmc, read_mot_file, scores_table
+
         if not run.is_dir():
             raise CrosscamError(f"{run}: run folder not found; pass the --out folder of `crosscam track`")
         gt_files = _gt_files(gt)

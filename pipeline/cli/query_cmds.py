@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from pipeline.config import load_pipeline_config
-from pipeline.identity.query import (
-    QueryResult, colour_normalised_cameras, parse_box, query_identity, query_image, query_track,
-)
 from pipeline.text import numbered
 from reid.errors import CrosscamError
+
+if TYPE_CHECKING:
+    from pipeline.identity.query import QueryResult
 
 
 def _parse_track(text: str) -> tuple[str, int]:
@@ -69,6 +69,8 @@ def register(app: typer.Typer) -> None:
         """Find a person in a run: by image, by CAMERA:TRACK_ID or by identity. Prints the identity
         and its appearances per camera (start/end time, start/end frame as 0-based indices of the
         source video, track ids, score, thumbnail)."""
+        from pipeline.identity.query import colour_normalised_cameras, parse_box, query_identity, query_image, query_track
+
         given = [name for name, value in (("--image", image), ("--track", track), ("--identity", identity))
                  if value is not None]
         if len(given) != 1:

@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
 from pipeline.config import load_pipeline_config
-from pipeline.identity.identities import check_before_tracking, update_identities
-from pipeline.identity.store import EmbedderInfo
 from pipeline.text import plural
-from pipeline.video.run import check_out_dir, drop_staged, publish_staged, track_videos
-from pipeline.video.sources import default_camera_name
-from reid.embedder import Embedder
 from reid.errors import CrosscamError
+
+if TYPE_CHECKING:
+    from pipeline.identity.store import EmbedderInfo
+    from reid.embedder import Embedder
 
 
 def _overrides(sets: list[str], detector: str | None, reid: str | None, max_frames: int | None,
@@ -82,6 +81,11 @@ def register(app: typer.Typer) -> None:
         associate every camera of RUN_DIR (earlier ones too) into global identities: store/,
         tracks_global.txt, annotated_global.mp4 and report.html.
         Ctrl-C stops cleanly: what was written stays valid and run.json says "interrupted"."""
+        from pipeline.identity.identities import check_before_tracking
+        from pipeline.video.run import check_out_dir, publish_staged, track_videos
+        from pipeline.video.sources import default_camera_name
+        from reid.embedder import Embedder
+
         out = check_out_dir(out_text)  # "" is not "."
         identities = not no_identities
         distributed = workers is not None or ray_address is not None
@@ -155,12 +159,17 @@ def _report_identities(linked, identities: bool, as_json: bool) -> None:
 
 def embedder_info(embedder: Embedder) -> EmbedderInfo:
     """What the store and ``run.json`` record of ``embedder``."""
+    from pipeline.identity.store import EmbedderInfo
+
     return EmbedderInfo(embedder.fingerprint, embedder.name, embedder.dim)
 
 
 def _identities(out: Path, cfg, cameras_file: Optional[Path], runs: list, quiet: bool):
     """``update_identities`` with the cameras tracked again (staged beside their folders), which
     replace their folders as the store takes them; Ctrl-C before that keeps the earlier ones."""
+    from pipeline.identity.identities import update_identities
+    from pipeline.video.run import drop_staged
+
     try:
         linked = update_identities(out, cfg, cameras_file, progress=not quiet,
                                    staged={r.camera: r.staged for r in runs if r.staged is not None})

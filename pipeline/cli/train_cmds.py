@@ -9,9 +9,7 @@ import typer
 
 from pipeline.config import DEFAULT_CONFIG
 from reid.errors import CrosscamError
-from reid.export import export_onnx
 from reid.paths import output_folder
-from reid.training import Trainer, load_train_config
 
 METRIC_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP")
 REID_CONFIGS = DEFAULT_CONFIG.parent / "reid"  # the repository's configs/reid/, from any working folder
@@ -37,6 +35,8 @@ def train(
     cross-entropy + hard-mining triplet, Adam with warm-up and MultiStep decay, AMP on CUDA.
     Progress bars go to stderr; one CSV row per epoch goes to OUT/log.csv.
     """
+    from reid.training import Trainer, load_train_config
+
     output_folder(out, "--out")
     cfg = load_train_config(config, overrides)
     if not resume and (out / "last.pth").exists():
@@ -74,6 +74,8 @@ def export(
     Checks torch/onnxruntime parity (unit-normalised features within 1e-4) before anything is written.
     The result works everywhere as --reid model.onnx.
     """
+    from reid.export import export_onnx
+
     if export_format != "onnx":
         raise CrosscamError(f"--format {export_format}: unknown; only onnx is supported")
     result = export_onnx(reid, out, trust=trust_checkpoint)
