@@ -272,13 +272,32 @@ def test_an_ivf_store_with_too_few_tracks_to_train_uses_a_flat_index():
         assert stored_kind(index) == "flat"
 
 
-def test_a_missing_index_file_is_one_line(tmp_path: Path):
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_a_missing_or_unreadable_index_file_is_searched_from_the_table_with_a_warning(tmp_path: Path, caplog, damage: str):
     folder = tmp_path / "store"
     hall = write_camera(TrackStore.create(folder, INFO), "hall", 4, seed=0)
     for path in folder.glob("index-*.faiss"):
-        path.unlink()
-    with pytest.raises(CrosscamError, match=r"index-1.faiss: the index file the store names is missing; re-run"):
-        TrackStore.open(folder, INFO).search(hall[0].feature[None], k=1)
+        path.unlink() if damage == "missing" else path.write_bytes(path.read_bytes()[:100])
+    store = TrackStore.open(folder, INFO)
+    sims, keys = store.search(hall[2].feature[None], k=1)  # a crash (truncated) or an error (missing) before
+    assert store.track_by_key(int(keys[0, 0])).track_id == 3 and sims[0, 0] == pytest.approx(1.0, abs=1e-5)
+    warning = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert ("is missing" if damage == "missing" else "cannot be read") in warning and "built in memory" in warning
+
+
+def test_damage_faiss_can_read_is_not_carried_into_later_indexes(tmp_path: Path, monkeypatch):
+    folder = tmp_path / "store"
+    store = TrackStore.create(folder, INFO)
+    write_camera(store, "hall", 6, seed=0)
+    path = next(folder.glob("index-*.faiss"))
+    data = bytearray(path.read_bytes())
+    data[-200:-100] = bytes(100)  # zeros over stored vectors: still a readable index
+    path.write_bytes(bytes(data))
+    assert faiss.read_index(str(path)).ntotal == 6
+    builds = counting_builds(monkeypatch)
+    write_camera(store, "door", 2, seed=1, first_identity=10)
+    assert builds == [8]  # built from the table, not updated in place
+    assert_index_holds_the_table(store, folder)
 
 
 def test_updating_holds_a_lock_other_processes_wait_for(tmp_path: Path):

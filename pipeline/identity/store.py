@@ -26,9 +26,11 @@ Vectors are L2-normalised and searched by inner product (= cosine similarity).
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
+import zlib
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +49,8 @@ from pipeline.identity.exact_scan import exact_searcher
 from pipeline.identity.search_batcher import SearchBatcher, SearchFn
 from pipeline.types import TrackSummary
 from reid.errors import CrosscamError
+
+log = logging.getLogger(__name__)
 
 # faiss's own default for when exact search goes through BLAS (the faiss-cpu wheel ships 128000,
 # under which a search read the whole index once per query row): over 100k 512-d tracks on a
@@ -464,18 +468,28 @@ class TrackStore:
             if not name:  # never written: an empty index of the right dimension
                 index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.embedder.dim))
             elif (self.folder / name).is_file():
-                index = faiss.read_index(str(self.folder / name))
+                index = self._read_index_file(name)
             elif attempt == 0:
                 continue  # two writes landed since meta was read: read it again
             else:
-                raise CrosscamError(
-                    f"{self.folder / name}: the index file the store names is missing; "
-                    "re-run `crosscam track` for one camera of this run to rebuild it"
-                )
+                index = self._index_in_memory(name, "is missing")
             self._index, self._index_file = _maybe_to_gpu(index, self.config), name
             self._index_search = exact_searcher(self._index, self.config.bf16_scan)
             return self._index
         raise AssertionError("unreachable")
+
+    def _read_index_file(self, name: str) -> faiss.Index:
+        try:
+            return faiss.read_index(str(self.folder / name))
+        except RuntimeError as exc:
+            return self._index_in_memory(name, f"cannot be read ({str(exc).strip().splitlines()[-1][:120]})")
+
+    def _index_in_memory(self, name: str, what: str) -> faiss.Index:
+        """The index built from the table (the source of truth) when its file ``name`` ``what``."""
+        log.warning("%s %s; searching an index built in memory from %s instead (the next write into this "
+                    "run writes the file again)", self.folder / name, what, DB_NAME)
+        with self._reading() as conn:
+            return self._built_from_table(conn)
 
     def max_identity(self) -> int:
         """The largest identity id ever written to this store (0 when none was)."""
@@ -579,17 +593,16 @@ class TrackStore:
         """Write the index of the tracks table as ``index_file``: the ``committed`` index file with
         ``changes`` applied where that keeps it the index :func:`build_index` would choose, else a new build."""
         count = conn.execute("SELECT COUNT(*) FROM tracks").fetchone()[0]
-        index = self._updated_index(committed, changes, count)
+        crc = conn.execute("SELECT value FROM meta WHERE key = 'index_crc32'").fetchone()
+        index = self._updated_index(committed, crc[0] if crc else None, changes, count)
         if index is None:
-            rows = conn.execute("SELECT id, feature FROM tracks ORDER BY id").fetchall()
-            keys = np.array([r[0] for r in rows], np.int64)
-            vectors = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(-1, self.embedder.dim)
-            index = build_index(vectors, keys, self.config)
+            index = self._built_from_table(conn)
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('index_kind', ?)", (stored_kind(index),))
         tmp = self.folder / f"{index_file}.tmp-{os.getpid()}"
         faiss.write_index(index, str(tmp))
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('index_crc32', ?)", (_file_crc32(tmp),))
         os.replace(tmp, self.folder / index_file)
         directory = os.open(self.folder, os.O_RDONLY)
         try:
@@ -597,15 +610,26 @@ class TrackStore:
         finally:
             os.close(directory)
 
-    def _updated_index(self, committed: str, changes: Sequence[_CameraChange], count: int) -> faiss.Index | None:
+    def _built_from_table(self, conn: sqlite3.Connection) -> faiss.Index:
+        """The index :func:`build_index` makes of every track's feature in the table."""
+        rows = conn.execute("SELECT id, feature FROM tracks ORDER BY id").fetchall()
+        keys = np.array([r[0] for r in rows], np.int64)
+        vectors = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(-1, self.embedder.dim)
+        return build_index(vectors, keys, self.config)
+
+    def _updated_index(self, committed: str, crc: str | None, changes: Sequence[_CameraChange],
+                       count: int) -> faiss.Index | None:
         """The ``committed`` index file with ``changes`` applied (``count`` vectors after them), or
-        None where it must be built anew: no readable committed file, a kind or HNSW degree other
+        None where it must be built anew: no committed file that reads and has the checksum it was
+        written with (``crc``; damage FAISS can read would otherwise live on), a kind or HNSW degree other
         than the configuration gives for ``count`` vectors, IVF cells more than sqrt(2) off the
         number ``count`` vectors would get (retrained about when the store doubles or halves), or
         tracks to remove from HNSW (faiss cannot remove from its graph)."""
+        path = self.folder / committed
         try:
-            index = faiss.read_index(str(self.folder / committed)) if committed else None
-        except RuntimeError:  # missing or unreadable: the new build below repairs it
+            intact = bool(committed) and crc is not None and _file_crc32(path) == crc
+            index = faiss.read_index(str(path)) if intact else None
+        except (OSError, RuntimeError):  # missing or unreadable: the new build repairs it
             return None
         if index is None or stored_kind(index) != planned_kind(count, self.config):
             return None
@@ -676,6 +700,15 @@ def _connect(folder: Path, readonly: bool) -> sqlite3.Connection:
         conn = sqlite3.connect(path, timeout=30, isolation_level=None)
         conn.execute("PRAGMA synchronous = FULL")
     return conn
+
+
+def _file_crc32(path: Path) -> str:
+    """The CRC-32 of the file at ``path`` (read in 16 MB blocks), as 8 hex digits."""
+    crc = 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 24):
+            crc = zlib.crc32(block, crc)
+    return f"{crc:08x}"
 
 
 def _meta(conn: sqlite3.Connection, key: str) -> str:
