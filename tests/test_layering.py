@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = ("pipeline.config", "pipeline.types", "pipeline.boxes", "pipeline.colour", "pipeline.text", "pipeline.metrics")
+SHARED = ("pipeline.config", "pipeline.types", "pipeline.boxes", "pipeline.colour", "pipeline.text", "pipeline.metrics",
+          "pipeline.stops")
 TOP = ("pipeline.cli", "pipeline.serve", "pipeline.scale", "pipeline.demo")
 
 

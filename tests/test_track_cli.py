@@ -316,13 +316,13 @@ def test_a_camera_tracked_again_replaces_its_folder_as_the_store_takes_it(tmp_pa
     folder = out / "hall"
     stored = lambda: [(t.track_id, t.first_frame, t.last_frame) for t in TrackStore.open(out / "store").tracks()]  # noqa: E731
     before, before_store = snapshot(), stored()
-    real = pipeline.identity.identities._associate_and_write
+    real = pipeline.identity.identities._associated
     seen = []
 
     def stopped(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline.identity.identities, "_associate_and_write", stopped)
+    monkeypatch.setattr(pipeline.identity.identities, "_associated", stopped)
     code, _, err = run_cli([*args, "--max-frames", "30"], capsys)
     assert code == 130 and "identities not updated" in err
     assert snapshot() == before and stored() == before_store
@@ -332,7 +332,7 @@ def test_a_camera_tracked_again_replaces_its_folder_as_the_store_takes_it(tmp_pa
         seen.append(snapshot() == before)
         return real(*a, **k)
 
-    monkeypatch.setattr(pipeline.identity.identities, "_associate_and_write", watched)
+    monkeypatch.setattr(pipeline.identity.identities, "_associated", watched)
     assert run_cli([*args, "--max-frames", "30"], capsys)[0] == 0
     assert seen == [True] and snapshot() != before and stored() != before_store
     assert json.loads((folder / "run.json").read_text())["frames_read"] == 30
@@ -379,3 +379,63 @@ def test_help_lists_the_options(capsys):
     for option in ("--out", "--camera", "--config", "--set", "--detector", "--reid", "--max-frames", "--stride",
                    "--device", "--json"):
         assert option in out
+
+
+def test_a_camera_another_command_is_tracking_is_refused_and_its_work_is_left_alone(tmp_path: Path, capsys,
+                                                                                  osnet_onnx: Path):
+    """Two commands tracking one camera into one run both wrote its folder (and the second deleted
+    the first's .hall.retrack): the second is refused in one line now; other cameras go ahead."""
+    from pipeline.video.run import claim_camera, release
+
+    args, out, snapshot = tracked_hall(tmp_path, capsys, osnet_onnx)
+    before = snapshot()
+    held = claim_camera(out, "hall")  # as another command tracking hall holds it
+    work = out / ".hall.retrack"
+    work.mkdir()  # that command's work in progress
+    try:
+        code, _, err = run_cli([*args, "--max-frames", "20"], capsys)
+        assert code == 2 and "camera hall: another crosscam command is tracking it" in err, err
+        assert len(err.strip().splitlines()) == 1 and snapshot() == before and work.is_dir()
+        code, _, err = run_cli([*args, "--max-frames", "20", "--camera", "hall2"], capsys)
+        assert code == 0, err
+    finally:
+        work.rmdir()
+        release([held])
+    assert not (out / ".hall.lock").exists()
+    assert run_cli([*args, "--max-frames", "20"], capsys)[0] == 0  # released: tracked again
+    assert json.loads((out / "hall" / "run.json").read_text())["frames_read"] == 20
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_ctrl_c_after_the_store_took_the_cameras_says_so(tmp_path: Path, capsys, osnet_onnx: Path, monkeypatch):
+    """A stop while the report was written said "identities not updated ... as it was before" when
+    the store had the new tracks and the folder the new outputs: the message now says what is true."""
+    import pipeline.identity.identities
+
+    args, out, snapshot = tracked_hall(tmp_path, capsys, osnet_onnx)
+    before = snapshot()
+    store_tracks = lambda: [(t.track_id, t.last_frame) for t in TrackStore.open(out / "store").tracks()]  # noqa: E731
+    before_store = store_tracks()
+
+    def stopped(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.identity.identities, "write_report", stopped)
+    code, _, err = run_cli([*args, "--max-frames", "30"], capsys)
+    assert code == 130 and "the store and identities include this run's cameras" in err, err
+    assert "not updated" not in err and len(err.strip().splitlines()) == 1
+    assert snapshot() != before and store_tracks() != before_store  # both hold the new run
+    assert json.loads((out / "hall" / "run.json").read_text())["frames_read"] == 30
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_a_camera_name_reused_for_another_video_is_warned_about(tmp_path: Path, capsys, osnet_onnx: Path, caplog):
+    args, out, _ = tracked_hall(tmp_path, capsys, osnet_onnx)
+    assert run_cli([*args, "--max-frames", "20"], capsys)[0] == 0  # the same video again: nothing to say
+    assert "was tracked from" not in caplog.text
+    (tmp_path / "other").mkdir()
+    other = write_video(tmp_path / "other" / "hall.avi", 20, walker=True)  # same stem, another file
+    code, _, err = run_cli(["track", str(other), "--out", str(out), "--detector", "motion", "--reid", str(osnet_onnx),
+                            "--quiet"], capsys)
+    assert code == 0, err
+    assert f"camera hall was tracked from {tmp_path / 'hall.avi'}; this run of {other} replaces its tracks" in caplog.text

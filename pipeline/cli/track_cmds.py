@@ -167,7 +167,7 @@ def embedder_info(embedder: Embedder) -> EmbedderInfo:
 def _identities(out: Path, cfg, cameras_file: Optional[Path], runs: list, quiet: bool):
     """``update_identities`` with the cameras tracked again (staged beside their folders), which
     replace their folders as the store takes them; Ctrl-C before that keeps the earlier ones."""
-    from pipeline.identity.identities import update_identities
+    from pipeline.identity.identities import StoppedAfterStoreUpdate, update_identities
     from pipeline.video.run import drop_staged
 
     try:
@@ -176,6 +176,14 @@ def _identities(out: Path, cfg, cameras_file: Optional[Path], runs: list, quiet:
         for run in runs:
             run.staged = None  # in place now
         return linked
+    except StoppedAfterStoreUpdate:
+        for run in runs:
+            run.staged = None  # in place
+        drop_staged(runs)
+        typer.echo(f"interrupted: the store and identities include this run's cameras, and their folders hold the "
+                   f"new outputs; report.html, tracks_global.txt and annotated_global.mp4 of {out} may be older "
+                   "(the next `crosscam track` into it writes them)", err=True)
+        raise typer.Exit(130) from None
     except BaseException as exc:
         drop_staged(runs)  # the store did not take them (or a rename failed): the earlier outputs stay
         if isinstance(exc, KeyboardInterrupt):

