@@ -120,7 +120,7 @@ def test_bad_queries_are_one_line_and_change_nothing(synthetic_run: Path, tmp_pa
     assert "no such run directory" in crosscam_error(capsys, tmp_path / "elsewhere", "--identity", "1")
     (tmp_path / "partial" / "hall").mkdir(parents=True)  # a camera's run.json, no store: an interrupted run
     (tmp_path / "partial" / "hall" / "run.json").write_text('{"status": "interrupted"}')
-    assert "no track store yet" in crosscam_error(capsys, tmp_path / "partial", "--identity", "1")
+    assert "no track store: `crosscam associate" in crosscam_error(capsys, tmp_path / "partial", "--identity", "1")
     assert "only meaningful with --image" in crosscam_error(capsys, synthetic_run, "--track", "hall:1", "--camera", "hall")
     assert "not a camera of this run; use one of door, hall" in crosscam_error(
         capsys, synthetic_run, "--image", synthetic_run / "hall" / "thumbs" / "1.jpg", "--camera", "lobby")

@@ -423,6 +423,7 @@ def test_ctrl_c_after_the_store_took_the_cameras_says_so(tmp_path: Path, capsys,
     monkeypatch.setattr(pipeline.identity.identities, "write_report", stopped)
     code, _, err = run_cli([*args, "--max-frames", "30"], capsys)
     assert code == 130 and "the store and identities include this run's cameras" in err, err
+    assert f"`crosscam associate {out}` writes them now" in err
     assert "not updated" not in err and len(err.strip().splitlines()) == 1
     assert snapshot() != before and store_tracks() != before_store  # both hold the new run
     assert json.loads((out / "hall" / "run.json").read_text())["frames_read"] == 30
@@ -439,3 +440,23 @@ def test_a_camera_name_reused_for_another_video_is_warned_about(tmp_path: Path, 
                             "--quiet"], capsys)
     assert code == 0, err
     assert f"camera hall was tracked from {tmp_path / 'hall.avi'}; this run of {other} replaces its tracks" in caplog.text
+
+
+def test_associate_builds_a_deleted_store_and_the_report_from_the_cameras_outputs(tmp_path: Path, capsys,
+                                                                                 osnet_onnx: Path):
+    args, out, snapshot = tracked_hall(tmp_path, capsys, osnet_onnx)
+    before = [(t.camera, t.track_id, t.first_frame, t.last_frame) for t in TrackStore.open(out / "store").tracks()]
+    shutil.rmtree(out / "store")
+    (out / "report.html").unlink()
+    code, _, err = run_cli(["query", str(out), "--identity", "1"], capsys)
+    assert code == 2 and f"`crosscam associate {out}` builds it" in err
+    code, text, err = run_cli(["associate", str(out), "--json", "--quiet"], capsys)
+    assert code == 0, err
+    result = json.loads(text)["identities"]
+    assert result["cameras"] == ["hall"] and result["cameras_updated"] == ["hall"] and (out / "report.html").is_file()
+    after = [(t.camera, t.track_id, t.first_frame, t.last_frame) for t in TrackStore.open(out / "store").tracks()]
+    assert after == before and result["tracks"] == len(before)
+    assert run_cli(["query", str(out), "--track", "hall:1", "--json"], capsys)[0] == 0
+    code, text, _ = run_cli(["associate", str(out), "--quiet"], capsys)  # nothing new: the outputs are rewritten only
+    assert code == 0 and "1 camera" in text
+    assert "no such run directory" in run_cli(["associate", str(tmp_path / "nope")], capsys)[2]

@@ -38,7 +38,8 @@ def _overrides(sets: list[str], detector: str | None, reid: str | None, max_fram
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``track`` to ``app``."""
+    """Add ``track`` and ``associate`` to ``app``."""
+    app.command("associate")(associate)
 
     @app.command("track")
     def track(
@@ -119,12 +120,7 @@ def register(app: typer.Typer) -> None:
         publish_staged(runs)  # identities not updated: the new outputs replace the earlier ones as they are
         result = {
             "run_dir": str(out.resolve()),
-            "identities": None if linked is None else {
-                "identities": linked.identities, "multi_camera_identities": linked.multi_camera_identities,
-                "tracks": linked.tracks, "cameras": linked.cameras, "cameras_updated": linked.cameras_updated,
-                "common_clock": linked.common_clock,
-                "report": str(linked.report.resolve()),
-            },
+            "identities": None if linked is None else _identities_json(linked),
             "cameras": [
                 {"camera": r.camera, "folder": str(r.folder.resolve()), "status": r.status, "error": r.error,
                  "frames_read": r.frames_read, "frames_failed": r.frames_failed, "tracks": r.num_tracks,
@@ -144,6 +140,13 @@ def register(app: typer.Typer) -> None:
         _report_identities(linked, identities, as_json)
         if not complete:  # a Ray run finishes the other cameras when one fails: say it by the exit status
             raise typer.Exit(2)
+
+
+def _identities_json(linked) -> dict:
+    """What ``--json`` says of an identities update (an ``IdentityResult``)."""
+    return {"identities": linked.identities, "multi_camera_identities": linked.multi_camera_identities,
+            "tracks": linked.tracks, "cameras": linked.cameras, "cameras_updated": linked.cameras_updated,
+            "common_clock": linked.common_clock, "report": str(linked.report.resolve())}
 
 
 def _report_identities(linked, identities: bool, as_json: bool) -> None:
@@ -182,7 +185,7 @@ def _identities(out: Path, cfg, cameras_file: Optional[Path], runs: list, quiet:
         drop_staged(runs)
         typer.echo(f"interrupted: the store and identities include this run's cameras, and their folders hold the "
                    f"new outputs; report.html, tracks_global.txt and annotated_global.mp4 of {out} may be older "
-                   "(the next `crosscam track` into it writes them)", err=True)
+                   f"(`crosscam associate {out}` writes them now)", err=True)
         raise typer.Exit(130) from None
     except BaseException as exc:
         drop_staged(runs)  # the store did not take them (or a rename failed): the earlier outputs stay
@@ -191,3 +194,33 @@ def _identities(out: Path, cfg, cameras_file: Optional[Path], runs: list, quiet:
                        "(cameras tracked again keep their earlier outputs)", err=True)
             raise typer.Exit(130) from None
         raise
+
+
+def associate(
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="The --out folder of `crosscam track`."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML config (default configs/base.yaml)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE",
+                                             help="Override one key, e.g. association.threshold=0.6."),
+    cameras_file: Optional[Path] = typer.Option(None, "--cameras", help="Cameras YAML putting every camera on one clock."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the identities' summary."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Bring RUN_DIR's identities up to date from its cameras' outputs, without tracking anything:
+    the store takes the finished cameras it lacks or holds from other outputs (all of them after
+    store/ was deleted), then tracks_global.txt, annotated_global.mp4 and report.html are written.
+    What `crosscam track` does after tracking; also finishes a run stopped after its store update."""
+    from pipeline.identity.identities import update_identities
+
+    if not run_dir.is_dir():
+        raise CrosscamError(f"{run_dir}: no such run directory; give the --out folder of `crosscam track`")
+    cfg = load_pipeline_config(config, set_ or [])
+    try:
+        linked = update_identities(run_dir, cfg, cameras_file, progress=not quiet)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: {run_dir}'s store keeps its last complete update; run `crosscam associate "
+                   f"{run_dir}` again to finish", err=True)
+        raise typer.Exit(130) from None
+    if as_json:
+        typer.echo(json.dumps({"run_dir": str(run_dir.resolve()), "identities": _identities_json(linked)}))
+    else:
+        _report_identities(linked, True, False)

@@ -102,8 +102,8 @@ def open_run_store(run_dir: str | Path, config: PipelineConfig | None = None) ->
     if inner is not None:
         raise CrosscamError(f"{run_dir}: not a run directory, but {inner} is one: give that")
     if not (run_dir / STORE_DIR).exists() and any((p / "run.json").is_file() for p in run_dir.iterdir()):
-        raise CrosscamError(f"{run_dir}: camera outputs but no track store yet: it is written once every camera's "
-                            "run is complete (see their run.json); run `crosscam track` again for those that are not")
+        raise CrosscamError(f"{run_dir}: camera outputs but no track store: `crosscam associate {run_dir}` builds it "
+                            "from the cameras whose run.json says complete or interrupted")
     store = TrackStore.open(run_dir / STORE_DIR, config=(config or PipelineConfig()).store)
     if len(store) == 0:
         raise CrosscamError(f"{run_dir / STORE_DIR}: the track store is empty; track a video with people into {run_dir} first")
