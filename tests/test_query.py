@@ -121,6 +121,14 @@ def test_bad_queries_are_one_line_and_change_nothing(synthetic_run: Path, tmp_pa
     (tmp_path / "partial" / "hall").mkdir(parents=True)  # a camera's run.json, no store: an interrupted run
     (tmp_path / "partial" / "hall" / "run.json").write_text('{"status": "interrupted"}')
     assert "no track store: `crosscam associate" in crosscam_error(capsys, tmp_path / "partial", "--identity", "1")
+    (synthetic_run / "west").mkdir()  # tracked, stopped, never associated
+    (synthetic_run / "west" / "run.json").write_text('{"status": "interrupted"}')
+    message = crosscam_error(capsys, synthetic_run, "--track", "west:1")
+    assert "camera west is in" in message and "(run.json: interrupted) but not in the track store yet; `crosscam " \
+        "associate" in message
+    (synthetic_run / "west" / "run.json").write_text('{"status": "running"}')
+    assert "wait for its `crosscam track` to finish" in crosscam_error(capsys, synthetic_run, "--track", "west:1")
+    shutil.rmtree(synthetic_run / "west")
     assert "only meaningful with --image" in crosscam_error(capsys, synthetic_run, "--track", "hall:1", "--camera", "hall")
     assert "not a camera of this run; use one of door, hall" in crosscam_error(
         capsys, synthetic_run, "--image", synthetic_run / "hall" / "thumbs" / "1.jpg", "--camera", "lobby")

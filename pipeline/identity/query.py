@@ -34,7 +34,7 @@ from pipeline.config import DetectorConfig, PipelineConfig, ReidConfig
 from pipeline.identity.identities import STORE_DIR, camera_folders, run_inside
 from pipeline.identity.store import StoredTrack, TrackStore
 from pipeline.text import plural
-from pipeline.types import Frame
+from pipeline.types import Frame, read_run_record
 from pipeline.video.detectors import build_detector
 from reid import Embedder
 from reid.errors import CrosscamError
@@ -118,10 +118,26 @@ def query_track(
 
     ``store``: the run's store already open (a server keeps one, with its index loaded)."""
     store = store if store is not None else open_run_store(run_dir, config)  # not `or`: that counts its rows
+    if camera not in {c.name for c in store.cameras()}:
+        _refuse_camera_outside_store(Path(run_dir), camera, track_id)
     track = store.track(camera, track_id)
     vectors = store.match_features([track.key])[0]  # (1 + R, D): its aggregate feature and representatives
     result = _rank(store, vectors, top_k, min_score, run_dir, f"track {camera}:{track_id}")
     return _own_identity_first(result, store, track.identity, vectors, min_score, run_dir, top_k)
+
+
+def _refuse_camera_outside_store(run_dir: Path, camera: str, track_id: int) -> None:
+    """A camera the store lacks but whose outputs are in the run (tracked, not yet associated: its
+    run was stopped, or tracked with --no-identities) is refused with what to do about it."""
+    if "/" in camera or "\\" in camera or camera.startswith("."):  # only folders of the run itself
+        return
+    status = read_run_record(run_dir / camera).get("status")
+    if status is None:
+        return
+    what_to_do = {"complete": f"`crosscam associate {run_dir}` adds it", "interrupted": f"`crosscam associate {run_dir}` "
+                  "adds what was tracked", "running": "wait for its `crosscam track` to finish"}
+    raise CrosscamError(f"--track {camera}:{track_id}: camera {camera} is in {run_dir} (run.json: {status}) but not in "
+                        f"the track store yet; {what_to_do.get(status, 'track it again')}")
 
 
 def query_identity(
