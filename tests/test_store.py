@@ -282,7 +282,7 @@ def test_a_missing_or_unreadable_index_file_is_searched_from_the_table_with_a_wa
     sims, keys = store.search(hall[2].feature[None], k=1)  # a crash (truncated) or an error (missing) before
     assert store.track_by_key(int(keys[0, 0])).track_id == 3 and sims[0, 0] == pytest.approx(1.0, abs=1e-5)
     warning = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
-    assert ("is missing" if damage == "missing" else "cannot be read") in warning and "built in memory" in warning
+    assert ("is missing" if damage == "missing" else "does not match the checksum") in warning and "built in memory" in warning
 
 
 def test_damage_faiss_can_read_is_not_carried_into_later_indexes(tmp_path: Path, monkeypatch):
@@ -457,3 +457,23 @@ def test_each_write_recounts_the_identities_it_touches_as_a_full_count_would(tmp
         counted = conn.execute("SELECT identity, COUNT(*), COUNT(DISTINCT camera), MIN(start_s), MAX(end_s)"
                                " FROM tracks GROUP BY identity ORDER BY identity").fetchall()
     assert kept == counted and [row[:3] for row in kept] == [(4, 1, 1), (5, 2, 2), (6, 2, 2), (7, 1, 1)]
+
+
+def test_a_reader_checks_the_index_files_checksum_and_an_empty_write_repairs_it(tmp_path: Path, caplog):
+    folder = tmp_path / "store"
+    store = TrackStore.create(folder, INFO)
+    assert store.index_is_intact()  # never written: nothing to check
+    hall = write_camera(store, "hall", 6, seed=0)
+    assert store.index_is_intact()
+    path = next(folder.glob("index-*.faiss"))
+    data = bytearray(path.read_bytes())
+    data[-200:-100] = bytes(100)  # same size, still readable: only the checksum tells
+    path.write_bytes(bytes(data))
+    assert not store.index_is_intact()
+    reader = TrackStore.open(folder, INFO)
+    sims, keys = reader.search(hall[4].feature[None], k=1)
+    assert reader.track_by_key(int(keys[0, 0])).track_id == 5 and sims[0, 0] == pytest.approx(1.0, abs=1e-5)
+    assert "does not match the checksum it was written with" in caplog.text
+    store.write([])  # what `crosscam associate` does for a run with nothing new and a damaged index
+    assert store.index_is_intact() and store.generation() == 2
+    assert_index_holds_the_table(store, folder)

@@ -457,6 +457,29 @@ def test_associate_builds_a_deleted_store_and_the_report_from_the_cameras_output
     after = [(t.camera, t.track_id, t.first_frame, t.last_frame) for t in TrackStore.open(out / "store").tracks()]
     assert after == before and result["tracks"] == len(before)
     assert run_cli(["query", str(out), "--track", "hall:1", "--json"], capsys)[0] == 0
-    code, text, _ = run_cli(["associate", str(out), "--quiet"], capsys)  # nothing new: the outputs are rewritten only
-    assert code == 0 and "1 camera" in text
+    index = next((out / "store").glob("index-*.faiss"))
+    index.write_bytes(index.read_bytes()[:100])  # damaged: associate writes it again, though nothing else is new
+    code, text, _ = run_cli(["associate", str(out), "--quiet"], capsys)
+    assert code == 0 and "1 camera" in text and TrackStore.open(out / "store").index_is_intact()
     assert "no such run directory" in run_cli(["associate", str(tmp_path / "nope")], capsys)[2]
+    assert "a file, not a run directory" in run_cli(["associate", str(out / "hall" / "run.json")], capsys)[2]
+    assert "no such run directory" in run_cli(["associate", ""], capsys)[2]
+    assert f"a camera's folder, not a run directory; give its run, {out.resolve()}" in run_cli(
+        ["associate", str(out / "hall")], capsys)[2]
+
+
+def test_ctrl_c_between_tracking_and_association_says_so_and_leaves_nothing_staged(tmp_path: Path, capsys,
+                                                                                   osnet_onnx: Path, monkeypatch):
+    """A stop there fell through to click: exit 130 without a word, .hall.retrack and .hall.lock left."""
+    import pipeline.cli.track_cmds
+
+    args, out, snapshot = tracked_hall(tmp_path, capsys, osnet_onnx)
+    before = snapshot()
+
+    def stopped(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.cli.track_cmds, "_identities", stopped)
+    code, _, err = run_cli([*args, "--max-frames", "30"], capsys)
+    assert code == 130 and "before association: cameras tracked again keep their earlier outputs" in err, err
+    assert snapshot() == before and not [p.name for p in out.iterdir() if p.name.startswith(".")]

@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
         tracks_global.txt, annotated_global.mp4 and report.html.
         Ctrl-C stops cleanly: what was written stays valid and run.json says "interrupted"."""
         from pipeline.identity.identities import check_before_tracking
-        from pipeline.video.run import check_out_dir, publish_staged, track_videos
+        from pipeline.video.run import check_out_dir, drop_staged, publish_staged, track_videos
         from pipeline.video.sources import default_camera_name
         from reid.embedder import Embedder
 
@@ -115,9 +115,17 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"interrupted: {out} keeps what was written; the stopped camera's run.json says \"interrupted\" "
                        "(a camera tracked completely before keeps its earlier outputs)", err=True)
             raise typer.Exit(130) from None
-        complete = all(r.status == "complete" for r in runs)
-        linked = _identities(out, cfg, cameras_file, runs, quiet) if identities and complete else None
-        publish_staged(runs)  # identities not updated: the new outputs replace the earlier ones as they are
+        linked = None
+        try:  # (a stop here fell through to click: exit 130 without a word, the new outputs left staged)
+            complete = all(r.status == "complete" for r in runs)
+            linked = _identities(out, cfg, cameras_file, runs, quiet) if identities and complete else None
+            publish_staged(runs)  # identities not updated: the new outputs replace the earlier ones as they are
+        except KeyboardInterrupt:
+            drop_staged(runs)
+            typer.echo(f"interrupted after tracking: {out}'s identities are up to date" if linked is not None else
+                       f"interrupted after tracking, before association: cameras tracked again keep their earlier "
+                       f"outputs; `crosscam associate {out}` associates the others", err=True)
+            raise typer.Exit(130) from None
         result = {
             "run_dir": str(out.resolve()),
             "identities": None if linked is None else _identities_json(linked),
@@ -184,8 +192,8 @@ def _identities(out: Path, cfg, cameras_file: Optional[Path], runs: list, quiet:
             run.staged = None  # in place
         drop_staged(runs)
         typer.echo(f"interrupted: the store and identities include this run's cameras, and their folders hold the "
-                   f"new outputs; report.html, tracks_global.txt and annotated_global.mp4 of {out} may be older "
-                   f"(`crosscam associate {out}` writes them now)", err=True)
+                   f"new outputs; report.html, tracks_global.txt and annotated_global.mp4 of {out} may be older or "
+                   f"missing (`crosscam associate {out}` writes them now)", err=True)
         raise typer.Exit(130) from None
     except BaseException as exc:
         drop_staged(runs)  # the store did not take them (or a rename failed): the earlier outputs stay
@@ -197,7 +205,7 @@ def _identities(out: Path, cfg, cameras_file: Optional[Path], runs: list, quiet:
 
 
 def associate(
-    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="The --out folder of `crosscam track`."),
+    run_dir_text: str = typer.Argument(..., metavar="RUN_DIR", help="The --out folder of `crosscam track`."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML config (default configs/base.yaml)."),
     set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE",
                                              help="Override one key, e.g. association.threshold=0.6."),
@@ -211,8 +219,13 @@ def associate(
     What `crosscam track` does after tracking; also finishes a run stopped after its store update."""
     from pipeline.identity.identities import update_identities
 
-    if not run_dir.is_dir():
-        raise CrosscamError(f"{run_dir}: no such run directory; give the --out folder of `crosscam track`")
+    run_dir = Path(run_dir_text)
+    where = "give the --out folder of `crosscam track`"
+    if not run_dir_text.strip() or not run_dir.is_dir():
+        what = "a file, not a run directory" if run_dir.is_file() else "no such run directory"
+        raise CrosscamError(f"{run_dir_text!r}: {what}; {where}")
+    if (run_dir / "run.json").is_file():
+        raise CrosscamError(f"{run_dir}: a camera's folder, not a run directory; give its run, {run_dir.resolve().parent}")
     cfg = load_pipeline_config(config, set_ or [])
     try:
         linked = update_identities(run_dir, cfg, cameras_file, progress=not quiet)

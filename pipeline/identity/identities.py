@@ -49,8 +49,8 @@ GLOBAL_VIDEO_STAMP = ".annotated_global.stamp"  # what the finished annotated_gl
 
 class StoppedAfterStoreUpdate(KeyboardInterrupt):
     """Ctrl-C (or SIGTERM) once the store had taken the run's cameras and their folders were in
-    place: only ``tracks_global.txt``, ``annotated_global.mp4`` and ``report.html`` may be older,
-    until the next update writes them."""
+    place: only ``tracks_global.txt``, ``annotated_global.mp4`` and ``report.html`` may be older
+    or missing, until the next update writes them."""
 
 
 @dataclass
@@ -143,7 +143,7 @@ def update_identities(
             changed = [c for c in inputs if stored.get(c.name) != c.record]
             updates = _associated(store, changed, config, spec, progress) if changed else []
             with stops_held():  # the store takes them and their folders follow at once, or neither
-                if updates:
+                if updates or not store.index_is_intact():  # (a write builds a damaged index file again)
                     store.write(updates)
                 for name, work in staged.items():
                     publish(run_dir / name, work)

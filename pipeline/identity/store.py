@@ -462,13 +462,13 @@ class TrackStore:
     def _load_index_unlocked(self) -> faiss.Index:
         for attempt in range(2):
             with self._reading() as conn:
-                name = _meta(conn, "index_file")
+                name, crc = _committed_index(conn)
             if self._index is not None and name == self._index_file:
                 return self._index
             if not name:  # never written: an empty index of the right dimension
                 index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.embedder.dim))
             elif (self.folder / name).is_file():
-                index = self._read_index_file(name)
+                index = self._read_index_file(name, crc)
             elif attempt == 0:
                 continue  # two writes landed since meta was read: read it again
             else:
@@ -478,11 +478,24 @@ class TrackStore:
             return self._index
         raise AssertionError("unreachable")
 
-    def _read_index_file(self, name: str) -> faiss.Index:
+    def _read_index_file(self, name: str, crc: str | None) -> faiss.Index:
+        """The index file ``name``, checked against ``crc`` (None: a store written before it was kept)."""
         try:
+            if crc is not None and _file_crc32(self.folder / name) != crc:
+                return self._index_in_memory(name, "does not match the checksum it was written with")
             return faiss.read_index(str(self.folder / name))
-        except RuntimeError as exc:
+        except (OSError, RuntimeError) as exc:
             return self._index_in_memory(name, f"cannot be read ({str(exc).strip().splitlines()[-1][:120]})")
+
+    def index_is_intact(self) -> bool:
+        """Whether the committed index file is there with the checksum it was written with (a store
+        never written: True; one written before checksums were kept: False, so it is written again)."""
+        with self._reading() as conn:
+            name, crc = _committed_index(conn)
+        try:
+            return not name or (crc is not None and _file_crc32(self.folder / name) == crc)
+        except OSError:
+            return False
 
     def _index_in_memory(self, name: str, what: str) -> faiss.Index:
         """The index built from the table (the source of truth) when its file ``name`` ``what``."""
@@ -593,8 +606,7 @@ class TrackStore:
         """Write the index of the tracks table as ``index_file``: the ``committed`` index file with
         ``changes`` applied where that keeps it the index :func:`build_index` would choose, else a new build."""
         count = conn.execute("SELECT COUNT(*) FROM tracks").fetchone()[0]
-        crc = conn.execute("SELECT value FROM meta WHERE key = 'index_crc32'").fetchone()
-        index = self._updated_index(committed, crc[0] if crc else None, changes, count)
+        index = self._updated_index(committed, _committed_index(conn)[1], changes, count)
         if index is None:
             index = self._built_from_table(conn)
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('index_kind', ?)", (stored_kind(index),))
@@ -709,6 +721,12 @@ def _file_crc32(path: Path) -> str:
         while block := f.read(1 << 24):
             crc = zlib.crc32(block, crc)
     return f"{crc:08x}"
+
+
+def _committed_index(conn: sqlite3.Connection) -> tuple[str, str | None]:
+    """The committed index file's name ('' before the first write) and CRC-32 (None if not kept)."""
+    crc = conn.execute("SELECT value FROM meta WHERE key = 'index_crc32'").fetchone()
+    return _meta(conn, "index_file"), crc[0] if crc else None
 
 
 def _meta(conn: sqlite3.Connection, key: str) -> str:

@@ -172,14 +172,34 @@ def claim_camera(out_dir: Path, name: str) -> IO:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise CrosscamError(f"camera {name}: another crosscam command is tracking it into {out_dir} now; wait "
-                                "for it to finish, or give this input another --camera") from None
+            raise _camera_busy(out_dir, name) from None
         try:
             if os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino:
                 return handle
         except FileNotFoundError:
             pass
         handle.close()  # its holder released (removed) it as this opened it: claim the file there now
+
+
+def check_camera_free(out_dir: Path, name: str) -> None:
+    """Refuse now (before models load) a camera another command holds; creates nothing. The hold
+    itself is taken by :func:`claim_camera`, which checks again."""
+    if fcntl is None:
+        return
+    try:
+        handle = open(out_dir / f".{name}.lock", "rb")
+    except OSError:  # no lock file: nobody holds it
+        return
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _camera_busy(out_dir, name) from None
+
+
+def _camera_busy(out_dir: Path, name: str) -> CrosscamError:
+    return CrosscamError(f"camera {name}: another crosscam command is tracking it into {out_dir} now; wait for it "
+                         "to finish, or give this input another --camera")
 
 
 def claim_cameras(out_dir: Path, names: Sequence[str]) -> list[IO]:
@@ -231,6 +251,8 @@ def track_videos(specs: Sequence[str], out_dir: str | Path, cfg: PipelineConfig,
             for i, spec in enumerate(specs)
         ]
         check_camera_names(specs, cameras, [s.camera for s in sources])
+        for source in sources:
+            check_camera_free(out_dir, source.camera)
         detectors = [build_detector(cfg.detector, mot_sequence_dir(s)) for s in sources]
         embedder = Embedder.from_config(cfg.reid)
         if before is not None:
