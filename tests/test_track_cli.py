@@ -246,6 +246,11 @@ def test_ctrl_c_leaves_valid_outputs(tmp_path: Path, osnet_onnx: Path, stop, sta
     assert not list(folder.glob("*.partial*"))
 
 
+def ctrl_c(*args, **kwargs):
+    """A stand-in for a step that Ctrl-C interrupts."""
+    raise KeyboardInterrupt
+
+
 def tracked_hall(tmp_path: Path, capsys, osnet_onnx: Path):
     """A run with camera ``hall`` tracked completely: the track command's arguments, the run
     folder, and a snapshot function of the camera folder's files (name -> bytes)."""
@@ -319,10 +324,7 @@ def test_a_camera_tracked_again_replaces_its_folder_as_the_store_takes_it(tmp_pa
     real = pipeline.identity.identities._associated
     seen = []
 
-    def stopped(*a, **k):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(pipeline.identity.identities, "_associated", stopped)
+    monkeypatch.setattr(pipeline.identity.identities, "_associated", ctrl_c)
     code, _, err = run_cli([*args, "--max-frames", "30"], capsys)
     assert code == 130 and "identities not updated" in err
     assert snapshot() == before and stored() == before_store
@@ -417,10 +419,7 @@ def test_ctrl_c_after_the_store_took_the_cameras_says_so(tmp_path: Path, capsys,
     store_tracks = lambda: [(t.track_id, t.last_frame) for t in TrackStore.open(out / "store").tracks()]  # noqa: E731
     before_store = store_tracks()
 
-    def stopped(*a, **k):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(pipeline.identity.identities, "write_report", stopped)
+    monkeypatch.setattr(pipeline.identity.identities, "write_report", ctrl_c)
     code, _, err = run_cli([*args, "--max-frames", "30"], capsys)
     assert code == 130 and "the store and identities include this run's cameras" in err, err
     assert f"`crosscam associate {out}` writes them now" in err
@@ -476,10 +475,7 @@ def test_ctrl_c_between_tracking_and_association_says_so_and_leaves_nothing_stag
     args, out, snapshot = tracked_hall(tmp_path, capsys, osnet_onnx)
     before = snapshot()
 
-    def stopped(*a, **k):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(pipeline.cli.track_cmds, "_identities", stopped)
+    monkeypatch.setattr(pipeline.cli.track_cmds, "_identities", ctrl_c)
     code, _, err = run_cli([*args, "--max-frames", "30"], capsys)
     assert code == 130 and "before association: cameras tracked again keep their earlier outputs" in err, err
     assert snapshot() == before and not [p.name for p in out.iterdir() if p.name.startswith(".")]

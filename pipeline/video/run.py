@@ -276,23 +276,20 @@ def track_videos(specs: Sequence[str], out_dir: str | Path, cfg: PipelineConfig,
 
 def drop_staged(runs: Sequence[CameraRun]) -> None:
     """Discard the staged outputs of ``runs`` (their cameras keep their earlier ones); release the cameras."""
-    for run in runs:
-        if run.staged is not None:
-            keep_earlier(run.folder, run.staged)
-            run.staged = None
-    _release_runs(runs)
+    _settle(runs, keep_earlier)
 
 
 def publish_staged(runs: Sequence[CameraRun]) -> None:
     """Put the staged outputs of ``runs`` in their cameras' places; release the cameras."""
+    _settle(runs, publish)
+
+
+def _settle(runs: Sequence[CameraRun], put: Callable[[Path, Path], None]) -> None:
+    """``put(folder, staged)`` for each run with staged outputs, then release every run's camera."""
     for run in runs:
         if run.staged is not None:
-            publish(run.folder, run.staged)
+            put(run.folder, run.staged)
             run.staged = None
-    _release_runs(runs)
-
-
-def _release_runs(runs: Sequence[CameraRun]) -> None:
     release([run.claim for run in runs])
     for run in runs:
         run.claim = None
