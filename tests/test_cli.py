@@ -69,3 +69,12 @@ def test_a_file_that_is_no_video_gives_only_crosscams_error_line(tmp_path, name)
     assert proc.returncode == 2
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and name in lines[0], proc.stderr
+
+
+def test_the_program_ignores_stops_once_its_command_has_finished():
+    """A Ctrl-C after the success lines, while the interpreter shut down, made a finished run exit 130."""
+    probe = ("import signal, sys; sys.argv = ['crosscam', '--version']; from pipeline.cli.main import main; "
+             "status = main(); print(status, signal.getsignal(signal.SIGINT) is signal.SIG_IGN, "
+             "signal.getsignal(signal.SIGTERM) is signal.SIG_IGN)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert out[-3:] == ["0", "True", "True"]  # after --version's own line

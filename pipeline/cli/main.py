@@ -121,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     range, a missing argument) too."""
     terminated: list[int] = []
     status = _run(argv, terminated)
+    if argv is None and threading.current_thread() is threading.main_thread():
+        # the crosscam program, about to exit: a stop now (while the interpreter shuts torch, Ray and
+        # their threads down) cannot undo what the command finished, so it no longer turns 0 into 130
+        for stop in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(stop, signal.SIG_IGN)
     return 128 + signal.SIGTERM if terminated and status == 130 else status
 
 
