@@ -479,3 +479,18 @@ def test_ctrl_c_between_tracking_and_association_says_so_and_leaves_nothing_stag
     code, _, err = run_cli([*args, "--max-frames", "30"], capsys)
     assert code == 130 and "before association: cameras tracked again keep their earlier outputs" in err, err
     assert snapshot() == before and not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_a_file_system_without_locks_warns_and_tracks(tmp_path: Path, monkeypatch, caplog):
+    import fcntl
+
+    from pipeline.video.run import claim_camera, release
+
+    def no_locks(fd, operation):
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    claim = claim_camera(tmp_path, "hall")
+    assert "cannot be locked (Function not implemented)" in caplog.text
+    release([claim])
+    assert not (tmp_path / ".hall.lock").exists()

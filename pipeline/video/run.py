@@ -173,6 +173,10 @@ def claim_camera(out_dir: Path, name: str) -> IO:
         except BlockingIOError:
             handle.close()
             raise _camera_busy(out_dir, name) from None
+        except OSError as exc:  # a file system without locks (some FUSE and network mounts)
+            log.warning("%s: cannot be locked (%s); two commands tracking camera %s at once are not kept apart",
+                        path, exc.strerror, name)
+            return handle
         try:
             if os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino:
                 return handle
@@ -195,6 +199,8 @@ def check_camera_free(out_dir: Path, name: str) -> None:
             fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             raise _camera_busy(out_dir, name) from None
+        except OSError:  # no locks on this file system: claim_camera says so
+            pass
 
 
 def _camera_busy(out_dir: Path, name: str) -> CrosscamError:
