@@ -179,7 +179,7 @@ def _identities(out: Path, cfg, cameras_file: Optional[Path], runs: list, quiet:
     """``update_identities`` with the cameras tracked again (staged beside their folders), which
     replace their folders as the store takes them; Ctrl-C before that keeps the earlier ones."""
     from pipeline.identity.identities import StoppedAfterStoreUpdate, update_identities
-    from pipeline.video.run import drop_staged
+    from pipeline.video.run import drop_staged, publish_staged
 
     try:
         linked = update_identities(out, cfg, cameras_file, progress=not quiet,
@@ -188,9 +188,7 @@ def _identities(out: Path, cfg, cameras_file: Optional[Path], runs: list, quiet:
             run.staged = None  # in place now
         return linked
     except StoppedAfterStoreUpdate:
-        for run in runs:
-            run.staged = None  # in place
-        drop_staged(runs)
+        publish_staged(runs)  # in place already: this releases the cameras
         typer.echo(f"interrupted: the store and identities include this run's cameras, and their folders hold the "
                    f"new outputs; report.html, tracks_global.txt and annotated_global.mp4 of {out} may be older or "
                    f"missing (`crosscam associate {out}` writes them now)", err=True)
@@ -220,10 +218,9 @@ def associate(
     from pipeline.identity.identities import update_identities
 
     run_dir = Path(run_dir_text)
-    where = "give the --out folder of `crosscam track`"
     if not run_dir_text.strip() or not run_dir.is_dir():
         what = "a file, not a run directory" if run_dir.is_file() else "no such run directory"
-        raise CrosscamError(f"{run_dir_text!r}: {what}; {where}")
+        raise CrosscamError(f"{run_dir_text!r}: {what}; give the --out folder of `crosscam track`")
     if (run_dir / "run.json").is_file():
         raise CrosscamError(f"{run_dir}: a camera's folder, not a run directory; give its run, {run_dir.resolve().parent}")
     cfg = load_pipeline_config(config, set_ or [])

@@ -118,9 +118,12 @@ def query_track(
 
     ``store``: the run's store already open (a server keeps one, with its index loaded)."""
     store = store if store is not None else open_run_store(run_dir, config)  # not `or`: that counts its rows
-    if camera not in {c.name for c in store.cameras()}:
-        _refuse_camera_outside_store(Path(run_dir), camera, track_id)
-    track = store.track(camera, track_id)
+    try:
+        track = store.track(camera, track_id)
+    except CrosscamError:
+        if camera not in {c.name for c in store.cameras()}:
+            _refuse_camera_outside_store(Path(run_dir), camera, track_id)
+        raise
     vectors = store.match_features([track.key])[0]  # (1 + R, D): its aggregate feature and representatives
     result = _rank(store, vectors, top_k, min_score, run_dir, f"track {camera}:{track_id}")
     return _own_identity_first(result, store, track.identity, vectors, min_score, run_dir, top_k)

@@ -537,8 +537,9 @@ class TrackStore:
                 changes = [self._replace_camera(conn, update) for update in updates]
                 _refresh_identities(conn, set().union(*(change.identities for change in changes)))
                 generation = int(_meta(conn, "generation")) + 1
-                committed, index_file = _meta(conn, "index_file"), f"index-{generation}.faiss"
-                self._write_index(conn, committed, changes, index_file)
+                committed, crc = _committed_index(conn)
+                index_file = f"index-{generation}.faiss"
+                self._write_index(conn, committed, crc, changes, index_file)
                 high_water = max(before, _largest_identity(conn))
                 conn.executemany(
                     "INSERT OR REPLACE INTO meta VALUES (?, ?)",
@@ -600,13 +601,13 @@ class TrackStore:
             units, {identity for _, identity in removed} | {int(i) for i in update.identities},
         )
 
-    def _write_index(
-        self, conn: sqlite3.Connection, committed: str, changes: Sequence[_CameraChange], index_file: str
-    ) -> None:
-        """Write the index of the tracks table as ``index_file``: the ``committed`` index file with
-        ``changes`` applied where that keeps it the index :func:`build_index` would choose, else a new build."""
+    def _write_index(self, conn: sqlite3.Connection, committed: str, crc: str | None,
+                     changes: Sequence[_CameraChange], index_file: str) -> None:
+        """Write the index of the tracks table as ``index_file``: the ``committed`` index file (written
+        with checksum ``crc``) with ``changes`` applied where that keeps it the index :func:`build_index`
+        would choose, else a new build."""
         count = conn.execute("SELECT COUNT(*) FROM tracks").fetchone()[0]
-        index = self._updated_index(committed, _committed_index(conn)[1], changes, count)
+        index = self._updated_index(committed, crc, changes, count)
         if index is None:
             index = self._built_from_table(conn)
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('index_kind', ?)", (stored_kind(index),))
@@ -643,13 +644,14 @@ class TrackStore:
             index = faiss.read_index(str(path)) if intact else None
         except (OSError, RuntimeError):  # missing or unreadable: the new build repairs it
             return None
-        if index is None or stored_kind(index) != planned_kind(count, self.config):
+        kind = stored_kind(index) if index is not None else None
+        if kind != planned_kind(count, self.config):
             return None
-        if stored_kind(index) == "ivf":
+        if kind == "ivf":
             ratio = faiss.extract_index_ivf(index).nlist / ivf_cells(count, self.config)
             if not 0.5**0.5 <= ratio <= 2**0.5:
                 return None
-        if stored_kind(index) == "hnsw":
+        if kind == "hnsw":
             if any(len(change.removed) for change in changes) or _inner(index).hnsw.nb_neighbors(1) != self.config.hnsw_m:
                 return None
         for change in changes:

@@ -41,8 +41,8 @@ from pipeline.text import plural
 from pipeline.video.finalise import final_ids, relinked_record
 from pipeline.video.relabel import apply_id_map
 from pipeline.video.run import (CameraRun, check_camera_names, check_out_dir, claim_cameras, drop_staged, first_line,
-                                keep_earlier, make_folder, package_versions, publish, release, resolved_config, utc_now,
-                                warn_if_another_source, working_folder, write_json_atomic)
+                                keep_earlier, make_folder, package_versions, publish, publish_staged, resolved_config,
+                                utc_now, warn_if_another_source, working_folder, write_json_atomic)
 from pipeline.video.sources import default_camera_name, open_source, source_warnings_muted
 from pipeline.video.track_state import write_track_states
 from pipeline.video.tracks_file import TrackRows, read_camera_tracks, write_tracks_file
@@ -295,19 +295,15 @@ def track_videos_on_ray(specs: Sequence[str], out_dir: str | Path, cfg: Pipeline
     import_ray()  # without Ray installed, that is the one thing to say
     if cluster_address(address) is None:  # Ray on this machine: its files are the workers' files
         _check_local_inputs(specs, names, cfg)
-    claims = claim_cameras(out_dir, names)
-    for name, spec in zip(names, specs):
-        warn_if_another_source(out_dir / name, spec)
+    runs = [CameraRun(name, out_dir / name, claim=claim) for name, claim in zip(names, claim_cameras(out_dir, names))]
     try:
+        for name, spec in zip(names, specs):
+            warn_if_another_source(out_dir / name, spec)
         # a camera tracked completely before is written beside it until complete (pipeline.video.run.working_folder)
-        cams = [_Camera(name, spec, working_folder(out_dir / name), CameraRun(name, out_dir / name, claim=claim), i)
-                for i, (name, spec, claim) in enumerate(zip(names, specs, claims))]
-    except BaseException:
-        release(claims)
-        raise
-    scale = cfg.scale
-    start = time.perf_counter()
-    try:
+        cams = [_Camera(name, spec, working_folder(out_dir / name), run, i)
+                for i, (name, spec, run) in enumerate(zip(names, specs, runs))]
+        scale = cfg.scale
+        start = time.perf_counter()
         with WorkerPool(SegmentWorker, (cfg.model_dump(mode="json"),), workers, address, scale.threads_per_worker,
                         gpus_per_worker, scale.max_retries) as pool:
             driver = _Driver(pool, cams, cfg, progress, time.perf_counter() - start, publish_now)
@@ -316,14 +312,11 @@ def track_videos_on_ray(specs: Sequence[str], out_dir: str | Path, cfg: Pipeline
             except (KeyboardInterrupt, Exception) as exc:  # Ctrl-C, a bug, a lost cluster: none left "running"
                 pool.close()
                 driver.stop(None if isinstance(exc, KeyboardInterrupt) else first_line(exc))
-                drop_staged([c.run for c in cams])
                 raise
     except BaseException:
-        release(claims)
+        drop_staged(runs)  # (releases the cameras too)
         raise
-    if publish_now:  # else the caller's publish_staged / drop_staged releases them
-        release(claims)
-        for cam in cams:
-            cam.run.claim = None
-    return [c.run for c in cams]
+    if publish_now:
+        publish_staged(runs)  # the driver put each in place already: this releases the cameras
+    return runs
 

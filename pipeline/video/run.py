@@ -264,19 +264,20 @@ def track_videos(specs: Sequence[str], out_dir: str | Path, cfg: PipelineConfig,
         if before is not None:
             before([s.camera for s in sources], embedder)
         claims = claim_cameras(out_dir, [s.camera for s in sources])
-        for source in sources:
-            warn_if_another_source(out_dir / source.camera, source.uri)
         runs: list[CameraRun] = []
         try:
+            for source in sources:
+                warn_if_another_source(out_dir / source.camera, source.uri)
             for source, detector, claim in zip(sources, detectors, claims):
                 runs.append(track_camera(source, detector, embedder, out_dir / source.camera, cfg, progress,
                                          publish_now))
-                runs[-1].claim = None if publish_now else claim  # held until its outputs are in place
+                runs[-1].claim = claim  # held until its outputs are in place (publish_staged / drop_staged)
         except BaseException:
             drop_staged(runs)  # cameras tracked again before the stop keep their earlier outputs too
+            release(claims[len(runs):])  # the cameras not tracked
             raise
-        finally:
-            release([c for c in claims if all(c is not r.claim for r in runs)])
+        if publish_now:
+            publish_staged(runs)  # each is in place already: this releases the cameras
         return runs
 
 
