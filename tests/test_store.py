@@ -440,7 +440,8 @@ def test_another_configured_kind_is_built_by_the_next_write(tmp_path: Path, monk
     assert stored_kind(committed_index(folder)) == "flat"
     builds = counting_builds(monkeypatch)
     write_camera(TrackStore.open(folder, INFO, StoreConfig(index="hnsw")), "door", 5, seed=1, first_identity=100)
-    assert builds == [55] and stored_kind(assert_index_holds_the_table(store := TrackStore.open(folder, INFO), folder)) == "hnsw"
+    store = TrackStore.open(folder, INFO)
+    assert builds == [55] and stored_kind(assert_index_holds_the_table(store, folder)) == "hnsw"
     assert len(store) == 55
 
 
