@@ -34,7 +34,8 @@ def test_blocks_give_the_same_matrix(features, monkeypatch):
     q, g = features
     whole = pairwise_distance(q, g, "euclidean")
     monkeypatch.setattr(distance_module, "_BLOCK_BYTES", 4 * g.shape[0] * 5)  # 5 query rows per block
-    np.testing.assert_array_equal(pairwise_distance(q, g, "euclidean"), whole)
+    # equal but for the last bit: the BLAS may pick another kernel for a 5-row product (seen on AMD Zen 5)
+    np.testing.assert_allclose(pairwise_distance(q, g, "euclidean"), whole, rtol=1e-6, atol=0)
 
 
 def test_unknown_metric_and_shape_mismatch_are_errors(features):
