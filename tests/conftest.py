@@ -11,6 +11,19 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+def read_video_frames(path: Path) -> list:
+    """Every frame of the video ``path`` as decoded by OpenCV ((H, W, 3) uint8 BGR arrays)."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return frames
+        frames.append(frame)
+
+
 def shared_path(relative: str) -> Path:
     """Return ``../shared/<relative>``, skipping the calling test when it is missing."""
     path = SHARED / relative

@@ -18,6 +18,8 @@ from pipeline.video.sources import open_source
 from pipeline.video.track_state import TrackAccumulator, read_track_states, write_track_states
 from pipeline.video.tracks_file import read_camera_tracks, read_tracks_file
 
+from conftest import read_video_frames
+
 SIZE = (160, 120)
 
 
@@ -186,16 +188,6 @@ def test_an_id_map_that_puts_one_id_twice_in_a_frame_is_refused(tmp_path: Path):
         apply_id_map(tmp_path, {2: -1})
 
 
-def read_frames(path: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, image = cap.read()
-        if not ok:
-            return frames
-        frames.append(image)
-
-
 def test_render_draws_mapped_ids_over_a_frame_range(tmp_path: Path):
     video = tmp_path / "cam.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, SIZE)
@@ -206,7 +198,7 @@ def test_render_draws_mapped_ids_over_a_frame_range(tmp_path: Path):
     rows = read_camera_tracks(tmp_path / "cam")
     with open_source(str(video), "cam", SourceConfig()) as source:
         written = render_tracks_video(source, rows, tmp_path / "out.mp4", {3: 17}, frames=(4, 10))
-    frames = read_frames(tmp_path / "out.mp4")
+    frames = read_video_frames(tmp_path / "out.mp4")
     assert written == len(frames) == 6
     left = 5 + 10 * 3  # track 3's box: x from 35
     drawn = frames[1][60, left].astype(int)  # frame 5: detected, solid edge in id 17's colour

@@ -2,7 +2,6 @@
 
 import json
 
-import cv2
 import numpy as np
 import pytest
 
@@ -10,19 +9,11 @@ from pipeline.cli.main import main
 from pipeline.metrics import evaluate_mtmc, read_mot_file
 from samples import CameraRenderer, SceneOptions, build_scene, make_scene, make_textures
 
+from conftest import read_video_frames
+
 # Small and short: 2 cameras x 12 frames of 192x108 render in about a second; each of the 8
 # people is inside some view at some moment, so both cameras see someone.
 SMALL = dict(cameras=2, people=8, seconds=4, fps=3, width=192, height=108, min_height=0)
-
-
-def read_frames(path) -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            return frames
-        frames.append(frame)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +28,7 @@ def test_same_seed_gives_identical_videos_and_ground_truth(small_scene_dir, tmp_
     assert json.loads((tmp_path / "scene.json").read_text()) == json.loads((small_scene_dir / "scene.json").read_text())
     for cam in ("cam1", "cam2"):
         assert (tmp_path / "gt" / f"{cam}.txt").read_text() == (small_scene_dir / "gt" / f"{cam}.txt").read_text()
-        again, first = read_frames(tmp_path / f"{cam}.mp4"), read_frames(small_scene_dir / f"{cam}.mp4")
+        again, first = read_video_frames(tmp_path / f"{cam}.mp4"), read_video_frames(small_scene_dir / f"{cam}.mp4")
         assert len(first) == SceneOptions(**SMALL).num_frames
         assert all(np.array_equal(a, b) for a, b in zip(again, first))
     other = build_scene(SceneOptions(seed=4, **SMALL)).describe()

@@ -18,7 +18,9 @@ from pipeline.cli.main import main
 from pipeline.config import load_pipeline_config
 from pipeline.metrics import evaluate_mot
 from pipeline.scale.cluster import check_reachable
+from pipeline.demo import write_gt_detections
 from pipeline.scale.concat import concat_mp4
+from pipeline.scale.overlaps import OverlapBoard
 from pipeline.scale.stitch import stitch_segments
 from pipeline.scale.units import plan_camera
 from pipeline.scale.worker import SegmentWorker
@@ -109,6 +111,59 @@ def test_stitched_segments_equal_the_whole_video(scene, worker):
     assert sum(s.num_detections + s.num_interpolated for s in states.values()) == len(rows)  # boxes + filled gaps
     crossing = tracks_through_cuts_keep_one_id(whole_rows, rows, [u.owned.start for u in units[1:]])
     assert crossing >= 2 and joins >= crossing
+
+
+class BoardHere:
+    """A unit's view of an :class:`OverlapBoard` held in this process (the Ray actor's state; the
+    driver's :class:`pipeline.scale.overlaps.UnitOverlaps` reaches it through Ray instead)."""
+
+    def __init__(self, unit, board: OverlapBoard):
+        self.unit, self.board, self.reused = unit, board, 0
+
+    def wanted(self, index: int) -> bool:
+        return self.unit.in_overlap(index)
+
+    def lookup(self, indices):
+        found = self.board.lookup(self.unit.camera, indices)
+        self.reused += len(found)
+        return found
+
+    def publish(self, found) -> None:
+        self.board.publish(self.unit.camera, found)
+
+
+def test_neighbouring_units_compute_their_shared_frames_once(scene):
+    """Units 0 and 2 first, then 1 (two workers' order): unit 1 takes both of its overlaps from its
+    neighbours instead of detecting and embedding them, and every unit's results are those it
+    computes alone. The motion detector (stateful) shares nothing."""
+    spec = str(scene / "cam1.mp4")
+    det = write_gt_detections(scene, "cam1")
+    cfg = load_pipeline_config(REPO / "configs" / "demo.yaml",
+                               ["reid.runtime=torch", "detector.model=replay", f"detector.replay_file={det}"])
+    replay = SegmentWorker(cfg.model_dump(mode="json"), threads=2)
+    probe = replay.probe(spec, "cam1")
+    units = plan_camera("cam1", spec, probe.frames_total, probe.fps, 3.0, 1.5)
+    assert len(units) == 3 and units[0].overlap == 15
+    alone = [replay.track(u, probe.colour) for u in units]
+    board = OverlapBoard()
+    views = [BoardHere(u, board) for u in units]
+    shared = {k: replay.track(units[k], probe.colour, views[k]) for k in (0, 2, 1)}
+    assert [v.reused for v in views] == [0, 30, 0]  # each overlap computed once
+    assert shared[1].reused_frames == 30
+    for k, result in shared.items():
+        assert np.array_equal(result.rows.xyxy, alone[k].rows.xyxy)
+        assert np.array_equal(result.rows.track_id, alone[k].rows.track_id)
+        # the same crops in the same batches: equal but for the last float bit (torch's kernels may
+        # round a sum differently with the memory's alignment)
+        assert np.allclose(result.boundary.feature, alone[k].boundary.feature, rtol=0, atol=1e-6, equal_nan=True)
+        for track_id, state in result.states.items():
+            assert np.allclose(state.feature_sum, alone[k].states[track_id].feature_sum, rtol=0, atol=1e-5)
+    motion = SegmentWorker(load_pipeline_config(REPO / "configs" / "demo.yaml", ["reid.runtime=torch"])
+                           .model_dump(mode="json"), threads=2)
+    fresh = OverlapBoard()
+    for unit in units[:2]:
+        motion.track(unit, probe.colour, BoardHere(unit, fresh))
+    assert fresh.lookup("cam1", list(range(100))) == {}
 
 
 def tracks_through_cuts_keep_one_id(whole: TrackRows, stitched: TrackRows, cuts: list[int]) -> int:

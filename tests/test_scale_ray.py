@@ -32,12 +32,14 @@ import psutil
 import pytest
 
 from pipeline.cli.main import main
+from pipeline.config import load_pipeline_config
 from pipeline.demo import write_gt_detections
+from pipeline.identity.identities import GLOBAL_VIDEO_STAMP, update_identities
 from pipeline.identity.query import query_track
 from pipeline.video.tracks_file import read_tracks_file
 from samples import SceneOptions, make_scene
 
-from conftest import REPO
+from conftest import REPO, read_video_frames
 from test_scale import idf1_against, tracks_through_cuts_keep_one_id
 from test_track_cli import count_video_frames
 
@@ -216,7 +218,7 @@ def test_segments_on_a_two_node_cluster(segmented, single):
     out, proc = segmented
     assert proc.returncode == 0, proc.stderr[-3000:]
     reference, _ = single
-    nodes, crossing = set(), 0
+    nodes, crossing, reused = set(), 0, []
     for cam in CAMERAS:
         assert idf1(reference / cam / "tracks.txt", out / cam / "tracks.txt") >= 0.98
         record = json.loads((out / cam / "run.json").read_text())
@@ -224,12 +226,55 @@ def test_segments_on_a_two_node_cluster(segmented, single):
         segments = [(s["start_frame"], s["end_frame"]) for s in record["segments"]]
         assert segments == [(0, 31), (16, 47), (32, 64), (49, 80)]
         nodes |= {s["worker"].split(":")[0] for s in record["segments"]}
+        reused.append(sum(s["reused_frames"] for s in record["segments"]))
         assert count_video_frames(out / cam / "annotated.mp4") == 80
+        assert count_video_frames(out / cam / "annotated_global.mp4") == 80  # drawn by the workers too
         crossing += tracks_through_cuts_keep_one_id(read_tracks_file(reference / cam / "tracks.txt"),
                                                     read_tracks_file(out / cam / "tracks.txt"), [40, 65])
     assert crossing >= 3
     assert len(nodes) == 2  # both nodes ran segments
+    print("overlap frames taken from a neighbour, per camera:", reused)
+    # 3 overlaps of 15 frames a camera; a neighbour computes each (unless both reach it at once)
+    assert all(r <= 45 for r in reused) and sum(reused) >= 45
     assert json.loads(proc.stdout)["identities"]["identities"] >= 6
+
+
+SESSION = """
+import json, sys
+from pipeline.config import load_pipeline_config
+from pipeline.identity.identities import update_identities
+from pipeline.scale.driver import RaySession
+config, sequence, out, address = sys.argv[1:]
+cfg = load_pipeline_config(config, ["reid.runtime=torch", "detector.model=replay", "scale.segment_s=2",
+                                    "scale.overlap_s=1.5"])
+with RaySession(cfg, address=address) as session:
+    (run,) = session.track([sequence], out, progress=False)
+    update_identities(out, cfg, progress=False, render_videos=session.render_global_videos)
+print(json.dumps({"status": run.status, "drawn_on_workers": session.drawn_on_workers}))
+"""
+
+
+def test_a_session_draws_the_global_videos_on_its_workers(sequences, cluster, tmp_path):
+    """In a session on the two-node cluster (as `crosscam track --ray-address` runs), association
+    has the workers draw annotated_global.mp4 in the camera's 4 units, joined into every frame
+    once: the picture this process draws alone."""
+    address, env = cluster
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", SESSION, str(REPO / "configs" / "demo.yaml"), str(sequences / "cam1"),
+                           str(out), address], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **env})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result == {"status": "complete", "drawn_on_workers": {"cam1": 4}}
+    drawn = read_video_frames(out / "cam1" / "annotated_global.mp4")
+    (out / "cam1" / GLOBAL_VIDEO_STAMP).unlink()  # drawn again, here
+    cfg = load_pipeline_config(REPO / "configs" / "demo.yaml", ["reid.runtime=torch"])
+    update_identities(out, cfg, progress=False)
+    here = read_video_frames(out / "cam1" / "annotated_global.mp4")
+    assert len(drawn) == len(here) == 80
+    # mp4v is lossy and each piece starts with a key frame: a mean difference of about 2 levels, but
+    # no pixel far off (the boxes and labels drawn on these frames are 850-1650 pixels each)
+    assert max(int((np.abs(a.astype(np.int16) - b).max(axis=2) > 60).sum()) for a, b in zip(drawn, here)) < 50
 
 
 def kill_a_worker_mid_unit(done: threading.Event, killed: list[int]) -> None:

@@ -5,6 +5,7 @@ associated into global identities (see :mod:`pipeline.identity.identities`)."""
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
 
@@ -100,32 +101,37 @@ def register(app: typer.Typer) -> None:
             # run compares the one it loaded, once the inputs are open
             check_before_tracking(out, cameras_file, camera or [default_camera_name(s) for s in inputs],
                                   (lambda: embedder_info(Embedder.from_config(cfg.reid))) if distributed else None)
-        try:
-            if distributed:
-                from pipeline.scale.driver import track_videos_on_ray  # imports Ray only when asked for
+        session = None
+        if distributed:
+            from pipeline.scale.driver import RaySession  # imports Ray only when asked for
 
-                runs = track_videos_on_ray(inputs, out, cfg, cameras=camera, workers=workers, address=ray_address,
-                                           gpus_per_worker=gpus_per_worker, progress=not quiet, publish_now=False)
-            else:
-                same_embedder = (lambda names, emb: check_before_tracking(
-                    out, cameras_file, names, lambda: embedder_info(emb))) if identities else None
-                runs = track_videos(inputs, out, cfg, cameras=camera, progress=not quiet, before=same_embedder,
-                                    publish_now=False)
-        except KeyboardInterrupt:
-            typer.echo(f"interrupted: {out} keeps what was written; the stopped camera's run.json says \"interrupted\" "
-                       "(a camera tracked completely before keeps its earlier outputs)", err=True)
-            raise typer.Exit(130) from None
-        linked = None
-        try:  # (a stop here fell through to click: exit 130 without a word, the new outputs left staged)
-            complete = all(r.status == "complete" for r in runs)
-            linked = _identities(out, cfg, cameras_file, runs, quiet) if identities and complete else None
-            publish_staged(runs)  # identities not updated: the new outputs replace the earlier ones as they are
-        except KeyboardInterrupt:
-            drop_staged(runs)
-            typer.echo(f"interrupted after tracking: {out}'s identities are up to date" if linked is not None else
-                       f"interrupted after tracking, before association: cameras tracked again keep their earlier "
-                       f"outputs; `crosscam associate {out}` associates the others", err=True)
-            raise typer.Exit(130) from None
+            session = RaySession(cfg, workers, ray_address, gpus_per_worker)
+        with session or nullcontext():  # the workers stay up for association, then stop
+            try:
+                if session is not None:
+                    runs = session.track(inputs, out, camera, progress=not quiet, publish_now=False)
+                else:
+                    same_embedder = (lambda names, emb: check_before_tracking(
+                        out, cameras_file, names, lambda: embedder_info(emb))) if identities else None
+                    runs = track_videos(inputs, out, cfg, cameras=camera, progress=not quiet, before=same_embedder,
+                                        publish_now=False)
+            except KeyboardInterrupt:
+                typer.echo(f"interrupted: {out} keeps what was written; the stopped camera's run.json says \"interrupted\" "
+                           "(a camera tracked completely before keeps its earlier outputs)", err=True)
+                raise typer.Exit(130) from None
+            linked = None
+            try:  # (a stop here fell through to click: exit 130 without a word, the new outputs left staged)
+                complete = all(r.status == "complete" for r in runs)
+                # a Ray run's workers draw its cameras' annotated_global.mp4 (pipeline.scale.global_videos)
+                render = session.render_global_videos if session is not None else None
+                linked = _identities(out, cfg, cameras_file, runs, quiet, render) if identities and complete else None
+                publish_staged(runs)  # identities not updated: the new outputs replace the earlier ones as they are
+            except KeyboardInterrupt:
+                drop_staged(runs)
+                typer.echo(f"interrupted after tracking: {out}'s identities are up to date" if linked is not None else
+                           f"interrupted after tracking, before association: cameras tracked again keep their earlier "
+                           f"outputs; `crosscam associate {out}` associates the others", err=True)
+                raise typer.Exit(130) from None
         result = {
             "run_dir": str(out.resolve()),
             "identities": None if linked is None else _identities_json(linked),
@@ -175,15 +181,17 @@ def embedder_info(embedder: Embedder) -> EmbedderInfo:
     return EmbedderInfo(embedder.fingerprint, embedder.name, embedder.dim)
 
 
-def _identities(out: Path, cfg, cameras_file: Optional[Path], runs: list, quiet: bool):
+def _identities(out: Path, cfg, cameras_file: Optional[Path], runs: list, quiet: bool, render=None):
     """``update_identities`` with the cameras tracked again (staged beside their folders), which
-    replace their folders as the store takes them; Ctrl-C before that keeps the earlier ones."""
+    replace their folders as the store takes them; Ctrl-C before that keeps the earlier ones.
+    ``render``: what draws the global videos (default: this process)."""
     from pipeline.identity.identities import StoppedAfterStoreUpdate, update_identities
     from pipeline.video.run import drop_staged, publish_staged
 
     try:
         linked = update_identities(out, cfg, cameras_file, progress=not quiet,
-                                   staged={r.camera: r.staged for r in runs if r.staged is not None})
+                                   staged={r.camera: r.staged for r in runs if r.staged is not None},
+                                   render_videos=render)
         for run in runs:
             run.staged = None  # in place now
         return linked

@@ -37,7 +37,7 @@ from pipeline.types import TrackSummary, read_track_summaries
 from pipeline.video.annotate import render_tracks_video
 from pipeline.video.run import publish
 from pipeline.video.sources import open_source, source_warnings_muted
-from pipeline.video.tracks_file import read_camera_tracks
+from pipeline.video.tracks_file import TrackRows, read_camera_tracks
 from reid.errors import CrosscamError
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,7 @@ def update_identities(
     cameras_file: str | Path | None = None,
     progress: bool = True,
     staged: Mapping[str, Path] | None = None,
+    render_videos: VideoRenderer | None = None,
 ) -> IdentityResult:
     """Associate every camera of ``run_dir`` into global identities and write the outputs.
 
@@ -115,6 +116,8 @@ def update_identities(
     ``staged`` maps a camera tracked again to its new outputs beside its folder
     (:func:`pipeline.video.run.working_folder`): they are read in its place and replace it right after
     the store takes them, so the folder and the store never disagree for longer than a rename.
+    ``render_videos`` draws the cameras' ``annotated_global.mp4`` that are out of date (default:
+    :func:`render_global_videos_here`).
     """
     run_dir = Path(run_dir)
     spec = _cameras_spec(run_dir, cameras_file)
@@ -151,11 +154,11 @@ def update_identities(
             inputs = [replace(c, folder=run_dir / c.name) for c in inputs]
 
         _keep_cameras_file(run_dir, cameras_file)
+        identities = {cam.name: {t.track_id: t.identity for t in store.tracks(camera=cam.name)} for cam in inputs}
         for cam in inputs:
-            identity_of = {t.track_id: t.identity for t in store.tracks(camera=cam.name)}
-            write_global_tracks(cam.folder, identity_of)  # cheap: always, so it can never be stale
-            if config.output.video:
-                _refresh_global_video(cam, identity_of, progress)
+            write_global_tracks(cam.folder, identities[cam.name])  # cheap: always, so it can never be stale
+        if config.output.video:
+            _refresh_global_videos(inputs, identities, progress, render_videos or render_global_videos_here)
 
         report = write_report(run_dir, store, common)
     except KeyboardInterrupt as exc:
@@ -392,40 +395,75 @@ def write_global_tracks(folder: Path, identity_of: dict[int, int]) -> Path:
     return out
 
 
-def _refresh_global_video(cam: _CameraInput, identity_of: dict[int, int], progress: bool) -> None:
-    """Render ``annotated_global.mp4`` unless the one there was finished for these tracks and ids.
+@dataclass
+class GlobalVideo:
+    """One camera's ``annotated_global.mp4`` to draw: every frame of its source up to ``stop`` (None:
+    the end), each of its ``rows`` in its identity's colour (``identity_of``: track id -> identity)."""
+
+    camera: str
+    folder: Path
+    source: str  # the camera's input, as its run.json records it
+    source_cfg: SourceConfig  # the source settings it was tracked with (stride, frame range)
+    rows: TrackRows
+    identity_of: dict[int, int]
+    stop: int | None
+
+    @property
+    def out(self) -> Path:
+        return self.folder / "annotated_global.mp4"
+
+
+# Draws the given videos, returning the cameras whose video was written: render_global_videos_here
+# (this process, one after another), or a Ray run's workers (pipeline.scale.driver.RaySession).
+VideoRenderer = Callable[[list[GlobalVideo], bool], set[str]]
+
+
+def _refresh_global_videos(cams: list[_CameraInput], identities: dict[str, dict[int, int]], progress: bool,
+                           render: VideoRenderer) -> None:
+    """Render each camera's ``annotated_global.mp4`` unless the one there was finished for its tracks
+    and ids (``identities``: camera -> track id -> identity).
 
     A stamp beside it, written only once a render completes, records what it shows; an
     interrupted render (or a later change of identities) leaves no matching stamp.
     """
-    stamp_path = cam.folder / GLOBAL_VIDEO_STAMP
-    stamp = json.dumps({"tracks": cam.record.summaries_digest, "identities": sorted(identity_of.items())})
-    video = cam.folder / "annotated_global.mp4"
-    if video.is_file() and stamp_path.is_file() and stamp_path.read_text() == stamp:
-        return
-    stamp_path.unlink(missing_ok=True)
-    if render_global_video(cam, identity_of, progress) is not None:
+    stamps, jobs = {}, []
+    for cam in cams:
+        identity_of = identities[cam.name]
+        stamp_path = cam.folder / GLOBAL_VIDEO_STAMP
+        stamp = json.dumps({"tracks": cam.record.summaries_digest, "identities": sorted(identity_of.items())})
+        video = cam.folder / "annotated_global.mp4"
+        if video.is_file() and stamp_path.is_file() and stamp_path.read_text() == stamp:
+            continue
+        stamp_path.unlink(missing_ok=True)
+        stamps[cam.name] = (stamp_path, stamp)
+        rows = read_camera_tracks(cam.folder)
+        # An interrupted run stopped early: its annotated video ends at its last tracked frame too.
+        stop = int(rows.frame.max(initial=-1)) + 1 if cam.run.get("status") == "interrupted" else None
+        source_cfg = SourceConfig.model_validate(cam.run.get("config", {}).get("source", {}))
+        jobs.append(GlobalVideo(cam.name, cam.folder, cam.record.source, source_cfg, rows, identity_of, stop))
+    for name in render(jobs, progress) if jobs else ():
+        stamp_path, stamp = stamps[name]
         stamp_path.write_text(stamp)
 
 
-def render_global_video(cam: _CameraInput, identity_of: dict[int, int], progress: bool) -> Path | None:
+def render_global_videos_here(jobs: list[GlobalVideo], progress: bool) -> set[str]:
+    """Draw each video in this process (:func:`render_global_video`); the cameras written."""
+    return {job.camera for job in jobs if render_global_video(job, progress)}
+
+
+def render_global_video(job: GlobalVideo, progress: bool) -> bool:
     """Re-read the camera's source and draw each box in its identity's colour with its id.
 
-    Returns the path, or None (with a warning) when the source cannot be read again, e.g. a
-    live stream or a video that was moved.
+    Returns False (with a warning) when the source cannot be read again, e.g. a live stream or
+    a video that was moved.
     """
-    out = cam.folder / "annotated_global.mp4"
-    rows = read_camera_tracks(cam.folder)
-    source_cfg = SourceConfig.model_validate(cam.run.get("config", {}).get("source", {}))
-    # An interrupted run stopped early: its annotated video ends at its last tracked frame too.
-    stop = int(rows.frame.max(initial=-1)) + 1 if cam.run.get("status") == "interrupted" else None
     with source_warnings_muted():  # the source's warnings were said when the camera was tracked
         try:
-            source = open_source(cam.record.source, cam.name, source_cfg)
+            source = open_source(job.source, job.camera, job.source_cfg)
         except CrosscamError as exc:
-            log.warning("%s: annotated_global.mp4 not written (%s)", cam.name, exc)
-            return None
+            log.warning("%s: annotated_global.mp4 not written (%s)", job.camera, exc)
+            return False
         with source:
-            render_tracks_video(source, rows, out, identity_of, (0, stop), progress=progress,
-                                desc=f"global ids: {cam.name}")
-    return out
+            render_tracks_video(source, job.rows, job.out, job.identity_of, (0, job.stop), progress=progress,
+                                desc=f"global ids: {job.camera}")
+    return True

@@ -118,13 +118,15 @@ def _token_hint() -> str:
 class Job:
     """One call of ``method`` on a worker actor with ``args``; ``key`` names it for retries, ``label``
     (default: the key) in messages. Queued jobs start in ``priority`` order (smallest first, then
-    in the order they came)."""
+    in the order they came), except that an actor that has just finished job ``follows`` takes
+    this one next (a segment after the one it continues)."""
 
     key: str
     method: str
     args: tuple
     priority: tuple = ()
     label: str = ""
+    follows: str | None = None
 
 
 @dataclass
@@ -184,6 +186,7 @@ class WorkerPool:
         self._ray = None
         self._started_ray = False
         self._actors: list = []
+        self._side: list = []  # small actors of the driver's (side_actor), killed with the workers
         self._progress = None
         self._remote_class = None
         self._queue: list[tuple[tuple, int, Job]] = []  # a heap of (priority, arrival, job)
@@ -228,12 +231,12 @@ class WorkerPool:
         ray = self._ray
         if ray is None:
             return
-        for actor in self._actors + ([self._progress] if self._progress is not None else []):
+        for actor in self._actors + self._side + ([self._progress] if self._progress is not None else []):
             try:
                 ray.kill(actor)
             except Exception:  # noqa: BLE001 - already dead or the cluster is gone: nothing to free
                 pass
-        self._actors, self._progress = [], None
+        self._actors, self._side, self._progress = [], [], None
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
         self._ray = None
@@ -271,6 +274,12 @@ class WorkerPool:
             self.worker_names = [r["worker"] for r in ray.get([a.ready.remote() for a in self._actors])]
         except ray.exceptions.RayTaskError as exc:
             raise CrosscamError(first_line(exc.cause if exc.cause is not None else exc)) from None
+
+    def side_actor(self, cls: type):
+        """A handle to a new ``cls()`` actor that takes no CPU (shared state for the workers)."""
+        actor = self._ray.remote(num_cpus=0)(cls).remote()
+        self._side.append(actor)
+        return actor
 
     def frames_done(self) -> int:
         """Frames the workers have reported so far (jobs being retried count from zero again); the
@@ -313,9 +322,12 @@ class WorkerPool:
         ray = self._ray
         idle = list(self._actors)
         running: dict[Any, tuple[Any, Job, float]] = {}
+        last: dict[int, str] = {}  # id(actor) -> the key of the job it ran last
         while self._queue or running:
             while self._queue and idle:
-                job, actor = heapq.heappop(self._queue)[2], idle.pop(0)
+                actor = idle.pop(0)
+                job = self._next_job(last.get(id(actor)))
+                last[id(actor)] = job.key
                 running[getattr(actor, job.method).remote(*job.args)] = (actor, job, time.perf_counter())
             done, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
             if on_poll is not None:
@@ -325,6 +337,17 @@ class WorkerPool:
                 outcome = self._collect(ref, actor, job, started, idle)
                 if outcome is not None:
                     yield outcome
+
+    def _next_job(self, previous: str | None) -> Job:
+        """The queued job that follows ``previous`` (the key of the job the actor ran last), else
+        the first in priority order; taken off the queue."""
+        for i, item in enumerate(self._queue):
+            if previous is not None and item[2].follows == previous:
+                self._queue[i] = self._queue[-1]
+                self._queue.pop()
+                heapq.heapify(self._queue)
+                return item[2]
+        return heapq.heappop(self._queue)[2]
 
     def _collect(self, ref, actor, job: Job, started: float, idle: list) -> Outcome | None:
         """The outcome of a finished call, or None when its worker died and the job is queued again."""

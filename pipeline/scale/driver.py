@@ -10,7 +10,11 @@ track and draw. Per camera:
    ``track_features.npz`` and ``thumbs/`` (the single-process files);
 4. workers draw each unit's owned frames with the final ids, and the driver joins the pieces into
    ``annotated.mp4`` (:func:`pipeline.scale.concat.concat_mp4`) and writes ``run.json``, which
-   lists the segments (frames, worker, seconds, retries).
+   lists the segments (frames, worker, seconds, retries);
+5. with the session still open (:class:`RaySession`), association can have the same workers draw the
+   camera's ``annotated_global.mp4`` (:mod:`pipeline.scale.global_videos`).
+
+Consecutive segments compute their shared frames once (:mod:`pipeline.scale.overlaps`).
 
 Cameras move through these steps independently, so one camera's failure (an undecodable file)
 fails that camera only. A unit whose worker died runs again (:class:`pipeline.scale.cluster.WorkerPool`).
@@ -28,13 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 from tqdm import tqdm
 
 from pipeline.config import PipelineConfig
+from pipeline.identity.identities import GlobalVideo, render_global_videos_here
 from pipeline.scale.cluster import Job, Outcome, WorkerPool, cluster_address, import_ray
 from pipeline.scale.concat import concat_mp4
+from pipeline.scale.global_videos import render_on_workers
 from pipeline.scale.stitch import stitch_segments
+from pipeline.scale.overlaps import OverlapBoard, UnitOverlaps
 from pipeline.scale.units import WorkUnit, plan_camera
 from pipeline.scale.worker import CameraProbe, SegmentResult, SegmentWorker
 from pipeline.text import plural
@@ -77,12 +83,6 @@ class _Camera:
         return self.run.status in ("complete", "failed", "interrupted")
 
 
-def _segment_label(unit: WorkUnit) -> str:
-    """``segment 2 of 4 (frames 300-649)``: a unit as messages name it (frames 0-based, end inclusive)."""
-    end = "end" if unit.frames.end is None else unit.frames.end - 1
-    return f"segment {unit.segment + 1} of {unit.segments} (frames {unit.frames.start}-{end})"
-
-
 def _kept_frames(unit: WorkUnit, stride: int) -> int:
     start, end = unit.frames.start, unit.frames.end
     return 0 if end is None else max(0, -(-end // stride) - -(-start // stride))
@@ -93,6 +93,7 @@ class _Driver:
                  startup_s: float, publish_now: bool = True):
         self.pool = pool
         self.publish_now = publish_now
+        self.board = None  # the OverlapBoard actor, once a camera is cut into segments
         self.cameras = {c.name: c for c in cameras}
         self.cfg = cfg
         self.progress = progress
@@ -145,9 +146,22 @@ class _Driver:
         self._write_run_json(cam)
         for unit in cam.units:
             self.bar.total += _kept_frames(unit, self.cfg.source.stride)
-            self.pool.submit(Job(f"{cam.name}:track{unit.segment}", "track", (unit, probe.colour),
-                                 (2, cam.index, unit.segment), f"{cam.name}: {_segment_label(unit)}"))
+            # Each worker takes a run of consecutive segments, so a segment's first frames were just
+            # computed by the worker before it, or long before by the neighbour running alongside.
+            self.pool.submit(Job(f"{cam.name}:track{unit.segment}", "track", (unit, probe.colour, self._overlaps(cam, unit)),
+                                 (2, cam.index, unit.queue_position(self.pool.workers)),
+                                 f"{cam.name}: {unit.label}",
+                                 follows=f"{cam.name}:track{unit.segment - 1}" if unit.segment else None))
         self.bar.refresh()
+
+    def _overlaps(self, cam: _Camera, unit: WorkUnit) -> UnitOverlaps | None:
+        """The unit's view of the run's overlap board (started for the first camera cut into
+        segments), or None for a whole input."""
+        if unit.segments == 1:
+            return None
+        if self.board is None:
+            self.board = self.pool.side_actor(OverlapBoard)
+        return UnitOverlaps(unit, self.board)
 
     def _tracked(self, cam: _Camera, outcome: Outcome) -> None:
         result: SegmentResult = outcome.result
@@ -156,15 +170,15 @@ class _Driver:
         if len(cam.results) < len(cam.units):
             self._write_run_json(cam)  # run.json lists the segments done so far
             return
+        if self.board is not None:
+            self.board.drop.remote(cam.name)  # its overlaps are no longer wanted
         self._write_tracks(cam, [cam.results[k] for k in range(len(cam.units))])
         if not self.cfg.output.video:
             self._complete(cam)
             return
         for unit in cam.units:
-            owned = (cam.rows.frame >= unit.owned.start) & (
-                cam.rows.frame < (unit.owned.end if unit.owned.end is not None else np.iinfo(np.int64).max))
-            self.pool.submit(Job(f"{cam.name}:render{unit.segment}", "render", (unit, cam.rows.take(owned)),
-                                 (1, cam.index, unit.segment), f"{cam.name}: drawing {_segment_label(unit)}"))
+            self.pool.submit(Job(f"{cam.name}:render{unit.segment}", "render", (unit, unit.owned_rows(cam.rows)),
+                                 (1, cam.index, unit.segment), f"{cam.name}: drawing {unit.label}"))
 
     def _write_tracks(self, cam: _Camera, results: list[SegmentResult]) -> None:
         """Stitch ``results`` (the camera's first segments, in order) and write the camera's track files."""
@@ -252,7 +266,8 @@ class _Driver:
         segments = [
             {"segment": k, "start_frame": r.unit.frames.start, "end_frame": r.unit.frames.end,
              "owned_start_frame": r.unit.owned.start, "owned_end_frame": r.unit.owned.end, "worker": r.worker,
-             "seconds": round(r.seconds, 3), "retries": o.retries, "lost_workers": o.lost_workers, "seek": r.seek}
+             "seconds": round(r.seconds, 3), "retries": o.retries, "lost_workers": o.lost_workers, "seek": r.seek,
+             "reused_frames": r.reused_frames}
             for k, r, o in done
         ]
         write_json_atomic(cam.folder / "run.json", {
@@ -274,49 +289,104 @@ def _check_local_inputs(specs: Sequence[str], names: Sequence[str], cfg: Pipelin
                 pass
 
 
-def track_videos_on_ray(specs: Sequence[str], out_dir: str | Path, cfg: PipelineConfig,
-                        cameras: Sequence[str] | None = None, workers: int | None = None, address: str | None = None,
-                        gpus_per_worker: float | None = None, progress: bool = True,
-                        publish_now: bool = True) -> list[CameraRun]:
-    """:func:`pipeline.video.run.track_videos` on a Ray cluster (see the module docstring).
+class RaySession:
+    """A Ray run's workers, kept from tracking to association: :meth:`track` the inputs, then
+    :meth:`render_global_videos` (a :data:`pipeline.identity.identities.VideoRenderer` for
+    ``update_identities``) draws the cameras' ``annotated_global.mp4`` on the same workers.
 
     ``workers`` actors (default: one per CPU of the cluster) with ``cfg.scale.threads_per_worker``
     threads each; ``address`` joins a running cluster (default: ``$RAY_ADDRESS``, else a Ray
-    started on this machine for the run). Returns one :class:`CameraRun` per input, in input order;
-    a failed camera has ``status`` ``failed`` and its one-line ``error`` (the others still finish).
-    ``KeyboardInterrupt`` propagates once the workers are stopped and the outputs are final.
-    ``publish_now``: as in :func:`pipeline.video.run.track_videos`.
+    started on this machine for the run). The workers start in :meth:`track`, once the inputs are
+    checked, and stop when the session closes (a Ray started for it is shut down).
+
+    >>> with RaySession(cfg, workers=2) as session:  # doctest: +SKIP
+    ...     runs = session.track(["cam1.mp4", "cam2.mp4"], "runs/mall")
+    ...     update_identities("runs/mall", cfg, render_videos=session.render_global_videos)
     """
-    if not specs:
-        raise CrosscamError("track: no input given; pass at least one video file, image folder or URL")
-    names = list(cameras) if cameras else [default_camera_name(s) for s in specs]
-    check_camera_names(specs, cameras, names)
-    out_dir = check_out_dir(out_dir)
-    import_ray()  # without Ray installed, that is the one thing to say
-    if cluster_address(address) is None:  # Ray on this machine: its files are the workers' files
-        _check_local_inputs(specs, names, cfg)
-    runs = [CameraRun(name, out_dir / name, claim=claim) for name, claim in zip(names, claim_cameras(out_dir, names))]
-    try:
-        for name, spec in zip(names, specs):
-            warn_if_another_source(out_dir / name, spec)
-        # a camera tracked completely before is written beside it until complete (pipeline.video.run.working_folder)
-        cams = [_Camera(name, spec, working_folder(out_dir / name), run, i)
-                for i, (name, spec, run) in enumerate(zip(names, specs, runs))]
-        scale = cfg.scale
-        start = time.perf_counter()
-        with WorkerPool(SegmentWorker, (cfg.model_dump(mode="json"),), workers, address, scale.threads_per_worker,
-                        gpus_per_worker, scale.max_retries) as pool:
+
+    def __init__(self, cfg: PipelineConfig, workers: int | None = None, address: str | None = None,
+                 gpus_per_worker: float | None = None):
+        self.cfg = cfg
+        self.workers = workers
+        self.address = address
+        self.gpus_per_worker = gpus_per_worker
+        self.pool: WorkerPool | None = None
+        self._units: dict[str, list[WorkUnit]] = {}  # camera -> its units, for the cameras tracked completely
+        self.drawn_on_workers: dict[str, int] = {}  # camera -> pieces of its annotated_global.mp4 the workers drew
+
+    def __enter__(self) -> "RaySession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the workers (idempotent)."""
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
+
+    def track(self, specs: Sequence[str], out_dir: str | Path, cameras: Sequence[str] | None = None,
+              progress: bool = True, publish_now: bool = True) -> list[CameraRun]:
+        """Track ``specs`` into ``out_dir`` (see the module docstring). Returns one :class:`CameraRun`
+        per input, in input order; a failed camera has ``status`` ``failed`` and its one-line
+        ``error`` (the others still finish). ``KeyboardInterrupt`` propagates once the workers are
+        stopped and the outputs are final. ``publish_now``: as in :func:`pipeline.video.run.track_videos`.
+        """
+        if not specs:
+            raise CrosscamError("track: no input given; pass at least one video file, image folder or URL")
+        cfg = self.cfg
+        names = list(cameras) if cameras else [default_camera_name(s) for s in specs]
+        check_camera_names(specs, cameras, names)
+        out_dir = check_out_dir(out_dir)
+        import_ray()  # without Ray installed, that is the one thing to say
+        if cluster_address(self.address) is None:  # Ray on this machine: its files are the workers' files
+            _check_local_inputs(specs, names, cfg)
+        runs = [CameraRun(name, out_dir / name, claim=claim) for name, claim in zip(names, claim_cameras(out_dir, names))]
+        try:
+            for name, spec in zip(names, specs):
+                warn_if_another_source(out_dir / name, spec)
+            # a camera tracked completely before is written beside it until complete (pipeline.video.run.working_folder)
+            cams = [_Camera(name, spec, working_folder(out_dir / name), run, i)
+                    for i, (name, spec, run) in enumerate(zip(names, specs, runs))]
+            start = time.perf_counter()
+            pool = self._open_pool()
             driver = _Driver(pool, cams, cfg, progress, time.perf_counter() - start, publish_now)
             try:
                 driver.run()
             except (KeyboardInterrupt, Exception) as exc:  # Ctrl-C, a bug, a lost cluster: none left "running"
-                pool.close()
+                self.close()
                 driver.stop(None if isinstance(exc, KeyboardInterrupt) else first_line(exc))
                 raise
-    except BaseException:
-        drop_staged(runs)  # (releases the cameras too)
-        raise
-    if publish_now:
-        publish_staged(runs)  # the driver put each in place already: this releases the cameras
-    return runs
+        except BaseException:
+            drop_staged(runs)  # (releases the cameras too)
+            raise
+        self._units.update({cam.name: cam.units for cam in cams if cam.run.status == "complete"})
+        if publish_now:
+            publish_staged(runs)  # the driver put each in place already: this releases the cameras
+        return runs
 
+    def _open_pool(self) -> WorkerPool:
+        if self.pool is None:
+            scale = self.cfg.scale
+            self.pool = WorkerPool(SegmentWorker, (self.cfg.model_dump(mode="json"),), self.workers, self.address,
+                                   scale.threads_per_worker, self.gpus_per_worker, scale.max_retries).__enter__()
+        return self.pool
+
+    def render_global_videos(self, jobs: list[GlobalVideo], progress: bool) -> set[str]:
+        """Draw the cameras tracked completely by this session on its workers, in their units
+        (:func:`pipeline.scale.global_videos.render_on_workers`); any other camera (tracked by an
+        earlier command, or stopped early) here. Returns the cameras written."""
+        def on_workers(job: GlobalVideo) -> bool:
+            return (self.pool is not None and job.stop is None and job.camera in self._units
+                    and job.source_cfg == self.cfg.source)
+
+        here = [job for job in jobs if not on_workers(job)]
+        there = [job for job in jobs if on_workers(job)]
+        written = render_global_videos_here(here, progress)
+        if there:
+            units = {job.camera: self._units[job.camera] for job in there}
+            done = render_on_workers(self.pool, there, units, progress)
+            self.drawn_on_workers.update({camera: len(units[camera]) for camera in done})
+            written |= done
+        return written

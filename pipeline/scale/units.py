@@ -20,7 +20,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from pipeline.video.sources import FrameRange
+from pipeline.video.tracks_file import TrackRows
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,37 @@ class WorkUnit:
     def key(self) -> str:
         """A name unique within a run: ``camera#segment``."""
         return f"{self.camera}#{self.segment}"
+
+    def in_overlap(self, index: int) -> bool:
+        """Whether source frame ``index`` is one this unit shares with a neighbour (its first or last
+        ``overlap`` frames)."""
+        head = self.segment > 0 and index < self.frames.start + self.overlap
+        tail = self.segment < self.segments - 1 and index >= self.frames.end - self.overlap
+        return head or tail
+
+    def queue_position(self, workers: int) -> int:
+        """Where the unit goes in its camera's queue, so that each of ``workers`` takes a run of
+        consecutive segments: ``workers`` 2, segments 0-3 queue as 0, 2, 1, 3 (one worker gets 0
+        then 1, the other 2 then 3). A segment then starts after the neighbour that shares its
+        first frames has passed them, or long before the other reaches them: one of the two
+        computes the overlap and the other takes its results (:mod:`pipeline.scale.overlaps`).
+
+        >>> [WorkUnit("c", "c.mp4", None, None, k, 4, 10).queue_position(2) for k in range(4)]
+        [0, 2, 1, 3]
+        """
+        run = -(-self.segments // max(1, workers))  # consecutive segments per worker
+        return (self.segment % run) * workers + self.segment // run
+
+    @property
+    def label(self) -> str:
+        """``segment 2 of 4 (frames 300-649)``: the unit as messages name it (frames 0-based, end inclusive)."""
+        end = "end" if self.frames.end is None else self.frames.end - 1
+        return f"segment {self.segment + 1} of {self.segments} (frames {self.frames.start}-{end})"
+
+    def owned_rows(self, rows: TrackRows) -> TrackRows:
+        """The ``rows`` of the unit's owned frames (what it draws)."""
+        end = self.owned.end if self.owned.end is not None else np.iinfo(np.int64).max
+        return rows.take((rows.frame >= self.owned.start) & (rows.frame < end))
 
     @property
     def expected_frames(self) -> int | None:

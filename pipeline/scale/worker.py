@@ -31,7 +31,7 @@ from pipeline.config import PipelineConfig
 from pipeline.scale.units import WorkUnit
 from pipeline.types import FrameResult
 from pipeline.video.annotate import render_tracks_video
-from pipeline.video.chain import StageTimes
+from pipeline.video.chain import SharedFrames, StageTimes
 from pipeline.video.detectors import build_detector
 from pipeline.video.run import camera_chain
 from pipeline.video.sources import STREAM_SCHEMES, mot_sequence_dir, open_source
@@ -81,6 +81,7 @@ class SegmentResult:
     worker: str  # host:pid of the worker process that produced it
     models: dict
     seek: str = "none"  # how the unit's first frame was reached (pipeline.video.sources.VideoFileSource.seek)
+    reused_frames: int = 0  # overlap frames whose detections a neighbouring unit computed
     lost_workers: list[str] = field(default_factory=list)  # filled in by the driver
 
 
@@ -152,15 +153,18 @@ class SegmentWorker:
             return CameraProbe(camera, spec, source.uri, source.fps, source.frame_size, source.frames_end,
                                stream, colour)
 
-    def track(self, unit: WorkUnit, colour: CameraColour) -> SegmentResult:
-        """Run the chain on ``unit`` (a fresh detector and tracker; ``colour`` as probed)."""
+    def track(self, unit: WorkUnit, colour: CameraColour, overlaps: SharedFrames | None = None) -> SegmentResult:
+        """Run the chain on ``unit`` (a fresh detector and tracker; ``colour`` as probed).
+        ``overlaps``: the unit's overlap frames shared with its neighbours, which compute them once
+        (:class:`pipeline.scale.overlaps.UnitOverlaps`; None: each unit computes its own)."""
         start = time.perf_counter()
         times = StageTimes()
         with open_source(unit.spec, unit.camera, self.cfg.source, unit.frames) as source:
             detector = build_detector(self.cfg.detector, mot_sequence_dir(source))
             collector = _UnitCollector(unit, source.frame_size, self.cfg.output.representatives,
                                        self.cfg.output.thumbnails, self._report(unit.key))
-            with closing(camera_chain(source, detector, self.embedder, [collector], self.cfg, times, colour)) as chain:
+            chain = camera_chain(source, detector, self.embedder, [collector], self.cfg, times, colour, overlaps)
+            with closing(chain):
                 for _ in chain:
                     pass
             collector.flush_progress()
@@ -176,16 +180,22 @@ class SegmentWorker:
                 owned_frames_failed=_owned_failures(unit, source, collector.owned_frames),
                 seconds=time.perf_counter() - start, stage_seconds={k: round(v, 4) for k, v in times.items()},
                 worker=self.name, models=models, seek=getattr(source, "seek", "none"),
+                reused_frames=overlaps.reused if overlaps is not None else 0,
             )
 
-    def render(self, unit: WorkUnit, rows: TrackRows) -> bytes:
-        """``unit``'s owned frames with ``rows`` (final ids) drawn, as MP4 bytes (``output.codec``)."""
+    def render(self, unit: WorkUnit, rows: TrackRows, identity_of: dict[int, int] | None = None) -> bytes:
+        """``unit``'s owned frames with ``rows`` drawn, as MP4 bytes: with their track ids as
+        ``annotated.mp4`` draws them (``output.codec``, trails), or with ``identity_of`` (track id ->
+        identity) as ``annotated_global.mp4`` does (pipeline.identity.identities.render_global_video)."""
         out = self.cfg.output
         with tempfile.TemporaryDirectory(prefix="crosscam-render-") as tmp:
             path = Path(tmp) / f"{unit.camera}.mp4"
             with open_source(unit.spec, unit.camera, self.cfg.source, unit.owned) as source:
-                render_tracks_video(source, rows, path, codec=out.codec,
-                                    trail_length=out.trail_length if out.trails else 0)
+                if identity_of is None:
+                    render_tracks_video(source, rows, path, codec=out.codec,
+                                        trail_length=out.trail_length if out.trails else 0)
+                else:
+                    render_tracks_video(source, rows, path, identity_of)
             return path.read_bytes()
 
     def _report(self, key: str):
@@ -227,11 +237,6 @@ class _UnitCollector:
         self._unreported = 0
         self.owned_frames = 0
 
-    def _in_overlap(self, index: int) -> bool:
-        head = self.unit.segment > 0 and index < self.unit.frames.start + self.unit.overlap
-        tail = self.unit.segment < self.unit.segments - 1 and index >= self.unit.frames.end - self.unit.overlap
-        return head or tail
-
     def _owns(self, index: int) -> bool:
         return index >= self.owned.start and (self.owned.end is None or index < self.owned.end)
 
@@ -246,7 +251,7 @@ class _UnitCollector:
                                                                                 self.representatives)
                 state.add(obs, frame, self.thumbnails)
                 self._rows.append((frame.index, obs.track_id, obs.xyxy, obs.confidence, obs.interpolated))
-        if self._in_overlap(frame.index):
+        if self.unit.in_overlap(frame.index):
             self._boundary += [(frame.index, o.track_id, o.xyxy, o.feature) for o in result.tracks]
         self._unreported += 1
         if self._unreported >= 16:

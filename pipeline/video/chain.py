@@ -20,11 +20,11 @@ import threading
 import time
 from collections import defaultdict, deque
 from contextlib import contextmanager
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Protocol, Sequence
 
 from pipeline.colour import CameraColour
 from pipeline.stops import stops_held
-from pipeline.types import Frame, FrameResult
+from pipeline.types import Detections, Frame, FrameResult
 from pipeline.video.blob_split import split_by_predictions
 from pipeline.video.detectors import Detector
 from pipeline.video.embedding import embed_detections, size_filtered, split_by_confidence
@@ -48,15 +48,43 @@ class StageTimes(defaultdict):
             self[stage] += time.perf_counter() - start
 
 
-def _batches(items: Iterator[FrameResult], size: int) -> Iterator[list[FrameResult]]:
+def _batches(items: Iterator[FrameResult], size: int, stride: int = 1) -> Iterator[list[FrameResult]]:
+    """Runs of ``size`` results, cut where the kept-frame number (``frame.index // stride``) is a
+    multiple of ``size``: a frame lands in the same batch whichever frame the chain started at,
+    so two chains over overlapping frames batch the shared frames alike (the same crops reach the
+    embedder together)."""
     batch: list[FrameResult] = []
     for item in items:
+        if batch and (item.frame.index // stride) % size == 0:
+            yield batch
+            batch = []
         batch.append(item)
         if len(batch) == size:
             yield batch
             batch = []
     if batch:
         yield batch
+
+
+class SharedFrames(Protocol):
+    """Frames another chain processes too (the overlap of two segments of one video, run on two
+    workers): what one chain detected and embedded there, the other takes instead of computing it.
+
+    Only a stateless detector's detections may be shared (``Detector.stateless``): a detector with
+    memory (the motion detector's background) sees a frame differently in each chain.
+    """
+
+    reused: int  # frames taken from the other chains so far
+
+    def wanted(self, index: int) -> bool:
+        """Whether frame ``index`` (0-based source frame) is shared."""
+
+    def lookup(self, indices: list[int]) -> dict[int, tuple[Detections, Detections | None]]:
+        """The ``(detections with features, low-confidence detections)`` already published for
+        any of ``indices``."""
+
+    def publish(self, found: dict[int, tuple[Detections, Detections | None]]) -> None:
+        """Offer this chain's results for shared frames to the other chains."""
 
 
 def read_frames(frames: Iterable[Frame], times: StageTimes) -> Iterator[FrameResult]:
@@ -71,13 +99,22 @@ def read_frames(frames: Iterable[Frame], times: StageTimes) -> Iterator[FrameRes
 
 
 def detect_stage(results: Iterator[FrameResult], detector: Detector, batch_size: int,
-                 times: StageTimes) -> Iterator[FrameResult]:
-    """Set ``detections`` on each result, calling the detector on ``batch_size`` frames at a time."""
-    for batch in _batches(results, batch_size):
+                 times: StageTimes, stride: int = 1, shared: SharedFrames | None = None) -> Iterator[FrameResult]:
+    """Set ``detections`` on each result, calling the detector on ``batch_size`` frames at a time.
+
+    ``shared``: frames another chain has already detected and embedded take its results instead
+    (their ``detections`` arrive with features, and the embed stage passes them on)."""
+    for batch in _batches(results, batch_size, stride):
+        wanted = [r.frame.index for r in batch if shared is not None and shared.wanted(r.frame.index)]
+        reused = shared.lookup(wanted) if wanted else {}
+        todo = [r for r in batch if r.frame.index not in reused]
         with times.measure("detect"):
-            detections = detector.detect([r.frame for r in batch])
-        for result, dets in zip(batch, detections):
+            detections = detector.detect([r.frame for r in todo]) if todo else []
+        for result, dets in zip(todo, detections):
             result.detections = dets
+        for result in batch:
+            if result.frame.index in reused:
+                result.detections, result.low_detections = reused[result.frame.index]
         yield from batch
 
 
@@ -140,26 +177,34 @@ def prefetch(results: Iterator[FrameResult], depth: int) -> Iterator[FrameResult
 
 def embed_stage(results: Iterator[FrameResult], embedder, batch_size: int, min_box_size: int,
                 times: StageTimes, colour: CameraColour | None = None,
-                low_below: float | None = None) -> Iterator[FrameResult]:
+                low_below: float | None = None, stride: int = 1,
+                shared: SharedFrames | None = None) -> Iterator[FrameResult]:
     """Replace ``detections`` by the clipped, size-filtered boxes with unit ``features``; the
     crops of ``batch_size`` frames go to the embedder together. ``colour`` (the camera's colour
     normalisation) is learned from the first batch's frames (the first one that is not blank) and
     applied to every frame's crops. ``low_below``: boxes under this confidence are not embedded
-    but set aside as ``low_detections`` (clipped and size-filtered alike, without features)."""
+    but set aside as ``low_detections`` (clipped and size-filtered alike, without features).
+    Detections that already have features (taken from ``shared``) pass unchanged; this stage's
+    results for shared frames are published to ``shared``."""
     colour = colour or CameraColour()
-    for batch in _batches(results, batch_size):
+    for batch in _batches(results, batch_size, stride):
+        todo = [r for r in batch if r.detections.features is None]
         with times.measure("embed"):
             if colour.needs_fit:
                 colour.fit([r.frame.image for r in batch])
             if low_below is not None:
-                for r in batch:
+                for r in todo:
                     r.detections, low = split_by_confidence(r.detections, low_below)
                     h, w = r.frame.image.shape[:2]
                     r.low_detections = size_filtered(low, w, h, min_box_size)
-            pairs = [(colour.apply(r.frame.image), r.detections) for r in batch]
-            embedded = embed_detections(embedder, pairs, min_box_size)
-        for result, dets in zip(batch, embedded):
+            pairs = [(colour.apply(r.frame.image), r.detections) for r in todo]
+            embedded = embed_detections(embedder, pairs, min_box_size) if todo else []
+        for result, dets in zip(todo, embedded):
             result.detections = dets
+        if shared is not None:
+            found = {r.frame.index: (r.detections, r.low_detections) for r in todo if shared.wanted(r.frame.index)}
+            if found:
+                shared.publish(found)
         yield from batch
 
 
@@ -200,45 +245,52 @@ def write_stage(results: Iterator[FrameResult], sinks: Sequence, times: StageTim
     lookback = lookback or LookBack(0)
     ready: deque[FrameResult] = deque()
 
-    def write(result: FrameResult) -> None:
+    # A stop (Ctrl-C) is held while a frame moves from ``ready`` into the sinks and while the look-back
+    # releases frames into ``ready``: arriving in between, it would lose a frame (a hole in every output).
+    def write_next() -> FrameResult:
         with times.measure("write"), stops_held():  # a frame reaches every sink or none
+            done = ready.popleft()
             for sink in sinks:
-                sink.write(result)
+                sink.write(done)
+        return done
 
     try:
         for result in results:
-            with times.measure("refine"):
+            with times.measure("refine"), stops_held():
                 ready.extend(lookback.push(result))
             while ready:
-                done = ready.popleft()
-                write(done)
-                yield done
+                yield write_next()
+        with stops_held():
+            ready.extend(lookback.drain())
+        while ready:
+            yield write_next()
+    except (KeyboardInterrupt, GeneratorExit):
         ready.extend(lookback.drain())
         while ready:
-            done = ready.popleft()
-            write(done)
-            yield done
-    except (KeyboardInterrupt, GeneratorExit):
-        for done in [*ready, *lookback.drain()]:
-            write(done)
+            write_next()
         raise
 
 
 def build_chain(frames: Iterable[Frame], detector: Detector, embedder, tracker: PersonTracker, sinks: Sequence,
                 batch_size: int, min_box_size: int, times: StageTimes, prefetch_frames: int = 0,
                 colour: CameraColour | None = None, low_below: float | None = None,
-                lookback: LookBack | None = None) -> Iterator[FrameResult]:
+                lookback: LookBack | None = None, stride: int = 1,
+                shared: SharedFrames | None = None) -> Iterator[FrameResult]:
     """Compose the stages into one lazy iterator of finished :class:`FrameResult` items.
 
     ``prefetch_frames`` > 0 runs decoding and detection in a background thread that many frames ahead;
     ``colour`` is the camera's colour normalisation of the embedder's crops (none by default);
     ``low_below``: boxes under this confidence go to the tracker as low-confidence boxes, not
-    embedded; ``lookback``: the buffer in front of the sinks (default: what the tracker's config asks for).
+    embedded; ``lookback``: the buffer in front of the sinks (default: what the tracker's config asks for);
+    ``stride``: the source's frame stride (batches start at the same kept frames in every chain);
+    ``shared``: frames other chains also process (:class:`SharedFrames`), for a stateless detector only.
     """
+    if shared is not None and not getattr(detector, "stateless", False):
+        shared = None
     results = read_frames(frames, times)
-    results = detect_stage(results, detector, batch_size, times)
+    results = detect_stage(results, detector, batch_size, times, stride, shared)
     results = prefetch(results, prefetch_frames)
-    results = embed_stage(results, embedder, batch_size, min_box_size, times, colour, low_below)
+    results = embed_stage(results, embedder, batch_size, min_box_size, times, colour, low_below, stride, shared)
     # Only a detector whose boxes can hold several people (``merges_people``: the motion
     # detector's blobs) is split; one box per person (YOLO, replay) is never someone else's.
     if tracker.cfg.split_merged and getattr(detector, "merges_people", False):

@@ -47,6 +47,9 @@ def lowest_confidence(cfg: DetectorConfig) -> float:
 class Detector(Protocol):
     name: str
     fingerprint: str
+    # True when a frame's boxes depend on that frame alone (not on the frames before it), so two
+    # chains over the same frames may share them (pipeline.video.chain.SharedFrames).
+    stateless: bool
 
     def detect(self, frames: Sequence[Frame]) -> list[Detections]: ...
 
@@ -141,6 +144,8 @@ class YoloDetector:
     (1, 4)
     """
 
+    stateless = True
+
     def __init__(self, cfg: DetectorConfig):
         self.cfg = cfg
         self._device = None if cfg.device == "auto" else cfg.device
@@ -192,6 +197,7 @@ class MotionDetector:
     # A blob can be several people (one passing behind another): the chain lets the tracker split
     # it into their predicted boxes (tracker.split_merged, pipeline.video.blob_split).
     merges_people = True
+    stateless = False  # its background model learns from every frame before
 
     def __init__(self, cfg: DetectorConfig):
         self.cfg = cfg
@@ -322,6 +328,7 @@ class ReplayDetector:
     """
 
     name = "replay"
+    stateless = True
 
     def __init__(self, path: Path, cfg: DetectorConfig):
         if not path.is_file():

@@ -35,7 +35,7 @@ from pipeline.colour import CameraColour
 from pipeline.config import PipelineConfig
 from pipeline.text import plural
 from pipeline.types import FrameResult, read_run_record, read_track_summaries
-from pipeline.video.chain import StageTimes, build_chain
+from pipeline.video.chain import SharedFrames, StageTimes, build_chain
 from pipeline.video.detectors import Detector, build_detector
 from pipeline.video.finalise import finalise_camera, relinked_record
 from pipeline.video.refine.lookback import LookBack
@@ -417,16 +417,16 @@ def _track_into(source: FrameSource, detector: Detector, embedder, folder: Path,
 
 
 def camera_chain(source: FrameSource, detector: Detector, embedder, sinks: list, cfg: PipelineConfig,
-                 times: StageTimes, colour: CameraColour) -> Iterator[FrameResult]:
+                 times: StageTimes, colour: CameraColour, shared: SharedFrames | None = None) -> Iterator[FrameResult]:
     """One camera's chain (:func:`pipeline.video.chain.build_chain`) as ``cfg`` sets it up: the one way
-    every path (this one, a Ray worker's unit) builds it."""
+    every path (this one, a Ray worker's unit) builds it. ``shared``: frames other chains process too."""
     low = cfg.detector.low_confidence
     return build_chain(
         source, detector, embedder, PersonTracker(cfg.tracker), sinks,
         cfg.detector.batch_size, cfg.detector.min_box_size, times,
         prefetch_frames=cfg.detector.prefetch * cfg.detector.batch_size, colour=colour,
         low_below=None if low is None else cfg.detector.confidence,
-        lookback=LookBack.for_tracker(cfg.tracker),
+        lookback=LookBack.for_tracker(cfg.tracker), stride=cfg.source.stride, shared=shared,
     )
 
 

@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from pipeline.config import load_pipeline_config  # noqa: E402
 from pipeline.identity.identities import update_identities  # noqa: E402
-from pipeline.scale.driver import track_videos_on_ray  # noqa: E402
+from pipeline.scale.driver import RaySession  # noqa: E402
 from pipeline.scale.worker import limit_threads  # noqa: E402
 from pipeline.video.run import track_videos  # noqa: E402
 from samples import SceneOptions, make_scene  # noqa: E402
@@ -77,16 +77,23 @@ def run_once(way: str, specs: list[str], out: Path, overrides: list[str]) -> dic
         cfg = load_pipeline_config(None, overrides)
         start = time.perf_counter()
         runs = track_videos(specs, out, cfg, progress=False)
-    else:
+        tracked = time.perf_counter() - start
+        start = time.perf_counter()
+        update_identities(out, cfg, progress=False)
+        associated = time.perf_counter() - start
+    else:  # as `crosscam track --workers N` runs: association while the workers are up (they draw the global videos)
         workers = int(way.split()[0])
         cfg = load_pipeline_config(None, [*overrides, "scale.threads_per_worker=1"])
         start = time.perf_counter()
-        runs = track_videos_on_ray(specs, out, cfg, workers=workers, progress=False)
-    tracked = time.perf_counter() - start
+        with RaySession(cfg, workers) as session:
+            runs = session.track(specs, out, progress=False)
+            tracked = time.perf_counter() - start
+            start = time.perf_counter()
+            update_identities(out, cfg, progress=False, render_videos=session.render_global_videos)
+            associated = time.perf_counter() - start
+            start = time.perf_counter()
+        tracked += time.perf_counter() - start  # stopping the workers (and Ray)
     assert all(r.status == "complete" for r in runs), [(r.camera, r.error) for r in runs]
-    start = time.perf_counter()
-    update_identities(out, cfg, progress=False)
-    associated = time.perf_counter() - start
     records = [json.loads((r.folder / "run.json").read_text()) for r in runs]
     # Starting up: loading the models (single), or starting Ray and the workers loading them.
     startup = records[0]["scale"]["startup_s"] if way != "single" else tracked - sum(r.elapsed_s for r in runs)

@@ -1,0 +1,60 @@
+"""``annotated_global.mp4`` drawn by a Ray run's workers, segment by segment, instead of by the driver.
+
+After association every camera whose identities changed gets its video drawn again with the
+identities' ids: the whole source decoded and encoded once more. In one process that is about as
+many frames again as tracking decoded; on a cluster the driver alone would draw them all (about
+1.8 ms a frame here, so 20 cameras x 8 h would take the driver longer than the cluster took to
+track them). So a Ray run hands each camera's units to the workers, as it does for
+``annotated.mp4``, and joins the pieces without re-encoding (:func:`pipeline.scale.concat.concat_mp4`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from tqdm import tqdm
+
+from pipeline.identity.identities import GlobalVideo
+from pipeline.scale.cluster import Job, WorkerPool
+from pipeline.scale.concat import concat_mp4
+from pipeline.scale.units import WorkUnit
+
+log = logging.getLogger(__name__)
+
+
+def render_on_workers(pool: WorkerPool, jobs: list[GlobalVideo], units: dict[str, list[WorkUnit]],
+                      progress: bool) -> set[str]:
+    """Draw each of ``jobs`` (whole cameras) over its camera's ``units`` on the pool's workers and
+    join the pieces into its ``annotated_global.mp4``; returns the cameras written. A camera whose
+    piece fails (its source unreadable from a worker) is left unwritten with a warning, as
+    :func:`pipeline.identity.identities.render_global_video` leaves it."""
+    by_camera = {job.camera: job for job in jobs}
+    for index, job in enumerate(jobs):
+        for unit in units[job.camera]:
+            pool.submit(Job(f"{job.camera}:global{unit.segment}", "render",
+                            (unit, unit.owned_rows(job.rows), job.identity_of), (index, unit.segment),
+                            f"{job.camera}: drawing global ids, {unit.label}"))
+    pieces: dict[str, dict[int, bytes]] = {job.camera: {} for job in jobs}
+    written: set[str] = set()
+    bar = tqdm(total=sum(len(units[job.camera]) for job in jobs), desc="global ids", unit="segment",
+               file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    try:
+        for outcome in pool.outcomes():
+            bar.update()
+            camera, _, step = outcome.job.key.partition(":")
+            if camera not in pieces:
+                continue  # a piece of a camera that failed meanwhile
+            if not outcome.ok:
+                log.warning("%s: annotated_global.mp4 not written (%s)", camera, outcome.error)
+                del pieces[camera]
+                pool.cancel(lambda job: job.key.partition(":")[0] == camera)
+                continue
+            pieces[camera][int(step.removeprefix("global"))] = outcome.result
+            if len(pieces[camera]) == len(units[camera]):
+                parts = pieces.pop(camera)
+                concat_mp4([parts[k] for k in sorted(parts)], by_camera[camera].out)
+                written.add(camera)
+    finally:
+        bar.close()
+    return written
