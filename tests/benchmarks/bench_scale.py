@@ -10,8 +10,11 @@ Two workloads, each tracked three ways with the same models and config:
 The three ways: the single-process path (``pipeline.video.run.track_videos``, the models' default
 threads), ``--workers 1`` and ``--workers 2`` with one thread per worker (Ray started on this
 machine for each run). On the scene, a fourth: two plain processes with one thread each, half
-the cameras each, no Ray and no stitching: the most two workers could give on this machine. Wall times include loading the models (and starting Ray), as a user
-sees them; the association into identities is timed on its own. Printed per workload: frames/s
+the cameras each, no Ray and no stitching: the most two workers could give on this machine. On
+the cut clip, a fourth: ``--workers 2`` with each segment computing its overlaps itself (the peer
+of :mod:`pipeline.scale.overlaps`). Wall times include loading the models (and starting Ray), as a user
+sees them; the association into identities is timed on its own (for the Ray runs with the workers
+still up: they draw the global videos). Printed per workload: frames/s
 end to end and steady (without the start-up: loading the models, or starting Ray and its workers
 loading them), each with its ratio to the single-process path, the scaling efficiency of 2
 workers over 1 (1.0: twice the frames/s), and the driver's share: seconds it spent stitching,
@@ -32,6 +35,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,6 +43,7 @@ sys.path.insert(0, str(REPO))
 
 from pipeline.config import load_pipeline_config  # noqa: E402
 from pipeline.identity.identities import update_identities  # noqa: E402
+from pipeline.scale import driver  # noqa: E402
 from pipeline.scale.driver import RaySession  # noqa: E402
 from pipeline.scale.worker import limit_threads  # noqa: E402
 from pipeline.video.run import track_videos  # noqa: E402
@@ -59,6 +64,21 @@ def _track_alone(specs: list[str], out: str, overrides: list[str]) -> tuple[int,
     start = time.perf_counter()
     runs = track_videos(specs, out, cfg, progress=False)
     return sum(r.frames_read for r in runs), time.perf_counter() - start - sum(r.elapsed_s for r in runs)
+
+
+@contextmanager
+def overlaps_shared(shared: bool):
+    """The peer for overlap sharing: with ``shared`` False, every unit computes its overlaps itself
+    (as before pipeline.scale.overlaps)."""
+    if shared:
+        yield
+        return
+    original = driver._Driver._overlaps
+    driver._Driver._overlaps = lambda self, cam, unit: None
+    try:
+        yield
+    finally:
+        driver._Driver._overlaps = original
 
 
 def run_once(way: str, specs: list[str], out: Path, overrides: list[str]) -> dict:
@@ -85,7 +105,7 @@ def run_once(way: str, specs: list[str], out: Path, overrides: list[str]) -> dic
         workers = int(way.split()[0])
         cfg = load_pipeline_config(None, [*overrides, "scale.threads_per_worker=1"])
         start = time.perf_counter()
-        with RaySession(cfg, workers) as session:
+        with RaySession(cfg, workers) as session, overlaps_shared("overlaps twice" not in way):
             runs = session.track(specs, out, progress=False)
             tracked = time.perf_counter() - start
             start = time.perf_counter()
@@ -109,7 +129,7 @@ def run_once(way: str, specs: list[str], out: Path, overrides: list[str]) -> dic
 def report(name: str, results: dict[str, dict]) -> None:
     base = results["single"]
     print(f"\n{name}: {base['frames']} frames")
-    print(f"{'way':<12}{'frames/s':>10}{'vs single':>11}{'steady f/s':>12}{'vs single':>11}{'startup s':>11}"
+    print(f"{'way':<26}{'frames/s':>10}{'vs single':>11}{'steady f/s':>12}{'vs single':>11}{'startup s':>11}"
           f"{'tracking s':>12}{'assoc s':>9}{'driver share':>14}")
 
     def steady(r: dict) -> float:
@@ -119,13 +139,16 @@ def report(name: str, results: dict[str, dict]) -> None:
         fps = r["frames"] / r["tracking_s"]
         total = r["tracking_s"] + r["association_s"]
         share = r["driver_s"] / total if "worker" in way else float("nan")
-        print(f"{way:<12}{fps:>10.2f}{fps / (base['frames'] / base['tracking_s']):>11.2f}{steady(r):>12.2f}"
+        print(f"{way:<26}{fps:>10.2f}{fps / (base['frames'] / base['tracking_s']):>11.2f}{steady(r):>12.2f}"
               f"{steady(r) / steady(base):>11.2f}{r['startup_s']:>11.1f}{r['tracking_s']:>12.1f}"
               f"{r['association_s']:>9.2f}{share:>14.1%}")
     one, two = results["1 worker"], results["2 workers"]
     print(f"scaling efficiency of 2 workers over 1 (steady): {steady(two) / (2 * steady(one)):.2f}")
     if "2 processes" in results:
         print(f"2 workers / 2 plain processes (steady): {steady(two) / steady(results['2 processes']):.2f}")
+    if "2 workers, overlaps twice" in results:
+        twice = results["2 workers, overlaps twice"]
+        print(f"2 workers, overlaps once / twice (steady): {steady(two) / steady(twice):.2f}")
 
 
 def main() -> None:
@@ -151,7 +174,8 @@ def main() -> None:
             workloads[f"shared clip, {args.clip_frames} frames in {args.segment_s:g} s segments"] = (
                 [str(clip)], [f"scale.segment_s={args.segment_s}", "scale.overlap_s=4"])
         for name, (specs, extra) in workloads.items():
-            plain = ["2 processes"] if len(specs) > 1 else []
+            # several cameras: the machine's ceiling; one cut camera: the overlaps computed by both segments
+            plain = ["2 processes"] if len(specs) > 1 else ["2 workers, overlaps twice"]
             results = {way: run_once(way, specs, tmp / way.replace(" ", "_"), [*models, *extra])
                        for way in ways + plain}
             report(name, results)
