@@ -287,13 +287,27 @@ def build_chain(frames: Iterable[Frame], detector: Detector, embedder, tracker: 
     """
     if shared is not None and not getattr(detector, "stateless", False):
         shared = None
-    results = read_frames(frames, times)
-    results = detect_stage(results, detector, batch_size, times, stride, shared)
-    results = prefetch(results, prefetch_frames)
-    results = embed_stage(results, embedder, batch_size, min_box_size, times, colour, low_below, stride, shared)
+    stages = [read_frames(frames, times)]
+    stages.append(detect_stage(stages[-1], detector, batch_size, times, stride, shared))
+    stages.append(prefetch(stages[-1], prefetch_frames))
+    stages.append(embed_stage(stages[-1], embedder, batch_size, min_box_size, times, colour, low_below, stride,
+                              shared))
     # Only a detector whose boxes can hold several people (``merges_people``: the motion
     # detector's blobs) is split; one box per person (YOLO, replay) is never someone else's.
     if tracker.cfg.split_merged and getattr(detector, "merges_people", False):
-        results = split_stage(results, tracker, times)
-    results = track_stage(results, tracker, times)
-    return write_stage(results, sinks, times, lookback or LookBack.for_tracker(tracker.cfg))
+        stages.append(split_stage(stages[-1], tracker, times))
+    stages.append(track_stage(stages[-1], tracker, times))
+    stages.append(write_stage(stages[-1], sinks, times, lookback or LookBack.for_tracker(tracker.cfg)))
+    return _closed_together(stages)
+
+
+def _closed_together(stages: list[Iterator[FrameResult]]) -> Iterator[FrameResult]:
+    """The last of ``stages``; when it ends, fails or is closed, every stage is closed, consumer
+    first. An exception raised in one stage leaves the stages before it suspended (its traceback
+    holds them): without this, a Ctrl-C during embedding left the prefetch thread reading the source
+    while the caller closed it, and the two hung on the video's lock."""
+    try:
+        yield from stages[-1]
+    finally:
+        for stage in reversed(stages):
+            stage.close()
