@@ -397,20 +397,24 @@ def write_global_tracks(folder: Path, identity_of: dict[int, int]) -> Path:
 
 @dataclass
 class GlobalVideo:
-    """One camera's ``annotated_global.mp4`` to draw: every frame of its source up to ``stop`` (None:
-    the end), each of its ``rows`` in its identity's colour (``identity_of``: track id -> identity)."""
+    """One camera's ``annotated_global.mp4`` to draw: each of its tracks' rows in its identity's
+    colour (``identity_of``: track id -> identity), over every frame of its source (an interrupted
+    run's: up to its last tracked frame). The rows are read when drawn (:meth:`rows`), so a run of
+    many long cameras holds one camera's rows at a time."""
 
     camera: str
     folder: Path
     source: str  # the camera's input, as its run.json records it
     source_cfg: SourceConfig  # the source settings it was tracked with (stride, frame range)
-    rows: TrackRows
     identity_of: dict[int, int]
-    stop: int | None
+    interrupted: bool  # the camera's run stopped early
 
     @property
     def out(self) -> Path:
         return self.folder / "annotated_global.mp4"
+
+    def rows(self) -> TrackRows:
+        return read_camera_tracks(self.folder)
 
 
 # Draws the given videos, returning the cameras whose video was written: render_global_videos_here
@@ -431,16 +435,14 @@ def _refresh_global_videos(cams: list[_CameraInput], identities: dict[str, dict[
         identity_of = identities[cam.name]
         stamp_path = cam.folder / GLOBAL_VIDEO_STAMP
         stamp = json.dumps({"tracks": cam.record.summaries_digest, "identities": sorted(identity_of.items())})
-        video = cam.folder / "annotated_global.mp4"
-        if video.is_file() and stamp_path.is_file() and stamp_path.read_text() == stamp:
+        source_cfg = SourceConfig.model_validate(cam.run.get("config", {}).get("source", {}))
+        job = GlobalVideo(cam.name, cam.folder, cam.record.source, source_cfg, identity_of,
+                          cam.run.get("status") == "interrupted")
+        if job.out.is_file() and stamp_path.is_file() and stamp_path.read_text() == stamp:
             continue
         stamp_path.unlink(missing_ok=True)
         stamps[cam.name] = (stamp_path, stamp)
-        rows = read_camera_tracks(cam.folder)
-        # An interrupted run stopped early: its annotated video ends at its last tracked frame too.
-        stop = int(rows.frame.max(initial=-1)) + 1 if cam.run.get("status") == "interrupted" else None
-        source_cfg = SourceConfig.model_validate(cam.run.get("config", {}).get("source", {}))
-        jobs.append(GlobalVideo(cam.name, cam.folder, cam.record.source, source_cfg, rows, identity_of, stop))
+        jobs.append(job)
     for name in render(jobs, progress) if jobs else ():
         stamp_path, stamp = stamps[name]
         stamp_path.write_text(stamp)
@@ -463,7 +465,10 @@ def render_global_video(job: GlobalVideo, progress: bool) -> bool:
         except CrosscamError as exc:
             log.warning("%s: annotated_global.mp4 not written (%s)", job.camera, exc)
             return False
+        rows = job.rows()
+        # An interrupted run stopped early: its annotated video ends at its last tracked frame too.
+        stop = int(rows.frame.max(initial=-1)) + 1 if job.interrupted else None
         with source:
-            render_tracks_video(source, job.rows, job.out, job.identity_of, (0, job.stop), progress=progress,
+            render_tracks_video(source, rows, job.out, job.identity_of, (0, stop), progress=progress,
                                 desc=f"global ids: {job.camera}")
     return True

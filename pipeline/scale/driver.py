@@ -378,7 +378,7 @@ class RaySession:
         (:func:`pipeline.scale.global_videos.render_on_workers`); any other camera (tracked by an
         earlier command, or stopped early) here. Returns the cameras written."""
         def on_workers(job: GlobalVideo) -> bool:
-            return (self.pool is not None and job.stop is None and job.camera in self._units
+            return (self.pool is not None and not job.interrupted and job.camera in self._units
                     and job.source_cfg == self.cfg.source)
 
         here = [job for job in jobs if not on_workers(job)]

@@ -31,9 +31,10 @@ def render_on_workers(pool: WorkerPool, jobs: list[GlobalVideo], units: dict[str
     :func:`pipeline.identity.identities.render_global_video` leaves it."""
     by_camera = {job.camera: job for job in jobs}
     for index, job in enumerate(jobs):
+        rows = job.rows()
         for unit in units[job.camera]:
             pool.submit(Job(f"{job.camera}:global{unit.segment}", "render",
-                            (unit, unit.owned_rows(job.rows), job.identity_of), (index, unit.segment),
+                            (unit, unit.owned_rows(rows), job.identity_of), (index, unit.segment),
                             f"{job.camera}: drawing global ids, {unit.label}"))
     pieces: dict[str, dict[int, bytes]] = {job.camera: {} for job in jobs}
     written: set[str] = set()
