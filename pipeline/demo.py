@@ -32,7 +32,8 @@ from typing import Iterator
 import numpy as np
 
 from pipeline.config import PipelineConfig, load_pipeline_config
-from pipeline.identity.identities import STORE_DIR, IdentityResult, update_identities
+from pipeline.identity.identities import IdentityResult, update_identities
+from pipeline.identity.layout import STORE_DIR
 from pipeline.identity.query import QueryResult, query_track
 from pipeline.identity.store import TrackStore
 from pipeline.metrics import MtmcScores, evaluate_mtmc, read_mot_file, scores_table, write_mot_rows

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
 import pytest
 import torch
 
+import pipeline.identity.bf16_scan as bf16_scan
 import pipeline.identity.exact_scan as exact_scan
 from pipeline.config import StoreConfig
-from pipeline.identity.exact_scan import Bf16Scan, exact_searcher
+from pipeline.identity.bf16_scan import Bf16Scan
+from pipeline.identity.exact_scan import exact_searcher
 from pipeline.identity.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore, build_index
 from pipeline.types import TrackSummary
 
@@ -74,7 +75,7 @@ def test_the_rounding_bound_holds_for_every_score():
     rounded = queries.to(torch.bfloat16)
     rough = scan.rough_scores(rounded).float()
     exact = queries.double() @ torch.from_numpy(vectors).double().T
-    a, b = scan._input_bound(queries, rounded)[:, None].double(), exact_scan._SPARE * exact_scan._OUTPUT_ROUNDING
+    a, b = scan._input_bound(queries, rounded)[:, None].double(), bf16_scan._SPARE * bf16_scan._OUTPUT_ROUNDING
     slack = a + b * rough.double().abs() - (exact - rough.double()).abs()
     assert float(slack.min()) >= 0
     assert float(slack.min()) < float(a.max())  # and it is not vacuous: some score comes close to it

@@ -1,6 +1,8 @@
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -58,6 +60,23 @@ def test_query_by_track_returns_every_camera_of_its_identity(synthetic_run: Path
     assert Path(hall["thumbnail"]).is_file() and Path(hall["thumbnail"]).is_absolute()
     assert [a["score"] for a in out["appearances"]] == sorted((a["score"] for a in out["appearances"]), reverse=True)
     assert [m["identity"] for m in out["matches"]][0] == out["identity"]
+
+
+def test_track_and_identity_queries_load_no_model_libraries(synthetic_run: Path):
+    """A query by track or identity answers from the store alone: loading torch and the tracker
+    took 2.5 of `crosscam query`'s 2.9 s on the demo run."""
+    heavy = ("torch", "onnxruntime", "ultralytics", "deep_sort_realtime", "scipy")
+    code = (
+        "import json, sys\n"
+        "from pipeline.cli.main import main\n"
+        f"codes = [main(['query', {str(synthetic_run)!r}, '--track', 'door:4', '--json']),\n"
+        f"         main(['query', {str(synthetic_run)!r}, '--identity', '1', '--json'])]\n"
+        f"print(json.dumps([codes, sorted(m for m in {heavy!r} if m in sys.modules)]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    codes, loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert codes == [0, 0], done.stderr
+    assert loaded == []
 
 
 def test_times_are_said_without_float_noise(tmp_path: Path, capsys):

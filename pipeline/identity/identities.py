@@ -30,8 +30,9 @@ from typing import Callable, Mapping, Sequence
 from pipeline.config import PipelineConfig, SourceConfig
 from pipeline.identity.association import associate_tracks
 from pipeline.identity.cameras import CamerasFile, camera_offsets, load_cameras_file
+from pipeline.identity.layout import STORE_DIR, camera_folders, is_camera_folder
 from pipeline.identity.report import write_report
-from pipeline.identity.store import DB_NAME, CameraRecord, CameraTracks, EmbedderInfo, TrackStore
+from pipeline.identity.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore
 from pipeline.stops import stops_held
 from pipeline.types import TrackSummary, read_track_summaries
 from pipeline.video.annotate import render_tracks_video
@@ -43,7 +44,6 @@ from reid.errors import CrosscamError
 log = logging.getLogger(__name__)
 
 CAMERAS_FILE = "cameras.yaml"  # kept in the run directory so later runs and queries use the same clocks
-STORE_DIR = "store"
 GLOBAL_VIDEO_STAMP = ".annotated_global.stamp"  # what the finished annotated_global.mp4 shows
 
 
@@ -90,15 +90,6 @@ class _CameraInput:
             )
             for t in _unreadable_is_one_line(self.folder, read_track_summaries)
         ]
-
-
-def run_inside(folder: Path) -> Path | None:
-    """A run directory directly inside ``folder`` (one holding a track store), when ``folder``
-    itself is not one: what a user meant who named a demo's folder instead of its ``run/``."""
-    folder = Path(folder)
-    if (folder / STORE_DIR).exists() or not folder.is_dir():
-        return None
-    return next((d for d in sorted(folder.iterdir()) if (d / STORE_DIR / DB_NAME).is_file()), None)
 
 
 def update_identities(
@@ -253,24 +244,6 @@ def _finished(camera: str, run: dict) -> bool:
     return False
 
 
-def _is_camera_folder(path: Path) -> bool:
-    """A camera's outputs (not a hidden folder: a camera being tracked again beside its outputs)."""
-    return not path.name.startswith(".") and (path / "run.json").is_file() and (path / "tracks.json").is_file()
-
-
-def camera_folders(run_dir: Path) -> list[Path]:
-    """The run's camera folders (those with ``run.json`` and track summaries), by name."""
-    if not run_dir.is_dir():
-        raise CrosscamError(f"{run_dir}: no such run directory; run `crosscam track ... --out {run_dir}` first")
-    folders = sorted(p for p in run_dir.iterdir() if _is_camera_folder(p))
-    if not folders:
-        raise CrosscamError(
-            f"{run_dir}: no camera outputs (RUN_DIR/<camera>/run.json + tracks.json); "
-            f"run `crosscam track ... --out {run_dir}` first"
-        )
-    return folders
-
-
 def check_before_tracking(run_dir: Path, cameras_file: str | Path | None, cameras: Sequence[str],
                           embedder: Callable[[], EmbedderInfo] | None = None) -> None:
     """Refuse, before ``cameras`` are tracked into ``run_dir``, what :func:`update_identities` would
@@ -280,7 +253,7 @@ def check_before_tracking(run_dir: Path, cameras_file: str | Path | None, camera
     other than the one the run's other cameras were tracked with."""
     run_dir = Path(run_dir)
     spec = _cameras_spec(run_dir, cameras_file)
-    others = [f for f in sorted(run_dir.iterdir()) if _is_camera_folder(f) and f.name not in cameras] \
+    others = [f for f in sorted(run_dir.iterdir()) if is_camera_folder(f) and f.name not in cameras] \
         if run_dir.is_dir() else []
     camera_offsets(sorted({*cameras, *(f.name for f in others)}), spec, str(cameras_file or run_dir / CAMERAS_FILE))
     if embedder is None or not others:

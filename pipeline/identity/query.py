@@ -24,20 +24,21 @@ import json
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
 
 from pipeline.colour import CameraColour
 from pipeline.config import DetectorConfig, PipelineConfig, ReidConfig
-from pipeline.identity.identities import STORE_DIR, camera_folders, run_inside
+from pipeline.identity.layout import STORE_DIR, camera_folders, run_inside
 from pipeline.identity.store import StoredTrack, TrackStore
 from pipeline.text import plural
 from pipeline.types import Frame, read_run_record
-from pipeline.video.detectors import build_detector
-from reid import Embedder
 from reid.errors import CrosscamError
+
+if TYPE_CHECKING:
+    from reid import Embedder
 
 VISIT_GAP_S = 10.0  # seconds; tracks of one camera at most this far apart are one visit (a track broken by occlusion)
 CANDIDATES_PER_RESULT = 10  # nearest tracks fetched per identity asked for, before grouping
@@ -200,6 +201,8 @@ def query_image(
 def _run_embedder(reid_config_json: str, weights_stamp: tuple | None) -> Embedder:
     """The embedder of a run's reid config, loaded once per process and weights file version
     (loading exports and checks an ONNX graph: about a second, many times the cost of one query)."""
+    from reid import Embedder  # here: queries by track or identity never load torch
+
     return Embedder.from_config(ReidConfig.model_validate(json.loads(reid_config_json)))
 
 
@@ -261,6 +264,8 @@ def _person_crop(image: np.ndarray, box, detector_cfg: DetectorConfig, name: str
 
 def _largest_person(image: np.ndarray, detector_cfg: DetectorConfig) -> tuple[float, float, float, float] | None:
     """The xyxy box of the largest person ``detector_cfg``'s detector finds in ``image``; None when none."""
+    from pipeline.video.detectors import build_detector  # here: only image queries run a detector
+
     found = build_detector(detector_cfg).detect([Frame("query", 0, 0.0, image)])[0]
     if len(found) == 0:
         return None
@@ -312,15 +317,15 @@ def _track_scores(members: list[tuple[StoredTrack, np.ndarray]], query: np.ndarr
 def _scores_by_identity(
     members: dict[int, list[tuple[StoredTrack, np.ndarray]]], query: np.ndarray
 ) -> dict[int, list[float]]:
-    """:func:`_track_scores` for every identity's members, in one product of all their features:
-    torch's (numpy's OpenBLAS threads would spin on the cores the store's scan runs on next), in
-    float64 (fp32 sums differ in the last bit with the number of threads: a server process and
-    `crosscam query` must give the same scores)."""
+    """:func:`_track_scores` for every identity's members, in one product of all their features,
+    in float64 by numpy's own loops (``einsum``, no BLAS: the same sums in every process, so a
+    server and `crosscam query` give the same scores, and no BLAS threads left spinning on the
+    cores the store's scan runs on next)."""
     features = [both for tracks in members.values() for _, both in tracks]
     if not features:
         return {ident: [] for ident in members}
-    stacked, rows = torch.from_numpy(np.concatenate(features)).double(), torch.from_numpy(query).double()
-    sims = (stacked @ rows.T).float().numpy()  # (sum of (1 + R), Q)
+    stacked = np.concatenate(features).astype(np.float64)
+    sims = np.einsum("md,qd->mq", stacked, query.astype(np.float64)).astype(np.float32)  # (sum of (1 + R), Q)
     starts = np.cumsum([0] + [len(both) for both in features[:-1]])
     best = np.minimum(1.0, np.maximum.reduceat(sims.max(axis=1), starts)).tolist()  # float32 rounding can pass 1
     scores, at = {}, 0

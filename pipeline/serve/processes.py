@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pipeline.config import StoreConfig
 from pipeline.identity.exact_scan import bf16_scan_applies
-from pipeline.identity.identities import STORE_DIR
+from pipeline.identity.layout import STORE_DIR
 from pipeline.identity.store import DB_NAME, TrackStore
 
 ENV_RUN, ENV_TOKEN, ENV_CONFIG = "CROSSCAM_SERVE_RUN", "CROSSCAM_SERVE_TOKEN", "CROSSCAM_SERVE_CONFIG"

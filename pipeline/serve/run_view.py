@@ -21,7 +21,7 @@ from typing import Callable, TypeVar
 import numpy as np
 
 from pipeline.config import PipelineConfig
-from pipeline.identity.identities import STORE_DIR, run_inside
+from pipeline.identity.layout import STORE_DIR, run_inside
 from pipeline.identity.report import IdentityOverview, identity_overviews, last_tracked_frame, run_title
 from pipeline.identity.store import DB_NAME, TrackStore
 from pipeline.serve.frames import CameraFrames, FrameNotFound, open_frames

@@ -116,7 +116,7 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-RESERVED_NAMES = {"store"}  # folders of the run directory that are not cameras (pipeline.identity.identities.STORE_DIR)
+RESERVED_NAMES = {"store"}  # folders of the run directory that are not cameras (pipeline.identity.layout.STORE_DIR)
 
 
 def check_camera_count(specs: Sequence[str], cameras: Sequence[str] | None) -> None:

@@ -21,7 +21,8 @@ import faiss
 import numpy as np
 
 from pipeline.config import StoreConfig
-from pipeline.identity.exact_scan import Bf16Scan, bf16_scan_applies
+from pipeline.identity.bf16_scan import Bf16Scan
+from pipeline.identity.exact_scan import bf16_scan_applies
 from pipeline.identity.search_batcher import SearchFn
 from pipeline.identity.store import build_index, tune_search
 

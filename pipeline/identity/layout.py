@@ -1,0 +1,41 @@
+"""Where a run directory keeps things: the store's folder and the cameras' folders.
+
+Light on purpose (no video or model imports): ``crosscam query`` and ``crosscam serve`` find a
+run's store and cameras through it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.identity.store import DB_NAME
+from reid.errors import CrosscamError
+
+STORE_DIR = "store"
+
+
+def run_inside(folder: Path) -> Path | None:
+    """A run directory directly inside ``folder`` (one holding a track store), when ``folder``
+    itself is not one: what a user meant who named a demo's folder instead of its ``run/``."""
+    folder = Path(folder)
+    if (folder / STORE_DIR).exists() or not folder.is_dir():
+        return None
+    return next((d for d in sorted(folder.iterdir()) if (d / STORE_DIR / DB_NAME).is_file()), None)
+
+
+def is_camera_folder(path: Path) -> bool:
+    """A camera's outputs (not a hidden folder: a camera being tracked again beside its outputs)."""
+    return not path.name.startswith(".") and (path / "run.json").is_file() and (path / "tracks.json").is_file()
+
+
+def camera_folders(run_dir: Path) -> list[Path]:
+    """The run's camera folders (those with ``run.json`` and track summaries), by name."""
+    if not run_dir.is_dir():
+        raise CrosscamError(f"{run_dir}: no such run directory; run `crosscam track ... --out {run_dir}` first")
+    folders = sorted(p for p in run_dir.iterdir() if is_camera_folder(p))
+    if not folders:
+        raise CrosscamError(
+            f"{run_dir}: no camera outputs (RUN_DIR/<camera>/run.json + tracks.json); "
+            f"run `crosscam track ... --out {run_dir}` first"
+        )
+    return folders
