@@ -19,7 +19,7 @@ from pipeline.config import load_pipeline_config
 from pipeline.metrics import evaluate_mot
 from pipeline.scale.cluster import check_reachable
 from pipeline.demo import write_gt_detections
-from pipeline.scale.concat import concat_mp4
+from pipeline.scale.concat import PieceSpool, concat_mp4
 from pipeline.scale.overlaps import OverlapBoard
 from pipeline.scale.stitch import stitch_segments
 from pipeline.scale.units import plan_camera
@@ -28,7 +28,7 @@ from pipeline.video.tracks_file import TrackRows
 from reid.errors import CrosscamError
 from samples import SceneOptions, make_scene
 
-from conftest import REPO
+from conftest import REPO, read_video_frames
 from test_track_cli import count_video_frames
 
 
@@ -211,6 +211,24 @@ def test_concatenated_video_has_every_frame_once(scene, worker, tmp_path):
     assert cv2.VideoCapture(str(tmp_path / "annotated.mp4")).get(cv2.CAP_PROP_FPS) == pytest.approx(10.0)
     with pytest.raises(ValueError, match="no frames"):
         concat_mp4([b""], tmp_path / "empty.mp4")
+
+
+def test_pieces_wait_on_disk_in_any_order_and_are_joined_in_order(scene, worker, tmp_path):
+    """The driver keeps a camera's pieces in hidden files beside the video until the last one comes."""
+    probe = worker.probe(str(scene / "cam1.mp4"), "cam1")
+    units = plan_camera("cam1", str(scene / "cam1.mp4"), probe.frames_total, probe.fps, 3.0, 1.5)
+    parts = [worker.render(u, TrackRows.empty()) for u in units]
+    concat_mp4(parts, tmp_path / "in_order.mp4")
+    spool = PieceSpool(tmp_path / "annotated.mp4", 3)
+    assert [spool.add(k, parts[k]) for k in (2, 0)] == [False, False]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".annotated.piece0.mp4", ".annotated.piece2.mp4", "in_order.mp4"]
+    assert spool.add(1, parts[1]) and spool.join() == 100
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["annotated.mp4", "in_order.mp4"]
+    assert np.array_equal(read_video_frames(tmp_path / "annotated.mp4"), read_video_frames(tmp_path / "in_order.mp4"))
+    dropped = PieceSpool(tmp_path / "other.mp4", 3)
+    dropped.add(1, parts[1])
+    dropped.discard()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["annotated.mp4", "in_order.mp4"]
 
 
 @pytest.fixture

@@ -242,30 +242,38 @@ def test_segments_on_a_two_node_cluster(segmented, single):
 SESSION = """
 import json, sys
 from pipeline.config import load_pipeline_config
-from pipeline.identity.identities import update_identities
+from pipeline.identity.identities import GlobalVideo, update_identities
 from pipeline.scale.driver import RaySession
-config, sequence, out, address = sys.argv[1:]
+config, out, address, *sequences = sys.argv[1:]
 cfg = load_pipeline_config(config, ["reid.runtime=torch", "detector.model=replay", "scale.segment_s=2",
                                     "scale.overlap_s=1.5"])
+queued_at_read = []  # pieces waiting in the queue each time a camera's rows were read for drawing
 with RaySession(cfg, address=address) as session:
-    (run,) = session.track([sequence], out, progress=False)
+    runs = session.track(sequences, out, progress=False)
+    read = GlobalVideo.rows
+    GlobalVideo.rows = lambda job: (queued_at_read.append(session.pool.queued()), read(job))[1]
     update_identities(out, cfg, progress=False, render_videos=session.render_global_videos)
-print(json.dumps({"status": run.status, "drawn_on_workers": session.drawn_on_workers}))
+print(json.dumps({"status": [run.status for run in runs], "drawn_on_workers": session.drawn_on_workers,
+                  "queued_at_read": queued_at_read}))
 """
 
 
 def test_a_session_draws_the_global_videos_on_its_workers(sequences, cluster, tmp_path):
     """In a session on the two-node cluster (as `crosscam track --ray-address` runs), association
-    has the workers draw annotated_global.mp4 in the camera's 4 units, joined into every frame
-    once: the picture this process draws alone."""
+    has the workers draw annotated_global.mp4 in each camera's 4 units, joined into every frame
+    once: the picture this process draws alone. A camera's rows are read only when the queue runs
+    short (not every camera's at once), and no piece is left beside the videos."""
     address, env = cluster
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-c", SESSION, str(REPO / "configs" / "demo.yaml"), str(sequences / "cam1"),
-                           str(out), address], cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **env})
+    proc = subprocess.run([sys.executable, "-c", SESSION, str(REPO / "configs" / "demo.yaml"), str(out), address,
+                           str(sequences / "cam1"), str(sequences / "cam2")], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, **env})
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.splitlines()[-1])
-    assert result == {"status": "complete", "drawn_on_workers": {"cam1": 4}}
+    assert result["status"] == ["complete", "complete"] and result["drawn_on_workers"] == {"cam1": 4, "cam2": 4}
+    # cam1's 4 pieces are queued at once; cam2's rows are read once fewer than the 2 workers' worth wait
+    assert result["queued_at_read"] == [0, 1]
+    assert not [p.name for p in out.rglob(".*piece*")]
     drawn = read_video_frames(out / "cam1" / "annotated_global.mp4")
     (out / "cam1" / GLOBAL_VIDEO_STAMP).unlink()  # drawn again, here
     cfg = load_pipeline_config(REPO / "configs" / "demo.yaml", ["reid.runtime=torch"])
@@ -369,6 +377,7 @@ def test_ctrl_c_stops_the_workers_and_keeps_finished_cameras(ray_tmp, tmp_path):
         assert short_record["status"] == "complete"
         assert long_record["status"] == "interrupted" and 0 < long_record["frames_read"] < 600
         assert (out / "long" / "tracks.txt").is_file() and not list(out.glob("*/*.partial*"))
+        assert not list(out.glob("*/.*piece*"))  # no video piece left waiting
         time.sleep(2)
         assert not ray_processes(ray_tmp), "Ray processes outlived the driver"
     finally:

@@ -306,6 +306,10 @@ class WorkerPool:
         """Queue ``job``."""
         heapq.heappush(self._queue, (job.priority, next(self._arrivals), job))
 
+    def queued(self) -> int:
+        """Jobs waiting in the queue (not yet running)."""
+        return len(self._queue)
+
     def cancel(self, should_cancel: Callable[[Job], bool]) -> list[Job]:
         """Drop the queued (not yet running) jobs for which ``should_cancel(job)`` is true."""
         dropped = [item[2] for item in self._queue if should_cancel(item[2])]

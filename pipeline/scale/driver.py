@@ -37,7 +37,7 @@ from tqdm import tqdm
 from pipeline.config import PipelineConfig
 from pipeline.identity.identities import GlobalVideo, render_global_videos_here
 from pipeline.scale.cluster import Job, Outcome, WorkerPool, cluster_address, import_ray
-from pipeline.scale.concat import concat_mp4
+from pipeline.scale.concat import PieceSpool
 from pipeline.scale.global_videos import render_on_workers
 from pipeline.scale.stitch import stitch_segments
 from pipeline.scale.overlaps import OverlapBoard, UnitOverlaps
@@ -69,11 +69,10 @@ class _Camera:
     probe: CameraProbe | None = None
     units: list[WorkUnit] = field(default_factory=list)
     results: dict[int, SegmentResult] = field(default_factory=dict)
-    videos: dict[int, bytes] = field(default_factory=dict)
+    video: PieceSpool | None = None  # annotated.mp4's pieces, once the workers draw them
     outcomes: dict[int, Outcome] = field(default_factory=dict)
     record: dict = field(default_factory=dict)
     started: float = 0.0
-    rows: TrackRows | None = None  # final rows, once written
     segments_written: int = 0  # the first segments whose tracks are in the camera's files
     joins: int = 0
     driver_s: float = 0.0  # seconds the driver spent on this camera (stitching, writing, joining videos)
@@ -172,16 +171,18 @@ class _Driver:
             return
         if self.board is not None:
             self.board.drop.remote(cam.name)  # its overlaps are no longer wanted
-        self._write_tracks(cam, [cam.results[k] for k in range(len(cam.units))])
+        rows = self._write_tracks(cam, [cam.results[k] for k in range(len(cam.units))])
         if not self.cfg.output.video:
             self._complete(cam)
             return
+        cam.video = PieceSpool(cam.folder / "annotated.mp4", len(cam.units))
         for unit in cam.units:
-            self.pool.submit(Job(f"{cam.name}:render{unit.segment}", "render", (unit, unit.owned_rows(cam.rows)),
+            self.pool.submit(Job(f"{cam.name}:render{unit.segment}", "render", (unit, unit.owned_rows(rows)),
                                  (1, cam.index, unit.segment), f"{cam.name}: drawing {unit.label}"))
 
-    def _write_tracks(self, cam: _Camera, results: list[SegmentResult]) -> None:
-        """Stitch ``results`` (the camera's first segments, in order) and write the camera's track files."""
+    def _write_tracks(self, cam: _Camera, results: list[SegmentResult]) -> TrackRows:
+        """Stitch ``results`` (the camera's first segments, in order), write the camera's track files
+        and return their rows."""
         start = time.perf_counter()
         rows, states, cam.joins = stitch_segments(results)
         cam.segments_written = len(results)
@@ -193,18 +194,20 @@ class _Driver:
             if any(old != new for old, new in id_map.items()):
                 summaries = apply_id_map(cam.folder, id_map, out.representatives, out.thumbnails)
             cam.record["relinked"] = relinked_record(links, id_map, redrawn=False)
-        cam.rows = read_camera_tracks(cam.folder)
+        rows = read_camera_tracks(cam.folder)
         cam.run.num_tracks = len(summaries)
         cam.record["models"] = results[0].models
         cam.driver_s += time.perf_counter() - start
+        return rows
 
     def _rendered(self, cam: _Camera, outcome: Outcome) -> None:
         segment = int(outcome.job.key.rpartition("render")[2])
-        cam.videos[segment] = outcome.result
-        if len(cam.videos) == len(cam.units):
-            start = time.perf_counter()
-            concat_mp4([cam.videos[k] for k in range(len(cam.units))], cam.folder / "annotated.mp4")
-            cam.driver_s += time.perf_counter() - start
+        start = time.perf_counter()
+        complete = cam.video.add(segment, outcome.result)
+        if complete:
+            cam.video.join()
+        cam.driver_s += time.perf_counter() - start
+        if complete:
             self._complete(cam)
 
     def _complete(self, cam: _Camera) -> None:
@@ -222,6 +225,8 @@ class _Driver:
     def _fail(self, cam: _Camera, error: str) -> None:
         cam.run.status, cam.run.error = "failed", f"{cam.name}: {error}"
         self.pool.cancel(lambda job: job.key.partition(":")[0] == cam.name)
+        if cam.video is not None:
+            cam.video.discard()
         if not cam.record:
             cam.record = {"camera": cam.name, "source": cam.spec, "config": resolved_config(self.cfg),
                           "versions": package_versions(), "models": None, "scale": self.scale,
@@ -238,12 +243,14 @@ class _Driver:
         for cam in self.cameras.values():
             if cam.done or not cam.record:
                 continue
+            if cam.video is not None:
+                cam.video.discard()  # the pieces drawn so far are dropped
             if error is None:
                 cam.run.status = "interrupted"
                 finished = 0
                 while finished in cam.results:
                     finished += 1
-                if cam.rows is None and finished:
+                if not cam.segments_written and finished:
                     self._write_tracks(cam, [cam.results[k] for k in range(finished)])
             else:
                 cam.run.status, cam.run.error = "failed", f"{cam.name}: {error}"

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from pipeline.identity.identities import GlobalVideo
 from pipeline.scale.cluster import Job, WorkerPool
-from pipeline.scale.concat import concat_mp4
+from pipeline.scale.concat import PieceSpool
 from pipeline.scale.units import WorkUnit
 
 log = logging.getLogger(__name__)
@@ -28,34 +28,43 @@ def render_on_workers(pool: WorkerPool, jobs: list[GlobalVideo], units: dict[str
     """Draw each of ``jobs`` (whole cameras) over its camera's ``units`` on the pool's workers and
     join the pieces into its ``annotated_global.mp4``; returns the cameras written. A camera whose
     piece fails (its source unreadable from a worker) is left unwritten with a warning, as
-    :func:`pipeline.identity.identities.render_global_video` leaves it."""
-    by_camera = {job.camera: job for job in jobs}
-    for index, job in enumerate(jobs):
-        rows = job.rows()
-        for unit in units[job.camera]:
-            pool.submit(Job(f"{job.camera}:global{unit.segment}", "render",
-                            (unit, unit.owned_rows(rows), job.identity_of), (index, unit.segment),
-                            f"{job.camera}: drawing global ids, {unit.label}"))
-    pieces: dict[str, dict[int, bytes]] = {job.camera: {} for job in jobs}
+    :func:`pipeline.identity.identities.render_global_video` leaves it.
+
+    A camera's rows are read, and its pieces queued, only once fewer pieces than workers wait in
+    the queue, and pieces wait on disk (:class:`pipeline.scale.concat.PieceSpool`): the driver holds
+    about one camera's rows and no video, however many cameras the run has."""
+    upcoming = iter(enumerate(jobs))
+    spools: dict[str, PieceSpool] = {}
     written: set[str] = set()
+
+    def queue_more() -> None:
+        while pool.queued() < pool.workers and (nxt := next(upcoming, None)) is not None:
+            index, job = nxt
+            rows = job.rows()
+            spools[job.camera] = PieceSpool(job.out, len(units[job.camera]))
+            for unit in units[job.camera]:
+                pool.submit(Job(f"{job.camera}:global{unit.segment}", "render",
+                                (unit, unit.owned_rows(rows), job.identity_of), (index, unit.segment),
+                                f"{job.camera}: drawing global ids, {unit.label}"))
+
     bar = tqdm(total=sum(len(units[job.camera]) for job in jobs), desc="global ids", unit="segment",
                file=sys.stderr, disable=not progress, dynamic_ncols=True)
     try:
+        queue_more()
         for outcome in pool.outcomes():
             bar.update()
             camera, _, step = outcome.job.key.partition(":")
-            if camera not in pieces:
-                continue  # a piece of a camera that failed meanwhile
-            if not outcome.ok:
-                log.warning("%s: annotated_global.mp4 not written (%s)", camera, outcome.error)
-                del pieces[camera]
-                pool.cancel(lambda job: job.key.partition(":")[0] == camera)
-                continue
-            pieces[camera][int(step.removeprefix("global"))] = outcome.result
-            if len(pieces[camera]) == len(units[camera]):
-                parts = pieces.pop(camera)
-                concat_mp4([parts[k] for k in sorted(parts)], by_camera[camera].out)
-                written.add(camera)
+            if camera in spools:  # else a piece of a camera that failed meanwhile
+                if not outcome.ok:
+                    log.warning("%s: annotated_global.mp4 not written (%s)", camera, outcome.error)
+                    spools.pop(camera).discard()
+                    pool.cancel(lambda job: job.key.partition(":")[0] == camera)
+                elif spools[camera].add(int(step.removeprefix("global")), outcome.result):
+                    spools.pop(camera).join()
+                    written.add(camera)
+            queue_more()
     finally:
         bar.close()
+        for spool in spools.values():
+            spool.discard()
     return written
