@@ -140,6 +140,11 @@ def test_bad_queries_are_one_line_and_change_nothing(synthetic_run: Path, tmp_pa
     (tmp_path / "partial" / "hall").mkdir(parents=True)  # a camera's run.json, no store: an interrupted run
     (tmp_path / "partial" / "hall" / "run.json").write_text('{"status": "interrupted"}')
     assert "no track store: `crosscam associate" in crosscam_error(capsys, tmp_path / "partial", "--identity", "1")
+    (tmp_path / "partial" / "store").mkdir()  # stopped as association began: the folder, no database yet
+    assert "no track store: `crosscam associate" in crosscam_error(capsys, tmp_path / "partial", "--identity", "1")
+    message = crosscam_error(capsys, synthetic_run / "hall", "--track", "hall:1")
+    assert "one camera's outputs, not a run directory; give the run directory" in message
+    assert str(synthetic_run.resolve()) in message
     (synthetic_run / "west").mkdir()  # tracked, stopped, never associated
     (synthetic_run / "west" / "run.json").write_text('{"status": "interrupted"}')
     message = crosscam_error(capsys, synthetic_run, "--track", "west:1")

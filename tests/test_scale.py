@@ -19,6 +19,7 @@ from pipeline.config import load_pipeline_config
 from pipeline.metrics import evaluate_mot
 from pipeline.scale.cluster import check_reachable
 from pipeline.demo import write_gt_detections
+from pipeline.scale import concat
 from pipeline.scale.concat import PieceSpool, concat_mp4
 from pipeline.scale.overlaps import OverlapBoard
 from pipeline.scale.stitch import stitch_segments
@@ -229,6 +230,58 @@ def test_pieces_wait_on_disk_in_any_order_and_are_joined_in_order(scene, worker,
     dropped.add(1, parts[1])
     dropped.discard()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["annotated.mp4", "in_order.mp4"]
+
+
+def test_a_stop_while_pieces_are_kept_or_joined_leaves_no_file_behind(scene, worker, tmp_path, monkeypatch):
+    """Ctrl-C during a piece's write or during the join: neither the piece nor the half-joined
+    video stays beside the outputs (the driver discards the spool when it stops)."""
+    probe = worker.probe(str(scene / "cam1.mp4"), "cam1")
+    units = plan_camera("cam1", str(scene / "cam1.mp4"), probe.frames_total, probe.fps, 3.0, 1.5)
+    parts = [worker.render(u, TrackRows.empty()) for u in units]
+    spool = PieceSpool(tmp_path / "annotated.mp4", 3)
+    spool.add(0, parts[0])
+    write = Path.write_bytes
+
+    def stopped_after_writing(path, data):
+        write(path, data)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_bytes", stopped_after_writing)
+    with pytest.raises(KeyboardInterrupt):
+        spool.add(1, parts[1])
+    monkeypatch.undo()
+    spool.discard()
+    assert list(tmp_path.iterdir()) == []
+
+    real_open = concat.av.open
+
+    class StopsWhileMuxing:
+        """An output container that is stopped after its first packet."""
+
+        def __init__(self, container):
+            self.container = container
+
+        def __enter__(self):
+            self.container.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self.container.__exit__(*exc)
+
+        def add_stream_from_template(self, stream):
+            return self.container.add_stream_from_template(stream)
+
+        def mux(self, packet):
+            self.container.mux(packet)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(concat.av, "open", lambda file, mode="r", **kw: StopsWhileMuxing(real_open(file, mode, **kw))
+                        if mode == "w" else real_open(file, mode, **kw))
+    spool = PieceSpool(tmp_path / "annotated.mp4", 3)
+    assert [spool.add(k, parts[k]) for k in range(3)] == [False, False, True]
+    with pytest.raises(KeyboardInterrupt):
+        spool.join()
+    assert list(tmp_path.iterdir()) == []  # neither annotated.partial.mp4 nor the pieces
 
 
 @pytest.fixture

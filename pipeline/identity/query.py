@@ -31,8 +31,8 @@ import numpy as np
 
 from pipeline.colour import CameraColour
 from pipeline.config import DetectorConfig, PipelineConfig, ReidConfig
-from pipeline.identity.layout import STORE_DIR, camera_folders, run_inside
-from pipeline.identity.store import StoredTrack, TrackStore
+from pipeline.identity.layout import STORE_DIR, camera_folders, is_camera_folder, run_inside
+from pipeline.identity.store import DB_NAME, StoredTrack, TrackStore
 from pipeline.text import plural
 from pipeline.types import Frame, read_run_record
 from reid.errors import CrosscamError
@@ -102,7 +102,10 @@ def open_run_store(run_dir: str | Path, config: PipelineConfig | None = None) ->
     inner = run_inside(run_dir)
     if inner is not None:
         raise CrosscamError(f"{run_dir}: not a run directory, but {inner} is one: give that")
-    if not (run_dir / STORE_DIR).exists() and any((p / "run.json").is_file() for p in run_dir.iterdir()):
+    if is_camera_folder(run_dir):
+        raise CrosscamError(f"{run_dir}: one camera's outputs, not a run directory; give the run directory "
+                            f"{run_dir.resolve().parent}")
+    if not (run_dir / STORE_DIR / DB_NAME).is_file() and any((p / "run.json").is_file() for p in run_dir.iterdir()):
         raise CrosscamError(f"{run_dir}: camera outputs but no track store: `crosscam associate {run_dir}` builds it "
                             "from the cameras whose run.json says complete or interrupted")
     store = TrackStore.open(run_dir / STORE_DIR, config=(config or PipelineConfig()).store)

@@ -24,8 +24,11 @@ def concat_mp4(parts: list[bytes | Path], out: str | Path) -> int:
     out = Path(out)
     tmp = out.with_name(f"{out.stem}.partial{out.suffix}")
     frames, offset = 0, 0
-    inputs = [av.open(io.BytesIO(part) if isinstance(part, bytes) else str(part)) for part in parts if _has_bytes(part)]
+    inputs = []
     try:
+        for part in parts:
+            if _has_bytes(part):
+                inputs.append(av.open(io.BytesIO(part) if isinstance(part, bytes) else str(part)))
         streams = [(container, container.streams.video[0]) for container in inputs if container.streams.video]
         streams = [(c, s) for c, s in streams if s.frames != 0]
         if not streams:
@@ -45,10 +48,13 @@ def concat_mp4(parts: list[bytes | Path], out: str | Path) -> int:
                     output.mux(packet)
                     frames += 1
                 offset = end
+        os.replace(tmp, out)
+    except BaseException:  # a failure or a stop: no half-written video left beside the outputs
+        tmp.unlink(missing_ok=True)
+        raise
     finally:
         for container in inputs:
             container.close()
-    os.replace(tmp, out)
     return frames
 
 
@@ -72,8 +78,8 @@ class PieceSpool:
     def add(self, index: int, data: bytes) -> bool:
         """Keep piece ``index`` (0-based) on disk; True once every piece is there."""
         path = self.out.with_name(f".{self.out.stem}.piece{index}{self.out.suffix}")
+        self._pieces[index] = path  # before writing: a stop during the write must not hide the file from discard
         path.write_bytes(data)
-        self._pieces[index] = path
         return len(self._pieces) == self.count
 
     def join(self) -> int:
