@@ -172,6 +172,10 @@ def _check_table(path: Path, table: np.ndarray) -> None:
     bad = np.flatnonzero(ids != np.round(ids))
     if len(bad):
         raise CrosscamError(f"{path}: id {table[bad[0], 1]:g} in row {bad[0] + 1} is not an integer")
+    bad = np.flatnonzero(ids < 0)
+    if len(bad):
+        raise CrosscamError(f"{path}: id {table[bad[0], 1]:g} in row {bad[0] + 1}; ids are 0 or more (a detections file "
+                            "such as det/det.txt has -1 in every row): pass a tracks file")
     bad = np.flatnonzero((table[:, 4] < 0) | (table[:, 5] < 0) | ~np.isfinite(table[:, 2:6]).all(axis=1))
     if len(bad):
         raise CrosscamError(f"{path}: row {bad[0] + 1} has a negative or non-finite box size; boxes are x,y,w,h")
@@ -183,12 +187,14 @@ def _check_table(path: Path, table: np.ndarray) -> None:
 
 
 def check_comparable(gt_path: Path, gt: np.ndarray, pred: np.ndarray) -> list[str]:
-    """Refuse ground truth that marks nobody (flag 1), as a tracks file given as ``--gt`` does
+    """Refuse empty ground truth and ground truth that marks nobody (flag 1), as a tracks file given as ``--gt`` does
     (its confidences are read as MOT15 flags); else one-line warnings where the two files do not
     look like one sequence tracked in full: no predictions, predictions that stop well before the
     ground truth or go well past it, predictions on only some of its frames (a ``--stride`` run),
     no predicted box overlapping any ground-truth box."""
-    if len(gt) and not (gt[:, 6] == 1).any():
+    if not len(gt):
+        raise CrosscamError(f"{gt_path}: no rows; pass the sequence's ground truth (SEQ/gt/gt.txt)")
+    if not (gt[:, 6] == 1).any():
         raise CrosscamError(f"{gt_path}: no row marks a person (flag / MOT15 confidence 1); is it a tracks file? "
                             "check the order of --gt and --pred")
     if not len(pred):

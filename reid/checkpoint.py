@@ -38,6 +38,7 @@ from typing import Any, Literal, Mapping
 import torch
 from pydantic import ValidationError
 
+from reid import zoo
 from reid.config import BotModelConfig
 from reid.errors import CrosscamError
 from reid.models.bot import PIXEL_MEAN, PIXEL_STD, BotModel
@@ -135,10 +136,9 @@ def read_checkpoint(path: Path, trust: bool = False) -> Any:
                 f"which can run arbitrary code; {TRUST_HINT}"
             ) from None
         reason = _first_sentence(message) or type(exc).__name__
-        raise CrosscamError(
-            f"{path}: unreadable checkpoint, truncated or corrupt ({reason}); download it again "
-            "(a registry file: `crosscam weights download NAME --force`)"
-        ) from None
+        entry = zoo.entry_for_file(path)
+        again = f"`crosscam weights download {entry.name} --force`" if entry else "a registry file: `crosscam weights download NAME --force`"
+        raise CrosscamError(f"{path}: unreadable checkpoint, truncated or corrupt ({reason}); download it again ({again})") from None
 
 
 def detect_meta(state_dict: dict[str, torch.Tensor]) -> Meta:
@@ -233,7 +233,9 @@ def extract_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
         obj = obj["model"]
     if isinstance(obj, torch.nn.Module):
         obj = obj.state_dict()
-    if not isinstance(obj, dict) or not obj:
+    if isinstance(obj, dict) and not obj:
+        raise CrosscamError(f"{path}: holds no weights (an empty state_dict); pass a fast-reid model checkpoint")
+    if not isinstance(obj, dict):
         raise CrosscamError(
             f"{path}: holds a {type(obj).__name__}, not a state_dict or {{'model': state_dict}}; "
             "pass a fast-reid model checkpoint"

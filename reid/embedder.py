@@ -186,6 +186,7 @@ class Embedder:
         if not path.is_file():
             raise CrosscamError(
                 f"{path}: weights not found; pass an existing .pth/.pt/.onnx file or a name from `crosscam weights list`"
+                f"{zoo.registry_name_hint(path)}"
             )
         suffix = path.suffix.lower()
         if suffix == ".onnx":
@@ -214,15 +215,15 @@ class Embedder:
             model = load_mobilenetv2_imagenet(path)
             features, dim = cls._torch_model_features(model, MOBILENETV2_INPUT_SIZE, device, precision, options["runtime"])
             return cls._assemble(features, dim, MOBILENETV2_INPUT_SIZE, entry.name, path, IN_MODEL, options)
-        return cls._from_bot_checkpoint(path, entry.name, device, precision, trust_checkpoint, options, zoo.model_overrides(entry))
+        return cls._from_bot_checkpoint(path, entry.name, device, precision, trust_checkpoint, options, entry)
 
     @classmethod
-    def _from_bot_checkpoint(cls, path, name, device, precision, trust_checkpoint, options, overrides=None) -> "Embedder":
-        """A fast-reid checkpoint (``overrides``: the registry's model settings), or a crosscam-trained one."""
+    def _from_bot_checkpoint(cls, path, name, device, precision, trust_checkpoint, options, entry=None) -> "Embedder":
+        """A fast-reid checkpoint (``entry``: its registry entry, when loaded by name), or a crosscam-trained one."""
         # Imported here: reid.training evaluates through the Embedder, so a module-level import would be circular.
         from reid.training.checkpoint_io import load_trained_model
 
-        model, description = load_trained_model(path, trust=trust_checkpoint, overrides=overrides)
+        model, description = load_trained_model(path, trust=trust_checkpoint, entry=entry)
         input_size = tuple(description["input_size"])
         features, dim = cls._torch_model_features(model, input_size, device, precision, options["runtime"])
         return cls._assemble(features, dim, input_size, name, path, IN_MODEL, options)

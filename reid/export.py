@@ -98,20 +98,19 @@ def load_for_export(weights: str | Path, trust: bool = False) -> tuple[nn.Module
     """A torch model in eval mode and its input size: a crosscam-trained file, a fast-reid BoT
     checkpoint, or a registry name (``crosscam weights list``)."""
     entry = zoo.find_entry(str(weights))
-    overrides = None
     if entry is not None:
         path = zoo.ensure_weights(entry)
         if entry.architecture == "mobilenetv2":
             return load_mobilenetv2_imagenet(path), tuple(MOBILENETV2_INPUT_SIZE)
-        weights, overrides = path, zoo.model_overrides(entry)
+        weights = path
     path = Path(weights)
     if entry is None and not path.exists():
         raise CrosscamError(f"{path}: no such file, nor a registry name; give a .pth/.pt checkpoint or a name "
-                            "from `crosscam weights list`")
+                            f"from `crosscam weights list`{zoo.registry_name_hint(path)}")
     if path.suffix.lower() not in (".pth", ".pt") or not path.is_file():
         kind = "a folder" if path.is_dir() else f"{path.suffix} files" if path.suffix else "files without .pth/.pt"
         raise CrosscamError(f"{path}: export needs a torch checkpoint (.pth/.pt) or a registry name; {kind} cannot be exported")
-    model, meta = load_trained_model(path, trust=trust, overrides=overrides)
+    model, meta = load_trained_model(path, trust=trust, entry=entry)
     return model, tuple(meta["input_size"])
 
 

@@ -104,6 +104,42 @@ def model_overrides(entry: WeightsEntry) -> dict[str, Any]:
     return {"input_size": tuple(size)} if size is not None and entry.format.startswith("fastreid") else {}
 
 
+def entry_for_file(path: str | Path) -> WeightsEntry | None:
+    """The fast-reid entry whose file name ``path`` keeps (a zoo file loaded by its path), else None."""
+    name = Path(path).name
+    return next((e for e in load_registry().values() if e.format.startswith("fastreid") and e.file == name), None)
+
+
+_ZOO_TRUNKS = {"R50": ("resnet", 50, False), "R50-ibn": ("resnet", 50, True), "R101-ibn": ("resnet", 101, True),
+               "S50": ("resnest", 50, False)}
+
+
+def check_architecture(entry: WeightsEntry, cfg: Any, path: Path) -> None:
+    """Refuse, in one line, a file whose keys describe another network than ``entry.architecture``
+    (``cfg``: the :class:`reid.config.BotModelConfig` its keys gave): another trunk, MGN or not, or
+    BoT's average pooling against AGW/SBS's non-local blocks or learned GeM."""
+    family, _, trunk = entry.architecture.partition("_")
+    agw_like = any(cfg.non_local) or cfg.pooling == "gem_learned"
+    wrong = ((cfg.backbone, cfg.depth, cfg.ibn) != _ZOO_TRUNKS.get(trunk, (cfg.backbone, cfg.depth, cfg.ibn))
+             or (cfg.meta == "mgn") != (family == "mgn")
+             or (family == "bot" and agw_like) or (family in ("agw", "sbs") and not agw_like))
+    if wrong:
+        from reid.checkpoint import describe_architecture  # here: reid.checkpoint reads files through this module
+
+        pooling = {"gem_learned": "learned GeM", "gem": "GeM", "avg": "average pooling", "max": "max pooling"}[cfg.pooling]
+        raise CrosscamError(
+            f"{path}: holds a {describe_architecture(cfg)} network with {pooling}, not the {entry.architecture} that "
+            f"{entry.name} names; download it again (`crosscam weights download {entry.name} --force`) or give "
+            f"the file another name"
+        )
+
+
+def registry_name_hint(text: str | Path) -> str:
+    """``"; did you mean the registry name NAME?"`` when ``text`` is a registry entry's file name, else ``""``."""
+    entry = entry_for_file(Path(str(text)).name)
+    return f"; did you mean the registry name {entry.name}?" if entry is not None else ""
+
+
 def ensure_weights(entry: WeightsEntry, progress: bool = True) -> Path:
     """Path of a loadable entry's file, downloading it first if it is not on disk yet."""
     if not entry.loadable:

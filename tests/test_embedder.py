@@ -186,6 +186,50 @@ def test_truncated_checkpoint_is_named(bot_checkpoint, tmp_path):
         Embedder.from_weights(str(truncated))
 
 
+def test_a_zoo_file_under_another_architectures_name_is_refused(bot_checkpoint, tmp_path, monkeypatch):
+    """A BoT R50 file in the weights folder under SBS's or an IBN trunk's registry name, or loaded by
+    a path that keeps such a zoo file name, is named as what it holds, not run as that network."""
+    path, _ = bot_checkpoint
+    monkeypatch.setenv(zoo.WEIGHTS_DIR_ENV, str(tmp_path))
+    for name in ("market_sbs_R50", "market_bot_R50-ibn"):
+        (tmp_path / f"{name}.pth").write_bytes(path.read_bytes())
+        with pytest.raises(CrosscamError, match=rf"holds a ResNet-50 network with average pooling, not the "
+                                                rf"{name.removeprefix('market_')} that {name} names"):
+            Embedder.from_weights(name, device="cpu")
+        with pytest.raises(CrosscamError, match=f"crosscam weights download {name} --force"):
+            Embedder.from_weights(str(tmp_path / f"{name}.pth"), device="cpu")
+
+
+def test_a_zoo_file_loaded_by_its_path_gets_its_registry_input_size(tmp_path):
+    """SBS files were trained at 384x128, which their keys cannot tell: the zoo file name does."""
+    model = build_bot_model(BotModelConfig(stem="fastreid", pooling="gem_learned", non_local=(0, 2, 3, 0))).eval()
+    state = {to_fastreid_name(key, "c"): tensor for key, tensor in model.state_dict().items()}
+    torch.save({"model": state}, tmp_path / "market_sbs_R50.pth")
+    torch.save({"model": state}, tmp_path / "mine.pth")
+    assert Embedder.from_weights(str(tmp_path / "market_sbs_R50.pth"), device="cpu", runtime="torch").input_size == (384, 128)
+    assert Embedder.from_weights(str(tmp_path / "mine.pth"), device="cpu", runtime="torch").input_size == (256, 128)
+
+
+def test_broken_files_name_what_to_do(bot_checkpoint, tmp_path, monkeypatch):
+    path, _ = bot_checkpoint
+    state = torch.load(path)["model"]
+    state[next(key for key in state if key.endswith("conv1.weight"))][0, 0, 0, 0] = float("nan")
+    torch.save({"model": state}, tmp_path / "nan.pth")
+    for runtime in ("torch", "onnxruntime"):  # before: NaN features (torch), or a temporary ONNX file named
+        with pytest.raises(CrosscamError, match=r"nan.pth: 1 tensor\(s\) hold NaN or infinite values \(.*conv1.weight"):
+            Embedder.from_weights(str(tmp_path / "nan.pth"), device="cpu", runtime=runtime)
+    torch.save({"model": {}}, tmp_path / "empty.pth")
+    with pytest.raises(CrosscamError, match="empty.pth: holds no weights"):
+        Embedder.from_weights(str(tmp_path / "empty.pth"), device="cpu")
+    monkeypatch.setenv(zoo.WEIGHTS_DIR_ENV, str(tmp_path))
+    (tmp_path / "market_bot_R50.pth").write_bytes(path.read_bytes()[:100_000])
+    with pytest.raises(CrosscamError, match=r"truncated or corrupt .*\(`crosscam weights download market_bot_R50 --force`\)"):
+        Embedder.from_weights("market_bot_R50", device="cpu")
+    monkeypatch.chdir(tmp_path / "..")
+    with pytest.raises(CrosscamError, match=r"weights not found; .*did you mean the registry name duke_bot_R50\?"):
+        Embedder.from_weights("duke_bot_R50.pth", device="cpu")
+
+
 @pytest.mark.parametrize(
     ("runtime", "device", "precision", "chosen"),
     [

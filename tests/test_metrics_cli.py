@@ -119,6 +119,21 @@ def test_eval_mot_refuses_swapped_files_and_warns_of_short_predictions(tmp_path,
     assert captured.err.startswith("warning: predictions stop at frame 60, the ground truth goes on to 100")
 
 
+def test_eval_mot_refuses_a_detections_file_and_an_empty_ground_truth(tmp_path, capsys):
+    """det/det.txt given as --pred (ids -1) is named as such, not as a duplicate id 4294967295;
+    an empty --gt is refused, not scored 0."""
+    gt = person(1, range(1, 11), 0)
+    write_rows(tmp_path / "gt.txt", gt)
+    write_rows(tmp_path / "det.txt", [[r[0], -1, *r[2:6], 0.9, -1, -1, -1] for r in gt + person(2, range(1, 11), 1)])
+    assert main(["eval-mot", "--gt", str(tmp_path / "gt.txt"), "--pred", str(tmp_path / "det.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "id -1 in row 1" in err and "det/det.txt" in err and err.count("\n") == 1
+    (tmp_path / "empty.txt").write_text("")
+    write_rows(tmp_path / "tracks.txt", [[r[0], 1, *r[2:6], 0.9, -1, -1, -1] for r in gt])
+    assert main(["eval-mot", "--gt", str(tmp_path / "empty.txt"), "--pred", str(tmp_path / "tracks.txt")]) == 2
+    assert "empty.txt: no rows; pass the sequence's ground truth" in capsys.readouterr().err
+
+
 def test_eval_mtmc_refuses_tracks_past_the_scene(tmp_path, capsys):
     make_scene(tmp_path, swap_in_cam2=False)
     write_rows(tmp_path / "run" / "cam2" / "tracks_global.txt", person(1, range(1, 40), 0))  # 39 frames, scene 15

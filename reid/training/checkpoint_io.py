@@ -27,6 +27,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from reid import zoo
 from reid.checkpoint import bot_model_from_payload, describe_architecture, read_checkpoint, to_crosscam_names, to_fastreid_name
 from reid.errors import CrosscamError
 from reid.models.bot import PIXEL_MEAN, PIXEL_STD
@@ -77,20 +78,29 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any], **
 
 
 def load_trained_model(
-    path: str | Path, trust: bool = False, overrides: Mapping[str, Any] | None = None
+    path: str | Path, trust: bool = False, overrides: Mapping[str, Any] | None = None,
+    entry: zoo.WeightsEntry | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model (eval mode, CPU) from a crosscam-trained file or any fast-reid checkpoint.
 
     Returns the model and its description (``input_size``, ``backbone``, ``feat_dim``, ...); a
     fast-reid file without a ``crosscam`` entry gets the architecture its keys describe
-    (:func:`reid.checkpoint.infer_model_config`) completed by ``overrides`` (e.g. the registry's ``input_size``).
+    (:func:`reid.checkpoint.infer_model_config`) completed by ``overrides`` and by its registry
+    ``entry`` (given, or the entry whose zoo file name ``path`` keeps): the input size its keys
+    cannot tell, and a check that the keys describe that entry's architecture. A weight that is
+    NaN or infinite is refused.
     """
     path = Path(path)
     payload = read_checkpoint(path, trust)
     meta = payload.get("crosscam") if isinstance(payload, dict) else None
     if meta is None:
-        model = bot_model_from_payload(payload, path, overrides=overrides)  # the file is read once
+        entry = entry or zoo.entry_for_file(path)
+        settings = {**(zoo.model_overrides(entry) if entry is not None else {}), **(overrides or {})}
+        model = bot_model_from_payload(payload, path, overrides=settings)  # the file is read once
         cfg = model.cfg
+        if entry is not None:
+            zoo.check_architecture(entry, cfg, path)
+        _check_finite(model, path)
         return model, {
             "format": FORMAT_VERSION,
             "backbone": describe_architecture(cfg),
@@ -111,4 +121,13 @@ def load_trained_model(
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise CrosscamError(f"{path}: weights do not match a {cfg.backbone} model ({' '.join(str(exc).split())[:240]})") from None
+    _check_finite(model, path)
     return model.eval(), meta
+
+
+def _check_finite(model: nn.Module, path: Path) -> None:
+    """One line naming the first tensor of ``model`` with a NaN or infinite value, if any."""
+    broken = [key for key, value in model.state_dict().items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if broken:
+        raise CrosscamError(f"{path}: {len(broken)} tensor(s) hold NaN or infinite values ({broken[0]}, ...); the "
+                            "file is broken: download or train it again")
