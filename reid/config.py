@@ -1,6 +1,7 @@
 """YAML configs validated by pydantic models, with base files and single-key overrides.
 
-A config file may name a base file (``base: ../base.yaml``, relative to itself); keys in the file
+A config file may name a base file (``base: ../base.yaml``, relative to itself, else one of
+crosscam's own ``configs/``: ``base: base.yaml`` works from any folder); keys in the file
 override the base's, recursively. Command-line overrides (``--set tracker.max_age=60``) are
 applied last, their values parsed as YAML (``--set reid.flip=true`` gives a bool). Validation
 errors become one :class:`~reid.errors.CrosscamError` line naming the key and the file.
@@ -20,6 +21,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from reid.errors import CrosscamError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+SHIPPED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # crosscam's own configs/ (base.yaml, reid/)
 
 
 def read_yaml_with_bases(path: str | Path) -> dict[str, Any]:
@@ -29,6 +31,8 @@ def read_yaml_with_bases(path: str | Path) -> dict[str, Any]:
     bases are one-line errors naming the file whose ``base:`` is at fault.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CrosscamError(f"{path}: a folder; pass a YAML file to --config")
     if not path.is_file():
         raise CrosscamError(f"{path}: config file not found; pass an existing YAML file to --config")
     return _read_with_bases(path, ())
@@ -37,9 +41,13 @@ def read_yaml_with_bases(path: str | Path) -> dict[str, Any]:
 def _read_with_bases(path: Path, named_by: tuple[Path, ...]) -> dict[str, Any]:
     """``path`` merged over its bases; ``named_by``: the files whose ``base:`` chain led here, outermost first."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise CrosscamError(f"{path}: not a UTF-8 text file; save the config as UTF-8 YAML") from None
     except yaml.YAMLError as exc:
-        raise CrosscamError(f"{path}: not valid YAML ({_first_line(exc)}); fix the file") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise CrosscamError(f"{path}: not valid YAML{where} ({_first_line(exc)}); fix the file") from None
     if not isinstance(data, dict):
         raise CrosscamError(f"{path}: a config file must be a YAML mapping of keys to values")
     base = data.pop("base", None)
@@ -48,8 +56,11 @@ def _read_with_bases(path: Path, named_by: tuple[Path, ...]) -> dict[str, Any]:
     if not isinstance(base, str) or not base.strip():
         raise CrosscamError(f"{path}: base: {base!r} is not a file name; give a YAML file's path, relative to {path.name}")
     target = path.parent / base
+    if not target.is_file() and (SHIPPED_CONFIGS / base).is_file():
+        target = SHIPPED_CONFIGS / base  # `base: base.yaml` in a user's own file means crosscam's
     if not target.is_file():
-        raise CrosscamError(f"{path}: base: {base} not found (looked for {target}); fix the path, relative to {path.name}")
+        raise CrosscamError(f"{path}: base: {base} not found (looked for {target.resolve()} and in "
+                            f"{SHIPPED_CONFIGS}); fix the path, relative to {path.name}")
     chain = (*named_by, path)
     seen = [p.resolve() for p in chain]
     if target.resolve() in seen:
@@ -96,15 +107,33 @@ def load_config(
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        given = next((item for item in overrides if item.partition("=")[0].strip() == key), None)
-        if given is not None:  # the --set is wrong, not the file
-            unknown = err["type"] == "extra_forbidden"  # a misspelt key: say where the real ones are
-            keys = f"; the keys are those of {path}" if path is not None and unknown else ""
-            raise CrosscamError(f"--set {given}: config key '{key}': {err['msg']}{keys}") from None
-        where = f"{path}: " if path is not None else ""
-        raise CrosscamError(
-            f"{where}config key '{key}': {err['msg']}; fix the file or the --set override"
-        ) from None
+    given = _override_at_fault(model, path, overrides, err["loc"])
+    if given is not None:  # the --set is wrong, not the file
+        unknown = err["type"] == "extra_forbidden"  # a misspelt key: say where the real ones are
+        keys = f"; the keys are those of {path}" if path is not None and unknown else ""
+        raise CrosscamError(f"--set {given}: config key '{key}': {err['msg']}{keys}") from None
+    where = f"{path}: " if path is not None else ""
+    other = ""
+    if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:  # a whole unknown section
+        other = f" (the top-level keys are {', '.join(model.model_fields)}: a config for another command?)"
+    raise CrosscamError(f"{where}config key '{key}': {err['msg']}{other}; fix the file or the --set override") from None
+
+
+def _override_at_fault(model: type[BaseModel], path: str | Path | None, overrides: list[str], loc: tuple) -> str | None:
+    """The ``--set`` to blame for a validation error at ``loc``: the last one whose key is that key,
+    inside it or around it; else, when the file alone validates, the last one given; else None."""
+    failing = [str(part) for part in loc]
+    for item in reversed(overrides):  # the last one given is the one applied
+        key = item.partition("=")[0].strip().split(".")
+        if failing and (key[: len(failing)] == failing or failing[: len(key)] == key):
+            return item
+    if overrides:
+        try:
+            model.model_validate(read_yaml_with_bases(path) if path is not None else {})
+        except ValidationError:
+            return None
+        return overrides[-1] if len(overrides) == 1 else " / --set ".join(overrides)
+    return None
 
 
 def _first_line(exc: Exception) -> str:

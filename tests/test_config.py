@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from pipeline.config import DEFAULT_CONFIG, PipelineConfig, load_pipeline_config
-from reid.config import load_config
+from reid.config import BotModelConfig, EmbedderConfig, load_config
 from reid.errors import CrosscamError
 
 
@@ -78,7 +78,7 @@ def test_a_missing_base_blames_the_file_that_names_it(tmp_path: Path):
     with pytest.raises(CrosscamError) as info:
         load_pipeline_config(child)
     message = str(info.value)
-    assert message.startswith(f"{child}: base: ../absent.yaml not found (looked for {tmp_path / 'sub' / '..' / 'absent.yaml'})")
+    assert message.startswith(f"{child}: base: ../absent.yaml not found (looked for {tmp_path.resolve() / 'absent.yaml'} and in ")
     assert "--config" not in message
     child.write_text("base: [a.yaml]\n")
     with pytest.raises(CrosscamError, match=r"child.yaml: base: \['a.yaml'\] is not a file name"):
@@ -91,3 +91,40 @@ def test_infinite_or_nan_settings_are_refused_in_one_line(override):
     with pytest.raises(CrosscamError, match="finite number") as caught:
         load_pipeline_config(DEFAULT_CONFIG, [override])
     assert "the keys are those of" not in str(caught.value)  # a bad value, not an unknown key
+
+
+def test_base_yaml_named_by_a_users_own_file_is_crosscams(tmp_path: Path):
+    """configs/base.yaml's header says to start a file with `base: base.yaml`: it works from any folder."""
+    (tmp_path / "mine.yaml").write_text("base: base.yaml\ntracker:\n  max_age: 7\n")
+    cfg = load_pipeline_config(tmp_path / "mine.yaml")
+    assert cfg.tracker.max_age == 7 and cfg.reid == PipelineConfig().reid
+
+
+def test_files_that_are_not_yaml_text_are_one_line(tmp_path: Path):
+    (tmp_path / "utf16.yaml").write_bytes("tracker:\n  max_age: 5\n".encode("utf-16"))
+    with pytest.raises(CrosscamError, match=r"utf16.yaml: not a UTF-8 text file; save the config as UTF-8 YAML$"):
+        load_pipeline_config(tmp_path / "utf16.yaml")
+    (tmp_path / "indent.yaml").write_text("tracker:\n  max_age: 5\n    n_init: 2\n")
+    with pytest.raises(CrosscamError, match=r"indent.yaml: not valid YAML at line 3 \("):
+        load_pipeline_config(tmp_path / "indent.yaml")
+    with pytest.raises(CrosscamError, match="a folder; pass a YAML file to --config"):
+        load_pipeline_config(tmp_path)
+
+
+def test_the_override_at_fault_is_named(tmp_path: Path):
+    with pytest.raises(CrosscamError, match=r"^--set tracker.max_age=-1: config key 'tracker.max_age'"):
+        load_pipeline_config(None, ["tracker.max_age=5", "tracker.max_age=-1"])  # the last one is applied
+    with pytest.raises(CrosscamError, match=r"^--set nosection.key=1: config key 'nosection'"):
+        load_pipeline_config(None, ["nosection.key=1"])
+    (tmp_path / "model.yaml").write_text("depth: 50\n")
+    with pytest.raises(CrosscamError, match=r"^--set backbone=resnest / --set ibn=true: config key '\(top level\)'"):
+        load_config(BotModelConfig, tmp_path / "model.yaml", ["backbone=resnest", "ibn=true"])  # valid apart
+    (tmp_path / "wrong.yaml").write_text("depth: 50\nbackbone: resnest\nibn: true\n")
+    with pytest.raises(CrosscamError, match=r"^.*wrong.yaml: config key '\(top level\)'"):
+        load_config(BotModelConfig, tmp_path / "wrong.yaml", ["input_size=[384, 128]"])  # the file's own fault
+
+
+def test_a_config_for_another_command_says_so():
+    with pytest.raises(CrosscamError, match=r"config key 'source': .*\(the top-level keys are weights, device, .*: a config "
+                                            r"for another command\?\)"):
+        load_config(EmbedderConfig, DEFAULT_CONFIG)

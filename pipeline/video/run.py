@@ -120,10 +120,13 @@ RESERVED_NAMES = {"store"}  # folders of the run directory that are not cameras 
 
 
 def check_camera_count(specs: Sequence[str], cameras: Sequence[str] | None) -> None:
-    """One ``--camera`` per input or none (a one-line error)."""
+    """One ``--camera`` per input or none, none of them empty (a one-line error)."""
     if cameras and len(cameras) != len(specs):
         raise CrosscamError(f"--camera: {plural(len(cameras), 'name')} for {plural(len(specs), 'input')}; "
                             "give one --camera per input or none")
+    if cameras and not all(name.strip() for name in cameras):
+        raise CrosscamError("--camera '': an empty camera name; give each input a name, or leave --camera out "
+                            "(the file names are used)")
 
 
 def check_camera_names(specs: Sequence[str], cameras: Sequence[str] | None, names: Sequence[str]) -> None:

@@ -130,5 +130,5 @@ def read_split(folder: Path) -> list[MarketImage]:
             f"{folder}: {len(bad)} image names do not follow PPPP_cCsS_FFFFFF_NN.jpg, e.g. {shown}; rename or remove them"
         )
     if not images:
-        raise CrosscamError(f"{folder}: no images (besides junk) in this split; check the dataset was extracted fully")
+        raise CrosscamError(f"{folder}: no person images in this split (only junk ones, id -1, or none); check the dataset was extracted fully")
     return images

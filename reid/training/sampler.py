@@ -33,7 +33,8 @@ class PKSampler:
         identities, inverse = np.unique(labels, return_inverse=True)
         if len(identities) < ids_per_batch:
             raise CrosscamError(
-                f"sampler.ids_per_batch {ids_per_batch}: the training set has only {len(identities)} identities; "
+                f"sampler.ids_per_batch {ids_per_batch}: the training set has only {len(identities)} "
+                f"identit{'y' if len(identities) == 1 else 'ies'}; "
                 "lower sampler.ids_per_batch"
             )
         self.ids_per_batch = ids_per_batch
