@@ -240,6 +240,25 @@ def test_a_run_without_a_store_answers_409_and_shows_it_once_written(run, tmp_pa
     assert client.get("/api/query/track", params={"camera": "cam2", "track": 1}).status_code == 200
 
 
+def test_a_source_deleted_while_serving_is_left_by_every_process(run, tmp_path):
+    """A process that opened the source before it was deleted turned to annotated.mp4 only when
+    restarted, so two server processes showed different frames of one camera."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("store"))
+    record = json.loads((copy / "cam2" / "run.json").read_text())
+    video = tmp_path / "cam2.mp4"
+    shutil.copyfile(record["source"], video)
+    shutil.copyfile(record["source"], copy / "cam2" / "annotated.mp4")  # (the demo run's cameras have none)
+    (copy / "cam2" / "run.json").write_text(json.dumps({**record, "source": str(video)}))
+    client = TestClient(create_app(copy))
+    frames_from = lambda: {c["name"]: c["frames_from"] or c["frames_error"] for c in client.get("/api/cameras").json()}["cam2"]  # noqa: E731
+    assert client.get("/api/frames/cam2/3").status_code == 200 and frames_from() == "source"
+    video.unlink()
+    assert frames_from() == "annotated.mp4" and client.get("/api/frames/cam2/3").status_code == 200
+    shutil.copyfile(record["source"], video)  # put back: the source again
+    assert frames_from() == "source"
+
+
 def test_answers_stay_whole_while_the_store_is_rewritten(run, tmp_path):
     """A writer alternates the store between two states (identity ids shifted by 1000 and back,
     as a re-association would renumber them); every answer read meanwhile is one state's, whole."""

@@ -210,6 +210,16 @@ def test_bad_upload_shows_its_one_line_error(page, tmp_path):
     wait_for(lambda: banner.is_displayed() and "not an image" in banner.text, "the error banner shows the 415's message")
 
 
+def test_the_no_store_banner_goes_when_the_store_appears(page):
+    """A page opened before `crosscam associate` wrote the store kept saying there was none."""
+    driver = page
+    driver.execute_script("refresh({...S.status, generation: null})")  # as the page saw a run without a store
+    banner = driver.find_element("css selector", "#error")
+    wait_for(lambda: banner.is_displayed() and banner.text.startswith("no track store yet"), "the no-store banner shows")
+    assert "crosscam associate" in banner.text
+    wait_for(lambda: not banner.is_displayed(), "the banner goes once the next poll finds the store")
+
+
 def test_identities_gallery_opens_the_results_panel(page, run, capsys, tmp_path):
     driver = page
     driver.find_element("css selector", "#tab-identities").click()

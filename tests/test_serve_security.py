@@ -4,6 +4,8 @@ symlinks), a token on a non-local host, oversized uploads, nothing written into 
 from __future__ import annotations
 
 import http.client
+import io
+import json
 import os
 import shutil
 import socket
@@ -12,6 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from PIL import Image
 
 from pipeline.cli.main import main
 from serve_runs import demo_run, serving, tree_state
@@ -84,6 +87,32 @@ def test_uploads_over_10_mb_are_refused_also_without_a_length(url):
         chunked = client.post("/api/query/image", content=chunks(),
                               headers={"content-type": "multipart/form-data; boundary=x"})
         assert chunked.status_code == 413 and "\n" not in chunked.json()["error"]
+
+
+def test_a_nul_byte_in_a_path_is_a_404(url):
+    for path in ("/files/%00", "/files/cam1/run.json%00.png"):
+        status, body = raw_get(url, path)
+        assert status == 404 and "no such file" in json.loads(body)["error"]  # was a plain-text 500
+
+
+def test_only_loopback_host_names_are_answered_without_a_token(url):
+    """A page that points its own name at 127.0.0.1 (DNS rebinding) sends that name as Host."""
+    port = urlsplit(url).port
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "localhost"):
+        assert raw_get(url, "/api/status", {"Host": host})[0] == 200, host
+    for host in ("attacker.example", f"attacker.example:{port}", "127.0.0.1.attacker.example", ""):
+        status, body = raw_get(url, "/api/status", {"Host": host})
+        assert status == 403 and "127.0.0.1 or localhost only" in json.loads(body)["error"], host
+
+
+def test_an_image_of_too_many_pixels_is_refused_before_decoding(url):
+    """A 64-megapixel PNG is a few kB: decoded it would take 190 MB (20000 x 20000: 1.2 GB)."""
+    data = io.BytesIO()
+    Image.new("1", (8000, 8000)).save(data, format="PNG")
+    assert len(data.getvalue()) < 100_000
+    with httpx.Client(base_url=url, timeout=60) as client:
+        response = client.post("/api/query/image", files={"image": ("bomb.png", data.getvalue(), "image/png")})
+    assert response.status_code == 413 and "8000x8000 pixels" in response.json()["error"]
 
 
 def test_a_non_local_host_needs_a_token(run, capsys):

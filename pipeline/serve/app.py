@@ -14,6 +14,7 @@ the page's images and requests carry it) or that cookie.
 from __future__ import annotations
 
 import hmac
+import io
 import os
 import tempfile
 from importlib import resources
@@ -25,6 +26,7 @@ import numpy as np
 from fastapi import FastAPI, Path as PathParam, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
+from PIL import Image
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -36,13 +38,19 @@ from reid.errors import CrosscamError
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # an uploaded image; the request may add this much multipart overhead:
 MULTIPART_SLACK = 64 * 1024
+MAX_UPLOAD_PIXELS = 40_000_000  # an 8K frame is 33 M; a small file can declare far more (20000x20000: 1.2 GB decoded)
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
 TOKEN_COOKIE = "crosscam_token"
 MAX_ID = 2**63 - 1  # ids and frame indexes are SQLite integers: larger ones are not in any run
 STATIC = resources.files("pipeline.serve") / "static"
 
 
-def create_app(run_dir: str | Path, token: str | None = None, config: PipelineConfig | None = None) -> FastAPI:
-    """The app serving ``run_dir``; ``token``: required on every request when given."""
+def create_app(run_dir: str | Path, token: str | None = None, config: PipelineConfig | None = None,
+               loopback_only: bool = False) -> FastAPI:
+    """The app serving ``run_dir``; ``token``: required on every request when given; else with
+    ``loopback_only`` (a server on 127.0.0.1 without a token) only requests addressed to this
+    machine's loopback names are answered: a web page that points its own host name at 127.0.0.1
+    (DNS rebinding) is refused."""
     view = RunView(Path(run_dir), config)
     app = FastAPI(
         title="crosscam serve",
@@ -55,6 +63,8 @@ def create_app(run_dir: str | Path, token: str | None = None, config: PipelineCo
     _install_errors(app)
     if token:
         _install_token(app, token)
+    elif loopback_only:
+        _install_host_check(app)
     _add_api(app, view)
     _add_pages(app, view)
     return app
@@ -67,7 +77,9 @@ def app_from_environment() -> FastAPI:
     from pipeline.serve.processes import ENV_CONFIG, ENV_RUN, ENV_TOKEN
 
     config = os.environ.get(ENV_CONFIG) or None
-    return create_app(os.environ[ENV_RUN], os.environ.get(ENV_TOKEN) or None, load_pipeline_config(config))
+    token = os.environ.get(ENV_TOKEN) or None
+    # without a token the server listens on a loopback address (`crosscam serve` refuses others)
+    return create_app(os.environ[ENV_RUN], token, load_pipeline_config(config), loopback_only=token is None)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -111,6 +123,21 @@ def _install_token(app: FastAPI, token: str) -> None:
         if given:
             response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
         return response
+
+
+def _install_host_check(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def require_loopback_host(request: Request, call_next):
+        host = request.headers.get("host", "")
+        if _host_name(host).lower() not in LOOPBACK_HOSTS:
+            return _error(403, f"host {host!r}: this server answers requests to 127.0.0.1 or localhost only; "
+                               "open the address `crosscam serve` printed")
+        return await call_next(request)
+
+
+def _host_name(host: str) -> str:
+    """The name in a Host header: ``127.0.0.1:8000`` -> ``127.0.0.1``, ``[::1]:8000`` -> ``[::1]``."""
+    return host[: host.find("]") + 1] if host.startswith("[") else host.partition(":")[0]
 
 
 def _add_api(app: FastAPI, view: RunView) -> None:
@@ -273,6 +300,7 @@ def _query_image_file(view: RunView, form: dict, camera: str | None, tmp: Path) 
         data = form["image"]
         if len(data) > MAX_UPLOAD_BYTES:
             raise ApiError(413, f"image of {len(data) / 1e6:.1f} MB: images up to {MAX_UPLOAD_BYTES // 2**20} MB are accepted")
+        _check_pixels(data, form.get("filename", ""))
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
         if image is None:
             raise ApiError(415, f"image {form.get('filename', '')!r}: not an image OpenCV can read; send a JPEG or PNG")
@@ -291,6 +319,18 @@ def _query_image_file(view: RunView, form: dict, camera: str | None, tmp: Path) 
     path = tmp / "query.png"
     cv2.imwrite(str(path), image)  # lossless: the pixels decoded above
     return path, name
+
+
+def _check_pixels(data: bytes, filename: str) -> None:
+    """413 for an image whose header declares more than ``MAX_UPLOAD_PIXELS`` (read without decoding)."""
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            width, height = header.size
+    except Exception:  # noqa: BLE001 - not an image PIL knows: OpenCV decides below
+        return
+    if width * height > MAX_UPLOAD_PIXELS:
+        raise ApiError(413, f"image {filename!r}: {width}x{height} pixels; images up to "
+                            f"{MAX_UPLOAD_PIXELS // 1_000_000} megapixels are accepted: send a smaller one")
 
 
 def _add_pages(app: FastAPI, view: RunView) -> None:
@@ -314,6 +354,8 @@ def _add_pages(app: FastAPI, view: RunView) -> None:
 
 def inside(root: Path, relative: str) -> Path:
     """``root / relative`` when it resolves (symlinks followed) to a file inside ``root``; else a 404."""
+    if "\0" in relative:  # no file name holds one (and resolving it raises)
+        raise ApiError(404, f"{relative!r}: no such file in the run directory")
     candidate = (root / relative).resolve()
     if not candidate.is_relative_to(root.resolve()) or not candidate.is_file():
         raise ApiError(404, f"{relative}: no such file in the run directory")

@@ -73,7 +73,7 @@ class RunView:
         self.config = config or PipelineConfig()
         self._lock = threading.Lock()
         self._store: TrackStore | None = None
-        self._frames: dict[str, tuple[str, CameraFrames]] = {}
+        self._frames: dict[str, tuple[tuple[str, bool], CameraFrames]] = {}
         self._boxes: dict[str, _BoxTable] = {}
         self._overviews: tuple[int, list[IdentityOverview]] | None = None
 
@@ -84,7 +84,8 @@ class RunView:
             if self._store is None:
                 if not (self.run_dir / STORE_DIR / DB_NAME).is_file():
                     raise ApiError(409, f"{self.run_dir / STORE_DIR}: no track store yet; run `crosscam track ... "
-                                        f"--out {self.run_dir}` (the page picks it up when it appears)")
+                                        f"--out {self.run_dir}` or `crosscam associate {self.run_dir}` (the page "
+                                        "picks it up when it appears)")
                 self._store = TrackStore.open(self.run_dir / STORE_DIR, config=self.config.store)
             return self._store
 
@@ -133,11 +134,14 @@ class RunView:
         """The camera's frames reader, opened again when its ``run.json`` names another source."""
         run = self.run_json(camera)
         source = str(run.get("source") or "")
+        # whether the source is still there is part of the key: a process that opened it before it
+        # was deleted would go on showing it while the others show annotated.mp4
+        key = (source, "://" not in source and bool(source) and Path(source).exists())
         with self._lock:
             cached = self._frames.get(camera)
-            if cached is None or cached[0] != source:
+            if cached is None or cached[0] != key:
                 fps = float(run.get("fps") or self.config.source.default_fps)
-                self._frames[camera] = (source, open_frames(self.run_dir / camera, source, fps))
+                self._frames[camera] = (key, open_frames(self.run_dir / camera, source, fps))
             return self._frames[camera][1]
 
     def cameras(self) -> list[dict]:

@@ -473,7 +473,11 @@ async function refresh(status) {
   document.title = status.title;
   await loadCameras();
   if (status.generation === null) {
-    showError('no track store yet in this run: the page shows it as soon as `crosscam track` has written one');
+    showError('no track store yet in this run: the page shows it as soon as `crosscam track` or `crosscam associate` has written one');
+    S.noStoreShown = true;
+  } else if (S.noStoreShown) {  // the store appeared: that banner no longer holds
+    S.noStoreShown = false;
+    if ($('error').textContent.startsWith('no track store yet')) showError('');
   }
   if (changed) {
     $('live').textContent = `store updated (generation ${status.generation})`;
