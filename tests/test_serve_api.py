@@ -21,7 +21,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from pipeline.cli.main import main
-from pipeline.config import PipelineConfig
 from pipeline.identity.report import last_tracked_frame
 from pipeline.identity.store import CameraTracks, TrackStore
 from pipeline.serve import create_app
