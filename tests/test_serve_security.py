@@ -98,9 +98,9 @@ def test_a_nul_byte_in_a_path_is_a_404(url):
 def test_only_loopback_host_names_are_answered_without_a_token(url):
     """A page that points its own name at 127.0.0.1 (DNS rebinding) sends that name as Host."""
     port = urlsplit(url).port
-    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "localhost"):
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "localhost", f"127.0.0.2:{port}"):
         assert raw_get(url, "/api/status", {"Host": host})[0] == 200, host
-    for host in ("attacker.example", f"attacker.example:{port}", "127.0.0.1.attacker.example", ""):
+    for host in ("attacker.example", f"attacker.example:{port}", "127.0.0.1.attacker.example", "", f"10.0.0.1:{port}"):
         status, body = raw_get(url, "/api/status", {"Host": host})
         assert status == 403 and "127.0.0.1 or localhost only" in json.loads(body)["error"], host
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import io
+import ipaddress
 import os
 import tempfile
 from importlib import resources
@@ -39,7 +40,6 @@ from reid.errors import CrosscamError
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # an uploaded image; the request may add this much multipart overhead:
 MULTIPART_SLACK = 64 * 1024
 MAX_UPLOAD_PIXELS = 40_000_000  # an 8K frame is 33 M; a small file can declare far more (20000x20000: 1.2 GB decoded)
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
 TOKEN_COOKIE = "crosscam_token"
 MAX_ID = 2**63 - 1  # ids and frame indexes are SQLite integers: larger ones are not in any run
 STATIC = resources.files("pipeline.serve") / "static"
@@ -129,10 +129,18 @@ def _install_host_check(app: FastAPI) -> None:
     @app.middleware("http")
     async def require_loopback_host(request: Request, call_next):
         host = request.headers.get("host", "")
-        if _host_name(host).lower() not in LOOPBACK_HOSTS:
+        if not _is_loopback_name(_host_name(host)):
             return _error(403, f"host {host!r}: this server answers requests to 127.0.0.1 or localhost only; "
                                "open the address `crosscam serve` printed")
         return await call_next(request)
+
+
+def _is_loopback_name(name: str) -> bool:
+    """``localhost`` or a loopback address (``127.0.0.0/8``, ``[::1]``): what ``--host`` may be without a token."""
+    try:
+        return name.lower() == "localhost" or ipaddress.ip_address(name.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _host_name(host: str) -> str:
