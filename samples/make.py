@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -46,6 +47,21 @@ def check_options(options: SceneOptions) -> None:
         )
 
 
+_LEFT_BY_A_STOP = re.compile(r"(cam\d+\.tmp\.mp4|gt|scene\.json\.tmp)")  # partial files of an interrupted make
+
+
+def _check_out_folder(out: Path) -> None:
+    """Refuse a file, and a folder that is neither empty nor a scene (its videos would be replaced;
+    a scene stopped before its scene.json was written is refused too: delete it and make it again)."""
+    if out.exists() and not out.is_dir():
+        raise CrosscamError(f"{out}: exists and is not a folder; pass a folder for --out")
+    if out.is_dir() and not (out / "scene.json").is_file():
+        foreign = sorted(p.name for p in out.iterdir() if not _LEFT_BY_A_STOP.fullmatch(p.name))
+        if foreign:
+            raise CrosscamError(f"{out}: holds files that are not a crosscam scene ({', '.join(foreign[:3])}"
+                                f"{', ...' if len(foreign) > 3 else ''}; no scene.json); give an empty or new folder for --out")
+
+
 def make_scene(options: SceneOptions, out_dir: str | Path, progress: bool = True) -> dict:
     """Render every camera of the scene drawn from ``options`` into ``out_dir``; returns a summary.
 
@@ -54,9 +70,11 @@ def make_scene(options: SceneOptions, out_dir: str | Path, progress: bool = True
     """
     check_options(options)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise CrosscamError(f"{out}: exists and is not a folder; pass a folder for --out")
-    (out / "gt").mkdir(parents=True, exist_ok=True)
+    _check_out_folder(out)
+    try:
+        (out / "gt").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CrosscamError(f"{out}: cannot make this folder ({exc.strerror}); give another --out") from None
     started = time.perf_counter()
     scene = build_scene(options)
     textures = make_textures(scene)

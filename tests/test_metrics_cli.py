@@ -64,6 +64,24 @@ def test_eval_mtmc_detects_swap_between_cameras(tmp_path, capsys):
     assert set(out["cameras"]["cam2"]) >= {"mota", "idf1", "hota", "id_switches"}
 
 
+def test_eval_mtmc_warns_per_camera_and_names_other_camera_names(tmp_path, capsys):
+    """A run stopped early, or of other cameras, was scored without a word (eval-mot warned)."""
+    make_scene(tmp_path, swap_in_cam2=False)
+    args = ["eval-mtmc", "--gt", str(tmp_path / "scene"), "--run", str(tmp_path / "run"), "--json"]
+    assert main(args) == 0 and capsys.readouterr().err == ""  # the whole, right run: no warning
+    rows = (tmp_path / "run" / "cam2" / "tracks_global.txt").read_text().splitlines()
+    (tmp_path / "run" / "cam2" / "tracks_global.txt").write_text("\n".join(r for r in rows if int(r.split(",")[0]) <= 6) + "\n")
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    json.loads(captured.out)
+    assert captured.err.startswith("warning: camera cam2: predictions stop at frame 6, the ground truth goes on to 13")
+    for cam in ("cam1", "cam2"):
+        (tmp_path / "run" / cam).rename(tmp_path / "run" / f"hall{cam[-1]}")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "its cameras (hall1, hall2) are not the ground truth's (cam1, cam2)" in err and err.count("\n") == 1
+
+
 def test_eval_mtmc_perfect_and_missing_camera(tmp_path, capsys):
     make_scene(tmp_path, swap_in_cam2=False)
     args = ["eval-mtmc", "--gt", str(tmp_path / "scene"), "--run", str(tmp_path / "run"), "--json"]

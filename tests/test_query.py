@@ -136,6 +136,9 @@ def test_bad_queries_are_one_line_and_change_nothing(synthetic_run: Path, tmp_pa
     garbage = tmp_path / "garbage.jpg"
     garbage.write_bytes(b"not an image")
     assert "cannot read it as an image" in crosscam_error(capsys, synthetic_run, "--image", garbage)
+    thumb = synthetic_run / "hall" / "thumbs" / "1.jpg"
+    for box in ("nan,0,5,5", "inf,0,5,5"):  # were a ValueError / OverflowError traceback
+        assert "expected four finite numbers" in crosscam_error(capsys, synthetic_run, "--image", thumb, "--box", box)
     assert "no such run directory" in crosscam_error(capsys, tmp_path / "elsewhere", "--identity", "1")
     (tmp_path / "partial" / "hall").mkdir(parents=True)  # a camera's run.json, no store: an interrupted run
     (tmp_path / "partial" / "hall" / "run.json").write_text('{"status": "interrupted"}')
@@ -157,6 +160,12 @@ def test_bad_queries_are_one_line_and_change_nothing(synthetic_run: Path, tmp_pa
     assert "not a camera of this run; use one of door, hall" in crosscam_error(
         capsys, synthetic_run, "--image", synthetic_run / "hall" / "thumbs" / "1.jpg", "--camera", "lobby")
     assert (synthetic_run / "store" / "tracks.sqlite").read_bytes() == db
+
+
+def test_a_damaged_store_database_is_one_line_saying_how_to_rebuild_it(synthetic_run: Path, capsys):
+    (synthetic_run / "store" / "tracks.sqlite").write_bytes(b"garbage, not SQLite")
+    message = crosscam_error(capsys, synthetic_run, "--identity", "1")
+    assert "tracks.sqlite: not a readable track store" in message and f"`crosscam associate {synthetic_run}`" in message
 
 
 def test_empty_store_is_one_line(tmp_path: Path, capsys):

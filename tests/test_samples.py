@@ -180,3 +180,20 @@ def test_cli_make_and_bad_option(tmp_path, capsys):
     assert main(["samples", "make", "--out", str(tmp_path / "cam1.mp4"), "--seconds", "0.2"]) == 2
     err = capsys.readouterr().err
     assert "cam1.mp4: exists and is not a folder" in err and err.count("\n") == 1
+
+
+def test_make_never_replaces_files_it_did_not_write(tmp_path, capsys):
+    """Scene videos went into any folder, over a user's own cam1.mp4 (the demo refused that already)."""
+    small = ["--cameras", "1", "--people", "2", "--seconds", "1", "--fps", "4", "--width", "128", "--height", "72"]
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "cam1.mp4").write_bytes(b"my own video")
+    assert main(["samples", "make", "--out", str(tmp_path / "mine"), *small]) == 2
+    assert "holds files that are not a crosscam scene (cam1.mp4; no scene.json)" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "cam1.mp4").read_bytes() == b"my own video"
+    assert main(["samples", "make", "--out", str(tmp_path / "scene"), *small]) == 0  # a scene can be made again
+    assert main(["samples", "make", "--out", str(tmp_path / "scene"), *small, "--seed", "5"]) == 0
+    (tmp_path / "file").write_text("x")
+    assert main(["samples", "make", "--out", str(tmp_path / "file" / "sub"), *small]) == 2
+    assert "cannot make this folder" in capsys.readouterr().err
+    assert main(["samples", "make", "--out", str(tmp_path / "neg"), *small, "--seed", "-1"]) == 2  # was a traceback
+    assert not (tmp_path / "neg").exists()

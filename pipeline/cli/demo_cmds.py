@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
     def demo(
         out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for scene/ (videos, gt) and run/ (outputs)."),
         seconds: float = typer.Option(SceneOptions.seconds, "--seconds", min=1.0, help="Length of the scene, seconds."),
-        seed: int = typer.Option(SceneOptions.seed, "--seed", help="Scene seed: the same seed gives the same scene."),
+        seed: int = typer.Option(SceneOptions.seed, "--seed", min=0, help="Scene seed: the same seed gives the same scene."),
         set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help="Override one key of configs/demo.yaml, "
                                                                      "e.g. association.threshold=0.7."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object (mtmc_idf1, per camera mota/idf1, ...)."),

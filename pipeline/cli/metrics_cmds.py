@@ -68,9 +68,10 @@ def register(app: typer.Typer) -> None:
         A global id counts as right only where it names the same person in every camera. In the MTMC row,
         IDF1/IDP/IDR are the cross-camera identity scores (its MOTA and ID switches also count a change of
         id between cameras). A camera with no tracks file in the run counts as having found nobody
-        (warned on stderr).
+        (warned on stderr), and each camera's files get eval-mot's warnings (tracks that stop early,
+        another sequence's, no box overlapping any person).
         """
-        from pipeline.metrics import evaluate_mtmc, read_mot_file, scores_table
+        from pipeline.metrics import check_comparable, evaluate_mtmc, read_mot_file, scores_table
 
         if not run.is_dir():
             raise CrosscamError(f"{run}: run folder not found; pass the --out folder of `crosscam track`")
@@ -78,18 +79,28 @@ def register(app: typer.Typer) -> None:
         gt_rows = {camera: read_mot_file(path, "gt") for camera, path in gt_files.items()}
         pred_rows = {}
         if not any((run / camera / tracks).is_file() for camera in gt_files):
+            others = sorted(p.parent.name for p in run.glob(f"*/{tracks}"))
+            if others:
+                raise CrosscamError(f"{run}: its cameras ({', '.join(others)}) are not the ground truth's "
+                                    f"({', '.join(gt_files)}); track with --camera names as in {gt / 'gt'}")
             hint = (" (a run made with --no-identities has no global ids: score one camera with eval-mot, or "
                     "associate it with `crosscam track` again)" if tracks == "tracks_global.txt" else "")
             raise CrosscamError(f"{run}: no camera of {', '.join(gt_files)} has {tracks}{hint}; nothing to score")
+        warnings: list[str] = []  # said once the scores stand (a run past the scene is an error instead)
         for camera in gt_files:
             path = run / camera / tracks
             if path.is_file():
                 pred_rows[camera] = read_mot_file(path, "pred")
+                if len(gt_rows[camera]) and (gt_rows[camera][:, 6] == 1).any():  # a camera nobody walks through has nothing to compare
+                    warnings += [w.replace("warning: ", f"warning: camera {camera}: ", 1)
+                                 for w in check_comparable(gt_files[camera], gt_rows[camera], pred_rows[camera])]
             else:
                 typer.echo(f"warning: {path} missing; camera {camera} scored as having no tracks", err=True)
         for extra in sorted(p.parent.name for p in run.glob(f"*/{tracks}") if p.parent.name not in gt_files):
             typer.echo(f"warning: {run / extra} has no ground truth in {gt / 'gt'}; not scored", err=True)
         scores = evaluate_mtmc(gt_rows, pred_rows, _scene_lengths(gt))
+        for warning in warnings:
+            typer.echo(warning, err=True)
         if as_json:
             typer.echo(json.dumps(scores.as_dict()))
         else:

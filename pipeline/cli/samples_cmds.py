@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         cameras: int = typer.Option(_DEFAULTS.cameras, help="Number of cameras along the hall."),
         people: int = typer.Option(_DEFAULTS.people, help="Number of pedestrians."),
         seconds: float = typer.Option(_DEFAULTS.seconds, help="Duration of every video, seconds."),
-        seed: int = typer.Option(_DEFAULTS.seed, help="Random seed: the same seed gives the same scene."),
+        seed: int = typer.Option(_DEFAULTS.seed, min=0, help="Random seed: the same seed gives the same scene."),
         fps: float = typer.Option(_DEFAULTS.fps, help="Frames per second."),
         width: int = typer.Option(_DEFAULTS.width, help="Frame width, pixels."),
         height: int = typer.Option(_DEFAULTS.height, help="Frame height, pixels."),

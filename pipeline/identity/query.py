@@ -21,6 +21,7 @@ representative features.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -238,6 +239,8 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
         x1, y1, x2, y2 = (float(v) for v in text.split(","))
     except ValueError:
         raise CrosscamError(f"--box {text!r}: expected four numbers x1,y1,x2,y2 in pixels") from None
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        raise CrosscamError(f"--box {text!r}: expected four finite numbers x1,y1,x2,y2 in pixels")
     return x1, y1, x2, y2
 
 

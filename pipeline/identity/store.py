@@ -233,8 +233,16 @@ class TrackStore:
                 f"{folder}: no track store here; run `crosscam track ... --out RUN_DIR` first"
             )
         _recover_after_crash(folder)
-        with closing(_connect(folder, readonly=True)) as conn:
-            meta = dict(conn.execute("SELECT key, value FROM meta"))
+        try:
+            with closing(_connect(folder, readonly=True)) as conn:
+                meta = dict(conn.execute("SELECT key, value FROM meta"))
+        except sqlite3.DatabaseError as exc:
+            if "locked" in str(exc):  # another process holds it past the timeout: not damage
+                raise
+            raise CrosscamError(
+                f"{folder / DB_NAME}: not a readable track store ({str(exc)[:80]}); move {folder} aside and run "
+                f"`crosscam associate {folder.parent}` to build it again from the cameras' outputs"
+            ) from None
         if int(meta.get("schema_version", -1)) != SCHEMA_VERSION:
             raise CrosscamError(
                 f"{folder / DB_NAME}: store schema version {meta.get('schema_version')} is not "
