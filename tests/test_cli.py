@@ -19,6 +19,14 @@ def test_console_script_help_lists_commands():
     assert "Usage" in out
 
 
+@pytest.mark.parametrize("argv", [[], ["samples"], ["weights"]])
+def test_a_bare_command_prints_its_help_once(argv):
+    """It was printed twice."""
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli.main", *argv], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert (done.stdout + done.stderr).count("Usage: crosscam") == 1
+
+
 def test_help_shows_no_type_beside_flags_and_names_values(capsys):
     """typer 0.29 printed ``<bool>`` beside every flag (``--json <bool>``, as if it took a value) and
     ``<list[str]>`` for --set; every command's help is checked."""

@@ -26,12 +26,16 @@ from pipeline.cli import bench_cmds, demo_cmds, embed_cmds, metrics_cmds, query_
 from pipeline.cli import serve_cmds  # noqa: E402
 from reid.errors import CrosscamError  # noqa: E402
 
-try:  # typer 0.2x carries its own click
+try:  # typer 0.2x carries its own click, and prints a bare command's help before raising NoArgsIsHelpError
     from typer._click.core import Context  # noqa: E402
     from typer._click.exceptions import NoArgsIsHelpError, UsageError  # noqa: E402
-except ImportError:  # older typer uses click itself
+
+    _BARE_HELP_PRINTED = True
+except ImportError:  # older typer uses click itself, which leaves printing it to the caller
     from click.core import Context  # noqa: E402
     from click.exceptions import NoArgsIsHelpError, UsageError  # noqa: E402
+
+    _BARE_HELP_PRINTED = False
 
 COMMAND_MODULES = [embed_cmds, bench_cmds, track_cmds, query_cmds, metrics_cmds, samples_cmds, train_cmds, demo_cmds]
 COMMAND_MODULES.append(serve_cmds)
@@ -137,8 +141,9 @@ def _run(argv: list[str] | None, terminated: list[int]) -> int:
     except CrosscamError as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2
-    except NoArgsIsHelpError as exc:  # a bare command: its help, as --help
-        typer.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
+    except NoArgsIsHelpError as exc:  # a bare command: its help, as --help (once: it was printed twice)
+        if not _BARE_HELP_PRINTED:
+            typer.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
         return 2
     except UsageError as exc:
         where = f"; see `{exc.ctx.command_path} --help`" if exc.ctx else ""
