@@ -68,12 +68,14 @@ def test_eval_mtmc_warns_per_camera_and_names_other_camera_names(tmp_path, capsy
     """A run stopped early, or of other cameras, was scored without a word (eval-mot warned)."""
     make_scene(tmp_path, swap_in_cam2=False)
     args = ["eval-mtmc", "--gt", str(tmp_path / "scene"), "--run", str(tmp_path / "run"), "--json"]
-    assert main(args) == 0 and capsys.readouterr().err == ""  # the whole, right run: no warning
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and json.loads(captured.out)["warnings"] == []  # the whole, right run: no warning
     rows = (tmp_path / "run" / "cam2" / "tracks_global.txt").read_text().splitlines()
     (tmp_path / "run" / "cam2" / "tracks_global.txt").write_text("\n".join(r for r in rows if int(r.split(",")[0]) <= 6) + "\n")
     assert main(args) == 0
     captured = capsys.readouterr()
-    json.loads(captured.out)
+    assert json.loads(captured.out)["warnings"] == [captured.err.strip().removeprefix("warning: ")]
     assert captured.err.startswith("warning: camera cam2: predictions stop at frame 6, the ground truth goes on to 13")
     for cam in ("cam1", "cam2"):
         (tmp_path / "run" / cam).rename(tmp_path / "run" / f"hall{cam[-1]}")

@@ -31,6 +31,12 @@ def _scene_lengths(gt_dir: Path) -> dict[str, int]:
         raise CrosscamError(f"{scene_file}: unreadable scene description ({exc}); regenerate the scene") from None
 
 
+def _with_warnings(scores: dict, warnings: list[str]) -> dict:
+    """``scores`` with the stderr warnings as ``warnings`` (their text without "warning: "): a script
+    reading the JSON learns that a camera was missing or the files do not belong together."""
+    return {**scores, "warnings": [w.removeprefix("warning: ") for w in warnings]}
+
+
 def register(app: typer.Typer) -> None:
     """Add ``eval-mot`` and ``eval-mtmc`` to ``app``."""
 
@@ -48,11 +54,12 @@ def register(app: typer.Typer) -> None:
         from pipeline.metrics import check_comparable, evaluate_mot, read_mot_file, scores_table
 
         gt_rows, pred_rows = read_mot_file(gt, "gt"), read_mot_file(pred, "pred")
-        for warning in check_comparable(gt, gt_rows, pred_rows):
+        warnings = check_comparable(gt, gt_rows, pred_rows)
+        for warning in warnings:
             typer.echo(warning, err=True)
         scores = evaluate_mot(gt_rows, pred_rows)
         if as_json:
-            typer.echo(json.dumps(scores.as_dict()))
+            typer.echo(json.dumps(_with_warnings(scores.as_dict(), warnings)))
         else:
             typer.echo(scores_table({pred.stem: scores}))
 
@@ -95,13 +102,13 @@ def register(app: typer.Typer) -> None:
                     warnings += [w.replace("warning: ", f"warning: camera {camera}: ", 1)
                                  for w in check_comparable(gt_files[camera], gt_rows[camera], pred_rows[camera])]
             else:
-                typer.echo(f"warning: {path} missing; camera {camera} scored as having no tracks", err=True)
+                warnings.append(f"warning: {path} missing; camera {camera} scored as having no tracks")
         for extra in sorted(p.parent.name for p in run.glob(f"*/{tracks}") if p.parent.name not in gt_files):
-            typer.echo(f"warning: {run / extra} has no ground truth in {gt / 'gt'}; not scored", err=True)
+            warnings.append(f"warning: {run / extra} has no ground truth in {gt / 'gt'}; not scored")
         scores = evaluate_mtmc(gt_rows, pred_rows, _scene_lengths(gt))
         for warning in warnings:
             typer.echo(warning, err=True)
         if as_json:
-            typer.echo(json.dumps(scores.as_dict()))
+            typer.echo(json.dumps(_with_warnings(scores.as_dict(), warnings)))
         else:
             typer.echo(scores_table({**scores.cameras, "MTMC": scores.mtmc}))
