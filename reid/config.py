@@ -100,14 +100,13 @@ def load_config(
 ) -> ModelT:
     """Build a validated ``model`` from an optional YAML file plus ``KEY=VALUE`` overrides."""
     overrides = list(overrides)
-    data = read_yaml_with_bases(path) if path is not None else {}
-    data = apply_overrides(data, overrides)
+    from_file = read_yaml_with_bases(path) if path is not None else {}
     try:
-        return model.model_validate(data)
+        return model.model_validate(apply_overrides(from_file, overrides))
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    given = _override_at_fault(model, path, overrides, err["loc"])
+    given = _override_at_fault(model, from_file, overrides, err["loc"])
     if given is not None:  # the --set is wrong, not the file
         unknown = err["type"] == "extra_forbidden"  # a misspelt key: say where the real ones are
         keys = f"; the keys are those of {path}" if path is not None and unknown else ""
@@ -119,9 +118,9 @@ def load_config(
     raise CrosscamError(f"{where}config key '{key}': {err['msg']}{other}; fix the file or the --set override") from None
 
 
-def _override_at_fault(model: type[BaseModel], path: str | Path | None, overrides: list[str], loc: tuple) -> str | None:
+def _override_at_fault(model: type[BaseModel], from_file: dict[str, Any], overrides: list[str], loc: tuple) -> str | None:
     """The ``--set`` to blame for a validation error at ``loc``: the last one whose key is that key,
-    inside it or around it; else, when the file alone validates, the last one given; else None."""
+    inside it or around it; else, when the file alone (``from_file``) validates, the last one given; else None."""
     failing = [str(part) for part in loc]
     for item in reversed(overrides):  # the last one given is the one applied
         key = item.partition("=")[0].strip().split(".")
@@ -129,7 +128,7 @@ def _override_at_fault(model: type[BaseModel], path: str | Path | None, override
             return item
     if overrides:
         try:
-            model.model_validate(read_yaml_with_bases(path) if path is not None else {})
+            model.model_validate(from_file)
         except ValidationError:
             return None
         return overrides[-1] if len(overrides) == 1 else " / --set ".join(overrides)

@@ -143,16 +143,22 @@ class CameraFrames:
         return self.reader.time_s(index)
 
 
+def readable_source(source: str | None) -> Path | None:
+    """The path of a camera's source when it can be read again (a file or folder that is there),
+    else None (none recorded, a live stream, a moved or deleted video)."""
+    if not source or source.lower().startswith(STREAM_SCHEMES):
+        return None
+    path = Path(source)
+    return path if path.is_dir() or path.is_file() else None
+
+
 def open_frames(camera_folder: Path, source: str | None, fps: float) -> CameraFrames:
     """The camera's frames: from the source video its ``run.json`` names (the frames the run
     tracked, boxes drawn by the page), else from its ``annotated.mp4`` (boxes burned in); a
     one-line error when neither can be read (a live stream, a moved video and no annotated.mp4)."""
-    if source and not source.lower().startswith(STREAM_SCHEMES):
-        path = Path(source)
-        if path.is_dir():
-            return CameraFrames(FolderFrames(path, fps), "source")
-        if path.is_file():
-            return CameraFrames(VideoFrames(path), "source")
+    path = readable_source(source)
+    if path is not None:
+        return CameraFrames(FolderFrames(path, fps) if path.is_dir() else VideoFrames(path), "source")
     annotated = camera_folder / "annotated.mp4"
     if annotated.is_file():
         return CameraFrames(VideoFrames(annotated), "annotated.mp4")

@@ -24,7 +24,7 @@ from pipeline.config import PipelineConfig
 from pipeline.identity.layout import STORE_DIR, run_inside
 from pipeline.identity.report import IdentityOverview, identity_overviews, last_tracked_frame, run_title
 from pipeline.identity.store import DB_NAME, TrackStore
-from pipeline.serve.frames import CameraFrames, FrameNotFound, open_frames
+from pipeline.serve.frames import CameraFrames, FrameNotFound, open_frames, readable_source
 from pipeline.video.render import color_for_id
 from reid.errors import CrosscamError
 
@@ -136,7 +136,7 @@ class RunView:
         source = str(run.get("source") or "")
         # whether the source is still there is part of the key: a process that opened it before it
         # was deleted would go on showing it while the others show annotated.mp4
-        key = (source, "://" not in source and bool(source) and Path(source).exists())
+        key = (source, readable_source(source) is not None)
         with self._lock:
             cached = self._frames.get(camera)
             if cached is None or cached[0] != key:
