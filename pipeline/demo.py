@@ -40,7 +40,7 @@ from pipeline.metrics import MtmcScores, evaluate_mtmc, read_mot_file, scores_ta
 from pipeline.text import numbered
 from pipeline.video.run import track_videos
 from reid.errors import CrosscamError
-from samples import SceneOptions, make_scene
+from samples import SceneOptions, check_out_folder, make_scene
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 GLOBAL_TRACKS = "tracks_global.txt"
@@ -106,9 +106,7 @@ def run_demo(out_dir: str | Path, seconds: float = SceneOptions.seconds, seed: i
     out_dir = Path(out_dir)
     cfg = config or demo_config()
     scene_dir, run_dir = out_dir / "scene", out_dir / "run"
-    if scene_dir.is_dir() and any(scene_dir.iterdir()) and not (scene_dir / "scene.json").is_file():
-        raise CrosscamError(f"--out {out_dir}: {scene_dir} holds files that are not a crosscam scene (no scene.json), "
-                            "which the demo would overwrite; pass a new or empty folder")
+    check_out_folder(scene_dir)  # before the run folder is cleared
     _fresh_run_dir(run_dir)
     steps: dict[str, float] = {}
     with _timed(steps, "scene"):

@@ -48,14 +48,15 @@ def check_options(options: SceneOptions) -> None:
 
 
 _LEFT_BY_A_STOP = re.compile(r"(cam\d+\.tmp\.mp4|gt|scene\.json\.tmp)")  # partial files of an interrupted make
+_MAKING = ".making"  # present from a make's first file to its scene.json: the folder is a scene being made
 
 
-def _check_out_folder(out: Path) -> None:
-    """Refuse a file, and a folder that is neither empty nor a scene (its videos would be replaced;
-    a scene stopped before its scene.json was written is refused too: delete it and make it again)."""
+def check_out_folder(out: Path) -> None:
+    """Refuse a file, and a folder that is neither empty, nor a scene, nor a scene whose make was
+    stopped (its videos would be replaced)."""
     if out.exists() and not out.is_dir():
         raise CrosscamError(f"{out}: exists and is not a folder; pass a folder for --out")
-    if out.is_dir() and not (out / "scene.json").is_file():
+    if out.is_dir() and not (out / "scene.json").is_file() and not (out / _MAKING).is_file():
         foreign = sorted(p.name for p in out.iterdir() if not _LEFT_BY_A_STOP.fullmatch(p.name))
         if foreign:
             raise CrosscamError(f"{out}: holds files that are not a crosscam scene ({', '.join(foreign[:3])}"
@@ -70,11 +71,12 @@ def make_scene(options: SceneOptions, out_dir: str | Path, progress: bool = True
     """
     check_options(options)
     out = Path(out_dir)
-    _check_out_folder(out)
+    check_out_folder(out)
     try:
         (out / "gt").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CrosscamError(f"{out}: cannot make this folder ({exc.strerror}); give another --out") from None
+    (out / _MAKING).touch()
     started = time.perf_counter()
     scene = build_scene(options)
     textures = make_textures(scene)
@@ -109,6 +111,7 @@ def make_scene(options: SceneOptions, out_dir: str | Path, progress: bool = True
     scene_tmp = out / "scene.json.tmp"
     scene_tmp.write_text(json.dumps(description, indent=1))
     scene_tmp.replace(out / "scene.json")
+    (out / _MAKING).unlink()
     return {
         "out": str(out),
         "cameras": [c.name for c in scene.cameras],

@@ -197,3 +197,24 @@ def test_make_never_replaces_files_it_did_not_write(tmp_path, capsys):
     assert "cannot make this folder" in capsys.readouterr().err
     assert main(["samples", "make", "--out", str(tmp_path / "neg"), *small, "--seed", "-1"]) == 2  # was a traceback
     assert not (tmp_path / "neg").exists()
+
+
+def test_a_make_stopped_midway_can_be_made_again(tmp_path, monkeypatch, capsys):
+    """Ctrl-C after the first camera left cam1.mp4 without scene.json, and every later make into the
+    folder was refused as 'not a crosscam scene'."""
+    import samples.make as make
+
+    small = ["--cameras", "2", "--people", "2", "--seconds", "1", "--fps", "4", "--width", "128", "--height", "72"]
+    real_render = make.CameraRenderer.render
+
+    def stop_on_cam2(self, k):
+        if self.index == 1:
+            raise KeyboardInterrupt
+        return real_render(self, k)
+
+    monkeypatch.setattr(make.CameraRenderer, "render", stop_on_cam2)
+    assert main(["samples", "make", "--out", str(tmp_path / "scene"), *small]) == 130
+    assert (tmp_path / "scene" / "cam1.mp4").is_file() and not (tmp_path / "scene" / "scene.json").exists()
+    monkeypatch.setattr(make.CameraRenderer, "render", real_render)
+    assert main(["samples", "make", "--out", str(tmp_path / "scene"), *small]) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "scene").iterdir()) == ["cam1.mp4", "cam2.mp4", "gt", "scene.json"]
