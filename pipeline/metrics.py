@@ -99,17 +99,31 @@ class MtmcScores:
 
 _TABLE_RATIOS = [("MOTA", "mota"), ("IDF1", "idf1"), ("IDP", "idp"), ("IDR", "idr"), ("HOTA", "hota"),
                  ("Rcll", "recall"), ("Prcn", "precision"), ("DetF1", "detection_f1")]
+# the boxes a ratio divides by: with none of them it is undefined (a camera nobody walked through), not 0
+_RATIO_NEEDS = {"mota": ("gt_boxes",), "idr": ("gt_boxes",), "recall": ("gt_boxes",), "idp": ("pred_boxes",),
+                "precision": ("pred_boxes",), "idf1": ("gt_boxes", "pred_boxes"), "hota": ("gt_boxes", "pred_boxes"),
+                "detection_f1": ("gt_boxes", "pred_boxes")}
 _TABLE_COUNTS = [("IDSW", "id_switches"), ("FP", "false_positives"), ("FN", "misses")]
 
 
 def scores_table(rows: dict[str, MotScores]) -> str:
     """A plain-text table of scores, one line per named sequence (a camera, or "MTMC").
 
+    A ratio with nothing to divide by (no ground-truth boxes for recall, no boxes at all for IDF1)
+    shows ``n/a``.
+
     >>> rows = np.array([[1, 7, 0, 0, 10, 20]])
     >>> print(scores_table({"cam1": evaluate_mot(rows, rows)}).splitlines()[0].split())
     ['MOTA', 'IDF1', 'IDP', 'IDR', 'HOTA', 'Rcll', 'Prcn', 'DetF1', 'IDSW', 'FP', 'FN']
+    >>> print(scores_table({"cam2": evaluate_mot(rows[:0], rows[:0])}).splitlines()[1].split())
+    ['cam2', 'n/a', 'n/a', 'n/a', 'n/a', 'n/a', 'n/a', 'n/a', 'n/a', '0', '0', '0']
     """
-    columns = [(title, [f"{getattr(s, key):.3f}" for s in rows.values()]) for title, key in _TABLE_RATIOS]
+
+    def cell(scores: MotScores, key: str) -> str:
+        defined = any(getattr(scores, count) for count in _RATIO_NEEDS[key])
+        return f"{getattr(scores, key):.3f}" if defined else "n/a"
+
+    columns = [(title, [cell(s, key) for s in rows.values()]) for title, key in _TABLE_RATIOS]
     columns += [(title, [str(getattr(s, key)) for s in rows.values()]) for title, key in _TABLE_COUNTS]
     widths = [max(len(title), *map(len, cells)) for title, cells in columns]  # as narrow as the column allows
     width = max(len(name) for name in rows)
