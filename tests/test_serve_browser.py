@@ -7,6 +7,7 @@ appearance's first frame. Screenshots go to the test's temp folder.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -208,6 +209,52 @@ def test_bad_upload_shows_its_one_line_error(page, tmp_path):
     driver.find_element("css selector", "#upload").send_keys(str(notes))
     banner = driver.find_element("css selector", "#error")
     wait_for(lambda: banner.is_displayed() and "not an image" in banner.text, "the error banner shows the 415's message")
+
+
+def test_an_uploaded_photo_searches_its_largest_person_then_a_boxed_one(page, run, capsys, tmp_path):
+    """An upload asked about the largest person only: a photo of several people could not be pointed at,
+    nor its camera given. Now the photo stays above the players: drag a box on it, pick its camera."""
+    import cv2
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.support.ui import Select
+
+    driver = page
+    track, frame, (x1, y1, x2, y2) = camera_two_person(run)
+    capture = cv2.VideoCapture(json.loads((run / "cam2" / "run.json").read_text())["source"])
+    capture.set(cv2.CAP_PROP_POS_FRAMES, frame)
+    ok, image = capture.read()
+    capture.release()
+    assert ok
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), image)
+    driver.execute_script(  # record each image question's form fields
+        "window.sent = []; const f = window.fetch; window.fetch = (url, o) => {"
+        " if (o && o.body instanceof FormData) window.sent.push([...o.body.entries()].filter(([k]) => k !== 'image'));"
+        " return f(url, o); };")
+    driver.find_element("css selector", "#upload").send_keys(str(photo))
+    whole = cli_json(capsys, "query", run, "--image", photo)
+    wait_for(lambda: shown_identity(driver) == whole["identity"], "the photo's largest person is searched at once")
+    assert driver.find_element("css selector", "#results .query").text.startswith("image photo.png · ")
+    assert driver.execute_script("return window.sent") == [[]]
+    Select(driver.find_element("css selector", "#photo-camera")).select_by_value("cam2")
+    wait_for(lambda: len(driver.execute_script("return window.sent")) == 2, "choosing the camera asks again")
+    canvas = driver.find_element("css selector", "#photo-canvas")
+    scale = canvas.size["width"] / image.shape[1]
+    driver.execute_script("document.querySelector('#results').replaceChildren()")
+    ActionChains(driver).move_to_element_with_offset(
+        canvas, round(x1 * scale - canvas.size["width"] / 2), round(y1 * scale - canvas.size["height"] / 2)
+    ).click_and_hold().move_by_offset(round((x2 - x1) * scale), round((y2 - y1) * scale)).release().perform()
+    wait_for(lambda: len(driver.execute_script("return window.sent")) == 3, "the drawn box asks")
+    fields = dict(driver.execute_script("return window.sent")[2])
+    assert fields["camera"] == "cam2"
+    box = [int(v) for v in fields["box"].split(",")]
+    assert max(abs(a - b) for a, b in zip(box, (x1, y1, x2, y2))) <= 2 / scale + 1, (box, (x1, y1, x2, y2))
+    boxed = cli_json(capsys, "query", run, "--image", photo, "--box", fields["box"], "--camera", "cam2")
+    assert boxed["identity"] == TrackStore.open(run / "store").track("cam2", track).identity
+    wait_for(lambda: shown_identity(driver) == boxed["identity"], f"the boxed person's identity {boxed['identity']}")
+    driver.save_screenshot(str(tmp_path / "photo-page.png"))
+    driver.find_element("css selector", "#photo-close").click()
+    assert not driver.find_element("css selector", "#photo").is_displayed()
 
 
 def test_the_no_store_banner_goes_when_the_store_appears(page):

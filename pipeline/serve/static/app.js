@@ -1,6 +1,6 @@
 // crosscam serve: the page. Plain JS, no build step, nothing from the internet.
 // Players show frames decoded by the server (/api/frames) and draw the run's boxes
-// (/api/tracks) on a canvas; clicking a box, drawing one or uploading a photo asks
+// (/api/tracks) on a canvas; clicking a box, drawing one or uploading a photo (and boxing anyone in it) asks
 // /api/query/*, whose answers are `crosscam query --json` objects.
 'use strict';
 
@@ -292,6 +292,8 @@ async function ask(query, quiet = false) {
         form.append('camera', query.camera); form.append('frame', String(query.frame)); form.append('box', query.box.join(','));
       } else {
         form.append('image', query.file, query.file.name);
+        if (query.box) form.append('box', query.box.join(','));
+        if (query.camera) form.append('camera', query.camera);
       }
       result = await getJSON(`/api/query/image?${limits()}`, { method: 'POST', body: form });
     }
@@ -312,6 +314,65 @@ async function ask(query, quiet = false) {
     showError(e.message);
     panel.replaceChildren(el('p', { class: 'hint', textContent: 'No answer: ' + e.message }));
   }
+}
+
+// An uploaded photo stays above the players until closed: its largest person is searched at once
+// (as `crosscam query --image`), a box dragged around anyone searches for them (--box), and "from
+// camera" gives the camera it was taken by, whose colour normalisation the crop then gets (--camera).
+async function showPhoto(file) {
+  let bitmap;
+  try { bitmap = await createImageBitmap(file); }
+  catch { ask({ kind: 'upload', file }); return; }  // not an image the browser reads: the server's answer says why
+  const scale = Math.min(1, 360 / bitmap.height, 640 / bitmap.width);  // canvas pixels per image pixel
+  const canvas = el('canvas', { id: 'photo-canvas', width: Math.round(bitmap.width * scale), height: Math.round(bitmap.height * scale),
+    title: 'drag a box around the person to search for' });
+  const camera = el('select', { id: 'photo-camera' }, el('option', { value: '', textContent: 'none: colours as they are' }),
+    ...[...S.cameras.keys()].map(name => el('option', { value: name, textContent: name })));
+  let drag = null, box = null;  // box: image pixels of the person searched for, null for the largest
+  const draw = (rubber) => {
+    const ctx = canvas.getContext('2d');
+    ctx.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+    const shown = rubber || (box && box.map(v => v * scale));
+    if (!shown) return;
+    ctx.setLineDash(rubber ? [5, 4] : []); ctx.strokeStyle = rubber ? '#fff' : '#3b82f6'; ctx.lineWidth = 2;
+    ctx.strokeRect(shown[0], shown[1], shown[2] - shown[0], shown[3] - shown[1]);
+    ctx.setLineDash([]);
+  };
+  const point = (e) => {
+    const r = canvas.getBoundingClientRect();
+    return [Math.max(0, Math.min((e.clientX - r.left) * canvas.width / r.width, canvas.width)),
+            Math.max(0, Math.min((e.clientY - r.top) * canvas.height / r.height, canvas.height))];
+  };
+  const hint = el('span', { class: 'hint' });
+  const search = () => {
+    hint.textContent = box ? `Searching for the person in the box ${box.join(',')}. Drag another box, or search the largest person.`
+      : 'Searching for the largest person the detector finds (with the motion detector: the whole photo). Drag a box around anyone to search for them instead.';
+    ask({ kind: 'upload', file, box, camera: camera.value || null });
+  };
+  canvas.addEventListener('pointerdown', (e) => { canvas.setPointerCapture(e.pointerId); drag = point(e); });
+  canvas.addEventListener('pointermove', (e) => { if (drag) { const b = point(e); draw([drag[0], drag[1], b[0], b[1]]); } });
+  canvas.addEventListener('pointerup', (e) => {
+    if (!drag) return;
+    const a = drag, b = point(e);
+    drag = null;
+    if (Math.hypot(b[0] - a[0], b[1] - a[1]) < DRAG_PX) { draw(); return; }
+    box = [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[0], b[0]), Math.max(a[1], b[1])].map(v => Math.round(v / scale));
+    draw();
+    search();
+  });
+  canvas.addEventListener('pointercancel', () => { drag = null; draw(); });
+  camera.addEventListener('change', search);
+  const close = () => { $('photo').hidden = true; $('photo').replaceChildren(); };
+  $('photo').replaceChildren(canvas, el('div', { class: 'side' },
+    el('strong', { textContent: `${file.name} · ${bitmap.width}x${bitmap.height}` }),
+    hint,
+    el('label', { title: 'the camera that took the photo: its colour normalisation is applied to the crop, as to its own crops' },
+      'from camera ', camera),
+    el('div', {}, el('button', { id: 'photo-largest', textContent: 'largest person', onclick: () => { box = null; draw(); search(); } }),
+      ' ', el('button', { id: 'photo-close', textContent: 'close', onclick: close }))));
+  $('photo').hidden = false;
+  draw();
+  search();
 }
 
 function bringIntoView(node) {  // on narrow windows the panel sits below the players
@@ -511,7 +572,7 @@ function wire() {
   $('low-score').addEventListener('change', () => { if (S.result) renderResult(); });
   $('upload').addEventListener('change', () => {
     const file = $('upload').files[0];
-    if (file) ask({ kind: 'upload', file });
+    if (file) showPhoto(file);
     $('upload').value = '';
   });
 }
