@@ -36,8 +36,8 @@ def run_cli(capsys, *args) -> tuple[int, str, str]:
 
 def test_embed_writes_features_in_input_order(images, tmp_path, capsys, osnet_onnx):
     out = tmp_path / "feats.npy"
-    code, stdout, _ = run_cli(capsys, "embed", "--reid", osnet_onnx, "--device", "cpu", "--batch-size", "2", "--json", "--out", out, *images)
-    assert code == 0
+    code, stdout, stderr = run_cli(capsys, "embed", "--reid", osnet_onnx, "--device", "cpu", "--batch-size", "2", "--json", "--out", out, *images)
+    assert code == 0 and "embed " in stderr  # the progress bar
     summary = json.loads(stdout)  # stdout is exactly one JSON object
     assert summary["shape"] == [3, 512] and summary["out"] == str(out)
     features = np.load(out)
@@ -45,7 +45,8 @@ def test_embed_writes_features_in_input_order(images, tmp_path, capsys, osnet_on
     expected = Embedder.from_weights(str(osnet_onnx), device="cpu").embed([cv2.imread(str(p)) for p in images], bgr=True)
     np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-5)
     reversed_out = tmp_path / "reversed.npy"
-    assert run_cli(capsys, "embed", "--reid", osnet_onnx, "--normalize", "--out", reversed_out, *images[::-1])[0] == 0
+    code, _, stderr = run_cli(capsys, "embed", "--reid", osnet_onnx, "--normalize", "--quiet", "--out", reversed_out, *images[::-1])
+    assert code == 0 and "embed " not in stderr  # no progress bar
     reversed_features = np.load(reversed_out)
     np.testing.assert_allclose(reversed_features[::-1], expected / np.linalg.norm(expected, axis=1, keepdims=True), atol=1e-5)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left

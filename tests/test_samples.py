@@ -218,3 +218,12 @@ def test_a_make_stopped_midway_can_be_made_again(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(make.CameraRenderer, "render", real_render)
     assert main(["samples", "make", "--out", str(tmp_path / "scene"), *small]) == 0, capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "scene").iterdir()) == ["cam1.mp4", "cam2.mp4", "gt", "scene.json"]
+
+
+def test_quiet_make_writes_nothing_to_stderr(tmp_path, capfd):
+    small = ["--cameras", "1", "--people", "2", "--seconds", "1", "--fps", "4", "--width", "128", "--height", "72"]
+    assert main(["samples", "make", "--out", str(tmp_path / "a"), *small]) == 0
+    assert "rendering" in capfd.readouterr().err  # the progress bar, without --quiet
+    assert main(["samples", "make", "--out", str(tmp_path / "b"), *small, "--quiet"]) == 0
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out.startswith("wrote 1 camera x 4 frames to ")

@@ -48,6 +48,7 @@ def benchmark(
     runtime: str = typer.Option("auto", "--runtime", help=RUNTIME_HELP),
     save_distances: bool = typer.Option(False, "--save-distances", help="Also write OUT/distances.npz for evaluate-ranking."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object (the report's metrics) on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Benchmark a ReID model on a Market-1501-layout dataset with fast-reid's protocol.
 
@@ -69,7 +70,7 @@ def benchmark(
     )
     settings = BenchmarkSettings(metric=metric, rerank=rerank, aqe=aqe)
     try:
-        result = run_benchmark(root, embedder, out, settings, cache_dir=cache_dir, progress=True, save_distances=save_distances)
+        result = run_benchmark(root, embedder, out, settings, cache_dir=cache_dir, progress=not quiet, save_distances=save_distances)
     except KeyboardInterrupt:
         typer.echo(f"interrupted before {out}/report.json was written; features are cached only once all are "
                    "embedded, so a new run embeds them again", err=True)

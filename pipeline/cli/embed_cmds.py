@@ -141,6 +141,7 @@ def embed(
     model_card: Path | None = typer.Option(None, "--model-card", help="YAML model card of an .onnx model."),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Allow full unpickling (trusted files only)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object describing the output."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Embed image files with a ReID model and write their features to a .npy file."""
     from reid import Embedder
@@ -158,7 +159,7 @@ def embed(
         model_card=model_card,
         runtime=runtime,
     )
-    features = embedder.embed(crops, bgr=True, normalize=normalize, progress=True)
+    features = embedder.embed(crops, bgr=True, normalize=normalize, progress=not quiet)
     save_npy_atomically(features, out)
     summary = {"out": str(out), "shape": list(features.shape), "weights": embedder.name, "fingerprint": embedder.fingerprint}
     typer.echo(json.dumps(summary) if as_json else f"wrote {out}: {features.shape[0]} x {features.shape[1]} float32")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from pipeline.text import plural
 from samples import SceneOptions, make_scene
 
 _DEFAULTS = SceneOptions()
@@ -41,6 +42,7 @@ def register(app: typer.Typer) -> None:
         min_visibility: float = typer.Option(_DEFAULTS.min_visibility, help="Less visible than this: a don't-care gt row."),
         min_height: int = typer.Option(_DEFAULTS.min_height, help="Boxes shorter than this (pixels): don't-care gt rows."),
         as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of text."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
         """Render M synchronised camera videos of N people walking through one hall, with ground truth.
 
@@ -55,12 +57,12 @@ def register(app: typer.Typer) -> None:
             lighting=lighting, noise=noise, blur=blur, pauses=pauses, min_visibility=min_visibility,
             min_height=min_height,
         )
-        summary = make_scene(options, out)
+        summary = make_scene(options, out, progress=not quiet)
         if as_json:
             typer.echo(json.dumps(summary))
         else:
             rows = ", ".join(f"{c}: {n}" for c, n in summary["gt_rows"].items())
-            typer.echo(f"wrote {len(summary['cameras'])} cameras x {summary['num_frames']} frames to {out} "
+            typer.echo(f"wrote {plural(len(summary['cameras']), 'camera')} x {plural(summary['num_frames'], 'frame')} to {out} "
                        f"in {summary['seconds_elapsed']} s (gt rows {rows})")
 
     app.add_typer(samples, name="samples")

@@ -28,6 +28,7 @@ def train(
     overrides: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override one config key, e.g. --set solver.epochs=10 (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.pth (same config and data)."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object (last evaluation, file paths) on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars (the per-epoch lines in log.csv stay)."),
 ) -> None:
     """Train a ReID model with fast-reid's BoT recipe and evaluate it on the folder's query/gallery.
 
@@ -42,7 +43,7 @@ def train(
     if not resume and (out / "last.pth").exists():
         raise CrosscamError(f"--out {out}: already holds a training (last.pth); pass --resume to continue it or choose a new --out")
     try:
-        result = Trainer(cfg, data, out, resume=resume, progress=True).run()
+        result = Trainer(cfg, data, out, resume=resume, progress=not quiet).run()
     except KeyboardInterrupt:
         if (out / "last.pth").is_file():
             typer.echo(f"interrupted: {out}/last.pth holds the last finished epoch; continue with "
