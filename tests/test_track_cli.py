@@ -363,6 +363,9 @@ def test_camera_names_and_the_run_directory_are_checked_first(tmp_path: Path, ca
         (["--camera", "..", "--out", str(tmp_path / "r")], "plain folder name"),
         (["--camera", "a/b", "--out", str(tmp_path / "r")], "plain folder name"),
         (["--camera", "store", "--out", str(tmp_path / "r")], "plain folder name"),
+        # the run's own files: a camera took report.html's place and association crashed
+        (["--camera", "report.html", "--out", str(tmp_path / "r")], "plain folder name"),
+        (["--camera", "cameras.yaml", "--out", str(tmp_path / "r")], "plain folder name"),
         (["--camera", "", "--out", str(tmp_path / "r")], "an empty camera name"),  # was the file's name, silently
         (["--out", str(tmp_path / "file")], "is a file"),
         (["--out", str(tmp_path / "file" / "sub")], "is a file"),

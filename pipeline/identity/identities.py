@@ -34,7 +34,7 @@ from pipeline.identity.layout import STORE_DIR, camera_folders, is_camera_folder
 from pipeline.identity.report import write_report
 from pipeline.identity.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore
 from pipeline.stops import stops_held
-from pipeline.types import TrackSummary, read_track_summaries
+from pipeline.types import CAMERAS_FILE, TrackSummary, read_track_summaries
 from pipeline.video.annotate import render_tracks_video
 from pipeline.video.run import publish
 from pipeline.video.sources import open_source, source_warnings_muted
@@ -43,7 +43,6 @@ from reid.errors import CrosscamError
 
 log = logging.getLogger(__name__)
 
-CAMERAS_FILE = "cameras.yaml"  # kept in the run directory so later runs and queries use the same clocks
 GLOBAL_VIDEO_STAMP = ".annotated_global.stamp"  # what the finished annotated_global.mp4 shows
 
 
@@ -279,7 +278,7 @@ def _keep_cameras_file(run_dir: Path, cameras_file: str | Path | None) -> None:
     """Copy the cameras file into the run (atomically) once the store has been written with it."""
     kept = run_dir / CAMERAS_FILE
     if cameras_file is not None and Path(cameras_file).resolve() != kept.resolve():
-        tmp = kept.with_name(f"{CAMERAS_FILE}.partial")
+        tmp = kept.with_name(f".{CAMERAS_FILE}.partial")
         shutil.copyfile(cameras_file, tmp)
         os.replace(tmp, kept)
 

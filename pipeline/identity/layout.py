@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.identity.store import DB_NAME
+from pipeline.types import STORE_DIR
 from reid.errors import CrosscamError
 
-STORE_DIR = "store"
+__all__ = ["STORE_DIR", "camera_folders", "is_camera_folder", "run_inside"]
 
 
 def run_inside(folder: Path) -> Path | None:

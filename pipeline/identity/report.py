@@ -25,7 +25,7 @@ import numpy as np
 
 from pipeline.identity.store import StoredTrack, TrackStore
 from pipeline.text import plural
-from pipeline.types import read_run_record
+from pipeline.types import REPORT_FILE, read_run_record
 from pipeline.video.render import color_for_id
 
 THUMB_HEIGHT = 96  # pixels; thumbnails are shrunk so the page stays small
@@ -158,8 +158,8 @@ def write_report(run_dir: Path, store: TrackStore, common_clock: bool) -> Path:
         clock=html.escape(clock),
         rows=rows,
     )
-    out = run_dir / "report.html"
-    tmp = run_dir / "report.partial.html"
+    out = run_dir / REPORT_FILE
+    tmp = run_dir / f".{REPORT_FILE}.partial"
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, out)
     return out

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from pipeline.colour import CameraColour
 from pipeline.config import PipelineConfig
 from pipeline.text import plural
-from pipeline.types import FrameResult, read_run_record, read_track_summaries
+from pipeline.types import RUN_LEVEL_NAMES, FrameResult, read_run_record, read_track_summaries
 from pipeline.video.chain import SharedFrames, StageTimes, build_chain
 from pipeline.video.detectors import Detector, build_detector
 from pipeline.video.finalise import finalise_camera, relinked_record
@@ -116,7 +116,6 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-RESERVED_NAMES = {"store"}  # folders of the run directory that are not cameras (pipeline.identity.layout.STORE_DIR)
 
 
 def check_camera_count(specs: Sequence[str], cameras: Sequence[str] | None) -> None:
@@ -131,12 +130,12 @@ def check_camera_count(specs: Sequence[str], cameras: Sequence[str] | None) -> N
 
 def check_camera_names(specs: Sequence[str], cameras: Sequence[str] | None, names: Sequence[str]) -> None:
     """One ``--camera`` per input or none, each name a plain folder name of the run directory
-    (not ``..``, no ``/``, not the store's), and no name twice (one-line errors)."""
+    (not ``..``, no ``/``, not the store's or another run-level file's), and no name twice (one-line errors)."""
     check_camera_count(specs, cameras)
     for name in names:
-        if not name or name.startswith(".") or "/" in name or "\\" in name or name in RESERVED_NAMES:
+        if not name or name.startswith(".") or "/" in name or "\\" in name or name in RUN_LEVEL_NAMES:
             raise CrosscamError(f"--camera {name!r}: a camera name must be a plain folder name (no '/', not starting "
-                                f"with '.', not {', '.join(sorted(RESERVED_NAMES))}); give another --camera")
+                                f"with '.', not {', '.join(sorted(RUN_LEVEL_NAMES))}); give another --camera")
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise CrosscamError(f"--camera: camera name {duplicates[0]!r} is used twice; give each input its own --camera")
