@@ -167,14 +167,30 @@ def test_image_folder_without_seqinfo_uses_default_fps(tmp_path: Path, caplog):
         cv2.imwrite(str(tmp_path / f"f{i}.png"), numbered_frame(i))
     with open_source(str(tmp_path), "door", SourceConfig(default_fps=5.0)) as src:
         assert [f.time_s for f in src] == pytest.approx([0.0, 0.2, 0.4])
-    said = [r.getMessage() for r in caplog.records if "no frameRate in seqinfo.ini" in r.getMessage()]
-    assert len(said) == 1 and "timed at 5 fps" in said[0]  # the assumption is said, once
+    said = [r.getMessage() for r in caplog.records if "timed at" in r.getMessage()]
+    assert len(said) == 1 and "no seqinfo.ini; timed at 5 fps" in said[0]  # the assumption is said, once
     caplog.clear()
     with open_source(str(tmp_path), "door", SourceConfig(), FrameRange(1, 3)):  # a segment: said already
         pass
     with source_warnings_muted(), open_source(str(tmp_path), "door", SourceConfig()):  # read again to draw
         pass
     assert not caplog.records
+
+
+def test_an_image_folder_gives_every_frame_at_the_first_frames_size(tmp_path: Path, caplog):
+    """Images of another size went through as they were: boxes in tracks.txt outside the run's frame size."""
+    seq = write_mot_sequence(tmp_path, 5)
+    cv2.imwrite(str(seq / "img1" / "000003.jpg"), cv2.resize(numbered_frame(2), None, fx=2, fy=2))
+    cv2.imwrite(str(seq / "img1" / "000004.jpg"), cv2.resize(numbered_frame(3), None, fx=0.5, fy=0.5))
+    data = (seq / "img1" / "000005.jpg").read_bytes()
+    (seq / "img1" / "000005.jpg").write_bytes(data[: len(data) // 2])  # cut off: decoded partly
+    with open_source(str(seq), None, SourceConfig()) as src:
+        frames = list(src)
+    assert [f.image.shape for f in frames] == [frames[0].image.shape] * 5 and src.frames_read == 5
+    assert np.abs(frames[2].image.astype(int) - numbered_frame(2).astype(int)).mean() < 8  # resized back, not cropped
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("not %dx%d as the folder's first image" % src.frame_size in m for m in said) == 1, said
+    assert sum("000005.jpg is cut off" in m for m in said) == 1, said
 
 
 @pytest.mark.parametrize("numbers, said", [

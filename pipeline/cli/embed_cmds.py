@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import cv2
@@ -13,17 +12,14 @@ import typer
 from pipeline.cli import RUNTIME_HELP
 from reid import zoo
 from reid.errors import CrosscamError
-from reid.paths import output_file, written_atomically
+from reid.paths import jpeg_is_truncated, output_file, written_atomically
 
 weights_app = typer.Typer(help="Known ReID weights: list them, download them.", no_args_is_help=True)
 
 
-JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
-
-
 def read_images_bgr(paths: list[Path]) -> list[np.ndarray]:
     """Decode image files to (H, W, 3) uint8 BGR arrays; a missing or undecodable file, or a folder,
-    is a one-line error. A truncated JPEG is kept, with a warning on stderr (see :func:`jpeg_is_truncated`)."""
+    is a one-line error. A truncated JPEG is kept, with a warning on stderr (see :func:`reid.paths.jpeg_is_truncated`)."""
     images = []
     for path in paths:
         if path.is_dir():
@@ -41,19 +37,6 @@ def read_images_bgr(paths: list[Path]) -> list[np.ndarray]:
             )
         images.append(image)
     return images
-
-
-def jpeg_is_truncated(path: Path) -> bool:
-    """True for a JPEG file that does not end with the end-of-image marker.
-
-    OpenCV decodes such a file partly and fills in the rest, with no sign of it but libjpeg's
-    "Premature end of JPEG file" on stderr.
-    """
-    with path.open("rb") as handle:
-        if handle.read(len(JPEG_START)) != JPEG_START:
-            return False
-        handle.seek(-len(JPEG_END), os.SEEK_END)
-        return handle.read() != JPEG_END
 
 
 def save_npy_atomically(array: np.ndarray, out: Path) -> None:

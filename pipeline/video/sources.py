@@ -28,6 +28,7 @@ import numpy as np
 from pipeline.config import SourceConfig
 from pipeline.types import Frame
 from reid.errors import CrosscamError
+from reid.paths import jpeg_is_truncated
 
 log = logging.getLogger(__name__)
 
@@ -252,11 +253,14 @@ class ImageFolderSource(FrameSource):
         given = read_seqinfo_fps(self.sequence_dir / "seqinfo.ini")
         self.fps = given or cfg.default_fps
         if given is None and frames is None:  # said once per camera, not per segment
-            log.warning("%s: no frameRate in seqinfo.ini; timed at %g fps (set source.default_fps)", folder, self.fps)
+            log.warning("%s: %s; timed at %g fps (set source.default_fps)", folder,
+                        "no frameRate in seqinfo.ini" if (self.sequence_dir / "seqinfo.ini").is_file() else "no seqinfo.ini",
+                        self.fps)
         first = cv2.imread(str(self._files[0]))
         if first is None:
             raise CrosscamError(f"{self._files[0]}: not a readable image; check the folder's first frame")
         self.frame_size = (first.shape[1], first.shape[0])
+        self._resized = False
 
     def __iter__(self) -> Iterator[Frame]:
         start = self.frames.start  # a range splits the folder by file
@@ -269,8 +273,21 @@ class ImageFolderSource(FrameSource):
             if image is None:
                 self._skip_failed(index, f"{path.name} is not a readable image")
                 continue
+            if jpeg_is_truncated(path):
+                log.warning("frame %d: %s is cut off (no JPEG end marker); tracked as decoded, the missing part "
+                            "filled in", index, path.name)
             self.frames_read += 1
-            yield Frame(self.camera, index, index / self.fps, image)
+            yield Frame(self.camera, index, index / self.fps, self._at_frame_size(image, path))
+
+    def _at_frame_size(self, image: np.ndarray, path: Path) -> np.ndarray:
+        """``image`` at the first image's size: boxes and the annotated video have one frame size."""
+        if (image.shape[1], image.shape[0]) == self.frame_size:
+            return image
+        if not self._resized:
+            log.warning("%s is %dx%d, not %dx%d as the folder's first image: resized to it (said once)",
+                        path.name, image.shape[1], image.shape[0], *self.frame_size)
+            self._resized = True
+        return cv2.resize(image, self.frame_size, interpolation=cv2.INTER_AREA)
 
 
 def _warn_if_numbered_otherwise(folder: Path, files: list[Path]) -> None:
