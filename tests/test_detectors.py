@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from pipeline.config import DetectorConfig
 from pipeline.types import Frame
@@ -257,3 +258,10 @@ def test_replay_finds_det_txt_of_a_sequence_and_reports_missing(tmp_path: Path):
     (tmp_path / "bad.txt").write_text("frame id x\n")
     with pytest.raises(CrosscamError, match="not a MOTChallenge det.txt"):
         build_detector(DetectorConfig(model="replay", replay_file=str(tmp_path / "bad.txt")))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_a_cuda_device_without_cuda_is_said_as_such_not_as_a_bad_model_file():
+    """ultralytics' 'Invalid CUDA device' came out as '--detector FILE: ultralytics cannot load it'."""
+    with pytest.raises(CrosscamError, match=r"^--device cuda:0: CUDA is not available on this machine; use --device cpu or auto$"):
+        YoloDetector(DetectorConfig(model="any.onnx", device="cuda:0"))

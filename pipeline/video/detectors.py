@@ -147,8 +147,10 @@ class YoloDetector:
     stateless = True
 
     def __init__(self, cfg: DetectorConfig):
+        from reid.embedder import resolve_device  # torch: ultralytics loads it anyway
+
         self.cfg = cfg
-        self._device = None if cfg.device == "auto" else cfg.device
+        self._device = None if cfg.device == "auto" else resolve_device(cfg.device)  # no GPU: one line, not the file's fault
         self.model, path = _load_yolo(cfg.model, self._device)
         self.name = path.name
         self.fingerprint = _sha256_json(
