@@ -246,6 +246,18 @@ def test_ctrl_c_leaves_valid_outputs(tmp_path: Path, osnet_onnx: Path, stop, sta
     assert not list(folder.glob("*.partial*"))
 
 
+def test_ctrl_c_before_any_output_says_nothing_was_written(tmp_path: Path, capsys, osnet_onnx: Path, monkeypatch):
+    """Ctrl-C while the models loaded claimed 'RUN keeps what was written' of a folder never made."""
+    import pipeline.video.run
+
+    monkeypatch.setattr(pipeline.video.run.Embedder, "from_config", ctrl_c)
+    video = write_video(tmp_path / "hall.avi", 5, walker=True)
+    code, printed, err = run_cli(["track", str(video), "--out", str(tmp_path / "run"), "--detector", "motion",
+                                  "--reid", str(osnet_onnx), "--quiet", "--json"], capsys)
+    assert code == 130 and err.strip() == f"interrupted before anything was written to {tmp_path / 'run'}"
+    assert json.loads(printed)["cameras"] == [] and not (tmp_path / "run").exists()
+
+
 def ctrl_c(*args, **kwargs):
     """A stand-in for a step that Ctrl-C interrupts."""
     raise KeyboardInterrupt
@@ -300,8 +312,10 @@ def test_a_camera_tracked_again_is_replaced_only_when_complete(tmp_path: Path, c
             yield result
 
     monkeypatch.setattr(pipeline.video.run, "camera_chain", stopped_chain)
-    code, _, err = run_cli([*args, "--max-frames", "30"], capsys)
+    code, printed, err = run_cli([*args, "--max-frames", "30", "--json"], capsys)
     assert code == 130 and "earlier complete outputs are kept" in err
+    assert json.loads(printed) == {"run_dir": str(out.resolve()), "status": "interrupted",  # --json printed nothing
+                                   "cameras": [{"camera": "hall", "folder": str(folder.resolve()), "status": "complete"}]}
     assert snapshot() == before and sorted(p.name for p in out.iterdir()) == names
     monkeypatch.setattr(pipeline.video.run, "camera_chain", real_chain)
     code, out_text, _ = run_cli([*args, "--max-frames", "30"], capsys)

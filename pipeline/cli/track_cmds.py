@@ -13,6 +13,7 @@ import typer
 
 from pipeline.config import load_pipeline_config
 from pipeline.text import plural
+from pipeline.types import read_run_record
 from reid.errors import CrosscamError
 
 if TYPE_CHECKING:
@@ -116,8 +117,13 @@ def register(app: typer.Typer) -> None:
                     runs = track_videos(inputs, out, cfg, cameras=camera, progress=not quiet, before=same_embedder,
                                         publish_now=False)
             except KeyboardInterrupt:
-                typer.echo(f"interrupted: {out} keeps what was written; the stopped camera's run.json says \"interrupted\" "
-                           "(a camera tracked completely before keeps its earlier outputs)", err=True)
+                if not out.is_dir() or not any(out.iterdir()):
+                    typer.echo(f"interrupted before anything was written to {out}", err=True)
+                else:
+                    typer.echo(f"interrupted: {out} keeps what was written; the stopped camera's run.json says \"interrupted\" "
+                               "(a camera tracked completely before keeps its earlier outputs)", err=True)
+                if as_json:  # a script learns what the run directory holds now
+                    typer.echo(json.dumps({"run_dir": str(out.resolve()), "status": "interrupted", "cameras": _camera_states(out)}))
                 raise typer.Exit(130) from None
             linked = None
             try:  # (a stop here fell through to click: exit 130 without a word, the new outputs left staged)
@@ -154,6 +160,12 @@ def register(app: typer.Typer) -> None:
         _report_identities(linked, identities, as_json)
         if not complete:  # a Ray run finishes the other cameras when one fails: say it by the exit status
             raise typer.Exit(2)
+
+
+def _camera_states(out: Path) -> list[dict]:
+    """Each camera folder of ``out`` with its ``run.json`` status (complete, interrupted, failed)."""
+    folders = sorted(f for f in out.iterdir() if (f / "run.json").is_file()) if out.is_dir() else []
+    return [{"camera": f.name, "folder": str(f.resolve()), "status": read_run_record(f).get("status")} for f in folders]
 
 
 def _identities_json(linked) -> dict:
