@@ -190,9 +190,14 @@ def _check_table(path: Path, table: np.ndarray) -> None:
     if len(bad):
         raise CrosscamError(f"{path}: id {table[bad[0], 1]:g} in row {bad[0] + 1}; ids are 0 or more (a detections file "
                             "such as det/det.txt has -1 in every row): pass a tracks file")
-    bad = np.flatnonzero((table[:, 4] < 0) | (table[:, 5] < 0) | ~np.isfinite(table[:, 2:6]).all(axis=1))
+    bad = np.flatnonzero(~np.isfinite(table[:, 2:6]).all(axis=1))
     if len(bad):
-        raise CrosscamError(f"{path}: row {bad[0] + 1} has a negative or non-finite box size; boxes are x,y,w,h")
+        column = "xywh"[int(np.flatnonzero(~np.isfinite(table[bad[0], 2:6]))[0])]
+        raise CrosscamError(f"{path}: row {bad[0] + 1} has {column} = {table[bad[0], 2 + 'xywh'.index(column)]:g}; "
+                            "boxes are x,y,w,h in pixels")
+    bad = np.flatnonzero((table[:, 4] < 0) | (table[:, 5] < 0))
+    if len(bad):
+        raise CrosscamError(f"{path}: row {bad[0] + 1} has a negative box size; boxes are x,y,w,h")
     keys = frames.astype(np.int64) * (1 << 32) + ids.astype(np.int64)
     unique, counts = np.unique(keys, return_counts=True)
     if (counts > 1).any():

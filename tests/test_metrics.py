@@ -176,6 +176,8 @@ def test_read_mot_file_pads_short_rows(tmp_path):
         ("1,1,10,20,30,abc\n", ":1: not a MOTChallenge row"),
         ("0,1,10,20,30,40\n", "frames are integers from 1"),
         ("1,1,10,20,-30,40\n", "negative"),
+        ("1,1,nan,20,30,40\n", "row 1 has x = nan"),  # said 'a negative or non-finite box size'
+        ("1,1,10,20,30,inf\n", "row 1 has h = inf"),
         ("1,1,10,20,30,40\n1,1,50,20,30,40\n", "appears twice in frame 1"),
     ],
 )
