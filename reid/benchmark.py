@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -35,6 +36,9 @@ from reid.evaluation.ranking import RankingResult, evaluate_ranking
 from reid.evaluation.report import write_report
 from reid.evaluation.rerank import k_reciprocal_rerank
 from reid.evaluation.roc import RocResult, evaluate_roc
+from reid.paths import jpeg_is_truncated
+
+log = logging.getLogger(__name__)
 
 # Images decoded and embedded at a time: bounds memory for datasets of any size.
 _EMBED_CHUNK = 256
@@ -98,6 +102,9 @@ def _read_image(path: Path) -> np.ndarray:
     image = cv2.imread(str(path))
     if image is None:
         raise CrosscamError(f"{path}: cannot decode this image; replace or remove the file")
+    if jpeg_is_truncated(path):
+        log.warning("warning: %s: does not end with a JPEG end-of-image marker, so it may be cut off; embedded "
+                    "as decoded (the missing part filled in): replace the file for exact scores", path)
     return image
 
 

@@ -163,3 +163,30 @@ def test_output_folders_that_are_files_are_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "is a file, not a folder" in err and "\n" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "market"]
+
+
+def test_every_command_that_loads_a_checkpoint_can_trust_it(capsys):
+    """The refusal of a file needing full unpickling says '--trust-checkpoint': benchmark had no such option."""
+    for command in ("benchmark", "embed", "export"):
+        assert main([command, "--help"]) == 0
+        assert "--trust-checkpoint" in capsys.readouterr().out, command
+
+
+def test_a_cut_off_jpeg_in_a_dataset_is_said(tmp_path, caplog):
+    """embed warned of a cut-off JPEG; benchmark embedded it silently, and its scores moved."""
+    import cv2
+
+    from reid.benchmark import embed_images
+
+    whole, cut = tmp_path / "0001_c1s1_000001_00.jpg", tmp_path / "0001_c2s1_000002_00.jpg"
+    cv2.imwrite(str(whole), np.random.default_rng(0).integers(0, 255, (128, 64, 3), dtype=np.uint8))
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+
+    class Counting:
+        def embed(self, crops, bgr=False):
+            return np.zeros((len(crops), 4), np.float32)
+
+    assert embed_images(Counting(), [whole, cut], progress=False).shape == (2, 4)
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and f"{cut}: does not end with a JPEG end-of-image marker" in said[0]

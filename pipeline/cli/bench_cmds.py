@@ -47,6 +47,7 @@ def benchmark(
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 (torch models)."),
     runtime: str = typer.Option("auto", "--runtime", help=RUNTIME_HELP),
     save_distances: bool = typer.Option(False, "--save-distances", help="Also write OUT/distances.npz for evaluate-ranking."),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Allow full unpickling (trusted files only)."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object (the report's metrics) on stdout."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
@@ -66,7 +67,8 @@ def benchmark(
     if cache_dir is not None:
         output_folder(cache_dir, "--cache-dir")
     embedder = Embedder.from_weights(
-        reid, device=device, batch_size=batch_size, precision=precision, flip=flip, preprocess=preprocess, runtime=runtime
+        reid, device=device, batch_size=batch_size, precision=precision, flip=flip, preprocess=preprocess, runtime=runtime,
+        trust_checkpoint=trust_checkpoint,
     )
     settings = BenchmarkSettings(metric=metric, rerank=rerank, aqe=aqe)
     try:

@@ -32,7 +32,7 @@ def read_images_bgr(paths: list[Path]) -> list[np.ndarray]:
         if jpeg_is_truncated(path):
             typer.echo(
                 f"warning: {path}: does not end with a JPEG end-of-image marker, so it may be cut off; "
-                "embedded anyway, as OpenCV decoded it (the missing part of a cut-off image is filled in)",
+                "embedded anyway, as decoded (the missing part of a cut-off image is filled in)",
                 err=True,
             )
         images.append(image)
