@@ -4,7 +4,8 @@ The graph's input ``images`` is ``(batch, 3, H, W)`` float32 RGB **0..255** with
 the mean/std normalisation is inside the graph (the model's own buffers), so nothing outside may
 normalise again, the double-normalisation trap of many ReID ONNX exports. The output
 ``features`` is ``(batch, D)``, the model's raw (not L2-normalised) inference feature. Beside
-``model.onnx`` goes ``model.yaml``, the card :mod:`reid.onnx_backend` reads::
+``model.onnx`` goes ``model.yaml``, the card :mod:`reid.onnx_backend` reads (also kept in the graph's
+metadata, so the ``.onnx`` copied alone still reads right)::
 
     input_size: [256, 128]
     color: rgb
@@ -26,6 +27,7 @@ True
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -42,7 +44,7 @@ from reid.errors import CrosscamError
 from reid.export_cache import cached_export, forget
 from reid.models.mobilenetv2 import INPUT_SIZE as MOBILENETV2_INPUT_SIZE
 from reid.models.mobilenetv2 import load_mobilenetv2_imagenet
-from reid.onnx_backend import OnnxReidModel, card_path_for, session_options
+from reid.onnx_backend import CARD_METADATA_KEY, OnnxReidModel, card_path_for, session_options
 from reid.paths import output_file
 from reid.training.checkpoint_io import load_trained_model
 
@@ -132,6 +134,7 @@ def export_onnx(
     try:
         parity = write_checked_onnx(model, input_size, temporary, out, tolerance, opset)
         card = raw_pixel_card(input_size, parity.dim)
+        _embed_card(temporary, card)  # the .onnx alone, copied without its .yaml, still reads right
         card_temporary = card_path.with_name(f".{card_path.name}.tmp")
         card_temporary.write_text(CARD_HEADER + yaml.safe_dump(card, sort_keys=False))
         os.replace(temporary, out)
@@ -139,6 +142,15 @@ def export_onnx(
     finally:
         temporary.unlink(missing_ok=True)
     return ExportResult(onnx_path=out, card_path=card_path, input_size=input_size, parity=parity)
+
+
+def _embed_card(path: Path, card: dict[str, object]) -> None:
+    """Keep ``card`` in the ONNX file's metadata (:data:`reid.onnx_backend.CARD_METADATA_KEY`)."""
+    import onnx
+
+    graph = onnx.load(str(path))
+    graph.metadata_props.add(key=CARD_METADATA_KEY, value=json.dumps(card))
+    onnx.save(graph, str(path))
 
 
 def onnxruntime_model(model: nn.Module, input_size: tuple[int, int], device: str = "cpu") -> OnnxReidModel:

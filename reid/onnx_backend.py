@@ -21,6 +21,7 @@ ONNX exports follow: RGB, divided by 255, ImageNet mean/std, input size read fro
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -105,16 +106,21 @@ def session_options() -> ort.SessionOptions:
     return options
 
 
+CARD_METADATA_KEY = "crosscam.model_card"  # where a crosscam export keeps its card (JSON) in the graph's metadata
+
+
 def card_path_for(model_path: str | Path) -> Path:
     """The YAML card that belongs beside ``model_path`` (``model.onnx`` -> ``model.yaml``)."""
     return Path(model_path).with_suffix(".yaml")
 
 
-def load_model_card(model_path: str | Path, card: CardSource = None) -> tuple[ModelCard, str]:
-    """Return the card for ``model_path`` and where it came from (a file, ``"config"`` or ``"default"``).
+def load_model_card(model_path: str | Path, card: CardSource = None, embedded: str | None = None) -> tuple[ModelCard, str]:
+    """Return the card for ``model_path`` and where it came from (a file, ``"config"``, ``"embedded"``
+    or ``"default"``).
 
     ``card`` may be a YAML path, a mapping of card keys or a :class:`ModelCard`; ``None`` looks for
-    the YAML beside the model and falls back to the torchreid convention.
+    the YAML beside the model, then for the card a crosscam export keeps in the graph's metadata
+    (``embedded``: its JSON, :data:`CARD_METADATA_KEY`), and falls back to the torchreid convention.
     """
     if isinstance(card, ModelCard):
         return card, "config"
@@ -122,6 +128,8 @@ def load_model_card(model_path: str | Path, card: CardSource = None) -> tuple[Mo
         return _validate_card(dict(card), "model card (config)"), "config"
     path = Path(card) if card is not None else card_path_for(model_path)
     if card is None and not path.is_file():
+        if embedded is not None:
+            return _validate_card(json.loads(embedded), f"{model_path} (its embedded model card)"), "embedded"
         return ModelCard(), "default"
     if not path.is_file():
         raise CrosscamError(f"{path}: model card not found; pass an existing YAML file or leave it out")
@@ -173,13 +181,17 @@ class OnnxReidModel:
 
     def __init__(self, path: str | Path, card: CardSource = None, device: str = "cpu"):
         self.path = Path(path)
-        self.card, self.card_source = load_model_card(self.path, card)
+        if card is not None:  # a wrong card is said before the model loads
+            self.card, self.card_source = load_model_card(self.path, card)
         try:
             self.session = ort.InferenceSession(str(self.path), session_options(), providers=onnx_providers(device))
         except Exception as exc:  # onnxruntime's pybind errors (InvalidProtobuf, Fail, ...) share no base class
             # its messages repeat the path: "Load model from <path> failed:<reason>"
             reason = " ".join(str(exc).rsplit("failed:", 1)[-1].split())[:160] or type(exc).__name__
             raise CrosscamError(f"{self.path}: not a loadable ONNX model ({reason}); check the file") from None
+        if card is None:
+            embedded = self.session.get_modelmeta().custom_metadata_map.get(CARD_METADATA_KEY)
+            self.card, self.card_source = load_model_card(self.path, None, embedded)
         graph_input = self.session.get_inputs()[0]
         self.input_name = graph_input.name
         self.input_size = self._resolve_input_size(graph_input.shape)

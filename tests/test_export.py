@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import onnx
@@ -15,6 +16,7 @@ from pipeline.cli.main import main
 from reid import Embedder
 from reid.errors import CrosscamError
 from reid.export import check_parity, export_onnx
+from reid.onnx_backend import OnnxReidModel
 from reid.preprocess import crops_to_tensor
 from reid.training import build_train_model, save_checkpoint
 from reid.training.checkpoint_io import describe_model
@@ -51,6 +53,15 @@ def test_mobilenetv2_export_matches_torch_and_loads_as_reid_onnx(tmp_path):
     result = export_onnx(tmp_path / "model.pth", tmp_path / "model.onnx")
     assert result.max_abs_diff <= 1e-4 and result.dim == 1280
     assert_works_as_reid_onnx(model, tmp_path / "model.onnx")
+    # copied without its .yaml, the file still says its pixels are raw: ImageNet's mean/std were applied twice
+    (tmp_path / "alone").mkdir()
+    alone = tmp_path / "alone" / "copy.onnx"
+    shutil.copyfile(tmp_path / "model.onnx", alone)
+    crops = [np.random.default_rng(i).integers(0, 256, (90, 40, 3), dtype=np.uint8) for i in range(3)]
+    model_alone = OnnxReidModel(alone)
+    assert model_alone.card_source == "embedded" and model_alone.card.raw_pixels and model_alone.card.output_dim == 1280
+    np.testing.assert_array_equal(Embedder.from_weights(str(alone), device="cpu").embed(crops),
+                                  Embedder.from_weights(str(tmp_path / "model.onnx"), device="cpu").embed(crops))
 
 
 def test_export_cli_exports_a_resnet18_and_prints_parity_as_json(tmp_path, capsys):
