@@ -157,6 +157,9 @@ def download_entry(entry: WeightsEntry, progress: bool = True, force: bool = Fal
     if path.is_file() and not force:
         return path
     if entry.url is None:
+        if path.is_file():  # --force of a file no URL can replace
+            raise CrosscamError(f"{entry.name}: the registry has no URL for it ({entry.note or 'nothing to download'}); "
+                                f"{path} stays as it is: reinstall the package that ships it to replace it")
         raise CrosscamError(
             f"{entry.name}: {path} is missing and the registry has no URL for it "
             f"({entry.note or 'nothing to download'}); reinstall the package that ships it"

@@ -70,6 +70,9 @@ def test_mobilenet_entry_points_into_the_installed_wheel_with_its_real_hash():
     assert path.is_file() and entry.url is None and entry.loadable
     assert hashlib.sha256(path.read_bytes()).hexdigest() == entry.sha256
     assert zoo.ensure_weights(entry) == path
+    with pytest.raises(CrosscamError, match="has no URL for it .*stays as it is") as err:  # said 'is missing'
+        zoo.download_entry(entry, progress=False, force=True)
+    assert "missing" not in str(err.value) and path.is_file()
 
 
 def test_weights_dir_follows_the_environment(tmp_path, monkeypatch):

@@ -101,7 +101,7 @@ def download_weights(
     on_disk = entry.local_path().is_file()
     path = zoo.download_entry(entry, force=force)
     if on_disk and not force:
-        typer.echo(f"{path}: already on disk, not downloaded; --force downloads it again", err=True)
+        typer.echo(f"{path}: already on disk, not downloaded" + ("; --force downloads it again" if entry.url else ""), err=True)
     if as_json:
         typer.echo(json.dumps({"name": name, "path": str(path), "loadable": entry.loadable}))
     else:
