@@ -122,8 +122,10 @@ def read_checkpoint(path: Path, trust: bool = False) -> Any:
     with path.open("rb") as handle:
         head = handle.read(4)
     if not (head == _ZIP_MAGIC or (head[:1] and head[0] == _PICKLE_PROTO)):
+        entry = zoo.entry_for_file(path)  # a registry file replaced by an error page, say
         raise CrosscamError(
-            f"{path}: not a PyTorch checkpoint (starts with bytes {head!r}); pass a fast-reid .pth file"
+            f"{path}: not a PyTorch checkpoint (starts with bytes {head!r}); "
+            + (f"download it again: `crosscam weights download {entry.name} --force`" if entry else "pass a fast-reid .pth file")
         )
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust)

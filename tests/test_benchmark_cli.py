@@ -165,6 +165,12 @@ def test_output_folders_that_are_files_are_one_line(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "market"]
 
 
+def test_a_file_given_as_the_dataset_is_said_to_be_a_file(tmp_path, capsys):
+    (tmp_path / "crop.jpg").write_bytes(b"x")
+    assert main(["benchmark", str(tmp_path / "crop.jpg")]) == 2
+    assert "crop.jpg: a file, not a dataset folder;" in capsys.readouterr().err  # said 'dataset folder not found'
+
+
 def test_every_command_that_loads_a_checkpoint_can_trust_it(capsys):
     """The refusal of a file needing full unpickling says '--trust-checkpoint': benchmark had no such option."""
     for command in ("benchmark", "embed", "export"):

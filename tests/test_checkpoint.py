@@ -12,6 +12,7 @@ import torch
 
 from reid.checkpoint import detect_generation, load_bot_checkpoint, to_fastreid_name
 from reid.config import BotModelConfig
+from reid import zoo
 from reid.errors import CrosscamError
 from reid.models.bot import PIXEL_MEAN, PIXEL_STD, build_bot_model
 
@@ -147,6 +148,12 @@ def test_non_checkpoint_file(tmp_path, content):
     path = tmp_path / "photo.pth"
     path.write_bytes(content)
     assert "not a PyTorch checkpoint" in load_error(path)
+
+
+def test_a_registry_file_that_is_no_checkpoint_names_its_download(tmp_path):
+    path = tmp_path / zoo.get_entry("market_bot_R50").file
+    path.write_bytes(b"<html>Rate limit exceeded</html>")
+    assert load_error(path).endswith("download it again: `crosscam weights download market_bot_R50 --force`")
 
 
 def test_checkpoint_that_is_not_a_state_dict(tmp_path):

@@ -86,6 +86,8 @@ def test_export_cli_exports_a_resnet18_and_prints_parity_as_json(tmp_path, capsy
 def test_export_refuses_unknown_format_and_non_checkpoints(tmp_path, capsys):
     assert main(["export", "--reid", "x.pth", "--format", "tensorrt", "--out", str(tmp_path / "m.onnx")]) == 2
     assert "--format tensorrt" in capsys.readouterr().err
+    assert main(["export", "--reid", str(tmp_path / "x.pth"), "--format", "ONNX", "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "x.pth: no such file, nor a registry name" in capsys.readouterr().err  # ONNX is onnx: the next check speaks
     with pytest.raises(CrosscamError, match="must end in .onnx"):
         export_onnx("x.pth", tmp_path / "model.bin")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")

@@ -77,7 +77,7 @@ def export(
     """
     from reid.export import export_onnx
 
-    if export_format != "onnx":
+    if export_format.lower() != "onnx":
         raise CrosscamError(f"--format {export_format}: unknown; only onnx is supported")
     result = export_onnx(reid, out, trust=trust_checkpoint)
     if json_output:

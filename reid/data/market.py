@@ -90,7 +90,8 @@ class MarketDataset:
 def find_market_root(root: Path) -> Path:
     """``root`` if it has the layout, else its only child folder that does; else a clear error."""
     if not root.is_dir():
-        raise CrosscamError(f"{root}: dataset folder not found; pass a Market-1501-layout root (with query/ and bounding_box_test/)")
+        what = "a file, not a dataset folder" if root.exists() else "dataset folder not found"
+        raise CrosscamError(f"{root}: {what}; pass a Market-1501-layout root (with query/ and bounding_box_test/)")
     if _has_layout(root):
         return root
     children = sorted(child for child in root.iterdir() if child.is_dir() and _has_layout(child))
