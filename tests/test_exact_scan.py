@@ -11,7 +11,8 @@ import pipeline.identity.exact_scan as exact_scan
 from pipeline.config import StoreConfig
 from pipeline.identity.bf16_scan import Bf16Scan
 from pipeline.identity.exact_scan import exact_searcher
-from pipeline.identity.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore, build_index
+from pipeline.identity.faiss_index import build_index
+from pipeline.identity.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore
 from pipeline.types import TrackSummary
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import StoreConfig
-from pipeline.identity.store import (DB_NAME, CameraRecord, CameraTracks, EmbedderInfo, TrackStore, build_index,
-                                     stored_kind, tune_search)
+from pipeline.identity.faiss_index import build_index, stored_kind, tune_search
+from pipeline.identity.store import DB_NAME, CameraRecord, CameraTracks, EmbedderInfo, TrackStore
 from reid.errors import CrosscamError
 
 from identity_runs import summary, unit

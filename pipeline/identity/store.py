@@ -21,7 +21,8 @@ run across processes. Identity ids and track keys (FAISS ids) are never handed o
 ``meta.max_identity`` and ``meta.max_track_key`` keep the largest ever written, even after the
 tracks that held them are replaced, so a key a query found keeps naming its track or none.
 
-Vectors are L2-normalised and searched by inner product (= cosine similarity).
+Vectors are L2-normalised and searched by inner product (= cosine similarity); the index kinds
+are :mod:`pipeline.identity.faiss_index`'s.
 """
 
 from __future__ import annotations
@@ -46,22 +47,17 @@ except ImportError:  # Windows: no flock; concurrent updates of one run are then
 
 from pipeline.config import StoreConfig
 from pipeline.identity.exact_scan import exact_searcher
+from pipeline.identity.faiss_index import (build_index, inner_index, ivf_cells, maybe_to_gpu, planned_kind, stored_kind,
+                                          tune_search, unit_rows)
 from pipeline.identity.search_batcher import SearchBatcher, SearchFn
 from pipeline.types import TrackSummary
 from reid.errors import CrosscamError
 
 log = logging.getLogger(__name__)
 
-# faiss's own default for when exact search goes through BLAS (the faiss-cpu wheel ships 128000,
-# under which a search read the whole index once per query row): over 100k 512-d tracks on a
-# 2-core machine, a track query's 6 rows take 23 ms instead of 46, 16 rows (concurrent queries
-# sharing a scan) 24 ms instead of 123.
-faiss.cvar.distance_compute_blas_threshold = 20
-
 SCHEMA_VERSION = 1
 DB_NAME = "tracks.sqlite"
 UPDATE_LOCK = "update.lock"  # flock'ed for the whole of TrackStore.updating()
-_IVF_MIN_POINTS_PER_CELL = 39  # faiss k-means wants about this many training points per cell
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -439,7 +435,7 @@ class TrackStore:
                 f"query features have shape {vectors.shape}, the store holds {self.embedder.dim}-d "
                 f"features of {self.embedder.name}; embed the query with the store's embedder"
             )
-        return self._batcher(_unit_rows(vectors), k)  # threads searching at once share one scan
+        return self._batcher(unit_rows(vectors), k)  # threads searching at once share one scan
 
     def _search_index(self, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         with self._index_lock:
@@ -481,7 +477,7 @@ class TrackStore:
                 continue  # two writes landed since meta was read: read it again
             else:
                 index = self._index_in_memory(name, "is missing")
-            self._index, self._index_file = _maybe_to_gpu(index, self.config), name
+            self._index, self._index_file = maybe_to_gpu(index, self.config), name
             self._index_search = exact_searcher(self._index, self.config.bf16_scan)
             return self._index
         raise AssertionError("unreachable")
@@ -588,7 +584,7 @@ class TrackStore:
                     f"camera {cam.name}: track {t.track_id} has a {feature.shape} feature, the store "
                     f"holds {self.embedder.dim}-d features of {self.embedder.name}; re-run with the same --reid"
                 )
-            units[key - first_key] = _unit_rows(feature[None])[0]
+            units[key - first_key] = unit_rows(feature[None])[0]
             rows.append(
                 (
                     key, cam.name, t.track_id, t.first_frame, t.last_frame, t.start_s, t.end_s,
@@ -660,7 +656,7 @@ class TrackStore:
             if not 0.5**0.5 <= ratio <= 2**0.5:
                 return None
         if kind == "hnsw":
-            if any(len(change.removed) for change in changes) or _inner(index).hnsw.nb_neighbors(1) != self.config.hnsw_m:
+            if any(len(change.removed) for change in changes) or inner_index(index).hnsw.nb_neighbors(1) != self.config.hnsw_m:
                 return None
         for change in changes:
             if len(change.removed) and index.remove_ids(change.removed) != len(change.removed):
@@ -754,75 +750,3 @@ def _refresh_identities(conn: sqlite3.Connection, identities: set[int]) -> None:
         "INSERT INTO identities SELECT identity, COUNT(*), COUNT(DISTINCT camera), MIN(start_s),"
         " MAX(end_s) FROM tracks WHERE identity IN (SELECT id FROM temp.touched) GROUP BY identity"
     )
-
-
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-
-
-def planned_kind(n_vectors: int, config: StoreConfig) -> str:
-    """The index :func:`build_index` makes for ``n_vectors``: the configured kind, or flat/IVF for
-    ``auto``; flat where there are too few vectors to train even one IVF cell."""
-    kind = config.index if config.index != "auto" else "flat" if n_vectors <= config.large_store_size else "ivf"
-    return "flat" if kind == "ivf" and n_vectors < _IVF_MIN_POINTS_PER_CELL else kind
-
-
-def ivf_cells(n_vectors: int, config: StoreConfig) -> int:
-    """IVF cells for ``n_vectors``: ``config.ivf_nlist`` or 4 sqrt(N), at most N / 39 (faiss's k-means)."""
-    nlist = config.ivf_nlist or max(1, int(4 * np.sqrt(n_vectors)))
-    return max(1, min(nlist, n_vectors // _IVF_MIN_POINTS_PER_CELL))
-
-
-def _inner(index: faiss.Index) -> faiss.Index:
-    """The index an id map wraps (flat or HNSW), else ``index`` itself (IVF keeps its own ids)."""
-    return faiss.downcast_index(index.index) if hasattr(index, "index") else index
-
-
-def stored_kind(index: faiss.Index) -> str:
-    """``flat``, ``ivf`` or ``hnsw``: the kind of an index ``build_index`` made."""
-    inner = _inner(index)
-    if isinstance(inner, faiss.IndexHNSW):
-        return "hnsw"
-    return "flat" if isinstance(inner, faiss.IndexFlat) else "ivf"
-
-
-def build_index(vectors: np.ndarray, keys: np.ndarray, config: StoreConfig) -> faiss.Index:
-    """A CPU FAISS index of unit ``vectors`` (N, D) float32 under ids ``keys`` (N,) int64."""
-    n, d = vectors.shape
-    kind = planned_kind(n, config)
-    if kind == "ivf":
-        nlist = ivf_cells(n, config)
-        index = faiss.index_factory(d, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
-        train = vectors[np.sort(np.random.default_rng(0).choice(n, min(n, nlist * 64), replace=False))]
-        index.train(np.ascontiguousarray(train))
-        index.add_with_ids(vectors, keys)
-        return index
-    if kind == "hnsw":
-        inner = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-    else:
-        inner = faiss.IndexFlatIP(d)
-    index = faiss.IndexIDMap2(inner)
-    if n:
-        index.add_with_ids(vectors, keys)
-    return index
-
-
-def tune_search(index: faiss.Index, config: StoreConfig) -> None:
-    """Set the search-time knobs (IVF nprobe, HNSW efSearch) from ``config``."""
-    try:
-        ivf = faiss.extract_index_ivf(index)
-        ivf.nprobe = config.ivf_nprobe
-    except RuntimeError:  # not an IVF index
-        pass
-    inner = _inner(index)
-    if isinstance(inner, faiss.IndexHNSW):
-        inner.hnsw.efSearch = config.hnsw_ef_search
-
-
-def _maybe_to_gpu(index: faiss.Index, config: StoreConfig) -> faiss.Index:
-    """Move flat/IVF indexes to the GPU when faiss-gpu is installed and one is visible."""
-    if not (config.gpu and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0):
-        return index
-    if stored_kind(index) == "hnsw":  # faiss has no GPU HNSW
-        return index
-    return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)

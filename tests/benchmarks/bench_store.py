@@ -24,7 +24,7 @@ from pipeline.config import StoreConfig
 from pipeline.identity.bf16_scan import Bf16Scan
 from pipeline.identity.exact_scan import bf16_scan_applies
 from pipeline.identity.search_batcher import SearchFn
-from pipeline.identity.store import build_index, tune_search
+from pipeline.identity.faiss_index import build_index, tune_search
 
 
 def clustered(n: int, dim: int, rng: np.random.Generator, noise: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
