@@ -108,6 +108,27 @@ def test_cameras_given_a_clock_later_keep_their_identity_ids(two_cameras: Path, 
     assert again[1] == door[1] and again[2] not in set(door.values()) | set(hall.values())
 
 
+def test_changed_association_settings_associate_every_camera_again(two_cameras: Path, tmp_path: Path, caplog):
+    """`crosscam associate RUN --set association.threshold=...` on an associated run changed nothing:
+    only cameras whose tracks changed were associated again."""
+    update_identities(two_cameras, PipelineConfig(), progress=False)
+    hall = global_ids(two_cameras / "hall")
+    assert global_ids(two_cameras / "door")[1] == hall[1]  # P in both
+    strict = PipelineConfig.model_validate({"association": {"threshold": 0.999, "center_cameras": False}})
+    result = update_identities(two_cameras, strict, progress=False)
+    assert result.cameras_updated == ["door", "hall"] and "every camera is associated again" in caplog.text
+    assert global_ids(two_cameras / "door")[1] != global_ids(two_cameras / "hall")[1]  # P no longer merged
+    assert global_ids(two_cameras / "hall") == hall  # hall's ids kept
+    assert update_identities(two_cameras, strict, progress=False).cameras_updated == []  # the same settings again
+    rules = tmp_path / "cameras.yaml"  # transit rules are association settings too
+    rules.write_text("cameras:\n  - {name: hall, offset_s: 0}\n  - {name: door, offset_s: 0}\n")
+    update_identities(two_cameras, PipelineConfig(), cameras_file=rules, progress=False)
+    assert global_ids(two_cameras / "door")[1] == global_ids(two_cameras / "hall")[1]
+    rules.write_text(rules.read_text() + "transitions:\n  only_listed: true\n")
+    assert update_identities(two_cameras, PipelineConfig(), cameras_file=rules, progress=False).cameras_updated == ["door", "hall"]
+    assert global_ids(two_cameras / "door")[1] != global_ids(two_cameras / "hall")[1]  # no rule links the two
+
+
 def test_an_interrupted_camera_joins_the_identities_with_a_warning(two_cameras: Path, caplog):
     record = json.loads((two_cameras / "door" / "run.json").read_text())
     (two_cameras / "door" / "run.json").write_text(json.dumps({**record, "status": "interrupted"}))

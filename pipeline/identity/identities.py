@@ -133,11 +133,16 @@ def update_identities(
                 log.warning("%s: in the store but its folder %s is gone; its tracks stay in the store and answers",
                             name, run_dir / name)
             inputs = [_camera_input(name_of[f], f, runs[name_of[f]], offsets[name_of[f]], common) for f in folders]
+            settings = association_settings(config, spec)
+            if store.association_settings() not in (None, settings):
+                log.warning("association settings or transit rules changed since the store was written: every "
+                            "camera is associated again (identity ids are kept where the same people group again)")
+                stored = {}
             changed = [c for c in inputs if stored.get(c.name) != c.record]
             updates = _associated(store, changed, config, spec, progress) if changed else []
             with stops_held():  # the store takes them and their folders follow at once, or neither
                 if updates or not store.index_is_intact():  # (a write builds a damaged index file again)
-                    store.write(updates)
+                    store.write(updates, settings)
                 for name, work in staged.items():
                     publish(run_dir / name, work)
                 stored_now = True
@@ -169,6 +174,13 @@ def update_identities(
         common_clock=common,
         report=report,
     )
+
+
+def association_settings(config: PipelineConfig, spec: CamerasFile | None) -> str:
+    """The settings a run's identities depend on beyond its tracks: ``association.*`` and the cameras
+    file's transit rules (JSON). A store associated with others is associated again as a whole."""
+    rules = spec.transitions.model_dump() if spec is not None else None
+    return json.dumps({"association": config.association.model_dump(), "transitions": rules}, sort_keys=True)
 
 
 def _associated(store: TrackStore, changed: list["_CameraInput"], config: PipelineConfig,

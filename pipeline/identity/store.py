@@ -529,10 +529,19 @@ class TrackStore:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     # -- writing -------------------------------------------------------------------------
-    def write(self, updates: Sequence[CameraTracks]) -> None:
+    def association_settings(self) -> str | None:
+        """What the last write's identities were associated with (:meth:`write`'s ``association``);
+        None for a store written before it was kept."""
+        with self._reading() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'association'").fetchone()
+        return row[0] if row else None
+
+    def write(self, updates: Sequence[CameraTracks], association: str | None = None) -> None:
         """Replace the named cameras' tracks and rebuild identities and the index, atomically.
 
         Either the whole update is visible afterwards or (after a crash) none of it is.
+        ``association`` (any string: the settings the identities came from) is kept for
+        :meth:`association_settings`.
         """
         with closing(_connect(self.folder, readonly=False)) as conn:
             conn.execute("BEGIN IMMEDIATE")  # one writer at a time; readers keep going
@@ -547,7 +556,8 @@ class TrackStore:
                 high_water = max(before, _largest_identity(conn))
                 conn.executemany(
                     "INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                    [("generation", str(generation)), ("index_file", index_file), ("max_identity", str(high_water))],
+                    [("generation", str(generation)), ("index_file", index_file), ("max_identity", str(high_water))]
+                    + ([("association", association)] if association is not None else []),
                 )
                 # No other writer can be midway now (we hold the write lock): every other index
                 # file but the committed one, which readers may be opening, is stale.
