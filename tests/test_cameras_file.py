@@ -73,6 +73,12 @@ def test_two_rules_for_one_pair_are_refused(tmp_path: Path):
     assert "two transition rules for cameras door and hall" in message and "keep one" in message
 
 
+def test_a_rule_from_a_camera_to_itself_is_refused(tmp_path: Path):
+    message = refused(tmp_path, "cameras:\n  - {name: hall, offset_s: 0}\n"
+                                "transitions:\n  rules:\n    - {cameras: [hall, hall], min_s: 0, max_s: 60}\n")
+    assert "transition rule from camera hall to itself" in message
+
+
 def test_default_rule_bounds_stay_open(tmp_path: Path):
     path = tmp_path / "cameras.yaml"
     path.write_text("cameras:\n  - {name: hall, offset_s: 0}\n  - {name: door, offset_s: -3.5}\n"

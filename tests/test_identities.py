@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from pipeline.config import PipelineConfig
+from pipeline.cli.main import main
 from pipeline.identity.identities import update_identities
+from pipeline.identity.query import query_identity, query_track
 from pipeline.identity.store import TrackStore
 from pipeline.types import write_track_summaries
 from reid.errors import CrosscamError
@@ -73,7 +75,7 @@ def test_a_camera_added_later_joins_existing_identities_without_touching_the_oth
     assert result.identities == 4 and result.multi_camera_identities == 1
 
 
-def test_cameras_file_puts_cameras_on_one_clock_and_applies_transit_rules(two_cameras: Path, tmp_path: Path):
+def test_cameras_file_puts_cameras_on_one_clock_and_applies_transit_rules(two_cameras: Path, tmp_path: Path, capsys):
     cameras = tmp_path / "cameras.yaml"
     cameras.write_text(
         "cameras:\n"
@@ -89,7 +91,13 @@ def test_cameras_file_puts_cameras_on_one_clock_and_applies_transit_rules(two_ca
     assert store.track("door", 1).start_s == pytest.approx(122.0)  # 2 s into a video started 120 s later
     hall, door = global_ids(two_cameras / "hall"), global_ids(two_cameras / "door")
     assert hall[1] != door[1]  # 117 s from hall to door is longer than the 60 s the rule allows
-    assert "common clock" in result.report.read_text()
+    assert "common clock given by the cameras file (0 s = 2024-05-01 08:00:00)" in result.report.read_text()
+    # the start times come back: they were turned into offsets and lost
+    answer = query_track(two_cameras, "door", 1, config=PipelineConfig())
+    assert answer.clock_origin == "2024-05-01 08:00:00" and answer.to_json()["clock_origin"] == "2024-05-01 08:00:00"
+    assert main(["query", str(two_cameras), "--track", "door:1"]) == 0
+    printed = capsys.readouterr().out
+    assert "(times: the cameras file's start times)" in printed and "2024-05-01 08:02:02.0 - 2024-05-01 08:02:05.0" in printed
 
 
 def test_cameras_given_a_clock_later_keep_their_identity_ids(two_cameras: Path, tmp_path: Path):
@@ -282,3 +290,14 @@ def test_report_timelines_have_a_time_axis_and_room_for_long_camera_names(tmp_pa
     label_end = float(re.search(r'<text x="([\d.]+)"[^>]*class="lane">' + name, svg).group(1))
     first_bar = min(float(x) for x in re.findall(r'<rect x="([\d.]+)"', svg))
     assert label_end >= 7 * len(name) and first_bar > label_end  # right-aligned before the bars begin
+
+
+def test_an_identity_query_lists_all_of_its_own_appearances_whatever_the_min_score(two_cameras: Path):
+    """--identity N --min-score S answered 'no identity reaches the score threshold' for an identity the
+    store holds: its own tracks were scored against its mean feature and dropped."""
+    update_identities(two_cameras, PipelineConfig(), progress=False)
+    person = global_ids(two_cameras / "hall")[1]  # P, seen by hall and door
+    everything = query_identity(two_cameras, person, config=PipelineConfig())
+    strict = query_identity(two_cameras, person, min_score=0.9999, config=PipelineConfig())
+    assert strict.best is not None and strict.best.identity == person
+    assert strict.best.appearances == everything.best.appearances and len(strict.best.appearances) == 2

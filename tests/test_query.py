@@ -111,7 +111,9 @@ def test_min_score_top_k_and_identity_queries(synthetic_run: Path, capsys):
 
 
 def test_identity_query_keeps_other_identities_when_its_own_misses_min_score(tmp_path: Path):
-    """Identity 7 = hall:1 (E0) + door:1 (E1): its mean is 0.71 from each; identity 12 lies on the mean."""
+    """Identity 7 = hall:1 (E0) + door:1 (E1): its mean is 0.71 from each; identity 12 lies on the mean.
+    The asked identity is the answer with all its appearances (the store says where it was; with
+    min_score dropping them the answer was 'no identity'), min_score filters the others."""
     store = TrackStore.create(tmp_path / "store", EmbedderInfo("ab" * 32, "synthetic", 8))
     hall, door = (CameraRecord(name, 0.0, False, "/v.mp4", 10.0, (64, 48), 200, "digest") for name in ("hall", "door"))
     store.write([
@@ -120,7 +122,8 @@ def test_identity_query_keeps_other_identities_when_its_own_misses_min_score(tmp
     ])
     assert [m.identity for m in query_identity(tmp_path, 7, top_k=2).matches] == [7, 12]
     strict = query_identity(tmp_path, 7, top_k=2, min_score=0.9)
-    assert [(m.identity, round(m.score, 4)) for m in strict.matches] == [(12, 1.0)]
+    assert [(m.identity, round(m.score, 4)) for m in strict.matches] == [(7, 0.7071), (12, 1.0)]
+    assert len(strict.best.appearances) == 2
     assert [m.identity for m in query_identity(tmp_path, 7, top_k=1).matches] == [7]
 
 

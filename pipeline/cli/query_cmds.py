@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -23,17 +24,26 @@ def _parse_track(text: str) -> tuple[str, int]:
     return camera, int(number)
 
 
-def _clock(seconds: float) -> str:
-    minutes, secs = divmod(max(seconds, 0.0), 60.0)
+def _clock(seconds: float, origin: str | None = None) -> str:
+    """``seconds`` on the run's clock as ``[-]hh:mm:ss.s``, or as a date and time when the clock's
+    ``origin`` (ISO 8601) is known.
+
+    >>> _clock(3725.25), _clock(-24.4), _clock(22.96, "2024-05-01 08:00:00")
+    ('01:02:05.2', '-00:00:24.4', '2024-05-01 08:00:23.0')
+    """
+    if origin is not None:
+        return (datetime.fromisoformat(origin) + timedelta(seconds=round(seconds, 1))).isoformat(sep=" ", timespec="milliseconds")[:-2]
+    minutes, secs = divmod(round(abs(seconds), 1), 60.0)
     hours, minutes = divmod(int(minutes), 60)
-    return f"{hours:02d}:{minutes:02d}:{secs:04.1f}"
+    return f"{'-' if seconds < 0 and round(seconds, 1) else ''}{hours:02d}:{minutes:02d}:{secs:04.1f}"
 
 
 def _print_table(result: QueryResult) -> None:
     if result.best is None:
         typer.echo(f"{result.query}: no identity reaches the score threshold")
         return
-    clock = "common clock" if result.common_clock else "seconds from each video's start (no cameras file)"
+    clock = "seconds from each video's start (no cameras file)" if not result.common_clock else (
+        "the cameras file's start times" if result.clock_origin else "common clock")
     typer.echo(f"{result.query}  (times: {clock})")
     appearances = [a for match in result.matches for a in match.appearances]
     frames_width = max((len(f"{a.start_frame}-{a.end_frame}") for a in appearances), default=0)  # aligned columns
@@ -43,7 +53,7 @@ def _print_table(result: QueryResult) -> None:
         for a in match.appearances:
             frames = f"{a.start_frame}-{a.end_frame}"
             typer.echo(
-                f"  {a.camera:12s} {_clock(a.start_s)}-{_clock(a.end_s)}  frames {frames:{frames_width}s} (0-based)"
+                f"  {a.camera:12s} {_clock(a.start_s, result.clock_origin)} - {_clock(a.end_s, result.clock_origin)}  frames {frames:{frames_width}s} (0-based)"
                 f"  {numbered('track', a.track_ids):{tracks_width}s} score {a.score:.3f}  {a.thumbnail or ''}"
             )
 
@@ -62,7 +72,8 @@ def register(app: typer.Typer) -> None:
         identity: Optional[int] = typer.Option(None, "--identity", help="A global identity id."),
         top_k: int = typer.Option(5, "--top-k", min=1, help="Identities to return, best first."),
         min_score: float = typer.Option(-1.0, "--min-score", min=-1.0, max=1.0,
-                                        help="Drop appearances (and identities) below this cosine similarity."),
+                                        help="Drop appearances (and identities) below this cosine similarity; an --identity "
+                                        "query lists all of its own."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML config (store settings; default configs/base.yaml)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object: identity, appearances, matches."),
     ) -> None:

@@ -110,6 +110,8 @@ class CamerasFile(BaseModel):
             )
         pairs: set[frozenset[str]] = set()
         for rule in self.transitions.rules:
+            if rule.cameras[0] == rule.cameras[1]:
+                raise ValueError(f"transition rule from camera {rule.cameras[0]} to itself; a rule names two cameras")
             unknown = set(rule.cameras) - set(names)
             if unknown:
                 raise ValueError(f"transition rule names unknown camera(s) {sorted(unknown)}")
@@ -122,10 +124,14 @@ class CamerasFile(BaseModel):
             pairs.add(pair)
         return self
 
+    def clock_origin(self) -> datetime | None:
+        """When the common clock reads 0 s: the earliest start, where the file gives start times."""
+        return min(c.start for c in self.cameras) if self.cameras and self.cameras[0].start is not None else None
+
     def offsets(self) -> dict[str, float]:
         """Seconds to add to each camera's video time to reach the common clock."""
-        if self.cameras and self.cameras[0].start is not None:
-            zero = min(c.start for c in self.cameras)
+        zero = self.clock_origin()
+        if zero is not None:
             return {c.name: (c.start - zero).total_seconds() for c in self.cameras}
         return {c.name: float(c.offset_s) for c in self.cameras}
 

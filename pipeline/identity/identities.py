@@ -133,8 +133,8 @@ def update_identities(
                 log.warning("%s: in the store but its folder %s is gone; its tracks stay in the store and answers",
                             name, run_dir / name)
             inputs = [_camera_input(name_of[f], f, runs[name_of[f]], offsets[name_of[f]], common) for f in folders]
-            settings = association_settings(config, spec)
-            if store.association_settings() not in (None, settings):
+            settings = {"association": association_settings(config, spec), "clock_origin": clock_origin(spec)}
+            if store.setting("association") not in (None, settings["association"]):
                 log.warning("association settings or transit rules changed since the store was written: every "
                             "camera is associated again (identity ids are kept where the same people group again)")
                 stored = {}
@@ -174,6 +174,12 @@ def update_identities(
         common_clock=common,
         report=report,
     )
+
+
+def clock_origin(spec: CamerasFile | None) -> str:
+    """When the common clock's 0 s is (ISO 8601), where the cameras file gives start times; else ''."""
+    origin = spec.clock_origin() if spec is not None else None
+    return origin.isoformat(sep=" ") if origin is not None else ""
 
 
 def association_settings(config: PipelineConfig, spec: CamerasFile | None) -> str:

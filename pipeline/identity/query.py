@@ -78,6 +78,7 @@ class QueryResult:
     query: str
     matches: list[IdentityMatch]
     common_clock: bool
+    clock_origin: str | None = None  # when the common clock's 0 s is (ISO 8601), where start times were given
 
     @property
     def best(self) -> IdentityMatch | None:
@@ -92,6 +93,7 @@ class QueryResult:
             "appearances": [asdict(a) for a in best.appearances] if best else [],
             "matches": [asdict(m) for m in self.matches],
             "common_clock": self.common_clock,
+            "clock_origin": self.clock_origin,
         }
 
 
@@ -152,7 +154,8 @@ def query_identity(
     run_dir: str | Path, identity: int, top_k: int = 5, min_score: float = -1.0,
     config: PipelineConfig | None = None, store: TrackStore | None = None,
 ) -> QueryResult:
-    """The identity's appearances, each scored against the identity's mean feature."""
+    """The identity's appearances, each scored against the identity's mean feature: all of them
+    (``min_score`` drops only the other identities' appearances: the store says where it was)."""
     store = store if store is not None else open_run_store(run_dir, config)  # not `or`: that counts its rows
     tracks = store.tracks(identity=identity)
     if not tracks:
@@ -163,7 +166,7 @@ def query_identity(
                             f"{shown} (see report.html)")
     mean = store.features([t.key for t in tracks]).mean(axis=0, keepdims=True)
     result = _rank(store, mean, top_k, min_score, run_dir, f"identity {identity}")
-    return _own_identity_first(result, store, identity, mean, min_score, run_dir, top_k)
+    return _own_identity_first(result, store, identity, mean, min_score, run_dir, top_k, own_min_score=-1.0)
 
 
 def query_image(
@@ -292,18 +295,20 @@ def _rank(
     best = sorted(passing, key=lambda ident: (-max(scores[ident]), ident))[:top_k]
     root = Path(run_dir).resolve()
     matches = [_match(ident, members[ident], scores[ident], min_score, root) for ident in best]
-    return QueryResult(label, matches, _common_clock(store))
+    return QueryResult(label, matches, _common_clock(store), store.setting("clock_origin") or None)
 
 
 def _own_identity_first(
     result: QueryResult, store: TrackStore, identity: int, vectors: np.ndarray, min_score: float, run_dir,
-    top_k: int,
+    top_k: int, own_min_score: float | None = None,
 ) -> QueryResult:
-    """Put ``identity`` first when any of its appearances passes ``min_score``, then the others, at most ``top_k``."""
+    """Put ``identity`` first when any of its appearances passes ``own_min_score`` (default:
+    ``min_score``), then the others, at most ``top_k``."""
+    own_min_score = min_score if own_min_score is None else own_min_score
     own = next((m for m in result.matches if m.identity == identity), None)
-    if own is None:
+    if own is None or own_min_score != min_score:
         members = store.identity_tracks([identity])[identity]
-        own = _match(identity, members, _track_scores(members, _unit(vectors)), min_score, Path(run_dir).resolve())
+        own = _match(identity, members, _track_scores(members, _unit(vectors)), own_min_score, Path(run_dir).resolve())
     others = [m for m in result.matches if m.identity != identity]
     result.matches = (([own] if own.appearances else []) + others)[:top_k]
     return result

@@ -137,8 +137,9 @@ def write_report(run_dir: Path, store: TrackStore, common_clock: bool) -> Path:
     t0 = min((t.start_s for t in tracks), default=0.0)
     t1 = max((t.end_s for t in tracks), default=1.0)
     rows = "\n".join(_identity_row(o, cameras, t0, max(t1 - t0, 1e-6), run_dir) for o in shown)
+    origin = store.setting("clock_origin")
     clock = (
-        "Times are on the common clock given by the cameras file."
+        "Times are on the common clock given by the cameras file" + (f" (0 s = {origin})." if origin else ".")
         if common_clock
         else "No cameras file: times are seconds from each video's own start, so bars in different "
         "cameras are not on one clock."

@@ -35,7 +35,7 @@ import zlib
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import faiss
 import numpy as np
@@ -529,19 +529,18 @@ class TrackStore:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     # -- writing -------------------------------------------------------------------------
-    def association_settings(self) -> str | None:
-        """What the last write's identities were associated with (:meth:`write`'s ``association``);
-        None for a store written before it was kept."""
+    def setting(self, key: str) -> str | None:
+        """A setting the last write kept (:meth:`write`'s ``settings``); None where none was kept."""
         with self._reading() as conn:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'association'").fetchone()
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (f"setting.{key}",)).fetchone()
         return row[0] if row else None
 
-    def write(self, updates: Sequence[CameraTracks], association: str | None = None) -> None:
+    def write(self, updates: Sequence[CameraTracks], settings: Mapping[str, str] | None = None) -> None:
         """Replace the named cameras' tracks and rebuild identities and the index, atomically.
 
         Either the whole update is visible afterwards or (after a crash) none of it is.
-        ``association`` (any string: the settings the identities came from) is kept for
-        :meth:`association_settings`.
+        ``settings`` (name -> text: what the identities came from, the clock's origin) are kept with
+        it, for :meth:`setting`.
         """
         with closing(_connect(self.folder, readonly=False)) as conn:
             conn.execute("BEGIN IMMEDIATE")  # one writer at a time; readers keep going
@@ -557,7 +556,7 @@ class TrackStore:
                 conn.executemany(
                     "INSERT OR REPLACE INTO meta VALUES (?, ?)",
                     [("generation", str(generation)), ("index_file", index_file), ("max_identity", str(high_water))]
-                    + ([("association", association)] if association is not None else []),
+                    + [(f"setting.{key}", value) for key, value in (settings or {}).items()],
                 )
                 # No other writer can be midway now (we hold the write lock): every other index
                 # file but the committed one, which readers may be opening, is stale.

@@ -62,6 +62,12 @@ function fmtSeconds(s) {
   const h = Math.floor(tenths / 36000), m = Math.floor((tenths % 36000) / 600), sec = (tenths % 600) / 10;
   return sign + (h ? `${h}:${String(m).padStart(2, '0')}:` : `${m}:`) + sec.toFixed(1).padStart(4, '0');
 }
+function fmtWhen(s, origin) {  // seconds on the run's clock as a date and time where start times were given
+  if (!origin) return fmtSeconds(s);
+  const zone = origin.slice(19);  // '' or '+02:00': the cameras file's own zone, kept as written
+  const t = new Date(Date.parse(origin.slice(0, 19).replace(' ', 'T') + 'Z') + Math.round(s * 10) * 100);
+  return t.toISOString().slice(0, 21).replace('T', ' ') + zone;
+}
 const fileUrl = (path) => (path && S.status && path.startsWith(S.status.run_dir + '/'))
   ? '/files/' + path.slice(S.status.run_dir.length + 1).split('/').map(encodeURIComponent).join('/') : '';
 
@@ -393,7 +399,7 @@ function renderResult() {
     nodes.push(el('h2', { 'data-identity': String(match.identity) }, el('span', { class: 'swatch', style: `background:${color}` }),
       `identity ${match.identity}`, el('small', { textContent: ` score ${match.score.toFixed(3)}` })));
     const cams = new Set(match.appearances.map(a => a.camera));
-    nodes.push(el('div', { class: 'query', textContent: `${result.query} · seen in ${cams.size} camera${cams.size === 1 ? '' : 's'} · times: ${result.common_clock ? 'common clock' : "seconds from each video's start (no cameras file)"}` }));
+    nodes.push(el('div', { class: 'query', textContent: `${result.query} · seen in ${cams.size} camera${cams.size === 1 ? '' : 's'} · times: ${result.common_clock ? (result.clock_origin ? `common clock, 0 s = ${result.clock_origin}` : 'common clock') : "seconds from each video's start (no cameras file)"}` }));
     nodes.push(timeline(match, color));
     const low = parseFloat($('low-score').value);
     const ordered = [...match.appearances].sort((p, q) => p.start_s - q.start_s || p.camera.localeCompare(q.camera));
@@ -404,7 +410,7 @@ function renderResult() {
         el('img', { src: fileUrl(a.thumbnail), alt: '' }),
         el('div', {},
           el('div', {}, el('span', { class: 'cam', textContent: a.camera }), ` · ${a.track_ids.length === 1 ? 'track' : 'tracks'} ${a.track_ids.join(', ')}`),
-          el('div', { class: 'times', textContent: `${fmtSeconds(a.start_s)} – ${fmtSeconds(a.end_s)} · frames ${a.start_frame}–${a.end_frame}` }),
+          el('div', { class: 'times', textContent: `${fmtWhen(a.start_s, result.clock_origin)} – ${fmtWhen(a.end_s, result.clock_origin)} · frames ${a.start_frame}–${a.end_frame}` }),
           el('div', {}, `score ${a.score.toFixed(3)} `, isLow ? el('span', { class: 'low-mark', textContent: 'low score' }) : '')),
         el('button', { class: 'seek', textContent: 'seek ▸', title: `show ${a.camera} at frame ${a.start_frame}`,
           onclick: () => seekCamera(a.camera, a.start_frame) })));
