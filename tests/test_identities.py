@@ -98,6 +98,9 @@ def test_cameras_file_puts_cameras_on_one_clock_and_applies_transit_rules(two_ca
     assert main(["query", str(two_cameras), "--track", "door:1"]) == 0
     printed = capsys.readouterr().out
     assert "(times: the cameras file's start times)" in printed and "2024-05-01 08:02:02.0 - 2024-05-01 08:02:05.0" in printed
+    cameras.write_text(cameras.read_text().replace(" 08:0", " 09:0"))  # every start an hour later: same offsets
+    update_identities(two_cameras, PipelineConfig(), cameras_file=cameras, progress=False)
+    assert query_track(two_cameras, "door", 1, config=PipelineConfig()).clock_origin == "2024-05-01 09:00:00"
 
 
 def test_cameras_given_a_clock_later_keep_their_identity_ids(two_cameras: Path, tmp_path: Path):

@@ -141,7 +141,8 @@ def update_identities(
             changed = [c for c in inputs if stored.get(c.name) != c.record]
             updates = _associated(store, changed, config, spec, progress) if changed else []
             with stops_held():  # the store takes them and their folders follow at once, or neither
-                if updates or not store.index_is_intact():  # (a write builds a damaged index file again)
+                # (a write builds a damaged index file again, and keeps a clock origin moved with every start)
+                if updates or not store.index_is_intact() or any(store.setting(k) != v for k, v in settings.items()):
                     store.write(updates, settings)
                 for name, work in staged.items():
                     publish(run_dir / name, work)
