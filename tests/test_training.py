@@ -257,10 +257,21 @@ def test_a_missing_onnx_to_fine_tune_is_refused_before_the_images_load(tmp_path,
 def test_an_evaluation_that_fails_keeps_the_trained_epoch(tmp_path):
     data = write_market_folder(tmp_path / "market")
     broken = next((data / "bounding_box_test").iterdir())
+    image = broken.read_bytes()
     broken.write_bytes(b"not a jpeg")  # found only when the gallery is embedded, after training
     with pytest.raises(CrosscamError, match="cannot decode"):
         Trainer(load_train_config(None, TINY), data, tmp_path / "run", progress=False).run()
     assert (tmp_path / "run" / "last.pth").is_file() and (tmp_path / "run" / "model.pth").is_file()
+    # --resume evaluates and logs that epoch (a stop there lost its row, and resuming the last epoch
+    # was refused as 'already trained')
+    broken.write_bytes(image)
+    result = Trainer(load_train_config(None, TINY), data, tmp_path / "run", resume=True, progress=False).run()
+    rows = read_log(tmp_path / "run" / "log.csv")
+    assert [row["epoch"] for row in rows] == [1] and rows[0]["rank1"] == pytest.approx(result["rank1"], abs=1e-6)
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epoch"] == 1
+    assert not (tmp_path / "run" / "pending_epoch.json").exists()
+    with pytest.raises(CrosscamError, match="already trained 1 epoch; raise solver.epochs"):
+        Trainer(load_train_config(None, TINY), data, tmp_path / "run", resume=True, progress=False).run()
 
 
 def test_resume_refuses_another_model(tmp_path):

@@ -62,6 +62,7 @@ from reid.training.sampler import PKSampler
 from reid.training.schedule import build_optimizer, learning_rate, set_learning_rate
 from reid.training.transforms import ColorJitter, TrainAugment
 
+PENDING_ROW = "pending_epoch.json"  # an epoch saved in last.pth whose evaluation and log row are not written yet
 _POSTFIX_EVERY = 20  # iterations between progress-bar loss readings (each one waits for the GPU)
 
 LOG_COLUMNS = [
@@ -123,14 +124,17 @@ class Trainer:
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
         start_epoch, iteration = self._restore(model, optimizer, scaler, ema, meta) if self.resume else (0, 0)
-        if start_epoch >= cfg.solver.epochs:
-            raise CrosscamError(
-                f"{self.out_dir / 'last.pth'}: already trained {start_epoch} epochs; raise solver.epochs to train further"
-            )
-        _write_text(self.out_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-        log = EpochLog(self.out_dir / "log.csv", append=self.resume)
-        metrics: dict[str, Any] = {}
         final = ema.module if ema is not None else model  # what is evaluated and saved as model.pth
+        log = EpochLog(self.out_dir / "log.csv", append=self.resume) if self.resume else None
+        metrics: dict[str, Any] = {}
+        finished = self._pending_row(start_epoch) if self.resume else None
+        if finished is not None:  # stopped while that epoch was evaluated: evaluate and log it now
+            metrics = self._finish_epoch(finished, final, dataset, log)
+        elif start_epoch >= cfg.solver.epochs:
+            raise CrosscamError(f"{self.out_dir / 'last.pth'}: already trained {start_epoch} epoch{'s' * (start_epoch != 1)}; "
+                                "raise solver.epochs to train further")
+        _write_text(self.out_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        log = log or EpochLog(self.out_dir / "log.csv")
         for epoch in range(start_epoch, cfg.solver.epochs):
             torch.manual_seed(cfg.seed * 100_003 + epoch)
             row, iteration = self._train_epoch(
@@ -145,12 +149,27 @@ class Trainer:
             save_checkpoint(self.out_dir / "last.pth", model, meta, config=cfg.model_dump(mode="json"), data=self.data_key, **state)
             if last_epoch or (epoch + 1) % cfg.checkpoint_period == 0:
                 save_checkpoint(self.out_dir / "model.pth", final, meta)
-            if last_epoch or (cfg.eval.period > 0 and (epoch + 1) % cfg.eval.period == 0):
-                metrics = self.evaluate(final, dataset, epoch)
-                row.update({key: metrics[key] for key in ("rank1", "rank5", "mAP", "mINP")})
-                _write_text(self.out_dir / "metrics.json", json.dumps(metrics, indent=2))
-            log.append(row)
+            _write_text(self.out_dir / PENDING_ROW, json.dumps(row))  # until its evaluation and log row are written
+            metrics = self._finish_epoch(row, final, dataset, log) or metrics
         return {**metrics, "model": str(self.out_dir / "model.pth"), "log": str(log.path)}
+
+    def _finish_epoch(self, row: dict[str, Any], final: torch.nn.Module, dataset: MarketDataset, log: "EpochLog") -> dict[str, Any]:
+        """Evaluate the epoch of ``row`` where due (the last one, or every ``eval.period``), write
+        ``metrics.json``, log the row and drop the pending row; the metrics ({} when not evaluated)."""
+        epoch, metrics = int(row["epoch"]), {}
+        if epoch == self.cfg.solver.epochs or (self.cfg.eval.period > 0 and epoch % self.cfg.eval.period == 0):
+            metrics = self.evaluate(final, dataset, epoch - 1)
+            row.update({key: metrics[key] for key in ("rank1", "rank5", "mAP", "mINP")})
+            _write_text(self.out_dir / "metrics.json", json.dumps(metrics, indent=2))
+        log.append(row)
+        (self.out_dir / PENDING_ROW).unlink(missing_ok=True)
+        return metrics
+
+    def _pending_row(self, saved_epoch: int) -> dict[str, Any] | None:
+        """The log row of the epoch ``last.pth`` holds, when a stop came before it was evaluated and logged."""
+        path = self.out_dir / PENDING_ROW
+        row = json.loads(path.read_text()) if path.is_file() else None
+        return row if row is not None and int(row["epoch"]) == saved_epoch else None
 
     def _train_epoch(self, model, optimizer, scaler, ema, freeze, images, sampler, augment, epoch, iteration, iters_per_epoch):
         cfg = self.cfg
