@@ -12,6 +12,8 @@ errors become one :class:`~reid.errors.CrosscamError` line naming the key and th
 
 from __future__ import annotations
 
+import difflib
+
 from pathlib import Path
 from typing import Any, Iterable, Literal, TypeVar
 
@@ -105,17 +107,34 @@ def load_config(
         return model.model_validate(apply_overrides(from_file, overrides))
     except ValidationError as exc:
         err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    key = ".".join(str(p) for p in err["loc"])
+    # a check across keys (a model validator) has no key: its own words say what is wrong
+    problem = (f"unknown config key '{key}'" if err["type"] == "extra_forbidden" else f"config key '{key}': {err['msg']}"
+               ) if key else err["msg"].removeprefix("Value error, ")
     given = _override_at_fault(model, from_file, overrides, err["loc"])
     if given is not None:  # the --set is wrong, not the file
-        unknown = err["type"] == "extra_forbidden"  # a misspelt key: say where the real ones are
-        keys = f"; the keys are those of {path}" if path is not None and unknown else ""
-        raise CrosscamError(f"--set {given}: config key '{key}': {err['msg']}{keys}") from None
+        keys = f"; {_near_keys(model, err['loc'])}" if err["type"] == "extra_forbidden" else ""  # a misspelt key
+        raise CrosscamError(f"--set {given}: {problem}{keys}") from None
     where = f"{path}: " if path is not None else ""
     other = ""
-    if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:  # a whole unknown section
-        other = f" (the top-level keys are {', '.join(model.model_fields)}: a config for another command?)"
-    raise CrosscamError(f"{where}config key '{key}': {err['msg']}{other}; fix the file or the --set override") from None
+    if err["type"] == "extra_forbidden":
+        other = (f" (the top-level keys are {', '.join(model.model_fields)}: a config for another command?)"
+                 if len(err["loc"]) == 1 else f" ({_near_keys(model, err['loc'])})")
+    raise CrosscamError(f"{where}{problem}{other}; fix the file or the --set override") from None
+
+
+def _near_keys(model: type[BaseModel], loc: tuple) -> str:
+    """What a misspelt key at ``loc`` may have meant: the closest key of its section, else the section's keys."""
+    section = model
+    for part in loc[:-1]:
+        field = section.model_fields.get(str(part))
+        inner = field.annotation if field is not None else None
+        if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+            return "see the keys in configs/"
+        section = inner
+    prefix = "".join(f"{p}." for p in loc[:-1])
+    close = difflib.get_close_matches(str(loc[-1]), list(section.model_fields), n=1, cutoff=0.8)
+    return f"did you mean {prefix}{close[0]}?" if close else f"the keys here are {', '.join(prefix + n for n in section.model_fields)}"
 
 
 def _override_at_fault(model: type[BaseModel], from_file: dict[str, Any], overrides: list[str], loc: tuple) -> str | None:

@@ -30,7 +30,7 @@ def test_base_file_and_overrides(tmp_path: Path):
 def test_unknown_key_names_key_and_file(tmp_path: Path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("tracker:\n  max_agee: 5\n")
-    with pytest.raises(CrosscamError, match=r"bad.yaml: config key 'tracker.max_agee'"):
+    with pytest.raises(CrosscamError, match=r"bad.yaml: unknown config key 'tracker.max_agee' \(did you mean tracker.max_age\?\)"):
         load_pipeline_config(bad)
 
 
@@ -38,7 +38,8 @@ def test_a_wrong_override_is_blamed_not_the_file():
     with pytest.raises(CrosscamError) as info:
         load_pipeline_config(None, ["tracker.nokey=1"])
     message = str(info.value)
-    assert message.startswith("--set tracker.nokey=1: config key 'tracker.nokey'") and "fix the file" not in message
+    assert message.startswith("--set tracker.nokey=1: unknown config key 'tracker.nokey'; the keys here are tracker.max_age, ")
+    assert "fix the file" not in message
 
 
 def test_out_of_range_value_is_one_line():
@@ -90,7 +91,7 @@ def test_infinite_or_nan_settings_are_refused_in_one_line(override):
     # `--segment-s inf` passed typer's min=0 and crashed segment planning with OverflowError after Ray started.
     with pytest.raises(CrosscamError, match="finite number") as caught:
         load_pipeline_config(DEFAULT_CONFIG, [override])
-    assert "the keys are those of" not in str(caught.value)  # a bad value, not an unknown key
+    assert "unknown config key" not in str(caught.value) and "the keys here" not in str(caught.value)  # a bad value
 
 
 def test_base_yaml_named_by_a_users_own_file_is_crosscams(tmp_path: Path):
@@ -114,17 +115,19 @@ def test_files_that_are_not_yaml_text_are_one_line(tmp_path: Path):
 def test_the_override_at_fault_is_named(tmp_path: Path):
     with pytest.raises(CrosscamError, match=r"^--set tracker.max_age=-1: config key 'tracker.max_age'"):
         load_pipeline_config(None, ["tracker.max_age=5", "tracker.max_age=-1"])  # the last one is applied
-    with pytest.raises(CrosscamError, match=r"^--set nosection.key=1: config key 'nosection'"):
+    with pytest.raises(CrosscamError, match=r"^--set nosection.key=1: unknown config key 'nosection'; the keys here are source, "):
         load_pipeline_config(None, ["nosection.key=1"])
+    with pytest.raises(CrosscamError, match=r"^--set tracker.max_ag=3: unknown config key 'tracker.max_ag'; did you mean tracker.max_age\?$"):
+        load_pipeline_config(None, ["tracker.max_ag=3"])  # said 'Extra inputs are not permitted
     (tmp_path / "model.yaml").write_text("depth: 50\n")
-    with pytest.raises(CrosscamError, match=r"^--set backbone=resnest / --set ibn=true: config key '\(top level\)'"):
+    with pytest.raises(CrosscamError, match=r"^--set backbone=resnest / --set ibn=true: backbone resnest is ResNeSt-50 without IBN"):
         load_config(BotModelConfig, tmp_path / "model.yaml", ["backbone=resnest", "ibn=true"])  # valid apart
     (tmp_path / "wrong.yaml").write_text("depth: 50\nbackbone: resnest\nibn: true\n")
-    with pytest.raises(CrosscamError, match=r"^.*wrong.yaml: config key '\(top level\)'"):
+    with pytest.raises(CrosscamError, match=r"^.*wrong.yaml: backbone resnest is ResNeSt-50 without IBN"):
         load_config(BotModelConfig, tmp_path / "wrong.yaml", ["input_size=[384, 128]"])  # the file's own fault
 
 
 def test_a_config_for_another_command_says_so():
-    with pytest.raises(CrosscamError, match=r"config key 'source': .*\(the top-level keys are weights, device, .*: a config "
+    with pytest.raises(CrosscamError, match=r"unknown config key 'source' \(the top-level keys are weights, device, .*: a config "
                                             r"for another command\?\)"):
         load_config(EmbedderConfig, DEFAULT_CONFIG)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import cv2
@@ -448,3 +449,15 @@ def test_freeze_keeps_the_backbone_bit_identical_through_resume_then_trains_it(t
             assert running < moved and set(trained) <= moved  # released: weights and statistics move
             assert len(last["optimizer"]["state"]) == len(trained) + 2
     assert [row["iteration"] for row in read_log(out / "log.csv")] == [3, 6, 9]
+
+
+@pytest.mark.parametrize("override, words", [
+    ("input.size=[0,64]", "config key 'input.size.0': Input should be greater than or equal to 32"),  # was an OpenCV traceback
+    ("input.padding=500", "config key 'input.padding'"),  # every crop was padding: rank-1 0
+    ("sampler.instances=1", "the triplet loss needs 2 or more images of each identity"),  # the triplet loss was 0 throughout
+])
+def test_settings_that_cannot_train_are_refused_in_one_line(override, words):
+    with pytest.raises(CrosscamError, match=rf"^--set {re.escape(override)}: .*{re.escape(words)}") as info:
+        load_train_config(None, [override])
+    assert "\n" not in str(info.value)
+    load_train_config(None, ["sampler.instances=1", "loss.triplet_weight=0"])  # without the triplet loss, K=1 is fine

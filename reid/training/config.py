@@ -14,7 +14,7 @@ x 0.1 over 120 epochs, AMP on CUDA. Load a YAML with :func:`load_train_config`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Annotated, Iterable, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -42,9 +42,9 @@ class ModelSection(_Section):
 class InputSection(_Section):
     """Training augmentation; images are resized once to ``size`` (height, width), then augmented."""
 
-    size: tuple[int, int] = (256, 128)
+    size: tuple[Annotated[int, Field(ge=32, le=1024)], Annotated[int, Field(ge=16, le=1024)]] = (256, 128)  # (H, W) pixels
     flip_prob: float = Field(0.5, ge=0, le=1)
-    padding: int = Field(10, ge=0)  # pad then random-crop back to ``size``; 0 disables
+    padding: int = Field(10, ge=0, le=64)  # pad then random-crop back to ``size``; 0 disables
     erasing_prob: float = Field(0.5, ge=0, le=1)  # random erasing filled with the ImageNet mean
     # fast-reid's INPUT.CJ (off in bagtricks): per-image colour jitter with probability cj_prob, after the crop.
     cj_prob: float = Field(0.0, ge=0, le=1)
@@ -135,6 +135,9 @@ class TrainConfig(_Section):
     def _steps_sorted(self) -> "TrainConfig":
         if self.solver.steps != sorted(self.solver.steps):
             raise ValueError("solver.steps must be increasing epochs")
+        if self.loss.triplet_weight > 0 and self.sampler.instances < 2:  # no positive pair: the loss is 0 throughout
+            raise ValueError("sampler.instances 1: the triplet loss needs 2 or more images of each identity in a "
+                             "batch; raise sampler.instances, or set loss.triplet_weight=0")
         return self
 
 
