@@ -17,28 +17,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
-from reid.data.market import MarketDataset
-from reid.errors import CrosscamError
+from reid.data.market import MarketDataset, read_dataset_image
 from reid.evaluation.distance import pairwise_distance
 from reid.evaluation.query_expansion import alpha_query_expansion
 from reid.evaluation.ranking import RankingResult, evaluate_ranking
 from reid.evaluation.report import write_report
 from reid.evaluation.rerank import k_reciprocal_rerank
 from reid.evaluation.roc import RocResult, evaluate_roc
-from reid.paths import jpeg_is_truncated
 
-log = logging.getLogger(__name__)
 
 # Images decoded and embedded at a time: bounds memory for datasets of any size.
 _EMBED_CHUNK = 256
@@ -92,20 +87,10 @@ def embed_images(embedder: FeatureExtractor, paths: Sequence[Path], progress: bo
     chunks = []
     with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
         for start in range(0, len(paths), _EMBED_CHUNK):
-            crops = [_read_image(path) for path in paths[start : start + _EMBED_CHUNK]]
+            crops = [read_dataset_image(path) for path in paths[start : start + _EMBED_CHUNK]]
             chunks.append(embedder.embed(crops, bgr=True))
             bar.update(len(crops))
     return np.concatenate(chunks).astype(np.float32)
-
-
-def _read_image(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path))
-    if image is None:
-        raise CrosscamError(f"{path}: cannot decode this image; replace or remove the file")
-    if jpeg_is_truncated(path):
-        log.warning("warning: %s: does not end with a JPEG end-of-image marker, so it may be cut off; embedded "
-                    "as decoded (the missing part filled in): replace the file for exact scores", path)
-    return image
 
 
 def dataset_features(

@@ -36,14 +36,15 @@ RUNTIMES = ("auto", "torch", "onnxruntime")
 IN_MODEL = {"color": "rgb", "normalisation": "inside the model"}  # pixel format of crosscam's torch models
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; an explicit CUDA device must exist."""
+def resolve_device(device: str, option: str = "--device ") -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; an explicit CUDA device must exist.
+    ``option`` is how the user gave it, in the errors (``--set device=`` for a config key)."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise CrosscamError(f"--device {device}: CUDA is not available on this machine; use --device cpu or auto")
+        raise CrosscamError(f"{option}{device}: CUDA is not available on this machine; use {option}cpu or auto")
     if device != "cpu" and not device.startswith("cuda"):
-        raise CrosscamError(f"--device {device}: unknown device; use auto, cpu, cuda or cuda:N")
+        raise CrosscamError(f"{option}{device}: unknown device; use auto, cpu, cuda or cuda:N")
     return device
 
 

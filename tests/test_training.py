@@ -461,3 +461,19 @@ def test_settings_that_cannot_train_are_refused_in_one_line(override, words):
         load_train_config(None, [override])
     assert "\n" not in str(info.value)
     load_train_config(None, ["sampler.instances=1", "loss.triplet_weight=0"])  # without the triplet loss, K=1 is fine
+
+
+def test_train_never_writes_over_a_model_it_did_not_make(tmp_path, capsys):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "model.pth").write_bytes(b"my own model")
+    args = ["train", "--data", str(tmp_path / "absent"), "--out", str(tmp_path / "mine")]
+    assert main(args) == 2
+    assert "holds model.pth but no training (last.pth); training would replace it" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "model.pth").read_bytes() == b"my own model"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_a_cuda_device_without_cuda_names_the_config_key():
+    """It said '--device cuda', an option train does not have."""
+    with pytest.raises(CrosscamError, match=r"^--set device=cuda: CUDA is not available on this machine; use --set device=cpu"):
+        Trainer(load_train_config(None, ["device=cuda"]), "data", "out", progress=False)

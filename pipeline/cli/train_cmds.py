@@ -42,6 +42,10 @@ def train(
     cfg = load_train_config(config, overrides)
     if not resume and (out / "last.pth").exists():
         raise CrosscamError(f"--out {out}: already holds a training (last.pth); pass --resume to continue it or choose a new --out")
+    foreign = [name for name in ("model.pth", "metrics.json") if (out / name).exists() and not (out / "last.pth").exists()]
+    if foreign:  # not a training of crosscam's: a file of the user's that training would write over
+        raise CrosscamError(f"--out {out}: holds {' and '.join(foreign)} but no training (last.pth); training would "
+                            "replace it: choose a new --out")
     try:
         result = Trainer(cfg, data, out, resume=resume, progress=not quiet).run()
     except KeyboardInterrupt:

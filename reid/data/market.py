@@ -13,13 +13,18 @@ matches). Any dataset converted to this layout works (CUHK03, DukeMTMC-reID, ...
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from reid.errors import CrosscamError
+from reid.paths import jpeg_is_truncated
+
+log = logging.getLogger(__name__)
 
 SPLITS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -133,3 +138,15 @@ def read_split(folder: Path) -> list[MarketImage]:
     if not images:
         raise CrosscamError(f"{folder}: no person images in this split (only junk ones, id -1, or none); check the dataset was extracted fully")
     return images
+
+
+def read_dataset_image(path: Path) -> np.ndarray:
+    """A dataset image as (H, W, 3) uint8 BGR; one that cannot be decoded is a one-line error, and a
+    cut-off JPEG (decoded partly, the rest filled in) is said by name."""
+    image = cv2.imread(str(path))
+    if image is None:
+        raise CrosscamError(f"{path}: cannot decode this image; replace or remove the file")
+    if jpeg_is_truncated(path):
+        log.warning("warning: %s: does not end with a JPEG end-of-image marker, so it may be cut off; used "
+                    "as decoded (the missing part filled in): replace the file for exact results", path)
+    return image

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from reid.data.market import MarketDataset
+from reid.data.market import MarketDataset, read_dataset_image
 from reid.errors import CrosscamError
 from reid.preprocess import crops_to_tensor
 
@@ -64,7 +64,8 @@ class TrainImages:
         pixels = torch.empty((len(images), 3, *size), dtype=torch.uint8)
         for start in tqdm(range(0, len(images), _CHUNK), desc="load train images", unit="chunk", disable=not progress):
             chunk = images[start : start + _CHUNK]
-            pixels[start : start + len(chunk)] = crops_to_tensor([_read_rgb(image.path) for image in chunk], size, "fast").to(torch.uint8)
+            rgb = [cv2.cvtColor(read_dataset_image(image.path), cv2.COLOR_BGR2RGB) for image in chunk]
+            pixels[start : start + len(chunk)] = crops_to_tensor(rgb, size, "fast").to(torch.uint8)
         pids = np.array([image.pid for image in images], dtype=np.int64)
         labels = np.unique(pids, return_inverse=True)[1]
         return cls(pixels=pixels, labels=torch.from_numpy(labels.astype(np.int64)), pids=pids)
@@ -75,10 +76,3 @@ def train_files_key(dataset: MarketDataset) -> dict[str, object]:
     sorted names and sizes (distractors left out, as :meth:`TrainImages.load` does)."""
     files = sorted((image.path.name, image.path.stat().st_size) for image in dataset.train if image.pid > 0)
     return {"images": len(files), "sha256": hashlib.sha256(json.dumps(files).encode()).hexdigest()}
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path))
-    if image is None:
-        raise CrosscamError(f"{path}: cannot decode this image; replace or remove the file")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

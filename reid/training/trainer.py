@@ -85,7 +85,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.resume = resume
         self.progress = progress
-        self.device = torch.device(resolve_device(cfg.device))
+        self.device = torch.device(resolve_device(cfg.device, "--set device="))  # train has no --device
         self.use_amp = cfg.solver.amp and self.device.type == "cuda"
 
     def run(self) -> dict[str, Any]:
@@ -203,7 +203,7 @@ class Trainer:
                 correct = (losses["scores"].argmax(1) == labels).sum()
                 sums += torch.stack([losses["total"] * n, losses["ce"] * n, losses["triplet"] * n, correct.float()])
             seen += n
-            if step % _POSTFIX_EVERY == 0:
+            if step % _POSTFIX_EVERY == 0 or step == len(batches) - 1:  # and the epoch's last
                 bar.set_postfix(loss=f"{float(losses['total'].detach()):.3f}", lr=f"{lr:.2e}")
         loss, ce, triplet, correct = (sums / max(seen, 1)).tolist()
         seconds = time.perf_counter() - start
