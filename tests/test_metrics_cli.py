@@ -114,6 +114,15 @@ def test_eval_mtmc_bad_input_is_one_line(tmp_path, capsys, setup, message):
     assert err.startswith("error: ") and message in err and "\n" not in err
 
 
+def test_eval_mtmc_hints_are_the_right_commands(tmp_path, capsys):
+    write_rows(tmp_path / "scene" / "gt" / "cam1.txt", person(1, range(1, 5), 0))
+    (tmp_path / "run").mkdir()
+    assert main(["eval-mtmc", "--gt", str(tmp_path / "scene" / "gt"), "--run", str(tmp_path / "run")]) == 2
+    assert f"(give {tmp_path / 'scene'}?)" in capsys.readouterr().err  # the gt/ folder itself was given
+    assert main(["eval-mtmc", "--gt", str(tmp_path / "scene"), "--run", str(tmp_path / "run")]) == 2
+    assert f"associate it with `crosscam associate {tmp_path / 'run'}`" in capsys.readouterr().err  # said `crosscam track`
+
+
 def test_eval_mot_missing_file_is_one_line(tmp_path, capsys):
     write_rows(tmp_path / "gt.txt", person(1, range(1, 3), 0))
     assert main(["eval-mot", "--gt", str(tmp_path / "gt.txt"), "--pred", str(tmp_path / "none.txt")]) == 2

@@ -139,6 +139,8 @@ def test_bad_queries_are_one_line_and_change_nothing(synthetic_run: Path, tmp_pa
     garbage = tmp_path / "garbage.jpg"
     garbage.write_bytes(b"not an image")
     assert "cannot read it as an image" in crosscam_error(capsys, synthetic_run, "--image", garbage)
+    assert "--image " + str(tmp_path / "nope.jpg") + ": no such file" in crosscam_error(
+        capsys, synthetic_run, "--image", tmp_path / "nope.jpg")  # said 'cannot read it as an image'
     thumb = synthetic_run / "hall" / "thumbs" / "1.jpg"
     for box in ("nan,0,5,5", "inf,0,5,5"):  # were a ValueError / OverflowError traceback
         assert "expected four finite numbers" in crosscam_error(capsys, synthetic_run, "--image", thumb, "--box", box)
@@ -306,3 +308,10 @@ def test_scores_do_not_depend_on_the_number_of_threads(tmp_path_factory):
         torch.set_num_threads(threads)
     assert any(len(a["matches"]) > 1 for a in answers[1])  # other identities' scores are compared too
     assert answers[1] == answers[2]
+
+
+def test_camera_of_a_run_without_colour_tables_is_said_to_change_nothing(cuhk_run: Path, capsys, caplog):
+    thumb = next((cuhk_run / "c1" / "thumbs").iterdir())
+    plain = crosscam_json(capsys, cuhk_run, "--image", thumb)
+    assert crosscam_json(capsys, cuhk_run, "--image", thumb, "--camera", "c1")["matches"] == plain["matches"]
+    assert "--camera c1: the run embedded c1's crops as they were (reid.camera_colour none)" in caplog.text

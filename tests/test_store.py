@@ -478,3 +478,15 @@ def test_a_reader_checks_the_index_files_checksum_and_an_empty_write_repairs_it(
     store.write([])  # what `crosscam associate` does for a run with nothing new and a damaged index
     assert store.index_is_intact() and store.generation() == 2
     assert_index_holds_the_table(store, folder)
+
+
+def test_a_stop_while_the_store_is_made_leaves_no_file(tmp_path, monkeypatch):
+    """Ctrl-C as the first association made the store left tracks.sqlite.tmp-PID."""
+    def stopped(path, embedder):
+        Path(path).write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(TrackStore, "_write_empty", staticmethod(stopped))
+    with pytest.raises(KeyboardInterrupt):
+        TrackStore.create(tmp_path / "store", EmbedderInfo("ab" * 32, "synthetic", 4))
+    assert list((tmp_path / "store").iterdir()) == []

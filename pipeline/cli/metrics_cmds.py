@@ -12,7 +12,8 @@ from reid.errors import CrosscamError
 def _gt_files(gt_dir: Path) -> dict[str, Path]:
     folder = gt_dir / "gt"
     if not folder.is_dir():
-        raise CrosscamError(f"{gt_dir}: no gt/ folder; --gt is a scene folder holding gt/CAMERA.txt files")
+        meant = f" (give {gt_dir.parent}?)" if gt_dir.name == "gt" else ""
+        raise CrosscamError(f"{gt_dir}: no gt/ folder; --gt is a scene folder holding gt/CAMERA.txt files{meant}")
     files = {p.stem: p for p in sorted(folder.glob("*.txt"))}
     if not files:
         raise CrosscamError(f"{folder}: no <camera>.txt ground-truth files; generate a scene with `crosscam samples make`")
@@ -91,7 +92,7 @@ def register(app: typer.Typer) -> None:
                 raise CrosscamError(f"{run}: its cameras ({', '.join(others)}) are not the ground truth's "
                                     f"({', '.join(gt_files)}); track with --camera names as in {gt / 'gt'}")
             hint = (" (a run made with --no-identities has no global ids: score one camera with eval-mot, or "
-                    "associate it with `crosscam track` again)" if tracks == "tracks_global.txt" else "")
+                    f"associate it with `crosscam associate {run}`)" if tracks == "tracks_global.txt" else "")
             raise CrosscamError(f"{run}: no camera of {', '.join(gt_files)} has {tracks}{hint}; nothing to score")
         warnings: list[str] = []  # said once the scores stand (a run past the scene is an error instead)
         for camera in gt_files:

@@ -156,7 +156,7 @@ def load_cameras_file(path: str | Path) -> CamerasFile:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
-        raise CrosscamError(f"{path}: {where}: {msg}; see pipeline/identity/cameras.py for the format") from None
+        raise CrosscamError(f"{path}: {where}: {msg}; see 'Camera clocks' in README.md for the format") from None
 
 
 def camera_offsets(

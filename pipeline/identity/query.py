@@ -21,6 +21,7 @@ representative features.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -40,6 +41,8 @@ from reid.errors import CrosscamError
 
 if TYPE_CHECKING:
     from reid import Embedder
+
+log = logging.getLogger(__name__)
 
 VISIT_GAP_S = 10.0  # seconds; tracks of one camera at most this far apart are one visit (a track broken by occlusion)
 CANDIDATES_PER_RESULT = 10  # nearest tracks fetched per identity asked for, before grouping
@@ -185,6 +188,8 @@ def query_image(
     """
     run_dir = Path(run_dir)
     store = store if store is not None else open_run_store(run_dir, config)  # not `or`: that counts its rows
+    if not Path(image_path).is_file():
+        raise CrosscamError(f"--image {image_path}: no such file; pass a JPEG/PNG file")
     image = cv2.imread(str(image_path))
     if image is None:
         raise CrosscamError(f"--image {image_path}: cannot read it as an image; pass a JPEG/PNG file")
@@ -192,7 +197,11 @@ def query_image(
     run_config = json.loads((folders[0] / "run.json").read_text())["config"]
     crop = _person_crop(image, box, DetectorConfig.model_validate(run_config["detector"]), str(image_path))
     if camera is not None:
-        crop = _camera_colour(folders, camera).apply(np.ascontiguousarray(crop))
+        colour = _camera_colour(folders, camera)
+        if colour.mode == "none":
+            log.warning("--camera %s: the run embedded %s's crops as they were (reid.camera_colour none), so the "
+                        "image is too", camera, camera)
+        crop = colour.apply(np.ascontiguousarray(crop))
     embedder = _run_embedder(json.dumps(run_config["reid"], sort_keys=True), _file_stamp(run_config["reid"].get("weights")))
     if (embedder.fingerprint, embedder.dim) != (store.embedder.fingerprint, store.embedder.dim):
         raise CrosscamError(

@@ -200,7 +200,18 @@ class TrackStore:
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f"{DB_NAME}.tmp-{os.getpid()}"
         tmp.unlink(missing_ok=True)
-        with closing(sqlite3.connect(tmp)) as conn:
+        try:
+            cls._write_empty(tmp, embedder)
+        except BaseException:  # Ctrl-C: no half-made file left
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, folder / DB_NAME)  # a store exists completely or not at all
+        return cls(folder, embedder, config or StoreConfig())
+
+    @staticmethod
+    def _write_empty(path: Path, embedder: EmbedderInfo) -> None:
+        """An empty store's database for ``embedder`` at ``path``."""
+        with closing(sqlite3.connect(path)) as conn:
             conn.executescript(_SCHEMA)
             meta = {
                 "schema_version": str(SCHEMA_VERSION),
@@ -212,8 +223,6 @@ class TrackStore:
             }
             conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
             conn.commit()
-        os.replace(tmp, folder / DB_NAME)  # a store exists completely or not at all
-        return cls(folder, embedder, config or StoreConfig())
 
     @classmethod
     def open(
