@@ -209,7 +209,8 @@ def test_tiny_training_lowers_the_loss_and_resumes(tmp_path, capsys):
     with pytest.raises(CrosscamError, match=r"other settings \(sampler.instances: 4 -> 2\)"):  # a changed recipe
         Trainer(load_train_config(None, [*TINY, "solver.epochs=3", "sampler.instances=2"]), data, out, resume=True,
                 progress=False).run()
-    assert json.loads((out / "metrics.json").read_text())["preprocess"] == "fast"
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["preprocess"] == "fast" and saved["metric"] == "cosine"  # what `crosscam benchmark` needs to agree
     renamed = sorted((data / "bounding_box_train").glob("*.jpg"))[0]  # the same identities, other images
     renamed.rename(renamed.with_name(renamed.name.replace("_00.jpg", "_01.jpg")))
     with pytest.raises(CrosscamError, match=r"trained on other images \(\d+ then, \d+ in .* now"):
