@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -44,7 +46,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from reid.benchmark import dataset_features
+from reid.benchmark import dataset_features, dataset_file_key
 from reid.checkpoint import read_checkpoint, to_crosscam_names
 from reid.data.market import MarketDataset
 from reid.embedder import Embedder, TorchFeatures, resolve_device
@@ -61,6 +63,8 @@ from reid.training.models import build_train_model
 from reid.training.sampler import PKSampler
 from reid.training.schedule import build_optimizer, learning_rate, set_learning_rate
 from reid.training.transforms import ColorJitter, TrainAugment
+
+logger = logging.getLogger(__name__)
 
 PENDING_ROW = "pending_epoch.json"  # an epoch saved in last.pth whose evaluation and log row are not written yet
 _POSTFIX_EVERY = 20  # iterations between progress-bar loss readings (each one waits for the GPU)
@@ -107,6 +111,7 @@ class Trainer:
             raise CrosscamError(f"model.onnx {cfg.model.onnx}: no such ONNX file (a relative path is read from "
                                 f"{Path.cwd()}); give the model to fine-tune with --set model.onnx=PATH")
         self.data_key = train_files_key(dataset)  # --resume: the same images
+        self.eval_key = _eval_files_key(dataset)  # --resume: said when the evaluation's images changed
         images = TrainImages.load(dataset.root, cfg.input.size, self.progress)
         if self.device.type == "cuda":
             images = images.to(self.device)  # 0.7 GB for CUHK03 at 256x128: batches are cut and augmented on the GPU
@@ -146,7 +151,8 @@ class Trainer:
             state = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1, "iteration": iteration}
             if ema is not None:
                 state.update(ema=to_fastreid_state_dict(ema.module, meta["stem"]), ema_updates=ema.updates)
-            save_checkpoint(self.out_dir / "last.pth", model, meta, config=cfg.model_dump(mode="json"), data=self.data_key, **state)
+            save_checkpoint(self.out_dir / "last.pth", model, meta, config=cfg.model_dump(mode="json"), data=self.data_key,
+                            eval_data=self.eval_key, **state)
             if last_epoch or (epoch + 1) % cfg.checkpoint_period == 0:
                 save_checkpoint(self.out_dir / "model.pth", final, meta)
             _write_text(self.out_dir / PENDING_ROW, json.dumps(row))  # until its evaluation and log row are written
@@ -254,6 +260,9 @@ class Trainer:
                 f"{path}: was trained with a different model or data ({'; '.join(differ)}; num_classes counts the "
                 "training identities); resume with the same config and data, or use a new --out"
             )
+        if state.get("eval_data") not in (None, self.eval_key):  # the scores in log.csv so far are of other images
+            logger.warning("warning: %s/query or bounding_box_test changed since %s was saved: log.csv's earlier "
+                        "evaluations scored other images", self.data_root, path)
         data = state.get("data")  # (a last.pth of an older crosscam has none)
         if data is not None and data != self.data_key:
             raise CrosscamError(
@@ -369,3 +378,8 @@ def _check_evaluable(dataset: MarketDataset) -> None:
             f"{dataset.root}: no query has a gallery image of its person from another camera, so no evaluation "
             "could score the model; check the query/ and bounding_box_test/ folders"
         )
+
+
+def _eval_files_key(dataset: MarketDataset) -> str:
+    """A sha256 of the query and gallery files' names and sizes."""
+    return hashlib.sha256(json.dumps(dataset_file_key(dataset)).encode()).hexdigest()
