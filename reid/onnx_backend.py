@@ -114,13 +114,16 @@ def card_path_for(model_path: str | Path) -> Path:
     return Path(model_path).with_suffix(".yaml")
 
 
-def load_model_card(model_path: str | Path, card: CardSource = None, embedded: str | None = None) -> tuple[ModelCard, str]:
+def load_model_card(
+    model_path: str | Path, card: CardSource = None, metadata: Mapping[str, str] | None = None
+) -> tuple[ModelCard, str]:
     """Return the card for ``model_path`` and where it came from (a file, ``"config"``, ``"embedded"``
     or ``"default"``).
 
     ``card`` may be a YAML path, a mapping of card keys or a :class:`ModelCard`; ``None`` looks for
     the YAML beside the model, then for the card a crosscam export keeps in the graph's metadata
-    (``embedded``: its JSON, :data:`CARD_METADATA_KEY`), and falls back to the torchreid convention.
+    (:data:`CARD_METADATA_KEY`; ``metadata``: the graph's metadata where already read, else it is
+    read from the file), and falls back to the torchreid convention.
     """
     if isinstance(card, ModelCard):
         return card, "config"
@@ -128,9 +131,17 @@ def load_model_card(model_path: str | Path, card: CardSource = None, embedded: s
         return _validate_card(dict(card), "model card (config)"), "config"
     path = Path(card) if card is not None else card_path_for(model_path)
     if card is None and not path.is_file():
-        if embedded is not None:
-            return _validate_card(json.loads(embedded), f"{model_path} (its embedded model card)"), "embedded"
-        return ModelCard(), "default"
+        embedded = (metadata if metadata is not None else _onnx_metadata(Path(model_path))).get(CARD_METADATA_KEY)
+        if embedded is None:
+            return ModelCard(), "default"
+        try:
+            data = json.loads(embedded)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise CrosscamError(f"{model_path}: its embedded model card is not a JSON mapping; put a model card "
+                                f"YAML beside it ({card_path_for(model_path)})")
+        return _validate_card(data, f"{model_path} (its embedded model card)"), "embedded"
     if not path.is_file():
         raise CrosscamError(f"{path}: model card not found; pass an existing YAML file or leave it out")
     try:
@@ -140,6 +151,17 @@ def load_model_card(model_path: str | Path, card: CardSource = None, embedded: s
     if not isinstance(data, dict):
         raise CrosscamError(f"{path}: a model card must be a YAML mapping (input_size, color, mean, std, ...)")
     return _validate_card(data, str(path)), str(path)
+
+
+def _onnx_metadata(path: Path) -> dict[str, str]:
+    """The ONNX file's metadata (key -> value); {} for a file onnx cannot read (its loader says why)."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - not an ONNX file: whoever loads the graph says so in one line
+        return {}
+    return {prop.key: prop.value for prop in graph.metadata_props}
 
 
 def _validate_card(data: dict[str, Any], where: str) -> ModelCard:
@@ -190,8 +212,7 @@ class OnnxReidModel:
             reason = " ".join(str(exc).rsplit("failed:", 1)[-1].split())[:160] or type(exc).__name__
             raise CrosscamError(f"{self.path}: not a loadable ONNX model ({reason}); check the file") from None
         if card is None:
-            embedded = self.session.get_modelmeta().custom_metadata_map.get(CARD_METADATA_KEY)
-            self.card, self.card_source = load_model_card(self.path, None, embedded)
+            self.card, self.card_source = load_model_card(self.path, None, self.session.get_modelmeta().custom_metadata_map)
         graph_input = self.session.get_inputs()[0]
         self.input_name = graph_input.name
         self.input_size = self._resolve_input_size(graph_input.shape)

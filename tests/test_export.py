@@ -62,6 +62,17 @@ def test_mobilenetv2_export_matches_torch_and_loads_as_reid_onnx(tmp_path):
     assert model_alone.card_source == "embedded" and model_alone.card.raw_pixels and model_alone.card.output_dim == 1280
     np.testing.assert_array_equal(Embedder.from_weights(str(alone), device="cpu").embed(crops),
                                   Embedder.from_weights(str(tmp_path / "model.onnx"), device="cpu").embed(crops))
+    # fine-tuning from it maps pixels the same way too
+    from reid.training.models import OnnxReid
+
+    tuned_alone, tuned = OnnxReid.from_onnx(alone).state_dict(), OnnxReid.from_onnx(tmp_path / "model.onnx").state_dict()
+    for key in ("backbone.scale", "backbone.shift", "backbone.order"):
+        assert torch.equal(tuned_alone[key], tuned[key]), key
+    graph = onnx.load(str(alone))  # a damaged embedded card is one line
+    graph.metadata_props[0].value = "{not json"
+    onnx.save(graph, str(alone))
+    with pytest.raises(CrosscamError, match="its embedded model card is not a JSON mapping; put a model card YAML beside it"):
+        OnnxReidModel(alone)
 
 
 def test_export_cli_exports_a_resnet18_and_prints_parity_as_json(tmp_path, capsys):
