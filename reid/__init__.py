@@ -17,6 +17,7 @@ _HOMES = {
     "evaluate_roc": "reid.evaluation",
     "k_reciprocal_rerank": "reid.evaluation",
     "pairwise_distance": "reid.evaluation",
+    "resolve_device": "reid.embedder",
     "run_benchmark": "reid.benchmark",
     "zoo": "reid.zoo",
 }

@@ -265,3 +265,13 @@ def test_a_cuda_device_without_cuda_is_said_as_such_not_as_a_bad_model_file():
     """ultralytics' 'Invalid CUDA device' came out as '--detector FILE: ultralytics cannot load it'."""
     with pytest.raises(CrosscamError, match=r"^--device cuda:0: CUDA is not available on this machine; use --device cpu or auto$"):
         YoloDetector(DetectorConfig(model="any.onnx", device="cuda:0"))
+
+
+def test_ultralytics_device_names_other_than_cuda_still_reach_ultralytics(monkeypatch):
+    """Checking CUDA devices refused ultralytics' own names (mps, 0) as 'unknown device'."""
+    seen = []
+    monkeypatch.setattr("pipeline.video.detectors._load_yolo", lambda model, device: (seen.append(device), (None, Path(model)))[1])
+    monkeypatch.setattr("pipeline.video.detectors._sha256_file", lambda path: "0" * 64)
+    for device in ("mps", "0", "cpu"):
+        YoloDetector(DetectorConfig(model="any.onnx", device=device))
+    assert seen == ["mps", "0", "cpu"]

@@ -147,10 +147,11 @@ class YoloDetector:
     stateless = True
 
     def __init__(self, cfg: DetectorConfig):
-        from reid.embedder import resolve_device  # torch: ultralytics loads it anyway
+        from reid import resolve_device  # torch: ultralytics loads it anyway
 
         self.cfg = cfg
-        self._device = None if cfg.device == "auto" else resolve_device(cfg.device)  # no GPU: one line, not the file's fault
+        # a CUDA device without CUDA: one line, not the model file's fault; ultralytics' own names (mps, 0) pass
+        self._device = None if cfg.device == "auto" else resolve_device(cfg.device) if cfg.device.startswith("cuda") else cfg.device
         self.model, path = _load_yolo(cfg.model, self._device)
         self.name = path.name
         self.fingerprint = _sha256_json(
