@@ -115,6 +115,12 @@ def build_fastreid_model(cfg: BotModelConfig) -> BotModel | MgnModel:
     return MgnModel(cfg) if cfg.meta == "mgn" else BotModel(cfg)
 
 
+def _downloaded_entry(path: Path) -> zoo.WeightsEntry | None:
+    """The registry entry whose download is the file at ``path`` (so `weights download --force` replaces it)."""
+    entry = zoo.entry_for_file(path)
+    return entry if entry is not None and path.resolve() == entry.local_path().resolve() else None
+
+
 def read_checkpoint(path: Path, trust: bool = False) -> Any:
     """``torch.load`` a file onto the CPU, turning every failure into a one-line CrosscamError."""
     if not path.is_file():
@@ -122,7 +128,7 @@ def read_checkpoint(path: Path, trust: bool = False) -> Any:
     with path.open("rb") as handle:
         head = handle.read(4)
     if not (head == _ZIP_MAGIC or (head[:1] and head[0] == _PICKLE_PROTO)):
-        entry = zoo.entry_for_file(path)  # a registry file replaced by an error page, say
+        entry = _downloaded_entry(path)  # a registry file replaced by an error page, say
         raise CrosscamError(
             f"{path}: not a PyTorch checkpoint (starts with bytes {head!r}); "
             + (f"download it again: `crosscam weights download {entry.name} --force`" if entry else "pass a fast-reid .pth file")
@@ -138,7 +144,7 @@ def read_checkpoint(path: Path, trust: bool = False) -> Any:
                 f"which can run arbitrary code; {TRUST_HINT}"
             ) from None
         reason = _first_sentence(message) or type(exc).__name__
-        entry = zoo.entry_for_file(path)
+        entry = _downloaded_entry(path)
         again = f"`crosscam weights download {entry.name} --force`" if entry else "a registry file: `crosscam weights download NAME --force`"
         raise CrosscamError(f"{path}: unreadable checkpoint, truncated or corrupt ({reason}); download it again ({again})") from None
 

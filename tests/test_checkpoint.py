@@ -150,10 +150,15 @@ def test_non_checkpoint_file(tmp_path, content):
     assert "not a PyTorch checkpoint" in load_error(path)
 
 
-def test_a_registry_file_that_is_no_checkpoint_names_its_download(tmp_path):
-    path = tmp_path / zoo.get_entry("market_bot_R50").file
+def test_a_registry_file_that_is_no_checkpoint_names_its_download(tmp_path, monkeypatch):
+    monkeypatch.setenv(zoo.WEIGHTS_DIR_ENV, str(tmp_path / "weights"))
+    path = zoo.get_entry("market_bot_R50").local_path()
+    path.parent.mkdir()
     path.write_bytes(b"<html>Rate limit exceeded</html>")
     assert load_error(path).endswith("download it again: `crosscam weights download market_bot_R50 --force`")
+    elsewhere = tmp_path / path.name  # the same name elsewhere: a download would not replace it
+    elsewhere.write_bytes(path.read_bytes())
+    assert load_error(elsewhere).endswith("pass a fast-reid .pth file")
 
 
 def test_checkpoint_that_is_not_a_state_dict(tmp_path):
