@@ -25,14 +25,21 @@ def _parse_track(text: str) -> tuple[str, int]:
 
 
 def _clock(seconds: float, origin: str | None = None) -> str:
-    """``seconds`` on the run's clock as ``[-]hh:mm:ss.s``, or as a date and time when the clock's
-    ``origin`` (ISO 8601) is known.
+    """``seconds`` on the run's clock as ``[-]hh:mm:ss.s``, or as a date and time (to 0.1 s, in the
+    zone the cameras file wrote) when the clock's ``origin`` (ISO 8601) is known.
 
     >>> _clock(3725.25), _clock(-24.4), _clock(22.96, "2024-05-01 08:00:00")
     ('01:02:05.2', '-00:00:24.4', '2024-05-01 08:00:23.0')
+    >>> _clock(22.96, "2024-05-01 08:00:00.500000+02:00"), _clock(-0.5, "2024-05-01 00:00:00")
+    ('2024-05-01 08:00:23.5+02:00', '2024-04-30 23:59:59.5')
     """
     if origin is not None:
-        return (datetime.fromisoformat(origin) + timedelta(seconds=round(seconds, 1))).isoformat(sep=" ", timespec="milliseconds")[:-2]
+        when = datetime.fromisoformat(origin) + timedelta(seconds=seconds)
+        tenths = round(when.microsecond / 100_000)  # 10: the next second
+        when = when.replace(microsecond=0) + timedelta(seconds=tenths / 10)
+        offset = when.strftime("%z")  # "+0200", or "" without a zone
+        zone = f"{offset[:3]}:{offset[3:5]}" if offset else ""
+        return f"{when:%Y-%m-%d %H:%M:%S}.{when.microsecond // 100_000}{zone}"
     minutes, secs = divmod(round(abs(seconds), 1), 60.0)
     hours, minutes = divmod(int(minutes), 60)
     return f"{'-' if seconds < 0 and round(seconds, 1) else ''}{hours:02d}:{minutes:02d}:{secs:04.1f}"

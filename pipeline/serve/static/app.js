@@ -62,11 +62,12 @@ function fmtSeconds(s) {
   const h = Math.floor(tenths / 36000), m = Math.floor((tenths % 36000) / 600), sec = (tenths % 600) / 10;
   return sign + (h ? `${h}:${String(m).padStart(2, '0')}:` : `${m}:`) + sec.toFixed(1).padStart(4, '0');
 }
-function fmtWhen(s, origin) {  // seconds on the run's clock as a date and time where start times were given
+function fmtWhen(s, origin) {  // seconds on the run's clock as a date and time (to 0.1 s) where start times were given
   if (!origin) return fmtSeconds(s);
-  const zone = origin.slice(19);  // '' or '+02:00': the cameras file's own zone, kept as written
-  const t = new Date(Date.parse(origin.slice(0, 19).replace(' ', 'T') + 'Z') + Math.round(s * 10) * 100);
-  return t.toISOString().slice(0, 21).replace('T', ' ') + zone;
+  const [, local, zone] = origin.match(/^(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:\.\d+)?)(.*)$/) || [, null, ''];
+  if (!local) return fmtSeconds(s);
+  const ms = Date.parse(local.replace(' ', 'T').replace(/(\.\d{3})\d+/, '$1') + 'Z') + s * 1000;  // the file's own zone, kept as written
+  return new Date(Math.round(ms / 100) * 100).toISOString().slice(0, 21).replace('T', ' ') + zone;
 }
 const fileUrl = (path) => (path && S.status && path.startsWith(S.status.run_dir + '/'))
   ? '/files/' + path.slice(S.status.run_dir.length + 1).split('/').map(encodeURIComponent).join('/') : '';
