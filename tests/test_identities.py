@@ -140,6 +140,20 @@ def test_changed_association_settings_associate_every_camera_again(two_cameras: 
     assert global_ids(two_cameras / "door")[1] != global_ids(two_cameras / "hall")[1]  # no rule links the two
 
 
+def test_a_store_of_an_older_crosscam_is_associated_again_once(two_cameras: Path, caplog):
+    """A store without the settings its identities came from took today's settings as its own."""
+    import sqlite3
+
+    update_identities(two_cameras, PipelineConfig(), progress=False)
+    with sqlite3.connect(two_cameras / "store" / "tracks.sqlite") as conn:  # as an older crosscam left it
+        conn.execute("DELETE FROM meta WHERE key LIKE 'setting.%'")
+    strict = PipelineConfig.model_validate({"association": {"threshold": 0.999, "center_cameras": False}})
+    assert update_identities(two_cameras, strict, progress=False).cameras_updated == ["door", "hall"]
+    assert "unknown (an older crosscam wrote it)" in caplog.text
+    assert global_ids(two_cameras / "door")[1] != global_ids(two_cameras / "hall")[1]  # the strict settings applied
+    assert update_identities(two_cameras, strict, progress=False).cameras_updated == []
+
+
 def test_an_interrupted_camera_joins_the_identities_with_a_warning(two_cameras: Path, caplog):
     record = json.loads((two_cameras / "door" / "run.json").read_text())
     (two_cameras / "door" / "run.json").write_text(json.dumps({**record, "status": "interrupted"}))

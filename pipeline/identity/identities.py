@@ -133,16 +133,18 @@ def update_identities(
                 log.warning("%s: in the store but its folder %s is gone; its tracks stay in the store and answers",
                             name, run_dir / name)
             inputs = [_camera_input(name_of[f], f, runs[name_of[f]], offsets[name_of[f]], common) for f in folders]
-            settings = {"association": association_settings(config, spec), "clock_origin": clock_origin(spec)}
-            if store.setting("association") not in (None, settings["association"]):
-                log.warning("association settings or transit rules changed since the store was written: every "
-                            "camera is associated again (identity ids are kept where the same people group again)")
+            settings = {"association": association_settings(config, spec), "clock_origin": clock_origin_text(spec)}
+            kept = {key: store.setting(key) for key in settings}
+            if stored and kept["association"] != settings["association"]:
+                log.warning("association settings or transit rules %s since the store was written: every camera is "
+                            "associated again (identity ids are kept where the same people group again)",
+                            "changed" if kept["association"] is not None else "unknown (an older crosscam wrote it)")
                 stored = {}
             changed = [c for c in inputs if stored.get(c.name) != c.record]
             updates = _associated(store, changed, config, spec, progress) if changed else []
             with stops_held():  # the store takes them and their folders follow at once, or neither
                 # (a write builds a damaged index file again, and keeps a clock origin moved with every start)
-                if updates or not store.index_is_intact() or any(store.setting(k) != v for k, v in settings.items()):
+                if updates or not store.index_is_intact() or kept != settings:
                     store.write(updates, settings)
                 for name, work in staged.items():
                     publish(run_dir / name, work)
@@ -177,7 +179,7 @@ def update_identities(
     )
 
 
-def clock_origin(spec: CamerasFile | None) -> str:
+def clock_origin_text(spec: CamerasFile | None) -> str:
     """When the common clock's 0 s is (ISO 8601), where the cameras file gives start times; else ''."""
     origin = spec.clock_origin() if spec is not None else None
     return origin.isoformat(sep=" ") if origin is not None else ""
