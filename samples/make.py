@@ -77,6 +77,7 @@ def make_scene(options: SceneOptions, out_dir: str | Path, progress: bool = True
     except OSError as exc:
         raise CrosscamError(f"{out}: cannot make this folder ({exc.strerror}); give another --out") from None
     (out / _MAKING).touch()
+    (out / "scene.json").unlink(missing_ok=True)  # made again: a stop midway must not leave the old scene's description
     started = time.perf_counter()
     scene = build_scene(options)
     textures = make_textures(scene)

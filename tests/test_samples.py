@@ -216,6 +216,11 @@ def test_a_make_stopped_midway_can_be_made_again(tmp_path, monkeypatch, capsys):
     assert main(["samples", "make", "--out", str(tmp_path / "scene"), *small]) == 130
     assert (tmp_path / "scene" / "cam1.mp4").is_file() and not (tmp_path / "scene" / "scene.json").exists()
     monkeypatch.setattr(make.CameraRenderer, "render", real_render)
+    assert main(["samples", "make", "--out", str(tmp_path / "other"), *small]) == 0  # a complete scene, made again
+    monkeypatch.setattr(make.CameraRenderer, "render", stop_on_cam2)  # with another seed, and stopped midway:
+    assert main(["samples", "make", "--out", str(tmp_path / "other"), *small, "--seed", "3"]) == 130
+    assert not (tmp_path / "other" / "scene.json").exists()  # the old scene's description went with its videos
+    monkeypatch.setattr(make.CameraRenderer, "render", real_render)
     assert main(["samples", "make", "--out", str(tmp_path / "scene"), *small]) == 0, capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "scene").iterdir()) == ["cam1.mp4", "cam2.mp4", "gt", "scene.json"]
 

@@ -494,9 +494,10 @@ def test_ctrl_c_between_tracking_and_association_says_so_and_leaves_nothing_stag
     before = snapshot()
 
     monkeypatch.setattr(pipeline.cli.track_cmds, "_identities", ctrl_c)
-    code, _, err = run_cli([*args, "--max-frames", "30"], capsys)
+    code, printed, err = run_cli([*args, "--max-frames", "30", "--json"], capsys)
     assert code == 130 and "before association: cameras tracked again keep their earlier outputs" in err, err
     assert snapshot() == before and not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert json.loads(printed)["cameras"] == [{"camera": "hall", "folder": str((out / "hall").resolve()), "status": "complete"}]
 
 
 def test_a_file_system_without_locks_warns_and_tracks(tmp_path: Path, monkeypatch, caplog):

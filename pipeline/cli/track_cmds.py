@@ -122,8 +122,7 @@ def register(app: typer.Typer) -> None:
                 else:
                     typer.echo(f"interrupted: {out} keeps what was written; the stopped camera's run.json says \"interrupted\" "
                                "(a camera tracked completely before keeps its earlier outputs)", err=True)
-                if as_json:  # a script learns what the run directory holds now
-                    typer.echo(json.dumps({"run_dir": str(out.resolve()), "status": "interrupted", "cameras": _camera_states(out)}))
+                _echo_interrupted_json(out, as_json)
                 raise typer.Exit(130) from None
             linked = None
             try:  # (a stop here fell through to click: exit 130 without a word, the new outputs left staged)
@@ -137,6 +136,7 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"interrupted after tracking: {out}'s identities are up to date" if linked is not None else
                            f"interrupted after tracking, before association: cameras tracked again keep their earlier "
                            f"outputs; `crosscam associate {out}` associates the others", err=True)
+                _echo_interrupted_json(out, as_json)
                 raise typer.Exit(130) from None
         result = {
             "run_dir": str(out.resolve()),
@@ -162,9 +162,15 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2)
 
 
+def _echo_interrupted_json(out: Path, as_json: bool) -> None:
+    """With ``--json``, what a stopped run's directory holds now (a script got an empty stdout)."""
+    if as_json:
+        typer.echo(json.dumps({"run_dir": str(out.resolve()), "status": "interrupted", "cameras": _camera_states(out)}))
+
+
 def _camera_states(out: Path) -> list[dict]:
     """Each camera folder of ``out`` with its ``run.json`` status (complete, interrupted, failed)."""
-    folders = sorted(f for f in out.iterdir() if (f / "run.json").is_file()) if out.is_dir() else []
+    folders = sorted(f for f in out.iterdir() if not f.name.startswith(".") and (f / "run.json").is_file()) if out.is_dir() else []
     return [{"camera": f.name, "folder": str(f.resolve()), "status": read_run_record(f).get("status")} for f in folders]
 
 
