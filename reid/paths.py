@@ -1,5 +1,4 @@
-"""Output paths checked before any work starts (one-line errors instead of an OSError halfway), and
-whether a JPEG file was cut off.
+"""Output paths checked before any work starts: one-line errors instead of an OSError halfway.
 
 >>> import tempfile; from pathlib import Path
 >>> root = Path(tempfile.mkdtemp())
@@ -75,19 +74,3 @@ def written_atomically(dest: Path) -> Iterator[BinaryIO]:
         os.replace(name, dest)
     finally:
         Path(name).unlink(missing_ok=True)
-
-
-JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
-
-
-def jpeg_is_truncated(path: Path) -> bool:
-    """True for a JPEG file that does not end with the end-of-image marker.
-
-    OpenCV decodes such a file partly and fills in the rest, with no sign of it but libjpeg's
-    "Premature end of JPEG file" on stderr.
-    """
-    with path.open("rb") as handle:
-        if handle.read(len(JPEG_START)) != JPEG_START:
-            return False
-        handle.seek(-len(JPEG_END), os.SEEK_END)
-        return handle.read() != JPEG_END

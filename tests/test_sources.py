@@ -191,6 +191,11 @@ def test_an_image_folder_gives_every_frame_at_the_first_frames_size(tmp_path: Pa
     said = [r.getMessage() for r in caplog.records]
     assert sum("not %dx%d as the folder's first image" % src.frame_size in m for m in said) == 1, said
     assert sum("000005.jpg is cut off" in m for m in said) == 1, said
+    # the serve page's frames are the tracked ones: a box drawn on a resized frame crops what was tracked
+    from pipeline.serve.frames import FolderFrames
+
+    served = FolderFrames(seq, 30.0)
+    assert all(np.array_equal(served.image(f.index), f.image) for f in frames)
 
 
 @pytest.mark.parametrize("numbers, said", [

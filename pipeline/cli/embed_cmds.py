@@ -5,31 +5,31 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import typer
 
 from pipeline.cli import RUNTIME_HELP
 from reid import zoo
 from reid.errors import CrosscamError
-from reid.paths import jpeg_is_truncated, output_file, written_atomically
+from reid.image_files import read_image_file
+from reid.paths import output_file, written_atomically
 
 weights_app = typer.Typer(help="Known ReID weights: list them, download them.", no_args_is_help=True)
 
 
 def read_images_bgr(paths: list[Path]) -> list[np.ndarray]:
     """Decode image files to (H, W, 3) uint8 BGR arrays; a missing or undecodable file, or a folder,
-    is a one-line error. A truncated JPEG is kept, with a warning on stderr (see :func:`reid.paths.jpeg_is_truncated`)."""
+    is a one-line error. A truncated JPEG is kept, with a warning on stderr (see :mod:`reid.image_files`)."""
     images = []
     for path in paths:
         if path.is_dir():
             raise CrosscamError(f"{path}: a folder, not an image; pass its image files, e.g. {path / '*.jpg'}")
         if not path.is_file():
             raise CrosscamError(f"{path}: image not found; check the path")
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        image, cut = read_image_file(path)
         if image is None:
             raise CrosscamError(f"{path}: not a readable image (corrupt or unsupported format); pass JPEG/PNG files")
-        if jpeg_is_truncated(path):
+        if cut:
             typer.echo(
                 f"warning: {path}: does not end with a JPEG end-of-image marker, so it may be cut off; "
                 "embedded anyway, as decoded (the missing part of a cut-off image is filled in)",

@@ -28,7 +28,8 @@ import av
 import cv2
 import numpy as np
 
-from pipeline.video.sources import IMAGE_SUFFIXES, STREAM_SCHEMES
+from pipeline.video.sources import STREAM_SCHEMES, at_frame_size, image_folder_files, image_folder_frame_size
+from reid.image_files import read_image_file
 from reid.errors import CrosscamError
 
 JPEG_QUALITY = 85
@@ -88,19 +89,19 @@ class FolderFrames:
     """The frames of an image folder (a MOTChallenge ``SEQ/img1/``), by name order as ``pipeline.video.sources`` reads them."""
 
     def __init__(self, folder: Path, fps: float):
-        folder = folder / "img1" if (folder / "img1").is_dir() else folder
-        self._files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        _, self._files = image_folder_files(folder)
         self.count = len(self._files)
         self._fps = fps
+        self._size = image_folder_frame_size(self._files)  # every frame at the first one's size, as tracked
 
     def time_s(self, index: int) -> float:
         return index / self._fps  # as pipeline.video.sources.ImageFolderSource times them
 
     def image(self, index: int) -> np.ndarray:
-        image = cv2.imread(str(self._files[index]))
+        image, _ = read_image_file(self._files[index])
         if image is None:
             raise FrameNotFound(f"{self._files[index]}: not a readable image")
-        return image
+        return at_frame_size(image, self._size)
 
 
 class CameraFrames:

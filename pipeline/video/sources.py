@@ -28,7 +28,7 @@ import numpy as np
 from pipeline.config import SourceConfig
 from pipeline.types import Frame
 from reid.errors import CrosscamError
-from reid.paths import jpeg_is_truncated
+from reid.image_files import read_image_file
 
 log = logging.getLogger(__name__)
 
@@ -240,13 +240,9 @@ class ImageFolderSource(FrameSource):
     """
 
     def __init__(self, folder: Path, camera: str, cfg: SourceConfig, frames: FrameRange | None = None):
-        if (folder / "img1").is_dir():
-            folder = folder / "img1"
+        folder, self._files = image_folder_files(folder)
         super().__init__(str(folder.resolve()), camera, cfg, frames)
         self.sequence_dir = folder.parent if folder.name == "img1" else folder
-        self._files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not self._files:
-            raise CrosscamError(f"{folder}: no images (.jpg/.png/...) in this folder; pass a folder of frames or a video")
         self.frames_total = len(self._files)
         if frames is None:  # said once per camera, not per segment
             _warn_if_numbered_otherwise(folder, self._files)
@@ -256,10 +252,7 @@ class ImageFolderSource(FrameSource):
             log.warning("%s: %s; timed at %g fps (set source.default_fps)", folder,
                         "no frameRate in seqinfo.ini" if (self.sequence_dir / "seqinfo.ini").is_file() else "no seqinfo.ini",
                         self.fps)
-        first = cv2.imread(str(self._files[0]))
-        if first is None:
-            raise CrosscamError(f"{self._files[0]}: not a readable image; check the folder's first frame")
-        self.frame_size = (first.shape[1], first.shape[0])
+        self.frame_size = image_folder_frame_size(self._files)
         self._resized = False
 
     def __iter__(self) -> Iterator[Frame]:
@@ -269,25 +262,45 @@ class ImageFolderSource(FrameSource):
                 break
             if not self._keep(index):
                 continue
-            image = cv2.imread(str(path))
+            image, cut = read_image_file(path)
             if image is None:
                 self._skip_failed(index, f"{path.name} is not a readable image")
                 continue
-            if jpeg_is_truncated(path):
-                log.warning("frame %d: %s is cut off (no JPEG end marker); tracked as decoded, the missing part "
-                            "filled in", index, path.name)
+            if cut:
+                log.warning("camera %s, frame %d: %s is cut off (no JPEG end marker); tracked as decoded, the "
+                            "missing part filled in", self.camera, index, path.name)
+            if (image.shape[1], image.shape[0]) != self.frame_size and not self._resized:
+                log.warning("camera %s: %s is %dx%d, not %dx%d as the folder's first image: resized to it (said once)",
+                            self.camera, path.name, image.shape[1], image.shape[0], *self.frame_size)
+                self._resized = True
             self.frames_read += 1
-            yield Frame(self.camera, index, index / self.fps, self._at_frame_size(image, path))
+            yield Frame(self.camera, index, index / self.fps, at_frame_size(image, self.frame_size))
 
-    def _at_frame_size(self, image: np.ndarray, path: Path) -> np.ndarray:
-        """``image`` at the first image's size: boxes and the annotated video have one frame size."""
-        if (image.shape[1], image.shape[0]) == self.frame_size:
-            return image
-        if not self._resized:
-            log.warning("%s is %dx%d, not %dx%d as the folder's first image: resized to it (said once)",
-                        path.name, image.shape[1], image.shape[0], *self.frame_size)
-            self._resized = True
-        return cv2.resize(image, self.frame_size, interpolation=cv2.INTER_AREA)
+
+def image_folder_files(folder: Path) -> tuple[Path, list[Path]]:
+    """An image folder's frames in name order (``SEQ/`` reads ``SEQ/img1/``): the folder read and its files."""
+    if (folder / "img1").is_dir():
+        folder = folder / "img1"
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise CrosscamError(f"{folder}: no images (.jpg/.png/...) in this folder; pass a folder of frames or a video")
+    return folder, files
+
+
+def image_folder_frame_size(files: list[Path]) -> tuple[int, int]:
+    """(width, height) of an image folder's frames: its first image's, to which the others are resized."""
+    first, _ = read_image_file(files[0])
+    if first is None:
+        raise CrosscamError(f"{files[0]}: not a readable image; check the folder's first frame")
+    return first.shape[1], first.shape[0]
+
+
+def at_frame_size(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` at ``size`` (width, height): an image folder's frames all take its first one's size,
+    so boxes and the annotated video have one frame size."""
+    if (image.shape[1], image.shape[0]) == size:
+        return image
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def _warn_if_numbered_otherwise(folder: Path, files: list[Path]) -> None:

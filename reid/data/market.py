@@ -18,11 +18,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from reid.errors import CrosscamError
-from reid.paths import jpeg_is_truncated
+from reid.image_files import read_image_file
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +142,10 @@ def read_split(folder: Path) -> list[MarketImage]:
 def read_dataset_image(path: Path) -> np.ndarray:
     """A dataset image as (H, W, 3) uint8 BGR; one that cannot be decoded is a one-line error, and a
     cut-off JPEG (decoded partly, the rest filled in) is said by name."""
-    image = cv2.imread(str(path))
+    image, cut = read_image_file(path)
     if image is None:
         raise CrosscamError(f"{path}: cannot decode this image; replace or remove the file")
-    if jpeg_is_truncated(path):
-        log.warning("warning: %s: does not end with a JPEG end-of-image marker, so it may be cut off; used "
-                    "as decoded (the missing part filled in): replace the file for exact results", path)
+    if cut:
+        log.warning("%s: does not end with a JPEG end-of-image marker, so it may be cut off; used as decoded "
+                    "(the missing part filled in): replace the file for exact results", path)
     return image
