@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -29,20 +30,24 @@ def _clock(seconds: float, origin: str | None = None) -> str:
     zone the cameras file wrote) when the clock's ``origin`` (ISO 8601) is known.
 
     >>> _clock(3725.25), _clock(-24.4), _clock(22.96, "2024-05-01 08:00:00")
-    ('01:02:05.2', '-00:00:24.4', '2024-05-01 08:00:23.0')
-    >>> _clock(22.96, "2024-05-01 08:00:00.500000+02:00"), _clock(-0.5, "2024-05-01 00:00:00")
-    ('2024-05-01 08:00:23.5+02:00', '2024-04-30 23:59:59.5')
+    ('01:02:05.3', '-00:00:24.4', '2024-05-01 08:00:23.0')
+    >>> _clock(22.96, "2024-05-01 08:00:00.500000+02:00"), _clock(-0.5, "2024-05-01 00:00:00"), _clock(0.25)
+    ('2024-05-01 08:00:23.5+02:00', '2024-04-30 23:59:59.5', '00:00:00.3')
     """
     if origin is not None:
-        when = datetime.fromisoformat(origin) + timedelta(seconds=seconds)
-        tenths = round(when.microsecond / 100_000)  # 10: the next second
-        when = when.replace(microsecond=0) + timedelta(seconds=tenths / 10)
+        try:
+            when = datetime.fromisoformat(origin) + timedelta(seconds=seconds)
+            tenths = math.floor(when.microsecond / 100_000 + 0.5)  # halves up, as the serve page; 10: the next second
+            when = when.replace(microsecond=0) + timedelta(seconds=tenths / 10)
+        except OverflowError:  # past year 9999: seconds on the run's clock instead
+            return _clock(seconds)
         offset = when.strftime("%z")  # "+0200", or "" without a zone
         zone = f"{offset[:3]}:{offset[3:5]}" if offset else ""
         return f"{when:%Y-%m-%d %H:%M:%S}.{when.microsecond // 100_000}{zone}"
-    minutes, secs = divmod(round(abs(seconds), 1), 60.0)
-    hours, minutes = divmod(int(minutes), 60)
-    return f"{'-' if seconds < 0 and round(seconds, 1) else ''}{hours:02d}:{minutes:02d}:{secs:04.1f}"
+    tenths = math.floor(abs(seconds) * 10 + 0.5)  # halves up, as the serve page
+    minutes, tenths = divmod(tenths, 600)
+    hours, minutes = divmod(minutes, 60)
+    return f"{'-' if seconds < 0 and tenths + minutes + hours else ''}{hours:02d}:{minutes:02d}:{tenths / 10:04.1f}"
 
 
 def _print_table(result: QueryResult) -> None:
