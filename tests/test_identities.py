@@ -138,6 +138,11 @@ def test_changed_association_settings_associate_every_camera_again(two_cameras: 
     rules.write_text(rules.read_text() + "transitions:\n  only_listed: true\n")
     assert update_identities(two_cameras, PipelineConfig(), cameras_file=rules, progress=False).cameras_updated == ["door", "hall"]
     assert global_ids(two_cameras / "door")[1] != global_ids(two_cameras / "hall")[1]  # no rule links the two
+    with_rule = rules.read_text() + "  rules: [{cameras: [hall, door], max_s: 30}]\n"
+    rules.write_text(with_rule)
+    assert update_identities(two_cameras, PipelineConfig(), cameras_file=rules, progress=False).cameras_updated == ["door", "hall"]
+    rules.write_text(with_rule.replace("[hall, door]", "[door, hall]"))  # the same rule: a rule applies both ways
+    assert update_identities(two_cameras, PipelineConfig(), cameras_file=rules, progress=False).cameras_updated == []
 
 
 def test_a_store_of_an_older_crosscam_is_associated_again_once(two_cameras: Path, caplog):

@@ -188,8 +188,11 @@ def clock_origin_text(spec: CamerasFile | None) -> str:
 def association_settings(config: PipelineConfig, spec: CamerasFile | None) -> str:
     """The settings a run's identities depend on beyond its tracks: ``association.*`` and the cameras
     file's transit rules (JSON). A store associated with others is associated again as a whole."""
-    rules = spec.transitions.model_dump() if spec is not None else None
-    return json.dumps({"association": config.association.model_dump(), "transitions": rules}, sort_keys=True)
+    transitions = None
+    if spec is not None:  # a rule applies both ways, in any order in the file
+        rules = sorted([*sorted(r.cameras), r.min_s, r.max_s] for r in spec.transitions.rules)
+        transitions = {"only_listed": spec.transitions.only_listed, "rules": rules}
+    return json.dumps({"association": config.association.model_dump(), "transitions": transitions}, sort_keys=True)
 
 
 def _associated(store: TrackStore, changed: list["_CameraInput"], config: PipelineConfig,
