@@ -380,6 +380,7 @@ def test_camera_names_and_the_run_directory_are_checked_first(tmp_path: Path, ca
         # the run's own files: a camera took report.html's place and association crashed
         (["--camera", "report.html", "--out", str(tmp_path / "r")], "plain folder name"),
         (["--camera", "cameras.yaml", "--out", str(tmp_path / "r")], "plain folder name"),
+        (["--camera", "Store", "--out", str(tmp_path / "r")], "plain folder name"),  # the store on a case-blind disk
         (["--camera", "", "--out", str(tmp_path / "r")], "an empty camera name"),  # was the file's name, silently
         (["--out", str(tmp_path / "file")], "is a file"),
         (["--out", str(tmp_path / "file" / "sub")], "is a file"),
@@ -390,6 +391,10 @@ def test_camera_names_and_the_run_directory_are_checked_first(tmp_path: Path, ca
         assert code == 2 and out == "" and words in err and len(err.strip().splitlines()) == 1, (extra, err)
     code, _, err = run_cli(["track", str(video), str(video), "--camera", "x", "--out", str(tmp_path / "r")], capsys)
     assert code == 2 and "1 name for 2 inputs" in err
+    named = write_video(tmp_path / "store.avi", 3, walker=False)  # the name comes from the file: say so
+    code, _, err = run_cli(["track", str(named), "--detector", "motion", "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and f"camera name 'store' (from {named}): a camera name must be" in err
+    named.unlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.avi", "file"]  # nothing written anywhere
 
 

@@ -132,9 +132,11 @@ def check_camera_names(specs: Sequence[str], cameras: Sequence[str] | None, name
     """One ``--camera`` per input or none, each name a plain folder name of the run directory
     (not ``..``, no ``/``, not the store's or another run-level file's), and no name twice (one-line errors)."""
     check_camera_count(specs, cameras)
-    for name in names:
-        if not name or name.startswith(".") or "/" in name or "\\" in name or name in RUN_LEVEL_NAMES:
-            raise CrosscamError(f"--camera {name!r}: a camera name must be a plain folder name (no '/', not starting "
+    for spec, name in zip(specs, names):
+        # (case-blind: Store and report.HTML are those names on a case-insensitive file system)
+        if not name or name.startswith(".") or "/" in name or "\\" in name or name.lower() in RUN_LEVEL_NAMES:
+            given = f"--camera {name!r}" if cameras else f"camera name {name!r} (from {spec})"
+            raise CrosscamError(f"{given}: a camera name must be a plain folder name (no '/', not starting "
                                 f"with '.', not {', '.join(sorted(RUN_LEVEL_NAMES))}); give another --camera")
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
