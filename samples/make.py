@@ -48,6 +48,7 @@ def check_options(options: SceneOptions) -> None:
 
 
 _LEFT_BY_A_STOP = re.compile(r"(cam\d+\.tmp\.mp4|gt|scene\.json\.tmp)")  # partial files of an interrupted make
+_CAMERA_FILE = re.compile(r"cam(\d+)\.(?:mp4|txt)")  # a camera's video or ground truth
 _MAKING = ".making"  # present from a make's first file to its scene.json: the folder is a scene being made
 
 
@@ -77,7 +78,11 @@ def make_scene(options: SceneOptions, out_dir: str | Path, progress: bool = True
     except OSError as exc:
         raise CrosscamError(f"{out}: cannot make this folder ({exc.strerror}); give another --out") from None
     (out / _MAKING).touch()
-    (out / "scene.json").unlink(missing_ok=True)  # made again: a stop midway must not leave the old scene's description
+    # made again: a stop midway must not leave the old scene's description, nor cameras the new one lacks
+    (out / "scene.json").unlink(missing_ok=True)
+    for old in [*out.glob("cam*.mp4"), *(out / "gt").glob("cam*.txt")]:
+        if _CAMERA_FILE.fullmatch(old.name) and int(_CAMERA_FILE.fullmatch(old.name)[1]) > options.cameras:
+            old.unlink()
     started = time.perf_counter()
     scene = build_scene(options)
     textures = make_textures(scene)

@@ -220,6 +220,11 @@ def test_a_make_stopped_midway_can_be_made_again(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(make.CameraRenderer, "render", stop_on_cam2)  # with another seed, and stopped midway:
     assert main(["samples", "make", "--out", str(tmp_path / "other"), *small, "--seed", "3"]) == 130
     assert not (tmp_path / "other" / "scene.json").exists()  # the old scene's description went with its videos
+    assert "interrupted: " in capsys.readouterr().err  # said nothing
+    monkeypatch.setattr(make.CameraRenderer, "render", real_render)
+    one = [a if a != "2" else "1" for a in small]  # --cameras 1 over a 2-camera scene: cam2 goes
+    assert main(["samples", "make", "--out", str(tmp_path / "other"), *one]) == 0
+    assert sorted(p.name for p in (tmp_path / "other").rglob("*") if p.is_file()) == ["cam1.mp4", "cam1.txt", "scene.json"]
     monkeypatch.setattr(make.CameraRenderer, "render", real_render)
     assert main(["samples", "make", "--out", str(tmp_path / "scene"), *small]) == 0, capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "scene").iterdir()) == ["cam1.mp4", "cam2.mp4", "gt", "scene.json"]

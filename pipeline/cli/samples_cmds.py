@@ -57,7 +57,11 @@ def register(app: typer.Typer) -> None:
             lighting=lighting, noise=noise, blur=blur, pauses=pauses, min_visibility=min_visibility,
             min_height=min_height,
         )
-        summary = make_scene(options, out, progress=not quiet)
+        try:
+            summary = make_scene(options, out, progress=not quiet)
+        except KeyboardInterrupt:
+            typer.echo(f"interrupted: {out} holds part of the scene; the same command makes it again there", err=True)
+            raise typer.Exit(130) from None
         if as_json:
             typer.echo(json.dumps(summary))
         else:
