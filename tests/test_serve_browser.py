@@ -260,6 +260,13 @@ def test_an_uploaded_photo_searches_its_largest_person_then_a_boxed_one(page, ru
     driver.save_screenshot(str(tmp_path / "photo-page.png"))
     driver.find_element("css selector", "#photo-close").click()
     assert not driver.find_element("css selector", "#photo").is_displayed()
+    # a photo refused after another one does not leave the other to draw on
+    driver.find_element("css selector", "#upload").send_keys(str(photo))
+    wait_for(lambda: driver.find_element("css selector", "#photo").is_displayed(), "the photo shows again")
+    (tmp_path / "notes.txt").write_text("not an image")
+    driver.find_element("css selector", "#upload").send_keys(str(tmp_path / "notes.txt"))
+    wait_for(lambda: "not an image" in driver.find_element("css selector", "#error").text, "the refusal shows")
+    assert not driver.find_element("css selector", "#photo").is_displayed()
 
 
 def test_the_no_store_banner_goes_when_the_store_appears(page):

@@ -7,6 +7,7 @@
 const BOX_WINDOW = 100;   // frames of boxes fetched at once
 const POLL_MS = 2000;     // how often the page checks the store's generation and the cameras
 const DRAG_PX = 6;        // a drag shorter than this is a click
+const MAX_UPLOAD_BYTES = 10 * 2 ** 20, MAX_UPLOAD_PIXELS = 40e6;  // the server's limits (serve.app): larger photos are refused
 
 const S = {
   status: null,          // /api/status
@@ -19,6 +20,7 @@ const S = {
   shown: 0,              // index of the match shown in the results panel
   selected: null,        // identity highlighted in the players
   galleryOffset: 0,
+  photo: null,           // the uploaded photo shown above the players (ImageBitmap)
 };
 
 const $ = (id) => document.getElementById(id);
@@ -329,7 +331,13 @@ async function ask(query, quiet = false) {
 async function showPhoto(file) {
   let bitmap;
   try { bitmap = await createImageBitmap(file); }
-  catch { ask({ kind: 'upload', file }); return; }  // not an image the browser reads: the server's answer says why
+  catch { bitmap = null; }
+  if (!bitmap || file.size > MAX_UPLOAD_BYTES || bitmap.width * bitmap.height > MAX_UPLOAD_PIXELS) {
+    if (bitmap) bitmap.close();
+    closePhoto();
+    ask({ kind: 'upload', file });  // not an image the browser reads, or too large: the server's answer says why
+    return;
+  }
   const scale = Math.min(1, 360 / bitmap.height, 640 / bitmap.width);  // canvas pixels per image pixel
   const canvas = el('canvas', { id: 'photo-canvas', width: Math.round(bitmap.width * scale), height: Math.round(bitmap.height * scale),
     title: 'drag a box around the person to search for' });
@@ -363,23 +371,32 @@ async function showPhoto(file) {
     const a = drag, b = point(e);
     drag = null;
     if (Math.hypot(b[0] - a[0], b[1] - a[1]) < DRAG_PX) { draw(); return; }
-    box = [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[0], b[0]), Math.max(a[1], b[1])].map(v => Math.round(v / scale));
+    const image = (v, i) => Math.min(Math.round(v / scale), i % 2 ? bitmap.height : bitmap.width);  // inside the photo
+    box = [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[0], b[0]), Math.max(a[1], b[1])].map(image);
     draw();
     search();
   });
   canvas.addEventListener('pointercancel', () => { drag = null; draw(); });
   camera.addEventListener('change', search);
-  const close = () => { $('photo').hidden = true; $('photo').replaceChildren(); };
+  closePhoto();  // the photo before this one
+  S.photo = bitmap;
   $('photo').replaceChildren(canvas, el('div', { class: 'side' },
     el('strong', { textContent: `${file.name} · ${bitmap.width}x${bitmap.height}` }),
     hint,
     el('label', { title: 'the camera that took the photo: its colour normalisation is applied to the crop, as to its own crops' },
       'from camera ', camera),
     el('div', {}, el('button', { id: 'photo-largest', textContent: 'largest person', onclick: () => { box = null; draw(); search(); } }),
-      ' ', el('button', { id: 'photo-close', textContent: 'close', onclick: close }))));
+      ' ', el('button', { id: 'photo-close', textContent: 'close', onclick: closePhoto }))));
   $('photo').hidden = false;
   draw();
   search();
+}
+
+function closePhoto() {  // and free its pixels
+  if (S.photo) S.photo.close();
+  S.photo = null;
+  $('photo').hidden = true;
+  $('photo').replaceChildren();
 }
 
 function bringIntoView(node) {  // on narrow windows the panel sits below the players
