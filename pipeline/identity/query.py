@@ -33,6 +33,7 @@ import numpy as np
 
 from pipeline.colour import CameraColour
 from pipeline.config import DetectorConfig, PipelineConfig, ReidConfig
+from pipeline.identity.faiss_index import unit_rows
 from pipeline.identity.layout import STORE_DIR, camera_folders, is_camera_folder, run_inside
 from pipeline.identity.store import DB_NAME, StoredTrack, TrackStore
 from pipeline.text import plural
@@ -169,7 +170,10 @@ def query_identity(
                             f"{shown} (see report.html)")
     mean = store.features([t.key for t in tracks]).mean(axis=0, keepdims=True)
     result = _rank(store, mean, top_k, min_score, run_dir, f"identity {identity}")
-    return _own_identity_first(result, store, identity, mean, min_score, run_dir, top_k, own_min_score=-1.0)
+    members = store.identity_tracks([identity])[identity]
+    own = _match(identity, members, _track_scores(members, unit_rows(mean)), -1.0, Path(run_dir).resolve())
+    result.matches = ([own] + [m for m in result.matches if m.identity != identity])[:top_k]
+    return result
 
 
 def query_image(
@@ -298,7 +302,7 @@ def _rank(
     _, keys = store.search(vectors, k=max(top_k, 1) * CANDIDATES_PER_RESULT)
     identities = store.identities_of([key for key in keys.reshape(-1).tolist() if key >= 0])
     members = store.identity_tracks(identities)
-    scores = _scores_by_identity(members, _unit(vectors))
+    scores = _scores_by_identity(members, unit_rows(vectors))
     # an identity scores its best track: rank on that, and draw visits only for those shown
     passing = [ident for ident in identities if scores[ident] and max(scores[ident]) >= min_score]
     best = sorted(passing, key=lambda ident: (-max(scores[ident]), ident))[:top_k]
@@ -309,22 +313,16 @@ def _rank(
 
 def _own_identity_first(
     result: QueryResult, store: TrackStore, identity: int, vectors: np.ndarray, min_score: float, run_dir,
-    top_k: int, own_min_score: float | None = None,
+    top_k: int,
 ) -> QueryResult:
-    """Put ``identity`` first when any of its appearances passes ``own_min_score`` (default:
-    ``min_score``), then the others, at most ``top_k``."""
-    own_min_score = min_score if own_min_score is None else own_min_score
+    """Put ``identity`` first when any of its appearances passes ``min_score``, then the others, at most ``top_k``."""
     own = next((m for m in result.matches if m.identity == identity), None)
-    if own is None or own_min_score != min_score:
+    if own is None:
         members = store.identity_tracks([identity])[identity]
-        own = _match(identity, members, _track_scores(members, _unit(vectors)), own_min_score, Path(run_dir).resolve())
+        own = _match(identity, members, _track_scores(members, unit_rows(vectors)), min_score, Path(run_dir).resolve())
     others = [m for m in result.matches if m.identity != identity]
     result.matches = (([own] if own.appearances else []) + others)[:top_k]
     return result
-
-
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 def _track_scores(members: list[tuple[StoredTrack, np.ndarray]], query: np.ndarray) -> list[float]:
