@@ -132,7 +132,7 @@ class TrainConfig(_Section):
     threads: int | None = Field(None, ge=1)  # torch CPU threads; None keeps torch's default
 
     @model_validator(mode="after")
-    def _steps_sorted(self) -> "TrainConfig":
+    def _check_across_keys(self) -> "TrainConfig":
         if self.solver.steps != sorted(self.solver.steps):
             raise ValueError("solver.steps must be increasing epochs")
         if self.loss.triplet_weight > 0 and self.sampler.instances < 2:  # no positive pair: the loss is 0 throughout

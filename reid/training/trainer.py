@@ -130,7 +130,7 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         start_epoch, iteration = self._restore(model, optimizer, scaler, ema, meta) if self.resume else (0, 0)
         final = ema.module if ema is not None else model  # what is evaluated and saved as model.pth
-        log = EpochLog(self.out_dir / "log.csv", append=self.resume) if self.resume else None
+        log = EpochLog(self.out_dir / "log.csv", append=self.resume)
         metrics: dict[str, Any] = {}
         finished = self._pending_row(start_epoch) if self.resume else None
         if finished is not None:  # stopped while that epoch was evaluated: evaluate and log it now
@@ -139,7 +139,6 @@ class Trainer:
             raise CrosscamError(f"{self.out_dir / 'last.pth'}: already trained {start_epoch} epoch{'s' * (start_epoch != 1)}; "
                                 "raise solver.epochs to train further")
         _write_text(self.out_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-        log = log or EpochLog(self.out_dir / "log.csv")
         for epoch in range(start_epoch, cfg.solver.epochs):
             torch.manual_seed(cfg.seed * 100_003 + epoch)
             row, iteration = self._train_epoch(
@@ -175,7 +174,10 @@ class Trainer:
         """The log row of the epoch ``last.pth`` holds, when a stop came before it was evaluated and logged."""
         path = self.out_dir / PENDING_ROW
         row = json.loads(path.read_text()) if path.is_file() else None
-        return row if row is not None and int(row["epoch"]) == saved_epoch else None
+        if row is None or int(row["epoch"]) != saved_epoch:
+            return None
+        logged = read_log(self.out_dir / "log.csv")  # a stop after the row was logged, before its note went
+        return None if logged and int(logged[-1]["epoch"]) == saved_epoch else row
 
     def _train_epoch(self, model, optimizer, scaler, ema, freeze, images, sampler, augment, epoch, iteration, iters_per_epoch):
         cfg = self.cfg
