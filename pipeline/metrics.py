@@ -192,9 +192,8 @@ def _check_table(path: Path, table: np.ndarray) -> None:
                             "such as det/det.txt has -1 in every row): pass a tracks file")
     bad = np.flatnonzero(~np.isfinite(table[:, 2:6]).all(axis=1))
     if len(bad):
-        column = "xywh"[int(np.flatnonzero(~np.isfinite(table[bad[0], 2:6]))[0])]
-        raise CrosscamError(f"{path}: row {bad[0] + 1} has {column} = {table[bad[0], 2 + 'xywh'.index(column)]:g}; "
-                            "boxes are x,y,w,h in pixels")
+        at = int(np.flatnonzero(~np.isfinite(table[bad[0], 2:6]))[0])
+        raise CrosscamError(f"{path}: row {bad[0] + 1} has {'xywh'[at]} = {table[bad[0], 2 + at]:g}; boxes are x,y,w,h in pixels")
     bad = np.flatnonzero((table[:, 4] < 0) | (table[:, 5] < 0))
     if len(bad):
         raise CrosscamError(f"{path}: row {bad[0] + 1} has a negative box size; boxes are x,y,w,h")

@@ -34,7 +34,6 @@ from reid.evaluation.report import write_report
 from reid.evaluation.rerank import k_reciprocal_rerank
 from reid.evaluation.roc import RocResult, evaluate_roc
 
-
 # Images decoded and embedded at a time: bounds memory for datasets of any size.
 _EMBED_CHUNK = 256
 

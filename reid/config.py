@@ -118,9 +118,10 @@ def load_config(
     where = f"{path}: " if path is not None else ""
     other = ""
     if err["type"] == "extra_forbidden":
+        near = _near_keys(model, err["loc"])
         other = (f" (the top-level keys are {', '.join(model.model_fields)}: a config for another command?)"
-                 if len(err["loc"]) == 1 else f" ({_near_keys(model, err['loc'])})")
-    raise CrosscamError(f"{where}{problem}{other}; fix the file or the --set override") from None
+                 if len(err["loc"]) == 1 and not near.startswith("did you mean") else f" ({near})")
+    raise CrosscamError(f"{where}{problem}{other}; fix the file{' or the --set override' if overrides else ''}") from None
 
 
 def _near_keys(model: type[BaseModel], loc: tuple) -> str:

@@ -127,6 +127,12 @@ def test_the_override_at_fault_is_named(tmp_path: Path):
         load_config(BotModelConfig, tmp_path / "wrong.yaml", ["input_size=[384, 128]"])  # the file's own fault
 
 
+def test_a_misspelt_section_in_a_file_gets_a_suggestion(tmp_path: Path):
+    (tmp_path / "bad.yaml").write_text("asociation:\n  threshold: 0.5\n")
+    with pytest.raises(CrosscamError, match=r"bad.yaml: unknown config key 'asociation' \(did you mean association\?\); fix the file$"):
+        load_pipeline_config(tmp_path / "bad.yaml")  # (and no --set to blame)
+
+
 def test_a_config_for_another_command_says_so():
     with pytest.raises(CrosscamError, match=r"unknown config key 'source' \(the top-level keys are weights, device, .*: a config "
                                             r"for another command\?\)"):

@@ -42,7 +42,7 @@ def train(
     cfg = load_train_config(config, overrides)
     if not resume and (out / "last.pth").exists():
         raise CrosscamError(f"--out {out}: already holds a training (last.pth); pass --resume to continue it or choose a new --out")
-    foreign = [name for name in ("model.pth", "metrics.json") if (out / name).exists() and not (out / "last.pth").exists()]
+    foreign = [] if (out / "last.pth").exists() else [name for name in ("model.pth", "metrics.json") if (out / name).exists()]
     if foreign:  # not a training of crosscam's: a file of the user's that training would write over
         raise CrosscamError(f"--out {out}: holds {' and '.join(foreign)} but no training (last.pth); training would "
                             "replace it: choose a new --out")

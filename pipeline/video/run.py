@@ -116,8 +116,6 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-
-
 def check_camera_count(specs: Sequence[str], cameras: Sequence[str] | None) -> None:
     """One ``--camera`` per input or none, none of them empty (a one-line error)."""
     if cameras and len(cameras) != len(specs):
