@@ -171,11 +171,32 @@ def test_a_file_given_as_the_dataset_is_said_to_be_a_file(tmp_path, capsys):
     assert "crop.jpg: a file, not a dataset folder;" in capsys.readouterr().err  # said 'dataset folder not found'
 
 
-def test_every_command_that_loads_a_checkpoint_can_trust_it(capsys):
+def test_every_command_that_loads_a_checkpoint_can_trust_it(capsys, monkeypatch, tmp_path):
     """The refusal of a file needing full unpickling says '--trust-checkpoint': benchmark had no such option."""
     for command in ("benchmark", "embed", "export"):
         assert main([command, "--help"]) == 0
         assert "--trust-checkpoint" in capsys.readouterr().out, command
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def loaded(name, **options):
+        seen["loaded"] = options
+        return object()
+
+    def ran(root, embedder, out, settings, **options):
+        seen["ran"] = options
+        raise Stop
+
+    monkeypatch.setattr("reid.Embedder.from_weights", loaded)
+    monkeypatch.setattr("reid.run_benchmark", ran)
+    from test_training import write_market_folder
+
+    data = write_market_folder(tmp_path / "market")
+    with pytest.raises(Stop):  # benchmark hands both options on
+        main(["benchmark", str(data), "--reid", "x.pth", "--out", str(tmp_path / "out"), "--trust-checkpoint", "--quiet"])
+    assert seen["loaded"]["trust_checkpoint"] is True and seen["ran"]["progress"] is False
 
 
 def test_a_cut_off_jpeg_in_a_dataset_is_said(tmp_path, caplog):

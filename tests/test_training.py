@@ -485,3 +485,20 @@ def test_a_cuda_device_without_cuda_names_the_config_key():
     """It said '--device cuda', an option train does not have."""
     with pytest.raises(CrosscamError, match=r"^--set device=cuda: CUDA is not available on this machine; use --set device=cpu"):
         Trainer(load_train_config(None, ["device=cuda"]), "data", "out", progress=False)
+
+
+def test_train_quiet_turns_the_progress_bars_off(tmp_path, monkeypatch):
+    seen = []
+
+    class Recorded:
+        def __init__(self, cfg, data, out, resume=False, progress=True):
+            seen.append(progress)
+
+        def run(self):
+            return {"model": "m", "log": "l"}
+
+    monkeypatch.setattr("reid.training.Trainer", Recorded)
+    data = write_market_folder(tmp_path / "market")
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "a"), "--quiet", "--json"]) == 0
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "b"), "--json"]) == 0
+    assert seen == [False, True]
