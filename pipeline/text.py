@@ -1,6 +1,11 @@
-"""Counted words for messages and reports: ``plural(1, "track")`` is ``"1 track"``."""
+"""Words for messages and reports: counted (``plural(1, "track")`` is ``"1 track"``) and times on a
+run's clock (``clock_text``).
+"""
 
 from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
 
 
 def plural(n: int, word: str, words: str | None = None) -> str:
@@ -19,3 +24,28 @@ def numbered(word: str, numbers: list[int]) -> str:
     ('track 4', 'tracks 1, 3')
     """
     return f"{word if len(numbers) == 1 else word + 's'} {', '.join(map(str, numbers))}"
+
+
+def clock_text(seconds: float, origin: str | None = None) -> str:
+    """``seconds`` on the run's clock as ``[-]hh:mm:ss.s``, or as a date and time (to 0.1 s, in the
+    zone the cameras file wrote) when the clock's ``origin`` (ISO 8601) is known.
+
+    >>> clock_text(3725.25), clock_text(-24.4), clock_text(22.96, "2024-05-01 08:00:00")
+    ('01:02:05.3', '-00:00:24.4', '2024-05-01 08:00:23.0')
+    >>> clock_text(22.96, "2024-05-01 08:00:00.500000+02:00"), clock_text(-0.5, "2024-05-01 00:00:00"), clock_text(0.25)
+    ('2024-05-01 08:00:23.5+02:00', '2024-04-30 23:59:59.5', '00:00:00.3')
+    """
+    if origin is not None:
+        try:
+            when = datetime.fromisoformat(origin) + timedelta(seconds=seconds)
+            tenths = math.floor(when.microsecond / 100_000 + 0.5)  # halves up, as the serve page; 10: the next second
+            when = when.replace(microsecond=0) + timedelta(seconds=tenths / 10)
+        except OverflowError:  # past year 9999: seconds on the run's clock instead
+            return clock_text(seconds)
+        offset = when.strftime("%z")  # "+0200", or "" without a zone
+        zone = f"{offset[:3]}:{offset[3:5]}" if offset else ""
+        return f"{when:%Y-%m-%d %H:%M:%S}.{when.microsecond // 100_000}{zone}"
+    tenths = math.floor(abs(seconds) * 10 + 0.5)  # halves up, as the serve page
+    minutes, tenths = divmod(tenths, 600)
+    hours, minutes = divmod(minutes, 60)
+    return f"{'-' if seconds < 0 and tenths + minutes + hours else ''}{hours:02d}:{minutes:02d}:{tenths / 10:04.1f}"

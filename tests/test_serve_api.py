@@ -65,6 +65,7 @@ def test_status_and_cameras_describe_the_run(api, run):
     assert status["run_dir"] == str(run.resolve()) and status["cameras"] == ["cam1", "cam2", "cam3"]
     assert status["generation"] == TrackStore.open(run / "store").generation() >= 1
     assert "run run" not in status["title"] and "3 cameras: cam1, cam2, cam3" in status["title"]
+    assert status["clock_origin"] is None  # no cameras file
     cameras = {c["name"]: c for c in api.get("/api/cameras").json()}
     store = TrackStore.open(run / "store")
     for record in store.cameras():
@@ -384,3 +385,13 @@ def test_default_processes_one_for_a_large_exact_fp32_index(run, monkeypatch, tm
     assert processes.default_workers(run, bf16) == 1
     monkeypatch.setattr(processes, "ONE_PROCESS_EXACT_TRACKS", stored + 1)
     assert processes.default_workers(run, fp32) == cpus
+
+
+def test_status_gives_the_clock_origin_of_start_times(run, tmp_path):
+    """The page's player clocks, timelines and gallery show dates where the cameras file gave start times."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (tmp_path / "cameras.yaml").write_text("cameras:\n" + "".join(
+        f"  - {{name: {cam}, start: '2024-05-01 08:0{i}:00+02:00'}}\n" for i, cam in enumerate(("cam1", "cam2", "cam3"))))
+    assert main(["associate", str(copy), "--cameras", str(tmp_path / "cameras.yaml"), "--quiet"]) == 0
+    assert TestClient(create_app(copy)).get("/api/status").json()["clock_origin"] == "2024-05-01 08:00:00+02:00"

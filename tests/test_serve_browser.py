@@ -170,11 +170,11 @@ def test_keys_step_frames_and_only_the_latest_question_is_answered(page, run):
     driver = page
     assert driver.execute_script("return [fmtSeconds(59.96), fmtSeconds(119.97), fmtSeconds(3599.96)]") == \
         ["1:00.0", "2:00.0", "1:00:00.0"]
-    from pipeline.cli.query_cmds import _clock  # the page's dates and times are `crosscam query`'s
+    from pipeline.text import clock_text  # the page's dates and times are `crosscam query`'s
 
     cases = [(22.96, "2024-05-01 08:00:00"), (22.96, "2024-05-01 08:00:00.500000+02:00"), (-0.5, "2024-05-01 00:00:00"),
              (86399.97, "2024-12-31 00:00:00-05:30"), (0.35, "2024-05-01 08:00:05"), (0.25, "2024-05-01 08:00:05")]
-    assert driver.execute_script("return arguments[0].map(([s, o]) => fmtWhen(s, o))", cases) == [_clock(s, o) for s, o in cases]
+    assert driver.execute_script("return arguments[0].map(([s, o]) => fmtWhen(s, o))", cases) == [clock_text(s, o) for s, o in cases]
     track, frame, _ = camera_two_person(run)
     seek_with_scrubber(driver, "cam2", frame)
     canvas = driver.find_element("css selector", "canvas[data-camera=cam2]")

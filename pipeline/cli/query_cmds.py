@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from pipeline.config import load_pipeline_config
-from pipeline.text import numbered
+from pipeline.text import clock_text, numbered
 from reid.errors import CrosscamError
 
 if TYPE_CHECKING:
@@ -23,31 +21,6 @@ def _parse_track(text: str) -> tuple[str, int]:
     if not sep or not camera or not number.strip().lstrip("-").isdigit():
         raise CrosscamError(f"--track {text!r}: expected CAMERA:TRACK_ID, e.g. --track hall:3")
     return camera, int(number)
-
-
-def _clock(seconds: float, origin: str | None = None) -> str:
-    """``seconds`` on the run's clock as ``[-]hh:mm:ss.s``, or as a date and time (to 0.1 s, in the
-    zone the cameras file wrote) when the clock's ``origin`` (ISO 8601) is known.
-
-    >>> _clock(3725.25), _clock(-24.4), _clock(22.96, "2024-05-01 08:00:00")
-    ('01:02:05.3', '-00:00:24.4', '2024-05-01 08:00:23.0')
-    >>> _clock(22.96, "2024-05-01 08:00:00.500000+02:00"), _clock(-0.5, "2024-05-01 00:00:00"), _clock(0.25)
-    ('2024-05-01 08:00:23.5+02:00', '2024-04-30 23:59:59.5', '00:00:00.3')
-    """
-    if origin is not None:
-        try:
-            when = datetime.fromisoformat(origin) + timedelta(seconds=seconds)
-            tenths = math.floor(when.microsecond / 100_000 + 0.5)  # halves up, as the serve page; 10: the next second
-            when = when.replace(microsecond=0) + timedelta(seconds=tenths / 10)
-        except OverflowError:  # past year 9999: seconds on the run's clock instead
-            return _clock(seconds)
-        offset = when.strftime("%z")  # "+0200", or "" without a zone
-        zone = f"{offset[:3]}:{offset[3:5]}" if offset else ""
-        return f"{when:%Y-%m-%d %H:%M:%S}.{when.microsecond // 100_000}{zone}"
-    tenths = math.floor(abs(seconds) * 10 + 0.5)  # halves up, as the serve page
-    minutes, tenths = divmod(tenths, 600)
-    hours, minutes = divmod(minutes, 60)
-    return f"{'-' if seconds < 0 and tenths + minutes + hours else ''}{hours:02d}:{minutes:02d}:{tenths / 10:04.1f}"
 
 
 def _print_table(result: QueryResult) -> None:
@@ -65,7 +38,7 @@ def _print_table(result: QueryResult) -> None:
         for a in match.appearances:
             frames = f"{a.start_frame}-{a.end_frame}"
             typer.echo(
-                f"  {a.camera:12s} {_clock(a.start_s, result.clock_origin)} - {_clock(a.end_s, result.clock_origin)}  frames {frames:{frames_width}s} (0-based)"
+                f"  {a.camera:12s} {clock_text(a.start_s, result.clock_origin)} - {clock_text(a.end_s, result.clock_origin)}  frames {frames:{frames_width}s} (0-based)"
                 f"  {numbered('track', a.track_ids):{tracks_width}s} score {a.score:.3f}  {a.thumbnail or ''}"
             )
 

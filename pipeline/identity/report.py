@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from pipeline.identity.store import StoredTrack, TrackStore
-from pipeline.text import plural
+from pipeline.text import clock_text, plural
 from pipeline.types import REPORT_FILE, read_run_record
 from pipeline.video.render import color_for_id
 
@@ -154,7 +154,8 @@ def write_report(run_dir: Path, store: TrackStore, common_clock: bool) -> Path:
         summary=html.escape(
             f"{plural(len(overviews), 'identity', 'identities')} ({multi} seen by more than one camera) from "
             f"{plural(len(tracks), 'track')} in {counted_cameras(cameras)}; "
-            f"time axis {t0:.1f} s to {t1:.1f} s.{limit}{marked}"
+            + (f"time axis {clock_text(t0, origin)} to {clock_text(t1, origin)}." if origin else f"time axis {t0:.1f} s to {t1:.1f} s.")
+            + f"{limit}{marked}"
         ),
         clock=html.escape(clock),
         rows=rows,

@@ -155,10 +155,11 @@ def _add_api(app: FastAPI, view: RunView) -> None:
 
     @app.get("/api/status", tags=["run"])
     def status() -> dict:
-        """The run: its folder, title, cameras and the store's generation (null without a store);
-        the page polls it to notice a new camera or a re-association."""
+        """The run: its folder, title, cameras, the store's generation (null without a store) and the
+        date and time its clock starts at (``clock_origin``, null unless the cameras file gave start
+        times); the page polls it to notice a new camera or a re-association."""
         return {"run_dir": str(view.run_dir), "title": view.title(), "cameras": view.camera_names(),
-                "generation": view.generation()}
+                "generation": view.generation(), "clock_origin": view.clock_origin()}
 
     @app.get("/api/cameras", tags=["run"])
     def cameras() -> list[dict]:

@@ -96,6 +96,13 @@ class RunView:
         except ApiError:
             return None
 
+    def clock_origin(self) -> str | None:
+        """When the run's clock reads 0 s (ISO 8601), where the cameras file gave start times; else None."""
+        try:
+            return self.store().setting("clock_origin") or None
+        except ApiError:
+            return None
+
     def consistent(self, read: Callable[[TrackStore], T]) -> T:
         """``read(store)`` run until no write committed while it ran (at most READ_ATTEMPTS times)."""
         store = self.store()

@@ -71,6 +71,7 @@ function fmtWhen(s, origin) {  // seconds on the run's clock as a date and time 
   const ms = Date.parse(local.replace(' ', 'T').replace(/(\.\d{3})\d+/, '$1') + 'Z') + s * 1000;  // the file's own zone, kept as written
   return new Date(Math.round(ms / 100) * 100).toISOString().slice(0, 21).replace('T', ' ') + zone;
 }
+const runClock = (s) => fmtWhen(s, S.status && S.status.clock_origin);  // a time on the run's clock, as a date where it has one
 const fileUrl = (path) => (path && S.status && path.startsWith(S.status.run_dir + '/'))
   ? '/files/' + path.slice(S.status.run_dir.length + 1).split('/').map(encodeURIComponent).join('/') : '';
 
@@ -198,7 +199,8 @@ class Player {
     const last = this.camera.last_tracked_frame;
     const untracked = last !== null && last !== undefined && this.index > last
       ? ` · not tracked: the run stopped at frame ${last}` : '';
-    this.clock.textContent = `frame ${this.index} · ${fmtSeconds(t + offset)} (${this.camera.common_clock ? 'run clock' : "from the video's start"})${untracked}`;
+    const when = this.camera.common_clock ? runClock(t + offset) : fmtSeconds(t);
+    this.clock.textContent = `frame ${this.index} · ${when} (${this.camera.common_clock ? 'run clock' : "from the video's start"})${untracked}`;
   }
 
   async play() {
@@ -482,12 +484,13 @@ function timeline(match, color) {
     for (const a of match.appearances.filter(a => a.camera === c.name)) {
       const r = add('rect', { x: left + width * (a.start_s - t0) / span, y: y + 3, height: lane - 6, fill: color,
         width: Math.max(2, width * (a.end_s - a.start_s) / span), opacity: a.score < parseFloat($('low-score').value) ? 0.4 : 1 });
-      r.append(Object.assign(document.createElementNS(ns, 'title'), { textContent: `${c.name}: ${fmtSeconds(a.start_s)}–${fmtSeconds(a.end_s)}, frames ${a.start_frame}–${a.end_frame}` }));
+      r.append(Object.assign(document.createElementNS(ns, 'title'), { textContent: `${c.name}: ${runClock(a.start_s)} – ${runClock(a.end_s)}, frames ${a.start_frame}–${a.end_frame}` }));
       r.addEventListener('click', () => seekCamera(a.camera, a.start_frame));
     }
   });
-  add('text', { x: left, y: lane * cams.length + 12 }, fmtSeconds(t0));
-  add('text', { x: left + width - 30, y: lane * cams.length + 12 }, fmtSeconds(t1));
+  const tick = (t) => runClock(t).replace(/^\d{4}-\d\d-\d\d /, '');  // the time of day where it is a date
+  add('text', { x: left, y: lane * cams.length + 12 }, tick(t0));
+  add('text', { x: left + width, y: lane * cams.length + 12, 'text-anchor': 'end' }, tick(t1));
   return svg;
 }
 
@@ -533,7 +536,7 @@ async function loadGallery(fresh) {
     el('div', { class: 'thumbs' }, ...o.thumbnails.slice(0, 3).map(t => el('figure', {},
       el('img', { src: fileUrl(t.thumbnail), alt: `${t.camera} track ${t.track_id}` }), el('figcaption', { textContent: t.camera })))),
     el('div', {}, el('b', { textContent: `#${o.identity}` }), ` · ${plural(o.cameras.length, 'camera')}`),
-    el('div', { class: 'meta', textContent: `${o.cameras.join(', ')} · ${fmtSeconds(o.first_s)}–${fmtSeconds(o.last_s)} · ${plural(o.tracks.length, 'track')}` }),
+    el('div', { class: 'meta', textContent: `${o.cameras.join(', ')} · ${runClock(o.first_s)} – ${runClock(o.last_s)} · ${plural(o.tracks.length, 'track')}` }),
     o.likely_person ? '' : el('div', { class: 'mark', textContent: 'not a person? (static box, short-lived or tiny)' })));
   for (const o of page.identities) S.colors.set(o.identity, o.color);
   if (fresh) $('gallery').replaceChildren(...cards); else $('gallery').append(...cards);
