@@ -72,7 +72,20 @@ class MotScores:
     pred_ids: int
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The scores by name; a ratio with nothing to divide by (no ground-truth boxes for recall,
+        no boxes at all for IDF1: a camera nobody walked through) is None, not 0."""
+        scores = asdict(self)
+        for key, counts in _RATIO_NEEDS.items():
+            if not any(scores[count] for count in counts):
+                scores[key] = None
+        return scores
+
+
+# the boxes a ratio divides by: with none of them it is undefined, not 0
+_RATIO_NEEDS = {"mota": ("gt_boxes",), "idr": ("gt_boxes",), "recall": ("gt_boxes",), "idp": ("pred_boxes",),
+                "precision": ("pred_boxes",), "idf1": ("gt_boxes", "pred_boxes"), "hota": ("gt_boxes", "pred_boxes"),
+                "deta": ("gt_boxes", "pred_boxes"), "assa": ("gt_boxes", "pred_boxes"),
+                "detection_f1": ("gt_boxes", "pred_boxes")}
 
 
 @dataclass(frozen=True)
@@ -99,10 +112,6 @@ class MtmcScores:
 
 _TABLE_RATIOS = [("MOTA", "mota"), ("IDF1", "idf1"), ("IDP", "idp"), ("IDR", "idr"), ("HOTA", "hota"),
                  ("Rcll", "recall"), ("Prcn", "precision"), ("DetF1", "detection_f1")]
-# the boxes a ratio divides by: with none of them it is undefined (a camera nobody walked through), not 0
-_RATIO_NEEDS = {"mota": ("gt_boxes",), "idr": ("gt_boxes",), "recall": ("gt_boxes",), "idp": ("pred_boxes",),
-                "precision": ("pred_boxes",), "idf1": ("gt_boxes", "pred_boxes"), "hota": ("gt_boxes", "pred_boxes"),
-                "detection_f1": ("gt_boxes", "pred_boxes")}
 _TABLE_COUNTS = [("IDSW", "id_switches"), ("FP", "false_positives"), ("FN", "misses")]
 
 
@@ -119,12 +128,9 @@ def scores_table(rows: dict[str, MotScores]) -> str:
     ['cam2', 'n/a', 'n/a', 'n/a', 'n/a', 'n/a', 'n/a', 'n/a', 'n/a', '0', '0', '0']
     """
 
-    def cell(scores: MotScores, key: str) -> str:
-        defined = any(getattr(scores, count) for count in _RATIO_NEEDS[key])
-        return f"{getattr(scores, key):.3f}" if defined else "n/a"
-
-    columns = [(title, [cell(s, key) for s in rows.values()]) for title, key in _TABLE_RATIOS]
-    columns += [(title, [str(getattr(s, key)) for s in rows.values()]) for title, key in _TABLE_COUNTS]
+    values = [scores.as_dict() for scores in rows.values()]
+    columns = [(title, [f"{v[key]:.3f}" if v[key] is not None else "n/a" for v in values]) for title, key in _TABLE_RATIOS]
+    columns += [(title, [str(v[key]) for v in values]) for title, key in _TABLE_COUNTS]
     widths = [max(len(title), *map(len, cells)) for title, cells in columns]  # as narrow as the column allows
     width = max(len(name) for name in rows)
     lines = [f"{'':{width}}" + "".join(f" {title:>{w}}" for (title, _), w in zip(columns, widths))]

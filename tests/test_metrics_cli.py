@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from pipeline.cli.main import main
@@ -202,3 +203,14 @@ def test_eval_mot_names_a_binary_file_without_printing_its_bytes(tmp_path, capsy
     assert main(["eval-mot", "--gt", str(tmp_path / "gt.txt"), "--pred", str(tmp_path / "frame.jpg")]) == 2
     err = capsys.readouterr().err
     assert err == f"error: {tmp_path / 'frame.jpg'}: a binary file, not a MOTChallenge .txt; pass the pred text file\n"
+
+
+def test_json_says_null_for_a_ratio_with_nothing_to_divide_by(tmp_path, capsys):
+    """A camera nobody walked through scored MOTA/IDF1 0.0 in --json, which an average over cameras counted."""
+    from pipeline.metrics import evaluate_mot
+
+    scores = evaluate_mot(np.zeros((0, 9)), np.array([[1, 1, 0, 0, 10, 10, 1, -1, -1, -1.0]]), 3).as_dict()
+    assert scores["mota"] is None and scores["recall"] is None and scores["idr"] is None  # no ground truth
+    assert scores["precision"] == 0.0 and scores["idf1"] == 0.0 and scores["false_positives"] == 1
+    empty = evaluate_mot(np.zeros((0, 9)), np.zeros((0, 10)), 3).as_dict()
+    assert all(empty[key] is None for key in ("mota", "idf1", "idp", "idr", "hota", "recall", "precision", "detection_f1"))
