@@ -95,14 +95,19 @@ def test_a_nul_byte_in_a_path_is_a_404(url):
         assert status == 404 and "no such file" in json.loads(body)["error"]  # was a plain-text 500
 
 
-def test_only_loopback_host_names_are_answered_without_a_token(url):
-    """A page that points its own name at 127.0.0.1 (DNS rebinding) sends that name as Host."""
+def test_only_loopback_host_names_are_answered_without_a_token(url, run):
+    """A page that points its own name at 127.0.0.1 (DNS rebinding) sends that name as Host; one
+    server process (--workers 1) answered every name."""
     port = urlsplit(url).port
     for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "localhost", f"127.0.0.2:{port}"):
         assert raw_get(url, "/api/status", {"Host": host})[0] == 200, host
     for host in ("attacker.example", f"attacker.example:{port}", "127.0.0.1.attacker.example", "", f"10.0.0.1:{port}"):
         status, body = raw_get(url, "/api/status", {"Host": host})
         assert status == 403 and "127.0.0.1 or localhost only" in json.loads(body)["error"], host
+    with serving(run, "--workers", "1") as single:
+        assert raw_get(single, "/api/status")[0] == 200
+        status, body = raw_get(single, "/api/status", {"Host": "attacker.example"})
+        assert status == 403 and "127.0.0.1 or localhost only" in json.loads(body)["error"]
 
 
 def test_an_image_of_too_many_pixels_is_refused_before_decoding(url):

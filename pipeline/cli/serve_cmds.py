@@ -72,7 +72,8 @@ def register(app: typer.Typer) -> None:
             raise CrosscamError(f"--host {host}: reachable from other machines; give --token TOKEN as well "
                                 "(every request must then carry it), or keep the default 127.0.0.1")
         settings = load_pipeline_config(config)
-        web_app = create_app(run_dir, token, settings)  # one-line errors before listening
+        # without a token only this machine's loopback names are answered (DNS rebinding), as in every worker
+        web_app = create_app(run_dir, token, settings, loopback_only=token is None)  # one-line errors before listening
         processes = workers or default_workers(run_dir, settings.store)
         sock = bind(host, port)
         everywhere = host in ("0.0.0.0", "::")  # every interface: other machines reach it by this one's name
