@@ -395,3 +395,23 @@ def test_status_gives_the_clock_origin_of_start_times(run, tmp_path):
         f"  - {{name: {cam}, start: '2024-05-01 08:0{i}:00+02:00'}}\n" for i, cam in enumerate(("cam1", "cam2", "cam3"))))
     assert main(["associate", str(copy), "--cameras", str(tmp_path / "cameras.yaml"), "--quiet"]) == 0
     assert TestClient(create_app(copy)).get("/api/status").json()["clock_origin"] == "2024-05-01 08:00:00+02:00"
+
+
+def test_set_overrides_reach_every_server_process(run, monkeypatch, capsys):
+    """The README says commands with --config take --set; query and serve had none."""
+    import pipeline.serve.app as app_module
+    from pipeline.serve.processes import ENV_CONFIG, ENV_RUN, ENV_SET, ENV_TOKEN
+
+    seen = {}
+    monkeypatch.setattr(app_module, "create_app", lambda run_dir, token, config, loopback_only: seen.update(config=config))
+    monkeypatch.setenv(ENV_RUN, str(run))
+    monkeypatch.setenv(ENV_TOKEN, "")
+    monkeypatch.setenv(ENV_CONFIG, "")
+    monkeypatch.setenv(ENV_SET, json.dumps(["store.bf16_scan=false", "store.hnsw_m=12"]))
+    app_module.app_from_environment()
+    assert seen["config"].store.bf16_scan is False and seen["config"].store.hnsw_m == 12
+    assert main(["serve", str(run), "--set", "store.nokey=1"]) == 2  # refused before listening
+    assert "unknown config key 'store.nokey'" in capsys.readouterr().err
+    camera, track = multi_camera_track(run)
+    plain = cli_json(capsys, "query", run, "--track", f"{camera}:{track}")
+    assert cli_json(capsys, "query", run, "--track", f"{camera}:{track}", "--set", "store.bf16_scan=false") == plain

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
@@ -60,6 +60,8 @@ def register(app: typer.Typer) -> None:
                                         help="Drop appearances (and identities) below this cosine similarity; an --identity "
                                         "query lists all of its own."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML config (store settings; default configs/base.yaml)."),
+        set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE",
+                                                 help="Override one config key, e.g. store.bf16_scan=false (repeatable)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object: identity, appearances, matches."),
     ) -> None:
         """Find a person in a run: by image, by CAMERA:TRACK_ID or by identity. Prints the identity
@@ -75,7 +77,7 @@ def register(app: typer.Typer) -> None:
             raise CrosscamError("--box: only meaningful with --image; pass the frame with --image")
         if camera is not None and image is None:
             raise CrosscamError("--camera: only meaningful with --image; name the camera the image comes from")
-        cfg = load_pipeline_config(config)
+        cfg = load_pipeline_config(config, set_ or [])
         if image is not None:
             result = query_image(run_dir, image, parse_box(box) if box else None, top_k, min_score, cfg, camera)
             normalised = colour_normalised_cameras(run_dir) if camera is None else []

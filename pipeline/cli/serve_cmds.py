@@ -7,7 +7,7 @@ import socket
 import threading
 import webbrowser
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -56,6 +56,8 @@ def register(app: typer.Typer) -> None:
                                             "non-local --host); the printed URL includes it."),
         open_browser: bool = typer.Option(False, "--open", help="Open the page in the default browser."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML config (store settings; default configs/base.yaml)."),
+        set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE",
+                                                 help="Override one config key, e.g. store.bf16_scan=false (repeatable)."),
         workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Server processes (default: the CPUs, at "
                                               "most 4; 1 for an exact index of 50k tracks or more scanned in fp32, "
                                               "see store.bf16_scan): concurrent queries use every core. Each holds "
@@ -71,7 +73,7 @@ def register(app: typer.Typer) -> None:
         if not is_local_host(host) and not token:
             raise CrosscamError(f"--host {host}: reachable from other machines; give --token TOKEN as well "
                                 "(every request must then carry it), or keep the default 127.0.0.1")
-        settings = load_pipeline_config(config)
+        settings = load_pipeline_config(config, set_ or [])
         # without a token only this machine's loopback names are answered (DNS rebinding), as in every worker
         web_app = create_app(run_dir, token, settings, loopback_only=token is None)  # one-line errors before listening
         processes = workers or default_workers(run_dir, settings.store)
@@ -86,7 +88,7 @@ def register(app: typer.Typer) -> None:
         if open_browser:
             threading.Timer(0.5, webbrowser.open, args=(f"http://127.0.0.1{port_token}" if everywhere else url,)).start()
         if processes > 1:
-            stopped_by = serve_processes(sock, processes, run_dir, token, config)
+            stopped_by = serve_processes(sock, processes, run_dir, token, config, set_ or [])
         else:
             stopped_by = serve_one_process(sock, web_app)
         if stopped_by is not None:

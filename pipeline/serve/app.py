@@ -16,6 +16,7 @@ from __future__ import annotations
 import hmac
 import io
 import ipaddress
+import json
 import os
 import tempfile
 from importlib import resources
@@ -71,15 +72,16 @@ def create_app(run_dir: str | Path, token: str | None = None, config: PipelineCo
 
 
 def app_from_environment() -> FastAPI:
-    """The app of one ``crosscam serve --workers N`` process: run, token and config file from the
+    """The app of one ``crosscam serve --workers N`` process: run, token, config file and ``--set``s from the
     variables :func:`pipeline.serve.processes.serve_processes` set."""
     from pipeline.config import load_pipeline_config
-    from pipeline.serve.processes import ENV_CONFIG, ENV_RUN, ENV_TOKEN
+    from pipeline.serve.processes import ENV_CONFIG, ENV_RUN, ENV_SET, ENV_TOKEN
 
     config = os.environ.get(ENV_CONFIG) or None
+    overrides = json.loads(os.environ.get(ENV_SET) or "[]")
     token = os.environ.get(ENV_TOKEN) or None
     # without a token the server listens on a loopback address (`crosscam serve` refuses others)
-    return create_app(os.environ[ENV_RUN], token, load_pipeline_config(config), loopback_only=token is None)
+    return create_app(os.environ[ENV_RUN], token, load_pipeline_config(config, overrides), loopback_only=token is None)
 
 
 def _error(status: int, message: str) -> JSONResponse:

@@ -12,6 +12,7 @@ dies, and stops them all on Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import signal
 import socket
@@ -23,6 +24,7 @@ from pipeline.identity.layout import STORE_DIR
 from pipeline.identity.store import DB_NAME, TrackStore
 
 ENV_RUN, ENV_TOKEN, ENV_CONFIG = "CROSSCAM_SERVE_RUN", "CROSSCAM_SERVE_TOKEN", "CROSSCAM_SERVE_CONFIG"
+ENV_SET = "CROSSCAM_SERVE_SET"  # the --set overrides, a JSON list
 MAX_DEFAULT_WORKERS = 4  # each process holds the store's index (about 2 KB per track with 512-d features)
 # An exact index this large, scanned by FAISS in fp32, is bound by its scans, which one process
 # already shares between concurrent queries and spreads over every core (100k tracks, 8 concurrent
@@ -65,7 +67,7 @@ def serve_one_process(sock: socket.socket, app) -> int | None:
 
 
 def serve_processes(sock: socket.socket, workers: int, run_dir: Path, token: str | None,
-                    config: Path | None) -> int | None:
+                    config: Path | None, overrides: list[str] = ()) -> int | None:
     """Serve ``run_dir`` on ``sock`` from ``workers`` processes until Ctrl-C or SIGTERM; the signal
     that stopped them (``signal.SIGINT`` or ``SIGTERM``), None if they stopped otherwise.
 
@@ -76,7 +78,7 @@ def serve_processes(sock: socket.socket, workers: int, run_dir: Path, token: str
     from uvicorn.supervisors import Multiprocess
 
     os.environ.update({ENV_RUN: str(Path(run_dir).resolve()), ENV_TOKEN: token or "",
-                       ENV_CONFIG: str(Path(config).resolve()) if config else ""})
+                       ENV_CONFIG: str(Path(config).resolve()) if config else "", ENV_SET: json.dumps(list(overrides))})
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
     settings = uvicorn.Config("pipeline.serve.app:app_from_environment", factory=True, workers=workers,
                               log_level="warning", lifespan="off", timeout_graceful_shutdown=3)
