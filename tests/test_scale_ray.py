@@ -419,3 +419,24 @@ def test_segment_options_need_workers(capsys, tmp_path):
     assert main(["track", "cam1.mp4", "--out", str(tmp_path / "run"), "--segment-s", "60"]) == 2
     assert "add --workers N or --ray-address ADDR" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("segment, words", [
+    ("inf", "--segment-s inf: give a finite number of seconds"),  # named '--set scale.segment_s=Infinity'
+    ("3", "--segment-s 3: not longer than the segments' overlap (scale.overlap_s 4)"),  # one segment, silently
+])
+def test_segment_lengths_that_cannot_cut_are_refused_before_ray_starts(capsys, tmp_path, segment, words):
+    assert main(["track", "cam1.mp4", "--out", str(tmp_path / "run"), "--workers", "2", "--segment-s", segment]) == 2
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_address_from_the_environment_is_named_as_such(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "nonsense")
+    video = tmp_path / "cam1.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for _ in range(3):
+        writer.write(np.zeros((48, 64, 3), np.uint8))
+    writer.release()
+    assert main(["track", str(video), "--out", str(tmp_path / "run"), "--workers", "2", "--detector", "motion"]) == 2
+    assert "RAY_ADDRESS nonsense: cannot join the Ray cluster" in capsys.readouterr().err  # said '--ray-address'

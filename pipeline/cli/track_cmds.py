@@ -5,6 +5,7 @@ associated into global identities (see :mod:`pipeline.identity.identities`)."""
 from __future__ import annotations
 
 import json
+import math
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
@@ -94,9 +95,15 @@ def register(app: typer.Typer) -> None:
         distributed = workers is not None or ray_address is not None
         if ray_address is not None and not ray_address.strip():  # it started a Ray of its own
             raise CrosscamError("--ray-address '': give the cluster's HOST:PORT, or leave the option out")
+        if segment_s is not None and not math.isfinite(segment_s):
+            raise CrosscamError(f"--segment-s {segment_s}: give a finite number of seconds (0: whole videos)")
         if not distributed and (segment_s is not None or gpus_per_worker is not None):
             raise CrosscamError("--segment-s / --gpus-per-worker apply to Ray runs; add --workers N or --ray-address ADDR")
         cfg = load_pipeline_config(config, _overrides(set_ or [], detector, reid, max_frames, stride, device, segment_s))
+        if distributed and 0 < cfg.scale.segment_s <= cfg.scale.overlap_s:  # no cut would be longer than its overlap
+            raise CrosscamError(f"--segment-s {cfg.scale.segment_s:g}: not longer than the segments' overlap "
+                                f"(scale.overlap_s {cfg.scale.overlap_s:g}), so nothing would be cut; give a longer one, "
+                                "or --set scale.overlap_s lower")
         if identities:  # what association would refuse afterwards, refused before anything is replaced
             # a Ray run loads the embedder here only to compare it (workers load their own); a local
             # run compares the one it loaded, once the inputs are open

@@ -208,7 +208,8 @@ class WorkerPool:
                 ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING,
                          log_to_driver=True)
             except (OSError, ValueError, RuntimeError) as exc:
-                where = f"--ray-address {address}: cannot join the Ray cluster" if address else "cannot start Ray here"
+                given = "--ray-address" if self.address else "RAY_ADDRESS"  # the option, else the environment
+                where = f"{given} {address}: cannot join the Ray cluster" if address else "cannot start Ray here"
                 raise CrosscamError(f"{where} ({first_line(exc)[:160]}); check the address, that the cluster runs, "
                                     f"and RAY_TMPDIR{_token_hint() if address else ''}") from None
             self._started_ray = True
