@@ -210,6 +210,16 @@ def _check_table(path: Path, table: np.ndarray) -> None:
         raise CrosscamError(f"{path}: id {dup % (1 << 32)} appears twice in frame {dup >> 32}; ids are unique per frame")
 
 
+def tracks_as_ground_truth(rows: np.ndarray) -> np.ndarray:
+    """A run's tracks (``read_mot_file(..., "pred")`` rows) as ground truth to score another run
+    against: every box a person to find, ``(N, 9)`` ``frame, id, x, y, w, h, 1, 1, 1``.
+
+    >>> tracks_as_ground_truth(np.array([[3, 7, 1, 2, 10, 20, 0.4, -1, -1, -1]])).tolist()
+    [[3.0, 7.0, 1.0, 2.0, 10.0, 20.0, 1.0, 1.0, 1.0]]
+    """
+    return np.column_stack([rows[:, :6], np.ones((len(rows), 3))]) if len(rows) else np.zeros((0, 9))
+
+
 def check_comparable(gt_path: Path, gt: np.ndarray, pred: np.ndarray) -> list[str]:
     """Refuse empty ground truth and ground truth that marks nobody (flag 1), as a tracks file given as ``--gt`` does
     (its confidences are read as MOT15 flags); else one-line warnings where the two files do not
@@ -220,7 +230,7 @@ def check_comparable(gt_path: Path, gt: np.ndarray, pred: np.ndarray) -> list[st
         raise CrosscamError(f"{gt_path}: no rows; pass the sequence's ground truth (SEQ/gt/gt.txt)")
     if not (gt[:, 6] == 1).any():
         raise CrosscamError(f"{gt_path}: no row marks a person (flag / MOT15 confidence 1); is it a tracks file? "
-                            "check the order of --gt and --pred")
+                            "check the order of --gt and --pred, or add --gt-tracks to score against another run")
     if not len(pred):
         return ["warning: the predictions hold no box: every person of the ground truth counts as missed"]
     warnings = []

@@ -214,3 +214,15 @@ def test_json_says_null_for_a_ratio_with_nothing_to_divide_by(tmp_path, capsys):
     assert scores["precision"] == 0.0 and scores["idf1"] == 0.0 and scores["false_positives"] == 1
     empty = evaluate_mot(np.zeros((0, 9)), np.zeros((0, 10)), 3).as_dict()
     assert all(empty[key] is None for key in ("mota", "idf1", "idp", "idr", "hota", "recall", "precision", "detection_f1"))
+
+
+def test_two_runs_compare_with_gt_tracks(tmp_path, capsys):
+    """A run's tracks.txt as --gt was refused ('no row marks a person'): comparing runs needed awk."""
+    rows = [[f, 1, 10 + f, 20, 30, 60, 0.8, -1, -1, -1] for f in range(1, 11)]
+    write_rows(tmp_path / "a.txt", rows)
+    write_rows(tmp_path / "b.txt", [r[:1] + [5] + r[2:] for r in rows[:8]])  # another id, two frames short
+    assert main(["eval-mot", "--gt", str(tmp_path / "a.txt"), "--pred", str(tmp_path / "b.txt")]) == 2
+    assert "add --gt-tracks to score against another run" in capsys.readouterr().err
+    assert main(["eval-mot", "--gt", str(tmp_path / "a.txt"), "--pred", str(tmp_path / "b.txt"), "--gt-tracks", "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["idf1"] == pytest.approx(2 * 8 / 18) and scores["misses"] == 2 and scores["id_switches"] == 0

@@ -46,15 +46,18 @@ def register(app: typer.Typer) -> None:
         gt: Path = typer.Option(..., "--gt", help="Ground truth, MOTChallenge gt.txt (frame,id,x,y,w,h,flag,class,vis; "
                                 "10 columns: MOT15's frame,id,x,y,w,h,conf,wx,wy,wz)."),
         pred: Path = typer.Option(..., "--pred", help="Predicted tracks, MOTChallenge (frame,id,x,y,w,h,conf,...)."),
+        gt_tracks: bool = typer.Option(False, "--gt-tracks", help="--gt is another run's tracks.txt: every box in it "
+                                       "is one to find (how far two runs agree)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
     ) -> None:
         """Score one camera's tracks: MOTA, IDF1, IDP, IDR, HOTA, box recall / precision / F1, ID switches.
 
         TrackEval with the MOT17 rules; boxes match at IoU 0.5.
         """
-        from pipeline.metrics import check_comparable, evaluate_mot, read_mot_file, scores_table
+        from pipeline.metrics import check_comparable, evaluate_mot, read_mot_file, scores_table, tracks_as_ground_truth
 
-        gt_rows, pred_rows = read_mot_file(gt, "gt"), read_mot_file(pred, "pred")
+        gt_rows = tracks_as_ground_truth(read_mot_file(gt, "pred")) if gt_tracks else read_mot_file(gt, "gt")
+        pred_rows = read_mot_file(pred, "pred")
         warnings = check_comparable(gt, gt_rows, pred_rows)
         for warning in warnings:
             typer.echo(warning, err=True)
