@@ -440,3 +440,4 @@ def test_an_address_from_the_environment_is_named_as_such(capsys, tmp_path, monk
     writer.release()
     assert main(["track", str(video), "--out", str(tmp_path / "run"), "--workers", "2", "--detector", "motion"]) == 2
     assert "RAY_ADDRESS nonsense: cannot join the Ray cluster" in capsys.readouterr().err  # said '--ray-address'
+    assert not (tmp_path / "run").exists()  # an empty run folder was left

@@ -349,6 +349,7 @@ class RaySession:
         import_ray()  # without Ray installed, that is the one thing to say
         if cluster_address(self.address) is None:  # Ray on this machine: its files are the workers' files
             _check_local_inputs(specs, names, cfg)
+        made = not out_dir.exists()
         runs = [CameraRun(name, out_dir / name, claim=claim) for name, claim in zip(names, claim_cameras(out_dir, names))]
         try:
             for name, spec in zip(names, specs):
@@ -367,6 +368,8 @@ class RaySession:
                 raise
         except BaseException:
             drop_staged(runs)  # (releases the cameras too)
+            if made and not any(out_dir.iterdir()):  # refused before any output (a cluster too small, unreachable)
+                out_dir.rmdir()
             raise
         self._units.update({cam.name: cam.units for cam in cams if cam.run.status == "complete"})
         if publish_now:
