@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.boxes import iou_matrix
 from pipeline.cli.main import main
-from pipeline.config import load_pipeline_config
+from pipeline.config import SourceConfig, load_pipeline_config
 from pipeline.metrics import evaluate_mot
 from pipeline.scale.cluster import check_reachable
 from pipeline.demo import write_gt_detections
@@ -25,6 +25,7 @@ from pipeline.scale.overlaps import OverlapBoard
 from pipeline.scale.stitch import stitch_segments
 from pipeline.scale.units import plan_camera
 from pipeline.scale.worker import SegmentWorker
+from pipeline.video.sources import open_source
 from pipeline.video.tracks_file import TrackRows
 from reid.errors import CrosscamError
 from samples import SceneOptions, make_scene
@@ -334,3 +335,19 @@ def test_the_reachability_check_names_ray_address_and_leaves_other_forms_to_ray(
                 check_reachable(f"127.0.0.1:{port}", "--ray-address", timeout=1.0)
     for address in ("auto", "local", f"ray://127.0.0.1:{closed_port}"):
         check_reachable(address, "--ray-address")  # Ray's own forms: not probed, so no error here
+
+
+def test_drawing_a_unit_again_does_not_repeat_its_sources_warnings(worker, tmp_path, caplog):
+    """Ray runs said each skipped frame once per pass: when tracked, then when each video was drawn."""
+    folder = tmp_path / "seq" / "img1"
+    folder.mkdir(parents=True)
+    for i in range(6):
+        cv2.imwrite(str(folder / f"{i + 1:06d}.jpg"), np.full((48, 64, 3), 40 * i, np.uint8))
+    (folder / "000003.jpg").write_bytes(b"not a jpeg")
+    unit = plan_camera("seq", str(folder), 6, 10.0, 0.0, 0.0)[0]
+    with caplog.at_level("WARNING"):
+        worker.render(unit, TrackRows.empty())
+    assert "skipped" not in caplog.text
+    with caplog.at_level("WARNING"), open_source(str(folder), "seq", SourceConfig()) as source:
+        list(source)  # tracking reads it, and says so
+    assert "frame 2 skipped (000003.jpg is not a readable image)" in caplog.text

@@ -34,7 +34,7 @@ from pipeline.video.annotate import render_tracks_video
 from pipeline.video.chain import SharedFrames, StageTimes
 from pipeline.video.detectors import build_detector
 from pipeline.video.run import camera_chain
-from pipeline.video.sources import STREAM_SCHEMES, mot_sequence_dir, open_source
+from pipeline.video.sources import STREAM_SCHEMES, mot_sequence_dir, open_source, source_warnings_muted
 from pipeline.video.track_state import TrackAccumulator
 from pipeline.video.tracks_file import TrackRows
 from reid import Embedder
@@ -190,7 +190,8 @@ class SegmentWorker:
         out = self.cfg.output
         with tempfile.TemporaryDirectory(prefix="crosscam-render-") as tmp:
             path = Path(tmp) / f"{unit.camera}.mp4"
-            with open_source(unit.spec, unit.camera, self.cfg.source, unit.owned) as source:
+            # read again to draw: its warnings were said when the unit was tracked
+            with source_warnings_muted(), open_source(unit.spec, unit.camera, self.cfg.source, unit.owned) as source:
                 if identity_of is None:
                     render_tracks_video(source, rows, path, codec=out.codec,
                                         trail_length=out.trail_length if out.trails else 0)
