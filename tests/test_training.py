@@ -502,3 +502,14 @@ def test_train_quiet_turns_the_progress_bars_off(tmp_path, monkeypatch):
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "a"), "--quiet", "--json"]) == 0
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "b"), "--json"]) == 0
     assert seen == [False, True]
+
+
+def test_missing_imagenet_weights_are_said_before_the_images_load(tmp_path, monkeypatch):
+    """The error came after every training image was loaded (a minute for Market-1501)."""
+    data = write_market_folder(tmp_path / "market")
+    monkeypatch.setattr("reid.training.models.find_imagenet_weights", lambda backbone, dirs=None: None)
+    loaded = []
+    monkeypatch.setattr("reid.training.trainer.TrainImages.load", lambda *a, **k: loaded.append(1))
+    with pytest.raises(CrosscamError, match="model.pretrained: no ImageNet weights for resnet18"):
+        Trainer(load_train_config(None, [*TINY, "model.pretrained=true"]), data, tmp_path / "run", progress=False).run()
+    assert not loaded

@@ -155,9 +155,8 @@ def _torchvision_url(backbone: str) -> str | None:
         return None
 
 
-def load_imagenet_backbone(model: nn.Module, backbone: str, weights_dirs: list[Path] | None = None) -> Path:
-    """Copy ImageNet weights into ``model.backbone`` (strict, classifier ``fc`` dropped); returns the
-    file used. Missing weights are a one-line error naming where they go."""
+def imagenet_weights_file(backbone: str, weights_dirs: list[Path] | None = None) -> Path:
+    """The ImageNet weights file for ``backbone``; missing, a one-line error naming where it goes."""
     path = find_imagenet_weights(backbone, weights_dirs)
     if path is None:
         where = ", ".join(str(d) for d in (weights_dirs if weights_dirs is not None else default_weights_dirs()))
@@ -167,6 +166,13 @@ def load_imagenet_backbone(model: nn.Module, backbone: str, weights_dirs: list[P
             f"the file there{f' (it is {url})' if url else ''}, or --set model.pretrained=false to train from "
             "scratch (far more epochs)"
         )
+    return path
+
+
+def load_imagenet_backbone(model: nn.Module, backbone: str, weights_dirs: list[Path] | None = None) -> Path:
+    """Copy ImageNet weights into ``model.backbone`` (strict, classifier ``fc`` dropped); returns the
+    file used. Missing weights are a one-line error naming where they go."""
+    path = imagenet_weights_file(backbone, weights_dirs)
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = {key: value for key, value in state.items() if not key.startswith("fc.")}  # ImageNet classifier
     try:

@@ -59,7 +59,7 @@ from reid.training.data import TrainImages, train_files_key
 from reid.training.ema import ModelEma
 from reid.training.freeze import BackboneFreeze
 from reid.training.losses import bot_loss
-from reid.training.models import build_train_model
+from reid.training.models import build_train_model, imagenet_weights_file
 from reid.training.sampler import PKSampler
 from reid.training.schedule import build_optimizer, learning_rate, set_learning_rate
 from reid.training.transforms import ColorJitter, TrainAugment
@@ -110,6 +110,8 @@ class Trainer:
         if cfg.model.backbone == "onnx" and cfg.model.onnx and not Path(cfg.model.onnx).is_file():  # before loading images
             raise CrosscamError(f"model.onnx {cfg.model.onnx}: no such ONNX file (a relative path is read from "
                                 f"{Path.cwd()}); give the model to fine-tune with --set model.onnx=PATH")
+        if cfg.model.pretrained and not self.resume and cfg.model.backbone != "onnx":
+            imagenet_weights_file(cfg.model.backbone)  # missing: said before the images load (a minute for Market-1501)
         self.data_key = train_files_key(dataset)  # --resume: the same images
         self.eval_key = _eval_files_key(dataset)  # --resume: said when the evaluation's images changed
         images = TrainImages.load(dataset.root, cfg.input.size, self.progress)
