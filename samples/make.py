@@ -81,7 +81,7 @@ def make_scene(options: SceneOptions, out_dir: str | Path, progress: bool = True
     # made again: a stop midway must not leave the old scene's description, nor cameras the new one lacks
     (out / "scene.json").unlink(missing_ok=True)
     for old in [*out.glob("cam*.mp4"), *(out / "gt").glob("cam*.txt")]:
-        if _CAMERA_FILE.fullmatch(old.name) and int(_CAMERA_FILE.fullmatch(old.name)[1]) > options.cameras:
+        if (camera := _CAMERA_FILE.fullmatch(old.name)) and int(camera[1]) > options.cameras:
             old.unlink()
     started = time.perf_counter()
     scene = build_scene(options)

@@ -66,6 +66,7 @@ def test_status_and_cameras_describe_the_run(api, run):
     assert status["generation"] == TrackStore.open(run / "store").generation() >= 1
     assert "run run" not in status["title"] and "3 cameras: cam1, cam2, cam3" in status["title"]
     assert status["clock_origin"] is None  # no cameras file
+    assert (status["max_upload_bytes"], status["max_upload_pixels"]) == (10 * 2**20, 40_000_000)  # the page checks photos by them
     cameras = {c["name"]: c for c in api.get("/api/cameras").json()}
     store = TrackStore.open(run / "store")
     for record in store.cameras():

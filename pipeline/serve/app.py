@@ -159,9 +159,10 @@ def _add_api(app: FastAPI, view: RunView) -> None:
     def status() -> dict:
         """The run: its folder, title, cameras, the store's generation (null without a store) and the
         date and time its clock starts at (``clock_origin``, null unless the cameras file gave start
-        times); the page polls it to notice a new camera or a re-association."""
+        times), and the upload limits; the page polls it to notice a new camera or a re-association."""
         return {"run_dir": str(view.run_dir), "title": view.title(), "cameras": view.camera_names(),
-                "generation": view.generation(), "clock_origin": view.clock_origin()}
+                "generation": view.generation(), "clock_origin": view.clock_origin(),
+                "max_upload_bytes": MAX_UPLOAD_BYTES, "max_upload_pixels": MAX_UPLOAD_PIXELS}
 
     @app.get("/api/cameras", tags=["run"])
     def cameras() -> list[dict]:

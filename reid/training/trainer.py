@@ -265,8 +265,8 @@ class Trainer:
                 "training identities); resume with the same config and data, or use a new --out"
             )
         if state.get("eval_data") not in (None, self.eval_key):  # the scores in log.csv so far are of other images
-            logger.warning("warning: %s/query or bounding_box_test changed since %s was saved: log.csv's earlier "
-                        "evaluations scored other images", self.data_root, path)
+            logger.warning("%s/query or bounding_box_test changed since %s was saved: log.csv's earlier "
+                           "evaluations scored other images", self.data_root, path)
         data = state.get("data")  # (a last.pth of an older crosscam has none)
         if data is not None and data != self.data_key:
             raise CrosscamError(

@@ -7,7 +7,6 @@
 const BOX_WINDOW = 100;   // frames of boxes fetched at once
 const POLL_MS = 2000;     // how often the page checks the store's generation and the cameras
 const DRAG_PX = 6;        // a drag shorter than this is a click
-const MAX_UPLOAD_BYTES = 10 * 2 ** 20, MAX_UPLOAD_PIXELS = 40e6;  // the server's limits (serve.app): larger photos are refused
 
 const S = {
   status: null,          // /api/status
@@ -334,7 +333,8 @@ async function showPhoto(file) {
   let bitmap;
   try { bitmap = await createImageBitmap(file); }
   catch { bitmap = null; }
-  if (!bitmap || file.size > MAX_UPLOAD_BYTES || bitmap.width * bitmap.height > MAX_UPLOAD_PIXELS) {
+  const limits = S.status || {};  // the server's (/api/status): larger photos are refused
+  if (!bitmap || file.size > limits.max_upload_bytes || bitmap.width * bitmap.height > limits.max_upload_pixels) {
     if (bitmap) bitmap.close();
     closePhoto();
     ask({ kind: 'upload', file });  // not an image the browser reads, or too large: the server's answer says why
