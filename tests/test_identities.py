@@ -92,7 +92,11 @@ def test_cameras_file_puts_cameras_on_one_clock_and_applies_transit_rules(two_ca
     hall, door = global_ids(two_cameras / "hall"), global_ids(two_cameras / "door")
     assert hall[1] != door[1]  # 117 s from hall to door is longer than the 60 s the rule allows
     assert "common clock given by the cameras file (0 s = 2024-05-01 08:00:00)" in result.report.read_text()
-    assert "time axis 2024-05-01 08:00:00.0 to 2024-05-01 08:02:05.0." in result.report.read_text()
+    page = result.report.read_text()
+    assert "time axis 2024-05-01 08:00:00.0 to 2024-05-01 08:02:05.0." in page
+    # rows, bars' tooltips and the axis ticks on the same clock
+    assert "door track 1: 2024-05-01 08:02:02.0 - 2024-05-01 08:02:05.0, frames" in page
+    assert ">08:02:05.0</text>" in page and " s</text>" not in page
     # the start times come back: they were turned into offsets and lost
     answer = query_track(two_cameras, "door", 1, config=PipelineConfig())
     assert answer.clock_origin == "2024-05-01 08:00:00" and answer.to_json()["clock_origin"] == "2024-05-01 08:00:00"

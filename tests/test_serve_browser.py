@@ -168,9 +168,10 @@ def test_drawing_a_box_on_a_paused_frame_finds_that_person(page, run):
 
 def test_keys_step_frames_and_only_the_latest_question_is_answered(page, run):
     driver = page
-    assert driver.execute_script("return [fmtSeconds(59.96), fmtSeconds(119.97), fmtSeconds(3599.96)]") == \
-        ["1:00.0", "2:00.0", "1:00:00.0"]
-    from pipeline.text import clock_text  # the page's dates and times are `crosscam query`'s
+    from pipeline.text import clock_text  # the page's times, dates and times are `crosscam query`'s
+
+    seconds = [59.96, 119.97, 3599.96, -24.4, -0.04, 0.25, 3725.25]
+    assert driver.execute_script("return arguments[0].map(fmtSeconds)", seconds) == [clock_text(s) for s in seconds]
 
     cases = [(22.96, "2024-05-01 08:00:00"), (22.96, "2024-05-01 08:00:00.500000+02:00"), (-0.5, "2024-05-01 00:00:00"),
              (86399.97, "2024-12-31 00:00:00-05:30"), (0.35, "2024-05-01 08:00:05"), (0.25, "2024-05-01 08:00:05")]

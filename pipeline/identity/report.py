@@ -4,7 +4,7 @@ Each row shows the identity's best thumbnail in every camera that saw it (JPEG, 
 base64) and a timeline with one lane per camera: a bar for each track, on the run's common
 clock, so "seen in the hall, then at the door 40 s later" reads at a glance. Without a cameras
 file each lane is in seconds from its own video's start, and the page says so. A bar's tooltip
-gives the track's seconds and its frames as 0-based indices of the source video (``tracks.txt``
+gives the track's times (dates and times where the cameras file gave start times) and its frames as 0-based indices of the source video (``tracks.txt``
 numbers them from 1).
 
 Rows come from :func:`identity_overviews`, which ``crosscam serve``'s gallery shows too: people
@@ -136,8 +136,8 @@ def write_report(run_dir: Path, store: TrackStore, common_clock: bool) -> Path:
     shown = overviews[:MAX_ROWS]
     t0 = min((t.start_s for t in tracks), default=0.0)
     t1 = max((t.end_s for t in tracks), default=1.0)
-    rows = "\n".join(_identity_row(o, cameras, t0, max(t1 - t0, 1e-6), run_dir) for o in shown)
     origin = store.setting("clock_origin")
+    rows = "\n".join(_identity_row(o, cameras, t0, max(t1 - t0, 1e-6), run_dir, origin) for o in shown)
     clock = (
         "Times are on the common clock given by the cameras file" + (f" (0 s = {origin})." if origin else ".")
         if common_clock
@@ -154,7 +154,7 @@ def write_report(run_dir: Path, store: TrackStore, common_clock: bool) -> Path:
         summary=html.escape(
             f"{plural(len(overviews), 'identity', 'identities')} ({multi} seen by more than one camera) from "
             f"{plural(len(tracks), 'track')} in {counted_cameras(cameras)}; "
-            + (f"time axis {clock_text(t0, origin)} to {clock_text(t1, origin)}." if origin else f"time axis {t0:.1f} s to {t1:.1f} s.")
+            + f"time axis {_when(t0, origin)} to {_when(t1, origin)}."
             + f"{limit}{marked}"
         ),
         clock=html.escape(clock),
@@ -167,7 +167,13 @@ def write_report(run_dir: Path, store: TrackStore, common_clock: bool) -> Path:
     return out
 
 
-def _identity_row(overview: IdentityOverview, cameras: list[str], t0: float, span: float, run_dir: Path) -> str:
+def _when(seconds: float, origin: str | None) -> str:
+    """A time on the run's clock: its date and time where the cameras file gave start times, else seconds."""
+    return clock_text(seconds, origin) if origin else f"{seconds:.1f} s"
+
+
+def _identity_row(overview: IdentityOverview, cameras: list[str], t0: float, span: float, run_dir: Path,
+                  origin: str | None) -> str:
     identity, tracks = overview.identity, overview.tracks
     thumbs = []
     for best in overview.best_tracks():
@@ -191,17 +197,17 @@ def _identity_row(overview: IdentityOverview, cameras: list[str], t0: float, spa
             w = max(2.0, TIMELINE_WIDTH * (t.end_s - t.start_s) / span)
             lanes.append(
                 f'<rect x="{x:.1f}" y="{y + 2}" width="{w:.1f}" height="{LANE_HEIGHT - 4}" fill="{color}">'
-                f"<title>{html.escape(camera)} track {t.track_id}: {t.start_s:.1f}-{t.end_s:.1f} s, "
+                f"<title>{html.escape(camera)} track {t.track_id}: {_when(t.start_s, origin)} - {_when(t.end_s, origin)}, "
                 f"frames {t.first_frame}-{t.last_frame} (0-based in the source video)</title></rect>"
             )
-    lanes.append(_time_ticks(gutter, LANE_HEIGHT * len(cameras), t0, span))
+    lanes.append(_time_ticks(gutter, LANE_HEIGHT * len(cameras), t0, span, origin))
     height = LANE_HEIGHT * len(cameras) + TICKS_HEIGHT
     svg = f'<svg width="{gutter + TIMELINE_WIDTH + 30}" height="{height}">{"".join(lanes)}</svg>'
     mark = "" if overview.likely_person else f'<div class="unlikely" title="{NOT_A_PERSON}">not a person?</div>'
     return (
         f'<tr><td class="id" style="border-left:6px solid {color}">{identity}<div class="meta">'
         f"{plural(len(tracks), 'track')}, {plural(len(overview.cameras), 'camera')}<br>"
-        f"{overview.first_s:.1f}-{overview.last_s:.1f} s</div>{mark}</td>"
+        f"{_when(overview.first_s, origin)} -<br>{_when(overview.last_s, origin)}</div>{mark}</td>"
         f'<td class="thumbs">{"".join(thumbs)}</td><td>{svg}</td></tr>'
     )
 
@@ -211,13 +217,18 @@ def _label_width(cameras: list[str]) -> int:
     return max(48, 7 * max((len(c) for c in cameras), default=0) + 12)
 
 
-def _time_ticks(left: int, y: int, t0: float, span: float) -> str:
-    """An SVG tick row under the lanes: 5 times from ``t0`` to ``t0 + span`` (seconds, or m:ss past a minute)."""
+def _time_ticks(left: int, y: int, t0: float, span: float, origin: str | None) -> str:
+    """An SVG tick row under the lanes: 5 times from ``t0`` to ``t0 + span`` (seconds, or m:ss past a
+    minute; the time of day, hh:mm:ss.s, where the run's clock has an ``origin``)."""
     marks = []
     for k in range(5):
         t = t0 + span * k / 4
         x = left + TIMELINE_WIDTH * k / 4
-        text = f"{t:.1f} s" if t0 + span < 60 else f"{int(t // 60)}:{t % 60:04.1f}"
+        if origin:
+            text = clock_text(t, origin)
+            text = text[11:21] if text[10:11] == " " else text  # "2024-05-01 08:02:05.0+02:00" -> "08:02:05.0"
+        else:
+            text = f"{t:.1f} s" if t0 + span < 60 else f"{int(t // 60)}:{t % 60:04.1f}"
         anchor = "start" if k == 0 else "end" if k == 4 else "middle"
         marks.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y}" y2="{y + 4}" class="tick"/>'
                      f'<text x="{x:.1f}" y="{y + TICKS_HEIGHT - 2}" text-anchor="{anchor}" class="time">{text}</text>')
@@ -254,7 +265,7 @@ svg .time {{ font-size: 10px; fill: #666; }}
 <h1>{title}</h1>
 <p>{summary}</p>
 <p><em>{clock}</em></p>
-<table><thead><tr><th>identity</th><th>seen as</th><th>when, per camera (hover a bar: seconds, 0-based frame indices)</th></tr></thead>
+<table><thead><tr><th>identity</th><th>seen as</th><th>when, per camera (hover a bar: times, 0-based frame indices)</th></tr></thead>
 <tbody>
 {rows}
 </tbody></table></body></html>

@@ -56,12 +56,12 @@ function plural(n, word, words) {  // '1 track', '2 tracks'; words for irregular
   return `${n} ${n === 1 ? word : (words || word + 's')}`;
 }
 
-function fmtSeconds(s) {
+function fmtSeconds(s) {  // [-]hh:mm:ss.s, as pipeline.text.clock_text without an origin
   if (s === null || s === undefined || Number.isNaN(s)) return '?';
-  const sign = s < 0 ? '-' : '';
-  const tenths = Math.round(Math.abs(s) * 10);  // round once, so 59.96 s reads 1:00.0, not 0:60.0
+  const tenths = Math.round(Math.abs(s) * 10);  // round once, so 59.96 s reads 00:01:00.0, not 00:00:60.0
   const h = Math.floor(tenths / 36000), m = Math.floor((tenths % 36000) / 600), sec = (tenths % 600) / 10;
-  return sign + (h ? `${h}:${String(m).padStart(2, '0')}:` : `${m}:`) + sec.toFixed(1).padStart(4, '0');
+  const two = (n) => String(n).padStart(2, '0');
+  return (s < 0 && tenths ? '-' : '') + `${two(h)}:${two(m)}:` + sec.toFixed(1).padStart(4, '0');
 }
 function fmtWhen(s, origin) {  // seconds on the run's clock as a date and time (to 0.1 s) where start times were given
   if (!origin) return fmtSeconds(s);
