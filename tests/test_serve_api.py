@@ -416,3 +416,14 @@ def test_set_overrides_reach_every_server_process(run, monkeypatch, capsys):
     camera, track = multi_camera_track(run)
     plain = cli_json(capsys, "query", run, "--track", f"{camera}:{track}")
     assert cli_json(capsys, "query", run, "--track", f"{camera}:{track}", "--set", "store.bf16_scan=false") == plain
+
+
+def test_cameras_say_whose_colours_were_equalised(run, tmp_path):
+    """The page offers "from camera" for a photo only where choosing one changes the answer."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    plain = json.loads((copy / "cam3" / "run.json").read_text())
+    del plain["colour"]  # as tracked with reid.camera_colour: none (or by an older crosscam)
+    (copy / "cam3" / "run.json").write_text(json.dumps(plain))
+    cameras = TestClient(create_app(copy)).get("/api/cameras").json()
+    assert {c["name"]: c["colour_normalised"] for c in cameras} == {"cam1": True, "cam2": True, "cam3": False}

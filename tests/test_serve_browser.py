@@ -242,6 +242,8 @@ def test_an_uploaded_photo_searches_its_largest_person_then_a_boxed_one(page, ru
     wait_for(lambda: shown_identity(driver) == whole["identity"], "the photo's largest person is searched at once")
     assert driver.find_element("css selector", "#results .query").text.startswith("image photo.png · ")
     assert driver.execute_script("return window.sent") == [[]]
+    offered = [o.get_attribute("value") for o in Select(driver.find_element("css selector", "#photo-camera")).options]
+    assert offered == ["", "cam1", "cam2", "cam3"]  # the demo equalises every camera's colours (else: hidden)
     Select(driver.find_element("css selector", "#photo-camera")).select_by_value("cam2")
     wait_for(lambda: len(driver.execute_script("return window.sent")) == 2, "choosing the camera asks again")
     canvas = driver.find_element("css selector", "#photo-canvas")

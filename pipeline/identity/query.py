@@ -234,7 +234,12 @@ def _file_stamp(path: str | None) -> tuple | None:
 
 def colour_normalised_cameras(run_dir: str | Path) -> list[str]:
     """The run's cameras whose crops went through a colour table (``reid.camera_colour``), by name."""
-    return [f.name for f in camera_folders(Path(run_dir)) if _recorded_colour(f).lut is not None]
+    return [f.name for f in camera_folders(Path(run_dir)) if colour_normalised(json.loads((f / "run.json").read_text()))]
+
+
+def colour_normalised(run: dict) -> bool:
+    """Whether a camera's ``run.json`` (as a dict) says its crops went through a colour table."""
+    return CameraColour.from_description(run.get("colour")).lut is not None
 
 
 def _camera_colour(folders: list[Path], camera: str) -> CameraColour:

@@ -167,7 +167,8 @@ def _add_api(app: FastAPI, view: RunView) -> None:
     @app.get("/api/cameras", tags=["run"])
     def cameras() -> list[dict]:
         """Every camera: status, fps, frame size, frame count, clock offset (seconds added to the
-        video's time to reach the run's clock), whether the clock is common, tracks in the store."""
+        video's time to reach the run's clock), whether the clock is common, tracks in the store,
+        whether its crops went through a colour table (``colour_normalised``)."""
         return view.cameras()
 
     @app.get("/api/identities", tags=["identities"])

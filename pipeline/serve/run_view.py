@@ -22,6 +22,7 @@ import numpy as np
 
 from pipeline.config import PipelineConfig
 from pipeline.identity.layout import STORE_DIR, run_inside
+from pipeline.identity.query import colour_normalised
 from pipeline.identity.report import IdentityOverview, identity_overviews, last_tracked_frame, run_title
 from pipeline.identity.store import DB_NAME, TrackStore
 from pipeline.serve.frames import CameraFrames, FrameNotFound, open_frames, readable_source
@@ -154,7 +155,8 @@ class RunView:
     def cameras(self) -> list[dict]:
         """Per camera: name, status, fps, frame size, frame count, clock offset, tracks in the store,
         the last source frame tracking reached (``--max-frames``, Ctrl-C stop it before the video's
-        end), where its frames come from (or why they cannot be shown)."""
+        end), where its frames come from (or why they cannot be shown), whether its crops went
+        through a colour table (``reid.camera_colour``: a photo from it should too)."""
         records, counts = {}, {}
         if self.generation() is not None:
             records, counts = self.consistent(
@@ -172,6 +174,7 @@ class RunView:
                 "time_offset_s": record.time_offset_s if record else float(run.get("time_offset_s", 0.0)),
                 "common_clock": bool(record and record.common_clock),
                 "in_store": record is not None,
+                "colour_normalised": colour_normalised(run),
                 "tracks": counts.get(name, 0),
                 "first_tracked_frame": self._first_tracked_frame(name),
                 "last_tracked_frame": last_tracked_frame(run),

@@ -344,7 +344,7 @@ async function showPhoto(file) {
   const canvas = el('canvas', { id: 'photo-canvas', width: Math.round(bitmap.width * scale), height: Math.round(bitmap.height * scale),
     title: 'drag a box around the person to search for' });
   const camera = el('select', { id: 'photo-camera' }, el('option', { value: '', textContent: 'none: colours as they are' }),
-    ...[...S.cameras.keys()].map(name => el('option', { value: name, textContent: name })));
+    ...[...S.cameras.values()].filter(c => c.colour_normalised).map(c => el('option', { value: c.name, textContent: c.name })));
   let drag = null, box = null;  // box: image pixels of the person searched for, null for the largest
   const draw = (rubber) => {
     const ctx = canvas.getContext('2d');
@@ -385,7 +385,8 @@ async function showPhoto(file) {
   $('photo').replaceChildren(canvas, el('div', { class: 'side' },
     el('strong', { textContent: `${file.name} · ${bitmap.width}x${bitmap.height}` }),
     hint,
-    el('label', { title: 'the camera that took the photo: its colour normalisation is applied to the crop, as to its own crops' },
+    el('label', { title: 'the camera that took the photo: its colour normalisation is applied to the crop, as to its own crops',
+      hidden: camera.options.length < 2 },  // no camera's colours were equalised: nothing to choose
       'from camera ', camera),
     el('div', {}, el('button', { id: 'photo-largest', textContent: 'largest person', onclick: () => { box = null; draw(); search(); } }),
       ' ', el('button', { id: 'photo-close', textContent: 'close', onclick: closePhoto }))));
