@@ -300,10 +300,13 @@ async def _read_form(request: Request) -> dict:
     except Exception as exc:  # python-multipart/starlette raise several types for a malformed body
         raise ApiError(400, f"not a multipart form ({' '.join(str(exc).split())[:80]}); send image=@FILE") from None
     fields = {}
-    for key, value in form.multi_items():
-        fields[key] = await value.read() if hasattr(value, "read") else value
-        if hasattr(value, "filename"):
-            fields["filename"] = value.filename or "upload"
+    try:
+        for key, value in form.multi_items():
+            fields[key] = await value.read() if hasattr(value, "read") else value
+            if hasattr(value, "filename"):
+                fields["filename"] = value.filename or "upload"
+    finally:
+        await form.close()  # an upload over 1 MB was spooled to a temporary file
     return fields
 
 
@@ -316,7 +319,7 @@ def _query_image_file(view: RunView, form: dict, camera: str | None, tmp: Path) 
         _check_pixels(data, form.get("filename", ""))
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
         if image is None:
-            raise ApiError(415, f"image {form.get('filename', '')!r}: not an image OpenCV can read; send a JPEG or PNG")
+            raise ApiError(415, f"image {form.get('filename', '')!r}: not an image crosscam can read; send a JPEG or PNG")
         name = Path(form.get("filename") or "upload").name
     elif form.get("frame") is not None:
         if camera is None:
@@ -335,15 +338,19 @@ def _query_image_file(view: RunView, form: dict, camera: str | None, tmp: Path) 
 
 
 def _check_pixels(data: bytes, filename: str) -> None:
-    """413 for an image whose header declares more than ``MAX_UPLOAD_PIXELS`` (read without decoding)."""
+    """413 for an image whose header declares more than ``MAX_UPLOAD_PIXELS`` (read without
+    decoding); 415 for data whose header PIL cannot read (OpenCV would decode some such formats,
+    up to 2^30 pixels, without a size check first)."""
+    too_many = (f"images up to {MAX_UPLOAD_PIXELS // 1_000_000} megapixels are accepted: send a smaller one")
     try:
         with Image.open(io.BytesIO(data)) as header:
             width, height = header.size
-    except Exception:  # noqa: BLE001 - not an image PIL knows: OpenCV decides below
-        return
+    except Image.DecompressionBombError:  # PIL's own limit, far above ours: the header said more
+        raise ApiError(413, f"image {filename!r}: over {Image.MAX_IMAGE_PIXELS * 2 // 1_000_000} megapixels; {too_many}") from None
+    except Exception:  # noqa: BLE001 - PIL raises several types for data it does not know
+        raise ApiError(415, f"image {filename!r}: not an image crosscam can read; send a JPEG or PNG") from None
     if width * height > MAX_UPLOAD_PIXELS:
-        raise ApiError(413, f"image {filename!r}: {width}x{height} pixels; images up to "
-                            f"{MAX_UPLOAD_PIXELS // 1_000_000} megapixels are accepted: send a smaller one")
+        raise ApiError(413, f"image {filename!r}: {width}x{height} pixels; {too_many}")
 
 
 def _add_pages(app: FastAPI, view: RunView) -> None:
