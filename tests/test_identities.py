@@ -303,6 +303,26 @@ def test_a_short_static_track_cut_by_the_clip_is_not_marked_not_a_person(tmp_pat
     assert unlikely == {2}
 
 
+def test_a_static_track_of_a_strided_run_is_short_by_its_seconds_not_its_rows(tmp_path: Path):
+    """With source.stride 4, a 1.3 s track has 4 rows of tracks.txt: it counted as shorter than 1 s
+    (10 rows at 10 fps) and was marked "not a person?"; one of 0.5 s still is."""
+    from pipeline.identity.report import identity_overviews
+
+    eye = np.eye(8, dtype=np.float32)
+    run = tmp_path / "run"
+    folder = write_camera(run, "hall", [summary("hall", 1, 2.0, 3.2, eye[0]), summary("hall", 2, 5.2, 5.6, eye[1]),
+                                        summary("hall", 3, 0.0, 9.6, eye[2])], video=False)
+    rows = [line for line in (folder / "tracks.txt").read_text().splitlines(keepends=True) if int(line.split(",")[0]) % 4 == 1]
+    (folder / "tracks.txt").write_text("".join(rows))  # every 4th source frame (1, 5, 9...), as a strided run writes
+    record = json.loads((folder / "run.json").read_text())
+    record["config"]["source"]["stride"], record["frames_read"] = 4, 25
+    (folder / "run.json").write_text(json.dumps(record))
+    update_identities(run, PipelineConfig(), progress=False)
+    store = TrackStore.open(run / "store")
+    unlikely = {t.track_id for o in identity_overviews(run, store) if not o.likely_person for t in o.tracks}
+    assert unlikely == {2}
+
+
 def test_report_timelines_have_a_time_axis_and_room_for_long_camera_names(tmp_path: Path):
     eye = np.eye(8, dtype=np.float32)
     run = tmp_path / "run"

@@ -427,3 +427,19 @@ def test_cameras_say_whose_colours_were_equalised(run, tmp_path):
     (copy / "cam3" / "run.json").write_text(json.dumps(plain))
     cameras = TestClient(create_app(copy)).get("/api/cameras").json()
     assert {c["name"]: c["colour_normalised"] for c in cameras} == {"cam1": True, "cam2": True, "cam3": False}
+
+
+def test_annotated_video_of_a_strided_run_is_shown_by_source_frame_index(tmp_path):
+    """annotated.mp4 holds every stride-th source frame; with the source gone the page asked it for
+    source indices, so index i showed source frame 2i and the second half of the video was missing."""
+    from pipeline.serve.frames import open_frames
+
+    writer = cv2.VideoWriter(str(tmp_path / "annotated.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (64, 48))
+    for source_frame in range(0, 10, 2):  # stride 2: source frames 0, 2, 4, 6, 8
+        writer.write(np.full((48, 64, 3), 20 * source_frame, np.uint8))
+    writer.release()
+    frames = open_frames(tmp_path, str(tmp_path / "gone.mp4"), fps=10.0, stride=2)
+    assert frames.origin == "annotated.mp4" and frames.count == 9  # source frames 0..8
+    shown = [round(float(frames.image(i).mean()) / 20) for i in range(9)]
+    assert shown == [0, 0, 2, 2, 4, 4, 6, 6, 8]  # each frame, or the kept one before it
+    assert [round(frames.reader.time_s(i), 2) for i in (0, 3, 8)] == [0.0, 0.3, 0.8]

@@ -27,6 +27,7 @@ from pipeline.identity.store import StoredTrack, TrackStore
 from pipeline.text import clock_text, plural
 from pipeline.types import REPORT_FILE, read_run_record
 from pipeline.video.render import color_for_id
+from pipeline.video.tracks_file import read_tracks_file
 
 THUMB_HEIGHT = 96  # pixels; thumbnails are shrunk so the page stays small
 MAX_ROWS = 2000  # beyond this the identities seen by the most cameras (then lowest id) are shown; the page says how many
@@ -81,14 +82,19 @@ def identity_overviews(run_dir: Path, store: TrackStore, tracks: list[StoredTrac
     return sorted(overviews, key=lambda o: (not o.likely_person, -len(o.cameras) if o.likely_person else 0, o.identity))
 
 
+def recorded_stride(run: dict) -> int:
+    """The ``source.stride`` a camera's ``run.json`` (as a dict) was tracked with: every n-th
+    source frame was kept, and is a row of ``tracks.txt`` and a frame of ``annotated.mp4``."""
+    return int(((run.get("config") or {}).get("source") or {}).get("stride") or 1)
+
+
 def last_tracked_frame(run: dict) -> int | None:
     """The last source frame (0-based) a camera's tracking processed, from its ``run.json`` (frames
     processed x stride; ``--max-frames`` or Ctrl-C stop it before the video's end); None when unknown."""
     processed = run.get("frames_read")
     if not isinstance(processed, int) or processed < 1:
         return None
-    stride = int(((run.get("config") or {}).get("source") or {}).get("stride") or 1)
-    return (processed - 1) * stride
+    return (processed - 1) * recorded_stride(run)
 
 
 def _not_a_person_tracks(run_dir: Path, store: TrackStore, tracks: list[StoredTrack]) -> set[tuple[str, int]]:
@@ -97,20 +103,22 @@ def _not_a_person_tracks(run_dir: Path, store: TrackStore, tracks: list[StoredTr
     cut off."""
     found: set[tuple[str, int]] = set()
     for camera in store.cameras():
-        path = run_dir / camera.name / "tracks.txt"
-        if not path.is_file() or path.stat().st_size == 0:
+        rows = read_tracks_file(run_dir / camera.name / "tracks.txt")
+        if not len(rows.frame):
             continue
-        rows = np.loadtxt(path, delimiter=",", ndmin=2, usecols=(0, 1, 2, 3, 4, 5))  # frame, id, x, y, w, h
-        rows = rows[np.argsort(rows[:, 1], kind="stable")]
-        ids, starts, counts = np.unique(rows[:, 1], return_index=True, return_counts=True)
-        cx, cy, h = rows[:, 2] + rows[:, 4] / 2, rows[:, 3] + rows[:, 5] / 2, rows[:, 5]
+        order = np.argsort(rows.track_id, kind="stable")
+        frame, xyxy = rows.frame[order], rows.xyxy[order].astype(np.float64)
+        ids, starts, counts = np.unique(rows.track_id[order], return_index=True, return_counts=True)
+        cx, cy, h = (xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2, xyxy[:, 3] - xyxy[:, 1]
         travel = np.hypot(*(np.maximum.reduceat(v, starts) - np.minimum.reduceat(v, starts) for v in (cx, cy)))
         mean_h = np.add.reduceat(h, starts) / counts
         frame_h = camera.frame_size[1] if camera.frame_size else np.inf
-        first, last = rows[starts, 0], np.maximum.reduceat(rows[:, 0], starts)  # 1-based frames
-        end = last_tracked_frame(read_run_record(run_dir / camera.name))
-        cut = (first <= 1) | (last >= (end + 1 if end is not None else np.inf))
-        short = (counts < max(2.0, SHORT_SECONDS * (camera.fps or 10.0))) & ~cut
+        first, last = frame[starts], np.maximum.reduceat(frame, starts)  # 0-based source frames
+        run = read_run_record(run_dir / camera.name)
+        end = last_tracked_frame(run)
+        cut = (first <= 0) | (last >= (end if end is not None else np.inf))
+        kept_per_s = (camera.fps or 10.0) / recorded_stride(run)  # rows a second: one per kept frame
+        short = (counts < max(2.0, SHORT_SECONDS * kept_per_s)) & ~cut
         unlikely = (travel < STATIC_TRAVEL * mean_h) & (short | (mean_h < TINY_HEIGHT * frame_h))
         found |= {(camera.name, int(i)) for i in ids[unlikely]}
     return found

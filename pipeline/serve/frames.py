@@ -104,10 +104,26 @@ class FolderFrames:
         return at_frame_size(image, self._size)
 
 
+class KeptFrames:
+    """Source frame indices over a video of every ``stride``-th source frame (the ``annotated.mp4``
+    of a run tracked with ``source.stride`` > 1): frame ``i`` shows kept frame ``i // stride``, the
+    one at or before it; ``count`` runs to the last kept frame."""
+
+    def __init__(self, kept: VideoFrames, stride: int, fps: float):
+        self._kept, self._stride, self._fps = kept, stride, fps
+        self.count = (kept.count - 1) * stride + 1 if kept.count else 0
+
+    def time_s(self, index: int) -> float:
+        return self._kept.time_s(index // self._stride) + (index % self._stride) / self._fps
+
+    def image(self, index: int) -> np.ndarray:
+        return self._kept.image(index // self._stride)
+
+
 class CameraFrames:
     """One camera's frames as JPEG, with a small cache of the frames sent last."""
 
-    def __init__(self, reader: VideoFrames | FolderFrames, origin: str):
+    def __init__(self, reader: VideoFrames | FolderFrames | KeptFrames, origin: str):
         self.reader = reader
         self.origin = origin  # "source" (the video the run tracked) or "annotated.mp4"
         self.count = reader.count
@@ -153,16 +169,18 @@ def readable_source(source: str | None) -> Path | None:
     return path if path.is_dir() or path.is_file() else None
 
 
-def open_frames(camera_folder: Path, source: str | None, fps: float) -> CameraFrames:
-    """The camera's frames: from the source video its ``run.json`` names (the frames the run
-    tracked, boxes drawn by the page), else from its ``annotated.mp4`` (boxes burned in); a
-    one-line error when neither can be read (a live stream, a moved video and no annotated.mp4)."""
+def open_frames(camera_folder: Path, source: str | None, fps: float, stride: int = 1) -> CameraFrames:
+    """The camera's frames by source frame index: from the source video its ``run.json`` names
+    (the frames the run tracked, boxes drawn by the page), else from its ``annotated.mp4`` (boxes
+    burned in; every ``stride``-th source frame, ``fps`` the source's); a one-line error when
+    neither can be read (a live stream, a moved video and no annotated.mp4)."""
     path = readable_source(source)
     if path is not None:
         return CameraFrames(FolderFrames(path, fps) if path.is_dir() else VideoFrames(path), "source")
     annotated = camera_folder / "annotated.mp4"
     if annotated.is_file():
-        return CameraFrames(VideoFrames(annotated), "annotated.mp4")
+        kept = VideoFrames(annotated)
+        return CameraFrames(kept if stride == 1 else KeptFrames(kept, stride, fps), "annotated.mp4")
     raise CrosscamError(
         f"camera {camera_folder.name}: its source {source!r} cannot be re-read and it has no annotated.mp4; "
         "put the video back at that path"

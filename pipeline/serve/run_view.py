@@ -23,10 +23,11 @@ import numpy as np
 from pipeline.config import PipelineConfig
 from pipeline.identity.layout import STORE_DIR, run_inside
 from pipeline.identity.query import colour_normalised
-from pipeline.identity.report import IdentityOverview, identity_overviews, last_tracked_frame, run_title
+from pipeline.identity.report import IdentityOverview, identity_overviews, last_tracked_frame, recorded_stride, run_title
 from pipeline.identity.store import DB_NAME, TrackStore
 from pipeline.serve.frames import CameraFrames, FrameNotFound, open_frames, readable_source
 from pipeline.video.render import color_for_id
+from pipeline.video.tracks_file import read_tracks_file
 from reid.errors import CrosscamError
 
 T = TypeVar("T")
@@ -149,7 +150,7 @@ class RunView:
             cached = self._frames.get(camera)
             if cached is None or cached[0] != key:
                 fps = float(run.get("fps") or self.config.source.default_fps)
-                self._frames[camera] = (key, open_frames(self.run_dir / camera, source, fps))
+                self._frames[camera] = (key, open_frames(self.run_dir / camera, source, fps, recorded_stride(run)))
             return self._frames[camera][1]
 
     def cameras(self) -> list[dict]:
@@ -228,10 +229,8 @@ class RunView:
             cached = self._boxes.get(camera)
         if cached is not None and cached.stamp == stamp:
             return cached
-        rows = np.loadtxt(path, delimiter=",", ndmin=2, usecols=(0, 1, 2, 3, 4, 5, 6)) if stat.st_size else np.zeros((0, 7))
-        rows = rows[np.argsort(rows[:, 0], kind="stable")]
-        xyxy = np.column_stack([rows[:, 2], rows[:, 3], rows[:, 2] + rows[:, 4], rows[:, 3] + rows[:, 5]])
-        table = _BoxTable(stamp, rows[:, 0].astype(np.int64) - 1, rows[:, 1].astype(np.int64), xyxy, rows[:, 6])
+        rows = read_tracks_file(path).sorted()
+        table = _BoxTable(stamp, rows.frame, rows.track_id, rows.xyxy, rows.confidence)
         with self._lock:
             self._boxes[camera] = table
         return table

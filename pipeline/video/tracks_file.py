@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from reid.errors import CrosscamError
+
 
 @dataclass
 class TrackRows:
@@ -64,13 +66,16 @@ def mot_line(frame: int, track_id: int, xyxy, confidence: float) -> str:
 
 
 def read_tracks_file(path: str | Path) -> TrackRows:
-    """``tracks.txt`` rows (``interpolated`` all False: that mark lives in ``tracks.json``)."""
+    """``tracks.txt`` rows (``interpolated`` all False: that mark lives in ``tracks.json``); empty
+    when there is no file; a one-line error for a file that is not MOTChallenge text."""
     path = Path(path)
-    text = path.read_text() if path.is_file() else ""
-    values = [[float(v) for v in line.split(",")[:7]] for line in text.splitlines() if line.count(",") >= 6]
-    if not values:
+    if not path.is_file() or path.stat().st_size == 0:
         return TrackRows.empty()
-    table = np.array(values, np.float64)
+    try:
+        table = np.loadtxt(path, delimiter=",", ndmin=2, usecols=range(7), dtype=np.float64)
+    except ValueError as exc:
+        raise CrosscamError(f"{path}: not a tracks file of frame,id,x,y,w,h,conf lines ({exc}); "
+                            "run `crosscam track` again for this camera") from None
     xyxy = np.concatenate([table[:, 2:4], table[:, 2:4] + table[:, 4:6]], axis=1).astype(np.float32)
     return TrackRows(table[:, 0].astype(np.int64) - 1, table[:, 1].astype(np.int64), xyxy,
                      table[:, 6].astype(np.float32), np.zeros(len(table), bool))
