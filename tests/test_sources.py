@@ -73,6 +73,21 @@ def test_undecodable_frames_are_skipped_and_counted(tmp_path: Path, caplog):
     assert "frame 10 skipped" in caplog.text
 
 
+def test_a_file_given_up_counts_the_frames_it_would_have_kept(tmp_path: Path, caplog):
+    """Failures counted source frames to the file's end, while frames_read counts kept frames:
+    with --stride 3 and --max-frames 50, a file broken from frame 21 of 60 said 39 failed."""
+    video = write_mjpg_avi(tmp_path / "broken.avi", 60)
+    corrupt_jpeg_frames(video, list(range(21, 60)))
+    with open_source(str(video), None, SourceConfig(stride=3, max_frames=50, max_decode_failures=5)) as src:
+        indices = [f.index for f in src]
+    assert indices == list(range(0, 21, 3)) and src.frames_failed == len(range(21, 50, 3))  # 21, 24 ... 48
+    assert "frames 21.. of 60 could not be decoded; the rest of the file was skipped" in caplog.text
+    caplog.clear()
+    with open_source(str(video), None, SourceConfig(stride=3, max_frames=30)) as src:  # ends among the failures
+        assert [f.index for f in src] == indices and src.frames_failed == 3  # 21, 24, 27
+    assert "frames 21..29 could not be decoded" in caplog.text
+
+
 def mp4_to_annexb(mp4: Path, out: Path, samples: int) -> Path:
     """Write the first ``samples`` H.264 access units of a single-track MP4 as a raw Annex-B
     ``.264`` stream (SPS/PPS first, 4-byte start codes), the way cameras dump them."""

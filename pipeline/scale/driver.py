@@ -49,7 +49,7 @@ from pipeline.video.relabel import apply_id_map
 from pipeline.video.run import (CameraRun, check_camera_names, check_out_dir, claim_cameras, drop_staged, first_line,
                                 keep_earlier, make_folder, package_versions, publish, publish_staged, resolved_config,
                                 utc_now, warn_if_another_source, working_folder, write_json_atomic)
-from pipeline.video.sources import default_camera_name, open_source, source_warnings_muted
+from pipeline.video.sources import default_camera_name, kept_frames, open_source, source_warnings_muted
 from pipeline.video.track_state import write_track_states
 from pipeline.video.tracks_file import TrackRows, read_camera_tracks, write_tracks_file
 from reid.errors import CrosscamError
@@ -80,11 +80,6 @@ class _Camera:
     @property
     def done(self) -> bool:
         return self.run.status in ("complete", "failed", "interrupted")
-
-
-def _kept_frames(unit: WorkUnit, stride: int) -> int:
-    start, end = unit.frames.start, unit.frames.end
-    return 0 if end is None else max(0, -(-end // stride) - -(-start // stride))
 
 
 class _Driver:
@@ -144,7 +139,8 @@ class _Driver:
         make_folder(cam.folder)
         self._write_run_json(cam)
         for unit in cam.units:
-            self.bar.total += _kept_frames(unit, self.cfg.source.stride)
+            if unit.frames.end is not None:
+                self.bar.total += kept_frames(unit.frames.start, unit.frames.end, self.cfg.source.stride)
             # Each worker takes a run of consecutive segments, so a segment's first frames were just
             # computed by the worker before it, or long before by the neighbour running alongside.
             self.pool.submit(Job(f"{cam.name}:track{unit.segment}", "track", (unit, probe.colour, self._overlaps(cam, unit)),

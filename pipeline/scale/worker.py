@@ -34,7 +34,7 @@ from pipeline.video.annotate import render_tracks_video
 from pipeline.video.chain import SharedFrames, StageTimes
 from pipeline.video.detectors import build_detector
 from pipeline.video.run import camera_chain
-from pipeline.video.sources import STREAM_SCHEMES, mot_sequence_dir, open_source, source_warnings_muted
+from pipeline.video.sources import STREAM_SCHEMES, kept_frames, mot_sequence_dir, open_source, source_warnings_muted
 from pipeline.video.track_state import TrackAccumulator
 from pipeline.video.tracks_file import TrackRows
 from reid import Embedder
@@ -215,10 +215,8 @@ def _owned_failures(unit: WorkUnit, source, owned_read: int) -> int:
     end = source.frames_end
     if unit.segments == 1 or end is None:
         return source.frames_failed
-    stride = source.cfg.stride
     stop = end if unit.owned.end is None else min(end, unit.owned.end)
-    expected = max(0, -(-stop // stride) - -(-unit.owned.start // stride))
-    return max(0, expected - owned_read)
+    return max(0, kept_frames(unit.owned.start, stop, source.cfg.stride) - owned_read)
 
 
 class _UnitCollector:

@@ -52,11 +52,21 @@ class FrameRange:
 
     def __post_init__(self):
         if self.start < 0 or (self.end is not None and self.end < self.start):
-            raise ValueError(f"frame range [{self.start}, {self.end}) is empty or negative")
+            raise ValueError(f"frame range [{self.start}, {self.end}) is negative or reversed")
 
     @property
     def length(self) -> int | None:
         return None if self.end is None else self.end - self.start
+
+
+def kept_frames(start: int, end: int, stride: int) -> int:
+    """How many source frames of ``[start, end)`` a ``stride`` keeps: the multiples of the stride
+    (it counts from frame 0, whatever the range).
+
+    >>> kept_frames(0, 10, 3), kept_frames(4, 10, 3), kept_frames(7, 5, 1)
+    (4, 2, 0)
+    """
+    return max(0, -(-end // stride) - -(-start // stride))
 
 
 class FrameSource(ABC):
@@ -89,11 +99,7 @@ class FrameSource(ABC):
     def frames_expected(self) -> int | None:
         """How many frames iteration will yield at most (for progress bars), ``None`` if unknown."""
         end = self.frames_end
-        if end is None:
-            return None
-        start = self.frames.start
-        # Kept frames are the multiples of the stride in [start, end) (the stride counts from 0).
-        return max(0, -(-end // self.cfg.stride) - -(-start // self.cfg.stride))
+        return None if end is None else kept_frames(self.frames.start, end, self.cfg.stride)
 
     def _keep(self, index: int) -> bool:
         return index % self.cfg.stride == 0
@@ -223,11 +229,14 @@ class VideoFileSource(FrameSource):
     def _warn_if_cut_short(self, index: int, pending: list[int]) -> None:
         # Failed reads at the very end are how a file ends; only say so when the container
         # promised more frames than could be decoded.
-        expected = self.frames_total
-        if pending and expected is not None and pending[0] < expected - 1 and not self._past_limit(index):
-            self.frames_failed += expected - pending[0]
-            log.warning("%s: frames %d.. of %d could not be decoded; the rest of the file was skipped",
-                        self.uri, pending[0], expected)
+        expected, end = self.frames_total, self.frames_end
+        if pending and expected is not None and pending[0] < expected - 1:
+            self.frames_failed += kept_frames(pending[0], end, self.cfg.stride)  # as frames_read counts
+            if self._past_limit(index):  # the range or --max-frames ended among the failures
+                log.warning("%s: frames %d..%d could not be decoded", self.uri, pending[0], end - 1)
+            else:
+                log.warning("%s: frames %d.. of %d could not be decoded; the rest of the file was skipped",
+                            self.uri, pending[0], expected)
 
     def close(self) -> None:
         self._cap.release()
