@@ -272,7 +272,7 @@ class WorkerPool:
         """Wait until every actor has loaded its models; a model that fails to load fails here, once."""
         ray = self._ray
         try:
-            self.worker_names = [r["worker"] for r in ray.get([a.ready.remote() for a in self._actors])]
+            ray.get([a.ready.remote() for a in self._actors])
         except ray.exceptions.RayTaskError as exc:
             raise CrosscamError(first_line(exc.cause if exc.cause is not None else exc)) from None
 

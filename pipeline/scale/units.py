@@ -80,11 +80,6 @@ class WorkUnit:
         end = self.owned.end if self.owned.end is not None else np.iinfo(np.int64).max
         return rows.take((rows.frame >= self.owned.start) & (rows.frame < end))
 
-    @property
-    def expected_frames(self) -> int | None:
-        """Source frames the unit reads (before the stride), ``None`` if the source's length is unknown."""
-        return self.frames.length
-
 
 def plan_camera(camera: str, spec: str, total_frames: int | None, fps: float, segment_s: float,
                 overlap_s: float, workers: int = 1) -> list[WorkUnit]:

@@ -117,7 +117,6 @@ class MotTracksWriter(_Sink):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = _tmp_name(self.path)
         self._file = open(self._tmp, "w")
-        self.rows_written = 0
 
     def write(self, result: FrameResult) -> None:
         if not result.tracks:
@@ -125,7 +124,6 @@ class MotTracksWriter(_Sink):
         lines = [mot_line(result.frame.index, t.track_id, t.xyxy, t.confidence) for t in result.tracks]
         self._file.writelines(lines)
         self._file.flush()
-        self.rows_written += len(lines)
 
     def _finish(self) -> None:
         self._file.close()
