@@ -27,6 +27,7 @@ from reid.models.mobilenetv2 import load_mobilenetv2_imagenet
 from reid.models.resnet import ResNet, fold_batchnorm
 from reid.onnx_backend import CardSource, OnnxReidModel
 from reid.preprocess import crops_to_tensor
+from reid.vectors import l2_normalize
 
 # A model maps (N, 3, H, W) float32 RGB 0..255 pixels to (N, D) float32 features.
 FeatureFn = Callable[[torch.Tensor], np.ndarray]
@@ -293,12 +294,6 @@ class Embedder:
         both = self._features(torch.cat([pixels, pixels.flip(3)]))
         n = len(crops)
         return (l2_normalize(both[:n]) + l2_normalize(both[n:])) / 2
-
-
-def l2_normalize(features: np.ndarray) -> np.ndarray:
-    """Rows of ``features`` (N, D) scaled to unit L2 norm (all-zero rows stay zero); float32."""
-    norms = np.linalg.norm(features, axis=1, keepdims=True)
-    return (features / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def weights_fingerprint(path: str | Path, feature_settings: dict[str, Any]) -> str:

@@ -39,7 +39,7 @@ import yaml
 from torch import nn
 
 from reid import zoo
-from reid.embedder import l2_normalize
+from reid.vectors import l2_normalize
 from reid.errors import CrosscamError
 from reid.export_cache import cached_export, forget
 from reid.models.mobilenetv2 import INPUT_SIZE as MOBILENETV2_INPUT_SIZE

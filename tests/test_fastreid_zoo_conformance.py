@@ -35,7 +35,7 @@ from reid.checkpoint import (
     to_fastreid_name,
 )
 from reid.config import BotModelConfig
-from reid.embedder import l2_normalize
+from reid.vectors import l2_normalize
 from reid.errors import CrosscamError
 from reid.export import raw_pixel_card, write_checked_onnx
 from reid.models.bot import PIXEL_MEAN, PIXEL_STD

@@ -8,7 +8,7 @@ from test_evaluation_ranking import load_fastreid_module
 
 from reid.errors import CrosscamError
 from reid.evaluation import evaluate_ranking, k_reciprocal_rerank, pairwise_distance
-from reid.evaluation.distance import l2_normalize
+from reid.vectors import l2_normalize
 
 
 def clustered_features(seed, num_q, num_g, num_ids=40, dim=32, noise=0.7):

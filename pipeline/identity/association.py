@@ -47,8 +47,8 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.config import AssociationConfig
-from pipeline.identity.faiss_index import unit_rows
 from pipeline.types import TrackSummary
+from reid.vectors import l2_normalize
 
 MIN_TRACKS_TO_CENTER = 6  # center_cameras: below this many tracks in a camera, features stay raw
 _IVF_NPROBE = 8  # cells visited per kNN query when the graph is built with IVF
@@ -143,7 +143,7 @@ def associate_tracks(
     if not tracks:
         return AssociationResult(np.zeros((0,), np.int64), 0, 0, 0, False)
     everything = [*known, *tracks]
-    features = unit_rows(np.stack([t.feature for t in everything]).astype(np.float32))
+    features = l2_normalize(np.stack([t.feature for t in everything]).astype(np.float32))
     threshold, centered = config.threshold, None
     if config.center_cameras:
         centered = center_per_camera(features, [t.camera for t in everything])
@@ -215,10 +215,10 @@ def center_per_camera(features: np.ndarray, cameras: Sequence[str]) -> np.ndarra
     people, not cameras. With one track, a camera's mean is the track itself, hence the minimum.
 
     >>> f = np.array([[1.0, 0.2], [1.0, -0.2], [0.2, 1.0], [-0.2, 1.0]] * 4, np.float32)
-    >>> c = center_per_camera(unit_rows(f), ["a", "a", "b", "b"] * 4)
+    >>> c = center_per_camera(l2_normalize(f), ["a", "a", "b", "b"] * 4)
     >>> np.round(c[:4] @ c[:4].T, 2).tolist()[0] == [1.0, -1.0, 0.0, 0.0]  # a's two people: opposite
     True
-    >>> center_per_camera(unit_rows(f[:10]), ["a"] * 8 + ["b"] * 2) is None  # b: 2 tracks
+    >>> center_per_camera(l2_normalize(f[:10]), ["a"] * 8 + ["b"] * 2) is None  # b: 2 tracks
     True
     """
     cameras = np.asarray(cameras)
@@ -229,7 +229,7 @@ def center_per_camera(features: np.ndarray, cameras: Sequence[str]) -> np.ndarra
     for camera in names:
         rows = cameras == camera
         centered[rows] = features[rows] - features[rows].mean(axis=0)
-    return unit_rows(centered)
+    return l2_normalize(centered)
 
 
 def _candidate_links(

@@ -21,11 +21,6 @@ faiss.cvar.distance_compute_blas_threshold = 20
 _IVF_MIN_POINTS_PER_CELL = 39  # faiss k-means wants about this many training points per cell
 
 
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """(N, D) rows scaled to unit length (float32); zero rows stay zero."""
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-
-
 def planned_kind(n_vectors: int, config: StoreConfig) -> str:
     """The index :func:`build_index` makes for ``n_vectors``: the configured kind, or flat/IVF for
     ``auto``; flat where there are too few vectors to train even one IVF cell."""

@@ -33,12 +33,12 @@ import numpy as np
 
 from pipeline.colour import CameraColour
 from pipeline.config import DetectorConfig, PipelineConfig, ReidConfig
-from pipeline.identity.faiss_index import unit_rows
 from pipeline.identity.layout import STORE_DIR, camera_folders, is_camera_folder, run_inside
 from pipeline.identity.store import DB_NAME, StoredTrack, TrackStore
 from pipeline.text import plural
 from pipeline.types import Frame, read_run_record
 from reid.errors import CrosscamError
+from reid.vectors import l2_normalize
 
 if TYPE_CHECKING:
     from reid import Embedder
@@ -171,7 +171,7 @@ def query_identity(
     mean = store.features([t.key for t in tracks]).mean(axis=0, keepdims=True)
     result = _rank(store, mean, top_k, min_score, run_dir, f"identity {identity}")
     members = store.identity_tracks([identity])[identity]
-    own = _match(identity, members, _track_scores(members, unit_rows(mean)), -1.0, Path(run_dir).resolve())
+    own = _match(identity, members, _track_scores(members, l2_normalize(mean)), -1.0, Path(run_dir).resolve())
     result.matches = ([own] + [m for m in result.matches if m.identity != identity])[:top_k]
     return result
 
@@ -307,7 +307,7 @@ def _rank(
     _, keys = store.search(vectors, k=max(top_k, 1) * CANDIDATES_PER_RESULT)
     identities = store.identities_of([key for key in keys.reshape(-1).tolist() if key >= 0])
     members = store.identity_tracks(identities)
-    scores = _scores_by_identity(members, unit_rows(vectors))
+    scores = _scores_by_identity(members, l2_normalize(vectors))
     # an identity scores its best track: rank on that, and draw visits only for those shown
     passing = [ident for ident in identities if scores[ident] and max(scores[ident]) >= min_score]
     best = sorted(passing, key=lambda ident: (-max(scores[ident]), ident))[:top_k]
@@ -324,7 +324,7 @@ def _own_identity_first(
     own = next((m for m in result.matches if m.identity == identity), None)
     if own is None:
         members = store.identity_tracks([identity])[identity]
-        own = _match(identity, members, _track_scores(members, unit_rows(vectors)), min_score, Path(run_dir).resolve())
+        own = _match(identity, members, _track_scores(members, l2_normalize(vectors)), min_score, Path(run_dir).resolve())
     others = [m for m in result.matches if m.identity != identity]
     result.matches = (([own] if own.appearances else []) + others)[:top_k]
     return result

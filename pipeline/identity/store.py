@@ -48,10 +48,11 @@ except ImportError:  # Windows: no flock; concurrent updates of one run are then
 from pipeline.config import StoreConfig
 from pipeline.identity.exact_scan import exact_searcher
 from pipeline.identity.faiss_index import (build_index, inner_index, ivf_cells, maybe_to_gpu, planned_kind, stored_kind,
-                                          tune_search, unit_rows)
+                                          tune_search)
 from pipeline.identity.search_batcher import SearchBatcher, SearchFn
 from pipeline.types import TrackSummary
 from reid.errors import CrosscamError
+from reid.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
 
@@ -444,7 +445,7 @@ class TrackStore:
                 f"query features have shape {vectors.shape}, the store holds {self.embedder.dim}-d "
                 f"features of {self.embedder.name}; embed the query with the store's embedder"
             )
-        return self._batcher(unit_rows(vectors), k)  # threads searching at once share one scan
+        return self._batcher(l2_normalize(vectors), k)  # threads searching at once share one scan
 
     def _search_index(self, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         with self._index_lock:
@@ -602,7 +603,7 @@ class TrackStore:
                     f"camera {cam.name}: track {t.track_id} has a {feature.shape} feature, the store "
                     f"holds {self.embedder.dim}-d features of {self.embedder.name}; re-run with the same --reid"
                 )
-            units[key - first_key] = unit_rows(feature[None])[0]
+            units[key - first_key] = l2_normalize(feature[None])[0]
             rows.append(
                 (
                     key, cam.name, t.track_id, t.first_frame, t.last_frame, t.start_s, t.end_s,

@@ -27,6 +27,7 @@ from pipeline.boxes import iou_matrix
 from pipeline.scale.worker import BoundaryObservations, SegmentResult
 from pipeline.video.track_state import TrackAccumulator
 from pipeline.video.tracks_file import TrackRows
+from reid.vectors import l2_normalize
 
 MIN_IOU = 0.5  # mean box IoU on common frames for two segments' tracks to be one person
 MIN_SHARED = 0.5  # common frames / the shorter track's frames in the overlap
@@ -46,8 +47,7 @@ def _mean_features(obs: BoundaryObservations) -> dict[int, np.ndarray | None]:
         if len(feats) == 0:
             means[int(track_id)] = None
             continue
-        mean = feats.mean(axis=0)
-        means[int(track_id)] = mean / max(float(np.linalg.norm(mean)), 1e-12)
+        means[int(track_id)] = l2_normalize(feats.mean(axis=0))
     return means
 
 

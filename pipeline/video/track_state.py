@@ -41,6 +41,7 @@ import numpy as np
 
 from pipeline.types import Frame, TrackObservation, TrackSummary, read_track_summaries, write_track_summaries
 from reid.errors import CrosscamError
+from reid.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class TrackAccumulator:
     @property
     def mean_feature(self) -> np.ndarray | None:
         """The quality-weighted mean appearance, unit length; None for a track without features."""
-        return None if self.feature_sum is None else _unit(self.feature_sum)
+        return None if self.feature_sum is None else l2_normalize(self.feature_sum)
 
     def is_interpolated(self, frame: int) -> bool:
         return any(a <= frame <= b for a, b in self.interpolated)
@@ -174,7 +175,7 @@ class TrackAccumulator:
             start_s=self.start_s,
             end_s=self.end_s,
             num_detections=self.num_detections,
-            feature=_unit(self.feature_sum),
+            feature=l2_normalize(self.feature_sum),
             representatives=farthest_point_representatives([(q, f) for _, q, f in self.candidates], representatives),
             thumbnail=f"thumbs/{track_id}.jpg" if self.thumbnail is not None else None,
             num_interpolated=self.num_interpolated,
@@ -215,7 +216,7 @@ def farthest_point_representatives(candidates: list[tuple[float, np.ndarray]], c
     Returns ``(R, D)`` float32 with ``1 <= R <= count``.
     """
     qualities = np.array([q for q, _ in candidates], np.float32)
-    features = np.stack([_unit(f) for _, f in candidates])
+    features = np.stack([l2_normalize(f) for _, f in candidates])
     picked = [int(np.argmax(qualities))]
     closest = features @ features[picked[0]]
     while len(picked) < min(count, len(features)):
@@ -303,10 +304,6 @@ def _joined(ranges: list[list[int]]) -> list[list[int]]:
         else:
             out.append([first, last])
     return out
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
 
 
 def _encode_crop(image: np.ndarray, xyxy: np.ndarray) -> bytes | None:

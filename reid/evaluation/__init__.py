@@ -1,7 +1,8 @@
 """ReID evaluation: Market-1501 ranking metrics (fast-reid's protocol), distances, alpha query
 expansion, k-reciprocal re-ranking, ROC/thresholds, pictures and reports."""
 
-from reid.evaluation.distance import l2_normalize, pairwise_distance
+from reid.evaluation.distance import pairwise_distance
+from reid.vectors import l2_normalize
 from reid.evaluation.query_expansion import alpha_query_expansion
 from reid.evaluation.ranking import RankingResult, evaluate_ranking
 from reid.evaluation.rerank import k_reciprocal_rerank

@@ -15,17 +15,11 @@ from __future__ import annotations
 import numpy as np
 
 from reid.errors import CrosscamError
+from reid.vectors import l2_normalize
 
 METRICS = ("cosine", "euclidean")
 # Query rows per block: a block's temporaries stay near 64 MB even for very large galleries.
 _BLOCK_BYTES = 64 * 2**20
-
-
-def l2_normalize(features: np.ndarray) -> np.ndarray:
-    """(N, D) -> (N, D) float32 rows of unit L2 norm (all-zero rows stay zero)."""
-    features = np.asarray(features, dtype=np.float32)
-    norms = np.linalg.norm(features, axis=1, keepdims=True)
-    return features / np.maximum(norms, np.float32(1e-12))
 
 
 def pairwise_distance(query: np.ndarray, gallery: np.ndarray, metric: str = "cosine") -> np.ndarray:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from reid.evaluation.distance import l2_normalize
+from reid.vectors import l2_normalize
 
 _BLOCK_ROWS = 1024
 

@@ -23,7 +23,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-from reid.evaluation.distance import METRICS, l2_normalize
+from reid.evaluation.distance import METRICS
+from reid.vectors import l2_normalize
 from reid.errors import CrosscamError
 
 _BLOCK_ROWS = 512

@@ -46,7 +46,7 @@ from test_fastreid_conformance import batch_of_crops  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from reid import Embedder, zoo  # noqa: E402
-from reid.embedder import l2_normalize  # noqa: E402
+from reid.vectors import l2_normalize  # noqa: E402
 from reid.export import export_onnx, smooth_random_pixels  # noqa: E402
 from reid.preprocess import crops_to_tensor  # noqa: E402
 
