@@ -19,6 +19,8 @@ over every camera, and a person given another id in one camera costs IDTP there.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +37,9 @@ _FULL_ROW = {
     "gt": np.array([0, 0, 0, 0, 0, 0, 1, 1, 1], np.float64),  # frame, id, x, y, w, h, flag, class, visibility
     "pred": np.array([0, 0, 0, 0, 0, 0, 1, -1, -1, -1], np.float64),  # frame, id, x, y, w, h, conf, x, y, z
 }
+RULES = ("mot17", "mot20")  # TrackEval's MOT17 (= MOT16) and MOT20 ground-truth rules
+MOT_CLASSES = 12  # MOT16/17/20 gt classes: 1 pedestrian ... 12 occluder full
+NON_MOT_VEHICLE = 6  # a distractor class under MOT20's rules only
 _SEQ = "seq"
 _TRACKER = "pred"
 
@@ -78,6 +83,8 @@ class MotScores:
         for key, counts in _RATIO_NEEDS.items():
             if not any(scores[count] for count in counts):
                 scores[key] = None
+        if scores["gt_boxes"] == scores["misses"]:  # MOTP: the mean IoU of matched boxes, and none matched
+            scores["motp"] = None
         return scores
 
 
@@ -162,7 +169,7 @@ def read_mot_file(path: str | Path, kind: str) -> np.ndarray:
         if b"\0" in handle.read(4096):  # an image, an .npz, ...: its bytes are no use in the message
             raise CrosscamError(f"{path}: a binary file, not a MOTChallenge .txt; pass the {kind} text file")
     rows = []
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -179,7 +186,24 @@ def read_mot_file(path: str | Path, kind: str) -> np.ndarray:
         rows.append(_full_rows(np.array([values]), kind)[0])
     table = np.array(rows, np.float64).reshape(len(rows), len(_FULL_ROW[kind]))
     _check_table(path, table)
+    if kind == "gt":
+        _check_gt_labels(path, table)
     return table
+
+
+def _check_gt_labels(path: Path, table: np.ndarray) -> None:
+    """Flags, classes and visibilities TrackEval can use (it printed a bad class on stdout and
+    said it in a paragraph; a NaN flag counted as 1)."""
+    bad = np.flatnonzero(~np.isfinite(table[:, 6:9]).all(axis=1))
+    if len(bad):
+        at = int(np.flatnonzero(~np.isfinite(table[bad[0], 6:9]))[0])
+        raise CrosscamError(f"{path}: row {bad[0] + 1} has {('flag', 'class', 'visibility')[at]} = {table[bad[0], 6 + at]:g}; "
+                            "gt columns 7-9 are flag (0/1), class (1-12) and visibility (0-1)")
+    classes = table[:, 7]
+    bad = np.flatnonzero((classes < 1) | (classes > MOT_CLASSES) | (classes != np.round(classes)))
+    if len(bad):
+        raise CrosscamError(f"{path}: class {classes[bad[0]]:g} in row {bad[0] + 1}; MOTChallenge classes are whole "
+                            f"numbers 1-{MOT_CLASSES} (1: pedestrian)")
 
 
 def _check_table(path: Path, table: np.ndarray) -> None:
@@ -203,11 +227,11 @@ def _check_table(path: Path, table: np.ndarray) -> None:
     bad = np.flatnonzero((table[:, 4] < 0) | (table[:, 5] < 0))
     if len(bad):
         raise CrosscamError(f"{path}: row {bad[0] + 1} has a negative box size; boxes are x,y,w,h")
-    keys = frames.astype(np.int64) * (1 << 32) + ids.astype(np.int64)
-    unique, counts = np.unique(keys, return_counts=True)
-    if (counts > 1).any():
-        dup = unique[counts > 1][0]
-        raise CrosscamError(f"{path}: id {dup % (1 << 32)} appears twice in frame {dup >> 32}; ids are unique per frame")
+    order = np.lexsort((ids, frames))
+    frames, ids = frames[order], ids[order]
+    dup = np.flatnonzero((frames[1:] == frames[:-1]) & (ids[1:] == ids[:-1]))
+    if len(dup):
+        raise CrosscamError(f"{path}: id {ids[dup[0]]:.0f} appears twice in frame {frames[dup[0]]:.0f}; ids are unique per frame")
 
 
 def tracks_as_ground_truth(rows: np.ndarray) -> np.ndarray:
@@ -220,20 +244,24 @@ def tracks_as_ground_truth(rows: np.ndarray) -> np.ndarray:
     return np.column_stack([rows[:, :6], np.ones((len(rows), 3))]) if len(rows) else np.zeros((0, 9))
 
 
-def check_comparable(gt_path: Path, gt: np.ndarray, pred: np.ndarray) -> list[str]:
+def check_comparable(gt_path: Path, gt: np.ndarray, pred: np.ndarray, rules: str = "mot17") -> list[str]:
     """Refuse empty ground truth and ground truth that marks nobody (flag 1), as a tracks file given as ``--gt`` does
     (its confidences are read as MOT15 flags); else one-line warnings where the two files do not
     look like one sequence tracked in full: no predictions, predictions that stop well before the
     ground truth or go well past it, predictions on only some of its frames (a ``--stride`` run),
-    no predicted box overlapping any ground-truth box."""
+    no predicted box overlapping any ground-truth box, class-6 rows (MOT20's) under the MOT17 rules."""
     if not len(gt):
         raise CrosscamError(f"{gt_path}: no rows; pass the sequence's ground truth (SEQ/gt/gt.txt)")
     if not (gt[:, 6] == 1).any():
         raise CrosscamError(f"{gt_path}: no row marks a person (flag / MOT15 confidence 1); is it a tracks file? "
                             "check the order of --gt and --pred, or add --gt-tracks to score against another run")
-    if not len(pred):
-        return ["warning: the predictions hold no box: every person of the ground truth counts as missed"]
     warnings = []
+    vehicles = int((gt[:, 7] == NON_MOT_VEHICLE).sum())
+    if rules == "mot17" and vehicles:
+        warnings.append(f"warning: {gt_path}: {vehicles} rows of class {NON_MOT_VEHICLE} (non-MOT vehicle) are ignored as "
+                        "MOT17 does, and the predictions on them count as false; MOT20's ground truth wants --rules mot20")
+    if not len(pred):
+        return warnings + ["warning: the predictions hold no box: every person of the ground truth counts as missed"]
     gt_end, pred_end = int(gt[:, 0].max(initial=0)), int(pred[:, 0].max(initial=0))
     if pred_end < 0.9 * gt_end:
         warnings.append(f"warning: predictions stop at frame {pred_end}, the ground truth goes on to {gt_end}: its "
@@ -242,7 +270,7 @@ def check_comparable(gt_path: Path, gt: np.ndarray, pred: np.ndarray) -> list[st
         warnings.append(f"warning: predictions go on to frame {pred_end}, the ground truth stops at {gt_end}: "
                         "another sequence's? their boxes past it count as false")
     people = gt[gt[:, 6] == 1]
-    shared = np.intersect1d(people[:, 0], np.arange(1, pred_end + 1))
+    shared = np.unique(people[people[:, 0] <= pred_end, 0])
     covered = np.intersect1d(shared, pred[:, 0])
     if len(shared) >= 10 and len(covered) < 0.6 * len(shared):
         warnings.append(f"warning: predictions cover {len(covered)} of the ground truth's {len(shared)} frames with "
@@ -265,17 +293,26 @@ def _any_overlap(gt: np.ndarray, pred: np.ndarray) -> bool:
     return any((intersection_matrix(xyxy(gt, f), xyxy(pred, f)) > 0).any() for f in sample)
 
 
-def evaluate_mot(gt: np.ndarray, pred: np.ndarray, num_frames: int | None = None) -> MotScores:
+def evaluate_mot(gt: np.ndarray, pred: np.ndarray, num_frames: int | None = None, rules: str = "mot17") -> MotScores:
     """Score one sequence.
 
     ``gt`` is ``(N, >=6)`` (see :func:`read_mot_file`), ``pred`` ``(M, >=6)``; ``num_frames``
-    defaults to the last frame in either. Ids may be any integers.
+    defaults to the last frame in either (a row past it is an error). Ids may be any integers.
+    ``rules``: ``mot17`` (MOT16/17's distractor classes) or ``mot20`` (also class 6, non-MOT vehicles).
+    Only frames holding a row are handed to TrackEval, renumbered densely: a frame with neither
+    ground truth nor predictions adds nothing to any score, and frame numbers far apart (a
+    timestamp as the frame) cost no time.
     """
+    if rules not in RULES:
+        raise ValueError(f"rules must be one of {', '.join(RULES)}, not {rules!r}")
     gt, pred = _full_rows(gt, "gt"), _full_rows(pred, "pred")
-    if num_frames is None:
-        num_frames = int(max(gt[:, 0].max(initial=0), pred[:, 0].max(initial=0), 1))
+    last = int(max(gt[:, 0].max(initial=0), pred[:, 0].max(initial=0), 1))
+    if num_frames is not None and last > num_frames:
+        raise CrosscamError(f"a row at frame {last}, past the sequence's {num_frames} frames")
+    frames = np.union1d(gt[:, 0], pred[:, 0])
+    gt[:, 0], pred[:, 0] = (np.searchsorted(frames, rows[:, 0]) + 1 for rows in (gt, pred))
     with tempfile.TemporaryDirectory(prefix="crosscam-eval-") as tmp:
-        data = _trackeval_sequence(Path(tmp), gt, pred, num_frames)
+        data = _trackeval_sequence(Path(tmp), gt, pred, max(len(frames), 1), rules)
     return _scores(data)
 
 
@@ -283,13 +320,14 @@ def evaluate_mtmc(
     gt_by_camera: dict[str, np.ndarray],
     pred_by_camera: dict[str, np.ndarray],
     frames_by_camera: dict[str, int] | None = None,
+    rules: str = "mot17",
 ) -> MtmcScores:
     """Score per camera and jointly over all cameras with global ids.
 
     Both dicts map a camera name to MOT rows whose ids are **global** (the same person has the same
     id in every camera). A camera missing from ``pred_by_camera`` counts as having no predictions;
     predictions for cameras without gt are an error. ``frames_by_camera`` gives each camera's
-    length (default: its last frame in gt or predictions).
+    length (default: its last frame in gt or predictions); ``rules`` as :func:`evaluate_mot`'s.
     """
     extra = sorted(set(pred_by_camera) - set(gt_by_camera))
     if extra:
@@ -307,11 +345,11 @@ def evaluate_mtmc(
         if preds[c][:, 0].max(initial=0) > lengths[c]:
             raise CrosscamError(f"camera {c}: tracks up to frame {int(preds[c][:, 0].max())} but its ground truth has "
                                 f"{lengths[c]} frames; is --gt the scene this run was tracked from?")
-    per_camera = {c: evaluate_mot(gts[c], preds[c], lengths[c]) for c in cameras}
+    per_camera = {c: evaluate_mot(gts[c], preds[c], lengths[c], rules) for c in cameras}
     offsets = np.cumsum([0] + [lengths[c] for c in cameras])[:-1]
     fused_gt = np.concatenate([_shift_frames(gts[c], o) for c, o in zip(cameras, offsets)])
     fused_pred = np.concatenate([_shift_frames(preds[c], o) for c, o in zip(cameras, offsets)])
-    fused = evaluate_mot(fused_gt, fused_pred, int(sum(lengths.values())))
+    fused = evaluate_mot(fused_gt, fused_pred, int(sum(lengths.values())), rules)
     return MtmcScores(mtmc=fused, cameras=per_camera)
 
 
@@ -341,7 +379,7 @@ def write_mot_rows(path: Path, rows: np.ndarray) -> None:
             f.write(",".join(f"{int(v)}" if i < 2 else f"{v:.6f}" for i, v in enumerate(r)) + "\n")
 
 
-def _trackeval_sequence(tmp: Path, gt: np.ndarray, pred: np.ndarray, num_frames: int) -> dict:
+def _trackeval_sequence(tmp: Path, gt: np.ndarray, pred: np.ndarray, num_frames: int, rules: str) -> dict:
     """Stage the rows in TrackEval's MOTChallenge layout and return its preprocessed sequence."""
     # TrackEval relabels ids through an array indexed by id, so map them to small non-negatives.
     gt = gt.copy()
@@ -358,11 +396,13 @@ def _trackeval_sequence(tmp: Path, gt: np.ndarray, pred: np.ndarray, num_frames:
             "SEQ_INFO": {_SEQ: num_frames},
             "SKIP_SPLIT_FOL": True,
             "PRINT_CONFIG": False,
+            "BENCHMARK": rules.upper(),
         }
     )
     try:
-        raw = dataset.get_raw_seq_data(_TRACKER, _SEQ)
-        return dataset.get_preprocessed_seq_data(raw, "pedestrian")
+        with contextlib.redirect_stdout(io.StringIO()):  # TrackEval prints what it then raises
+            raw = dataset.get_raw_seq_data(_TRACKER, _SEQ)
+            return dataset.get_preprocessed_seq_data(raw, "pedestrian")
     except trackeval.utils.TrackEvalException as exc:
         raise CrosscamError(f"ground truth / predictions rejected by TrackEval: {exc}; check the files") from None
 

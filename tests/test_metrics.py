@@ -179,11 +179,15 @@ def test_read_mot_file_pads_short_rows(tmp_path):
         ("1,1,nan,20,30,40\n", "row 1 has x = nan"),  # said 'a negative or non-finite box size'
         ("1,1,10,20,30,inf\n", "row 1 has h = inf"),
         ("1,1,10,20,30,40\n1,1,50,20,30,40\n", "appears twice in frame 1"),
+        ("2,1,10,20,30,40\n1,4294967297,50,20,30,40\n", None),  # id 2^32 + 1 read as frame 2's id 1
     ],
 )
 def test_read_mot_file_rejects_bad_rows(tmp_path, text, message):
     path = tmp_path / "bad.txt"
     path.write_text(text)
+    if message is None:
+        assert len(read_mot_file(path, "pred")) == 2
+        return
     with pytest.raises(CrosscamError, match=message) as info:
         read_mot_file(path, "pred")
     assert "\n" not in str(info.value)
@@ -192,3 +196,55 @@ def test_read_mot_file_rejects_bad_rows(tmp_path, text, message):
 def test_read_mot_file_missing(tmp_path):
     with pytest.raises(CrosscamError, match="gt file not found"):
         read_mot_file(tmp_path / "nope.txt", "gt")
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ("1,1,10,20,30,40,1,-1,1", "class -1 in row 1; MOTChallenge classes are whole numbers 1-12"),
+        ("1,1,10,20,30,40,1,0,1", "class 0 in row 1"),
+        ("1,1,10,20,30,40,1,14,1", "class 14 in row 1"),
+        ("1,1,10,20,30,40,nan,1,1", "row 1 has flag = nan"),  # counted as a person to find
+        ("1,1,10,20,30,40,1,nan,1", "row 1 has class = nan"),
+    ],
+)
+def test_ground_truth_labels_trackeval_cannot_use_are_one_line(tmp_path, capfd, row, message):
+    """TrackEval printed the bad class on stdout (into --json output) and raised a paragraph."""
+    path = tmp_path / "gt.txt"
+    path.write_text(row + "\n")
+    with pytest.raises(CrosscamError, match=message) as info:
+        read_mot_file(path, "gt")
+    assert "\n" not in str(info.value) and capfd.readouterr().out == ""
+
+
+def test_frames_far_apart_cost_nothing_and_score_as_dense_ones():
+    """Frames are renumbered densely before TrackEval: a frame 10^12 allocated 7 TiB, and frame
+    numbers in the millions took minutes, while frames without rows add nothing to any score."""
+    a, b = walker(1), walker(2, lane=1)
+    pred = np.concatenate([relabel(a, 2, range(6, 11)), relabel(b, 1, range(6, 11)), walker(9, [3], lane=3)])[:, :6]
+    gt = np.concatenate([a, b])
+    dense = evaluate_mot(gt, pred)
+    spread = lambda rows: np.column_stack([rows[:, 0] * 1_000_003 + 10**12, rows[:, 1:]])  # noqa: E731
+    far = evaluate_mot(spread(gt), spread(pred))
+    assert far == dense and dense.id_switches == 2 and dense.false_positives == 1
+    gaps = evaluate_mot(gt, np.concatenate([pred, [[10**12, 5, 0, 0, 10, 10]]]))  # one false box far past the rest
+    assert gaps.false_positives == 2 and gaps.idf1 < dense.idf1
+    with pytest.raises(CrosscamError, match="a row at frame 11, past the sequence's 10 frames"):
+        evaluate_mot(gt, walker(1, [11])[:, :6], 10)
+
+
+def test_motp_is_undefined_without_a_matched_box():
+    scores = evaluate_mot(walker(1), walker(1, lane=2)[:, :6]).as_dict()
+    assert scores["motp"] is None and scores["mota"] == pytest.approx(-1.0) and scores["false_positives"] == 10
+    assert evaluate_mot(walker(1), walker(1)[:, :6]).as_dict()["motp"] == pytest.approx(1.0)
+
+
+def test_mot20_rules_make_vehicles_distractors():
+    """Class 6 (non-MOT vehicle) is ignored by both rules; a prediction on it is false under MOT17's
+    rules only."""
+    person, vehicle = walker(1), walker(2, lane=1, cls=6, flag=0)
+    pred = np.concatenate([person, vehicle])[:, :6]
+    mot17 = evaluate_mot(np.concatenate([person, vehicle]), pred)
+    mot20 = evaluate_mot(np.concatenate([person, vehicle]), pred, rules="mot20")
+    assert (mot17.false_positives, mot17.gt_boxes) == (10, 10) and mot17.mota == pytest.approx(0.0)
+    assert (mot20.false_positives, mot20.pred_boxes, mot20.mota) == (0, 10, 1.0)

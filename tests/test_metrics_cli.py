@@ -226,3 +226,21 @@ def test_two_runs_compare_with_gt_tracks(tmp_path, capsys):
     assert main(["eval-mot", "--gt", str(tmp_path / "a.txt"), "--pred", str(tmp_path / "b.txt"), "--gt-tracks", "--json"]) == 0
     scores = json.loads(capsys.readouterr().out)
     assert scores["idf1"] == pytest.approx(2 * 8 / 18) and scores["misses"] == 2 and scores["id_switches"] == 0
+
+
+def test_eval_mot_reads_a_bom_and_says_when_mot20_rules_are_wanted(tmp_path, capsys):
+    """A file saved with a UTF-8 byte order mark (Windows tools) was refused at its first row."""
+    gt = person(1, range(1, 11), 0) + [r[:7] + [6, 1] for r in person(2, range(1, 11), 1)]
+    write_rows(tmp_path / "gt.txt", gt)
+    (tmp_path / "gt.txt").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "gt.txt").read_bytes())
+    write_rows(tmp_path / "pred.txt", [r[:6] for r in gt])
+    args = ["eval-mot", "--gt", str(tmp_path / "gt.txt"), "--pred", str(tmp_path / "pred.txt"), "--json"]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["false_positives"] == 10
+    assert "10 rows of class 6 (non-MOT vehicle) are ignored as MOT17 does" in err and "--rules mot20" in err
+    assert main(args + ["--rules", "mot20"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["false_positives"] == 0 and json.loads(out)["mota"] == 1.0 and err == ""
+    assert main(args + ["--rules", "mot15"]) == 2
+    assert capsys.readouterr().err == "error: --rules 'mot15': use one of mot17, mot20\n"

@@ -9,6 +9,17 @@ import typer
 
 from reid.errors import CrosscamError
 
+RULES_HELP = ("Ground-truth rules: mot17 (MOT16/17, and 6-7 column or MOT15 files) or mot20 (class 6, "
+              "non-MOT vehicles, is a distractor too).")
+
+
+def _check_rules(rules: str) -> None:
+    from pipeline.metrics import RULES
+
+    if rules not in RULES:
+        raise CrosscamError(f"--rules {rules!r}: use one of {', '.join(RULES)}")
+
+
 def _gt_files(gt_dir: Path) -> dict[str, Path]:
     folder = gt_dir / "gt"
     if not folder.is_dir():
@@ -48,20 +59,22 @@ def register(app: typer.Typer) -> None:
         pred: Path = typer.Option(..., "--pred", help="Predicted tracks, MOTChallenge (frame,id,x,y,w,h,conf,...)."),
         gt_tracks: bool = typer.Option(False, "--gt-tracks", help="--gt is another run's tracks.txt: every box in it "
                                        "is one to find (how far two runs agree)."),
+        rules: str = typer.Option("mot17", "--rules", help=RULES_HELP),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
     ) -> None:
         """Score one camera's tracks: MOTA, IDF1, IDP, IDR, HOTA, box recall / precision / F1, ID switches.
 
-        TrackEval with the MOT17 rules; boxes match at IoU 0.5.
+        TrackEval with the MOT17 rules (or --rules mot20); boxes match at IoU 0.5.
         """
         from pipeline.metrics import check_comparable, evaluate_mot, read_mot_file, scores_table, tracks_as_ground_truth
 
+        _check_rules(rules)
         gt_rows = tracks_as_ground_truth(read_mot_file(gt, "pred")) if gt_tracks else read_mot_file(gt, "gt")
         pred_rows = read_mot_file(pred, "pred")
-        warnings = check_comparable(gt, gt_rows, pred_rows)
+        warnings = check_comparable(gt, gt_rows, pred_rows, rules)
         for warning in warnings:
             typer.echo(warning, err=True)
-        scores = evaluate_mot(gt_rows, pred_rows)
+        scores = evaluate_mot(gt_rows, pred_rows, rules=rules)
         if as_json:
             typer.echo(json.dumps(_with_warnings(scores.as_dict(), warnings)))
         else:
@@ -72,6 +85,7 @@ def register(app: typer.Typer) -> None:
         gt: Path = typer.Option(..., "--gt", help="Scene folder with gt/CAMERA.txt (global person ids)."),
         run: Path = typer.Option(..., "--run", help="Run folder of `crosscam track` with CAMERA/TRACKS_FILE."),
         tracks: str = typer.Option("tracks_global.txt", "--tracks", help="Tracks file name inside each camera folder."),
+        rules: str = typer.Option("mot17", "--rules", help=RULES_HELP),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
     ) -> None:
         """Score cross-camera identities: MTMC IDF1/IDP/IDR over all cameras jointly, plus per-camera metrics.
@@ -84,6 +98,7 @@ def register(app: typer.Typer) -> None:
         """
         from pipeline.metrics import check_comparable, evaluate_mtmc, read_mot_file, scores_table
 
+        _check_rules(rules)
         if not run.is_dir():
             raise CrosscamError(f"{run}: run folder not found; pass the --out folder of `crosscam track`")
         gt_files = _gt_files(gt)
@@ -104,12 +119,12 @@ def register(app: typer.Typer) -> None:
                 pred_rows[camera] = read_mot_file(path, "pred")
                 if len(gt_rows[camera]) and (gt_rows[camera][:, 6] == 1).any():  # a camera nobody walks through has nothing to compare
                     warnings += [w.replace("warning: ", f"warning: camera {camera}: ", 1)
-                                 for w in check_comparable(gt_files[camera], gt_rows[camera], pred_rows[camera])]
+                                 for w in check_comparable(gt_files[camera], gt_rows[camera], pred_rows[camera], rules)]
             else:
                 warnings.append(f"warning: {path} missing; camera {camera} scored as having no tracks")
         for extra in sorted(p.parent.name for p in run.glob(f"*/{tracks}") if p.parent.name not in gt_files):
             warnings.append(f"warning: {run / extra} has no ground truth in {gt / 'gt'}; not scored")
-        scores = evaluate_mtmc(gt_rows, pred_rows, _scene_lengths(gt))
+        scores = evaluate_mtmc(gt_rows, pred_rows, _scene_lengths(gt), rules)
         for warning in warnings:
             typer.echo(warning, err=True)
         if as_json:
