@@ -215,6 +215,11 @@ def test_bad_input_is_a_one_line_4xx(api, run):
     one_line_error(api.get("/api/tracks/cam2", params={"frame": huge}), 422)
     one_line_error(api.get("/api/colors", params={"identity": huge}), 422)
     assert "swap" in one_line_error(api.get("/api/identities", params={"start_s": 20, "end_s": 5}), 422)
+    # NaN and infinite times gave an empty gallery ("nobody was there"); a NaN score was "more than 1"
+    for params in ({"start_s": "nan"}, {"end_s": "nan"}, {"start_s": "inf"}, {"end_s": "1e400"}):
+        assert "finite number" in one_line_error(api.get("/api/identities", params=params), 422), params
+    assert "finite number" in one_line_error(
+        api.get("/api/query/track", params={"camera": "cam2", "track": 1, "min_score": "nan"}), 422)
 
 
 def test_the_folder_around_a_run_names_the_run_inside(run, tmp_path, capsys):
@@ -443,3 +448,25 @@ def test_annotated_video_of_a_strided_run_is_shown_by_source_frame_index(tmp_pat
     shown = [round(float(frames.image(i).mean()) / 20) for i in range(9)]
     assert shown == [0, 0, 2, 2, 4, 4, 6, 6, 8]  # each frame, or the kept one before it
     assert [round(frames.reader.time_s(i), 2) for i in (0, 3, 8)] == [0.0, 0.3, 0.8]
+
+
+def test_a_store_deleted_while_serving_is_409_until_made_again(run, tmp_path):
+    """Deleting store/ (to associate afresh, as the README describes) gave plain-text 500s with a
+    sqlite traceback, and the page said "server not reachable"."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    client = TestClient(create_app(copy))
+    before = client.get("/api/status").json()
+    assert before["generation"] >= 1 and before["store_id"]
+    assert client.get("/api/query/track", params={"camera": "cam2", "track": 1}).status_code == 200
+    shutil.rmtree(copy / "store")
+    status = client.get("/api/status").json()
+    assert status["generation"] is None and status["store_id"] is None
+    for path, params in (("/api/query/track", {"camera": "cam2", "track": 1}), ("/api/identities", {}), ("/api/identities/1", {})):
+        response = client.get(path, params=params)
+        assert response.status_code == 409 and "no track store yet" in response.json()["error"], path
+    assert client.get("/api/cameras").status_code == 200
+    assert main(["associate", str(copy), "--quiet"]) == 0
+    after = client.get("/api/status").json()
+    assert after["store_id"] and after["store_id"] != before["store_id"]  # the page reloads even at the same generation
+    assert client.get("/api/query/track", params={"camera": "cam2", "track": 1}).status_code == 200

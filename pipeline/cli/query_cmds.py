@@ -27,7 +27,7 @@ def _print_table(result: QueryResult) -> None:
     if result.best is None:
         typer.echo(f"{result.query}: no identity reaches the score threshold")
         return
-    clock = "seconds from each video's start (no cameras file)" if not result.common_clock else (
+    clock = "from each video's start (no cameras file)" if not result.common_clock else (
         "the cameras file's start times" if result.clock_origin else "common clock")
     typer.echo(f"{result.query}  (times: {clock})")
     appearances = [a for match in result.matches for a in match.appearances]

@@ -31,6 +31,7 @@ import logging
 import os
 import sqlite3
 import threading
+import uuid
 import zlib
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -221,6 +222,7 @@ class TrackStore:
                 "dim": str(embedder.dim),
                 "generation": "0",
                 "index_file": "",
+                "uid": uuid.uuid4().hex,
             }
             conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
             conn.commit()
@@ -539,6 +541,13 @@ class TrackStore:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     # -- writing -------------------------------------------------------------------------
+    def uid(self) -> str | None:
+        """A name made when the store was created: a store deleted and made again restarts its
+        generations but not this (None for a store made before crosscam kept one)."""
+        with self._reading() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'uid'").fetchone()
+        return row[0] if row else None
+
     def setting(self, key: str) -> str | None:
         """A setting the last write kept (:meth:`write`'s ``settings``); None where none was kept."""
         with self._reading() as conn:

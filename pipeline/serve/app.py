@@ -4,7 +4,8 @@ Every query endpoint answers with ``QueryResult.to_json()``, the object ``crossc
 prints for the same question. Errors are ``{"error": "one line"}`` with a 4xx status (5xx only
 for a store rewritten during every read attempt). With a token every request must carry it: an
 ``Authorization: Bearer TOKEN`` header, a ``token=`` query parameter (which also sets a cookie, so
-the page's images and requests carry it) or that cookie.
+the page's images and requests carry it; the page's own ``/?token=`` is then redirected to ``/``,
+out of the address bar and history) or that cookie.
 
 >>> from fastapi.testclient import TestClient  # doctest: +SKIP
 >>> TestClient(create_app(Path("runs/mall"))).get("/api/query/track", params={"camera": "hall", "track": 3}).json()["identity"]  # doctest: +SKIP
@@ -22,12 +23,13 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlencode
 
 import cv2
 import numpy as np
 from fastapi import FastAPI, Path as PathParam, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from PIL import Image
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
@@ -121,7 +123,13 @@ def _install_token(app: FastAPI, token: str) -> None:
         if not hmac.compare_digest(supplied.encode(), token.encode()):
             return _error(401, "this server needs its token: open the URL `crosscam serve` printed "
                                "(?token=...) or send Authorization: Bearer TOKEN")
-        response = await call_next(request)
+        if given and request.method == "GET" and request.url.path == "/":
+            # the page's own URL: the cookie carries the token from now on, so the address bar
+            # (and the browser's history) need not
+            rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
+            response = RedirectResponse("/" + (f"?{urlencode(rest)}" if rest else ""), status_code=303)
+        else:
+            response = await call_next(request)
         if given:
             response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
         return response
@@ -152,16 +160,17 @@ def _host_name(host: str) -> str:
 
 def _add_api(app: FastAPI, view: RunView) -> None:
     top_k_q = Query(5, ge=1, le=100, description="Identities to return, best first (--top-k).")
-    min_score_q = Query(-1.0, ge=-1.0, le=1.0, description="Drop appearances (and identities) below this cosine "
+    min_score_q = Query(-1.0, ge=-1.0, le=1.0, allow_inf_nan=False, description="Drop appearances (and identities) below this cosine "
                                                            "similarity (--min-score).")
 
     @app.get("/api/status", tags=["run"])
     def status() -> dict:
-        """The run: its folder, title, cameras, the store's generation (null without a store) and the
+        """The run: its folder, title, cameras, the store's generation (null without a store) and
+        database file (``store_id``: a store made again restarts its generations), the
         date and time its clock starts at (``clock_origin``, null unless the cameras file gave start
         times), and the upload limits; the page polls it to notice a new camera or a re-association."""
         return {"run_dir": str(view.run_dir), "title": view.title(), "cameras": view.camera_names(),
-                "generation": view.generation(), "clock_origin": view.clock_origin(),
+                "generation": view.generation(), "store_id": view.store_id(), "clock_origin": view.clock_origin(),
                 "max_upload_bytes": MAX_UPLOAD_BYTES, "max_upload_pixels": MAX_UPLOAD_PIXELS}
 
     @app.get("/api/cameras", tags=["run"])
@@ -174,8 +183,8 @@ def _add_api(app: FastAPI, view: RunView) -> None:
     @app.get("/api/identities", tags=["identities"])
     def identities(
         camera: list[str] = Query(None, description="Only identities seen by one of these cameras."),
-        start_s: float = Query(None, description="Only identities seen at or after this time (run's clock)."),
-        end_s: float = Query(None, description="Only identities seen at or before this time."),
+        start_s: float = Query(None, allow_inf_nan=False, description="Only identities seen at or after this time (run's clock)."),
+        end_s: float = Query(None, allow_inf_nan=False, description="Only identities seen at or before this time."),
         offset: int = Query(0, ge=0), limit: int = Query(200, ge=1, le=5000),
     ) -> dict:
         """The run's identities, most cameras first; those that look like background or fragments
@@ -376,6 +385,8 @@ def inside(root: Path, relative: str) -> Path:
     """``root / relative`` when it resolves (symlinks followed) to a file inside ``root``; else a 404."""
     if "\0" in relative:  # no file name holds one (and resolving it raises)
         raise ApiError(404, f"{relative!r}: no such file in the run directory")
+    if not relative.strip("/"):
+        raise ApiError(404, "/files/: name a file of the run directory, e.g. /files/report.html")
     candidate = (root / relative).resolve()
     if not candidate.is_relative_to(root.resolve()) or not candidate.is_file():
         raise ApiError(404, f"{relative}: no such file in the run directory")

@@ -75,21 +75,37 @@ class RunView:
         self.config = config or PipelineConfig()
         self._lock = threading.Lock()
         self._store: TrackStore | None = None
+        self._store_file: tuple[int, int] | None = None  # (device, inode) of the database self._store opened
         self._frames: dict[str, tuple[tuple[str, bool], CameraFrames]] = {}
         self._boxes: dict[str, _BoxTable] = {}
         self._overviews: tuple[int, list[IdentityOverview]] | None = None
 
     # -- the store, one generation at a time ---------------------------------------------------
     def store(self) -> TrackStore:
-        """The run's store; 409 while the run has none yet."""
+        """The run's store; 409 while the run has none (yet, or again: deleted while serving)."""
         with self._lock:
-            if self._store is None:
-                if not (self.run_dir / STORE_DIR / DB_NAME).is_file():
-                    raise ApiError(409, f"{self.run_dir / STORE_DIR}: no track store yet; run `crosscam track ... "
-                                        f"--out {self.run_dir}` or `crosscam associate {self.run_dir}` (the page "
-                                        "picks it up when it appears)")
+            try:
+                stat = (self.run_dir / STORE_DIR / DB_NAME).stat()
+            except FileNotFoundError:
+                self._store = self._store_file = None
+                raise ApiError(409, f"{self.run_dir / STORE_DIR}: no track store yet; run `crosscam track ... "
+                                    f"--out {self.run_dir}` or `crosscam associate {self.run_dir}` (the page "
+                                    "picks it up when it appears)") from None
+            if self._store is None or self._store_file != (stat.st_dev, stat.st_ino):
                 self._store = TrackStore.open(self.run_dir / STORE_DIR, config=self.config.store)
+                self._store_file = (stat.st_dev, stat.st_ino)
             return self._store
+
+    def store_id(self) -> str | None:
+        """Which store this is (its uid; ``device-inode`` of its database for an older one), None
+        without one: a store deleted and made again starts its generations again, so the page
+        watches both."""
+        try:
+            store = self.store()
+            file = self._store_file
+            return store.uid() or "-".join(map(str, file or ()))
+        except ApiError:
+            return None
 
     def generation(self) -> int | None:
         """The store's generation, None without a store."""
@@ -238,13 +254,13 @@ class RunView:
     # -- identities ------------------------------------------------------------------------------
     def overviews(self) -> list[IdentityOverview]:
         """:func:`pipeline.identity.report.identity_overviews` of the current generation (kept until it changes)."""
-        generation = self.store().generation()
+        generation = (self.store_id(), self.store().generation())
         with self._lock:
             if self._overviews is not None and self._overviews[0] == generation:
                 return self._overviews[1]
 
-        def read(store: TrackStore) -> tuple[int, list[IdentityOverview]]:
-            return store.generation(), identity_overviews(self.run_dir, store)
+        def read(store: TrackStore) -> tuple[tuple[str | None, int], list[IdentityOverview]]:
+            return (generation[0], store.generation()), identity_overviews(self.run_dir, store)
 
         generation, overviews = self.consistent(read)
         with self._lock:

@@ -144,8 +144,8 @@ class Player {
 
   async seek(index, force = false) {
     index = Math.max(0, Math.min(index, this.count - 1));
+    this.want = index;  // also when it is shown already: a seek still on its way is dropped
     if (index === this.shownIndex && !force) return;
-    this.want = index;
     let response;
     try {
       response = await api(`/api/frames/${encodeURIComponent(this.name)}/${index}?width=${this.canvas.width}`);
@@ -235,8 +235,9 @@ class Player {
   key(e) {
     const step = e.shiftKey ? Math.round(this.camera.fps || 10) : 1;
     if (e.key === ' ') { this.playing ? this.pause() : this.play(); }
-    else if (e.key === 'ArrowRight') { this.pause(); this.seek(this.index + step); }
-    else if (e.key === 'ArrowLeft') { this.pause(); this.seek(this.index - step); }
+    // from the frame asked for last, not the one shown: keys repeat faster than frames arrive
+    else if (e.key === 'ArrowRight') { this.pause(); this.seek(this.want + step); }
+    else if (e.key === 'ArrowLeft') { this.pause(); this.seek(this.want - step); }
     else return;
     e.preventDefault();
   }
@@ -284,6 +285,8 @@ function limits() {
 }
 
 async function ask(query, quiet = false) {
+  const wrong = limitsProblem();  // the page's own words, before the server's
+  if (wrong) { showError(wrong); return; }
   S.query = query;
   const asked = ++S.asked;
   const current = () => asked === S.asked;  // a later question overtook this one: its answer is dropped
@@ -420,7 +423,7 @@ function renderResult() {
     nodes.push(el('h2', { 'data-identity': String(match.identity) }, el('span', { class: 'swatch', style: `background:${color}` }),
       `identity ${match.identity}`, el('small', { textContent: ` score ${match.score.toFixed(3)}` })));
     const cams = new Set(match.appearances.map(a => a.camera));
-    nodes.push(el('div', { class: 'query', textContent: `${result.query} · seen in ${cams.size} camera${cams.size === 1 ? '' : 's'} · times: ${result.common_clock ? (result.clock_origin ? `common clock, 0 s = ${result.clock_origin}` : 'common clock') : "seconds from each video's start (no cameras file)"}` }));
+    nodes.push(el('div', { class: 'query', textContent: `${result.query} · seen in ${cams.size} camera${cams.size === 1 ? '' : 's'} · times: ${result.common_clock ? (result.clock_origin ? `common clock, 0 s = ${result.clock_origin}` : 'common clock') : "from each video's start (no cameras file)"}` }));
     nodes.push(timeline(match, color));
     const low = parseFloat($('low-score').value);
     const ordered = [...match.appearances].sort((p, q) => p.start_s - q.start_s || p.camera.localeCompare(q.camera));
@@ -555,8 +558,10 @@ function showView(name) {
   if (name === 'identities' && !$('gallery').children.length) loadGallery(true);
 }
 
+const sameStore = (a, b) => a.generation === b.generation && a.store_id === b.store_id;  // a store made again restarts its generations
+
 async function refresh(status) {
-  const changed = S.status && S.status.generation !== status.generation;
+  const changed = S.status && !sameStore(S.status, status);
   S.status = status;
   $('title').textContent = status.title;
   document.title = status.title;
@@ -579,7 +584,7 @@ async function refresh(status) {
 async function poll() {
   try {
     const status = await getJSON('/api/status');
-    const same = S.status && status.generation === S.status.generation && status.cameras.join() === S.status.cameras.join();
+    const same = S.status && sameStore(status, S.status) && status.cameras.join() === S.status.cameras.join();
     if (!same) await refresh(status);
     if (!$('live').textContent.startsWith('store updated')) $('live').textContent = `live · ${status.generation === null ? 'no store yet' : 'generation ' + status.generation}`;
   } catch (e) {
