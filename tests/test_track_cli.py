@@ -492,7 +492,8 @@ def test_associate_builds_a_deleted_store_and_the_report_from_the_cameras_output
 
 def test_ctrl_c_between_tracking_and_association_says_so_and_leaves_nothing_staged(tmp_path: Path, capsys,
                                                                                    osnet_onnx: Path, monkeypatch):
-    """A stop there fell through to click: exit 130 without a word, .hall.retrack and .hall.lock left."""
+    """A stop there fell through to click: exit 130 without a word, .hall.retrack and .hall.lock left.
+    The camera's new outputs were complete: they are in place (they were thrown away)."""
     import pipeline.cli.track_cmds
 
     args, out, snapshot = tracked_hall(tmp_path, capsys, osnet_onnx)
@@ -500,9 +501,43 @@ def test_ctrl_c_between_tracking_and_association_says_so_and_leaves_nothing_stag
 
     monkeypatch.setattr(pipeline.cli.track_cmds, "_identities", ctrl_c)
     code, printed, err = run_cli([*args, "--max-frames", "30", "--json"], capsys)
-    assert code == 130 and "before association: cameras tracked again keep their earlier outputs" in err, err
-    assert snapshot() == before and not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert code == 130 and f"before association: `crosscam associate {out}` associates the cameras tracked" in err, err
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert snapshot() != before and json.loads((out / "hall" / "run.json").read_text())["frames_read"] == 30
     assert json.loads(printed)["cameras"] == [{"camera": "hall", "folder": str((out / "hall").resolve()), "status": "complete"}]
+
+
+def test_ctrl_c_keeps_the_cameras_tracked_again_completely_before_it(tmp_path: Path, capsys, osnet_onnx: Path,
+                                                                     monkeypatch):
+    """Ctrl-C while tracking the second of two cameras again threw away the first's finished
+    outputs too (a new camera's finished outputs were kept)."""
+    import pipeline.video.run
+
+    video = write_video(tmp_path / "hall.avi", 40, walker=True)
+    out = tmp_path / "run"
+    args = ["track", str(video), str(video), "--camera", "hall", "--camera", "door", "--out", str(out),
+            "--detector", "motion", "--reid", str(osnet_onnx), "--quiet"]
+    assert run_cli(args, capsys)[0] == 0
+    door_before = (out / "door" / "tracks.txt").read_bytes()
+    real_chain, seen = pipeline.video.run.camera_chain, []
+
+    def chain_stopping_door(source, *a, **k):
+        seen.append(source.camera)
+        for i, result in enumerate(real_chain(source, *a, **k)):
+            if source.camera == "door" and i == 10:
+                raise KeyboardInterrupt
+            yield result
+
+    monkeypatch.setattr(pipeline.video.run, "camera_chain", chain_stopping_door)
+    code, _, err = run_cli([*args, "--max-frames", "30"], capsys)
+    assert code == 130 and seen == ["hall", "door"], err
+    assert json.loads((out / "hall" / "run.json").read_text())["frames_read"] == 30  # its new, complete outputs
+    assert "hall: stopped" not in err and "door: stopped; its earlier complete outputs are kept" in err
+    assert (out / "door" / "tracks.txt").read_bytes() == door_before
+    assert json.loads((out / "door" / "run.json").read_text())["status"] == "complete"
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    monkeypatch.setattr(pipeline.video.run, "camera_chain", real_chain)
+    assert run_cli(["associate", str(out), "--quiet"], capsys)[0] == 0  # brings the store up to hall's new tracks
 
 
 def test_a_file_system_without_locks_warns_and_tracks(tmp_path: Path, monkeypatch, caplog):

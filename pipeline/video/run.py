@@ -274,8 +274,10 @@ def track_videos(specs: Sequence[str], out_dir: str | Path, cfg: PipelineConfig,
                 runs.append(track_camera(source, detector, embedder, out_dir / source.camera, cfg, progress,
                                          publish_now))
                 runs[-1].claim = claim  # held until its outputs are in place (publish_staged / drop_staged)
-        except BaseException:
-            drop_staged(runs)  # cameras tracked again before the stop keep their earlier outputs too
+        except BaseException as exc:
+            # Ctrl-C: a camera tracked again completely before the stop is put in place, as a new
+            # camera that finished is kept; after an error the earlier outputs stay
+            (publish_complete if isinstance(exc, KeyboardInterrupt) else drop_staged)(runs)
             release(claims[len(runs):])  # the cameras not tracked
             raise
         if publish_now:
@@ -291,6 +293,13 @@ def drop_staged(runs: Sequence[CameraRun]) -> None:
 def publish_staged(runs: Sequence[CameraRun]) -> None:
     """Put the staged outputs of ``runs`` in their cameras' places; release the cameras."""
     _settle(runs, publish)
+
+
+def publish_complete(runs: Sequence[CameraRun]) -> None:
+    """After Ctrl-C: the complete staged outputs of ``runs`` in their cameras' places, the others
+    discarded (those cameras keep their earlier outputs); release the cameras."""
+    _settle([r for r in runs if r.status == "complete"], publish)
+    _settle([r for r in runs if r.status != "complete"], keep_earlier)
 
 
 def _settle(runs: Sequence[CameraRun], put: Callable[[Path, Path], None]) -> None:
