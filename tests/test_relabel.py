@@ -205,3 +205,22 @@ def test_render_draws_mapped_ids_over_a_frame_range(tmp_path: Path):
     assert np.abs(drawn - np.array(color_for_id(17))).max() < 60
     track4 = 5 + 10 * 4
     assert np.abs(frames[1][60, track4 + 15].astype(int) - frames[1][60, track4 - 20].astype(int)).max() < 40  # 4 not drawn
+    # a drawing stopped part-way (Ctrl-C while annotated_global.mp4 is drawn) leaves the earlier video
+    before = (tmp_path / "out.mp4").read_bytes()
+    with open_source(str(video), "cam", SourceConfig()) as source, pytest.raises(KeyboardInterrupt):
+        render_tracks_video(_Stopping(source, 6), rows, tmp_path / "out.mp4", {3: 5})
+    assert (tmp_path / "out.mp4").read_bytes() == before and sorted(p.name for p in tmp_path.glob("out*")) == ["out.mp4"]
+
+
+class _Stopping:
+    """A source whose iteration is stopped by Ctrl-C at frame ``at``."""
+
+    def __init__(self, source, at: int):
+        self.source, self.at = source, at
+        self.fps, self.cfg, self.frame_size, self.frames_expected = source.fps, source.cfg, source.frame_size, source.frames_expected
+
+    def __iter__(self):
+        for f in self.source:
+            if f.index == self.at:
+                raise KeyboardInterrupt
+            yield f

@@ -35,12 +35,14 @@ def render_tracks_video(source: FrameSource, rows: TrackRows, out: str | Path, i
 
     ``id_map`` ``{track id: drawn id}`` relabels the rows; rows whose id it lacks or drops
     (:data:`pipeline.video.relabel.DROPPED`) are not drawn.
-    The video's rate is the source's over its stride. Returns the number of frames written.
+    The video's rate is the source's over its stride. Returns the number of frames written. A
+    drawing stopped (Ctrl-C, an error) leaves ``out`` as it was: no video cut short in its place.
     """
     start, stop = frames
     by_frame = rows.by_frame()
     fps = source.fps / source.cfg.stride
-    with AnnotatedVideoWriter(out, fps, source.frame_size, codec, trail_length) as video:
+    video = AnnotatedVideoWriter(out, fps, source.frame_size, codec, trail_length)
+    try:
         for frame in tqdm(source, desc=desc, unit="frame", file=sys.stderr, disable=not progress,
                           total=source.frames_expected):
             if stop is not None and frame.index >= stop:
@@ -55,4 +57,8 @@ def render_tracks_video(source: FrameSource, rows: TrackRows, out: str | Path, i
                     observations.append(TrackObservation(int(drawn), rows.xyxy[row], float(rows.confidence[row]), None,
                                                          bool(rows.interpolated[row])))
             video.write(FrameResult(frame, tracks=sorted(observations, key=lambda o: o.track_id)))
-        return video.frames_written
+    except BaseException:
+        video.discard()
+        raise
+    video.close()
+    return video.frames_written

@@ -107,11 +107,7 @@ def _redraw(folder: Path, id_map: dict[int, int], source: FrameSource, cfg: Pipe
         return None
     out = folder / "annotated.relinked.mp4"
     trail = cfg.output.trail_length if cfg.output.trails else 0
-    try:
-        with source_warnings_muted(), open_source(source.uri, source.camera, source.cfg) as again:
-            render_tracks_video(again, read_camera_tracks(folder), out, id_map, codec=cfg.output.codec,
-                                trail_length=trail)
-    except BaseException:
-        out.unlink(missing_ok=True)
-        raise
+    with source_warnings_muted(), open_source(source.uri, source.camera, source.cfg) as again:
+        render_tracks_video(again, read_camera_tracks(folder), out, id_map, codec=cfg.output.codec,
+                            trail_length=trail)  # a drawing stopped leaves no file
     return out

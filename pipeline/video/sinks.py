@@ -104,6 +104,13 @@ class AnnotatedVideoWriter(_Sink):
         self._writer.release()
         self._tmp.replace(self.path)
 
+    def discard(self) -> None:
+        """Drop what was written (a redraw that stopped): ``path`` keeps what it held."""
+        if not self.closed:
+            self.closed = True
+            self._writer.release()
+            self._tmp.unlink(missing_ok=True)
+
 
 class MotTracksWriter(_Sink):
     """MOTChallenge lines ``frame,id,x,y,w,h,conf,-1,-1,-1`` (frame 1-based), flushed per frame.
