@@ -1,6 +1,7 @@
 import html
 import json
 import re
+import shutil
 from pathlib import Path
 
 import cv2
@@ -73,6 +74,21 @@ def test_a_camera_added_later_joins_existing_identities_without_touching_the_oth
     assert global_ids(two_cameras / "hall") == before
     assert (two_cameras / "hall" / "annotated_global.mp4").stat().st_mtime_ns == stamp
     assert result.identities == 4 and result.multi_camera_identities == 1
+
+
+def test_a_camera_whose_summaries_were_deleted_is_said_and_loses_its_global_outputs(two_cameras: Path, caplog):
+    """Its tracks_global.txt kept ids that the store, associated afresh without it, gave to others."""
+    update_identities(two_cameras, PipelineConfig(), progress=False)
+    assert (two_cameras / "door" / "tracks_global.txt").is_file() and (two_cameras / "door" / "annotated_global.mp4").is_file()
+    shutil.rmtree(two_cameras / "store")
+    (two_cameras / "door" / "tracks.json").unlink()
+    result = update_identities(two_cameras, PipelineConfig(), progress=False)
+    assert result.cameras == ["hall"]
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "door: run.json but no tracks.json (deleted?); left out of the identities" in said
+    assert "door: not in the identities; its tracks_global.txt and annotated_global.mp4, whose ids no longer hold, removed" in said
+    assert not (two_cameras / "door" / "tracks_global.txt").exists() and not (two_cameras / "door" / "annotated_global.mp4").exists()
+    assert (two_cameras / "hall" / "tracks_global.txt").is_file()
 
 
 def test_cameras_file_puts_cameras_on_one_clock_and_applies_transit_rules(two_cameras: Path, tmp_path: Path, capsys):

@@ -160,6 +160,10 @@ def test_bad_queries_are_one_line_and_change_nothing(synthetic_run: Path, tmp_pa
         "associate" in message
     (synthetic_run / "west" / "run.json").write_text('{"status": "running"}')
     assert "wait for its `crosscam track` to finish" in crosscam_error(capsys, synthetic_run, "--track", "west:1")
+    (synthetic_run / "west" / "run.json").write_text(  # association refuses it: it said "associate adds it"
+        '{"status": "complete", "models": {"reid": {"name": "mobilenetv2_imagenet", "fingerprint": "0123", "dim": 1280}}}')
+    message = crosscam_error(capsys, synthetic_run, "--track", "west:1")
+    assert "camera west was tracked with embedder mobilenetv2_imagenet" in message and "not comparable" in message
     shutil.rmtree(synthetic_run / "west")
     assert "only meaningful with --image" in crosscam_error(capsys, synthetic_run, "--track", "hall:1", "--camera", "hall")
     assert "not a camera of this run; use one of door, hall" in crosscam_error(

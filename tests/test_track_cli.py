@@ -462,6 +462,14 @@ def test_a_camera_name_reused_for_another_video_is_warned_about(tmp_path: Path, 
                             "--quiet"], capsys)
     assert code == 0, err
     assert f"camera hall was tracked from {tmp_path / 'hall.avi'}; this run of {other} replaces its tracks" in caplog.text
+    caplog.clear()  # a source the run holds under another name: everyone in it twice, at the same moments
+    code, _, err = run_cli([*args, "--camera", "lobby", "--max-frames", "20"], capsys)
+    assert code == 0, err
+    assert (f"camera hall of this run was tracked from {other} too" not in caplog.text
+            and f"camera lobby of this run" not in caplog.text)  # hall is the other video now: nothing to say
+    code, _, err = run_cli(["track", str(other), "--camera", "door", "--out", str(out), "--detector", "motion",
+                            "--reid", str(osnet_onnx), "--quiet"], capsys)
+    assert code == 0 and f"camera hall of this run was tracked from {other} too" in caplog.text
 
 
 def test_associate_builds_a_deleted_store_and_the_report_from_the_cameras_outputs(tmp_path: Path, capsys,

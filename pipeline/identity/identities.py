@@ -112,6 +112,9 @@ def update_identities(
     run_dir = Path(run_dir)
     spec = _cameras_spec(run_dir, cameras_file)
     staged = dict(staged or {})
+    for folder in _folders_without_summaries(run_dir):
+        log.warning("%s: run.json but no tracks.json (deleted?); left out of the identities: re-run `crosscam "
+                    "track` for this camera", folder.name)
     folders = [staged.get(f.name, f) for f in camera_folders(run_dir)]  # read a staged camera's new outputs
     name_of = {folder: _camera_name(folder, staged) for folder in folders}
     runs = {name_of[folder]: _read_run_json(folder) for folder in folders}
@@ -130,8 +133,9 @@ def update_identities(
         with store.updating():
             stored = {c.name: c for c in store.cameras()}
             for name in sorted(n for n in stored if not (run_dir / n).is_dir()):
-                log.warning("%s: in the store but its folder %s is gone; its tracks stay in the store and answers",
-                            name, run_dir / name)
+                log.warning("%s: in the store but its folder %s is gone; its tracks stay in the store and answers "
+                            "(to drop the camera: delete %s and run `crosscam associate %s`)",
+                            name, run_dir / name, run_dir / STORE_DIR, run_dir)
             inputs = [_camera_input(name_of[f], f, runs[name_of[f]], offsets[name_of[f]], common) for f in folders]
             settings = {"association": association_settings(config, spec), "clock_origin": clock_origin_text(spec)}
             kept = {key: store.setting(key) for key in settings}
@@ -155,6 +159,7 @@ def update_identities(
         identities = {cam.name: {t.track_id: t.identity for t in store.tracks(camera=cam.name)} for cam in inputs}
         for cam in inputs:
             write_global_tracks(cam.folder, identities[cam.name])  # cheap: always, so it can never be stale
+        _drop_global_outputs_outside(run_dir, {c.name for c in store.cameras()})
         if config.output.video:
             _refresh_global_videos(inputs, identities, progress, render_videos or render_global_videos_here)
 
@@ -252,6 +257,26 @@ def keep_earlier_ids(tracks: Sequence[TrackSummary], ids: Sequence[int], earlier
         if best not in taken:
             mapping[fresh], taken = best, taken | {best}
     return [mapping.get(i, i) for i in ids]
+
+
+def _folders_without_summaries(run_dir: Path) -> list[Path]:
+    """Camera folders of ``run_dir`` with a ``run.json`` but no ``tracks.json``, by name."""
+    return sorted(p for p in run_dir.iterdir() if not p.name.startswith(".") and (p / "run.json").is_file()
+                  and not (p / "tracks.json").is_file()) if run_dir.is_dir() else []
+
+
+def _drop_global_outputs_outside(run_dir: Path, stored: set[str]) -> None:
+    """A camera folder the store does not hold (its summaries were deleted, its run failed after
+    store/ was): its ``tracks_global.txt`` and ``annotated_global.mp4`` name identities that no
+    longer hold, so they go."""
+    for folder in sorted(p for p in run_dir.iterdir() if (p / "run.json").is_file() and not p.name.startswith(".")):
+        stale = [f for f in (folder / "tracks_global.txt", folder / "annotated_global.mp4") if f.is_file()]
+        if folder.name not in stored and stale:
+            for file in stale:
+                file.unlink()
+            (folder / GLOBAL_VIDEO_STAMP).unlink(missing_ok=True)
+            log.warning("%s: not in the identities; its %s, whose ids no longer hold, removed", folder.name,
+                        " and ".join(f.name for f in stale))
 
 
 def _finished(camera: str, run: dict) -> bool:

@@ -133,21 +133,27 @@ def query_track(
         track = store.track(camera, track_id)
     except CrosscamError:
         if camera not in {c.name for c in store.cameras()}:
-            _refuse_camera_outside_store(Path(run_dir), camera, track_id)
+            _refuse_camera_outside_store(Path(run_dir), camera, track_id, store)
         raise
     vectors = store.match_features([track.key])[0]  # (1 + R, D): its aggregate feature and representatives
     result = _rank(store, vectors, top_k, min_score, run_dir, f"track {camera}:{track_id}")
     return _own_identity_first(result, store, track.identity, vectors, min_score, run_dir, top_k)
 
 
-def _refuse_camera_outside_store(run_dir: Path, camera: str, track_id: int) -> None:
+def _refuse_camera_outside_store(run_dir: Path, camera: str, track_id: int, store: TrackStore) -> None:
     """A camera the store lacks but whose outputs are in the run (tracked, not yet associated: its
     run was stopped, or tracked with --no-identities) is refused with what to do about it."""
     if "/" in camera or "\\" in camera or camera.startswith("."):  # only folders of the run itself
         return
-    status = read_run_record(run_dir / camera).get("status")
+    run = read_run_record(run_dir / camera)
+    status = run.get("status")
     if status is None:
         return
+    model = ((run.get("models") or {}).get("reid") or {})
+    if status in ("complete", "interrupted") and model.get("fingerprint") not in (None, store.embedder.fingerprint):
+        raise CrosscamError(f"--track {camera}:{track_id}: camera {camera} was tracked with embedder {model.get('name')}, "
+                            f"the store's cameras with {store.embedder.name}: their features are not comparable, so it "
+                            f"is not in the store; track it again with the store's --reid")
     what_to_do = {"complete": f"`crosscam associate {run_dir}` adds it", "interrupted": f"`crosscam associate {run_dir}` "
                   "adds what was tracked", "running": "wait for its `crosscam track` to finish"}
     raise CrosscamError(f"--track {camera}:{track_id}: camera {camera} is in {run_dir} (run.json: {status}) but not in "

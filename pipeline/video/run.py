@@ -151,12 +151,23 @@ def make_folder(folder: Path) -> None:
 
 def warn_if_another_source(folder: Path, uri: str) -> None:
     """Warn when the camera ``folder`` holds a run of another video than ``uri``: tracking ``uri``
-    under its name replaces that camera's tracks (a name reused by mistake loses the other camera)."""
+    under its name replaces that camera's tracks (a name reused by mistake loses the other camera);
+    and when another camera of the run was tracked from ``uri``: everyone in it would be seen
+    twice, by two cameras at the same moments (a camera renamed by mistake)."""
     earlier = read_run_record(folder).get("source")
-    same = lambda a, b: a == b or ("://" not in a and "://" not in b and Path(a).resolve() == Path(b).resolve())  # noqa: E731
-    if earlier and not same(str(earlier), uri):
+    if earlier and not _same_source(str(earlier), uri):
         log.warning("camera %s was tracked from %s; this run of %s replaces its tracks (give another --camera to "
                     "keep both)", folder.name, earlier, uri)
+    others = folder.parent.iterdir() if folder.parent.is_dir() else ()
+    for other in sorted(p for p in others if p != folder and not p.name.startswith(".")):
+        source = read_run_record(other).get("source")
+        if source and _same_source(str(source), uri):
+            log.warning("camera %s of this run was tracked from %s too: its people will be in both cameras at the "
+                        "same moments (give --camera %s to track it again under its name)", other.name, uri, other.name)
+
+
+def _same_source(a: str, b: str) -> bool:
+    return a == b or ("://" not in a and "://" not in b and Path(a).resolve() == Path(b).resolve())
 
 
 def claim_camera(out_dir: Path, name: str) -> IO:
