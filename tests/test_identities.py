@@ -166,6 +166,15 @@ def test_changed_association_settings_associate_every_camera_again(two_cameras: 
     assert update_identities(two_cameras, PipelineConfig(), cameras_file=rules, progress=False).cameras_updated == []
 
 
+def test_a_cameras_file_of_clocks_alone_changes_no_association_setting(two_cameras: Path, tmp_path: Path, caplog):
+    """It said "association settings or transit rules changed": the file has no rule."""
+    update_identities(two_cameras, PipelineConfig(), progress=False)
+    clocks = tmp_path / "cameras.yaml"
+    clocks.write_text("cameras:\n  - {name: hall, offset_s: 0}\n  - {name: door, offset_s: 0}\n")
+    update_identities(two_cameras, PipelineConfig(), cameras_file=clocks, progress=False)
+    assert "transit rules changed" not in caplog.text
+
+
 def test_a_store_of_an_older_crosscam_is_associated_again_once(two_cameras: Path, caplog):
     """A store without the settings its identities came from took today's settings as its own."""
     import sqlite3

@@ -194,8 +194,8 @@ def association_settings(config: PipelineConfig, spec: CamerasFile | None) -> st
     """The settings a run's identities depend on beyond its tracks: ``association.*`` and the cameras
     file's transit rules (JSON). A store associated with others is associated again as a whole."""
     transitions = None
-    if spec is not None:  # a rule applies both ways, in any order in the file
-        rules = sorted([*sorted(r.cameras), r.min_s, r.max_s] for r in spec.transitions.rules)
+    if spec is not None and (spec.transitions.rules or spec.transitions.only_listed):  # else: clocks only, no rule
+        rules = sorted([*sorted(r.cameras), r.min_s, r.max_s] for r in spec.transitions.rules)  # either way, any order
         transitions = {"only_listed": spec.transitions.only_listed, "rules": rules}
     return json.dumps({"association": config.association.model_dump(), "transitions": transitions}, sort_keys=True)
 
