@@ -308,6 +308,33 @@ def test_identities_gallery_opens_the_results_panel(page, run, capsys, tmp_path)
     driver.find_element("css selector", "#tab-cameras").click()
 
 
+def test_the_question_is_kept_in_the_address(page, run):
+    """Back left the page and a reload forgot the question: the address holds it now, so back and
+    forward step through the questions and a reload or a shared link asks it again."""
+    driver = page
+    store = TrackStore.open(run / "store")
+    track, frame, box = camera_two_person(run)
+    identity = store.track("cam2", track).identity
+    other = next(i for i in store.identities() if i != identity)
+    driver.execute_script("ask({kind: 'identity', identity: arguments[0]})", other)
+    wait_for(lambda: shown_identity(driver) == other, f"identity {other}")
+    driver.execute_script("ask({kind: 'track', camera: 'cam2', track: arguments[0]})", track)
+    wait_for(lambda: shown_identity(driver) == identity, f"track cam2:{track}")
+    assert driver.execute_script("return location.hash") == f"#track=cam2:{track}"
+    driver.back()
+    wait_for(lambda: shown_identity(driver) == other, "back asks the question before")
+    assert driver.execute_script("return location.hash") == f"#identity={other}"
+    driver.forward()
+    wait_for(lambda: shown_identity(driver) == identity, "forward asks the later one again")
+    driver.refresh()
+    wait_for(lambda: shown_identity(driver) == identity, "a reload asks it again")
+    address = driver.current_url.split("#")[0] + f"#box=cam2:{frame}:" + ",".join(str(round(v)) for v in box)
+    driver.get("about:blank")
+    driver.get(address)  # a link someone shared
+    wait_for(lambda: shown_identity(driver) == identity, "a shared link to a box asks about it")
+    wait_for(lambda: len(canvases(driver)) == 3, "the page is whole")
+
+
 def test_the_page_notices_a_reassociation_and_a_new_camera(page, run):
     """Live runs: the store is rewritten (identities renumbered) and a camera folder appears,
     with the server running; the page picks up both without a reload."""

@@ -284,9 +284,40 @@ function limits() {
   return `top_k=${encodeURIComponent($('top-k').value || 5)}&min_score=${encodeURIComponent($('min-score').value || -1)}`;
 }
 
-async function ask(query, quiet = false) {
+// The question asked is kept in the address (#track=cam2:3, #identity=5, #box=cam2:41:10,20,50,120):
+// back and forward step through the questions, and a reload or a shared link asks it again.
+function queryHash(q) {
+  if (q.kind === 'track') return `#track=${encodeURIComponent(q.camera)}:${q.track}`;
+  if (q.kind === 'identity') return `#identity=${q.identity}`;
+  if (q.kind === 'box') return `#box=${encodeURIComponent(q.camera)}:${q.frame}:${q.box.map(v => Math.round(v)).join(',')}`;
+  return '';  // an uploaded photo cannot be put in an address
+}
+
+function hashQuery(hash) {
+  const [kind, value = ''] = hash.replace(/^#/, '').split('=');
+  const parts = value.split(':');
+  const int = (v) => (/^-?\d+$/.test(v) ? Number(v) : NaN);
+  if (kind === 'track' && parts.length === 2 && !Number.isNaN(int(parts[1]))) {
+    return { kind: 'track', camera: decodeURIComponent(parts[0]), track: int(parts[1]) };
+  }
+  if (kind === 'identity' && !Number.isNaN(int(value))) return { kind: 'identity', identity: int(value) };
+  const box = (parts[2] || '').split(',').map(Number);
+  if (kind === 'box' && parts.length === 3 && !Number.isNaN(int(parts[1])) && box.length === 4 && box.every(Number.isFinite)) {
+    return { kind: 'box', camera: decodeURIComponent(parts[0]), frame: int(parts[1]), box };
+  }
+  return null;
+}
+
+function askFromAddress() {
+  const query = hashQuery(location.hash);
+  if (query) ask(query, false, false);
+}
+
+async function ask(query, quiet = false, remember = true) {
   const wrong = limitsProblem();  // the page's own words, before the server's
   if (wrong) { showError(wrong); return; }
+  const hash = queryHash(query);
+  if (remember && !quiet && hash !== location.hash) history.pushState(null, '', hash || location.pathname + location.search);
   S.query = query;
   const asked = ++S.asked;
   const current = () => asked === S.asked;  // a later question overtook this one: its answer is dropped
@@ -611,4 +642,5 @@ function wire() {
 }
 
 wire();
-poll();
+window.addEventListener('popstate', askFromAddress);
+poll().then(askFromAddress);
