@@ -163,3 +163,11 @@ def test_gallery_shorter_than_max_rank_matches_fastreid_where_it_runs(fastreid_r
 def test_bad_inputs_are_clear_errors(distmat, q_pids, message):
     with pytest.raises(CrosscamError, match=message):
         evaluate_ranking(distmat, q_pids, np.array([1, 2, 3]), np.zeros(len(q_pids), int), np.ones(3, int))
+
+
+def test_a_cmc_far_longer_than_the_gallery_is_refused_not_allocated():
+    """--max-rank 10^11 tried to allocate 745 GiB; up to the default 50 a short gallery's CMC is padded."""
+    distmat, ids = np.zeros((2, 3)), (np.array([1, 2]), np.array([1, 2, 3]), np.zeros(2, int), np.ones(3, int))
+    assert len(evaluate_ranking(distmat, *ids, max_rank=50).cmc) == 50
+    with pytest.raises(CrosscamError, match=r"max_rank 100000000000: longer than the gallery \(3 images\).*at most 50"):
+        evaluate_ranking(distmat, *ids, max_rank=100_000_000_000)

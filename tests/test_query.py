@@ -101,6 +101,9 @@ def test_min_score_top_k_and_identity_queries(synthetic_run: Path, capsys):
     assert [a["camera"] for a in strict["appearances"]] == ["door"]
     assert len(crosscam_json(capsys, synthetic_run, "--track", "hall:2", "--top-k", "1")["matches"]) == 1
     assert len(crosscam_json(capsys, synthetic_run, "--track", "hall:2", "--top-k", "3")["matches"]) == 2
+    # asking for more than the store holds (FAISS was asked for 10x top-k results: 37 GiB, or a ValueError)
+    for huge in ("1000000000", "999999999999999999"):
+        assert len(crosscam_json(capsys, synthetic_run, "--identity", "1", "--top-k", huge)["matches"]) == 2
     by_id = crosscam_json(capsys, synthetic_run, "--identity", identity)
     assert by_id["identity"] == identity and {a["camera"] for a in by_id["appearances"]} == {"hall", "door"}
     assert main(["query", str(synthetic_run), "--identity", str(identity)]) == 0

@@ -440,7 +440,8 @@ class TrackStore:
         return summaries, [row[8] for row in rows]
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Cosine similarities (Q, k) float32 and track keys (Q, k) int64 (-1: no more tracks)."""
+        """Cosine similarities (Q, k') float32 and track keys (Q, k') int64 (-1: no more tracks), with
+        k' = ``k`` or the number of stored tracks where fewer (a huge ``--top-k`` asks for no more)."""
         vectors = np.ascontiguousarray(vectors, np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.embedder.dim:
             raise CrosscamError(
@@ -457,7 +458,7 @@ class TrackStore:
             raise CrosscamError(f"{self.folder}: the track store is empty; track some video into it first")
         tune_search(index, self.config)
         assert search is not None
-        return search(rows, k)
+        return search(rows, min(k, index.ntotal))
 
     def scans_exactly(self) -> bool:
         """Whether a search reads every stored vector (the stored index is exact: flat)."""

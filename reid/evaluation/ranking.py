@@ -36,6 +36,7 @@ import numpy as np
 
 from reid.errors import CrosscamError
 
+DEFAULT_MAX_RANK = 50  # fast-reid's CMC length
 # Histogram buckets per query row: more buckets means fewer negatives to compare exactly, but a
 # larger histogram; 2048 x 32 rows keeps it in the CPU cache, which is what makes bincount fast.
 _BUCKETS = 2048
@@ -86,7 +87,7 @@ def evaluate_ranking(
     g_pids: np.ndarray,
     q_camids: np.ndarray,
     g_camids: np.ndarray,
-    max_rank: int = 50,
+    max_rank: int = DEFAULT_MAX_RANK,
 ) -> RankingResult:
     """CMC, mAP and mINP of a (num_query, num_gallery) distance matrix, Market-1501 protocol.
 
@@ -148,6 +149,9 @@ def _check_inputs(distmat, q_pids, g_pids, q_camids, g_camids, max_rank) -> None
         raise CrosscamError(f"distmat: empty query or gallery (shape {distmat.shape}); nothing to evaluate")
     if max_rank < 1:
         raise CrosscamError(f"max_rank: must be at least 1, got {max_rank}")
+    if max_rank > max(DEFAULT_MAX_RANK, num_g):  # past the gallery the CMC stays at 1: a huge one only costs memory
+        raise CrosscamError(f"max_rank {max_rank}: longer than the gallery ({num_g} images), past which the CMC stays "
+                            f"at 1; give at most {max(DEFAULT_MAX_RANK, num_g)}")
     if not np.issubdtype(distmat.dtype, np.floating):
         raise CrosscamError(f"distmat: expected floating-point distances, got dtype {distmat.dtype}")
 
