@@ -342,7 +342,7 @@ def test_a_camera_tracked_again_replaces_its_folder_as_the_store_takes_it(tmp_pa
     code, _, err = run_cli([*args, "--max-frames", "30"], capsys)
     assert code == 130 and "identities not updated" in err
     assert snapshot() == before and stored() == before_store
-    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".hall.retrack"]  # for the next association
 
     def watched(*a, **k):  # the folder during association: still the outputs the store has
         seen.append(snapshot() == before)
@@ -501,7 +501,7 @@ def test_associate_builds_a_deleted_store_and_the_report_from_the_cameras_output
 def test_ctrl_c_between_tracking_and_association_says_so_and_leaves_nothing_staged(tmp_path: Path, capsys,
                                                                                    osnet_onnx: Path, monkeypatch):
     """A stop there fell through to click: exit 130 without a word, .hall.retrack and .hall.lock left.
-    The camera's new outputs were complete: they are in place (they were thrown away)."""
+    The camera's new outputs were complete: they wait for `crosscam associate` (they were thrown away)."""
     import pipeline.cli.track_cmds
 
     args, out, snapshot = tracked_hall(tmp_path, capsys, osnet_onnx)
@@ -510,15 +510,22 @@ def test_ctrl_c_between_tracking_and_association_says_so_and_leaves_nothing_stag
     monkeypatch.setattr(pipeline.cli.track_cmds, "_identities", ctrl_c)
     code, printed, err = run_cli([*args, "--max-frames", "30", "--json"], capsys)
     assert code == 130 and f"before association: `crosscam associate {out}` associates the cameras tracked" in err, err
-    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
-    assert snapshot() != before and json.loads((out / "hall" / "run.json").read_text())["frames_read"] == 30
+    assert "hall: tracked again completely; its new outputs wait in .hall.retrack until `crosscam associate" in err
+    assert snapshot() == before  # the folder stays the store's until an association takes the new outputs
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".hall.retrack"]  # no lock left
     assert json.loads(printed)["cameras"] == [{"camera": "hall", "folder": str((out / "hall").resolve()), "status": "complete"}]
+    code, _, err = run_cli(["associate", str(out), "--quiet"], capsys)
+    assert code == 0 and "hall: tracked again completely by a run stopped before its association" in err
+    assert json.loads((out / "hall" / "run.json").read_text())["frames_read"] == 30 and snapshot() != before
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert TrackStore.open(out / "store").cameras()[0].frames_read == 30
 
 
 def test_ctrl_c_keeps_the_cameras_tracked_again_completely_before_it(tmp_path: Path, capsys, osnet_onnx: Path,
                                                                      monkeypatch):
     """Ctrl-C while tracking the second of two cameras again threw away the first's finished
-    outputs too (a new camera's finished outputs were kept)."""
+    outputs too: they wait beside it now, and the next association puts them in place with the
+    store (the folder and the store stay one run's)."""
     import pipeline.video.run
 
     video = write_video(tmp_path / "hall.avi", 40, walker=True)
@@ -539,13 +546,16 @@ def test_ctrl_c_keeps_the_cameras_tracked_again_completely_before_it(tmp_path: P
     monkeypatch.setattr(pipeline.video.run, "camera_chain", chain_stopping_door)
     code, _, err = run_cli([*args, "--max-frames", "30"], capsys)
     assert code == 130 and seen == ["hall", "door"], err
-    assert json.loads((out / "hall" / "run.json").read_text())["frames_read"] == 30  # its new, complete outputs
-    assert "hall: stopped" not in err and "door: stopped; its earlier complete outputs are kept" in err
+    assert "hall: tracked again completely; its new outputs wait in .hall.retrack" in err
+    assert "door: stopped; its earlier complete outputs are kept" in err
     assert (out / "door" / "tracks.txt").read_bytes() == door_before
     assert json.loads((out / "door" / "run.json").read_text())["status"] == "complete"
-    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert json.loads((out / "hall" / "run.json").read_text())["frames_read"] == 40  # the store's, until associated
     monkeypatch.setattr(pipeline.video.run, "camera_chain", real_chain)
-    assert run_cli(["associate", str(out), "--quiet"], capsys)[0] == 0  # brings the store up to hall's new tracks
+    assert run_cli(["associate", str(out), "--quiet"], capsys)[0] == 0  # puts hall's new outputs in with the store
+    assert json.loads((out / "hall" / "run.json").read_text())["frames_read"] == 30
+    assert {c.name: c.frames_read for c in TrackStore.open(out / "store").cameras()} == {"door": 40, "hall": 30}
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
 
 
 def test_a_file_system_without_locks_warns_and_tracks(tmp_path: Path, monkeypatch, caplog):

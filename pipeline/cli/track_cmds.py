@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
         tracks_global.txt, annotated_global.mp4 and report.html.
         Ctrl-C stops cleanly: what was written stays valid and run.json says "interrupted"."""
         from pipeline.identity.identities import check_before_tracking
-        from pipeline.video.run import check_out_dir, publish_complete, publish_staged, track_videos
+        from pipeline.video.run import check_out_dir, keep_complete_staged, publish_staged, track_videos
         from pipeline.video.sources import default_camera_name
         from reid.embedder import Embedder
 
@@ -140,7 +140,7 @@ def register(app: typer.Typer) -> None:
                 linked = _identities(out, cfg, cameras_file, runs, quiet, render) if identities and complete else None
                 publish_staged(runs)  # identities not updated: the new outputs replace the earlier ones as they are
             except KeyboardInterrupt:
-                publish_complete(runs)
+                keep_complete_staged(runs)
                 typer.echo(f"interrupted after tracking: {out}'s identities are up to date" if linked is not None else
                            f"interrupted after tracking, before association: `crosscam associate {out}` associates "
                            "the cameras tracked", err=True)
@@ -209,10 +209,10 @@ def embedder_info(embedder: Embedder) -> EmbedderInfo:
 
 def _identities(out: Path, cfg, cameras_file: Optional[Path], runs: list, quiet: bool, render=None):
     """``update_identities`` with the cameras tracked again (staged beside their folders), which
-    replace their folders as the store takes them (or on Ctrl-C before that: they are complete).
+    replace their folders as the store takes them (Ctrl-C before that: they wait for the next association).
     ``render``: what draws the global videos (default: this process)."""
     from pipeline.identity.identities import StoppedAfterStoreUpdate, update_identities
-    from pipeline.video.run import drop_staged, publish_complete, publish_staged
+    from pipeline.video.run import drop_staged, keep_complete_staged, publish_staged
 
     try:
         linked = update_identities(out, cfg, cameras_file, progress=not quiet,
@@ -228,9 +228,9 @@ def _identities(out: Path, cfg, cameras_file: Optional[Path], runs: list, quiet:
                    f"missing (`crosscam associate {out}` writes them now)", err=True)
         raise typer.Exit(130) from None
     except KeyboardInterrupt:
-        publish_complete(runs)  # tracked completely: in place, as a new camera's outputs are
-        typer.echo(f"interrupted: identities not updated; the cameras hold this run's outputs: `crosscam associate {out}` "
-                   "associates them", err=True)
+        keep_complete_staged(runs)  # tracked completely: their outputs wait for the next association
+        typer.echo(f"interrupted: identities not updated; `crosscam associate {out}` associates this run's cameras",
+                   err=True)
         raise typer.Exit(130) from None
     except BaseException:
         drop_staged(runs)  # the store did not take them (or a rename failed): the earlier outputs stay

@@ -22,10 +22,11 @@ import logging
 import os
 import shutil
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 from pipeline.config import PipelineConfig, SourceConfig
 from pipeline.identity.association import associate_tracks
@@ -36,7 +37,7 @@ from pipeline.identity.store import CameraRecord, CameraTracks, EmbedderInfo, Tr
 from pipeline.stops import stops_held
 from pipeline.types import CAMERAS_FILE, TrackSummary, read_track_summaries
 from pipeline.video.annotate import render_tracks_video
-from pipeline.video.run import publish
+from pipeline.video.run import claim_camera, publish, release, waiting_retracks
 from pipeline.video.sources import open_source, source_warnings_muted
 from pipeline.video.tracks_file import TrackRows, read_camera_tracks
 from reid.errors import CrosscamError
@@ -106,12 +107,42 @@ def update_identities(
     ``staged`` maps a camera tracked again to its new outputs beside its folder
     (:func:`pipeline.video.run.working_folder`): they are read in its place and replace it right after
     the store takes them, so the folder and the store never disagree for longer than a rename.
+    Cameras tracked again completely by a run stopped before its association are staged so too
+    (:func:`pipeline.video.run.waiting_retracks`).
     ``render_videos`` draws the cameras' ``annotated_global.mp4`` that are out of date (default:
     :func:`render_global_videos_here`).
     """
     run_dir = Path(run_dir)
+    with _with_waiting_retracks(run_dir, dict(staged or {})) as staged:
+        return _update_identities(run_dir, config, cameras_file, progress, staged, render_videos)
+
+
+@contextmanager
+def _with_waiting_retracks(run_dir: Path, staged: dict[str, Path]) -> Iterator[dict[str, Path]]:
+    """``staged`` and the cameras tracked again completely whose outputs wait beside them, each
+    claimed as a tracking command claims it (one being tracked right now is that command's to put
+    in place); the claims are released at the end."""
+    claims = []
+    try:
+        for name, work in waiting_retracks(run_dir).items():
+            if name in staged:
+                continue
+            try:
+                claims.append(claim_camera(run_dir, name))
+            except CrosscamError:
+                continue
+            if work.is_dir():  # not put in place by another command before the claim
+                log.warning("%s: tracked again completely by a run stopped before its association: its new outputs "
+                            "take its place now", name)
+                staged[name] = work
+        yield staged
+    finally:
+        release(claims)
+
+
+def _update_identities(run_dir: Path, config: PipelineConfig, cameras_file: str | Path | None, progress: bool,
+                       staged: dict[str, Path], render_videos: VideoRenderer | None) -> IdentityResult:
     spec = _cameras_spec(run_dir, cameras_file)
-    staged = dict(staged or {})
     for folder in _folders_without_summaries(run_dir):
         log.warning("%s: run.json but no tracks.json (deleted?); left out of the identities: re-run `crosscam "
                     "track` for this camera", folder.name)

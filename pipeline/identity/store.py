@@ -199,15 +199,16 @@ class TrackStore:
         folder = Path(folder)
         if (folder / DB_NAME).is_file():
             return cls.open(folder, embedder, config)
-        folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f"{DB_NAME}.tmp-{os.getpid()}"
-        tmp.unlink(missing_ok=True)
-        try:
-            cls._write_empty(tmp, embedder)
-        except BaseException:  # Ctrl-C: no half-made file left
+        with _write_access(folder):
+            folder.mkdir(parents=True, exist_ok=True)
             tmp.unlink(missing_ok=True)
-            raise
-        os.replace(tmp, folder / DB_NAME)  # a store exists completely or not at all
+            try:
+                cls._write_empty(tmp, embedder)
+            except BaseException:  # Ctrl-C: no half-made file left
+                tmp.unlink(missing_ok=True)
+                raise
+            os.replace(tmp, folder / DB_NAME)  # a store exists completely or not at all
         return cls(folder, embedder, config or StoreConfig())
 
     @staticmethod
@@ -534,7 +535,9 @@ class TrackStore:
         if fcntl is None:
             yield
             return
-        with open(self.folder / UPDATE_LOCK, "a") as lock:
+        with _write_access(self.folder):
+            lock = open(self.folder / UPDATE_LOCK, "a")
+        with lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:
                 yield
@@ -562,7 +565,7 @@ class TrackStore:
         ``settings`` (name -> text: what the identities came from, the clock's origin) are kept with
         it, for :meth:`setting`.
         """
-        with closing(_connect(self.folder, readonly=False)) as conn:
+        with _write_access(self.folder), closing(_connect(self.folder, readonly=False)) as conn:
             conn.execute("BEGIN IMMEDIATE")  # one writer at a time; readers keep going
             try:
                 before = _largest_identity(conn)  # counts the ids of the rows about to be replaced
@@ -737,6 +740,21 @@ def _recover_after_crash(folder: Path) -> None:
     if (folder / f"{DB_NAME}-journal").exists():
         with closing(_connect(folder, readonly=False)) as conn:
             conn.execute("SELECT COUNT(*) FROM meta").fetchone()
+
+
+@contextmanager
+def _write_access(folder: Path) -> Iterator[None]:
+    """A store that cannot be written (read-only files or folder) said in one line, not a traceback."""
+    try:
+        yield
+    except PermissionError as exc:
+        raise CrosscamError(f"{folder}: cannot write the track store ({exc.strerror}: {exc.filename}); make it "
+                            "writable, or work on a copy of the run") from None
+    except sqlite3.OperationalError as exc:
+        if "readonly" not in str(exc):
+            raise
+        raise CrosscamError(f"{folder}: cannot write the track store ({exc}); make it writable, or work on a copy "
+                            "of the run") from None
 
 
 def _connect(folder: Path, readonly: bool) -> sqlite3.Connection:

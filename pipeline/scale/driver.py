@@ -47,7 +47,7 @@ from pipeline.text import plural
 from pipeline.video.finalise import final_ids, relinked_record
 from pipeline.video.relabel import apply_id_map
 from pipeline.video.run import (CameraRun, check_camera_names, check_out_dir, claim_cameras, drop_staged, first_line,
-                                keep_earlier, make_folder, package_versions, publish, publish_complete, publish_staged,
+                                keep_complete_staged, keep_earlier, make_folder, package_versions, publish, publish_staged,
                                 resolved_config, utc_now, warn_if_another_source, working_folder, write_json_atomic)
 from pipeline.video.sources import default_camera_name, kept_frames, open_source, source_warnings_muted
 from pipeline.video.track_state import write_track_states
@@ -363,7 +363,7 @@ class RaySession:
                 driver.stop(None if isinstance(exc, KeyboardInterrupt) else first_line(exc))
                 raise
         except BaseException as exc:  # (either releases the cameras too)
-            (publish_complete if isinstance(exc, KeyboardInterrupt) else drop_staged)(runs)
+            (keep_complete_staged if isinstance(exc, KeyboardInterrupt) else drop_staged)(runs)
             if made and not any(out_dir.iterdir()):  # refused before any output (a cluster too small, unreachable)
                 out_dir.rmdir()
             raise

