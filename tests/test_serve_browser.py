@@ -357,3 +357,15 @@ def test_the_page_notices_a_reassociation_and_a_new_camera(page, run):
         == ["cam1"], "the gallery's camera filter is kept across the update"
     shutil.copytree(run / "cam3", run / "cam4")
     wait_for(lambda: len(canvases(driver)) == 4, "a player for the new camera")
+
+
+def test_a_token_link_works_and_leaves_the_address(run):
+    """The page opened from the printed `/?token=` URL takes the token out of its address (and
+    history) once the cookie carries it; its frames and answers still come."""
+    with serving(run, "--token", "s3cret", "--workers", "1") as url, browser() as driver:
+        assert url.endswith("/?token=s3cret")
+        driver.get(url + "#identity=1")
+        wait_for(lambda: shown_identity(driver) == 1, "the address's question is answered")
+        assert driver.execute_script("return location.search + location.hash") == "#identity=1"
+        wait_for(lambda: len(canvases(driver)) == 3 and all(int(c.get_attribute("data-frame")) >= 0 for c in canvases(driver)),
+                 "every camera shows a frame, through the cookie")

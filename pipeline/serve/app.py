@@ -4,8 +4,8 @@ Every query endpoint answers with ``QueryResult.to_json()``, the object ``crossc
 prints for the same question. Errors are ``{"error": "one line"}`` with a 4xx status (5xx only
 for a store rewritten during every read attempt). With a token every request must carry it: an
 ``Authorization: Bearer TOKEN`` header, a ``token=`` query parameter (which also sets a cookie, so
-the page's images and requests carry it; the page's own ``/?token=`` is then redirected to ``/``,
-out of the address bar and history) or that cookie.
+the page's images and requests carry it, and the page takes the token out of its address) or
+that cookie.
 
 >>> from fastapi.testclient import TestClient  # doctest: +SKIP
 >>> TestClient(create_app(Path("runs/mall"))).get("/api/query/track", params={"camera": "hall", "track": 3}).json()["identity"]  # doctest: +SKIP
@@ -23,13 +23,12 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import urlencode
 
 import cv2
 import numpy as np
 from fastapi import FastAPI, Path as PathParam, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from PIL import Image
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
@@ -123,13 +122,7 @@ def _install_token(app: FastAPI, token: str) -> None:
         if not hmac.compare_digest(supplied.encode(), token.encode()):
             return _error(401, "this server needs its token: open the URL `crosscam serve` printed "
                                "(?token=...) or send Authorization: Bearer TOKEN")
-        if given and request.method == "GET" and request.url.path == "/":
-            # the page's own URL: the cookie carries the token from now on, so the address bar
-            # (and the browser's history) need not
-            rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
-            response = RedirectResponse("/" + (f"?{urlencode(rest)}" if rest else ""), status_code=303)
-        else:
-            response = await call_next(request)
+        response = await call_next(request)
         if given:
             response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
         return response

@@ -641,6 +641,13 @@ function wire() {
   });
 }
 
+// The cookie the server set carries the token from here on: out of the address bar and history
+// (a redirect would lose it: a link followed from another site sends no SameSite=Strict cookie).
+const params = new URLSearchParams(location.search);
+if (params.has('token')) {
+  params.delete('token');
+  history.replaceState(null, '', location.pathname + (params.size ? `?${params}` : '') + location.hash);
+}
 wire();
 window.addEventListener('popstate', askFromAddress);
 poll().then(askFromAddress);
