@@ -198,7 +198,7 @@ def _check_gt_labels(path: Path, table: np.ndarray) -> None:
     if len(bad):
         at = int(np.flatnonzero(~np.isfinite(table[bad[0], 6:9]))[0])
         raise CrosscamError(f"{path}: row {bad[0] + 1} has {('flag', 'class', 'visibility')[at]} = {table[bad[0], 6 + at]:g}; "
-                            "gt columns 7-9 are flag (0/1), class (1-12) and visibility (0-1)")
+                            "gt columns 7-9 are flag, class (1-12) and visibility, finite numbers")
     classes = table[:, 7]
     bad = np.flatnonzero((classes < 1) | (classes > MOT_CLASSES) | (classes != np.round(classes)))
     if len(bad):
@@ -342,6 +342,9 @@ def evaluate_mtmc(
         for c in cameras
     }
     for c in cameras:
+        if gts[c][:, 0].max(initial=0) > lengths[c]:
+            raise CrosscamError(f"camera {c}: ground truth up to frame {int(gts[c][:, 0].max())} but the scene has "
+                                f"{lengths[c]} frames (scene.json); is scene.json this ground truth's?")
         if preds[c][:, 0].max(initial=0) > lengths[c]:
             raise CrosscamError(f"camera {c}: tracks up to frame {int(preds[c][:, 0].max())} but its ground truth has "
                                 f"{lengths[c]} frames; is --gt the scene this run was tracked from?")

@@ -14,6 +14,6 @@ import numpy as np
 def l2_normalize(features: np.ndarray) -> np.ndarray:
     """``features`` (N, D), or one (D,) vector, scaled to unit L2 norm along the last axis;
     all-zero rows stay zero; float32."""
-    features = np.asarray(features)
+    features = np.asarray(features, np.float32)  # float16's 1e-12 would be 0, float64 doubles the memory
     norms = np.linalg.norm(features, axis=-1, keepdims=True)
-    return (features / np.maximum(norms, 1e-12)).astype(np.float32)
+    return features / np.maximum(norms, np.float32(1e-12))

@@ -170,6 +170,11 @@ def test_eval_mtmc_refuses_tracks_past_the_scene(tmp_path, capsys):
     assert main(["eval-mtmc", "--gt", str(tmp_path / "scene"), "--run", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert "camera cam2: tracks up to frame 39 but its ground truth has 15 frames" in err and "\n" not in err
+    (tmp_path / "scene" / "scene.json").write_text(json.dumps({"num_frames": 12, "cameras": [{"name": "cam1"}, {"name": "cam2"}]}))
+    write_rows(tmp_path / "run" / "cam2" / "tracks_global.txt", person(1, range(1, 10), 0))
+    assert main(["eval-mtmc", "--gt", str(tmp_path / "scene"), "--run", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()  # said "a row at frame 13, past the sequence's 12 frames", naming nothing
+    assert "camera cam2: ground truth up to frame 13 but the scene has 12 frames (scene.json)" in err and "\n" not in err
 
 
 @pytest.mark.parametrize("case, warning", [

@@ -19,7 +19,7 @@ import pytest
 
 from pipeline.cli.main import main
 from pipeline.config import DetectorConfig, SourceConfig
-from pipeline.identity.store import TrackStore
+from pipeline.identity.store import EmbedderInfo, TrackStore
 from pipeline.types import read_track_summaries
 from pipeline.video.detectors import MotionDetector
 from pipeline.video.sources import VideoFileSource
@@ -302,6 +302,16 @@ def test_a_camera_tracked_again_is_replaced_only_when_complete(tmp_path: Path, c
     refused(["--workers", "2"], "door were tracked with (other-model")  # on Ray too, before Ray starts
     shutil.rmtree(other)
     names = sorted(p.name for p in out.iterdir())
+    # the run's store: another embedder's, or damaged, was said after the whole video was tracked
+    (out / "store").rename(tmp_path / "store.kept")
+    TrackStore.create(out / "store", EmbedderInfo("e" * 64, "other-model", 512))
+    refused([], "store was built with embedder other-model")
+    shutil.rmtree(out / "store")
+    (out / "store").mkdir()
+    (out / "store" / "tracks.sqlite").write_bytes(b"garbage, not SQLite")
+    refused([], "tracks.sqlite: not a readable track store")
+    shutil.rmtree(out / "store")
+    (tmp_path / "store.kept").rename(out / "store")
 
     real_chain = pipeline.video.run.camera_chain
 

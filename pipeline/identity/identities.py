@@ -31,11 +31,11 @@ from typing import Callable, Iterator, Mapping, Sequence
 from pipeline.config import PipelineConfig, SourceConfig
 from pipeline.identity.association import associate_tracks
 from pipeline.identity.cameras import CamerasFile, camera_offsets, load_cameras_file
-from pipeline.identity.layout import STORE_DIR, camera_folders, is_camera_folder
+from pipeline.identity.layout import STORE_DIR, camera_folders, is_camera_folder, run_folders
 from pipeline.identity.report import write_report
-from pipeline.identity.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore
+from pipeline.identity.store import DB_NAME, CameraRecord, CameraTracks, EmbedderInfo, TrackStore
 from pipeline.stops import stops_held
-from pipeline.types import CAMERAS_FILE, TrackSummary, read_track_summaries
+from pipeline.types import CAMERAS_FILE, TrackSummary, read_run_record, read_track_summaries
 from pipeline.video.annotate import render_tracks_video
 from pipeline.video.run import claim_camera, publish, release, waiting_retracks
 from pipeline.video.sources import open_source, source_warnings_muted
@@ -291,16 +291,17 @@ def keep_earlier_ids(tracks: Sequence[TrackSummary], ids: Sequence[int], earlier
 
 
 def _folders_without_summaries(run_dir: Path) -> list[Path]:
-    """Camera folders of ``run_dir`` with a ``run.json`` but no ``tracks.json``, by name."""
-    return sorted(p for p in run_dir.iterdir() if not p.name.startswith(".") and (p / "run.json").is_file()
-                  and not (p / "tracks.json").is_file()) if run_dir.is_dir() else []
+    """Camera folders of ``run_dir`` whose ``run.json`` says they finished (complete, interrupted)
+    but that hold no ``tracks.json``, by name (one still running or failed has none yet)."""
+    return [p for p in run_folders(run_dir) if not (p / "tracks.json").is_file()
+            and read_run_record(p).get("status") in ("complete", "interrupted")]
 
 
 def _drop_global_outputs_outside(run_dir: Path, stored: set[str]) -> None:
     """A camera folder the store does not hold (its summaries were deleted, its run failed after
     store/ was): its ``tracks_global.txt`` and ``annotated_global.mp4`` name identities that no
     longer hold, so they go."""
-    for folder in sorted(p for p in run_dir.iterdir() if (p / "run.json").is_file() and not p.name.startswith(".")):
+    for folder in run_folders(run_dir):
         stale = [f for f in (folder / "tracks_global.txt", folder / "annotated_global.mp4") if f.is_file()]
         if folder.name not in stored and stale:
             for file in stale:
@@ -327,18 +328,24 @@ def check_before_tracking(run_dir: Path, cameras_file: str | Path | None, camera
                           embedder: Callable[[], EmbedderInfo] | None = None) -> None:
     """Refuse, before ``cameras`` are tracked into ``run_dir``, what :func:`update_identities` would
     refuse after it (when a camera's earlier outputs are already replaced): a cameras file (given,
-    or the run's kept one) that does not load or lacks one of the run's cameras, and, with
-    ``embedder`` (called only when the run has other cameras: it may load the model), an embedder
-    other than the one the run's other cameras were tracked with."""
+    or the run's kept one) that does not load or lacks one of the run's cameras, a store that
+    cannot be read, and, with ``embedder`` (called only when the run has other cameras or a store:
+    it may load the model), an embedder other than the one the run's other cameras were tracked
+    with or its store was built for."""
     run_dir = Path(run_dir)
     spec = _cameras_spec(run_dir, cameras_file)
-    others = [f for f in sorted(run_dir.iterdir()) if is_camera_folder(f) and f.name not in cameras] \
-        if run_dir.is_dir() else []
+    others = [f for f in run_folders(run_dir) if is_camera_folder(f) and f.name not in cameras]
     camera_offsets(sorted({*cameras, *(f.name for f in others)}), spec, str(cameras_file or run_dir / CAMERAS_FILE))
-    if embedder is None or not others:
+    has_store = (run_dir / STORE_DIR / DB_NAME).is_file()
+    store = TrackStore.open(run_dir / STORE_DIR) if has_store else None  # a damaged one is said now, not after
+    if embedder is None or (not others and store is None):
+        return
+    embedder = embedder()
+    if store is not None:
+        TrackStore.open(run_dir / STORE_DIR, embedder)  # another embedder's store is refused in one line
+    if not others:
         return
     used = _embedder_info({f.name: _read_run_json(f) for f in others})
-    embedder = embedder()
     if (used.fingerprint, used.dim) != (embedder.fingerprint, embedder.dim):
         raise CrosscamError(
             f"--reid: {embedder.name} ({embedder.fingerprint[:12]}, dim {embedder.dim}) is not the embedder this "

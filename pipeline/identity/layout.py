@@ -12,7 +12,7 @@ from pipeline.identity.store import DB_NAME
 from pipeline.types import STORE_DIR
 from reid.errors import CrosscamError
 
-__all__ = ["STORE_DIR", "camera_folders", "is_camera_folder", "run_inside"]
+__all__ = ["STORE_DIR", "camera_folders", "is_camera_folder", "run_folders", "run_inside"]
 
 
 def run_inside(folder: Path) -> Path | None:
@@ -29,11 +29,19 @@ def is_camera_folder(path: Path) -> bool:
     return not path.name.startswith(".") and (path / "run.json").is_file() and (path / "tracks.json").is_file()
 
 
+def run_folders(run_dir: Path) -> list[Path]:
+    """Every camera folder of ``run_dir`` with a ``run.json`` (running, failed, without summaries
+    too; not the hidden ones beside them), by name; none when there is no such directory."""
+    if not run_dir.is_dir():
+        return []
+    return sorted(p for p in run_dir.iterdir() if not p.name.startswith(".") and (p / "run.json").is_file())
+
+
 def camera_folders(run_dir: Path) -> list[Path]:
     """The run's camera folders (those with ``run.json`` and track summaries), by name."""
     if not run_dir.is_dir():
         raise CrosscamError(f"{run_dir}: no such run directory; run `crosscam track ... --out {run_dir}` first")
-    folders = sorted(p for p in run_dir.iterdir() if is_camera_folder(p))
+    folders = [p for p in run_folders(run_dir) if is_camera_folder(p)]
     if not folders:
         raise CrosscamError(
             f"{run_dir}: no camera outputs (RUN_DIR/<camera>/run.json + tracks.json); "

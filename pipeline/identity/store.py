@@ -264,8 +264,8 @@ class TrackStore:
             raise CrosscamError(
                 f"{folder}: store was built with embedder {stored.name} (fingerprint "
                 f"{stored.fingerprint[:12]}, dim {stored.dim}), not {expected.name} (fingerprint "
-                f"{expected.fingerprint[:12]}, dim {expected.dim}); use the same --reid weights "
-                f"or a new --out directory"
+                f"{expected.fingerprint[:12]}, dim {expected.dim}); track with that --reid, or move "
+                f"{folder} aside to build the identities afresh with `crosscam associate {folder.parent}`"
             )
         return cls(folder, stored, config or StoreConfig())
 

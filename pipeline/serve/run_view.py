@@ -21,7 +21,7 @@ from typing import Callable, TypeVar
 import numpy as np
 
 from pipeline.config import PipelineConfig
-from pipeline.identity.layout import STORE_DIR, run_inside
+from pipeline.identity.layout import STORE_DIR, run_folders, run_inside
 from pipeline.identity.query import colour_normalised
 from pipeline.identity.report import IdentityOverview, identity_overviews, last_tracked_frame, recorded_stride, run_title
 from pipeline.identity.store import DB_NAME, TrackStore
@@ -76,7 +76,7 @@ class RunView:
         self._lock = threading.Lock()
         self._store: TrackStore | None = None
         self._store_file: tuple[int, int] | None = None  # (device, inode) of the database self._store opened
-        self._frames: dict[str, tuple[tuple[str, bool], CameraFrames]] = {}
+        self._frames: dict[str, tuple[tuple[str, bool, int], CameraFrames]] = {}
         self._boxes: dict[str, _BoxTable] = {}
         self._overviews: tuple[int, list[IdentityOverview]] | None = None
 
@@ -140,7 +140,7 @@ class RunView:
     # -- cameras ---------------------------------------------------------------------------------
     def camera_names(self) -> list[str]:
         """Cameras with a folder and ``run.json`` (running ones included), by name."""
-        return sorted(p.name for p in self.run_dir.iterdir() if (p / "run.json").is_file() and not p.name.startswith("."))
+        return [p.name for p in run_folders(self.run_dir)]
 
     def camera_folder(self, camera: str) -> Path:
         if camera not in self.camera_names():
@@ -161,7 +161,7 @@ class RunView:
         source = str(run.get("source") or "")
         # whether the source is still there is part of the key: a process that opened it before it
         # was deleted would go on showing it while the others show annotated.mp4
-        key = (source, readable_source(source) is not None)
+        key = (source, readable_source(source) is not None, recorded_stride(run))
         with self._lock:
             cached = self._frames.get(camera)
             if cached is None or cached[0] != key:

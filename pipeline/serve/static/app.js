@@ -275,7 +275,7 @@ class Player {
 // ---------------------------------------------------------------------------------------------
 function limitsProblem() {  // a one-line message when top-k or min score is out of range, else ''
   const k = $('top-k').value, score = $('min-score').value;
-  if (k !== '' && !(Number.isInteger(Number(k)) && k >= 1 && k <= 100)) return `top-k ${k}: give a whole number from 1 to 100`;
+  if (k !== '' && !(/^\d+$/.test(k.trim()) && k >= 1 && k <= 100)) return `top-k ${k}: give a whole number from 1 to 100`;
   if (score !== '' && !(Number(score) >= -1 && Number(score) <= 1)) return `min score ${score}: give a cosine similarity from -1 to 1`;
   return '';
 }
