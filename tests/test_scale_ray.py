@@ -409,6 +409,20 @@ def test_a_missing_input_is_refused_before_a_local_ray_starts(capsys, tmp_path, 
     assert time.monotonic() - started < 20 and not (tmp_path / "run").exists()
 
 
+def test_a_cluster_asking_for_its_token_says_so_in_one_line(scene, cluster, tmp_path):
+    """Without RAY_AUTH_MODE=token Ray logged a warning a second for 20 s, and the error named the
+    address's other IP and the token last of four guesses."""
+    address, _ = cluster
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "track", str(scene / "cam1.mp4"), "--out",
+                           str(tmp_path / "run"), *SETTINGS, "--ray-address", address], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"error: --ray-address {address}: cannot join the Ray cluster: it asks for its token, "
+                                   "which Ray sends only with RAY_AUTH_MODE=token (and the cluster's ~/.ray/auth_token, "
+                                   "or RAY_AUTH_TOKEN)")
+
+
 def test_an_empty_ray_address_is_refused(capsys, tmp_path):
     assert main(["track", "cam1.mp4", "--out", str(tmp_path / "run"), "--ray-address", " "]) == 2
     assert "--ray-address '': give the cluster's HOST:PORT" in capsys.readouterr().err

@@ -23,7 +23,10 @@ import itertools
 import logging
 import os
 import socket
+import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -103,6 +106,28 @@ def _quiet_token_notice() -> None:
 class _TokenNoticeFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("Token authentication is enabled")
+
+
+@contextmanager
+def _fd2_kept(keep: bool) -> Iterator[Callable[[], str]]:
+    """With ``keep``, what is written to file descriptor 2 (Python's stderr and Ray's C++ core alike)
+    while inside goes to a temporary file instead; the function yielded returns it afterwards."""
+    if not keep:
+        yield lambda: ""
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    kept: list[str] = []
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lambda: "".join(kept)
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            kept.append(sink.read().decode(errors="replace"))
 
 
 def _token_hint() -> str:
@@ -203,15 +228,26 @@ class WorkerPool:
                 check_reachable(address, "--ray-address" if self.address else "RAY_ADDRESS")
             if not address:
                 _quiet_token_notice()
-            try:
-                # "local": a Ray of this run's own, never a `ray start` cluster Ray would find on this machine
-                ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING,
-                         log_to_driver=True)
-            except (OSError, ValueError, RuntimeError) as exc:
+            failed = None
+            # Ray's core logs each failed attempt to join (one a second for 20 s) on stderr: kept back
+            # and read for the cause, which the exception does not name
+            with _fd2_kept(bool(address)) as said:
+                try:
+                    # "local": a Ray of this run's own, never a `ray start` cluster Ray would find on this machine
+                    ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING,
+                             log_to_driver=True)
+                except (OSError, ValueError, RuntimeError) as exc:
+                    failed = exc
+            if failed is None:
+                sys.stderr.write(said())  # joined: whatever Ray said is shown after all
+            else:
                 given = "--ray-address" if self.address else "RAY_ADDRESS"  # the option, else the environment
                 where = f"{given} {address}: cannot join the Ray cluster" if address else "cannot start Ray here"
-                raise CrosscamError(f"{where} ({first_line(exc)[:160]}); check the address, that the cluster runs, "
-                                    f"and RAY_TMPDIR{_token_hint() if address else ''}") from None
+                if "InvalidAuthToken" in said() or "Unauthenticated" in said():
+                    raise CrosscamError(f"{where}: it asks for its token, which Ray sends only with "
+                                        "RAY_AUTH_MODE=token (and the cluster's ~/.ray/auth_token, or RAY_AUTH_TOKEN)")
+                raise CrosscamError(f"{where} ({first_line(failed)[:160]}); check the address, that the cluster runs, "
+                                    f"and RAY_TMPDIR{_token_hint() if address else ''}")
             self._started_ray = True
         try:
             self._size()
