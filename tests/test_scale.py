@@ -351,3 +351,25 @@ def test_drawing_a_unit_again_does_not_repeat_its_sources_warnings(worker, tmp_p
     with caplog.at_level("WARNING"), open_source(str(folder), "seq", SourceConfig()) as source:
         list(source)  # tracking reads it, and says so
     assert "frame 2 skipped (000003.jpg is not a readable image)" in caplog.text
+
+
+def test_ctrl_c_while_the_workers_stop_lets_them_stop_and_is_noted():
+    """Ctrl-C as the Ray workers stopped after a complete run ended it with exit 130, no JSON and no
+    word, possibly leaving Ray processes: the stop finishes, and the session notes the interrupt."""
+    import os
+    import signal
+
+    from pipeline.scale.driver import RaySession
+
+    class Pool:
+        closed = False
+
+        def close(self):
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of stopping
+            time.sleep(0.2)
+            self.closed = True
+
+    session = RaySession(load_pipeline_config(None, []))
+    session.pool = pool = Pool()
+    session.close()
+    assert pool.closed and session.interrupted_at_close and session.pool is None

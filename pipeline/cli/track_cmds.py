@@ -166,6 +166,9 @@ def register(app: typer.Typer) -> None:
                            + (f" ({plural(cam['frames_failed'], 'frame')} could not be decoded)" if cam["frames_failed"] else "")
                            + (f" ({cam['status']}: {cam['error']})" if cam["status"] != "complete" else ""))
         _report_identities(linked, identities, as_json)
+        if session is not None and session.interrupted_at_close:
+            typer.echo(f"interrupted while the Ray workers stopped: {out} was written whole (above)", err=True)
+            raise typer.Exit(130)
         if not complete:  # a Ray run finishes the other cameras when one fails: say it by the exit status
             raise typer.Exit(2)
 

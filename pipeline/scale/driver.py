@@ -39,10 +39,11 @@ from pipeline.identity.identities import GlobalVideo, render_global_videos_here
 from pipeline.scale.cluster import Job, Outcome, WorkerPool, cluster_address, import_ray
 from pipeline.scale.concat import PieceSpool
 from pipeline.scale.global_videos import render_on_workers
-from pipeline.scale.stitch import stitch_segments
 from pipeline.scale.overlaps import OverlapBoard, UnitOverlaps
+from pipeline.scale.stitch import stitch_segments
 from pipeline.scale.units import WorkUnit, plan_camera
 from pipeline.scale.worker import CameraProbe, SegmentResult, SegmentWorker
+from pipeline.stops import stops_held
 from pipeline.text import plural
 from pipeline.video.finalise import final_ids, relinked_record
 from pipeline.video.relabel import apply_id_map
@@ -316,6 +317,7 @@ class RaySession:
         self.pool: WorkerPool | None = None
         self._units: dict[str, list[WorkUnit]] = {}  # camera -> its units, for the cameras tracked completely
         self.drawn_on_workers: dict[str, int] = {}  # camera -> pieces of its annotated_global.mp4 the workers drew
+        self.interrupted_at_close = False  # Ctrl-C while the workers stopped (see close)
 
     def __enter__(self) -> "RaySession":
         return self
@@ -324,9 +326,15 @@ class RaySession:
         self.close()
 
     def close(self) -> None:
-        """Stop the workers (idempotent)."""
+        """Stop the workers (idempotent). Ctrl-C meanwhile waits for the stop to end (no Ray process
+        is left behind) and is then noted in ``interrupted_at_close``, not raised: what ran before
+        the stop is whole."""
         if self.pool is not None:
-            self.pool.close()
+            try:
+                with stops_held():
+                    self.pool.close()
+            except KeyboardInterrupt:
+                self.interrupted_at_close = True
             self.pool = None
 
     def track(self, specs: Sequence[str], out_dir: str | Path, cameras: Sequence[str] | None = None,
