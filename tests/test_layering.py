@@ -8,7 +8,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = ("pipeline.config", "pipeline.types", "pipeline.boxes", "pipeline.colour", "pipeline.text", "pipeline.metrics",
-          "pipeline.stops")
+          "pipeline.stops", "pipeline.run_folders")
 TOP = ("pipeline.cli", "pipeline.serve", "pipeline.scale", "pipeline.demo")
 
 

@@ -420,7 +420,7 @@ def test_a_camera_another_command_is_tracking_is_refused_and_its_work_is_left_al
                                                                                   osnet_onnx: Path):
     """Two commands tracking one camera into one run both wrote its folder (and the second deleted
     the first's .hall.retrack): the second is refused in one line now; other cameras go ahead."""
-    from pipeline.video.run import claim_camera, release
+    from pipeline.run_folders import claim_camera, release
 
     args, out, snapshot = tracked_hall(tmp_path, capsys, osnet_onnx)
     before = snapshot()
@@ -476,7 +476,7 @@ def test_a_camera_name_reused_for_another_video_is_warned_about(tmp_path: Path, 
     code, _, err = run_cli([*args, "--camera", "lobby", "--max-frames", "20"], capsys)
     assert code == 0, err
     assert (f"camera hall of this run was tracked from {other} too" not in caplog.text
-            and f"camera lobby of this run" not in caplog.text)  # hall is the other video now: nothing to say
+            and "camera lobby of this run" not in caplog.text)  # hall is the other video now: nothing to say
     code, _, err = run_cli(["track", str(other), "--camera", "door", "--out", str(out), "--detector", "motion",
                             "--reid", str(osnet_onnx), "--quiet"], capsys)
     assert code == 0 and f"camera hall of this run was tracked from {other} too" in caplog.text
@@ -571,7 +571,7 @@ def test_ctrl_c_keeps_the_cameras_tracked_again_completely_before_it(tmp_path: P
 def test_a_file_system_without_locks_warns_and_tracks(tmp_path: Path, monkeypatch, caplog):
     import fcntl
 
-    from pipeline.video.run import claim_camera, release
+    from pipeline.run_folders import claim_camera, release
 
     def no_locks(fd, operation):
         raise OSError(38, "Function not implemented")

@@ -34,10 +34,10 @@ from pipeline.identity.cameras import CamerasFile, camera_offsets, load_cameras_
 from pipeline.identity.layout import STORE_DIR, camera_folders, is_camera_folder, run_folders
 from pipeline.identity.report import write_report
 from pipeline.identity.store import DB_NAME, CameraRecord, CameraTracks, EmbedderInfo, TrackStore
+from pipeline.run_folders import claim_camera, publish, release, waiting_retracks
 from pipeline.stops import stops_held
 from pipeline.types import CAMERAS_FILE, TrackSummary, read_run_record, read_track_summaries
 from pipeline.video.annotate import render_tracks_video
-from pipeline.video.run import claim_camera, publish, release, waiting_retracks
 from pipeline.video.sources import open_source, source_warnings_muted
 from pipeline.video.tracks_file import TrackRows, read_camera_tracks
 from reid.errors import CrosscamError
@@ -105,10 +105,10 @@ def update_identities(
     ``cameras_file`` (YAML, see ``pipeline.identity.cameras``) is copied to ``RUN_DIR/cameras.yaml`` and
     used by later calls too; without one, times are seconds from each video's start.
     ``staged`` maps a camera tracked again to its new outputs beside its folder
-    (:func:`pipeline.video.run.working_folder`): they are read in its place and replace it right after
+    (:func:`pipeline.run_folders.working_folder`): they are read in its place and replace it right after
     the store takes them, so the folder and the store never disagree for longer than a rename.
     Cameras tracked again completely by a run stopped before its association are staged so too
-    (:func:`pipeline.video.run.waiting_retracks`).
+    (:func:`pipeline.run_folders.waiting_retracks`).
     ``render_videos`` draws the cameras' ``annotated_global.mp4`` that are out of date (default:
     :func:`render_global_videos_here`).
     """

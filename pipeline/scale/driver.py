@@ -43,13 +43,14 @@ from pipeline.scale.overlaps import OverlapBoard, UnitOverlaps
 from pipeline.scale.stitch import stitch_segments
 from pipeline.scale.units import WorkUnit, plan_camera
 from pipeline.scale.worker import CameraProbe, SegmentResult, SegmentWorker
+from pipeline.run_folders import (claim_cameras, keep_earlier, make_folder, publish, warn_if_another_source,
+                                  working_folder, write_json_atomic)
 from pipeline.stops import stops_held
 from pipeline.text import plural
 from pipeline.video.finalise import final_ids, relinked_record
 from pipeline.video.relabel import apply_id_map
-from pipeline.video.run import (CameraRun, check_camera_names, check_out_dir, claim_cameras, drop_staged, first_line,
-                                keep_complete_staged, keep_earlier, make_folder, package_versions, publish, publish_staged,
-                                resolved_config, utc_now, warn_if_another_source, working_folder, write_json_atomic)
+from pipeline.video.run import (CameraRun, check_camera_names, check_out_dir, drop_staged, first_line, keep_complete_staged,
+                                package_versions, publish_staged, resolved_config, utc_now)
 from pipeline.video.sources import default_camera_name, kept_frames, open_source, source_warnings_muted
 from pipeline.video.track_state import write_track_states
 from pipeline.video.tracks_file import TrackRows, read_camera_tracks, write_tracks_file
@@ -358,7 +359,7 @@ class RaySession:
         try:
             for name, spec in zip(names, specs):
                 warn_if_another_source(out_dir / name, spec)
-            # a camera tracked completely before is written beside it until complete (pipeline.video.run.working_folder)
+            # a camera tracked completely before is written beside it until complete (pipeline.run_folders.working_folder)
             cams = [_Camera(name, spec, working_folder(out_dir / name), run, i)
                     for i, (name, spec, run) in enumerate(zip(names, specs, runs))]
             start = time.perf_counter()

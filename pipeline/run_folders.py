@@ -1,0 +1,192 @@
+"""A run directory's camera folders over time, for the video side (tracking into them) and the
+identity side (putting new outputs in place as the store takes them) alike.
+
+- Who may write a camera: one command at a time holds it (:func:`claim_camera`, an flock on
+  ``RUN_DIR/.CAMERA.lock``), so two commands tracking the same camera into one run never both
+  write its folder.
+- Tracking again beside the earlier outputs: a camera tracked completely before is tracked into
+  ``.CAMERA.retrack`` (:func:`working_folder`), which replaces its folder only once complete
+  (:func:`publish`); a stopped or failed run is dropped (:func:`keep_earlier`). Complete new
+  outputs of a run stopped before its association wait there (:func:`waiting_retracks`) until
+  an association puts them in place together with the store.
+- Files written whole or not at all (:func:`write_json_atomic`), folders made with one-line errors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import IO, Sequence
+
+from pipeline.types import read_run_record
+from reid.errors import CrosscamError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; two commands tracking one camera are then not kept apart
+    fcntl = None
+
+log = logging.getLogger(__name__)
+
+RETRACK_SUFFIX = ".retrack"  # .CAMERA.retrack: a camera tracked again, beside its earlier outputs
+
+
+def make_folder(folder: Path) -> None:
+    """``mkdir -p folder``, with a failure (a read-only or special file system) as one line."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CrosscamError(f"{folder}: cannot make this folder ({exc.strerror}); give another --out") from None
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write ``data`` to ``path`` through a temporary file, so readers never see half of it."""
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
+def claim_camera(out_dir: Path, name: str) -> IO:
+    """This process's exclusive hold on camera ``name`` of the run ``out_dir`` (an flock on
+    ``.NAME.lock`` there, removed on :func:`release`) until released: a second command tracking
+    the same camera into the same run is refused in one line, where both wrote its folder (and one
+    deleted the other's ``.NAME.retrack``). Other cameras of the run are tracked side by side."""
+    make_folder(out_dir)
+    path = out_dir / f".{name}.lock"
+    while True:
+        handle = open(path, "a")
+        if fcntl is None:  # Windows: no flock
+            return handle
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise _camera_busy(out_dir, name) from None
+        except OSError as exc:  # a file system without locks (some FUSE and network mounts)
+            log.warning("%s: cannot be locked (%s); two commands tracking camera %s at once are not kept apart",
+                        path, exc.strerror, name)
+            return handle
+        try:
+            if os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino:
+                return handle
+        except FileNotFoundError:
+            pass
+        handle.close()  # its holder released (removed) it as this opened it: claim the file there now
+
+
+def check_camera_free(out_dir: Path, name: str) -> None:
+    """Refuse now (before models load) a camera another command holds; creates nothing. The hold
+    itself is taken by :func:`claim_camera`, which checks again."""
+    if fcntl is None:
+        return
+    try:
+        handle = open(out_dir / f".{name}.lock", "rb")
+    except OSError:  # no lock file: nobody holds it
+        return
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _camera_busy(out_dir, name) from None
+        except OSError:  # no locks on this file system: claim_camera says so
+            pass
+
+
+def _camera_busy(out_dir: Path, name: str) -> CrosscamError:
+    return CrosscamError(f"camera {name}: another crosscam command is tracking it into {out_dir} now; wait for it "
+                         "to finish, or give this input another --camera")
+
+
+def claim_cameras(out_dir: Path, names: Sequence[str]) -> list[IO]:
+    """:func:`claim_camera` for every name, all or none."""
+    claims: list[IO] = []
+    try:
+        for name in names:
+            claims.append(claim_camera(out_dir, name))
+    except BaseException:
+        release(claims)
+        raise
+    return claims
+
+
+def release(claims: Sequence[IO | None]) -> None:
+    """Let other commands track these cameras again (their lock files go)."""
+    for claim in claims:
+        if claim is not None:
+            Path(claim.name).unlink(missing_ok=True)  # while still held: a command opening it now claims anew
+            claim.close()
+
+
+def warn_if_another_source(folder: Path, uri: str) -> None:
+    """Warn when the camera ``folder`` holds a run of another video than ``uri``: tracking ``uri``
+    under its name replaces that camera's tracks (a name reused by mistake loses the other camera);
+    and when another camera of the run was tracked from ``uri``: everyone in it would be seen
+    twice, by two cameras at the same moments (a camera renamed by mistake)."""
+    earlier = read_run_record(folder).get("source")
+    if earlier and not _same_source(str(earlier), uri):
+        log.warning("camera %s was tracked from %s; this run of %s replaces its tracks (give another --camera to "
+                    "keep both)", folder.name, earlier, uri)
+    others = folder.parent.iterdir() if folder.parent.is_dir() else ()
+    for other in sorted(p for p in others if p != folder and not p.name.startswith(".")):
+        source = read_run_record(other).get("source")
+        if source and _same_source(str(source), uri):
+            log.warning("camera %s of this run was tracked from %s too: its people will be in both cameras at the "
+                        "same moments (give --camera %s to track it again under its name)", other.name, uri, other.name)
+
+
+def _same_source(a: str, b: str) -> bool:
+    return a == b or ("://" not in a and "://" not in b and Path(a).resolve() == Path(b).resolve())
+
+
+def working_folder(folder: Path) -> Path:
+    """Where a camera is tracked into: ``folder``, or beside it (``.CAMERA.retrack``) when it holds
+    a complete earlier run, which :func:`publish` then replaces and :func:`keep_earlier` keeps."""
+    if read_run_record(folder).get("status") != "complete":
+        return folder
+    work = folder.with_name(f".{folder.name}{RETRACK_SUFFIX}")
+    shutil.rmtree(work, ignore_errors=True)  # left by a process killed outright, or superseded by this run
+    return work
+
+
+def publish(folder: Path, work: Path) -> None:
+    """A complete run in ``work`` becomes the camera's ``folder`` (nothing to do when they are one,
+    or when ``work`` is in place already)."""
+    if work != folder and work.exists():
+        replace_folder(folder, work)
+
+
+def keep_earlier(folder: Path, work: Path) -> None:
+    """A run into ``work`` stopped (Ctrl-C, an error): drop it, keeping ``folder``'s complete one."""
+    if work != folder and work.exists():
+        shutil.rmtree(work, ignore_errors=True)
+        print(f"{folder.name}: stopped; its earlier complete outputs are kept", file=sys.stderr)
+
+
+def wait_for_association(folder: Path, work: Path) -> None:
+    if work != folder and work.exists():
+        print(f"{folder.name}: tracked again completely; its new outputs wait in {work.name} until `crosscam "
+              f"associate {folder.parent}` puts them in place with the identities", file=sys.stderr)
+
+
+def waiting_retracks(run_dir: Path) -> dict[str, Path]:
+    """The cameras of ``run_dir`` tracked again completely whose new outputs wait beside their
+    folder (a run stopped before its association), by name: ``{camera: .CAMERA.retrack}``."""
+    found = {}
+    for work in sorted(run_dir.glob(f".*{RETRACK_SUFFIX}")) if run_dir.is_dir() else ():
+        name = work.name[1:-len(RETRACK_SUFFIX)]
+        if name and (run_dir / name).is_dir() and read_run_record(work).get("status") == "complete":
+            found[name] = work
+    return found
+
+
+def replace_folder(folder: Path, new: Path) -> None:
+    """Put ``new`` where ``folder`` is, by renames in one directory (the old one deleted last)."""
+    old = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(folder, old)
+    os.replace(new, folder)
+    shutil.rmtree(old, ignore_errors=True)
