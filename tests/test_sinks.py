@@ -153,3 +153,16 @@ def test_no_tracks_gives_valid_empty_outputs(tmp_path: Path):
     assert read_track_summaries(tmp_path) == []
     assert (tmp_path / "tracks.txt").read_text() == ""
     assert (tmp_path / "thumbs").is_dir()
+
+
+def test_a_video_too_slow_to_write_says_which_stride(tmp_path: Path, capfd):
+    """--stride 20000 on a 10 fps video: OpenCV's error lines, then 'cannot write .mp4 with mp4v; use mp4v'."""
+    from reid.errors import CrosscamError
+
+    with pytest.raises(CrosscamError, match=r"annotated.mp4 at 0.0005 frames/s \(the source's rate over --stride\) "
+                                            r"cannot be written; give a smaller --stride"):
+        AnnotatedVideoWriter(tmp_path / "annotated.mp4", fps=10 / 20000, frame_size=(64, 48))
+    with AnnotatedVideoWriter(tmp_path / "slow.mp4", fps=10 / 5000, frame_size=(64, 48)) as video:  # the slowest written
+        video.write(FrameResult(Frame("c", 0, 0.0, np.zeros((48, 64, 3), np.uint8)), tracks=[]))
+    assert (tmp_path / "slow.mp4").is_file() and not (tmp_path / "annotated.mp4").exists()
+    assert "ERROR" not in capfd.readouterr().err

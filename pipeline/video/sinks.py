@@ -24,6 +24,8 @@ from pipeline.video.track_state import TrackAccumulator, write_track_states
 from pipeline.video.tracks_file import mot_line
 from reid.errors import CrosscamError
 
+MIN_VIDEO_FPS = 0.002  # frames/s: the slowest MP4 FFmpeg wrote here (10 fps over --stride 5000; 10000 failed)
+
 
 class _Sink:
     """Open/close bookkeeping shared by the sinks; subclasses implement ``write`` and ``_finish``."""
@@ -49,6 +51,16 @@ class _Sink:
         self.close()
 
 
+def _video_writer(path: Path, codec: str, fps: float, frame_size: tuple[int, int]) -> cv2.VideoWriter:
+    """An OpenCV writer, its own error lines held back (a writer that did not open is said in one line)."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        return cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, frame_size)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
 def _tmp_name(path: Path) -> Path:
     return path.with_name(f"{path.stem}.partial{path.suffix}")
 
@@ -69,9 +81,13 @@ class AnnotatedVideoWriter(_Sink):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = _tmp_name(self.path)
-        self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*codec), fps, frame_size)
+        if fps < MIN_VIDEO_FPS:  # FFmpeg's MPEG-4 encoder has no time base for it
+            raise CrosscamError(f"{self.path.name} at {fps:g} frames/s (the source's rate over --stride) cannot be "
+                                "written; give a smaller --stride, or --set output.video=false")
+        self._writer = _video_writer(self._tmp, codec, fps, frame_size)
         if not self._writer.isOpened():
-            raise CrosscamError(f"output.codec={codec!r}: OpenCV cannot write {self.path.suffix} with it; use mp4v")
+            hint = "use mp4v" if codec != "mp4v" else "this OpenCV writes no MP4 (is it built with FFmpeg?)"
+            raise CrosscamError(f"output.codec={codec!r}: OpenCV cannot write {self.path.suffix} with it; {hint}")
         self.frame_size = frame_size
         self.frames_written = 0
         self._trail_length = trail_length
