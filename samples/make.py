@@ -67,8 +67,9 @@ def check_out_folder(out: Path) -> None:
 def make_scene(options: SceneOptions, out_dir: str | Path, progress: bool = True) -> dict:
     """Render every camera of the scene drawn from ``options`` into ``out_dir``; returns a summary.
 
-    Each file is written under a temporary name and renamed when complete, so an interrupted run
-    never leaves a truncated video or ground truth under the final name.
+    Every file is written under a temporary name and the new scene's files replace the folder's
+    only once all are complete, so a stop (Ctrl-C) leaves an earlier scene there whole, and
+    never a truncated video or ground truth under a final name.
     """
     check_options(options)
     out = Path(out_dir)
@@ -77,46 +78,36 @@ def make_scene(options: SceneOptions, out_dir: str | Path, progress: bool = True
         (out / "gt").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CrosscamError(f"{out}: cannot make this folder ({exc.strerror}); give another --out") from None
-    (out / _MAKING).touch()
-    # made again: a stop midway must not leave the old scene's description, nor cameras the new one lacks
-    (out / "scene.json").unlink(missing_ok=True)
-    for old in [*out.glob("cam*.mp4"), *(out / "gt").glob("cam*.txt")]:
-        if (camera := _CAMERA_FILE.fullmatch(old.name)) and int(camera[1]) > options.cameras:
-            old.unlink()
+    if not (out / "scene.json").is_file():
+        (out / _MAKING).touch()  # no scene here yet: the folder is one being made until scene.json
     started = time.perf_counter()
     scene = build_scene(options)
     textures = make_textures(scene)
     n_frames = options.num_frames
-    gt_rows = {}
+    made: list[tuple[Path, Path]] = []  # (temporary file, its final name)
     bar = tqdm(total=n_frames * len(scene.cameras), desc="rendering", unit="frame", disable=not progress)
-    for index, camera in enumerate(scene.cameras):
-        renderer = CameraRenderer(scene, index, textures)
-        video_tmp = out / f"{camera.name}.tmp.mp4"
-        writer = cv2.VideoWriter(str(video_tmp), cv2.VideoWriter_fourcc(*"mp4v"), options.fps, camera.size)
-        if not writer.isOpened():
-            raise CrosscamError(f"{video_tmp}: OpenCV cannot write MP4 here; check the folder is writable")
-        rows = []
-        try:
-            for k in range(n_frames):
-                image, frame_rows = renderer.render(k)
-                writer.write(image)
-                rows += frame_rows
-                bar.update(1)
-        except BaseException:
-            writer.release()
-            video_tmp.unlink(missing_ok=True)
-            raise
-        writer.release()
-        gt_tmp = out / "gt" / f"{camera.name}.txt.tmp"
-        gt_tmp.write_text("".join(",".join(_fmt(v) for v in r) + "\n" for r in rows))
-        video_tmp.replace(out / f"{camera.name}.mp4")
-        gt_tmp.replace(out / "gt" / f"{camera.name}.txt")
-        gt_rows[camera.name] = len(rows)
-    bar.close()
-    description = scene.describe()
-    scene_tmp = out / "scene.json.tmp"
-    scene_tmp.write_text(json.dumps(description, indent=1))
-    scene_tmp.replace(out / "scene.json")
+    try:
+        gt_rows = {camera.name: _render_camera(scene, index, textures, out, options, made, bar)
+                   for index, camera in enumerate(scene.cameras)}
+        description = scene.describe()
+        scene_tmp = out / "scene.json.tmp"
+        scene_tmp.write_text(json.dumps(description, indent=1))
+        made.append((scene_tmp, out / "scene.json"))
+    except BaseException:
+        for tmp, _ in made:
+            tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        bar.close()
+    # The new scene's files replace the earlier ones (a stop in these few renames leaves a scene being
+    # made, which the same command makes again)
+    (out / _MAKING).touch()
+    (out / "scene.json").unlink(missing_ok=True)
+    for old in [*out.glob("cam*.mp4"), *(out / "gt").glob("cam*.txt")]:  # cameras the new scene lacks
+        if (camera := _CAMERA_FILE.fullmatch(old.name)) and int(camera[1]) > options.cameras:
+            old.unlink()
+    for tmp, final in made:
+        tmp.replace(final)
     (out / _MAKING).unlink()
     return {
         "out": str(out),
@@ -128,6 +119,32 @@ def make_scene(options: SceneOptions, out_dir: str | Path, progress: bool = True
         "overlapping_pairs": description["overlapping_pairs"],
         "seconds_elapsed": round(time.perf_counter() - started, 2),
     }
+
+
+def _render_camera(scene, index: int, textures, out: Path, options: SceneOptions, made: list[tuple[Path, Path]],
+                   bar: tqdm) -> int:
+    """Camera ``index``'s video and ground truth under temporary names (added to ``made`` as they
+    are opened, so a stop removes them); returns its ground-truth rows."""
+    camera = scene.cameras[index]
+    renderer = CameraRenderer(scene, index, textures)
+    video_tmp = out / f"{camera.name}.tmp.mp4"
+    made.append((video_tmp, out / f"{camera.name}.mp4"))
+    writer = cv2.VideoWriter(str(video_tmp), cv2.VideoWriter_fourcc(*"mp4v"), options.fps, camera.size)
+    if not writer.isOpened():
+        raise CrosscamError(f"{video_tmp}: OpenCV cannot write MP4 here; check the folder is writable")
+    rows = []
+    try:
+        for k in range(options.num_frames):
+            image, frame_rows = renderer.render(k)
+            writer.write(image)
+            rows += frame_rows
+            bar.update(1)
+    finally:
+        writer.release()
+    gt_tmp = out / "gt" / f"{camera.name}.txt.tmp"
+    made.append((gt_tmp, out / "gt" / f"{camera.name}.txt"))
+    gt_tmp.write_text("".join(",".join(_fmt(v) for v in r) + "\n" for r in rows))
+    return len(rows)
 
 
 def _fmt(value) -> str:

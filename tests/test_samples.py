@@ -214,12 +214,14 @@ def test_a_make_stopped_midway_can_be_made_again(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(make.CameraRenderer, "render", stop_on_cam2)
     assert main(["samples", "make", "--out", str(tmp_path / "scene"), *small]) == 130
-    assert (tmp_path / "scene" / "cam1.mp4").is_file() and not (tmp_path / "scene" / "scene.json").exists()
+    assert sorted(p.name for p in (tmp_path / "scene").iterdir()) == [".making", "gt"]  # no file cut short, none half
     monkeypatch.setattr(make.CameraRenderer, "render", real_render)
     assert main(["samples", "make", "--out", str(tmp_path / "other"), *small]) == 0  # a complete scene, made again
+    whole = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "other").rglob("*") if p.is_file()}
     monkeypatch.setattr(make.CameraRenderer, "render", stop_on_cam2)  # with another seed, and stopped midway:
     assert main(["samples", "make", "--out", str(tmp_path / "other"), *small, "--seed", "3"]) == 130
-    assert not (tmp_path / "other" / "scene.json").exists()  # the old scene's description went with its videos
+    # the earlier scene stays whole (cam1 of the new one replaced its video, and scene.json was gone)
+    assert {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "other").rglob("*") if p.is_file()} == whole
     assert "interrupted: " in capsys.readouterr().err  # said nothing
     monkeypatch.setattr(make.CameraRenderer, "render", real_render)
     one = [a if a != "2" else "1" for a in small]  # --cameras 1 over a 2-camera scene: cam2 goes

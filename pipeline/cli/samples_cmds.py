@@ -60,7 +60,8 @@ def register(app: typer.Typer) -> None:
         try:
             summary = make_scene(options, out, progress=not quiet)
         except KeyboardInterrupt:
-            typer.echo(f"interrupted: {out} holds part of the scene; the same command makes it again there", err=True)
+            typer.echo(f"interrupted: {out} is as it was (an earlier scene there stays whole); the same command makes "
+                       "the scene again", err=True)
             raise typer.Exit(130) from None
         if as_json:
             typer.echo(json.dumps(summary))
