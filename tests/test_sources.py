@@ -370,3 +370,14 @@ def test_a_video_range_starting_between_strided_frames_and_past_the_end(tmp_path
 def test_a_stream_cannot_be_cut_into_ranges():
     with pytest.raises(CrosscamError, match="cannot be cut"):
         open_source("rtsp://127.0.0.1:9/cam", None, SourceConfig(), FrameRange(10, 20))
+
+
+def test_many_unreadable_images_are_said_ten_times_then_counted(tmp_path: Path, caplog):
+    """An image folder of 5 good and 35 broken files printed 35 warnings."""
+    for i in range(40):
+        path = tmp_path / f"{i:06d}.png"
+        cv2.imwrite(str(path), numbered_frame(i)) if i < 5 else path.write_bytes(b"not an image")
+    with open_source(str(tmp_path), "door", SourceConfig()) as src:
+        assert len(list(src)) == 5 and src.frames_failed == 35
+    said = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(said) == 10 and said[-1].endswith("further skipped frames are only counted (run.json: frames_failed)")

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+SKIPS_SAID = 10  # undecodable frames said one by one per source; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,10 @@ class FrameSource(ABC):
 
     def _skip_failed(self, index: int, why: str) -> None:
         self.frames_failed += 1
-        log.warning("%s: frame %d skipped (%s)", self.uri, index, why)
+        if self.frames_failed <= SKIPS_SAID:
+            log.warning("%s: frame %d skipped (%s)%s", self.uri, index, why,
+                        "; further skipped frames are only counted (run.json: frames_failed)"
+                        if self.frames_failed == SKIPS_SAID else "")
 
     @abstractmethod
     def __iter__(self) -> Iterator[Frame]: ...
