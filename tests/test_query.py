@@ -142,6 +142,7 @@ def test_bad_queries_are_one_line_and_change_nothing(synthetic_run: Path, tmp_pa
     garbage = tmp_path / "garbage.jpg"
     garbage.write_bytes(b"not an image")
     assert "cannot read it as an image" in crosscam_error(capsys, synthetic_run, "--image", garbage)
+    assert f"--image {tmp_path}: a folder, not an image; pass a JPEG/PNG file" in crosscam_error(capsys, synthetic_run, "--image", tmp_path)
     assert "--image " + str(tmp_path / "nope.jpg") + ": no such file" in crosscam_error(
         capsys, synthetic_run, "--image", tmp_path / "nope.jpg")  # said 'cannot read it as an image'
     thumb = synthetic_run / "hall" / "thumbs" / "1.jpg"

@@ -290,6 +290,7 @@ def test_a_camera_tracked_again_is_replaced_only_when_complete(tmp_path: Path, c
 
     names = sorted(p.name for p in out.iterdir())
     refused(["--cameras", str(tmp_path / "nope.yaml")], "cameras file not found")
+    refused(["--cameras", str(tmp_path)], "a folder, not a cameras file")
     (tmp_path / "door.yaml").write_text("cameras:\n  - {name: door, offset_s: 0}\n")
     refused(["--cameras", str(tmp_path / "door.yaml")], "no entry for camera(s) hall")
     other = out / "door"  # a camera of the run tracked with another embedder

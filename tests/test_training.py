@@ -513,3 +513,13 @@ def test_missing_imagenet_weights_are_said_before_the_images_load(tmp_path, monk
     with pytest.raises(CrosscamError, match="model.pretrained: no ImageNet weights for resnet18"):
         Trainer(load_train_config(None, [*TINY, "model.pretrained=true"]), data, tmp_path / "run", progress=False).run()
     assert not loaded
+
+
+def test_nothing_to_resume_is_said_before_the_images_load_and_makes_no_folder(tmp_path, monkeypatch):
+    """`train --resume --out NEW` loaded every training image, then refused, leaving NEW/ empty."""
+    data = write_market_folder(tmp_path / "market")
+    loaded = []
+    monkeypatch.setattr("reid.training.trainer.TrainImages.load", lambda *a, **k: loaded.append(1))
+    with pytest.raises(CrosscamError, match="run/last.pth: nothing to resume; run without --resume"):
+        Trainer(load_train_config(None, TINY), data, tmp_path / "run", resume=True, progress=False).run()
+    assert not loaded and not (tmp_path / "run").exists()

@@ -144,7 +144,8 @@ def load_cameras_file(path: str | Path) -> CamerasFile:
     """Read and validate a cameras YAML file; every problem is one line naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise CrosscamError(f"{path}: cameras file not found; pass an existing YAML file")
+        what = "a folder, not a cameras file" if path.is_dir() else "cameras file not found"
+        raise CrosscamError(f"{path}: {what}; pass an existing YAML file")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

@@ -199,7 +199,8 @@ def query_image(
     run_dir = Path(run_dir)
     store = store if store is not None else open_run_store(run_dir, config)  # not `or`: that counts its rows
     if not Path(image_path).is_file():
-        raise CrosscamError(f"--image {image_path}: no such file; pass a JPEG/PNG file")
+        what = "a folder, not an image" if Path(image_path).is_dir() else "no such file"
+        raise CrosscamError(f"--image {image_path}: {what}; pass a JPEG/PNG file")
     image = cv2.imread(str(image_path))
     if image is None:
         raise CrosscamError(f"--image {image_path}: cannot read it as an image; pass a JPEG/PNG file")

@@ -112,6 +112,9 @@ class Trainer:
                                 f"{Path.cwd()}); give the model to fine-tune with --set model.onnx=PATH")
         if cfg.model.pretrained and not self.resume and cfg.model.backbone != "onnx":
             imagenet_weights_file(cfg.model.backbone)  # missing: said before the images load (a minute for Market-1501)
+        if self.resume and not (self.out_dir / "last.pth").is_file():  # said before the images load, too
+            raise CrosscamError(f"{self.out_dir / 'last.pth'}: nothing to resume; run without --resume to start a new "
+                                f"training in {self.out_dir}")
         self.data_key = train_files_key(dataset)  # --resume: the same images
         self.eval_key = _eval_files_key(dataset)  # --resume: said when the evaluation's images changed
         images = TrainImages.load(dataset.root, cfg.input.size, self.progress)
@@ -252,9 +255,7 @@ class Trainer:
                 "eval_s": time.perf_counter() - start}
 
     def _restore(self, model, optimizer, scaler, ema, meta) -> tuple[int, int]:
-        path = self.out_dir / "last.pth"
-        if not path.is_file():
-            raise CrosscamError(f"{path}: nothing to resume; run without --resume to start a new training in {self.out_dir}")
+        path = self.out_dir / "last.pth"  # there: checked before the images loaded
         state = read_checkpoint(path)
         saved = state.get("crosscam", {})
         if saved != meta:
