@@ -154,3 +154,14 @@ def test_embed_output_is_readable_like_the_users_other_files(images, tmp_path, c
     assert code == 0 and stat.S_IMODE(out.stat().st_mode) == 0o644
     code, _, err = run_cli(capsys, "embed", "--reid", "mobilenetv2_imagenet", "--out", tmp_path / "f.txt", images[0])
     assert code == 2 and "must end in .npy" in err and not (tmp_path / "f.txt").exists()
+
+
+def test_ctrl_c_while_embedding_says_nothing_was_written(images, tmp_path, capsys, osnet_onnx, monkeypatch):
+    """It exited 130 without a word."""
+    def stopped(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Embedder, "embed", stopped)
+    code, _, err = run_cli(capsys, "embed", "--reid", osnet_onnx, "--quiet", "--out", tmp_path / "f.npy", *images)
+    assert code == 130 and err == f"interrupted while embedding: nothing written to {tmp_path / 'f.npy'}\n"
+    assert not (tmp_path / "f.npy").exists()
