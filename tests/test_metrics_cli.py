@@ -83,6 +83,11 @@ def test_eval_mtmc_warns_per_camera_and_names_other_camera_names(tmp_path, capsy
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "its cameras (hall1, hall2) are not the ground truth's (cam1, cam2)" in err and err.count("\n") == 1
+    for cam in ("hall1", "hall2"):  # tracked with --no-identities: a run.json, no global ids (it spoke of those)
+        (tmp_path / "run" / cam / "tracks_global.txt").unlink()
+        (tmp_path / "run" / cam / "run.json").write_text("{}")
+    assert main(args) == 2
+    assert "its cameras (hall1, hall2) are not the ground truth's (cam1, cam2)" in capsys.readouterr().err
 
 
 def test_eval_mtmc_perfect_and_missing_camera(tmp_path, capsys):

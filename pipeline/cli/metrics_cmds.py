@@ -105,8 +105,9 @@ def register(app: typer.Typer) -> None:
         gt_rows = {camera: read_mot_file(path, "gt") for camera, path in gt_files.items()}
         pred_rows = {}
         if not any((run / camera / tracks).is_file() for camera in gt_files):
-            others = sorted(p.parent.name for p in run.glob(f"*/{tracks}"))
-            if others:
+            others = sorted({p.parent.name for pattern in ("*/run.json", f"*/{tracks}") for p in run.glob(pattern)
+                             if not p.parent.name.startswith(".")})  # the run's cameras, with the file or not
+            if others and not set(others) & set(gt_files):
                 raise CrosscamError(f"{run}: its cameras ({', '.join(others)}) are not the ground truth's "
                                     f"({', '.join(gt_files)}); track with --camera names as in {gt / 'gt'}")
             hint = (" (a run made with --no-identities has no global ids: score one camera with eval-mot, or "
