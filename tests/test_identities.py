@@ -359,6 +359,7 @@ def test_report_timelines_have_a_time_axis_and_room_for_long_camera_names(tmp_pa
     svg = re.search(r"<svg.*?</svg>", page).group(0)
     times = re.findall(r'class="time">([^<]*)<', svg)
     assert times == ["0.0 s", "1.0 s", "2.0 s", "3.0 s", "4.0 s"]  # the run's span, in 4 steps
+    assert f"{name} track 1: 00:00:00.0 - 00:00:03.0, frames" in page  # as `crosscam query` says times (it said 0.0-3.0 s)
     label_end = float(re.search(r'<text x="([\d.]+)"[^>]*class="lane">' + name, svg).group(1))
     first_bar = min(float(x) for x in re.findall(r'<rect x="([\d.]+)"', svg))
     assert label_end >= 7 * len(name) and first_bar > label_end  # right-aligned before the bars begin

@@ -176,8 +176,9 @@ def write_report(run_dir: Path, store: TrackStore, common_clock: bool) -> Path:
 
 
 def _when(seconds: float, origin: str | None) -> str:
-    """A time on the run's clock: its date and time where the cameras file gave start times, else seconds."""
-    return clock_text(seconds, origin) if origin else f"{seconds:.1f} s"
+    """A time on the run's clock as `crosscam query` prints it: a date and time where the cameras
+    file gave start times, else hh:mm:ss.s."""
+    return clock_text(seconds, origin or None)  # "": a store without start times
 
 
 def _identity_row(overview: IdentityOverview, cameras: list[str], t0: float, span: float, run_dir: Path,
