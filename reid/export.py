@@ -39,7 +39,6 @@ import yaml
 from torch import nn
 
 from reid import zoo
-from reid.vectors import l2_normalize
 from reid.errors import CrosscamError
 from reid.export_cache import cached_export, forget
 from reid.models.mobilenetv2 import INPUT_SIZE as MOBILENETV2_INPUT_SIZE
@@ -47,6 +46,7 @@ from reid.models.mobilenetv2 import load_mobilenetv2_imagenet
 from reid.onnx_backend import CARD_METADATA_KEY, OnnxReidModel, card_path_for, session_options
 from reid.paths import output_file
 from reid.training.checkpoint_io import load_trained_model
+from reid.vectors import l2_normalize
 
 OPSET = 17
 TOLERANCE = 1e-4

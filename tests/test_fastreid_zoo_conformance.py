@@ -35,12 +35,12 @@ from reid.checkpoint import (
     to_fastreid_name,
 )
 from reid.config import BotModelConfig
-from reid.vectors import l2_normalize
 from reid.errors import CrosscamError
 from reid.export import raw_pixel_card, write_checked_onnx
 from reid.models.bot import PIXEL_MEAN, PIXEL_STD
 from reid.onnx_backend import OnnxReidModel
 from reid.preprocess import crops_to_tensor
+from reid.vectors import l2_normalize
 
 ARCHS = list(ZOO)
 # One architecture per layer family the ONNX export must carry: IBN + non-local + learned GeM,

@@ -544,7 +544,6 @@ class TrackStore:
             finally:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
-    # -- writing -------------------------------------------------------------------------
     def uid(self) -> str | None:
         """A name made when the store was created: a store deleted and made again restarts its
         generations but not this (None for a store made before crosscam kept one)."""
@@ -552,6 +551,7 @@ class TrackStore:
             row = conn.execute("SELECT value FROM meta WHERE key = 'uid'").fetchone()
         return row[0] if row else None
 
+    # -- writing -------------------------------------------------------------------------
     def setting(self, key: str) -> str | None:
         """A setting the last write kept (:meth:`write`'s ``settings``); None where none was kept."""
         with self._reading() as conn:

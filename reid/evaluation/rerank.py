@@ -23,9 +23,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
+from reid.errors import CrosscamError
 from reid.evaluation.distance import METRICS
 from reid.vectors import l2_normalize
-from reid.errors import CrosscamError
 
 _BLOCK_ROWS = 512
 # Jaccard step, per block of query rows: expanded pairs (~40 bytes each) and dense output cells.
