@@ -26,6 +26,16 @@ CAMERAS_FILE = "cameras.yaml"  # kept in the run directory so later runs and que
 RUN_LEVEL_NAMES = frozenset({STORE_DIR, REPORT_FILE, CAMERAS_FILE})
 
 
+def partial_path(path: Path) -> Path:
+    """Where a camera's output file is written before it is renamed to ``path``: its suffix kept
+    (OpenCV and FFmpeg pick the format by it), ``.partial`` before it.
+
+    >>> partial_path(Path("run/cam1/annotated.mp4")).name
+    'annotated.partial.mp4'
+    """
+    return path.with_name(f"{path.stem}.partial{path.suffix}")
+
+
 @dataclass(frozen=True)
 class Frame:
     """One decoded frame of one camera.

@@ -36,7 +36,7 @@ from pipeline.identity.report import write_report
 from pipeline.identity.store import DB_NAME, CameraRecord, CameraTracks, EmbedderInfo, TrackStore
 from pipeline.run_folders import claim_camera, publish, release, waiting_retracks
 from pipeline.stops import stops_held
-from pipeline.types import CAMERAS_FILE, TrackSummary, read_run_record, read_track_summaries
+from pipeline.types import CAMERAS_FILE, TrackSummary, partial_path, read_run_record, read_track_summaries
 from pipeline.video.annotate import render_tracks_video
 from pipeline.video.sources import open_source, source_warnings_muted
 from pipeline.video.tracks_file import TrackRows, read_camera_tracks
@@ -448,7 +448,7 @@ def write_global_tracks(folder: Path, identity_of: dict[int, int]) -> Path:
             identity = identity_of.get(int(float(fields[1])))
             if identity is not None:  # tracks without a summary (none in practice) are left out
                 lines.append(",".join([fields[0], str(identity), *fields[2:]]) + "\n")
-    tmp = out.with_name("tracks_global.partial.txt")
+    tmp = partial_path(out)
     tmp.write_text("".join(lines))
     os.replace(tmp, out)
     return out

@@ -16,13 +16,15 @@ from pathlib import Path
 
 import av
 
+from pipeline.types import partial_path
+
 
 def concat_mp4(parts: list[bytes | Path], out: str | Path) -> int:
     """Write the video streams of ``parts`` (MP4 files as bytes or paths, in order) one after the
     other to ``out`` (written to a temporary name, then renamed). Returns the number of frames
     written; empty parts (no frames) are skipped. Raises ``ValueError`` when no part holds a frame."""
     out = Path(out)
-    tmp = out.with_name(f"{out.stem}.partial{out.suffix}")
+    tmp = partial_path(out)
     frames, offset = 0, 0
     inputs = []
     try:

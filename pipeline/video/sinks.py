@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.types import FrameResult, TrackObservation, TrackSummary
+from pipeline.types import FrameResult, TrackObservation, TrackSummary, partial_path
 from pipeline.video.render import draw_tracks
 from pipeline.video.track_state import TrackAccumulator, write_track_states
 from pipeline.video.tracks_file import mot_line
@@ -61,10 +61,6 @@ def _video_writer(path: Path, codec: str, fps: float, frame_size: tuple[int, int
         cv2.utils.logging.setLogLevel(level)
 
 
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f"{path.stem}.partial{path.suffix}")
-
-
 class AnnotatedVideoWriter(_Sink):
     """Frames with each track's box and id drawn in its colour, as ``path`` (e.g. annotated.mp4).
 
@@ -80,7 +76,7 @@ class AnnotatedVideoWriter(_Sink):
                  trail_length: int = 0):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = _tmp_name(self.path)
+        self._tmp = partial_path(self.path)
         if fps < MIN_VIDEO_FPS:  # FFmpeg's MPEG-4 encoder has no time base for it
             raise CrosscamError(f"{self.path.name} at {fps:g} frames/s (the source's rate over --stride) cannot be "
                                 "written; give a smaller --stride, or --set output.video=false")
@@ -138,7 +134,7 @@ class MotTracksWriter(_Sink):
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = _tmp_name(self.path)
+        self._tmp = partial_path(self.path)
         self._file = open(self._tmp, "w")
 
     def write(self, result: FrameResult) -> None:

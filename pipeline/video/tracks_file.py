@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.types import partial_path
 from reid.errors import CrosscamError
 
 
@@ -85,7 +86,7 @@ def write_tracks_file(path: str | Path, rows: TrackRows) -> None:
     """Write ``rows`` (frame, then id order) to ``path`` atomically (a temporary file renamed)."""
     path = Path(path)
     rows = rows.sorted()
-    tmp = path.with_name(f"{path.stem}.partial{path.suffix}")
+    tmp = partial_path(path)
     tmp.write_text("".join(mot_line(int(f), int(t), b, float(c))
                            for f, t, b, c in zip(rows.frame, rows.track_id, rows.xyxy, rows.confidence)))
     os.replace(tmp, path)
