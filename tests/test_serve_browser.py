@@ -333,6 +333,35 @@ def test_the_question_is_kept_in_the_address(page, run):
     driver.get(address)  # a link someone shared
     wait_for(lambda: shown_identity(driver) == identity, "a shared link to a box asks about it")
     wait_for(lambda: len(canvases(driver)) == 3, "the page is whole")
+    driver.get(address.split("#")[0] + "#identity=abc")  # a link cut short: said, not silently ignored
+    wait_for(lambda: "#identity=abc: not a question the page knows" in driver.find_element("css selector", "#error").text,
+             "a malformed address is said")
+    driver.execute_script("ask({kind: 'identity', identity: arguments[0]})", other)
+    wait_for(lambda: shown_identity(driver) == other, f"identity {other}")
+    driver.execute_script("history.pushState(null, '', location.pathname); history.pushState(null, '', '#identity=' + arguments[0]);"
+                          " history.back()", other)  # back to the address without a question
+    wait_for(lambda: shown_identity(driver) is None, "an address without a question clears the answer")
+
+
+def test_a_question_is_asked_again_when_a_deleted_store_comes_back(page, run):
+    """The page said "Pick the person again" and forgot the question: the store made again
+    (`crosscam associate` after deleting store/) answered nothing until the person was picked again."""
+    driver = page
+    identity = TrackStore.open(run / "store").identities()[0]
+    driver.execute_script("ask({kind: 'identity', identity: arguments[0]})", identity)
+    wait_for(lambda: shown_identity(driver) == identity, f"identity {identity}")
+    (run / "store").rename(run.parent / "store.away")
+    try:
+        wait_for(lambda: "no track store yet" in driver.find_element("css selector", "#error").text, "the store is said gone")
+    finally:
+        (run.parent / "store.away").rename(run / "store")
+    wait_for(lambda: shown_identity(driver) == identity, "the question is asked again")
+    # frames from annotated.mp4 of a --stride 3 run show the tracked frame at or before: so do the boxes
+    boxes = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1], p = S.players.get('cam2');"
+        "const camera = p.camera; p.camera = {...camera, frames_from: 'annotated.mp4', stride: 3};"
+        "Promise.all([p.boxes(4), p.boxes(5), p.boxes(3)]).then(b => { p.camera = camera; done(b); });")
+    assert boxes[0] == boxes[1] == boxes[2]
 
 
 def test_the_page_notices_a_reassociation_and_a_new_camera(page, run):

@@ -150,7 +150,7 @@ def test_with_a_token_every_request_carries_it(run):
         assert httpx.get(local + "/api/status", headers={"Authorization": "Bearer s3cret"}, timeout=60).status_code == 200
         with httpx.Client(base_url=local, timeout=60) as browser_like:
             first = browser_like.get("/?token=s3cret")
-            assert first.status_code == 200 and "crosscam_token" in first.cookies
+            assert first.status_code == 200 and f"crosscam_token_{port}" in first.cookies  # per port: per server
             assert browser_like.get("/api/frames/cam2/3").status_code == 200  # the page's images carry the cookie
 
 

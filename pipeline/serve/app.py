@@ -42,7 +42,7 @@ from reid.errors import CrosscamError
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # an uploaded image; the request may add this much multipart overhead:
 MULTIPART_SLACK = 64 * 1024
 MAX_UPLOAD_PIXELS = 40_000_000  # an 8K frame is 33 M; a small file can declare far more (20000x20000: 1.2 GB decoded)
-TOKEN_COOKIE = "crosscam_token"
+TOKEN_COOKIE = "crosscam_token"  # + _PORT: browsers keep cookies per host, not per port
 MAX_ID = 2**63 - 1  # ids and frame indexes are SQLite integers: larger ones are not in any run
 STATIC = resources.files("pipeline.serve") / "static"
 
@@ -117,15 +117,21 @@ def _install_token(app: FastAPI, token: str) -> None:
         supplied = (
             given
             or request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-            or request.cookies.get(TOKEN_COOKIE, "")
+            or request.cookies.get(_token_cookie(request), "")
         )
         if not hmac.compare_digest(supplied.encode(), token.encode()):
             return _error(401, "this server needs its token: open the URL `crosscam serve` printed "
                                "(?token=...) or send Authorization: Bearer TOKEN")
         response = await call_next(request)
         if given:
-            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+            response.set_cookie(_token_cookie(request), token, httponly=True, samesite="strict")
         return response
+
+
+def _token_cookie(request: Request) -> str:
+    """The token's cookie name for the port the request was sent to: two servers of one host
+    (a cookie is the host's, whatever the port) would otherwise overwrite each other's token."""
+    return f"{TOKEN_COOKIE}_{request.url.port or 80}"
 
 
 def _install_host_check(app: FastAPI) -> None:

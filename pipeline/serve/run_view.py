@@ -192,6 +192,7 @@ class RunView:
                 "common_clock": bool(record and record.common_clock),
                 "in_store": record is not None,
                 "colour_normalised": colour_normalised(run),
+                "stride": recorded_stride(run),  # annotated.mp4 holds every stride-th source frame
                 "tracks": counts.get(name, 0),
                 "first_tracked_frame": self._first_tracked_frame(name),
                 "last_tracked_frame": last_tracked_frame(run),

@@ -40,7 +40,7 @@ async function api(url, options) {
   if (!response.ok) {
     let message = `${response.status} ${response.statusText}`;
     try { message = (await response.json()).error || message; } catch (e) { /* not JSON */ }
-    throw new Error(message);
+    throw Object.assign(new Error(message), { status: response.status });
   }
   return response;
 }
@@ -133,6 +133,9 @@ class Player {
   }
 
   boxes(index) {
+    // frames from annotated.mp4 of a --stride run: each shows the tracked frame at or before it
+    const stride = this.camera.frames_from === 'annotated.mp4' ? (this.camera.stride || 1) : 1;
+    index -= index % stride;
     const start = Math.floor(index / BOX_WINDOW) * BOX_WINDOW;
     if (!this.boxCache.has(start)) {
       const p = getJSON(`/api/tracks/${encodeURIComponent(this.name)}?frame=${start}&count=${BOX_WINDOW}`)
@@ -310,7 +313,17 @@ function hashQuery(hash) {
 
 function askFromAddress() {
   const query = hashQuery(location.hash);
-  if (query) ask(query, false, false);
+  if (query) {
+    ask(query, false, false);
+  } else if (location.hash.length > 1) {  // a link cut short or mistyped
+    showError(`${decodeURIComponent(location.hash)}: not a question the page knows; an address ends in #track=CAMERA:ID, `
+      + '#identity=N or #box=CAMERA:FRAME:x1,y1,x2,y2');
+  } else if (!S.photo) {  // back to the page before any question
+    S.query = S.result = S.selected = null;
+    S.asked++;  // an answer still on its way is dropped
+    $('results').replaceChildren(el('p', { class: 'hint', textContent: 'No one selected yet.' }));
+    for (const p of S.players.values()) p.draw();
+  }
 }
 
 async function ask(query, quiet = false, remember = true) {
@@ -351,7 +364,7 @@ async function ask(query, quiet = false, remember = true) {
     if (!current()) return;
     if (quiet) {  // asked again after a store update: the question itself may be gone (ids renumbered)
       panel.replaceChildren(el('p', { class: 'hint', textContent: `After the store update: ${e.message}. Pick the person again.` }));
-      S.query = S.result = S.selected = null;
+      S.result = S.selected = null;  // the question stays: the next update (a store made again) asks it again
       for (const p of S.players.values()) p.draw();
       return;
     }
@@ -605,7 +618,7 @@ async function refresh(status) {
     if ($('error').textContent.startsWith('no track store yet')) showError('');
   }
   if (changed) {
-    $('live').textContent = `store updated (generation ${status.generation})`;
+    $('live').textContent = status.generation === null ? 'store gone: no track store' : `store updated (generation ${status.generation})`;
     if (!$('view-identities').hidden) loadGallery(true);
     else $('gallery').replaceChildren();
     if (S.query) ask(S.query, true);
@@ -619,7 +632,7 @@ async function poll() {
     if (!same) await refresh(status);
     if (!$('live').textContent.startsWith('store updated')) $('live').textContent = `live · ${status.generation === null ? 'no store yet' : 'generation ' + status.generation}`;
   } catch (e) {
-    $('live').textContent = 'server not reachable';
+    $('live').textContent = e.status ? `server says: ${e.message}` : 'server not reachable';  // a refused token is not a down server
   }
   setTimeout(poll, POLL_MS);
 }
