@@ -79,8 +79,15 @@ def claim_camera(out_dir: Path, name: str) -> IO:
 
 
 def check_camera_free(out_dir: Path, name: str) -> None:
-    """Refuse now (before models load) a camera another command holds; creates nothing. The hold
-    itself is taken by :func:`claim_camera`, which checks again."""
+    """Refuse now (before models load) a camera another command holds, or whose outputs from a run
+    stopped before its association still wait (:func:`waiting_retracks`: tracking it again would
+    drop them); creates nothing. The hold itself is taken by :func:`claim_camera`, which checks
+    again."""
+    waiting = out_dir / f".{name}{RETRACK_SUFFIX}"
+    if read_run_record(waiting).get("status") == "complete":
+        raise CrosscamError(f"camera {name}: its complete outputs from a run stopped before association wait in "
+                            f"{waiting}; `crosscam associate {out_dir}` puts them in place (or delete that folder "
+                            "to drop them), then track it again")
     if fcntl is None:
         return
     try:
@@ -156,7 +163,10 @@ def publish(folder: Path, work: Path) -> None:
     """A complete run in ``work`` becomes the camera's ``folder`` (nothing to do when they are one,
     or when ``work`` is in place already)."""
     if work != folder and work.exists():
-        replace_folder(folder, work)
+        if folder.exists():
+            replace_folder(folder, work)
+        else:  # the earlier outputs were deleted meanwhile
+            os.replace(work, folder)
 
 
 def keep_earlier(folder: Path, work: Path) -> None:
@@ -178,7 +188,7 @@ def waiting_retracks(run_dir: Path) -> dict[str, Path]:
     found = {}
     for work in sorted(run_dir.glob(f".*{RETRACK_SUFFIX}")) if run_dir.is_dir() else ():
         name = work.name[1:-len(RETRACK_SUFFIX)]
-        if name and (run_dir / name).is_dir() and read_run_record(work).get("status") == "complete":
+        if name and read_run_record(work).get("status") == "complete":  # its folder may be gone meanwhile
             found[name] = work
     return found
 

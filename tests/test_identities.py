@@ -85,7 +85,7 @@ def test_a_camera_whose_summaries_were_deleted_is_said_and_loses_its_global_outp
     result = update_identities(two_cameras, PipelineConfig(), progress=False)
     assert result.cameras == ["hall"]
     said = " ".join(r.getMessage() for r in caplog.records)
-    assert "door: run.json but no tracks.json (deleted?); left out of the identities" in said
+    assert "door: run.json but no tracks.json (deleted?): its tracks are not read again" in said
     assert "door: not in the identities; its tracks_global.txt and annotated_global.mp4, whose ids no longer hold, removed" in said
     assert not (two_cameras / "door" / "tracks_global.txt").exists() and not (two_cameras / "door" / "annotated_global.mp4").exists()
     assert (two_cameras / "hall" / "tracks_global.txt").is_file()

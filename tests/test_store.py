@@ -515,3 +515,21 @@ def test_a_store_that_cannot_be_written_is_one_line(tmp_path: Path, monkeypatch)
     with pytest.raises(CrosscamError, match=r"cannot write the track store \(Permission denied: .*update.lock\); make it"):
         with store.updating():
             pass
+
+
+def test_damage_inside_the_database_is_one_line_and_found_before_tracking(tmp_path: Path):
+    """Damage past the header passed the open: a camera was tracked in full, then a sqlite3 traceback
+    (and `associate` said nothing, `query` gave a traceback)."""
+    import os
+
+    store = TrackStore.create(tmp_path / "store", INFO)
+    write_camera(store, "hall", 300, seed=0)
+    with open(tmp_path / "store" / DB_NAME, "r+b") as db:
+        db.seek(4096 * 5)
+        db.write(os.urandom(4096 * 5))
+    damaged = TrackStore.open(tmp_path / "store", INFO)  # the header still reads
+    with pytest.raises(CrosscamError, match="tracks.sqlite: not a readable track store .*move .*store aside") as info:
+        damaged.check_intact()
+    assert "\n" not in str(info.value)
+    with pytest.raises(CrosscamError, match="not a readable track store"):
+        damaged.summaries()

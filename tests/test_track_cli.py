@@ -300,6 +300,7 @@ def test_a_camera_tracked_again_is_replaced_only_when_complete(tmp_path: Path, c
         "name": "other-model", "fingerprint": "f" * 64, "dim": 512}}}))
     names = sorted(p.name for p in out.iterdir())
     refused([], "door were tracked with (other-model")
+    refused(["--no-identities"], "door were tracked with (other-model")  # a later associate would refuse the run
     refused(["--workers", "2"], "door were tracked with (other-model")  # on Ray too, before Ray starts
     shutil.rmtree(other)
     names = sorted(p.name for p in out.iterdir())
@@ -360,7 +361,7 @@ def test_a_camera_tracked_again_replaces_its_folder_as_the_store_takes_it(tmp_pa
         return real(*a, **k)
 
     monkeypatch.setattr(pipeline.identity.identities, "_associated", watched)
-    assert run_cli([*args, "--max-frames", "30"], capsys)[0] == 0
+    assert run_cli(["associate", str(out), "--quiet"], capsys)[0] == 0  # the waiting outputs, with the store
     assert seen == [True] and snapshot() != before and stored() != before_store
     assert json.loads((folder / "run.json").read_text())["frames_read"] == 30
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
@@ -525,8 +526,14 @@ def test_ctrl_c_between_tracking_and_association_says_so_and_leaves_nothing_stag
     assert snapshot() == before  # the folder stays the store's until an association takes the new outputs
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".hall.retrack"]  # no lock left
     assert json.loads(printed)["cameras"] == [{"camera": "hall", "folder": str((out / "hall").resolve()), "status": "complete"}]
+    # tracking hall again would drop them (when stopped too, silently): refused until they are in place
+    monkeypatch.undo()
+    code, _, err = run_cli([*args, "--max-frames", "20"], capsys)
+    assert code == 2 and f"camera hall: its complete outputs from a run stopped before association wait in {out / '.hall.retrack'}" in err
+    assert snapshot() == before and (out / ".hall.retrack").is_dir()
+    shutil.rmtree(out / "hall")  # and the earlier outputs deleted meanwhile: the waiting ones still take the place
     code, _, err = run_cli(["associate", str(out), "--quiet"], capsys)
-    assert code == 0 and "hall: tracked again completely by a run stopped before its association" in err
+    assert code == 0 and "hall: its outputs from a run stopped before its association are in place now" in err
     assert json.loads((out / "hall" / "run.json").read_text())["frames_read"] == 30 and snapshot() != before
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
     assert TrackStore.open(out / "store").cameras()[0].frames_read == 30

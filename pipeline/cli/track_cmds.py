@@ -104,11 +104,12 @@ def register(app: typer.Typer) -> None:
             raise CrosscamError(f"--segment-s {cfg.scale.segment_s:g}: not longer than the segments' overlap "
                                 f"(scale.overlap_s {cfg.scale.overlap_s:g}), so nothing would be cut; give a longer one, "
                                 "or --set scale.overlap_s lower")
-        if identities:  # what association would refuse afterwards, refused before anything is replaced
-            # a Ray run loads the embedder here only to compare it (workers load their own); a local
-            # run compares the one it loaded, once the inputs are open
-            check_before_tracking(out, cameras_file, camera or [default_camera_name(s) for s in inputs],
-                                  (lambda: embedder_info(Embedder.from_config(cfg.reid))) if distributed else None)
+        # What association would refuse afterwards is refused before anything is replaced (with
+        # --no-identities too: a later `crosscam associate` of the run would refuse it). A Ray run loads the
+        # embedder here only to compare it (workers load their own); a local run compares the one it
+        # loaded, once the inputs are open
+        check_before_tracking(out, cameras_file, camera or [default_camera_name(s) for s in inputs],
+                              (lambda: embedder_info(Embedder.from_config(cfg.reid))) if distributed else None)
         session = None
         if distributed:
             from pipeline.scale.driver import RaySession  # imports Ray only when asked for
@@ -120,7 +121,7 @@ def register(app: typer.Typer) -> None:
                     runs = session.track(inputs, out, camera, progress=not quiet, publish_now=False)
                 else:
                     same_embedder = (lambda names, emb: check_before_tracking(
-                        out, cameras_file, names, lambda: embedder_info(emb))) if identities else None
+                        out, cameras_file, names, lambda: embedder_info(emb)))
                     runs = track_videos(inputs, out, cfg, cameras=camera, progress=not quiet, before=same_embedder,
                                         publish_now=False)
             except KeyboardInterrupt:

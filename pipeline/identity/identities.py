@@ -122,7 +122,7 @@ def _with_waiting_retracks(run_dir: Path, staged: dict[str, Path]) -> Iterator[d
     """``staged`` and the cameras tracked again completely whose outputs wait beside them, each
     claimed as a tracking command claims it (one being tracked right now is that command's to put
     in place); the claims are released at the end."""
-    claims = []
+    claims, adopted = [], []
     try:
         for name, work in waiting_retracks(run_dir).items():
             if name in staged:
@@ -132,10 +132,12 @@ def _with_waiting_retracks(run_dir: Path, staged: dict[str, Path]) -> Iterator[d
             except CrosscamError:
                 continue
             if work.is_dir():  # not put in place by another command before the claim
-                log.warning("%s: tracked again completely by a run stopped before its association: its new outputs "
-                            "take its place now", name)
                 staged[name] = work
+                adopted.append(name)
         yield staged
+        for name in adopted:  # said once they are in place (not when the update failed)
+            log.warning("%s: its outputs from a run stopped before its association are in place now, with the "
+                        "identities", name)
     finally:
         release(claims)
 
@@ -144,9 +146,10 @@ def _update_identities(run_dir: Path, config: PipelineConfig, cameras_file: str 
                        staged: dict[str, Path], render_videos: VideoRenderer | None) -> IdentityResult:
     spec = _cameras_spec(run_dir, cameras_file)
     for folder in _folders_without_summaries(run_dir):
-        log.warning("%s: run.json but no tracks.json (deleted?); left out of the identities: re-run `crosscam "
-                    "track` for this camera", folder.name)
-    folders = [staged.get(f.name, f) for f in camera_folders(run_dir)]  # read a staged camera's new outputs
+        log.warning("%s: run.json but no tracks.json (deleted?): its tracks are not read again (the store keeps what "
+                    "it had for it); re-run `crosscam track` for this camera", folder.name)
+    gone = [work for name, work in staged.items() if not (run_dir / name).is_dir()]  # its folder deleted meanwhile
+    folders = [staged.get(f.name, f) for f in camera_folders(run_dir, allow_none=bool(gone))] + gone  # staged: the new outputs
     name_of = {folder: _camera_name(folder, staged) for folder in folders}
     runs = {name_of[folder]: _read_run_json(folder) for folder in folders}
     folders = [f for f in folders if _finished(name_of[f], runs[name_of[f]])]
@@ -337,7 +340,9 @@ def check_before_tracking(run_dir: Path, cameras_file: str | Path | None, camera
     others = [f for f in run_folders(run_dir) if is_camera_folder(f) and f.name not in cameras]
     camera_offsets(sorted({*cameras, *(f.name for f in others)}), spec, str(cameras_file or run_dir / CAMERAS_FILE))
     has_store = (run_dir / STORE_DIR / DB_NAME).is_file()
-    store = TrackStore.open(run_dir / STORE_DIR) if has_store else None  # a damaged one is said now, not after
+    store = TrackStore.open(run_dir / STORE_DIR) if has_store else None
+    if store is not None:
+        store.check_intact()  # a damaged store is said now, not after the cameras were tracked
     if embedder is None or (not others and store is None):
         return
     embedder = embedder()

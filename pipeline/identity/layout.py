@@ -37,12 +37,13 @@ def run_folders(run_dir: Path) -> list[Path]:
     return sorted(p for p in run_dir.iterdir() if not p.name.startswith(".") and (p / "run.json").is_file())
 
 
-def camera_folders(run_dir: Path) -> list[Path]:
-    """The run's camera folders (those with ``run.json`` and track summaries), by name."""
+def camera_folders(run_dir: Path, allow_none: bool = False) -> list[Path]:
+    """The run's camera folders (those with ``run.json`` and track summaries), by name; a one-line
+    error when there is none (unless ``allow_none``)."""
     if not run_dir.is_dir():
         raise CrosscamError(f"{run_dir}: no such run directory; run `crosscam track ... --out {run_dir}` first")
     folders = [p for p in run_folders(run_dir) if is_camera_folder(p)]
-    if not folders:
+    if not folders and not allow_none:
         raise CrosscamError(
             f"{run_dir}: no camera outputs (RUN_DIR/<camera>/run.json + tracks.json); "
             f"run `crosscam track ... --out {run_dir}` first"

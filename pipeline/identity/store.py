@@ -248,10 +248,7 @@ class TrackStore:
         except sqlite3.DatabaseError as exc:
             if "locked" in str(exc):  # another process holds it past the timeout: not damage
                 raise
-            raise CrosscamError(
-                f"{folder / DB_NAME}: not a readable track store ({str(exc)[:80]}); move {folder} aside and run "
-                f"`crosscam associate {folder.parent}` to build it again from the cameras' outputs"
-            ) from None
+            raise _damaged(folder, exc) from None
         if int(meta.get("schema_version", -1)) != SCHEMA_VERSION:
             raise CrosscamError(
                 f"{folder / DB_NAME}: store schema version {meta.get('schema_version')} is not "
@@ -294,8 +291,20 @@ class TrackStore:
         conn.execute("BEGIN")
         try:
             yield conn
+        except sqlite3.DatabaseError as exc:  # damage past the header, found as the rows are read
+            if isinstance(exc, sqlite3.OperationalError):  # locked, or a file that went: not damage
+                raise
+            raise _damaged(self.folder, exc) from None
         finally:
             conn.rollback()  # ends the read transaction: a writer may commit again
+
+    def check_intact(self) -> None:
+        """Read every page of the database (SQLite's quick check): damage anywhere in it is one
+        line now, not an error after a camera was tracked for it."""
+        with self._reading() as conn:
+            found = [row[0] for row in conn.execute("PRAGMA quick_check")]
+        if found != ["ok"]:
+            raise _damaged(self.folder, found[0])
 
     def __len__(self) -> int:
         with self._reading() as conn:
@@ -742,6 +751,11 @@ def _recover_after_crash(folder: Path) -> None:
             conn.execute("SELECT COUNT(*) FROM meta").fetchone()
 
 
+def _damaged(folder: Path, what) -> CrosscamError:
+    return CrosscamError(f"{folder / DB_NAME}: not a readable track store ({str(what)[:80]}); move {folder} aside and "
+                         f"run `crosscam associate {folder.parent}` to build it again from the cameras' outputs")
+
+
 @contextmanager
 def _write_access(folder: Path) -> Iterator[None]:
     """A store that cannot be written (read-only files or folder) said in one line, not a traceback."""
@@ -755,6 +769,8 @@ def _write_access(folder: Path) -> Iterator[None]:
             raise
         raise CrosscamError(f"{folder}: cannot write the track store ({exc}); make it writable, or work on a copy "
                             "of the run") from None
+    except sqlite3.DatabaseError as exc:  # damage found as the update reads the rows
+        raise _damaged(folder, exc) from None
 
 
 def _connect(folder: Path, readonly: bool) -> sqlite3.Connection:

@@ -43,8 +43,8 @@ from pipeline.scale.overlaps import OverlapBoard, UnitOverlaps
 from pipeline.scale.stitch import stitch_segments
 from pipeline.scale.units import WorkUnit, plan_camera
 from pipeline.scale.worker import CameraProbe, SegmentResult, SegmentWorker
-from pipeline.run_folders import (claim_cameras, keep_earlier, make_folder, publish, warn_if_another_source,
-                                  working_folder, write_json_atomic)
+from pipeline.run_folders import (check_camera_free, claim_cameras, keep_earlier, make_folder, publish,
+                                  warn_if_another_source, working_folder, write_json_atomic)
 from pipeline.stops import stops_held
 from pipeline.text import plural
 from pipeline.video.finalise import final_ids, relinked_record
@@ -354,6 +354,8 @@ class RaySession:
         import_ray()  # without Ray installed, that is the one thing to say
         if cluster_address(self.address) is None:  # Ray on this machine: its files are the workers' files
             _check_local_inputs(specs, names, cfg)
+        for name in names:
+            check_camera_free(out_dir, name)
         made = not out_dir.exists()
         runs = [CameraRun(name, out_dir / name, claim=claim) for name, claim in zip(names, claim_cameras(out_dir, names))]
         try:
