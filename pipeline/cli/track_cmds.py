@@ -130,7 +130,8 @@ def register(app: typer.Typer) -> None:
                 else:
                     typer.echo(f"interrupted: {out} keeps what was written; the stopped camera's run.json says \"interrupted\" "
                                "(a camera tracked completely before keeps its earlier outputs); identities are not "
-                               f"updated: `crosscam associate {out}` associates the finished cameras", err=True)
+                               f"updated: `crosscam associate {out}` associates the cameras tracked (a stopped one with "
+                               "what it tracked)", err=True)
                 _echo_interrupted_json(out, as_json)
                 raise typer.Exit(130) from None
             linked = None

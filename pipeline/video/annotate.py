@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from pipeline.types import FrameResult, TrackObservation
 from pipeline.video.sinks import AnnotatedVideoWriter
-from pipeline.video.sources import FrameSource
+from pipeline.video.sources import FrameSource, kept_frames
 from pipeline.video.tracks_file import TrackRows
 
 
@@ -41,10 +41,12 @@ def render_tracks_video(source: FrameSource, rows: TrackRows, out: str | Path, i
     start, stop = frames
     by_frame = rows.by_frame()
     fps = source.fps / source.cfg.stride
+    total = source.frames_expected
+    if stop is not None and total is not None:  # an interrupted camera's frames end where it stopped
+        total = min(total, kept_frames(start, stop, source.cfg.stride))
     video = AnnotatedVideoWriter(out, fps, source.frame_size, codec, trail_length)
     try:
-        for frame in tqdm(source, desc=desc, unit="frame", file=sys.stderr, disable=not progress,
-                          total=source.frames_expected):
+        for frame in tqdm(source, desc=desc, unit="frame", file=sys.stderr, disable=not progress, total=total):
             if stop is not None and frame.index >= stop:
                 break
             if frame.index < start:
