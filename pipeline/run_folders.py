@@ -83,24 +83,30 @@ def check_camera_free(out_dir: Path, name: str) -> None:
     stopped before its association still wait (:func:`waiting_retracks`: tracking it again would
     drop them); creates nothing. The hold itself is taken by :func:`claim_camera`, which checks
     again."""
-    waiting = out_dir / f".{name}{RETRACK_SUFFIX}"
-    if read_run_record(waiting).get("status") == "complete":
-        raise CrosscamError(f"camera {name}: its complete outputs from a run stopped before association wait in "
-                            f"{waiting}; `crosscam associate {out_dir}` puts them in place (or delete that folder "
-                            "to drop them), then track it again")
-    if fcntl is None:
-        return
-    try:
-        handle = open(out_dir / f".{name}.lock", "rb")
-    except OSError:  # no lock file: nobody holds it
-        return
-    with handle:
+    if fcntl is not None:  # first: a command tracking the camera now has its outputs beside it too
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise _camera_busy(out_dir, name) from None
-        except OSError:  # no locks on this file system: claim_camera says so
-            pass
+            handle = open(out_dir / f".{name}.lock", "rb")
+        except OSError:  # no lock file: nobody holds it
+            handle = None
+        if handle is not None:
+            with handle:
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise _camera_busy(out_dir, name) from None
+                except OSError:  # no locks on this file system: claim_camera says so
+                    pass
+    check_nothing_waiting(out_dir / name)
+
+
+def check_nothing_waiting(folder: Path) -> None:
+    """Refuse to track camera ``folder`` again while its complete outputs from a run stopped before
+    its association wait beside it: tracking it would drop them."""
+    waiting = folder.with_name(f".{folder.name}{RETRACK_SUFFIX}")
+    if read_run_record(waiting).get("status") == "complete":
+        raise CrosscamError(f"camera {folder.name}: its complete outputs from a run stopped before association wait "
+                            f"in {waiting}; `crosscam associate {folder.parent}` puts them in place (or delete that "
+                            "folder to drop them), then track it again")
 
 
 def _camera_busy(out_dir: Path, name: str) -> CrosscamError:
@@ -152,10 +158,11 @@ def _same_source(a: str, b: str) -> bool:
 def working_folder(folder: Path) -> Path:
     """Where a camera is tracked into: ``folder``, or beside it (``.CAMERA.retrack``) when it holds
     a complete earlier run, which :func:`publish` then replaces and :func:`keep_earlier` keeps."""
+    check_nothing_waiting(folder)  # again, under this command's claim
     if read_run_record(folder).get("status") != "complete":
         return folder
     work = folder.with_name(f".{folder.name}{RETRACK_SUFFIX}")
-    shutil.rmtree(work, ignore_errors=True)  # left by a process killed outright, or superseded by this run
+    shutil.rmtree(work, ignore_errors=True)  # left by a process killed outright (complete ones waiting: refused above)
     return work
 
 

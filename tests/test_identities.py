@@ -374,3 +374,17 @@ def test_an_identity_query_lists_all_of_its_own_appearances_whatever_the_min_sco
     strict = query_identity(two_cameras, person, min_score=0.9999, config=PipelineConfig())
     assert strict.best is not None and strict.best.identity == person
     assert strict.best.appearances == everything.best.appearances and len(strict.best.appearances) == 2
+
+
+def test_waiting_outputs_take_the_place_of_a_folder_emptied_meanwhile(two_cameras: Path, tmp_path: Path, caplog):
+    """A camera folder without tracks.json is no camera folder: its waiting outputs were skipped as
+    input, yet put in place, so the store kept the old tracks beside the folder's new ones."""
+    update_identities(two_cameras, PipelineConfig(), progress=False)
+    write_camera(tmp_path / "new", "hall", [summary("hall", 1, 0.0, 3.0, P)])  # one track, where there were two
+    record = json.loads((tmp_path / "new" / "hall" / "run.json").read_text())
+    (tmp_path / "new" / "hall").rename(two_cameras / ".hall.retrack")  # as a stopped re-track leaves it
+    (two_cameras / "hall" / "tracks.json").unlink()
+    result = update_identities(two_cameras, PipelineConfig(), progress=False)
+    assert json.loads((two_cameras / "hall" / "run.json").read_text()) == record and "hall" in result.cameras_updated
+    assert [t.track_id for t in TrackStore.open(two_cameras / "store").tracks(camera="hall")] == [1]
+    assert "no tracks.json" not in caplog.text and not (two_cameras / ".hall.retrack").exists()

@@ -533,3 +533,14 @@ def test_damage_inside_the_database_is_one_line_and_found_before_tracking(tmp_pa
     assert "\n" not in str(info.value)
     with pytest.raises(CrosscamError, match="not a readable track store"):
         damaged.summaries()
+
+
+def test_only_damage_is_called_damage():
+    """A constraint or a bad parameter (IntegrityError, InterfaceError) read "not a readable track
+    store ... move it aside and rebuild", and rebuilding failed the same way."""
+    import pipeline.identity.store as store_module
+
+    assert store_module._is_damage(sqlite3.DatabaseError("database disk image is malformed"))
+    for other in (sqlite3.IntegrityError("UNIQUE constraint failed"), sqlite3.InterfaceError("bad parameter"),
+                  sqlite3.OperationalError("database is locked")):
+        assert not store_module._is_damage(other)

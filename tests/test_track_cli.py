@@ -428,15 +428,17 @@ def test_a_camera_another_command_is_tracking_is_refused_and_its_work_is_left_al
     before = snapshot()
     held = claim_camera(out, "hall")  # as another command tracking hall holds it
     work = out / ".hall.retrack"
-    work.mkdir()  # that command's work in progress
+    work.mkdir()  # that command's work in progress, complete already while it tracks other cameras
+    (work / "run.json").write_text('{"status": "complete"}')
     try:
         code, _, err = run_cli([*args, "--max-frames", "20"], capsys)
+        # (it said the outputs "wait ... delete that folder to drop them": the other command's, in use)
         assert code == 2 and "camera hall: another crosscam command is tracking it" in err, err
         assert len(err.strip().splitlines()) == 1 and snapshot() == before and work.is_dir()
         code, _, err = run_cli([*args, "--max-frames", "20", "--camera", "hall2"], capsys)
         assert code == 0, err
     finally:
-        work.rmdir()
+        shutil.rmtree(work)
         release([held])
     assert not (out / ".hall.lock").exists()
     assert run_cli([*args, "--max-frames", "20"], capsys)[0] == 0  # released: tracked again
@@ -534,6 +536,7 @@ def test_ctrl_c_between_tracking_and_association_says_so_and_leaves_nothing_stag
     shutil.rmtree(out / "hall")  # and the earlier outputs deleted meanwhile: the waiting ones still take the place
     code, _, err = run_cli(["associate", str(out), "--quiet"], capsys)
     assert code == 0 and "hall: its outputs from a run stopped before its association are in place now" in err
+    assert "its folder" not in err and "is gone" not in err  # it warned of a gone folder that was being replaced
     assert json.loads((out / "hall" / "run.json").read_text())["frames_read"] == 30 and snapshot() != before
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
     assert TrackStore.open(out / "store").cameras()[0].frames_read == 30

@@ -120,8 +120,8 @@ def register(app: typer.Typer) -> None:
                 if session is not None:
                     runs = session.track(inputs, out, camera, progress=not quiet, publish_now=False)
                 else:
-                    same_embedder = (lambda names, emb: check_before_tracking(
-                        out, cameras_file, names, lambda: embedder_info(emb)))
+                    same_embedder = (lambda names, emb: check_before_tracking(  # the store was read whole above
+                        out, cameras_file, names, lambda: embedder_info(emb), intact=False))
                     runs = track_videos(inputs, out, cfg, cameras=camera, progress=not quiet, before=same_embedder,
                                         publish_now=False)
             except KeyboardInterrupt:
@@ -217,7 +217,7 @@ def _identities(out: Path, cfg, cameras_file: Optional[Path], runs: list, quiet:
     replace their folders as the store takes them (Ctrl-C before that: they wait for the next association).
     ``render``: what draws the global videos (default: this process)."""
     from pipeline.identity.identities import StoppedAfterStoreUpdate, update_identities
-    from pipeline.video.run import drop_staged, keep_complete_staged, publish_staged
+    from pipeline.video.run import keep_complete_staged, publish_staged
 
     try:
         linked = update_identities(out, cfg, cameras_file, progress=not quiet,
@@ -238,8 +238,8 @@ def _identities(out: Path, cfg, cameras_file: Optional[Path], runs: list, quiet:
                    err=True)
         raise typer.Exit(130) from None
     except BaseException:
-        drop_staged(runs)  # the store did not take them (or a rename failed): the earlier outputs stay
-        raise
+        keep_complete_staged(runs)  # the store did not take them: the folders keep the earlier outputs, and the
+        raise                       # new ones wait for an association that works (a damaged store moved aside)
 
 
 def associate(

@@ -34,7 +34,7 @@ from pipeline.identity.cameras import CamerasFile, camera_offsets, load_cameras_
 from pipeline.identity.layout import STORE_DIR, camera_folders, is_camera_folder, run_folders
 from pipeline.identity.report import write_report
 from pipeline.identity.store import DB_NAME, CameraRecord, CameraTracks, EmbedderInfo, TrackStore
-from pipeline.run_folders import claim_camera, publish, release, waiting_retracks
+from pipeline.run_folders import check_camera_free, claim_camera, publish, release, waiting_retracks
 from pipeline.stops import stops_held
 from pipeline.types import CAMERAS_FILE, TrackSummary, partial_path, read_run_record, read_track_summaries
 from pipeline.video.annotate import render_tracks_video
@@ -45,6 +45,7 @@ from reid.errors import CrosscamError
 log = logging.getLogger(__name__)
 
 GLOBAL_VIDEO_STAMP = ".annotated_global.stamp"  # what the finished annotated_global.mp4 shows
+QUICK_CHECK_BYTES = 1 << 30  # stores read whole for damage before tracking (a few s at most); larger: said as read
 
 
 class StoppedAfterStoreUpdate(KeyboardInterrupt):
@@ -145,11 +146,12 @@ def _with_waiting_retracks(run_dir: Path, staged: dict[str, Path]) -> Iterator[d
 def _update_identities(run_dir: Path, config: PipelineConfig, cameras_file: str | Path | None, progress: bool,
                        staged: dict[str, Path], render_videos: VideoRenderer | None) -> IdentityResult:
     spec = _cameras_spec(run_dir, cameras_file)
-    for folder in _folders_without_summaries(run_dir):
+    for folder in (f for f in _folders_without_summaries(run_dir) if f.name not in staged):  # staged: read anew
         log.warning("%s: run.json but no tracks.json (deleted?): its tracks are not read again (the store keeps what "
                     "it had for it); re-run `crosscam track` for this camera", folder.name)
-    gone = [work for name, work in staged.items() if not (run_dir / name).is_dir()]  # its folder deleted meanwhile
-    folders = [staged.get(f.name, f) for f in camera_folders(run_dir, allow_none=bool(gone))] + gone  # staged: the new outputs
+    present = camera_folders(run_dir, allow_none=bool(staged))
+    # a staged camera is read from its new outputs, its folder deleted or emptied meanwhile too
+    folders = [staged.get(f.name, f) for f in present] + [w for n, w in staged.items() if n not in {f.name for f in present}]
     name_of = {folder: _camera_name(folder, staged) for folder in folders}
     runs = {name_of[folder]: _read_run_json(folder) for folder in folders}
     folders = [f for f in folders if _finished(name_of[f], runs[name_of[f]])]
@@ -166,7 +168,7 @@ def _update_identities(run_dir: Path, config: PipelineConfig, cameras_file: str 
     try:
         with store.updating():
             stored = {c.name: c for c in store.cameras()}
-            for name in sorted(n for n in stored if not (run_dir / n).is_dir()):
+            for name in sorted(n for n in stored if not (run_dir / n).is_dir() and n not in staged):
                 log.warning("%s: in the store but its folder %s is gone; its tracks stay in the store and answers "
                             "(to drop the camera: delete %s and run `crosscam associate %s`)",
                             name, run_dir / name, run_dir / STORE_DIR, run_dir)
@@ -328,21 +330,24 @@ def _finished(camera: str, run: dict) -> bool:
 
 
 def check_before_tracking(run_dir: Path, cameras_file: str | Path | None, cameras: Sequence[str],
-                          embedder: Callable[[], EmbedderInfo] | None = None) -> None:
+                          embedder: Callable[[], EmbedderInfo] | None = None, intact: bool = True) -> None:
     """Refuse, before ``cameras`` are tracked into ``run_dir``, what :func:`update_identities` would
     refuse after it (when a camera's earlier outputs are already replaced): a cameras file (given,
     or the run's kept one) that does not load or lacks one of the run's cameras, a store that
     cannot be read, and, with ``embedder`` (called only when the run has other cameras or a store:
     it may load the model), an embedder other than the one the run's other cameras were tracked
-    with or its store was built for."""
+    with or its store was built for. ``intact``: also read the whole store (up to
+    :data:`QUICK_CHECK_BYTES`) for damage; once per command is enough."""
     run_dir = Path(run_dir)
+    for name in cameras:  # held by another command, or with outputs waiting: before any model loads
+        check_camera_free(run_dir, name)
     spec = _cameras_spec(run_dir, cameras_file)
     others = [f for f in run_folders(run_dir) if is_camera_folder(f) and f.name not in cameras]
     camera_offsets(sorted({*cameras, *(f.name for f in others)}), spec, str(cameras_file or run_dir / CAMERAS_FILE))
     has_store = (run_dir / STORE_DIR / DB_NAME).is_file()
     store = TrackStore.open(run_dir / STORE_DIR) if has_store else None
-    if store is not None:
-        store.check_intact()  # a damaged store is said now, not after the cameras were tracked
+    if store is not None and intact and (run_dir / STORE_DIR / DB_NAME).stat().st_size <= QUICK_CHECK_BYTES:
+        store.check_intact()  # a damaged store is said now, not after the cameras were tracked (a larger one: as read)
     if embedder is None or (not others and store is None):
         return
     embedder = embedder()

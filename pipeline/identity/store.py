@@ -292,7 +292,7 @@ class TrackStore:
         try:
             yield conn
         except sqlite3.DatabaseError as exc:  # damage past the header, found as the rows are read
-            if isinstance(exc, sqlite3.OperationalError):  # locked, or a file that went: not damage
+            if not _is_damage(exc):
                 raise
             raise _damaged(self.folder, exc) from None
         finally:
@@ -751,6 +751,12 @@ def _recover_after_crash(folder: Path) -> None:
             conn.execute("SELECT COUNT(*) FROM meta").fetchone()
 
 
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite said the file is damaged or not a database (it raises exactly DatabaseError
+    for those; its subclasses are a locked or vanished file, a constraint, a bad parameter)."""
+    return type(exc) is sqlite3.DatabaseError
+
+
 def _damaged(folder: Path, what) -> CrosscamError:
     return CrosscamError(f"{folder / DB_NAME}: not a readable track store ({str(what)[:80]}); move {folder} aside and "
                          f"run `crosscam associate {folder.parent}` to build it again from the cameras' outputs")
@@ -769,8 +775,10 @@ def _write_access(folder: Path) -> Iterator[None]:
             raise
         raise CrosscamError(f"{folder}: cannot write the track store ({exc}); make it writable, or work on a copy "
                             "of the run") from None
-    except sqlite3.DatabaseError as exc:  # damage found as the update reads the rows
-        raise _damaged(folder, exc) from None
+    except sqlite3.DatabaseError as exc:
+        if not _is_damage(exc):
+            raise
+        raise _damaged(folder, exc) from None  # found as the update reads the rows
 
 
 def _connect(folder: Path, readonly: bool) -> sqlite3.Connection:

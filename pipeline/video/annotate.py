@@ -43,7 +43,7 @@ def render_tracks_video(source: FrameSource, rows: TrackRows, out: str | Path, i
     fps = source.fps / source.cfg.stride
     total = source.frames_expected
     if stop is not None and total is not None:  # an interrupted camera's frames end where it stopped
-        total = min(total, kept_frames(start, stop, source.cfg.stride))
+        total = min(total, kept_frames(source.frames.start, stop, source.cfg.stride))  # the frames iterated
     video = AnnotatedVideoWriter(out, fps, source.frame_size, codec, trail_length)
     try:
         for frame in tqdm(source, desc=desc, unit="frame", file=sys.stderr, disable=not progress, total=total):

@@ -296,17 +296,20 @@ function queryHash(q) {
   return '';  // an uploaded photo cannot be put in an address
 }
 
+const decoded = (text) => { try { return decodeURIComponent(text); } catch (e) { return null; } };  // null: a bad %-escape
+
 function hashQuery(hash) {
   const [kind, value = ''] = hash.replace(/^#/, '').split('=');
   const parts = value.split(':');
   const int = (v) => (/^-?\d+$/.test(v) ? Number(v) : NaN);
-  if (kind === 'track' && parts.length === 2 && !Number.isNaN(int(parts[1]))) {
-    return { kind: 'track', camera: decodeURIComponent(parts[0]), track: int(parts[1]) };
+  if (kind === 'track' && parts.length === 2 && !Number.isNaN(int(parts[1])) && decoded(parts[0]) !== null) {
+    return { kind: 'track', camera: decoded(parts[0]), track: int(parts[1]) };
   }
   if (kind === 'identity' && !Number.isNaN(int(value))) return { kind: 'identity', identity: int(value) };
   const box = (parts[2] || '').split(',').map(Number);
-  if (kind === 'box' && parts.length === 3 && !Number.isNaN(int(parts[1])) && box.length === 4 && box.every(Number.isFinite)) {
-    return { kind: 'box', camera: decodeURIComponent(parts[0]), frame: int(parts[1]), box };
+  if (kind === 'box' && parts.length === 3 && !Number.isNaN(int(parts[1])) && box.length === 4 && box.every(Number.isFinite)
+      && decoded(parts[0]) !== null) {
+    return { kind: 'box', camera: decoded(parts[0]), frame: int(parts[1]), box };
   }
   return null;
 }
@@ -316,7 +319,7 @@ function askFromAddress() {
   if (query) {
     ask(query, false, false);
   } else if (location.hash.length > 1) {  // a link cut short or mistyped
-    showError(`${decodeURIComponent(location.hash)}: not a question the page knows; an address ends in #track=CAMERA:ID, `
+    showError(`${decoded(location.hash) ?? location.hash}: not a question the page knows; an address ends in #track=CAMERA:ID, `
       + '#identity=N or #box=CAMERA:FRAME:x1,y1,x2,y2');
   } else if (!S.photo) {  // back to the page before any question
     S.query = S.result = S.selected = null;
@@ -630,7 +633,7 @@ async function poll() {
     const status = await getJSON('/api/status');
     const same = S.status && sameStore(status, S.status) && status.cameras.join() === S.status.cameras.join();
     if (!same) await refresh(status);
-    if (!$('live').textContent.startsWith('store updated')) $('live').textContent = `live · ${status.generation === null ? 'no store yet' : 'generation ' + status.generation}`;
+    if (!$('live').textContent.startsWith('store ')) $('live').textContent = `live · ${status.generation === null ? 'no store yet' : 'generation ' + status.generation}`;
   } catch (e) {
     $('live').textContent = e.status ? `server says: ${e.message}` : 'server not reachable';  // a refused token is not a down server
   }
