@@ -1,5 +1,5 @@
-"""Words for messages and reports: counted (``plural(1, "track")`` is ``"1 track"``) and times on a
-run's clock (``clock_text``).
+"""Words for messages and reports: counted (``plural(1, "track")`` is ``"1 track"``), times on a
+run's clock (``clock_text``), an error's first line (``first_line``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,16 @@ def numbered(word: str, numbers: list[int]) -> str:
     ('track 4', 'tracks 1, 3')
     """
     return f"{word if len(numbers) == 1 else word + 's'} {', '.join(map(str, numbers))}"
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message as one line (its type's name when it has none).
+
+    >>> first_line(ValueError("bad\\nmore")), first_line(KeyError())
+    ('bad', 'KeyError')
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def clock_text(seconds: float, origin: str | None = None) -> str:

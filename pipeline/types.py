@@ -37,6 +37,39 @@ def partial_path(path: Path) -> Path:
 
 
 @dataclass(frozen=True)
+class FrameRange:
+    """Source frames ``[start, end)`` by 0-based index (``end`` None: to the end of the source).
+
+    A camera's long video is cut into such ranges to be tracked in parallel
+    (:mod:`pipeline.scale`); frame indices and times stay those of the whole source.
+
+    >>> FrameRange(100, 250).length
+    150
+    """
+
+    start: int = 0
+    end: int | None = None
+
+    def __post_init__(self):
+        if self.start < 0 or (self.end is not None and self.end < self.start):
+            raise ValueError(f"frame range [{self.start}, {self.end}) is negative or reversed")
+
+    @property
+    def length(self) -> int | None:
+        return None if self.end is None else self.end - self.start
+
+
+def kept_frames(start: int, end: int, stride: int) -> int:
+    """How many source frames of ``[start, end)`` a ``stride`` keeps: the multiples of the stride
+    (it counts from frame 0, whatever the range).
+
+    >>> kept_frames(0, 10, 3), kept_frames(4, 10, 3), kept_frames(7, 5, 1)
+    (4, 2, 0)
+    """
+    return max(0, -(-end // stride) - -(-start // stride))
+
+
+@dataclass(frozen=True)
 class Frame:
     """One decoded frame of one camera.
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from pipeline.video.run import first_line
+from pipeline.text import first_line
 from reid.errors import CrosscamError
 
 log = logging.getLogger(__name__)

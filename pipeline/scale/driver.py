@@ -46,12 +46,13 @@ from pipeline.scale.worker import CameraProbe, SegmentResult, SegmentWorker
 from pipeline.run_folders import (check_camera_free, claim_cameras, keep_earlier, make_folder, publish,
                                   warn_if_another_source, working_folder, write_json_atomic)
 from pipeline.stops import stops_held
-from pipeline.text import plural
+from pipeline.text import first_line, plural
+from pipeline.types import kept_frames
 from pipeline.video.finalise import final_ids, relinked_record
 from pipeline.video.relabel import apply_id_map
-from pipeline.video.run import (CameraRun, check_camera_names, check_out_dir, drop_staged, first_line, keep_complete_staged,
+from pipeline.video.run import (CameraRun, check_camera_names, check_out_dir, drop_staged, keep_complete_staged,
                                 package_versions, publish_staged, resolved_config, utc_now)
-from pipeline.video.sources import default_camera_name, kept_frames, open_source, source_warnings_muted
+from pipeline.video.sources import default_camera_name, open_source, source_warnings_muted
 from pipeline.video.track_state import write_track_states
 from pipeline.video.tracks_file import TrackRows, read_camera_tracks, write_tracks_file
 from reid.errors import CrosscamError

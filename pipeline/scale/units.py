@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.video.sources import FrameRange
+from pipeline.types import FrameRange
 from pipeline.video.tracks_file import TrackRows
 
 

@@ -29,12 +29,12 @@ import numpy as np
 from pipeline.colour import CameraColour
 from pipeline.config import PipelineConfig
 from pipeline.scale.units import WorkUnit
-from pipeline.types import FrameResult
+from pipeline.types import FrameResult, kept_frames
 from pipeline.video.annotate import render_tracks_video
 from pipeline.video.chain import SharedFrames, StageTimes
 from pipeline.video.detectors import build_detector
 from pipeline.video.run import camera_chain
-from pipeline.video.sources import STREAM_SCHEMES, kept_frames, mot_sequence_dir, open_source, source_warnings_muted
+from pipeline.video.sources import STREAM_SCHEMES, mot_sequence_dir, open_source, source_warnings_muted
 from pipeline.video.track_state import TrackAccumulator
 from pipeline.video.tracks_file import TrackRows
 from reid import Embedder

@@ -21,9 +21,9 @@ from typing import Mapping
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.types import FrameResult, TrackObservation
+from pipeline.types import FrameResult, TrackObservation, kept_frames
 from pipeline.video.sinks import AnnotatedVideoWriter
-from pipeline.video.sources import FrameSource, kept_frames
+from pipeline.video.sources import FrameSource
 from pipeline.video.tracks_file import TrackRows
 
 

@@ -32,7 +32,7 @@ from pipeline.colour import CameraColour
 from pipeline.config import PipelineConfig
 from pipeline.run_folders import (check_camera_free, claim_cameras, keep_earlier, make_folder, publish, release,
                                   wait_for_association, warn_if_another_source, working_folder, write_json_atomic)
-from pipeline.text import plural
+from pipeline.text import first_line, plural
 from pipeline.types import RUN_LEVEL_NAMES, FrameResult, read_track_summaries
 from pipeline.video.chain import SharedFrames, StageTimes, build_chain
 from pipeline.video.detectors import Detector, build_detector
@@ -90,12 +90,6 @@ def resolved_config(cfg: PipelineConfig) -> dict:
         if value is not None and Path(value).is_file():
             data[section][key] = str(Path(value).resolve())
     return data
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception's message as one line (its type's name when it has none)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def utc_now() -> str:
