@@ -19,8 +19,9 @@ import logging
 import os
 import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO, Iterator, Sequence
 
 from pipeline.types import read_run_record
 from reid.errors import CrosscamError
@@ -33,6 +34,7 @@ except ImportError:  # Windows: no flock; two commands tracking one camera are t
 log = logging.getLogger(__name__)
 
 RETRACK_SUFFIX = ".retrack"  # .CAMERA.retrack: a camera tracked again, beside its earlier outputs
+IDENTITIES_LOCK = ".identities.lock"  # flock'ed for the whole of one association of the run (identities_held)
 
 
 def make_folder(folder: Path) -> None:
@@ -107,6 +109,46 @@ def check_nothing_waiting(folder: Path) -> None:
         raise CrosscamError(f"camera {folder.name}: its complete outputs from a run stopped before association wait "
                             f"in {waiting}; `crosscam associate {folder.parent}` puts them in place (or delete that "
                             "folder to drop them), then track it again")
+
+
+@contextmanager
+def identities_held(run_dir: Path) -> Iterator[None]:
+    """Hold the run's identities for one association, across processes (an flock on
+    ``RUN_DIR/.identities.lock``, removed when done): from reading the cameras' outputs (and the
+    outputs waiting for it) through the store's update to the global tracks, videos and report
+    drawn from it. Two at once numbered new identities from one snapshot, and drew one camera's
+    annotated_global.mp4 through one temporary file. A command that has to wait says so."""
+    if fcntl is None:
+        yield
+        return
+    make_folder(run_dir)
+    path, said = run_dir / IDENTITIES_LOCK, False
+    while True:
+        try:
+            lock = open(path, "a")
+        except PermissionError as exc:
+            raise CrosscamError(f"{run_dir}: cannot write in it ({exc.strerror}); make it writable, or work on a "
+                                "copy of the run") from None
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not said:
+                log.warning("%s: another crosscam command is associating this run; waiting for it to finish", run_dir)
+                said = True
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        except OSError:  # a file system without locks: claim_camera says so for the cameras
+            break
+        try:
+            if os.fstat(lock.fileno()).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        lock.close()  # its holder removed it on release as this one waited: lock the file there now
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # while still held: a command opening it now locks anew
+        lock.close()
 
 
 def _camera_busy(out_dir: Path, name: str) -> CrosscamError:

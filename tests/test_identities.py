@@ -89,6 +89,11 @@ def test_a_camera_whose_summaries_were_deleted_is_said_and_loses_its_global_outp
     assert "door: not in the identities; its tracks_global.txt and annotated_global.mp4, whose ids no longer hold, removed" in said
     assert not (two_cameras / "door" / "tracks_global.txt").exists() and not (two_cameras / "door" / "annotated_global.mp4").exists()
     assert (two_cameras / "hall" / "tracks_global.txt").is_file()
+    (two_cameras / "lobby").mkdir()  # a first run killed outright: run.json says running, nothing written (no word)
+    (two_cameras / "lobby" / "run.json").write_text('{"status": "running"}')
+    caplog.clear()
+    update_identities(two_cameras, PipelineConfig(), progress=False)
+    assert "lobby: run.json says running and no tracks are written yet: left out of the identities" in caplog.text
 
 
 def test_cameras_file_puts_cameras_on_one_clock_and_applies_transit_rules(two_cameras: Path, tmp_path: Path, capsys):
@@ -388,3 +393,27 @@ def test_waiting_outputs_take_the_place_of_a_folder_emptied_meanwhile(two_camera
     assert json.loads((two_cameras / "hall" / "run.json").read_text()) == record and "hall" in result.cameras_updated
     assert [t.track_id for t in TrackStore.open(two_cameras / "store").tracks(camera="hall")] == [1]
     assert "no tracks.json" not in caplog.text and not (two_cameras / ".hall.retrack").exists()
+
+
+def test_two_associations_at_once_take_turns(two_cameras: Path):
+    """Both redrew annotated_global.mp4 through one temporary file: the second rename found it gone
+    (a traceback). They now hold the run in turn."""
+    import threading
+
+    update_identities(two_cameras, PipelineConfig(), progress=False)
+    for stamp in two_cameras.glob("*/.annotated_global.stamp"):
+        stamp.unlink()  # both draw every camera again
+    failures = []
+
+    def associate():
+        try:
+            update_identities(two_cameras, PipelineConfig(), progress=False)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            failures.append(exc)
+
+    threads = [threading.Thread(target=associate) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert failures == [] and not [p.name for p in two_cameras.iterdir() if p.name.startswith(".")]

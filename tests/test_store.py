@@ -300,16 +300,33 @@ def test_damage_faiss_can_read_is_not_carried_into_later_indexes(tmp_path: Path,
     assert_index_holds_the_table(store, folder)
 
 
-def test_updating_holds_a_lock_other_processes_wait_for(tmp_path: Path):
-    store = TrackStore.create(tmp_path / "store", INFO)
+def test_an_association_holds_the_run_and_another_waits_saying_so(tmp_path: Path, caplog):
+    """The lock moved from the store's update to the whole association (two at once drew one
+    camera's annotated_global.mp4 through one temporary file: a traceback)."""
+    import threading
+
+    from pipeline.run_folders import identities_held
+
     probe = ("import fcntl, sys; f = open(sys.argv[1], 'a')\n"
              "try:\n    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB); print('free')\n"
              "except BlockingIOError:\n    print('held')")
-    lock = str(tmp_path / "store" / "update.lock")
-    with store.updating():
+    lock = str(tmp_path / "run" / ".identities.lock")
+    order = []
+    with identities_held(tmp_path / "run"):
         held = subprocess.run([sys.executable, "-c", probe, lock], capture_output=True, text=True).stdout.strip()
+        def second():
+            with identities_held(tmp_path / "run"):
+                order.append("second")
+
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        time.sleep(0.5)
+        order.append("first done")
+    waiter.join(timeout=30)
     free = subprocess.run([sys.executable, "-c", probe, lock], capture_output=True, text=True).stdout.strip()
-    assert (held, free) == ("held", "free")
+    assert held == "held" and order == ["first done", "second"]
+    assert "another crosscam command is associating this run; waiting for it to finish" in caplog.text
+    assert free == "free"
 
 
 def test_batched_lookups_keep_the_order_asked_for(tmp_path: Path, monkeypatch):
@@ -508,12 +525,14 @@ def test_a_store_that_cannot_be_written_is_one_line(tmp_path: Path, monkeypatch)
     monkeypatch.setattr(store_module, "_connect", real_connect)
     assert (tmp_path / "store" / DB_NAME).read_bytes() == before
 
+    import pipeline.run_folders as run_folders
+
     def refused(path, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(store_module, "open", refused, raising=False)
-    with pytest.raises(CrosscamError, match=r"cannot write the track store \(Permission denied: .*update.lock\); make it"):
-        with store.updating():
+    monkeypatch.setattr(run_folders, "open", refused, raising=False)
+    with pytest.raises(CrosscamError, match=r"run: cannot write in it \(Permission denied\); make it writable"):
+        with run_folders.identities_held(tmp_path / "run"):
             pass
 
 

@@ -34,7 +34,7 @@ from pipeline.identity.cameras import CamerasFile, camera_offsets, load_cameras_
 from pipeline.identity.layout import STORE_DIR, camera_folders, is_camera_folder, run_folders
 from pipeline.identity.report import write_report
 from pipeline.identity.store import DB_NAME, CameraRecord, CameraTracks, EmbedderInfo, TrackStore
-from pipeline.run_folders import check_camera_free, claim_camera, publish, release, waiting_retracks
+from pipeline.run_folders import check_camera_free, claim_camera, identities_held, publish, release, waiting_retracks
 from pipeline.stops import stops_held
 from pipeline.types import CAMERAS_FILE, TrackSummary, partial_path, read_run_record, read_track_summaries
 from pipeline.video.annotate import render_tracks_video
@@ -114,7 +114,7 @@ def update_identities(
     :func:`render_global_videos_here`).
     """
     run_dir = Path(run_dir)
-    with _with_waiting_retracks(run_dir, dict(staged or {})) as staged:
+    with identities_held(run_dir), _with_waiting_retracks(run_dir, dict(staged or {})) as staged:
         return _update_identities(run_dir, config, cameras_file, progress, staged, render_videos)
 
 
@@ -147,8 +147,12 @@ def _update_identities(run_dir: Path, config: PipelineConfig, cameras_file: str 
                        staged: dict[str, Path], render_videos: VideoRenderer | None) -> IdentityResult:
     spec = _cameras_spec(run_dir, cameras_file)
     for folder in (f for f in _folders_without_summaries(run_dir) if f.name not in staged):  # staged: read anew
-        log.warning("%s: run.json but no tracks.json (deleted?): its tracks are not read again (the store keeps what "
-                    "it had for it); re-run `crosscam track` for this camera", folder.name)
+        if read_run_record(folder).get("status") == "running":  # being tracked, or its command was killed
+            log.warning("%s: run.json says running and no tracks are written yet: left out of the identities (wait "
+                        "for its `crosscam track`, or track it again if that was stopped outright)", folder.name)
+        else:
+            log.warning("%s: run.json but no tracks.json (deleted?): its tracks are not read again (the store keeps "
+                        "what it had for it); re-run `crosscam track` for this camera", folder.name)
     present = camera_folders(run_dir, allow_none=bool(staged))
     # a staged camera is read from its new outputs, its folder deleted or emptied meanwhile too
     folders = [staged.get(f.name, f) for f in present] + [w for n, w in staged.items() if n not in {f.name for f in present}]
@@ -166,30 +170,29 @@ def _update_identities(run_dir: Path, config: PipelineConfig, cameras_file: str 
     store = TrackStore.create(run_dir / STORE_DIR, embedder, config.store)
     stored_now = False
     try:
-        with store.updating():
-            stored = {c.name: c for c in store.cameras()}
-            for name in sorted(n for n in stored if not (run_dir / n).is_dir() and n not in staged):
-                log.warning("%s: in the store but its folder %s is gone; its tracks stay in the store and answers "
-                            "(to drop the camera: delete %s and run `crosscam associate %s`)",
-                            name, run_dir / name, run_dir / STORE_DIR, run_dir)
-            inputs = [_camera_input(name_of[f], f, runs[name_of[f]], offsets[name_of[f]], common) for f in folders]
-            settings = {"association": association_settings(config, spec), "clock_origin": clock_origin_text(spec)}
-            kept = {key: store.setting(key) for key in settings}
-            if stored and kept["association"] != settings["association"]:
-                log.warning("association settings or transit rules %s since the store was written: every camera is "
-                            "associated again (identity ids are kept where the same people group again)",
-                            "changed" if kept["association"] is not None else "unknown (an older crosscam wrote it)")
-                stored = {}
-            changed = [c for c in inputs if stored.get(c.name) != c.record]
-            updates = _associated(store, changed, config, spec, progress) if changed else []
-            with stops_held():  # the store takes them and their folders follow at once, or neither
-                # (a write builds a damaged index file again, and keeps a clock origin moved with every start)
-                if updates or not store.index_is_intact() or kept != settings:
-                    store.write(updates, settings)
-                for name, work in staged.items():
-                    publish(run_dir / name, work)
-                stored_now = True
-            inputs = [replace(c, folder=run_dir / c.name) for c in inputs]
+        stored = {c.name: c for c in store.cameras()}
+        for name in sorted(n for n in stored if not (run_dir / n).is_dir() and n not in staged):
+            log.warning("%s: in the store but its folder %s is gone; its tracks stay in the store and answers "
+                        "(to drop the camera: delete %s and run `crosscam associate %s`)",
+                        name, run_dir / name, run_dir / STORE_DIR, run_dir)
+        inputs = [_camera_input(name_of[f], f, runs[name_of[f]], offsets[name_of[f]], common) for f in folders]
+        settings = {"association": association_settings(config, spec), "clock_origin": clock_origin_text(spec)}
+        kept = {key: store.setting(key) for key in settings}
+        if stored and kept["association"] != settings["association"]:
+            log.warning("association settings or transit rules %s since the store was written: every camera is "
+                        "associated again (identity ids are kept where the same people group again)",
+                        "changed" if kept["association"] is not None else "unknown (an older crosscam wrote it)")
+            stored = {}
+        changed = [c for c in inputs if stored.get(c.name) != c.record]
+        updates = _associated(store, changed, config, spec, progress) if changed else []
+        with stops_held():  # the store takes them and their folders follow at once, or neither
+            # (a write builds a damaged index file again, and keeps a clock origin moved with every start)
+            if updates or not store.index_is_intact() or kept != settings:
+                store.write(updates, settings)
+            for name, work in staged.items():
+                publish(run_dir / name, work)
+            stored_now = True
+        inputs = [replace(c, folder=run_dir / c.name) for c in inputs]
 
         _keep_cameras_file(run_dir, cameras_file)
         identities = {cam.name: {t.track_id: t.identity for t in store.tracks(camera=cam.name)} for cam in inputs}
@@ -296,10 +299,10 @@ def keep_earlier_ids(tracks: Sequence[TrackSummary], ids: Sequence[int], earlier
 
 
 def _folders_without_summaries(run_dir: Path) -> list[Path]:
-    """Camera folders of ``run_dir`` whose ``run.json`` says they finished (complete, interrupted)
-    but that hold no ``tracks.json``, by name (one still running or failed has none yet)."""
+    """Camera folders of ``run_dir`` that hold no ``tracks.json`` although their ``run.json`` says
+    they finished (complete, interrupted) or run, by name (a failed one is said with the failure)."""
     return [p for p in run_folders(run_dir) if not (p / "tracks.json").is_file()
-            and read_run_record(p).get("status") in ("complete", "interrupted")]
+            and read_run_record(p).get("status") in ("complete", "interrupted", "running")]
 
 
 def _drop_global_outputs_outside(run_dir: Path, stored: set[str]) -> None:

@@ -16,8 +16,8 @@ Readers open the database read-only and load the file ``meta`` names, so any num
 run while one writer works (SQLite serialises writers with ``BEGIN IMMEDIATE``). A writer removes
 the files of earlier generations inside its transaction, keeping the one readers may still be
 opening (the last committed) until the next write; a reader that finds its file gone re-reads
-``meta`` once. :meth:`TrackStore.updating` serialises whole read-associate-write updates of one
-run across processes. Identity ids and track keys (FAISS ids) are never handed out twice:
+``meta`` once. :func:`pipeline.run_folders.identities_held` serialises whole read-associate-write
+updates of one run across processes. Identity ids and track keys (FAISS ids) are never handed out twice:
 ``meta.max_identity`` and ``meta.max_track_key`` keep the largest ever written, even after the
 tracks that held them are replaced, so a key a query found keeps naming its track or none.
 
@@ -41,11 +41,6 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import faiss
 import numpy as np
 
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; concurrent updates of one run are then not serialised
-    fcntl = None
-
 from pipeline.config import StoreConfig
 from pipeline.identity.exact_scan import exact_searcher
 from pipeline.identity.faiss_index import (build_index, inner_index, ivf_cells, maybe_to_gpu, planned_kind, stored_kind,
@@ -59,7 +54,6 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 DB_NAME = "tracks.sqlite"
-UPDATE_LOCK = "update.lock"  # flock'ed for the whole of TrackStore.updating()
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -535,23 +529,6 @@ class TrackStore:
         """The largest identity id ever written to this store (0 when none was)."""
         with self._reading() as conn:
             return _largest_identity(conn)
-
-    @contextmanager
-    def updating(self) -> Iterator[None]:
-        """Hold the run's update lock: one read-associate-write update at a time, across processes
-        (two concurrent ``crosscam track`` runs into one run directory would otherwise both number
-        new identities from the same snapshot)."""
-        if fcntl is None:
-            yield
-            return
-        with _write_access(self.folder):
-            lock = open(self.folder / UPDATE_LOCK, "a")
-        with lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     def uid(self) -> str | None:
         """A name made when the store was created: a store deleted and made again restarts its
