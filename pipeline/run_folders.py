@@ -9,6 +9,9 @@ identity side (putting new outputs in place as the store takes them) alike.
   (:func:`publish`); a stopped or failed run is dropped (:func:`keep_earlier`). Complete new
   outputs of a run stopped before its association wait there (:func:`waiting_retracks`) until
   an association puts them in place together with the store.
+- One association of the run at a time (:func:`identities_held`, an flock on ``RUN_DIR/.associating``):
+  from reading the cameras' outputs through the store to the outputs drawn from it, and every
+  folder put in place.
 - Files written whole or not at all (:func:`write_json_atomic`), folders made with one-line errors.
 """
 
@@ -28,13 +31,15 @@ from reid.errors import CrosscamError
 
 try:
     import fcntl
-except ImportError:  # Windows: no flock; two commands tracking one camera are then not kept apart
+except ImportError:  # Windows: no flock; two commands tracking one camera, or associating, are then not kept apart
     fcntl = None
 
 log = logging.getLogger(__name__)
 
 RETRACK_SUFFIX = ".retrack"  # .CAMERA.retrack: a camera tracked again, beside its earlier outputs
-IDENTITIES_LOCK = ".identities.lock"  # flock'ed for the whole of one association of the run (identities_held)
+# flock'ed for the whole of one association of the run (identities_held); not ending in ".lock", which
+# is each camera's (a camera named "identities" would share a ".identities.lock")
+IDENTITIES_LOCK = ".associating"
 
 
 def make_folder(folder: Path) -> None:
@@ -106,37 +111,39 @@ def check_nothing_waiting(folder: Path) -> None:
     its association wait beside it: tracking it would drop them."""
     waiting = folder.with_name(f".{folder.name}{RETRACK_SUFFIX}")
     if read_run_record(waiting).get("status") == "complete":
-        raise CrosscamError(f"camera {folder.name}: its complete outputs from a run stopped before association wait "
-                            f"in {waiting}; `crosscam associate {folder.parent}` puts them in place (or delete that "
-                            "folder to drop them), then track it again")
+        raise CrosscamError(f"camera {folder.name}: its complete outputs from a run whose association did not finish "
+                            f"wait in {waiting}; `crosscam associate {folder.parent}` puts them in place (or delete "
+                            "that folder to drop them), then track it again")
 
 
 @contextmanager
 def identities_held(run_dir: Path) -> Iterator[None]:
     """Hold the run's identities for one association, across processes (an flock on
-    ``RUN_DIR/.identities.lock``, removed when done): from reading the cameras' outputs (and the
+    ``RUN_DIR/.associating``, removed when done): from reading the cameras' outputs (and the
     outputs waiting for it) through the store's update to the global tracks, videos and report
     drawn from it. Two at once numbered new identities from one snapshot, and drew one camera's
     annotated_global.mp4 through one temporary file. A command that has to wait says so."""
-    if fcntl is None:
+    if fcntl is None or not run_dir.is_dir():  # no run there: the caller says so
         yield
         return
-    make_folder(run_dir)
     path, said = run_dir / IDENTITIES_LOCK, False
     while True:
         try:
             lock = open(path, "a")
-        except PermissionError as exc:
+        except OSError as exc:  # read-only folder or file system
             raise CrosscamError(f"{run_dir}: cannot write in it ({exc.strerror}); make it writable, or work on a "
                                 "copy of the run") from None
         try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if not said:
-                log.warning("%s: another crosscam command is associating this run; waiting for it to finish", run_dir)
-                said = True
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        except OSError:  # a file system without locks: claim_camera says so for the cameras
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not said:
+                    log.warning("%s: another crosscam command is associating this run; waiting for it to finish", run_dir)
+                    said = True
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        except OSError as exc:  # a file system without locks (some FUSE and network mounts)
+            log.warning("%s: cannot be locked (%s); two commands associating this run at once are not kept apart",
+                        path, exc.strerror)
             break
         try:
             if os.fstat(lock.fileno()).st_ino == os.stat(path).st_ino:
@@ -216,6 +223,13 @@ def publish(folder: Path, work: Path) -> None:
             replace_folder(folder, work)
         else:  # the earlier outputs were deleted meanwhile
             os.replace(work, folder)
+
+
+def publish_between_associations(folder: Path, work: Path) -> None:
+    """:func:`publish` outside an association, between other commands' associations (which read
+    and draw into the camera folders): under :func:`identities_held`."""
+    with identities_held(folder.parent):
+        publish(folder, work)
 
 
 def keep_earlier(folder: Path, work: Path) -> None:

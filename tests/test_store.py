@@ -310,7 +310,8 @@ def test_an_association_holds_the_run_and_another_waits_saying_so(tmp_path: Path
     probe = ("import fcntl, sys; f = open(sys.argv[1], 'a')\n"
              "try:\n    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB); print('free')\n"
              "except BlockingIOError:\n    print('held')")
-    lock = str(tmp_path / "run" / ".identities.lock")
+    (tmp_path / "run").mkdir()
+    lock = str(tmp_path / "run" / ".associating")
     order = []
     with identities_held(tmp_path / "run"):
         held = subprocess.run([sys.executable, "-c", probe, lock], capture_output=True, text=True).stdout.strip()
@@ -327,6 +328,15 @@ def test_an_association_holds_the_run_and_another_waits_saying_so(tmp_path: Path
     assert held == "held" and order == ["first done", "second"]
     assert "another crosscam command is associating this run; waiting for it to finish" in caplog.text
     assert free == "free"
+    from pipeline.run_folders import claim_camera, release
+
+    claim = claim_camera(tmp_path / "run", "identities")  # a camera's lock is not the run's (it shared a file: a hang)
+    with identities_held(tmp_path / "run"):
+        pass
+    release([claim])
+    with identities_held(tmp_path / "nope"):  # no run there: nothing made (the caller says so)
+        pass
+    assert not (tmp_path / "nope").exists()
 
 
 def test_batched_lookups_keep_the_order_asked_for(tmp_path: Path, monkeypatch):
@@ -530,6 +540,7 @@ def test_a_store_that_cannot_be_written_is_one_line(tmp_path: Path, monkeypatch)
     def refused(path, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(path))
 
+    (tmp_path / "run").mkdir()
     monkeypatch.setattr(run_folders, "open", refused, raising=False)
     with pytest.raises(CrosscamError, match=r"run: cannot write in it \(Permission denied\); make it writable"):
         with run_folders.identities_held(tmp_path / "run"):

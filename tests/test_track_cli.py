@@ -531,7 +531,7 @@ def test_ctrl_c_between_tracking_and_association_says_so_and_leaves_nothing_stag
     # tracking hall again would drop them (when stopped too, silently): refused until they are in place
     monkeypatch.undo()
     code, _, err = run_cli([*args, "--max-frames", "20"], capsys)
-    assert code == 2 and f"camera hall: its complete outputs from a run stopped before association wait in {out / '.hall.retrack'}" in err
+    assert code == 2 and f"camera hall: its complete outputs from a run whose association did not finish wait in {out / '.hall.retrack'}" in err
     assert snapshot() == before and (out / ".hall.retrack").is_dir()
     shutil.rmtree(out / "hall")  # and the earlier outputs deleted meanwhile: the waiting ones still take the place
     code, _, err = run_cli(["associate", str(out), "--quiet"], capsys)

@@ -86,6 +86,7 @@ def register(app: typer.Typer) -> None:
         tracks_global.txt, annotated_global.mp4 and report.html.
         Ctrl-C stops cleanly: what was written stays valid and run.json says "interrupted"."""
         from pipeline.identity.identities import check_before_tracking
+        from pipeline.run_folders import identities_held
         from pipeline.video.run import check_out_dir, keep_complete_staged, publish_staged, track_videos
         from pipeline.video.sources import default_camera_name
         from reid.embedder import Embedder
@@ -140,7 +141,8 @@ def register(app: typer.Typer) -> None:
                 # a Ray run's workers draw its cameras' annotated_global.mp4 (pipeline.scale.global_videos)
                 render = session.render_global_videos if session is not None else None
                 linked = _identities(out, cfg, cameras_file, runs, quiet, render) if identities and complete else None
-                publish_staged(runs)  # identities not updated: the new outputs replace the earlier ones as they are
+                with identities_held(out):  # not while another command associates the run
+                    publish_staged(runs)  # identities not updated: the new outputs replace the earlier ones as they are
             except KeyboardInterrupt:
                 keep_complete_staged(runs)
                 typer.echo(f"interrupted after tracking: {out}'s identities are up to date" if linked is not None else

@@ -242,7 +242,10 @@ class TrackStore:
         except sqlite3.DatabaseError as exc:
             if "locked" in str(exc):  # another process holds it past the timeout: not damage
                 raise
-            raise _damaged(folder, exc) from None
+            if _is_damage(exc):
+                raise _damaged(folder, exc) from None
+            raise CrosscamError(f"{folder / DB_NAME}: cannot read the track store ({exc}); check the file's "
+                                "permissions and the disk") from None
         if int(meta.get("schema_version", -1)) != SCHEMA_VERSION:
             raise CrosscamError(
                 f"{folder / DB_NAME}: store schema version {meta.get('schema_version')} is not "

@@ -43,8 +43,9 @@ from pipeline.scale.overlaps import OverlapBoard, UnitOverlaps
 from pipeline.scale.stitch import stitch_segments
 from pipeline.scale.units import WorkUnit, plan_camera
 from pipeline.scale.worker import CameraProbe, SegmentResult, SegmentWorker
-from pipeline.run_folders import (check_camera_free, claim_cameras, keep_earlier, make_folder, publish,
-                                  warn_if_another_source, working_folder, write_json_atomic)
+from pipeline.run_folders import (check_camera_free, claim_cameras, keep_earlier, make_folder,
+                                  publish_between_associations, warn_if_another_source, working_folder,
+                                  write_json_atomic)
 from pipeline.stops import stops_held
 from pipeline.text import first_line, plural
 from pipeline.types import kept_frames
@@ -213,7 +214,7 @@ class _Driver:
         cam.run.status = "complete"
         self._write_run_json(cam)
         if self.publish_now:
-            publish(cam.run.folder, cam.folder)
+            publish_between_associations(cam.run.folder, cam.folder)
         elif cam.folder != cam.run.folder:
             cam.run.staged = cam.folder
         if self.progress:

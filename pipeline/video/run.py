@@ -30,8 +30,9 @@ from tqdm import tqdm
 
 from pipeline.colour import CameraColour
 from pipeline.config import PipelineConfig
-from pipeline.run_folders import (check_camera_free, claim_cameras, keep_earlier, make_folder, publish, release,
-                                  wait_for_association, warn_if_another_source, working_folder, write_json_atomic)
+from pipeline.run_folders import (check_camera_free, claim_cameras, keep_earlier, make_folder, publish,
+                                  publish_between_associations, release, wait_for_association, warn_if_another_source,
+                                  working_folder, write_json_atomic)
 from pipeline.text import first_line, plural
 from pipeline.types import RUN_LEVEL_NAMES, FrameResult, read_track_summaries
 from pipeline.video.chain import SharedFrames, StageTimes, build_chain
@@ -222,7 +223,7 @@ def track_camera(source: FrameSource, detector: Detector, embedder, folder: Path
         raise
     run.folder = folder
     if publish_now:
-        publish(folder, work)
+        publish_between_associations(folder, work)
     elif work != folder:
         run.staged = work
     return run
