@@ -7,7 +7,7 @@ identity side (putting new outputs in place as the store takes them) alike.
 - Tracking again beside the earlier outputs: a camera tracked completely before is tracked into
   ``.CAMERA.retrack`` (:func:`working_folder`), which replaces its folder only once complete
   (:func:`publish`); a stopped or failed run is dropped (:func:`keep_earlier`). Complete new
-  outputs of a run stopped before its association wait there (:func:`waiting_retracks`) until
+  outputs of a run whose association did not finish wait there (:func:`waiting_retracks`) until
   an association puts them in place together with the store.
 - One association of the run at a time (:func:`identities_held`, an flock on ``RUN_DIR/.associating``):
   from reading the cameras' outputs through the store to the outputs drawn from it, and every
@@ -87,7 +87,7 @@ def claim_camera(out_dir: Path, name: str) -> IO:
 
 def check_camera_free(out_dir: Path, name: str) -> None:
     """Refuse now (before models load) a camera another command holds, or whose outputs from a run
-    stopped before its association still wait (:func:`waiting_retracks`: tracking it again would
+    whose association did not finish still wait (:func:`waiting_retracks`: tracking it again would
     drop them); creates nothing. The hold itself is taken by :func:`claim_camera`, which checks
     again."""
     if fcntl is not None:  # first: a command tracking the camera now has its outputs beside it too
@@ -247,7 +247,7 @@ def wait_for_association(folder: Path, work: Path) -> None:
 
 def waiting_retracks(run_dir: Path) -> dict[str, Path]:
     """The cameras of ``run_dir`` tracked again completely whose new outputs wait beside their
-    folder (a run stopped before its association), by name: ``{camera: .CAMERA.retrack}``."""
+    folder (a run whose association did not finish), by name: ``{camera: .CAMERA.retrack}``."""
     found = {}
     for work in sorted(run_dir.glob(f".*{RETRACK_SUFFIX}")) if run_dir.is_dir() else ():
         name = work.name[1:-len(RETRACK_SUFFIX)]

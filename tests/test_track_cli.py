@@ -535,7 +535,7 @@ def test_ctrl_c_between_tracking_and_association_says_so_and_leaves_nothing_stag
     assert snapshot() == before and (out / ".hall.retrack").is_dir()
     shutil.rmtree(out / "hall")  # and the earlier outputs deleted meanwhile: the waiting ones still take the place
     code, _, err = run_cli(["associate", str(out), "--quiet"], capsys)
-    assert code == 0 and "hall: its outputs from a run stopped before its association are in place now" in err
+    assert code == 0 and "hall: its outputs from a run whose association did not finish are in place now" in err
     assert "its folder" not in err and "is gone" not in err  # it warned of a gone folder that was being replaced
     assert json.loads((out / "hall" / "run.json").read_text())["frames_read"] == 30 and snapshot() != before
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]

@@ -108,7 +108,7 @@ def update_identities(
     ``staged`` maps a camera tracked again to its new outputs beside its folder
     (:func:`pipeline.run_folders.working_folder`): they are read in its place and replace it right after
     the store takes them, so the folder and the store never disagree for longer than a rename.
-    Cameras tracked again completely by a run stopped before its association are staged so too
+    Cameras tracked again completely by a run whose association did not finish are staged so too
     (:func:`pipeline.run_folders.waiting_retracks`).
     ``render_videos`` draws the cameras' ``annotated_global.mp4`` that are out of date (default:
     :func:`render_global_videos_here`).
@@ -137,7 +137,7 @@ def _with_waiting_retracks(run_dir: Path, staged: dict[str, Path]) -> Iterator[d
                 adopted.append(name)
         yield staged
         for name in adopted:  # said once they are in place (not when the update failed)
-            log.warning("%s: its outputs from a run stopped before its association are in place now, with the "
+            log.warning("%s: its outputs from a run whose association did not finish are in place now, with the "
                         "identities", name)
     finally:
         release(claims)
