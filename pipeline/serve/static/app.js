@@ -662,7 +662,7 @@ function wire() {
 const params = new URLSearchParams(location.search);
 if (params.has('token')) {
   params.delete('token');
-  history.replaceState(null, '', location.pathname + (params.size ? `?${params}` : '') + location.hash);
+  history.replaceState(null, '', location.pathname + (params.toString() ? `?${params}` : '') + location.hash);
 }
 wire();
 window.addEventListener('popstate', askFromAddress);
