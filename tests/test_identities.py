@@ -290,7 +290,11 @@ def test_a_failed_camera_run_is_left_out_and_the_store_keeps_its_earlier_tracks(
     assert result.cameras_updated == [] and result.tracks == 4
     store = TrackStore.open(two_cameras / "store")
     assert sorted(t.track_id for t in store.tracks(camera="door")) == [1, 2]
-    assert "door: run.json status 'failed'" in caplog.text
+    assert "door: run.json status 'failed'" in caplog.text and "re-run `crosscam track` for this camera" in caplog.text
+    run_json.write_text(run_json.read_text().replace('"failed"', '"running"'))  # tracked again now, into its folder
+    caplog.clear()
+    update_identities(two_cameras, PipelineConfig(), progress=False)
+    assert "door: run.json status 'running'; left out" in caplog.text and "wait for its `crosscam track`" in caplog.text
 
 
 def test_unreadable_track_summaries_are_one_line(two_cameras: Path):

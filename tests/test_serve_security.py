@@ -152,6 +152,7 @@ def test_with_a_token_every_request_carries_it(run):
             first = browser_like.get("/?token=s3cret")
             assert first.status_code == 200 and f"crosscam_token_{port}" in first.cookies  # per port: per server
             assert browser_like.get("/api/frames/cam2/3").status_code == 200  # the page's images carry the cookie
+            assert browser_like.get("/?token=stale").status_code == 200  # a wrong ?token= does not undo the cookie
 
 
 def test_a_port_in_use_is_one_line(run, capsys):

@@ -327,8 +327,10 @@ def _finished(camera: str, run: dict) -> bool:
                     "(run `crosscam track` again for the whole video)", camera)
     if status in ("complete", "interrupted"):
         return True
-    log.warning("%s: run.json status %r; left out of the identities (the store keeps what it had "
-                "for it); re-run `crosscam track` for this camera", camera, status)
+    todo = ("wait for its `crosscam track`, or track it again if that was stopped outright" if status == "running"
+            else "re-run `crosscam track` for this camera")
+    log.warning("%s: run.json status %r; left out of the identities (the store keeps what it had for it); %s",
+                camera, status, todo)
     return False
 
 

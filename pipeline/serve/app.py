@@ -114,16 +114,14 @@ def _install_token(app: FastAPI, token: str) -> None:
     @app.middleware("http")
     async def require_token(request: Request, call_next):
         given = request.query_params.get("token")
-        supplied = (
-            given
-            or request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-            or request.cookies.get(_token_cookie(request), "")
-        )
-        if not hmac.compare_digest(supplied.encode(), token.encode()):
+        supplied = [given, request.headers.get("authorization", "").removeprefix("Bearer ").strip(),
+                    request.cookies.get(_token_cookie(request))]
+        # any of them right will do: a stale ?token= in a bookmark does not undo a valid cookie
+        if not any(s and hmac.compare_digest(s.encode(), token.encode()) for s in supplied):
             return _error(401, "this server needs its token: open the URL `crosscam serve` printed "
                                "(?token=...) or send Authorization: Bearer TOKEN")
         response = await call_next(request)
-        if given:
+        if given and hmac.compare_digest(given.encode(), token.encode()):
             response.set_cookie(_token_cookie(request), token, httponly=True, samesite="strict")
         return response
 
