@@ -241,7 +241,7 @@ def _file_stamp(path: str | None) -> tuple | None:
 
 def colour_normalised_cameras(run_dir: str | Path) -> list[str]:
     """The run's cameras whose crops went through a colour table (``reid.camera_colour``), by name."""
-    return [f.name for f in camera_folders(Path(run_dir)) if colour_normalised(json.loads((f / "run.json").read_text()))]
+    return [f.name for f in camera_folders(Path(run_dir)) if _recorded_colour(f).lut is not None]
 
 
 def colour_normalised(run: dict) -> bool:
