@@ -15,8 +15,8 @@ import pytest
 
 from pipeline.cli.main import main
 from pipeline.demo import (
-    TARGET_CAMERA_IDF1, TARGET_MTMC_IDF1, DemoResult, demo_config, query_longest_track, results_table, run_demo,
-    score_run,
+    TARGET_CAMERA_IDF1, TARGET_MTMC_IDF1, DemoResult, demo_config, models_used, query_longest_track, results_table,
+    run_demo, score_run,
 )
 from pipeline.identity.identities import update_identities
 from pipeline.identity.query import query_image
@@ -150,6 +150,13 @@ def test_results_table_names_every_camera_and_the_report(demo_run):
     assert identities.cameras_updated == []
     for name in ("cam1", "cam2", "cam3", "MTMC", "DetF1", "report:", "query track"):
         assert name in table
+    # other models given with --set: the verdict names them, and does not call a miss expected
+    other = DemoResult(out / "scene", run, scores, identities, None, {}, "detector",
+                       *models_used(demo_config(["detector.model=w/yolov8n_int8.onnx", "reid.weights=w/osnet.onnx"])))
+    object.__setattr__(other, "meets_targets", lambda: False)
+    verdict = results_table(other)
+    assert "not met with detector yolov8n_int8.onnx and ReID model osnet.onnx" in verdict and "expected" not in verdict
+    assert other.to_json()["models"] == "detector yolov8n_int8.onnx and ReID model osnet.onnx"
 
 
 def test_refuses_a_run_folder_it_did_not_write(tmp_path):

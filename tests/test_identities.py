@@ -127,6 +127,11 @@ def test_cameras_file_puts_cameras_on_one_clock_and_applies_transit_rules(two_ca
     cameras.write_text(cameras.read_text().replace(" 08:0", " 09:0"))  # every start an hour later: same offsets
     update_identities(two_cameras, PipelineConfig(), cameras_file=cameras, progress=False)
     assert query_track(two_cameras, "door", 1, config=PipelineConfig()).clock_origin == "2024-05-01 09:00:00"
+    # an axis past midnight dates its first tick and the first tick of the next day
+    cameras.write_text(cameras.read_text().replace("2024-05-01 09:00", "2024-05-01 23:59")
+                       .replace("2024-05-01 09:02", "2024-05-02 00:01"))
+    page = update_identities(two_cameras, PipelineConfig(), cameras_file=cameras, progress=False).report.read_text()
+    assert ">05-01 23:59:00.0</text>" in page and ">05-02 00:00:02.5</text>" in page and ">00:01:05.0</text>" in page
 
 
 def test_cameras_given_a_clock_later_keep_their_identity_ids(two_cameras: Path, tmp_path: Path):

@@ -228,20 +228,36 @@ def _label_width(cameras: list[str]) -> int:
 
 def _time_ticks(left: int, y: int, t0: float, span: float, origin: str | None) -> str:
     """An SVG tick row under the lanes: 5 times from ``t0`` to ``t0 + span`` (seconds, or m:ss past a
-    minute; the time of day, hh:mm:ss.s, where the run's clock has an ``origin``)."""
+    minute; the time of day, hh:mm:ss.s, where the run's clock has an ``origin``, with the month and
+    day on the first tick and where the date changes when the axis spans more than one date)."""
+    times = [t0 + span * k / 4 for k in range(5)]
+    labels = _tick_clock_labels(times, origin) if origin else [
+        f"{t:.1f} s" if t0 + span < 60 else f"{int(t // 60)}:{t % 60:04.1f}" for t in times]
     marks = []
-    for k in range(5):
-        t = t0 + span * k / 4
+    for k, text in enumerate(labels):
         x = left + TIMELINE_WIDTH * k / 4
-        if origin:
-            text = clock_text(t, origin)
-            text = text[11:21] if text[10:11] == " " else text  # "2024-05-01 08:02:05.0+02:00" -> "08:02:05.0"
-        else:
-            text = f"{t:.1f} s" if t0 + span < 60 else f"{int(t // 60)}:{t % 60:04.1f}"
         anchor = "start" if k == 0 else "end" if k == 4 else "middle"
         marks.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y}" y2="{y + 4}" class="tick"/>'
                      f'<text x="{x:.1f}" y="{y + TICKS_HEIGHT - 2}" text-anchor="{anchor}" class="time">{text}</text>')
     return "".join(marks)
+
+
+def _tick_clock_labels(times: list[float], origin: str) -> list[str]:
+    """Times of day for ticks at ``times`` (seconds from ``origin``): "08:02:05.0", or "05-02 00:01:10.0"
+    on the first tick and at each change of date when the ticks fall on more than one date.
+
+    >>> _tick_clock_labels([0, 1800, 3600], "2024-05-01 23:30:00")
+    ['05-01 23:30:00.0', '05-02 00:00:00.0', '00:30:00.0']
+    >>> _tick_clock_labels([0, 60], "2024-05-01 08:00:00+02:00")
+    ['08:00:00.0', '08:01:00.0']
+    """
+    full = [clock_text(t, origin) for t in times]  # "2024-05-01 08:02:05.0+02:00"; seconds past year 9999
+    if any(text[10:11] != " " for text in full):
+        return full
+    dates = [text[:10] for text in full]
+    spans_dates = len(set(dates)) > 1
+    return [f"{dates[k][5:]} {text[11:21]}" if spans_dates and (k == 0 or dates[k] != dates[k - 1]) else text[11:21]
+            for k, text in enumerate(full)]
 
 
 def _inline_jpeg(path: Path) -> str | None:

@@ -95,8 +95,8 @@ class _Driver:
         self.cameras = {c.name: c for c in cameras}
         self.cfg = cfg
         self.progress = progress
-        # frames processed, the overlaps of consecutive segments in both: the total exceeds the videos' length
-        self.bar = tqdm(total=0, desc="tracking (overlaps twice)", unit="frame", file=sys.stderr, disable=not progress,
+        # frames processed; a video cut into segments counts its overlaps' frames in both segments
+        self.bar = tqdm(total=0, desc="tracking", unit="frame", file=sys.stderr, disable=not progress,
                         dynamic_ncols=True)
         self.scale = {"workers": pool.workers, "threads_per_worker": pool.threads_per_worker,
                       "gpus_per_worker": pool.gpus_per_worker, "segment_s": cfg.scale.segment_s,
@@ -142,6 +142,8 @@ class _Driver:
         }
         make_folder(cam.folder)
         self._write_run_json(cam)
+        if len(cam.units) > 1:
+            self.bar.set_description("tracking (overlap frames count twice)", refresh=False)
         for unit in cam.units:
             if unit.frames.end is not None:
                 self.bar.total += kept_frames(unit.frames.start, unit.frames.end, self.cfg.source.stride)
@@ -233,6 +235,8 @@ class _Driver:
                           "started_at": utc_now()}
         make_folder(cam.folder)
         self._write_run_json(cam)
+        if len(cam.units) > 1:
+            self.bar.set_description("tracking (overlap frames count twice)", refresh=False)
         keep_earlier(cam.run.folder, cam.folder)
         self.bar.write(f"error: {cam.run.error}", file=sys.stderr)
 
