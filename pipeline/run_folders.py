@@ -24,7 +24,7 @@ import shutil
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator, Sequence
+from typing import IO, Callable, Iterator, Sequence
 
 from pipeline.types import read_run_record
 from reid.errors import CrosscamError
@@ -63,26 +63,41 @@ def claim_camera(out_dir: Path, name: str) -> IO:
     the same camera into the same run is refused in one line, where both wrote its folder (and one
     deleted the other's ``.NAME.retrack``). Other cameras of the run are tracked side by side."""
     make_folder(out_dir)
-    path = out_dir / f".{name}.lock"
+
+    def refuse(handle: IO) -> None:
+        handle.close()
+        raise _camera_busy(out_dir, name)
+
+    return _lock_exclusively(out_dir / f".{name}.lock", refuse, f"two commands tracking camera {name} at once")
+
+
+def _lock_exclusively(path: Path, when_held: Callable[[IO], None], unguarded: str) -> IO:
+    """``path`` opened (created) and flock'ed exclusively. Where another process holds it,
+    ``when_held(handle)`` refuses (raises) or waits (a blocking flock). A lock file its holder
+    removed on release while this one opened it is opened anew, so two never hold two files of one
+    name. Where the file system has no locks, a warning that ``unguarded`` are not kept apart."""
     while True:
-        handle = open(path, "a")
+        try:
+            handle = open(path, "a")
+        except OSError as exc:  # read-only folder or file system
+            raise CrosscamError(f"{path.parent}: cannot write in it ({exc.strerror}); make it writable, or work on "
+                                "a copy of the run") from None
         if fcntl is None:  # Windows: no flock
             return handle
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise _camera_busy(out_dir, name) from None
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                when_held(handle)
         except OSError as exc:  # a file system without locks (some FUSE and network mounts)
-            log.warning("%s: cannot be locked (%s); two commands tracking camera %s at once are not kept apart",
-                        path, exc.strerror, name)
+            log.warning("%s: cannot be locked (%s); %s are not kept apart", path, exc.strerror, unguarded)
             return handle
         try:
             if os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino:
                 return handle
         except FileNotFoundError:
             pass
-        handle.close()  # its holder released (removed) it as this opened it: claim the file there now
+        handle.close()
 
 
 def check_camera_free(out_dir: Path, name: str) -> None:
@@ -127,30 +142,15 @@ def identities_held(run_dir: Path) -> Iterator[None]:
         yield
         return
     path, said = run_dir / IDENTITIES_LOCK, False
-    while True:
-        try:
-            lock = open(path, "a")
-        except OSError as exc:  # read-only folder or file system
-            raise CrosscamError(f"{run_dir}: cannot write in it ({exc.strerror}); make it writable, or work on a "
-                                "copy of the run") from None
-        try:
-            try:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if not said:
-                    log.warning("%s: another crosscam command is associating this run; waiting for it to finish", run_dir)
-                    said = True
-                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        except OSError as exc:  # a file system without locks (some FUSE and network mounts)
-            log.warning("%s: cannot be locked (%s); two commands associating this run at once are not kept apart",
-                        path, exc.strerror)
-            break
-        try:
-            if os.fstat(lock.fileno()).st_ino == os.stat(path).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        lock.close()  # its holder removed it on release as this one waited: lock the file there now
+
+    def wait(handle: IO) -> None:
+        nonlocal said
+        if not said:
+            log.warning("%s: another crosscam command is associating this run; waiting for it to finish", run_dir)
+            said = True
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+
+    lock = _lock_exclusively(path, wait, "two commands associating this run at once")
     try:
         yield
     finally:
