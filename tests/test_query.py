@@ -58,7 +58,7 @@ def test_query_by_track_returns_every_camera_of_its_identity(synthetic_run: Path
     assert hall["track_ids"] == [1, 3]  # one visit: the gap between the fragments is short
     assert (hall["start_s"], hall["end_s"], hall["start_frame"], hall["end_frame"]) == (0.0, 8.0, 0, 80)
     assert Path(hall["thumbnail"]).is_file() and Path(hall["thumbnail"]).is_absolute()
-    assert [a["score"] for a in out["appearances"]] == sorted((a["score"] for a in out["appearances"]), reverse=True)
+    assert [a["camera"] for a in out["appearances"]] == ["hall", "door"]  # in time order, though door scores best
     assert [m["identity"] for m in out["matches"]][0] == out["identity"]
 
 
@@ -233,7 +233,7 @@ def test_query_by_real_person_crop_finds_that_person(cuhk_run: Path, capsys):
             p.name for p in sorted(shared_path("data/cuhk03-market/query").glob(f"{pid}_c1s*.jpg")))
         out = crosscam_json(capsys, cuhk_run, "--image", crop, "--top-k", "3")
         hits += out["identity"] == store.track("c1", pid).identity
-        assert out["appearances"] and out["appearances"][0]["score"] > 0.5
+        assert out["appearances"] and max(a["score"] for a in out["appearances"]) > 0.5
     assert hits >= 7  # held-out crops of a person the camera saw: nearly always found first
 
 

@@ -72,7 +72,7 @@ class Appearance:
 class IdentityMatch:
     identity: int
     score: float
-    appearances: list[Appearance]  # best score first
+    appearances: list[Appearance]  # in time order (start, then camera): where the person went
 
 
 @dataclass
@@ -369,7 +369,7 @@ def _match(identity: int, members: list[tuple[StoredTrack, np.ndarray]], scores:
     """``identity``'s appearances from its tracks (``members``) and their ``scores``; ``run_dir`` resolved."""
     tracks = [track for track, _ in members]
     appearances = [a for a in _visits(tracks, scores, run_dir) if a.score >= min_score]
-    appearances.sort(key=lambda a: (-a.score, a.start_s, a.camera))
+    appearances.sort(key=lambda a: (a.start_s, a.camera, a.start_frame))
     return IdentityMatch(identity, max((a.score for a in appearances), default=-1.0), appearances)
 
 
