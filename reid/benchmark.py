@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from reid.data.market import MarketDataset, read_dataset_image
 from reid.evaluation.distance import pairwise_distance
@@ -33,6 +32,7 @@ from reid.evaluation.ranking import RankingResult, evaluate_ranking
 from reid.evaluation.report import write_report
 from reid.evaluation.rerank import k_reciprocal_rerank
 from reid.evaluation.roc import RocResult, evaluate_roc
+from reid.progress import progress_bar
 
 # Images decoded and embedded at a time: bounds memory for datasets of any size.
 _EMBED_CHUNK = 256
@@ -84,7 +84,7 @@ def feature_cache_path(cache_dir: str | Path, embedder: FeatureExtractor, datase
 def embed_images(embedder: FeatureExtractor, paths: Sequence[Path], progress: bool = True, desc: str = "embed") -> np.ndarray:
     """(N, D) float32 raw features of the image files, read and embedded in chunks."""
     chunks = []
-    with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
+    with progress_bar(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
         for start in range(0, len(paths), _EMBED_CHUNK):
             crops = [read_dataset_image(path) for path in paths[start : start + _EMBED_CHUNK]]
             chunks.append(embedder.embed(crops, bgr=True))

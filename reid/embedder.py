@@ -17,7 +17,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from reid import zoo
 from reid.config import EmbedderConfig
@@ -27,6 +26,7 @@ from reid.models.mobilenetv2 import load_mobilenetv2_imagenet
 from reid.models.resnet import ResNet, fold_batchnorm
 from reid.onnx_backend import CardSource, OnnxReidModel
 from reid.preprocess import crops_to_tensor
+from reid.progress import progress_bar
 from reid.vectors import l2_normalize
 
 # A model maps (N, 3, H, W) float32 RGB 0..255 pixels to (N, D) float32 features.
@@ -277,7 +277,7 @@ class Embedder:
         starts = range(0, len(crops), self.batch_size)
         rows = [
             self._embed_batch(crops[start : start + self.batch_size], start, bgr)
-            for start in tqdm(starts, desc=f"embed {self.name}", unit="batch", disable=not progress)
+            for start in progress_bar(starts, desc=f"embed {self.name}", unit="batch", disable=not progress)
         ]
         features = np.concatenate(rows) if rows else np.zeros((0, self.dim), np.float32)
         return l2_normalize(features) if normalize else features

@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from tqdm import tqdm
 
 import reid
 from reid.errors import CrosscamError
 from reid.paths import written_atomically
+from reid.progress import progress_bar
 
 WEIGHTS_FOLDER = Path(reid.__file__).resolve().parents[1] / "weights"
 REGISTRY_FILE = WEIGHTS_FOLDER / "registry.yaml"
@@ -193,7 +193,7 @@ def _stream(url: str, out, dest: Path, progress: bool, timeout: float) -> str:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}", disable=not progress) as bar:
+            with progress_bar(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}", disable=not progress) as bar:
                 for block in iter(lambda: response.read(1 << 20), b""):
                     out.write(block)
                     digest.update(block)

@@ -19,6 +19,7 @@ import cv2
 from tqdm import tqdm
 
 from reid.errors import CrosscamError
+from reid.progress import progress_bar
 from samples.render import CameraRenderer, make_textures
 from samples.layout import build_scene
 from samples.scene import SceneOptions
@@ -85,7 +86,7 @@ def make_scene(options: SceneOptions, out_dir: str | Path, progress: bool = True
     textures = make_textures(scene)
     n_frames = options.num_frames
     made: list[tuple[Path, Path]] = []  # (temporary file, its final name)
-    bar = tqdm(total=n_frames * len(scene.cameras), desc="rendering", unit="frame", disable=not progress)
+    bar = progress_bar(total=n_frames * len(scene.cameras), desc="rendering", unit="frame", disable=not progress)
     try:
         gt_rows = {camera.name: _render_camera(scene, index, textures, out, options, made, bar)
                    for index, camera in enumerate(scene.cameras)}

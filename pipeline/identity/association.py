@@ -44,10 +44,10 @@ from typing import Sequence
 
 import faiss
 import numpy as np
-from tqdm import tqdm
 
 from pipeline.config import AssociationConfig
 from pipeline.types import TrackSummary
+from reid.progress import progress_bar
 from reid.vectors import l2_normalize
 
 MIN_TRACKS_TO_CENTER = 6  # center_cameras: below this many tracks in a camera, features stay raw
@@ -167,7 +167,7 @@ def associate_tracks(
     merges = blocked = 0
     pairs = zip(first.tolist(), second.tolist(), sims.tolist())
     bar = progress and len(sims) >= MIN_LINKS_FOR_A_BAR  # a few links take milliseconds: no bar then
-    for a, b, sim in tqdm(pairs, total=len(sims), desc="associating", unit="link", disable=not bar):
+    for a, b, sim in progress_bar(pairs, total=len(sims), desc="associating", unit="link", disable=not bar):
         outcome = clusters.try_merge(a, b, threshold if sim >= threshold else config.reciprocal_threshold)
         merges += outcome == "merged"
         blocked += outcome == "blocked"

@@ -32,8 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from tqdm import tqdm
-
 from pipeline.config import PipelineConfig
 from pipeline.identity.identities import GlobalVideo, render_global_videos_here
 from pipeline.scale.cluster import Job, Outcome, WorkerPool, cluster_address, import_ray
@@ -57,6 +55,7 @@ from pipeline.video.sources import default_camera_name, open_source, source_warn
 from pipeline.video.track_state import write_track_states
 from pipeline.video.tracks_file import TrackRows, read_camera_tracks, write_tracks_file
 from reid.errors import CrosscamError
+from reid.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +95,7 @@ class _Driver:
         self.cfg = cfg
         self.progress = progress
         # frames processed; a video cut into segments counts its overlaps' frames in both segments
-        self.bar = tqdm(total=0, desc="tracking", unit="frame", file=sys.stderr, disable=not progress,
-                        dynamic_ncols=True)
+        self.bar = progress_bar(total=0, desc="tracking", unit="frame", disable=not progress)
         self.scale = {"workers": pool.workers, "threads_per_worker": pool.threads_per_worker,
                       "gpus_per_worker": pool.gpus_per_worker, "segment_s": cfg.scale.segment_s,
                       "overlap_s": cfg.scale.overlap_s,
@@ -127,8 +125,7 @@ class _Driver:
             self.bar.close()
 
     def _poll(self) -> None:
-        self.bar.n = self.pool.frames_done()
-        self.bar.refresh()
+        self.bar.update(self.pool.frames_done() - self.bar.n)  # redrawn at the bar's own pace
 
     def _plan(self, cam: _Camera, probe: CameraProbe) -> None:
         cam.probe, cam.started = probe, time.perf_counter()
@@ -235,8 +232,6 @@ class _Driver:
                           "started_at": utc_now()}
         make_folder(cam.folder)
         self._write_run_json(cam)
-        if len(cam.units) > 1:
-            self.bar.set_description("tracking (overlap frames count twice)", refresh=False)
         keep_earlier(cam.run.folder, cam.folder)
         self.bar.write(f"error: {cam.run.error}", file=sys.stderr)
 

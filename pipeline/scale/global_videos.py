@@ -11,14 +11,12 @@ track them). So a Ray run hands each camera's units to the workers, as it does f
 from __future__ import annotations
 
 import logging
-import sys
-
-from tqdm import tqdm
 
 from pipeline.identity.identities import GlobalVideo
 from pipeline.scale.cluster import Job, WorkerPool
 from pipeline.scale.concat import PieceSpool
 from pipeline.scale.units import WorkUnit
+from reid.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +45,8 @@ def render_on_workers(pool: WorkerPool, jobs: list[GlobalVideo], units: dict[str
                                 (unit, unit.owned_rows(rows), job.identity_of), (index, unit.segment),
                                 f"{job.camera}: drawing global ids, {unit.label}"))
 
-    bar = tqdm(total=sum(len(units[job.camera]) for job in jobs), desc="global ids", unit="segment",
-               file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=sum(len(units[job.camera]) for job in jobs), desc="global ids", unit="segment",
+                       disable=not progress)
     try:
         queue_more()
         for outcome in pool.outcomes():

@@ -14,17 +14,16 @@ are drawn dashed, as in the chain.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
-from tqdm import tqdm
 
 from pipeline.types import FrameResult, TrackObservation, kept_frames
 from pipeline.video.sinks import AnnotatedVideoWriter
 from pipeline.video.sources import FrameSource
 from pipeline.video.tracks_file import TrackRows
+from reid.progress import progress_bar
 
 
 def render_tracks_video(source: FrameSource, rows: TrackRows, out: str | Path, id_map: Mapping[int, int] | None = None,
@@ -46,7 +45,7 @@ def render_tracks_video(source: FrameSource, rows: TrackRows, out: str | Path, i
         total = min(total, kept_frames(source.frames.start, stop, source.cfg.stride))  # the frames iterated
     video = AnnotatedVideoWriter(out, fps, source.frame_size, codec, trail_length)
     try:
-        for frame in tqdm(source, desc=desc, unit="frame", file=sys.stderr, disable=not progress, total=total):
+        for frame in progress_bar(source, desc=desc, unit="frame", disable=not progress, total=total):
             if stop is not None and frame.index >= stop:
                 break
             if frame.index < start:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import platform
-import sys
 import time
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
@@ -25,8 +24,6 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import IO, Callable, Iterator, Sequence
-
-from tqdm import tqdm
 
 from pipeline.colour import CameraColour
 from pipeline.config import PipelineConfig
@@ -45,6 +42,7 @@ from pipeline.video.tracking import PersonTracker
 from reid import Embedder
 from reid.errors import CrosscamError
 from reid.paths import output_folder
+from reid.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -261,8 +259,7 @@ def _track_into(source: FrameSource, detector: Detector, embedder, folder: Path,
             chain = sinks_stack.enter_context(closing(camera_chain(source, detector, embedder, sinks, cfg, times,
                                                                    colour)))
             bar = sinks_stack.enter_context(
-                tqdm(total=source.frames_expected, desc=source.camera, unit="frame", file=sys.stderr,
-                     disable=not progress, dynamic_ncols=True)
+                progress_bar(total=source.frames_expected, desc=source.camera, unit="frame", disable=not progress)
             )
             for _ in chain:
                 bar.update()

@@ -21,11 +21,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from reid.data.market import MarketDataset, read_dataset_image
 from reid.errors import CrosscamError
 from reid.preprocess import crops_to_tensor
+from reid.progress import progress_bar
 
 _CHUNK = 256
 
@@ -62,7 +62,7 @@ class TrainImages:
         if not images:
             raise CrosscamError(f"{dataset.root}: bounding_box_train has no identities to train on; check the dataset")
         pixels = torch.empty((len(images), 3, *size), dtype=torch.uint8)
-        for start in tqdm(range(0, len(images), _CHUNK), desc="load train images", unit="chunk", disable=not progress):
+        for start in progress_bar(range(0, len(images), _CHUNK), desc="load train images", unit="chunk", disable=not progress):
             chunk = images[start : start + _CHUNK]
             rgb = [cv2.cvtColor(read_dataset_image(image.path), cv2.COLOR_BGR2RGB) for image in chunk]
             pixels[start : start + len(chunk)] = crops_to_tensor(rgb, size, "fast").to(torch.uint8)

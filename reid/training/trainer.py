@@ -37,14 +37,12 @@ import csv
 import hashlib
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
-from tqdm import tqdm
 
 from reid.benchmark import dataset_features, dataset_file_key
 from reid.checkpoint import read_checkpoint, to_crosscam_names
@@ -53,6 +51,7 @@ from reid.embedder import Embedder, TorchFeatures, resolve_device
 from reid.errors import CrosscamError
 from reid.evaluation.distance import pairwise_distance
 from reid.evaluation.ranking import evaluate_ranking, same_person_pairs
+from reid.progress import progress_bar
 from reid.training.checkpoint_io import describe_model, key_generation, save_checkpoint, to_fastreid_state_dict
 from reid.training.config import InputSection, TrainConfig
 from reid.training.data import TrainImages, train_files_key
@@ -192,7 +191,7 @@ class Trainer:
         seen = 0
         start = time.perf_counter()
         batches = sampler.epoch_batches(epoch, iters_per_epoch)
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.solver.epochs}", unit="it", file=sys.stderr, disable=not self.progress)
+        bar = progress_bar(batches, desc=f"epoch {epoch + 1}/{cfg.solver.epochs}", unit="it", disable=not self.progress)
         for step, indices in enumerate(bar):
             lr = learning_rate(cfg.solver, iteration, epoch)
             set_learning_rate(optimizer, lr)
