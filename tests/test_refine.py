@@ -285,6 +285,10 @@ def test_backfill_and_interpolation_reach_every_output(tmp_path: Path, osnet_onn
     off = mot_rows(track(seq, tmp_path / "off", osnet_onnx, "tracker.backfill=false", "tracker.interpolate=none"))
     walker_off = off[off[:, 2] < 185]
     assert walker_off[:, 0].min() == 12 and not set(range(31, 35)) & set(walker_off[:, 0].astype(int))  # from its n_init-th (2nd) frame
+    # n_init 1 without gaps or smoothing: the buffer still holds the frame before confirmation
+    once = mot_rows(track(seq, tmp_path / "n1", osnet_onnx, "tracker.n_init=1", "tracker.interpolate=none",
+                          "tracker.smooth_sigma=0"))
+    assert once[once[:, 2] < 185][:, 0].min() == 11
 
 
 def test_relinking_keeps_one_id_through_a_long_occlusion_and_redraws_the_video(tmp_path: Path, osnet_onnx: Path):
@@ -325,6 +329,13 @@ def test_a_track_the_detector_was_never_sure_of_is_dropped_from_every_output(tmp
     edge = (165, slice(119, 122))  # the sign's left edge: its box drawn in one video only
     assert np.abs(drawn[30][edge].astype(int) - filtered[30][edge].astype(int)).max() > 60
     assert np.abs(filtered[30][edge].astype(int) - filtered[30][165, 110:113].astype(int)).max() < 40
+    # without re-linking too: ids dense again, and the kept tracks drawn in the redrawn video
+    apart = track(seq, tmp_path / "no-relink", osnet_onnx, "tracker.relink=false")
+    rows = mot_rows(apart)
+    assert set(rows[:, 1]) == {1, 2} and not (rows[:, 3] == 155).any()
+    walker_id = int(rows[rows[:, 2] < 185][0, 1])
+    left_edge = read_video(apart / "annotated.mp4")[30][100, 60:63].astype(int).mean(axis=0)  # the walker's, x = 60
+    assert np.abs(left_edge - np.array(color_for_id(walker_id))).max() < 70
 
 
 def read_video(path: Path) -> list[np.ndarray]:

@@ -23,7 +23,7 @@ from pipeline.scale import concat
 from pipeline.scale.concat import PieceSpool, concat_mp4
 from pipeline.scale.overlaps import OverlapBoard
 from pipeline.scale.stitch import stitch_segments
-from pipeline.scale.units import plan_camera
+from pipeline.scale.units import lookahead_frames, plan_camera
 from pipeline.scale.worker import SegmentWorker
 from pipeline.video.sources import open_source
 from pipeline.video.tracks_file import TrackRows
@@ -93,7 +93,7 @@ def worker() -> SegmentWorker:
 
 def _track(worker: SegmentWorker, spec: str, segment_s: float, overlap_s: float = 1.5):
     probe = worker.probe(spec, "cam")
-    units = plan_camera("cam", spec, probe.frames_total, probe.fps, segment_s, overlap_s)
+    units = plan_camera("cam", spec, probe.frames_total, probe.fps, segment_s, overlap_s, lookahead=lookahead_frames(worker.cfg))
     results = [worker.track(u, probe.colour) for u in units]
     return units, results
 
@@ -144,14 +144,17 @@ def test_neighbouring_units_compute_their_shared_frames_once(scene):
                                ["reid.runtime=torch", "detector.model=replay", f"detector.replay_file={det}"])
     replay = SegmentWorker(cfg.model_dump(mode="json"), threads=2)
     probe = replay.probe(spec, "cam1")
-    units = plan_camera("cam1", spec, probe.frames_total, probe.fps, 3.0, 1.5)
-    assert len(units) == 3 and units[0].overlap == 15
+    units = plan_camera("cam1", spec, probe.frames_total, probe.fps, 3.0, 1.5, lookahead=lookahead_frames(cfg))
+    assert len(units) == 3 and units[0].overlap == 15 and units[0].lookahead == lookahead_frames(cfg) == 20
     alone = [replay.track(u, probe.colour) for u in units]
     board = OverlapBoard()
     views = [BoardHere(u, board) for u in units]
     shared = {k: replay.track(units[k], probe.colour, views[k]) for k in (0, 2, 1)}
-    assert [v.reused for v in views] == [0, 30, 0]  # each overlap computed once
-    assert shared[1].reused_frames == 30
+    # each overlap and the look-ahead past it computed once: unit 1 takes both of its neighbours',
+    # and unit 2 the 6 frames of unit 0's look-ahead that reach past unit 1's first owned frames
+    assert [(u.frames.start, u.frames.end) for u in units] == [(0, 63), (28, 92), (57, 100)]
+    assert [v.reused for v in views] == [0, 64, 6]
+    assert shared[1].reused_frames == 64
     for k, result in shared.items():
         assert np.array_equal(result.rows.xyxy, alone[k].rows.xyxy)
         assert np.array_equal(result.rows.track_id, alone[k].rows.track_id)
@@ -166,6 +169,41 @@ def test_neighbouring_units_compute_their_shared_frames_once(scene):
     for unit in units[:2]:
         motion.track(unit, probe.colour, BoardHere(unit, fresh))
     assert fresh.lookup("cam1", list(range(100))) == {}
+
+
+def test_a_gap_or_a_late_start_at_a_cut_is_filled_as_in_one_pass(tmp_path):
+    """A person missed in frames 40-47 around the cut at frame 45, and one first seen at frame 44:
+    the segment owning the frames before the cut reads past it (its look-ahead), so the gap is
+    interpolated and the late track back-filled there as in the unsplit run."""
+    size, frames = (160, 120), 80
+    video = cv2.VideoWriter(str(tmp_path / "seq.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, size)
+    walker = {f: (5 + f, 20, 25 + f, 80) for f in range(frames)}
+    late = {f: (150 - f, 30, 130 - f + 40, 100) for f in range(44, frames)}
+    rows = []
+    for f in range(frames):
+        image = np.full((size[1], size[0], 3), 128, np.uint8)
+        for colour, boxes in (((0, 0, 255), walker), ((255, 0, 0), late)):
+            if f in boxes:
+                x1, y1, x2, y2 = boxes[f]
+                image[y1:y2, min(x1, x2):max(x1, x2)] = colour
+                if boxes is late or not 40 <= f < 48:
+                    rows.append(f"{f + 1},-1,{min(x1, x2)},{y1},{abs(x2 - x1)},{y2 - y1},0.9,-1,-1,-1")
+        video.write(image)
+    video.release()
+    (tmp_path / "det.txt").write_text("\n".join(rows) + "\n")
+    cfg = load_pipeline_config(REPO / "configs" / "demo.yaml", ["reid.runtime=torch", "detector.model=replay",
+                                                                f"detector.replay_file={tmp_path / 'det.txt'}"])
+    replay = SegmentWorker(cfg.model_dump(mode="json"), threads=2)
+    _, (whole,) = _track(replay, str(tmp_path / "seq.mp4"), 0.0)
+    units, parts = _track(replay, str(tmp_path / "seq.mp4"), 4.0, 1.0)
+    assert [(u.owned.start, u.owned.end) for u in units] == [(0, 45), (45, 80)] and units[0].frames.end == 65
+    stitched, states, _ = stitch_segments(parts)
+    for person in np.unique(whole.rows.track_id):
+        frames_whole = set(whole.rows.frame[whole.rows.track_id == person].tolist())
+        assert frames_whole >= ({*range(0, 80)} if len(frames_whole) > 40 else {*range(44, 80)})
+    assert set(zip(stitched.frame.tolist(), stitched.track_id.tolist())) == set(
+        zip(whole.rows.frame.tolist(), whole.rows.track_id.tolist()))
+    assert sorted(states) == [1, 2] and states[1].interpolated == whole.states[1].interpolated
 
 
 def tracks_through_cuts_keep_one_id(whole: TrackRows, stitched: TrackRows, cuts: list[int]) -> int:
@@ -206,7 +244,8 @@ def test_stitching_the_real_clip(hall_clip, yolo_onnx, osnet_onnx):
 
 def test_concatenated_video_has_every_frame_once(scene, worker, tmp_path):
     probe = worker.probe(str(scene / "cam1.mp4"), "cam1")
-    units = plan_camera("cam1", str(scene / "cam1.mp4"), probe.frames_total, probe.fps, 3.0, 1.5)
+    units = plan_camera("cam1", str(scene / "cam1.mp4"), probe.frames_total, probe.fps, 3.0, 1.5,
+                        lookahead=lookahead_frames(worker.cfg))
     parts = [worker.render(u, TrackRows.empty()) for u in units]
     assert len(parts) == 3 and concat_mp4(parts, tmp_path / "annotated.mp4") == 100
     assert count_video_frames(tmp_path / "annotated.mp4") == 100
@@ -218,7 +257,8 @@ def test_concatenated_video_has_every_frame_once(scene, worker, tmp_path):
 def test_pieces_wait_on_disk_in_any_order_and_are_joined_in_order(scene, worker, tmp_path):
     """The driver keeps a camera's pieces in hidden files beside the video until the last one comes."""
     probe = worker.probe(str(scene / "cam1.mp4"), "cam1")
-    units = plan_camera("cam1", str(scene / "cam1.mp4"), probe.frames_total, probe.fps, 3.0, 1.5)
+    units = plan_camera("cam1", str(scene / "cam1.mp4"), probe.frames_total, probe.fps, 3.0, 1.5,
+                        lookahead=lookahead_frames(worker.cfg))
     parts = [worker.render(u, TrackRows.empty()) for u in units]
     concat_mp4(parts, tmp_path / "in_order.mp4")
     spool = PieceSpool(tmp_path / "annotated.mp4", 3)
@@ -237,7 +277,8 @@ def test_a_stop_while_pieces_are_kept_or_joined_leaves_no_file_behind(scene, wor
     """Ctrl-C during a piece's write or during the join: neither the piece nor the half-joined
     video stays beside the outputs (the driver discards the spool when it stops)."""
     probe = worker.probe(str(scene / "cam1.mp4"), "cam1")
-    units = plan_camera("cam1", str(scene / "cam1.mp4"), probe.frames_total, probe.fps, 3.0, 1.5)
+    units = plan_camera("cam1", str(scene / "cam1.mp4"), probe.frames_total, probe.fps, 3.0, 1.5,
+                        lookahead=lookahead_frames(worker.cfg))
     parts = [worker.render(u, TrackRows.empty()) for u in units]
     spool = PieceSpool(tmp_path / "annotated.mp4", 3)
     spool.add(0, parts[0])

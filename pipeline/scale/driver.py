@@ -39,7 +39,7 @@ from pipeline.scale.concat import PieceSpool
 from pipeline.scale.global_videos import render_on_workers
 from pipeline.scale.overlaps import OverlapBoard, UnitOverlaps
 from pipeline.scale.stitch import stitch_segments
-from pipeline.scale.units import WorkUnit, plan_camera
+from pipeline.scale.units import WorkUnit, lookahead_frames, plan_camera
 from pipeline.scale.worker import CameraProbe, SegmentResult, SegmentWorker
 from pipeline.run_folders import (check_camera_free, claim_cameras, keep_earlier, make_folder,
                                   publish_between_associations, warn_if_another_source, working_folder,
@@ -131,7 +131,7 @@ class _Driver:
         cam.probe, cam.started = probe, time.perf_counter()
         scale = self.cfg.scale
         cam.units = plan_camera(cam.name, cam.spec, probe.frames_total, probe.fps, scale.segment_s, scale.overlap_s,
-                                self.pool.workers)
+                                self.pool.workers, lookahead_frames(self.cfg))
         cam.record = {
             "camera": cam.name, "source": probe.uri, "fps": probe.fps, "frame_size": list(probe.frame_size),
             "time_offset_s": 0.0, "config": resolved_config(self.cfg), "versions": package_versions(),

@@ -7,10 +7,17 @@ same people, which is how their tracks are stitched (:mod:`pipeline.scale.stitch
 is *owned* by exactly one segment, the earlier one owning the whole overlap, and only owned
 frames reach the camera's outputs: none is written twice, and each segment has a whole overlap
 to settle (its detector's background, its tracks' confirmation) before its owned frames begin.
+A segment also reads ``lookahead`` frames past its owned end (its neighbour's), so that what the
+tracker settles only after a frame (a track confirmed later, back-filled; a gap closed later,
+interpolated; a box smoothed with later ones: :class:`pipeline.video.refine.lookback.LookBack`)
+is settled for its last owned frames as in one pass over the video.
 
 >>> [(u.frames.start, u.frames.end, u.owned.start, u.owned.end)
 ...  for u in plan_camera("hall", "hall.mp4", total_frames=250, fps=10.0, segment_s=10.0, overlap_s=2.0)]
 [(0, 135, 0, 135), (115, 250, 135, 250)]
+>>> [(u.frames.start, u.frames.end, u.owned.start, u.owned.end)
+...  for u in plan_camera("hall", "hall.mp4", 250, 10.0, 10.0, 2.0, lookahead=20)]
+[(0, 155, 0, 135), (115, 250, 135, 250)]
 >>> len(plan_camera("hall", "hall.mp4", total_frames=250, fps=10.0, segment_s=0.0, overlap_s=2.0))
 1
 """
@@ -22,7 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.config import PipelineConfig
 from pipeline.types import FrameRange
+from pipeline.video.refine.lookback import LookBack
 from pipeline.video.tracks_file import TrackRows
 
 
@@ -32,8 +41,9 @@ class WorkUnit:
 
     ``segment`` is the unit's position among its camera's ``segments`` (0-based, in frame order);
     ``overlap`` the frames it shares with each neighbour (its first ``overlap`` frames with the
-    segment before, its last with the one after). A whole input (a stream, or ``segment_s`` 0)
-    is one unit.
+    segment before, its last with the one after), and ``lookahead`` the frames each segment but
+    the last reads past its owned end (owned by the next segment; fewer where the video ends). A
+    whole input (a stream, or ``segment_s`` 0) is one unit.
     """
 
     camera: str
@@ -43,6 +53,7 @@ class WorkUnit:
     segment: int = 0
     segments: int = 1
     overlap: int = 0
+    lookahead: int = 0
 
     @property
     def key(self) -> str:
@@ -50,10 +61,11 @@ class WorkUnit:
         return f"{self.camera}#{self.segment}"
 
     def in_overlap(self, index: int) -> bool:
-        """Whether source frame ``index`` is one this unit shares with a neighbour (its first or last
-        ``overlap`` frames)."""
-        head = self.segment > 0 and index < self.frames.start + self.overlap
-        tail = self.segment < self.segments - 1 and index >= self.frames.end - self.overlap
+        """Whether source frame ``index`` is one this unit shares with a neighbour: its first
+        ``overlap`` frames and the segment before's look-ahead past them, or its last ``overlap``
+        frames and its own look-ahead."""
+        head = self.segment > 0 and index < self.frames.start + self.overlap + self.lookahead
+        tail = self.segment < self.segments - 1 and index >= self.owned.end - self.overlap
         return head or tail
 
     def queue_position(self, workers: int) -> int:
@@ -82,7 +94,7 @@ class WorkUnit:
 
 
 def plan_camera(camera: str, spec: str, total_frames: int | None, fps: float, segment_s: float,
-                overlap_s: float, workers: int = 1) -> list[WorkUnit]:
+                overlap_s: float, workers: int = 1, lookahead: int = 0) -> list[WorkUnit]:
     """Cut one input into overlapping segments of equal length (see the module docstring).
 
     ``total_frames`` is the number of source frames to process (``None``: unknown, e.g. a
@@ -91,7 +103,8 @@ def plan_camera(camera: str, spec: str, total_frames: int | None, fps: float, se
     rounded to a multiple of ``workers`` where that is at least ``workers``: the workers then get
     equal shares of the camera instead of one of them running its last segment alone (five
     segments on two workers take as long as six). Segments stay within half and one and a half
-    ``segment_s``, and longer than the overlap, which is at least one frame.
+    ``segment_s``, and longer than the overlap, which is at least one frame. Each segment but the
+    last reads ``lookahead`` source frames past its owned end (:func:`lookahead_frames`).
     """
     whole = [WorkUnit(camera, spec, FrameRange(0, total_frames), FrameRange(0, total_frames))]
     if total_frames is None or segment_s <= 0:
@@ -110,10 +123,18 @@ def plan_camera(camera: str, spec: str, total_frames: int | None, fps: float, se
     units = []
     for k, start in enumerate(starts):
         last = k == count - 1
-        end = total_frames if last else starts[k + 1] + overlap
+        own_end = total_frames if last else starts[k + 1] + overlap
         own_start = 0 if k == 0 else start + overlap
-        units.append(WorkUnit(camera, spec, FrameRange(start, end), FrameRange(own_start, end), k, count, overlap))
+        end = min(total_frames, own_end + (0 if last else lookahead))
+        units.append(WorkUnit(camera, spec, FrameRange(start, end), FrameRange(own_start, own_end), k, count, overlap,
+                              lookahead))
     return units
+
+
+def lookahead_frames(cfg: PipelineConfig) -> int:
+    """Source frames a segment reads past its owned end: the depth of ``cfg``'s look-back buffer
+    (back-fill, the longest gap filled, smoothing's reach; in processed frames) times the stride."""
+    return LookBack.for_tracker(cfg.tracker).depth * cfg.source.stride
 
 
 def _nearest(x: float) -> int:

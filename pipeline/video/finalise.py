@@ -47,10 +47,10 @@ class FinaliseResult:
 
 def final_ids(states: dict[int, TrackAccumulator], cfg: PipelineConfig) -> tuple[dict[int, int], dict[int, int]]:
     """The fragments of a finished camera to join (``{fragment id: first id of its chain}``) and the
-    whole id map (``{id: final id}``): with ``tracker.relink``, every id, dense by first appearance;
-    the tracks of a chain none of whose boxes reached ``tracker.min_peak_confidence`` go to
-    :data:`~pipeline.video.relabel.DROPPED`. Both empty when nothing changes. ``states``: the camera's
-    tracks' accumulators, by id."""
+    whole id map (``{id: final id}``): with ``tracker.relink``, or when tracks are dropped, every id,
+    dense by first appearance; the tracks of a chain none of whose boxes reached
+    ``tracker.min_peak_confidence`` go to :data:`~pipeline.video.relabel.DROPPED`. Both empty when
+    nothing changes. ``states``: the camera's tracks' accumulators, by id."""
     t = cfg.tracker
     relinking = t.relink and bool(states)
     links: dict[int, int] = {}
@@ -59,7 +59,7 @@ def final_ids(states: dict[int, TrackAccumulator], cfg: PipelineConfig) -> tuple
         links = link_fragments(ends, t.link_max_gap_s, t.link_max_speed, t.link_max_cosine_distance)
     weak = weak_tracks(states, links, t.min_peak_confidence)
     id_map = {track_id: DROPPED for track_id in weak}
-    if relinking:
+    if relinking or weak:  # the kept ids 1..N again, and every one in the map (a video redrawn draws only those)
         id_map.update(dense_id_map(links, {tid: s.first_frame for tid, s in states.items() if tid not in weak}))
     return links, id_map
 

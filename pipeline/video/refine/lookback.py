@@ -80,7 +80,8 @@ class LookBack:
     def for_tracker(cls, cfg: TrackerConfig) -> "LookBack":
         """The buffer ``cfg`` asks for: deep enough for back-fill, the longest gap filled and
         smoothing's reach."""
-        backfill = cfg.n_init - 1 if cfg.backfill else 0
+        # deep-sort-realtime confirms a track on an update, so at its second frame at the earliest (n_init 1 too)
+        backfill = max(cfg.n_init - 1, 1) if cfg.backfill else 0
         gaps = cfg.interpolate_max_gap if cfg.interpolate != "none" else 0
         return cls(max(backfill, gaps, math.ceil(3 * cfg.smooth_sigma)), cfg.interpolate, gaps, cfg.smooth_sigma)
 
