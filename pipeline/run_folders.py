@@ -53,7 +53,11 @@ def make_folder(folder: Path) -> None:
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write ``data`` to ``path`` through a temporary file, so readers never see half of it."""
     tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(data, indent=1))
+    try:
+        tmp.write_text(json.dumps(data, indent=1))
+    except BaseException:  # a full disk: no half-written file left beside it
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(path)
 
 

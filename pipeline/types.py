@@ -13,6 +13,8 @@ Shapes and units are part of the contract between stages:
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -184,11 +186,15 @@ def write_track_summaries(folder: str | Path, summaries: list[TrackSummary], sta
     for s in summaries:
         arrays[f"feature_{s.track_id}"] = s.feature.astype(np.float32)
         arrays[f"representatives_{s.track_id}"] = s.representatives.astype(np.float32)
-    tmp_npz = folder / "track_features.tmp.npz"
-    np.savez(tmp_npz, **arrays)
-    tmp_json = folder / "tracks.json.tmp"
-    entries = [{**s.metadata(), **({"state": states[s.track_id]} if states else {})} for s in summaries]
-    tmp_json.write_text(json.dumps(entries, indent=1))
+    tmp_npz, tmp_json = folder / "track_features.tmp.npz", folder / "tracks.json.tmp"
+    try:
+        np.savez(tmp_npz, **arrays)
+        entries = [{**s.metadata(), **({"state": states[s.track_id]} if states else {})} for s in summaries]
+        tmp_json.write_text(json.dumps(entries, indent=1))
+    except BaseException:  # a full disk, Ctrl-C: no half-written file left beside the pair
+        tmp_npz.unlink(missing_ok=True)
+        tmp_json.unlink(missing_ok=True)
+        raise
     tmp_npz.replace(folder / "track_features.npz")
     tmp_json.replace(folder / "tracks.json")
 
@@ -203,16 +209,23 @@ def read_run_record(folder: str | Path) -> dict:
     return record if isinstance(record, dict) else {}
 
 
+NPZ_DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError)  # what np.load raises for a .npz not a zip, with a bad CRC, cut short
+
+
 def read_track_summaries(folder: str | Path) -> list[TrackSummary]:
-    """Read what :func:`write_track_summaries` wrote, in the same order."""
+    """Read what :func:`write_track_summaries` wrote, in the same order. A damaged file (cut
+    short, bytes changed) raises ``ValueError``."""
     folder = Path(folder)
     meta = json.loads((folder / "tracks.json").read_text())
-    with np.load(folder / "track_features.npz") as arrays:
-        return [
-            TrackSummary(
-                **{k: v for k, v in m.items() if k in _SUMMARY_KEYS},
-                feature=arrays[f"feature_{m['track_id']}"],
-                representatives=arrays[f"representatives_{m['track_id']}"],
-            )
-            for m in meta
-        ]
+    try:
+        with np.load(folder / "track_features.npz") as arrays:
+            return [
+                TrackSummary(
+                    **{k: v for k, v in m.items() if k in _SUMMARY_KEYS},
+                    feature=arrays[f"feature_{m['track_id']}"],
+                    representatives=arrays[f"representatives_{m['track_id']}"],
+                )
+                for m in meta
+            ]
+    except NPZ_DAMAGE as exc:
+        raise ValueError(f"track_features.npz: {exc}") from None

@@ -2,6 +2,7 @@ import html
 import json
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -302,8 +303,19 @@ def test_a_failed_camera_run_is_left_out_and_the_store_keeps_its_earlier_tracks(
     assert "door: run.json status 'running'; left out" in caplog.text and "wait for its `crosscam track`" in caplog.text
 
 
-def test_unreadable_track_summaries_are_one_line(two_cameras: Path):
-    (two_cameras / "door" / "tracks.json").write_text('[{"camera": "door", "track_id": 1,')
+@pytest.mark.parametrize("damage", ["json cut short", "npz cut short", "npz bytes changed"])
+def test_unreadable_track_summaries_are_one_line(two_cameras: Path, damage: str):
+    features = two_cameras / "door" / "track_features.npz"
+    if damage == "json cut short":
+        (two_cameras / "door" / "tracks.json").write_text('[{"camera": "door", "track_id": 1,')
+    elif damage == "npz cut short":
+        features.write_bytes(features.read_bytes()[:1000])
+    else:  # a CRC that no longer matches: np.load opens it, reading a member fails
+        with zipfile.ZipFile(features) as archive:
+            member = archive.getinfo("feature_1.npy")
+        data = bytearray(features.read_bytes())
+        data[member.header_offset + 30 + len(member.filename) + len(member.extra) + member.file_size - 1] ^= 0xFF
+        features.write_bytes(bytes(data))
     with pytest.raises(CrosscamError, match=r"door: tracks.json / track_features.npz unreadable .*re-run") as err:
         update_identities(two_cameras, PipelineConfig(), progress=False)
     assert "\n" not in str(err.value)

@@ -12,6 +12,7 @@ from pipeline.types import Frame, FrameResult, TrackObservation, read_track_summ
 from pipeline.video.render import color_for_id, draw_tracks
 from pipeline.video.sinks import AnnotatedVideoWriter, MotTracksWriter, TrackSummaryWriter
 from pipeline.video.track_state import farthest_point_representatives, observation_quality
+from reid.errors import CrosscamError
 
 SIZE = (160, 120)
 
@@ -166,3 +167,20 @@ def test_a_video_too_slow_to_write_says_which_stride(tmp_path: Path, capfd):
         video.write(FrameResult(Frame("c", 0, 0.0, np.zeros((48, 64, 3), np.uint8)), tracks=[]))
     assert (tmp_path / "slow.mp4").is_file() and not (tmp_path / "annotated.mp4").exists()
     assert "ERROR" not in capfd.readouterr().err
+
+
+def test_a_writer_that_does_not_open_on_a_full_disk_says_the_disk_not_the_codec(tmp_path: Path, monkeypatch):
+    """OpenCV only says its writer did not open: with under 1 MiB free the error is the disk's."""
+    from types import SimpleNamespace
+
+    from pipeline.cli.main import out_of_space
+    from pipeline.video import sinks
+
+    monkeypatch.setattr(sinks, "_video_writer", lambda *args: SimpleNamespace(isOpened=lambda: False))
+    with pytest.raises(CrosscamError, match="output.codec='mp4v': OpenCV cannot write .mp4"):  # space enough: the codec
+        AnnotatedVideoWriter(tmp_path / "annotated.mp4", 10.0, (64, 48))
+    monkeypatch.setattr(sinks.os, "statvfs", lambda path: SimpleNamespace(f_bavail=100, f_frsize=4096))
+    with pytest.raises(OSError) as full:
+        AnnotatedVideoWriter(tmp_path / "annotated.mp4", 10.0, (64, 48))
+    assert out_of_space(full.value).startswith(f"no space left on the device for {tmp_path}:")
+    assert list(tmp_path.iterdir()) == []  # the probe removed

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -273,6 +274,37 @@ def tracked_hall(tmp_path: Path, capsys, osnet_onnx: Path):
     return args, out, lambda: {p.name: p.read_bytes() for p in (out / "hall").iterdir() if p.is_file()}
 
 
+@pytest.mark.parametrize("limit_kb", [6, 40])
+def test_a_full_disk_is_one_line_and_keeps_what_was_written(tmp_path: Path, capsys, osnet_onnx: Path, limit_kb: int):
+    """A file size limit (as a full disk: writes fail) while a second camera is tracked: one line,
+    no half-written file beside the outputs, and the first camera, store and report untouched."""
+    args, out, snapshot = tracked_hall(tmp_path, capsys, osnet_onnx)
+    before = snapshot(), (out / "report.html").read_bytes(), (out / "store" / "tracks.sqlite").read_bytes()
+    limit = limit_kb * 1024
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli.main", *args[:1], args[1], "--camera", "door", *args[2:]],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: a file size limit (ulimit -f) reached") and "what was written before is kept" in last
+    assert before == (snapshot(), (out / "report.html").read_bytes(), (out / "store" / "tracks.sqlite").read_bytes())
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name or p.name.endswith(".partial")]
+    assert run_cli(["query", str(out), "--track", "hall:1", "--json"], capsys)[0] == 0
+
+
+def test_a_read_only_store_is_refused_before_tracking(tmp_path: Path, capsys, osnet_onnx: Path):
+    args, out, _ = tracked_hall(tmp_path, capsys, osnet_onnx)
+    database = out / "store" / "tracks.sqlite"
+    if subprocess.run(["chattr", "+i", str(database)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i (an immutable file: read-only even for root) is not supported here")
+    try:
+        code, _, err = run_cli([*args[:2], "--camera", "door", *args[2:]], capsys)
+        assert code == 2 and "cannot write the track store (attempt to write a readonly database)" in err, err
+        assert not (out / "door").exists()  # said before the camera was tracked
+    finally:
+        subprocess.run(["chattr", "-i", str(database)], check=True)
+
+
 def test_a_camera_tracked_again_is_replaced_only_when_complete(tmp_path: Path, capsys, osnet_onnx: Path, monkeypatch):
     """Bad input found after tracking used to cost the camera's earlier outputs: a cameras file
     and the run's embedder are checked first, and Ctrl-C while tracking again keeps them."""
@@ -393,6 +425,7 @@ def test_camera_names_and_the_run_directory_are_checked_first(tmp_path: Path, ca
         (["--camera", "report.html", "--out", str(tmp_path / "r")], "plain folder name"),
         (["--camera", "cameras.yaml", "--out", str(tmp_path / "r")], "plain folder name"),
         (["--camera", "Store", "--out", str(tmp_path / "r")], "plain folder name"),  # the store on a case-blind disk
+        (["--camera", "y" * 247, "--out", str(tmp_path / "r")], "at most 200 bytes"),  # .NAME.retrack: over 255
         (["--camera", "", "--out", str(tmp_path / "r")], "an empty camera name"),  # was the file's name, silently
         (["--out", str(tmp_path / "file")], "is a file"),
         (["--out", str(tmp_path / "file" / "sub")], "is a file"),

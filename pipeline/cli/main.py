@@ -6,6 +6,7 @@ Each command module exposes ``register(app)``, which adds its commands to the ap
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -24,6 +25,7 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's AV_LOG_QUIET
 
 from pipeline.cli import bench_cmds, demo_cmds, embed_cmds, metrics_cmds, query_cmds, samples_cmds, track_cmds, train_cmds  # noqa: E402
 from pipeline.cli import serve_cmds  # noqa: E402
+from pipeline.text import first_line  # noqa: E402
 from reid.errors import CrosscamError  # noqa: E402
 
 try:  # typer 0.2x carries its own click, and prints a bare command's help before raising NoArgsIsHelpError
@@ -153,7 +155,40 @@ def _run(argv: list[str] | None, terminated: list[int]) -> int:
         return 130
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except Exception as exc:
+        full = out_of_space(exc)
+        if full is None:
+            raise
+        typer.echo(f"error: {full}", err=True)
+        return 2
     return status if isinstance(status, int) else 0
+
+
+_KEPT = "what was written before is kept"
+_FULL_WORDS = ("No space left on device", "Disk quota exceeded", "database or disk is full", "File too large")
+
+
+def out_of_space(exc: BaseException) -> str | None:
+    """One line for a command stopped by a full disk (or quota, or file size limit), wherever it
+    was raised (a write, SQLite, FAISS, a PNG), or None for any other error. What the command
+    wrote before is kept: its outputs go in place only when complete.
+
+    >>> out_of_space(OSError(28, "No space left on device", "runs/x/cam1/run.json"))  # doctest: +ELLIPSIS
+    'no space left on the device for runs/x/cam1/run.json: free space (or write elsewhere) and run it again; ...'
+    >>> out_of_space(ValueError("bad")) is None
+    True
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            where = f" for {seen.filename}" if seen.filename else ""
+            if seen.errno == errno.EFBIG:
+                return f"a file size limit (ulimit -f) reached{where}: raise it and run it again; {_KEPT}"
+            return f"no space left on the device{where}: free space (or write elsewhere) and run it again; {_KEPT}"
+        if any(words in str(seen) for words in _FULL_WORDS):
+            return f"no space left on the device ({first_line(seen)[:160]}): free space and run it again; {_KEPT}"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 if __name__ == "__main__":

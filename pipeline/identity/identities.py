@@ -353,6 +353,8 @@ def check_before_tracking(run_dir: Path, cameras_file: str | Path | None, camera
     store = TrackStore.open(run_dir / STORE_DIR) if has_store else None
     if store is not None and intact and (run_dir / STORE_DIR / DB_NAME).stat().st_size <= QUICK_CHECK_BYTES:
         store.check_intact()  # a damaged store is said now, not after the cameras were tracked (a larger one: as read)
+    if store is not None:
+        store.check_writable()  # a read-only one too
     if embedder is None or (not others and store is None):
         return
     embedder = embedder()

@@ -303,6 +303,17 @@ class TrackStore:
         if found != ["ok"]:
             raise _damaged(self.folder, found[0])
 
+    def check_writable(self) -> None:
+        """Refuse now (one line) a store that cannot be written: read-only files, folder or file
+        system. A write inside a transaction that is rolled back: nothing changes."""
+        with _write_access(self.folder), closing(_connect(self.folder, readonly=False)) as conn:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(f"PRAGMA user_version = {version}")
+            finally:
+                conn.rollback()
+
     def __len__(self) -> int:
         with self._reading() as conn:
             return conn.execute("SELECT COUNT(*) FROM tracks").fetchone()[0]
@@ -751,7 +762,7 @@ def _write_access(folder: Path) -> Iterator[None]:
         raise CrosscamError(f"{folder}: cannot write the track store ({exc.strerror}: {exc.filename}); make it "
                             "writable, or work on a copy of the run") from None
     except sqlite3.OperationalError as exc:
-        if "readonly" not in str(exc):
+        if "readonly" not in str(exc) and "unable to open database file" not in str(exc):  # the latter: its journal
             raise
         raise CrosscamError(f"{folder}: cannot write the track store ({exc}); make it writable, or work on a copy "
                             "of the run") from None

@@ -106,6 +106,9 @@ def check_camera_count(specs: Sequence[str], cameras: Sequence[str] | None) -> N
                             "(the file names are used)")
 
 
+MAX_CAMERA_NAME_BYTES = 200  # file names are at most 255 bytes; the run's hidden files add to a camera's name
+
+
 def check_camera_names(specs: Sequence[str], cameras: Sequence[str] | None, names: Sequence[str]) -> None:
     """One ``--camera`` per input or none, each name a plain folder name of the run directory
     (not ``..``, no ``/``, not the store's or another run-level file's), and no name twice (one-line errors)."""
@@ -116,6 +119,10 @@ def check_camera_names(specs: Sequence[str], cameras: Sequence[str] | None, name
             given = f"--camera {name!r}" if cameras else f"camera name {name!r} (from {spec})"
             raise CrosscamError(f"{given}: a camera name must be a plain folder name (no '/', not starting "
                                 f"with '.', not {', '.join(sorted(RUN_LEVEL_NAMES))}); give another --camera")
+        if len(name.encode()) > MAX_CAMERA_NAME_BYTES:  # its hidden .NAME.retrack and .NAME.lock must fit in 255
+            given = f"--camera {name[:40]!r}..." if cameras else f"camera name {name[:40]!r}... (from {spec})"
+            raise CrosscamError(f"{given}: a camera name is at most {MAX_CAMERA_NAME_BYTES} bytes "
+                                f"({len(name.encode())} given); give a shorter --camera")
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise CrosscamError(f"--camera: camera name {duplicates[0]!r} is used twice; give each input its own --camera")

@@ -12,6 +12,8 @@ still leaves a finalised video, a flushed ``tracks.txt`` and the summaries of wh
 
 from __future__ import annotations
 
+import errno
+import os
 from collections import deque
 from pathlib import Path
 
@@ -61,6 +63,19 @@ def _video_writer(path: Path, codec: str, fps: float, frame_size: tuple[int, int
         cv2.utils.logging.setLogLevel(level)
 
 
+def _check_writable(path: Path) -> None:
+    """Raise the ``OSError`` that writing ``path`` meets (a read-only folder; no space left, also
+    when under 1 MiB is free), removing what it wrote: OpenCV says only that its writer did not open."""
+    try:
+        with open(path, "wb") as probe:
+            probe.write(bytes(64 * 1024))
+    finally:
+        path.unlink(missing_ok=True)
+    disk = os.statvfs(path.parent)
+    if disk.f_bavail * disk.f_frsize < 1 << 20:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path.parent))
+
+
 class AnnotatedVideoWriter(_Sink):
     """Frames with each track's box and id drawn in its colour, as ``path`` (e.g. annotated.mp4).
 
@@ -82,6 +97,7 @@ class AnnotatedVideoWriter(_Sink):
                                 "written; give a smaller --stride, or --set output.video=false")
         self._writer = _video_writer(self._tmp, codec, fps, frame_size)
         if not self._writer.isOpened():
+            _check_writable(self._tmp)  # a full disk or a read-only folder, not the codec
             hint = "use mp4v" if codec != "mp4v" else "this OpenCV writes no MP4 (is it built with FFmpeg?)"
             raise CrosscamError(f"output.codec={codec!r}: OpenCV cannot write {self.path.suffix} with it; {hint}")
         self.frame_size = frame_size

@@ -39,7 +39,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.types import Frame, TrackObservation, TrackSummary, read_track_summaries, write_track_summaries
+from pipeline.types import (NPZ_DAMAGE, Frame, TrackObservation, TrackSummary, read_track_summaries,
+                            write_track_summaries)
 from reid.errors import CrosscamError
 from reid.vectors import l2_normalize
 
@@ -257,30 +258,33 @@ def read_track_states(folder: str | Path) -> dict[int, TrackAccumulator]:
     folder = Path(folder)
     meta = {m["track_id"]: m for m in json.loads((folder / "tracks.json").read_text())}
     states = {}
-    with np.load(folder / "track_features.npz") as arrays:
-        for summary in read_track_summaries(folder):
-            tid = summary.track_id
-            state = meta[tid].get("state")
-            if state is None:
-                raise CrosscamError(f"{folder}/tracks.json: track {tid} has no merge state (written by an older "
-                                    "crosscam); re-run `crosscam track` for this camera")
-            thumb = folder / summary.thumbnail if summary.thumbnail else None
-            meta_rows = arrays[f"candidate_meta_{tid}"]
-            states[tid] = TrackAccumulator(
-                first_frame=summary.first_frame, last_frame=summary.last_frame,
-                start_s=summary.start_s, end_s=summary.end_s,
-                num_detections=summary.num_detections, num_interpolated=summary.num_interpolated,
-                peak_confidence=state.get("peak_confidence", 1.0),  # written before it was kept: never dropped
-                features_seen=state["features_seen"], feature_sum=arrays[f"feature_sum_{tid}"],
-                candidates=[(int(fr), float(q), f) for (fr, q), f in zip(meta_rows, arrays[f"candidates_{tid}"])],
-                candidate_every=state["candidate_every"], capacity=state["capacity"],
-                thumbnail=thumb.read_bytes() if thumb is not None and thumb.is_file() else None,
-                thumbnail_quality=state["thumbnail_quality"],
-                head=[(int(f), float(t), np.array(b, np.float32)) for f, t, *b in state["head"]],
-                tail=[(int(f), float(t), np.array(b, np.float32)) for f, t, *b in state["tail"]],
-                interpolated=[list(r) for r in state["interpolated"]],
-            )
-    return states
+    try:
+        with np.load(folder / "track_features.npz") as arrays:
+            for summary in read_track_summaries(folder):
+                tid = summary.track_id
+                state = meta[tid].get("state")
+                if state is None:
+                    raise CrosscamError(f"{folder}/tracks.json: track {tid} has no merge state (written by an older "
+                                        "crosscam); re-run `crosscam track` for this camera")
+                thumb = folder / summary.thumbnail if summary.thumbnail else None
+                meta_rows = arrays[f"candidate_meta_{tid}"]
+                states[tid] = TrackAccumulator(
+                    first_frame=summary.first_frame, last_frame=summary.last_frame,
+                    start_s=summary.start_s, end_s=summary.end_s,
+                    num_detections=summary.num_detections, num_interpolated=summary.num_interpolated,
+                    peak_confidence=state.get("peak_confidence", 1.0),  # written before it was kept: never dropped
+                    features_seen=state["features_seen"], feature_sum=arrays[f"feature_sum_{tid}"],
+                    candidates=[(int(fr), float(q), f) for (fr, q), f in zip(meta_rows, arrays[f"candidates_{tid}"])],
+                    candidate_every=state["candidate_every"], capacity=state["capacity"],
+                    thumbnail=thumb.read_bytes() if thumb is not None and thumb.is_file() else None,
+                    thumbnail_quality=state["thumbnail_quality"],
+                    head=[(int(f), float(t), np.array(b, np.float32)) for f, t, *b in state["head"]],
+                    tail=[(int(f), float(t), np.array(b, np.float32)) for f, t, *b in state["tail"]],
+                    interpolated=[list(r) for r in state["interpolated"]],
+                )
+        return states
+    except NPZ_DAMAGE as exc:
+        raise ValueError(f"track_features.npz: {exc}") from None
 
 
 def _write_thumbnails(folder: Path, thumbnails: dict[int, bytes | None]) -> None:
