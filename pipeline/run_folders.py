@@ -109,20 +109,28 @@ def check_camera_free(out_dir: Path, name: str) -> None:
     whose association did not finish still wait (:func:`waiting_retracks`: tracking it again would
     drop them); creates nothing. The hold itself is taken by :func:`claim_camera`, which checks
     again."""
-    if fcntl is not None:  # first: a command tracking the camera now has its outputs beside it too
-        try:
-            handle = open(out_dir / f".{name}.lock", "rb")
-        except OSError:  # no lock file: nobody holds it
-            handle = None
-        if handle is not None:
-            with handle:
-                try:
-                    fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    raise _camera_busy(out_dir, name) from None
-                except OSError:  # no locks on this file system: claim_camera says so
-                    pass
+    if camera_held(out_dir, name):  # first: a command tracking the camera now has its outputs beside it too
+        raise _camera_busy(out_dir, name)
     check_nothing_waiting(out_dir / name)
+
+
+def camera_held(out_dir: Path, name: str) -> bool:
+    """Whether a command holds camera ``name`` of the run ``out_dir`` now (:func:`claim_camera`);
+    False where nobody does or the file system has no locks. Creates nothing."""
+    if fcntl is None:
+        return False
+    try:
+        handle = open(out_dir / f".{name}.lock", "rb")
+    except OSError:  # no lock file: nobody holds it
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:  # no locks on this file system: claim_camera says so
+            pass
+    return False
 
 
 def check_nothing_waiting(folder: Path) -> None:
@@ -160,6 +168,14 @@ def identities_held(run_dir: Path) -> Iterator[None]:
     finally:
         path.unlink(missing_ok=True)  # while still held: a command opening it now locks anew
         lock.close()
+
+
+def running_todo(run_dir: Path, camera: str) -> str:
+    """What to do about a camera whose run.json says running: wait for the command tracking it, or,
+    where none holds it, track it again (its command was killed, or stopped by a full disk)."""
+    if camera_held(run_dir, camera):
+        return "a crosscam command is tracking it now: wait for it to finish"
+    return "no crosscam command is tracking it: its run was stopped outright (killed, or a full disk); track it again"
 
 
 def _camera_busy(out_dir: Path, name: str) -> CrosscamError:

@@ -300,7 +300,7 @@ def test_a_failed_camera_run_is_left_out_and_the_store_keeps_its_earlier_tracks(
     run_json.write_text(run_json.read_text().replace('"failed"', '"running"'))  # tracked again now, into its folder
     caplog.clear()
     update_identities(two_cameras, PipelineConfig(), progress=False)
-    assert "door: run.json status 'running'; left out" in caplog.text and "wait for its `crosscam track`" in caplog.text
+    assert "door: run.json status 'running'; left out" in caplog.text and "stopped outright" in caplog.text
 
 
 @pytest.mark.parametrize("damage", ["json cut short", "npz cut short", "npz bytes changed"])

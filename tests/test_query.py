@@ -14,6 +14,7 @@ from pipeline.config import DetectorConfig, PipelineConfig
 from pipeline.identity.identities import update_identities
 from pipeline.identity.query import query_identity, query_track
 from pipeline.identity.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore
+from pipeline.run_folders import claim_camera, release
 from pipeline.types import Frame, TrackSummary
 from pipeline.video.detectors import build_detector
 from reid import Embedder
@@ -163,7 +164,14 @@ def test_bad_queries_are_one_line_and_change_nothing(synthetic_run: Path, tmp_pa
     assert "camera west is in" in message and "(run.json: interrupted) but not in the track store yet; `crosscam " \
         "associate" in message
     (synthetic_run / "west" / "run.json").write_text('{"status": "running"}')
-    assert "wait for its `crosscam track` to finish" in crosscam_error(capsys, synthetic_run, "--track", "west:1")
+    assert "its run was stopped outright (killed, or a full disk); track it again" in crosscam_error(
+        capsys, synthetic_run, "--track", "west:1")  # nobody holds the camera
+    held = claim_camera(synthetic_run, "west")
+    try:
+        assert "a crosscam command is tracking it now: wait for it to finish" in crosscam_error(
+            capsys, synthetic_run, "--track", "west:1")
+    finally:
+        release([held])
     (synthetic_run / "west" / "run.json").write_text(  # association refuses it: it said "associate adds it"
         '{"status": "complete", "models": {"reid": {"name": "mobilenetv2_imagenet", "fingerprint": "0123", "dim": 1280}}}')
     message = crosscam_error(capsys, synthetic_run, "--track", "west:1")
@@ -185,6 +193,10 @@ def test_empty_store_is_one_line(tmp_path: Path, capsys):
     write_camera(tmp_path / "run", "hall", [], video=False)
     update_identities(tmp_path / "run", PipelineConfig(), progress=False)
     assert "empty" in crosscam_error(capsys, tmp_path / "run", "--identity", "1")
+    # a camera with tracks the store does not have yet (its association did not finish): associate, not track
+    write_camera(tmp_path / "run", "door", [summary("door", 1, 0.0, 3.0, E[0])], video=False)
+    message = crosscam_error(capsys, tmp_path / "run", "--identity", "1")
+    assert "the track store is empty, but camera door has tracks: `crosscam associate" in message
 
 
 @pytest.fixture(scope="module")

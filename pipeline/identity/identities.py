@@ -34,7 +34,8 @@ from pipeline.identity.cameras import CamerasFile, camera_offsets, load_cameras_
 from pipeline.identity.layout import STORE_DIR, camera_folders, is_camera_folder, run_folders
 from pipeline.identity.report import write_report
 from pipeline.identity.store import DB_NAME, CameraRecord, CameraTracks, EmbedderInfo, TrackStore
-from pipeline.run_folders import check_camera_free, claim_camera, identities_held, publish, release, waiting_retracks
+from pipeline.run_folders import (check_camera_free, claim_camera, identities_held, publish, release, running_todo,
+                                  waiting_retracks)
 from pipeline.stops import stops_held
 from pipeline.types import CAMERAS_FILE, TrackSummary, partial_path, read_run_record, read_track_summaries
 from pipeline.video.annotate import render_tracks_video
@@ -148,8 +149,8 @@ def _update_identities(run_dir: Path, config: PipelineConfig, cameras_file: str 
     spec = _cameras_spec(run_dir, cameras_file)
     for folder in (f for f in _folders_without_summaries(run_dir) if f.name not in staged):  # staged: read anew
         if read_run_record(folder).get("status") == "running":  # being tracked, or its command was killed
-            log.warning("%s: run.json says running and no tracks are written yet: left out of the identities (wait "
-                        "for its `crosscam track`, or track it again if that was stopped outright)", folder.name)
+            log.warning("%s: run.json says running and no tracks are written yet: left out of the identities (%s)",
+                        folder.name, running_todo(run_dir, folder.name))
         else:
             log.warning("%s: run.json but no tracks.json (deleted?): its tracks are not read again (the store keeps "
                         "what it had for it); re-run `crosscam track` for this camera", folder.name)
@@ -158,7 +159,7 @@ def _update_identities(run_dir: Path, config: PipelineConfig, cameras_file: str 
     folders = [staged.get(f.name, f) for f in present] + [w for n, w in staged.items() if n not in {f.name for f in present}]
     name_of = {folder: _camera_name(folder, staged) for folder in folders}
     runs = {name_of[folder]: _read_run_json(folder) for folder in folders}
-    folders = [f for f in folders if _finished(name_of[f], runs[name_of[f]])]
+    folders = [f for f in folders if _finished(run_dir, name_of[f], runs[name_of[f]])]
     if not folders:
         raise CrosscamError(f"{run_dir}: no camera run has finished (status complete or interrupted); "
                             "run `crosscam track` again")
@@ -319,7 +320,7 @@ def _drop_global_outputs_outside(run_dir: Path, stored: set[str]) -> None:
                         " and ".join(f.name for f in stale))
 
 
-def _finished(camera: str, run: dict) -> bool:
+def _finished(run_dir: Path, camera: str, run: dict) -> bool:
     """Whether a camera's run ended with tracks worth associating (complete or interrupted)."""
     status = run.get("status")
     if status == "interrupted":
@@ -327,8 +328,7 @@ def _finished(camera: str, run: dict) -> bool:
                     "(run `crosscam track` again for the whole video)", camera)
     if status in ("complete", "interrupted"):
         return True
-    todo = ("wait for its `crosscam track`, or track it again if that was stopped outright" if status == "running"
-            else "re-run `crosscam track` for this camera")
+    todo = running_todo(run_dir, camera) if status == "running" else "re-run `crosscam track` for this camera"
     log.warning("%s: run.json status %r; left out of the identities (the store keeps what it had for it); %s",
                 camera, status, todo)
     return False

@@ -35,6 +35,7 @@ from pipeline.colour import CameraColour
 from pipeline.config import DetectorConfig, PipelineConfig, ReidConfig
 from pipeline.identity.layout import STORE_DIR, camera_folders, is_camera_folder, run_inside
 from pipeline.identity.store import DB_NAME, StoredTrack, TrackStore
+from pipeline.run_folders import running_todo
 from pipeline.text import plural
 from pipeline.types import Frame, read_run_record
 from reid.errors import CrosscamError
@@ -117,8 +118,19 @@ def open_run_store(run_dir: str | Path, config: PipelineConfig | None = None) ->
                             "from the cameras whose run.json says complete or interrupted")
     store = TrackStore.open(run_dir / STORE_DIR, config=(config or PipelineConfig()).store)
     if len(store) == 0:
+        tracked = [f.name for f in camera_folders(run_dir, allow_none=True) if _has_tracks(f)]
+        if tracked:  # an association that did not finish (a full disk, Ctrl-C)
+            raise CrosscamError(f"{run_dir / STORE_DIR}: the track store is empty, but camera {tracked[0]} has tracks: "
+                                f"`crosscam associate {run_dir}` adds them")
         raise CrosscamError(f"{run_dir / STORE_DIR}: the track store is empty; track a video with people into {run_dir} first")
     return store
+
+
+def _has_tracks(folder: Path) -> bool:
+    try:
+        return bool(json.loads((folder / "tracks.json").read_text()))
+    except (OSError, ValueError):
+        return False
 
 
 def query_track(
@@ -155,7 +167,7 @@ def _refuse_camera_outside_store(run_dir: Path, camera: str, track_id: int, stor
                             f"the store's cameras with {store.embedder.name}: their features are not comparable, so it "
                             f"is not in the store; track it again with the store's --reid")
     what_to_do = {"complete": f"`crosscam associate {run_dir}` adds it", "interrupted": f"`crosscam associate {run_dir}` "
-                  "adds what was tracked", "running": "wait for its `crosscam track` to finish"}
+                  "adds what was tracked", "running": running_todo(Path(run_dir), camera)}
     raise CrosscamError(f"--track {camera}:{track_id}: camera {camera} is in {run_dir} (run.json: {status}) but not in "
                         f"the track store yet; {what_to_do.get(status, 'track it again')}")
 
