@@ -21,6 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from pipeline.cli.main import main
+from pipeline.identity.layout import run_folders
 from pipeline.identity.report import last_tracked_frame
 from pipeline.identity.store import CameraTracks, TrackStore
 from pipeline.serve import create_app
@@ -470,3 +471,28 @@ def test_a_store_deleted_while_serving_is_409_until_made_again(run, tmp_path):
     after = client.get("/api/status").json()
     assert after["store_id"] and after["store_id"] != before["store_id"]  # the page reloads even at the same generation
     assert client.get("/api/query/track", params={"camera": "cam2", "track": 1}).status_code == 200
+
+
+def test_a_store_damaged_while_serving_is_a_500_naming_the_fix(run, tmp_path):
+    """A damaged database is the run's fault, not the request's: 500 (it was 400), one line with
+    the way to build it again; the cameras and their frames still answer."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    client = TestClient(create_app(copy))
+    assert client.get("/api/query/track", params={"camera": "cam2", "track": 1}).status_code == 200
+    database = copy / "store" / "tracks.sqlite"
+    database.write_bytes(database.read_bytes()[:4096])
+    message = one_line_error(client.get("/api/query/track", params={"camera": "cam2", "track": 1}), 500)
+    assert "not a readable track store" in message and "crosscam associate" in message
+    assert client.get("/api/cameras").status_code == 200
+    assert client.get("/api/frames/cam2/0").status_code == 200
+
+
+def test_the_cameras_list_reads_the_run_folder_once(run, monkeypatch):
+    """Each camera's lookups listed the whole run again: 600 cameras took 10 s a request."""
+    from pipeline.serve import run_view
+
+    listed = []
+    monkeypatch.setattr(run_view, "run_folders", lambda run_dir: listed.append(run_dir) or run_folders(run_dir))
+    cameras = run_view.RunView(run).cameras()
+    assert len(cameras) == 3 and len(listed) == 1

@@ -748,8 +748,12 @@ def _is_damage(exc: sqlite3.DatabaseError) -> bool:
     return type(exc) is sqlite3.DatabaseError
 
 
-def _damaged(folder: Path, what) -> CrosscamError:
-    return CrosscamError(f"{folder / DB_NAME}: not a readable track store ({str(what)[:80]}); move {folder} aside and "
+class StoreDamaged(CrosscamError):
+    """The store's database is damaged or not a database: the run's state, not the caller's input."""
+
+
+def _damaged(folder: Path, what) -> StoreDamaged:
+    return StoreDamaged(f"{folder / DB_NAME}: not a readable track store ({str(what)[:80]}); move {folder} aside and "
                          f"run `crosscam associate {folder.parent}` to build it again from the cameras' outputs")
 
 

@@ -36,6 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeline.config import PipelineConfig
 from pipeline.identity.query import parse_box, query_identity, query_image, query_track
+from pipeline.identity.store import StoreDamaged
 from pipeline.serve.run_view import ApiError, RunView, hex_colour
 from reid.errors import CrosscamError
 
@@ -96,6 +97,8 @@ def _install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(CrosscamError)
     async def crosscam_error(_: Request, exc: CrosscamError):
+        if isinstance(exc, StoreDamaged):  # the run's fault, not the request's
+            return _error(500, str(exc))
         return _error(400, str(exc).removeprefix("--"))  # `crosscam query`'s --box is the API's box
 
     @app.exception_handler(RequestValidationError)

@@ -24,7 +24,7 @@ from pipeline.config import PipelineConfig
 from pipeline.identity.layout import STORE_DIR, run_folders, run_inside
 from pipeline.identity.query import colour_normalised
 from pipeline.identity.report import IdentityOverview, identity_overviews, last_tracked_frame, recorded_stride, run_title
-from pipeline.identity.store import DB_NAME, TrackStore
+from pipeline.identity.store import DB_NAME, StoreDamaged, TrackStore
 from pipeline.serve.frames import CameraFrames, FrameNotFound, open_frames, readable_source
 from pipeline.video.render import color_for_id
 from pipeline.video.tracks_file import read_tracks_file
@@ -143,7 +143,10 @@ class RunView:
         return [p.name for p in run_folders(self.run_dir)]
 
     def camera_folder(self, camera: str) -> Path:
-        if camera not in self.camera_names():
+        """``camera``'s folder: one of :meth:`camera_names`, checked without listing the run (a
+        request per camera would list it once per camera)."""
+        plain = camera and not camera.startswith(".") and "/" not in camera and "\\" not in camera
+        if not plain or not (self.run_dir / camera / "run.json").is_file():
             known = ", ".join(self.camera_names()) or "none yet"
             raise ApiError(404, f"camera {camera!r}: not a camera of this run; its cameras: {known}")
         return self.run_dir / camera
@@ -175,10 +178,13 @@ class RunView:
         end), where its frames come from (or why they cannot be shown), whether its crops went
         through a colour table (``reid.camera_colour``: a photo from it should too)."""
         records, counts = {}, {}
-        if self.generation() is not None:
-            records, counts = self.consistent(
-                lambda store: ({c.name: c for c in store.cameras()}, Counter(t.camera for t in store.tracks()))
-            )
+        try:
+            if self.generation() is not None:
+                records, counts = self.consistent(
+                    lambda store: ({c.name: c for c in store.cameras()}, Counter(t.camera for t in store.tracks()))
+                )
+        except StoreDamaged:  # the cameras and their frames still show; queries say what is wrong
+            pass
         out = []
         for name in self.camera_names():
             run = self.run_json(name)
