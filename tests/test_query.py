@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline.cli.main import main
-from pipeline.config import DetectorConfig, PipelineConfig
+from pipeline.config import AssociationConfig, DetectorConfig, PipelineConfig
 from pipeline.identity.identities import update_identities
 from pipeline.identity.query import query_identity, query_track
 from pipeline.identity.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore
@@ -112,6 +112,23 @@ def test_min_score_top_k_and_identity_queries(synthetic_run: Path, capsys):
     assert f"identity {identity}" in table and "hall" in table and "no cameras file" in table
     assert re.search(r"frames 0-80 +\(0-based\)", table)  # hall tracks 1 and 3: video frames 0..80, tracks.txt rows 1..81
     assert " tracks 1, 3 " in table and " track 4 " in table and "tracks 4" not in table  # door: one track
+
+
+def test_top_k_identities_even_when_one_holds_every_nearest_track(tmp_path: Path):
+    """One person seen 60 times, nearer the query than anyone else: the other identities still come
+    (the first fetch of nearest tracks held only that person's)."""
+    rng = np.random.default_rng(0)
+    for c in range(6):
+        tracks = [summary(f"c{c}", t + 1, 10.0 * t, 10.0 * t + 5, E[0] + 0.02 * rng.standard_normal(8)) for t in range(10)]
+        tracks += [summary(f"c{c}", 11, 200.0, 205.0, E[1 + c]), summary(f"c{c}", 12, 210.0, 215.0, E[1 + c] + E[7])]
+        write_camera(tmp_path, f"c{c}", tracks, video=False)
+    raw = PipelineConfig().model_copy(update={"association": AssociationConfig(center_cameras=False)})
+    update_identities(tmp_path, raw, progress=False)  # raw cosines: the others stay apart
+    identities = {t.identity for t in TrackStore.open(tmp_path / "store").tracks()}
+    assert len(identities) >= 10
+    for top_k in (2, 3, 50):
+        result = query_track(tmp_path, "c0", 1, top_k=top_k)
+        assert len({m.identity for m in result.matches}) == len(result.matches) == min(top_k, len(identities))
 
 
 def test_identity_query_keeps_other_identities_when_its_own_misses_min_score(tmp_path: Path):

@@ -323,8 +323,13 @@ def _rank(
     store: TrackStore, vectors: np.ndarray, top_k: int, min_score: float, run_dir, label: str
 ) -> QueryResult:
     """Identities of the tracks nearest to any of ``vectors`` (Q, D), best first."""
-    _, keys = store.search(vectors, k=max(top_k, 1) * CANDIDATES_PER_RESULT)
-    identities = store.identities_of([key for key in keys.reshape(-1).tolist() if key >= 0])
+    k, total = max(top_k, 1) * CANDIDATES_PER_RESULT, len(store)
+    while True:  # one identity may hold every track fetched (a person seen all day): fetch more
+        _, keys = store.search(vectors, k=min(k, total))
+        identities = store.identities_of([key for key in keys.reshape(-1).tolist() if key >= 0])
+        if len(identities) >= top_k or k >= total:
+            break
+        k *= 4
     members = store.identity_tracks(identities)
     scores = _scores_by_identity(members, l2_normalize(vectors))
     # an identity scores its best track: rank on that, and draw visits only for those shown
