@@ -184,3 +184,19 @@ def test_a_writer_that_does_not_open_on_a_full_disk_says_the_disk_not_the_codec(
         AnnotatedVideoWriter(tmp_path / "annotated.mp4", 10.0, (64, 48))
     assert out_of_space(full.value).startswith(f"no space left on the device for {tmp_path}:")
     assert list(tmp_path.iterdir()) == []  # the probe removed
+
+
+def test_labels_of_boxes_that_start_at_one_corner_do_not_cover_each_other():
+    """Two people's boxes from almost the same top-left corner: one id was drawn over the other's."""
+    from pipeline.video.render import place_labels
+
+    boxes = [(100, 80, 140, 200), (102, 82, 150, 210), (98, 79, 135, 190), (101, 81, 145, 205)]
+    (tw, th), base = cv2.getTextSize("1", cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)  # draw_tracks' text on a 320x240 frame
+    rects = place_labels(boxes, [(tw + 4, th + base + 2)] * 4, 320, 240)
+    assert all(rects[i][0] + rects[i][2] <= rects[j][0] or rects[j][0] + rects[j][2] <= rects[i][0]
+               or rects[i][1] + rects[i][3] <= rects[j][1] or rects[j][1] + rects[j][3] <= rects[i][1]
+               for i in range(4) for j in range(i))
+    image = draw_tracks(np.full((240, 320, 3), 255, np.uint8), np.array(boxes, np.float32), np.array([1, 2, 3, 4]))
+    for (left, top, w, h), track_id in zip(rects, (1, 2, 3, 4)):  # each label shows where it was placed, uncovered
+        tag = image[top : top + h, left : left + w]
+        assert (tag == np.array(color_for_id(track_id), np.uint8)).all(axis=2).mean() > 0.6, track_id

@@ -67,15 +67,41 @@ def draw_tracks(
             _draw_dashed_box(out, box, color_for_id(track_id), thickness + 1)
         else:
             cv2.rectangle(out, box[:2], box[2:], color_for_id(track_id), thickness + 1)
-    for i, ((x1, y1, _, _), track_id) in enumerate(zip(boxes, ids)):  # labels last: no box crosses one
-        text = labels[i] if labels is not None else str(track_id)
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
-        left = min(max(x1, 0), max(width - tw - 4, 0))  # inside the image at the left and right edges
-        top = max(y1, th + base + 2)  # ... and at the top edge
-        cv2.rectangle(out, (left, top - th - base - 2), (left + tw + 4, top), color_for_id(track_id), cv2.FILLED)
-        cv2.putText(out, text, (left + 2, top - base - 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness,
+    texts = [labels[i] if labels is not None else str(track_id) for i, track_id in enumerate(ids)]
+    sizes = [cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness) for text in texts]
+    tags = [(tw + 4, th + base + 2) for (tw, th), base in sizes]
+    for (left, top, w, h), text, track_id, (_, base) in zip(place_labels(boxes, tags, width, height), texts, ids, sizes):
+        # labels last: no box crosses one
+        cv2.rectangle(out, (left, top), (left + w, top + h), color_for_id(track_id), cv2.FILLED)
+        cv2.putText(out, text, (left + 2, top + h - base - 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness,
                     cv2.LINE_AA)
     return out
+
+
+def place_labels(boxes: Sequence[tuple[int, int, int, int]], tags: Sequence[tuple[int, int]], width: int,
+                 height: int) -> list[tuple[int, int, int, int]]:
+    """Where each box's label goes, ``(left, top, w, h)`` pixels, for labels of ``tags`` sizes
+    ``(w, h)`` in a ``width`` x ``height`` image: above the box's top-left corner, else the first of
+    inside it at the top, above or inside at the top right, below it, that covers no label placed
+    before (else the one covering least), always inside the image.
+
+    >>> place_labels([(10, 50, 60, 150), (12, 52, 70, 160)], [(20, 14), (20, 14)], 320, 240)
+    [(10, 36, 20, 14), (12, 52, 20, 14)]
+    """
+    placed: list[tuple[int, int, int, int]] = []
+    for (x1, y1, x2, y2), (w, h) in zip(boxes, tags):
+        spots = [(x1, y1 - h), (x1, y1), (x2 - w, y1 - h), (x2 - w, y1), (x1, y2), (x1, y2 - h)]
+        spots = [(min(max(left, 0), max(width - w, 0)), min(max(top, 0), max(height - h, 0))) for left, top in spots]
+        best = min(spots, key=lambda spot: (sum(_overlap((*spot, w, h), other) for other in placed), spots.index(spot)))
+        placed.append((*best, w, h))
+    return placed
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
+    """Pixels two ``(left, top, w, h)`` rectangles share."""
+    dx = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    dy = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    return max(dx, 0) * max(dy, 0)
 
 
 def _draw_trail(image: np.ndarray, points: Sequence[tuple[float, float]], color, thickness: int) -> None:
