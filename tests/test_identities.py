@@ -222,7 +222,10 @@ def test_the_report_counts_every_camera_and_words_its_counts_in_the_singular(tmp
     write_camera(run, "cam1", [])
     title, text = report_texts(update_identities(run, PipelineConfig(), progress=False).report.read_text())
     assert title == f"crosscam: {tmp_path.name}/run (1 camera: cam1)"
-    assert text.startswith("0 identities (0 seen by more than one camera) from 0 tracks in 1 camera: cam1;")
+    page = update_identities(run, PipelineConfig(), progress=False).report.read_text()
+    assert text == "0 identities from 0 tracks in 1 camera: cam1."  # no axis of a made-up second, no other cameras
+    assert "No one was tracked: no identity to show." in page and "Times are seconds from the video's start." in html.unescape(page)
+    assert '<meta name="viewport"' in page  # phones lay the rows out at their width
     write_camera(run, "cam2", [summary("cam2", 1, 0.0, 3.0, P), summary("cam2", 2, 1.0, 1.2, Q)])  # 2: a fragment
     write_camera(run, "cam3", [summary("cam3", 1, 0.0, 3.0, R)])
     title, text = report_texts(update_identities(run, PipelineConfig(), progress=False).report.read_text())

@@ -146,11 +146,13 @@ def write_report(run_dir: Path, store: TrackStore, common_clock: bool) -> Path:
     t1 = max((t.end_s for t in tracks), default=1.0)
     origin = store.setting("clock_origin")
     rows = "\n".join(_identity_row(o, cameras, t0, max(t1 - t0, 1e-6), run_dir, origin) for o in shown)
+    if not rows:
+        rows = '<tr><td colspan="3" class="none">No one was tracked: no identity to show.</td></tr>'
     clock = (
         "Times are on the common clock given by the cameras file" + (f" (0 s = {origin})." if origin else ".")
         if common_clock
         else "No cameras file: times are seconds from each video's own start, so bars in different "
-        "cameras are not on one clock."
+        "cameras are not on one clock." if len(cameras) > 1 else "Times are seconds from the video's start."
     )
     multi = sum(len(o.cameras) > 1 for o in overviews)
     unlikely = sum(not o.likely_person for o in overviews)
@@ -160,9 +162,10 @@ def write_report(run_dir: Path, store: TrackStore, common_clock: bool) -> Path:
     page = _PAGE.format(
         title=html.escape(run_title(run_dir, cameras)),
         summary=html.escape(
-            f"{plural(len(overviews), 'identity', 'identities')} ({multi} seen by more than one camera) from "
-            f"{plural(len(tracks), 'track')} in {counted_cameras(cameras)}; "
-            + f"time axis {_when(t0, origin)} to {_when(t1, origin)}."
+            f"{plural(len(overviews), 'identity', 'identities')}"
+            + (f" ({multi} seen by more than one camera)" if len(cameras) > 1 else "")
+            + f" from {plural(len(tracks), 'track')} in {counted_cameras(cameras)}"
+            + (f"; time axis {_when(t0, origin)} to {_when(t1, origin)}." if tracks else ".")
             + f"{limit}{marked}"
         ),
         clock=html.escape(clock),
@@ -211,7 +214,8 @@ def _identity_row(overview: IdentityOverview, cameras: list[str], t0: float, spa
             )
     lanes.append(_time_ticks(gutter, LANE_HEIGHT * len(cameras), t0, span, origin))
     height = LANE_HEIGHT * len(cameras) + TICKS_HEIGHT
-    svg = f'<svg width="{gutter + TIMELINE_WIDTH + 30}" height="{height}">{"".join(lanes)}</svg>'
+    width = gutter + TIMELINE_WIDTH + 30
+    svg = f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}">{"".join(lanes)}</svg>'
     mark = "" if overview.likely_person else f'<div class="unlikely" title="{NOT_A_PERSON}">not a person?</div>'
     return (
         f'<tr><td class="id" style="border-left:6px solid {color}">{identity}<div class="meta">'
@@ -272,8 +276,18 @@ def _inline_jpeg(path: Path) -> str | None:
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }}
+svg {{ max-width: 100%; height: auto; }}
+td.none {{ color: #666; font-style: italic; }}
+@media (max-width: 760px) {{  /* a phone: each identity's cells one under another, the timeline as wide as the screen */
+  body {{ margin: 0.6em; }}
+  thead {{ display: none; }}
+  table, tbody, tr, td {{ display: block; }}
+  td {{ border-bottom: none; padding: 4px 0; }}
+  tr {{ border-bottom: 1px solid #ddd; padding: 6px 0; }}
+}}
 table {{ border-collapse: collapse; }}
 td {{ padding: 6px 10px; border-bottom: 1px solid #ddd; vertical-align: middle; }}
 td.id {{ font-size: 1.4em; font-weight: bold; min-width: 7em; }}
