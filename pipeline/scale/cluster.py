@@ -36,7 +36,7 @@ from reid.errors import CrosscamError
 
 log = logging.getLogger(__name__)
 
-RAY_EXTRA = "pip install 'crosscam[ray]'"
+RAY_EXTRA = "pip install -e '.[ray]' in crosscam's source tree"
 POLL_S = 0.25  # how often the driver wakes to read progress while jobs run
 CONNECT_TIMEOUT_S = 5.0  # how long a HOST:PORT cluster address may take to accept a connection
 

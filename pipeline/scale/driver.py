@@ -50,7 +50,7 @@ from pipeline.types import kept_frames
 from pipeline.video.finalise import final_ids, relinked_record
 from pipeline.video.relabel import apply_id_map
 from pipeline.video.run import (CameraRun, check_camera_names, check_out_dir, drop_staged, keep_complete_staged,
-                                package_versions, publish_staged, resolved_config, utc_now)
+                                package_versions, publish_staged, resolved_config, utc_now, warn_blind_frames)
 from pipeline.video.sources import default_camera_name, open_source, source_warnings_muted
 from pipeline.video.track_state import write_track_states
 from pipeline.video.tracks_file import TrackRows, read_camera_tracks, write_tracks_file
@@ -196,6 +196,10 @@ class _Driver:
         rows = read_camera_tracks(cam.folder)
         cam.run.num_tracks = len(summaries)
         cam.record["models"] = results[0].models
+        blind = [i for result in results for i in result.blind_frames]
+        if blind:
+            cam.record["detector_blind_frames"] = len(blind)
+            warn_blind_frames(cam.name, blind)
         cam.driver_s += time.perf_counter() - start
         return rows
 

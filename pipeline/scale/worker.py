@@ -83,6 +83,7 @@ class SegmentResult:
     seek: str = "none"  # how the unit's first frame was reached (pipeline.video.sources.VideoFileSource.seek)
     reused_frames: int = 0  # overlap frames whose detections a neighbouring unit computed
     lost_workers: list[str] = field(default_factory=list)  # filled in by the driver
+    blind_frames: list[int] = field(default_factory=list)  # owned frames the motion detector could not judge
 
 
 def limit_threads(threads: int) -> None:
@@ -181,6 +182,7 @@ class SegmentWorker:
                 seconds=time.perf_counter() - start, stage_seconds={k: round(v, 4) for k, v in times.items()},
                 worker=self.name, models=models, seek=getattr(source, "seek", "none"),
                 reused_frames=overlaps.reused if overlaps is not None else 0,
+                blind_frames=[i for i in getattr(detector, "blind_frames", []) if collector.owns(i)],
             )
 
     def render(self, unit: WorkUnit, rows: TrackRows, identity_of: dict[int, int] | None = None) -> bytes:
@@ -236,12 +238,12 @@ class _UnitCollector:
         self._unreported = 0
         self.owned_frames = 0
 
-    def _owns(self, index: int) -> bool:
+    def owns(self, index: int) -> bool:
         return index >= self.owned.start and (self.owned.end is None or index < self.owned.end)
 
     def write(self, result: FrameResult) -> None:
         frame = result.frame
-        if self._owns(frame.index):
+        if self.owns(frame.index):
             self.owned_frames += 1
             for obs in result.tracks:
                 state = self.states.get(obs.track_id)

@@ -212,6 +212,7 @@ class MotionDetector:
         self._open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
         self._start_frames: list[np.ndarray] | None = []  # downscaled first frames; None once primed
         self._seen = 0  # frames given to the background model
+        self.blind_frames: list[int] = []  # indices of frames mostly foreground: background relearned, no boxes
 
     def _new_subtractor(self):
         return cv2.createBackgroundSubtractorMOG2(
@@ -221,7 +222,9 @@ class MotionDetector:
     def detect(self, frames: Sequence[Frame]) -> list[Detections]:
         smalls = [self._downscale(f.image) for f in frames]
         self._prime(smalls)
-        return [self._detect_one(small, f.image.shape) for small, f in zip(smalls, frames)]
+        found = [self._detect_one(small, f.image.shape) for small, f in zip(smalls, frames)]
+        self.blind_frames += [f.index for f, dets in zip(frames, found) if dets is _BLIND]
+        return found
 
     def _downscale(self, image: np.ndarray) -> np.ndarray:
         h, w = image.shape[:2]
@@ -267,7 +270,7 @@ class MotionDetector:
         scale = small.shape[1] / shape[1]
         mask = self._foreground(small)
         if mask is None:
-            return Detections.empty()
+            return _BLIND
         count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         min_area = self.cfg.motion_min_area * mask.shape[0] * mask.shape[1]
         boxes, scores = [], []
@@ -290,6 +293,9 @@ class MotionDetector:
         if not boxes:
             return Detections.empty()
         return Detections(np.stack(boxes).astype(np.float32), np.array(scores, np.float32))
+
+
+_BLIND = Detections.empty()  # what the motion detector returns for a frame it could not judge
 
 
 def _person_columns(blob: np.ndarray, person_ratio: float) -> list[tuple[int, int]]:

@@ -147,6 +147,8 @@ def track_videos(specs: Sequence[str], out_dir: str | Path, cfg: PipelineConfig,
     false, a camera tracked again is left ``staged`` beside its earlier outputs, for the caller to
     put in place when the store takes it (``update_identities(..., staged=...)``).
     """
+    if isinstance(specs, (str, Path)):  # one path is a sequence of its characters
+        raise CrosscamError(f"specs {str(specs)!r}: give a list of inputs, e.g. [{str(specs)!r}]")
     if not specs:
         raise CrosscamError("track: no input given; pass at least one video file, image folder or URL")
     check_camera_count(specs, cameras)
@@ -289,8 +291,20 @@ def _track_into(source: FrameSource, detector: Detector, embedder, folder: Path,
         run.frames_read = summaries.frames_written if summaries is not None else 0
         run.frames_failed = source.frames_failed
         record["colour"] = colour.describe()  # what query_image needs to treat a photo as this camera's
+        blind = list(getattr(detector, "blind_frames", []))
+        if blind:
+            record["detector_blind_frames"] = len(blind)
+            warn_blind_frames(source.camera, blind)
         write_json_atomic(folder / "run.json", _run_record(record, run, source))
     return run
+
+
+def warn_blind_frames(camera: str, frames: list[int]) -> None:
+    """Say that the motion detector found no one in ``frames`` (0-based indices) because most of
+    the picture moved (a crowd, a moving camera, a light change)."""
+    log.warning("%s: in %s (from frame %d) most of the picture moved, so the motion detector relearned its "
+                "background and found no one there; for crowds or a moving camera use a YOLO detector (--detector)",
+                camera, plural(len(frames), "frame"), min(frames))
 
 
 def camera_chain(source: FrameSource, detector: Detector, embedder, sinks: list, cfg: PipelineConfig,

@@ -24,7 +24,7 @@ Backbone = Literal["resnet50", "resnet18", "resnet34", "mobilenetv2", "onnx"]
 
 
 class _Section(BaseModel):
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "validate_assignment": True}  # a value set in Python is checked too
 
 
 class ModelSection(_Section):

@@ -179,16 +179,16 @@ class Player {
       ctx.strokeStyle = b.color;
       ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
     }
+    const placed = [];
     for (const b of boxes) {  // labels after every box: no outline crosses one
-      const [x1, y1] = b.box.map(v => v * k);
       const label = b.identity === null ? `t${b.track_id}` : String(b.identity);
       const tw = ctx.measureText(label).width + 6 * px, th = 16 * px;
-      const left = Math.max(0, Math.min(x1, this.canvas.width - tw));  // inside the frame at both edges
+      const [left, top] = placeLabel(b.box.map(v => v * k), tw, th, this.canvas.width, this.canvas.height, placed);
       ctx.globalAlpha = alpha(b);
       ctx.fillStyle = b.color;
-      ctx.fillRect(left, Math.max(0, y1 - th), tw, th);
+      ctx.fillRect(left, top, tw, th);
       ctx.fillStyle = '#000';
-      ctx.fillText(label, left + 3 * px, Math.max(12 * px, y1 - 4 * px));
+      ctx.fillText(label, left + 3 * px, top + th - 4 * px);
     }
     ctx.globalAlpha = 1;
     if (rubber) {
@@ -468,7 +468,8 @@ function renderResult() {
     S.selected = match.identity;
     const color = S.colors.get(match.identity) || '#999';
     nodes.push(el('h2', { 'data-identity': String(match.identity) }, el('span', { class: 'swatch', style: `background:${color}` }),
-      `identity ${match.identity}`, el('small', { textContent: ` score ${match.score.toFixed(3)}` })));
+      `identity ${match.identity}`,  // the identity asked for scores 1 against itself: no score then
+      result.query === `identity ${match.identity}` ? '' : el('small', { textContent: ` score ${match.score.toFixed(3)}` })));
     const cams = new Set(match.appearances.map(a => a.camera));
     nodes.push(el('div', { class: 'query', textContent: `${result.query} · seen in ${cams.size} camera${cams.size === 1 ? '' : 's'} · times: ${result.common_clock ? (result.clock_origin ? `common clock, 0 s = ${result.clock_origin}` : 'common clock') : "from each video's start (no cameras file)"}` }));
     nodes.push(timeline(match, color));
@@ -506,6 +507,24 @@ function markSelectedCard() {  // the gallery card of the identity in the result
   }
 }
 
+// Where a box's label goes (as annotated.mp4 draws them): above its top-left corner, else inside it,
+// at its top right, or below it, wherever it covers no label placed before (else where it covers
+// least), inside the frame; the spot is added to `placed`.
+function placeLabel([x1, y1, x2, y2], w, h, width, height, placed) {
+  const overlap = (a, b) => Math.max(0, Math.min(a[0] + w, b[0] + b[2]) - Math.max(a[0], b[0]))
+    * Math.max(0, Math.min(a[1] + h, b[1] + b[3]) - Math.max(a[1], b[1]));
+  const spots = [[x1, y1 - h], [x1, y1], [x2 - w, y1 - h], [x2 - w, y1], [x1, y2], [x1, y2 - h]]
+    .map(([l, t]) => [Math.max(0, Math.min(l, width - w)), Math.max(0, Math.min(t, height - h))]);
+  let best = spots[0], least = Infinity;
+  for (const spot of spots) {
+    const covered = placed.reduce((sum, p) => sum + overlap(spot, p), 0);
+    if (covered < least) { best = spot; least = covered; }
+    if (covered === 0) break;
+  }
+  placed.push([best[0], best[1], w, h]);
+  return best;
+}
+
 function timeline(match, color) {
   const cams = [...S.cameras.values()];
   const lane = 16, left = Math.max(40, 7 * Math.max(...cams.map(c => c.name.length)) + 8), width = Math.max(220, 400 - left);
@@ -521,6 +540,7 @@ function timeline(match, color) {
   const ns = 'http://www.w3.org/2000/svg';
   const svg = document.createElementNS(ns, 'svg');
   svg.setAttribute('class', 'timeline');
+  svg.setAttribute('viewBox', `0 0 ${left + width + 4} ${lane * cams.length + 14}`);  // scales down in a narrow card
   svg.setAttribute('width', left + width + 4); svg.setAttribute('height', lane * cams.length + 14);
   const add = (tag, attrs, text) => {
     const n = document.createElementNS(ns, tag);
