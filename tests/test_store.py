@@ -55,6 +55,26 @@ def test_round_trip(tmp_path: Path):
     assert len(summaries) == 8 and identities.count(3) == 2
 
 
+def _open_database_files(folder: Path) -> int:
+    """Descriptors of this process open on ``folder``'s database file."""
+    fds = Path("/proc/self/fd")
+    return sum(1 for fd in fds.iterdir() if str((fds / fd.name).resolve()).endswith(str(folder / DB_NAME)))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open files through /proc")
+def test_a_store_closes_its_files_when_closed(tmp_path: Path):
+    """A library caller could not release a store's database (before deleting a run, say): it stayed
+    open until Python's cycle collector ran."""
+    write_camera(TrackStore.create(tmp_path / "store", INFO), "hall", 3, seed=0)
+    with TrackStore.open(tmp_path / "store", INFO) as store:
+        store.search(np.ones((1, DIM), np.float32), k=1)
+        assert len(store) == 3 and _open_database_files(tmp_path / "store") == 1
+    assert _open_database_files(tmp_path / "store") == 0
+    assert len(store) == 3 and store.search(np.ones((1, DIM), np.float32), k=1)[1].shape == (1, 1)  # reads again
+    store.close()
+    assert _open_database_files(tmp_path / "store") == 0
+
+
 def test_rewriting_a_camera_replaces_only_its_tracks(tmp_path: Path):
     store = TrackStore.create(tmp_path / "store", INFO)
     write_camera(store, "hall", 5, seed=0)

@@ -32,6 +32,7 @@ import os
 import sqlite3
 import threading
 import uuid
+import weakref
 import zlib
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -181,8 +182,25 @@ class TrackStore:
         self._index_file: str | None = None
         self._index_search: SearchFn | None = None  # the loaded index's search (see exact_searcher)
         self._index_lock = threading.Lock()  # one store object may serve queries from many threads
-        self._batcher = SearchBatcher(self._search_index)
+        search = weakref.WeakMethod(self._search_index)  # no cycle: a store let go closes its files at once
+        self._batcher = SearchBatcher(lambda rows, k: search()(rows, k))
         self._readers = threading.local()  # per thread: its open read-only connection (see _reading)
+
+    def close(self) -> None:
+        """Close this thread's connection to the database and let go of the loaded index (other
+        threads' connections close when the store object goes). Reading again opens them anew."""
+        conn, stamp = getattr(self._readers, "conn", None), getattr(self._readers, "stamp", None)
+        self._readers.conn = self._readers.stamp = None
+        if conn is not None and stamp[0] == os.getpid():  # a forked child leaves its parent's alone
+            conn.close()
+        with self._index_lock:
+            self._index = self._index_file = self._index_search = None
+
+    def __enter__(self) -> "TrackStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # -- opening -------------------------------------------------------------------------
     @classmethod
