@@ -12,8 +12,8 @@ $(STAMP): pyproject.toml
 	# torch first, pinned to the build this machine serves locally; `pip install -e .` then keeps it.
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install --quiet -e ".[dev,ray]"
-	# fast-reid is a test-only reference; its own pins (torch 1.x) must not be resolved.
-	$(BIN)/pip install --quiet --no-deps fastreid==1.4.0
+	# fast-reid and torchreid are test-only references; their own pins (torch 1.x) must not be resolved.
+	$(BIN)/pip install --quiet --no-deps fastreid==1.4.0 torchreid==0.2.5
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -165,6 +165,7 @@ def run_benchmark(
         flip=embedder.flip,
         runtime=embedder.runtime,
         precision=embedder.precision,
+        pixels=embedder.pixels,
         dataset=str(dataset.root.resolve()),
         metric=settings.metric,
         rerank=settings.rerank,

@@ -44,6 +44,7 @@ from reid.errors import CrosscamError
 from reid.models.bot import PIXEL_MEAN, PIXEL_STD, BotModel
 from reid.models.mgn import HEADS as MGN_HEADS
 from reid.models.mgn import MgnModel
+from reid.models.osnet import OSNet, OSNetSpec
 
 Generation = Literal["a", "b", "c"]
 Meta = Literal["baseline", "mgn"]
@@ -168,7 +169,8 @@ def detect_generation(state_dict: dict[str, torch.Tensor], path: Path | str = "c
     heads = sorted(key for key in state_dict if key.startswith(head))
     raise CrosscamError(
         f"{path}: no BNNeck found (expected {head}bnneck.* or {head}bottleneck.*, "
-        f"found {head[:-1]} keys {_show(heads) if heads else 'none'}); this is not a fast-reid ReID checkpoint"
+        f"found {head[:-1]} keys {_show(heads) if heads else 'none'}); this is neither a fast-reid ReID checkpoint nor "
+        "a torchreid OSNet: export other models to ONNX (README: Bring your own ReID model)"
     )
 
 
@@ -239,6 +241,8 @@ def extract_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     """Unwrap ``{"model": ...}`` and ``module.`` prefixes (DataParallel) into a plain key->tensor dict."""
     if isinstance(obj, dict) and "model" in obj:
         obj = obj["model"]
+    elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):  # torchreid's save_checkpoint
+        obj = obj["state_dict"]
     if isinstance(obj, torch.nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, dict) and not obj:
@@ -347,6 +351,25 @@ def _check_keys_and_shapes(
             f"{path}: does not match the {describe_architecture(cfg)} model: {'; '.join(problems)}; "
             "use a fast-reid checkpoint of this architecture"
         )
+
+
+def osnet_from_state(state: dict[str, torch.Tensor], spec: OSNetSpec, path: Path) -> OSNet:
+    """The OSNet ``spec`` with ``state``'s weights (its classifier left out), in eval mode; a
+    missing, unexpected or wrong-shaped tensor is a one-line error naming them."""
+    model = OSNet(spec)
+    expected = model.state_dict()
+    given = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    mismatched = [f"{k} {tuple(given[k].shape)} vs {tuple(expected[k].shape)}"
+                  for k in expected if k in given and given[k].shape != expected[k].shape]
+    problems = [f"{what} {_show(keys)}" for what, keys in (("missing", missing), ("unexpected", unexpected),
+                                                            ("shape mismatch (file vs model)", mismatched)) if keys]
+    if problems:
+        raise CrosscamError(f"{path}: does not match torchreid's {spec.describe()}: {'; '.join(problems)}; crosscam "
+                            "loads torchreid's OSNet x1_0/x0_75/x0_5/x0_25/ibn_x1_0 (others: export them to ONNX)")
+    model.load_state_dict(given, strict=True)
+    return model.eval()
 
 
 def _show(keys: list[str]) -> str:

@@ -179,6 +179,7 @@ class EmbedderConfig(BaseModel):
     preprocess: Literal["parity", "fast"] = "fast"  # parity = fast-reid's PIL bicubic resize
     trust_checkpoint: bool = False  # allow full unpickling of checkpoints (unsafe for untrusted files)
     runtime: Literal["auto", "torch", "onnxruntime"] = "auto"  # torch models; auto = onnxruntime for fp32 on CPU
+    model_card: str | None = None  # .onnx weights: the YAML card of its pixels (default: the YAML beside it)
 
 
 class BotModelConfig(BaseModel):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -134,6 +135,7 @@ class Embedder:
         preprocess: str = "fast",
         runtime: str = "torch",
         precision: str = "fp32",
+        pixels: str = "as the model was built",
     ):
         if batch_size < 1:
             raise CrosscamError(f"--batch-size {batch_size}: must be at least 1")
@@ -147,6 +149,7 @@ class Embedder:
         self.preprocess = preprocess
         self.runtime = runtime  # the engine that runs the network: torch or onnxruntime
         self.precision = precision  # fp32, or bf16 / fp16 (torch autocast)
+        self.pixels = pixels  # what the network is fed: its own normalisation, or an ONNX model card's (and whose)
 
     def __repr__(self) -> str:
         return (f"Embedder({self.name!r}, dim={self.dim}, input_size={self.input_size}, flip={self.flip}, "
@@ -179,7 +182,7 @@ class Embedder:
         requested_runtime, runtime = runtime, resolve_runtime(runtime, device, precision)
         options: dict[str, Any] = {"batch_size": batch_size, "flip": flip, "preprocess": preprocess, "runtime": runtime,
                                    "precision": precision}
-        entry = zoo.find_entry(str(path_or_name))
+        entry = zoo.entry_for_name_or_file(str(path_or_name))
         if entry is not None and model_card is not None:
             raise CrosscamError(f"{entry.name}: a model card describes an .onnx file only; drop --model-card")
         if entry is not None:
@@ -202,13 +205,14 @@ class Embedder:
             pixel_format = model.card.model_dump(exclude={"input_size", "output_dim"})
             return cls._assemble(
                 lambda pixels: model(pixels.numpy()), model.dim, model.input_size, path.name, path, pixel_format,
-                options | {"runtime": "onnxruntime"},
+                options | {"runtime": "onnxruntime", "pixels": model.pixels_described()},
             )
         if model_card is not None:
             raise CrosscamError(f"{path}: a model card describes an .onnx model only; drop --model-card for {suffix} files")
-        if suffix in (".pth", ".pt"):
+        if suffix in (".pth", ".pt") or re.fullmatch(r"\.tar(-\d+)?", suffix):  # torchreid's model.pth.tar-60 too
             return cls._from_bot_checkpoint(path, path.name, device, precision, trust_checkpoint, options)
-        raise CrosscamError(f"{path}: unknown weights format {suffix!r}; use a .pth/.pt fast-reid checkpoint or an .onnx model")
+        raise CrosscamError(f"{path}: unknown weights format {suffix!r}; use a .pth/.pt checkpoint (fast-reid, torchreid "
+                            "OSNet) or an .onnx model")
 
     @classmethod
     def _from_registry(cls, entry, device, precision, trust_checkpoint, options) -> "Embedder":
@@ -268,6 +272,7 @@ class Embedder:
             preprocess=cfg.preprocess,
             trust_checkpoint=cfg.trust_checkpoint,
             runtime=cfg.runtime,
+            model_card=cfg.model_card,
         )
 
     def embed(

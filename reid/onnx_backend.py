@@ -133,6 +133,8 @@ def load_model_card(
     if card is None and not path.is_file():
         embedded = (metadata if metadata is not None else _onnx_metadata(Path(model_path))).get(CARD_METADATA_KEY)
         if embedded is None:
+            if normalises_raw_pixels(Path(model_path)):  # a fast-reid deploy export: 0..255 in, normalised inside
+                return ModelCard(raw_pixels=True), "graph"
             return ModelCard(), "default"
         try:
             data = json.loads(embedded)
@@ -151,6 +153,32 @@ def load_model_card(
     if not isinstance(data, dict):
         raise CrosscamError(f"{path}: a model card must be a YAML mapping (input_size, color, mean, std, ...)")
     return _validate_card(data, str(path)), str(path)
+
+
+def normalises_raw_pixels(path: Path) -> bool:
+    """Whether the graph's input goes first through a per-channel ``Sub`` of 0..255-scale means
+    (fast-reid's deploy exports keep ``(x - pixel_mean) / pixel_std`` in the graph, pixel_mean
+    about 124, 116, 104): such a model takes raw pixels, where the torchreid convention would feed
+    it ImageNet-normalised ones (its rank-1 then falls to chance)."""
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:  # noqa: BLE001 - not an ONNX file: whoever loads the graph says so in one line
+        return False
+    constants = {t.name: t for t in graph.initializer}
+    constants.update({n.output[0]: a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"})
+    inputs = {i.name for i in graph.input} - set(constants)
+    for node in graph.node:
+        if node.op_type != "Sub" or node.input[0] not in inputs or node.input[1] not in constants:
+            continue
+        try:
+            values = numpy_helper.to_array(constants[node.input[1]]).astype(np.float64).reshape(-1)
+        except Exception:  # noqa: BLE001 - external or odd tensor data: no guess
+            return False
+        return values.size == 3 and bool(((values > 20) & (values < 235)).all())
+    return False
 
 
 def _onnx_metadata(path: Path) -> dict[str, str]:
@@ -225,8 +253,23 @@ class OnnxReidModel:
         self.dim = self._resolve_output_dim(graph_output.shape)
         self._gain, self._offset = self.card.normalisation()
 
+    def pixels_described(self) -> str:
+        """What the graph is fed, and on whose word: ``"rgb /255, mean/std [...] (no model card: the
+        torchreid/BoxMOT export convention)"``, ``"raw 0..255 rgb (the graph normalises them)"``, ..."""
+        card = self.card
+        if card.raw_pixels:
+            what = f"raw 0..255 {card.color}"
+        else:
+            what = f"{card.color} /{card.pixel_scale:g}, mean {list(card.mean)} std {list(card.std)}"
+        why = {"default": "no model card: the torchreid/BoxMOT export convention",
+               "graph": "no model card: the graph normalises them itself, as fast-reid's deploy exports do",
+               "embedded": "the card in the graph's metadata", "config": "the model card given"}
+        return f"{what} ({why.get(self.card_source, f'model card {self.card_source}')})"
+
     def _where(self) -> str:
-        return "its default card" if self.card_source == "default" else f"model card {self.card_source}"
+        if self.card_source in ("default", "graph"):
+            return "its default card" if self.card_source == "default" else "its graph's own normalisation"
+        return f"model card {self.card_source}"
 
     def _resolve_input_size(self, shape: list[Any]) -> tuple[int, int]:
         if len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != 3):

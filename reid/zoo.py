@@ -81,9 +81,21 @@ def load_registry(path: Path = REGISTRY_FILE) -> dict[str, WeightsEntry]:
         raise CrosscamError(f"{path}: malformed entry ({exc}); fix the registry file") from None
 
 
+TORCHREID_FORMAT = "torchreid-state-dict"
+
+
 def find_entry(name: str) -> WeightsEntry | None:
     """The registry entry called ``name``, or None when it is not a registry name."""
     return load_registry().get(name)
+
+
+def entry_for_name_or_file(name: str) -> WeightsEntry | None:
+    """The entry called ``name``, or, where no such file exists here, the one whose file ``name``
+    is: BoxMOT spells its weights ``osnet_x0_25_msmt17.pt``."""
+    entry = find_entry(name)
+    if entry is None and "/" not in name and not Path(name).exists():
+        entry = next((e for e in load_registry().values() if e.file == name), None)
+    return entry
 
 
 def get_entry(name: str) -> WeightsEntry:
@@ -145,7 +157,7 @@ def ensure_weights(entry: WeightsEntry, progress: bool = True) -> Path:
     if not entry.loadable:
         raise CrosscamError(
             f"{entry.name}: architecture {entry.architecture} cannot be loaded by crosscam yet ({entry.note}); "
-            f"loadable names: {', '.join(loadable_names())}"
+            f"{len(loadable_names())} names can: `crosscam weights list`"
         )
     return download_entry(entry, progress)
 

@@ -203,3 +203,34 @@ def test_providers_follow_the_device_and_onnxruntime_build():
     else:
         with pytest.raises(CrosscamError, match="--device cuda:1: this onnxruntime has no CUDA provider"):
             onnx_providers("cuda:1")
+
+
+def deploy_style_graph(path: Path, mean: list[float], std: list[float]) -> Path:
+    """As fast-reid's deploy exports: (x - pixel_mean) / pixel_std inside the graph, then a per-channel mean."""
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 3, 16, 8])
+    feature = helper.make_tensor_value_info("feature", TensorProto.FLOAT, ["n", 3])
+    constants = [helper.make_tensor("pixel_mean", TensorProto.FLOAT, [1, 3, 1, 1], mean),
+                 helper.make_tensor("pixel_std", TensorProto.FLOAT, [1, 3, 1, 1], std),
+                 helper.make_tensor("shape", TensorProto.INT64, [2], [0, 3])]
+    nodes = [helper.make_node("Sub", ["image", "pixel_mean"], ["centred"]),
+             helper.make_node("Div", ["centred", "pixel_std"], ["normed"]),
+             helper.make_node("GlobalAveragePool", ["normed"], ["pooled"]),
+             helper.make_node("Reshape", ["pooled", "shape"], ["feature"])]
+    graph = helper.make_graph(nodes, "deploy", [image], [feature], initializer=constants)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), path)
+    return path
+
+
+def test_a_graph_that_normalises_raw_pixels_itself_is_fed_raw_pixels(tmp_path):
+    """A fast-reid deploy export takes 0..255 pixels: fed ImageNet-normalised ones (the torchreid
+    default) its rank-1 fell from 33 % to 1 %, silently."""
+    model = deploy_style_graph(tmp_path / "deploy.onnx", [123.675, 116.28, 103.53], [58.395, 57.12, 57.375])
+    embedder = Embedder.from_weights(str(model))
+    grey = np.full((16, 8, 3), 200, np.uint8)
+    np.testing.assert_allclose(embedder.embed([grey]), [[(200 - 123.675) / 58.395, (200 - 116.28) / 57.12,
+                                                         (200 - 103.53) / 57.375]], atol=1e-4)
+    assert "raw 0..255 rgb (no model card: the graph normalises them itself" in embedder.pixels
+    # a graph that takes unit-scale input and centres it (means below 1) keeps the default convention
+    unit = Embedder.from_weights(str(deploy_style_graph(tmp_path / "unit.onnx", [0.485, 0.456, 0.406], [1, 1, 1])))
+    assert "no model card: the torchreid/BoxMOT export convention" in unit.pixels
+    assert "model card given" in Embedder.from_weights(str(model), model_card={"raw_pixels": True}).pixels

@@ -175,7 +175,8 @@ def test_weak_tracks_are_judged_by_their_whole_chain():
     assert weak_tracks(states, {2: 1}, 0.7) == {3, 4}  # 2 is a fragment of 1's chain, which reached 0.9
     assert weak_tracks(states, {}, 0.7) == {2, 3, 4} and weak_tracks(states, {2: 1}, None) == set()
     cfg = PipelineConfig.model_validate({"tracker": {"relink": False}})
-    assert final_ids(states, cfg) == ({}, {2: DROPPED, 3: DROPPED, 4: DROPPED})  # no renumbering without relink
+    # without re-linking too, the kept ids are 1..N again and all in the map (a redrawn video draws only those)
+    assert final_ids(states, cfg) == ({}, {1: 1, 2: DROPPED, 3: DROPPED, 4: DROPPED})
 
 
 def test_an_id_map_that_puts_one_id_twice_in_a_frame_is_refused(tmp_path: Path):

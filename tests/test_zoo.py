@@ -95,7 +95,7 @@ def test_unknown_and_unloadable_names_are_one_line_errors():
                               loadable=False, note="an architecture crosscam does not build")
     with pytest.raises(CrosscamError, match="market_xyz_R50: architecture xyz_R50 cannot be loaded by crosscam yet") as err:
         zoo.ensure_weights(future)
-    assert "market_sbs_R101-ibn" in str(err.value) and "\n" not in str(err.value)  # it lists what does load
+    assert "names can: `crosscam weights list`" in str(err.value) and "\n" not in str(err.value)  # where to see what loads
 
 
 def test_download_streams_verifies_and_renames(http_folder, tmp_path):

@@ -18,7 +18,7 @@ from reid.paths import output_folder
 
 JSON_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP", "num_query", "num_gallery", "num_valid_query")
 BENCHMARK_JSON_KEYS = JSON_KEYS + (  # the settings scored, the verification rates and the speeds the text prints
-    "preprocess", "runtime", "precision", "flip", "metric", "rerank", "aqe",
+    "preprocess", "pixels", "runtime", "precision", "flip", "metric", "rerank", "aqe",
     "TAR@FAR=1e-04", "TAR@FAR=1e-03", "TAR@FAR=1e-02", "features_cached", "images_per_second", "eval_seconds",
 )
 NPZ_KEYS = ("distmat", "q_pids", "g_pids", "q_camids", "g_camids")
@@ -86,6 +86,7 @@ def benchmark(
     typer.echo(f"settings: preprocessing {report['preprocess']}, {report['runtime']} {report['precision']}, "
                f"flip {on[report['flip']]}, metric {report['metric']}, rerank {on[report['rerank']]}, "
                f"aqe {on[report['aqe']]}")
+    typer.echo(f"pixels: {report['pixels']}")
     _echo_metrics(report)
     for key in ("TAR@FAR=1e-04", "TAR@FAR=1e-03", "TAR@FAR=1e-02"):
         typer.echo(f"{key:>14}: {100 * report[key]:6.2f}%")

@@ -67,12 +67,13 @@ def _entry_row(entry: zoo.WeightsEntry) -> dict:
 def _entries_table(rows: list[dict]) -> str:
     width = max(len(row["name"]) for row in rows)
     data = max([len("dataset"), *(len(str(row["dataset"])) for row in rows)])  # whole names: "ImageNet-1k"
-    lines = [f"{'name':{width}}  {'architecture':13} {'dataset':{data}} loadable on_disk  rank1   mAP"]
+    arch = max([len("architecture"), *(len(row["architecture"]) for row in rows)])
+    lines = [f"{'name':{width}}  {'architecture':{arch}} {'dataset':{data}} loadable on_disk  rank1   mAP"]
     for row in rows:
         published = row["published"]
         scores = f"{published['rank1']:5.1f} {published['mAP']:5.1f}" if published else "    -     -"
         lines.append(
-            f"{row['name']:{width}}  {row['architecture']:13} {str(row['dataset']):{data}} "
+            f"{row['name']:{width}}  {row['architecture']:{arch}} {str(row['dataset']):{data}} "
             f"{'yes' if row['loadable'] else 'no':8} {'yes' if row['on_disk'] else 'no':8} {scores}"
         )
     return "\n".join(lines)

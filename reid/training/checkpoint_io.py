@@ -28,9 +28,12 @@ import torch
 from torch import nn
 
 from reid import zoo
-from reid.checkpoint import bot_model_from_payload, describe_architecture, read_checkpoint, to_crosscam_names, to_fastreid_name
+from reid.checkpoint import (bot_model_from_payload, describe_architecture, extract_state_dict, osnet_from_state,
+                             read_checkpoint, to_crosscam_names, to_fastreid_name)
 from reid.errors import CrosscamError
 from reid.models.bot import PIXEL_MEAN, PIXEL_STD
+from reid.models.osnet import INPUT_SIZE as OSNET_INPUT_SIZE
+from reid.models.osnet import osnet_spec
 from reid.training.config import ModelSection
 from reid.training.models import build_model
 
@@ -93,6 +96,13 @@ def load_trained_model(
     path = Path(path)
     payload = read_checkpoint(path, trust)
     meta = payload.get("crosscam") if isinstance(payload, dict) else None
+    if meta is None and (entry is None or entry.format == zoo.TORCHREID_FORMAT):
+        osnet = _torchreid_osnet(payload, path, entry)
+        if osnet is not None:
+            return osnet
+        if entry is not None:
+            raise CrosscamError(f"{path}: not a torchreid OSNet state_dict, which {entry.name} is; download it again: "
+                                f"`crosscam weights download {entry.name} --force`")
     if meta is None:
         entry = entry or zoo.entry_for_file(path)
         settings = {**(zoo.model_overrides(entry) if entry is not None else {}), **(overrides or {})}
@@ -123,6 +133,29 @@ def load_trained_model(
         raise CrosscamError(f"{path}: weights do not match a {cfg.backbone} model ({' '.join(str(exc).split())[:240]})") from None
     _check_finite(model, path)
     return model.eval(), meta
+
+
+def _torchreid_osnet(payload: Any, path: Path, entry: zoo.WeightsEntry | None = None,
+                     ) -> tuple[nn.Module, dict[str, Any]] | None:
+    """A torchreid / BoxMOT OSNet checkpoint (a state_dict, or torchreid's ``{"state_dict": ...}``)
+    as a model and its description; None for any other file. Loaded by its registry ``entry``, it
+    must be that entry's OSNet."""
+    if not isinstance(payload, dict):
+        return None
+    state = payload.get("state_dict", payload.get("model", payload))
+    if not isinstance(state, dict):
+        return None
+    spec = osnet_spec({key.removeprefix("module."): value for key, value in state.items()})
+    if spec is None:
+        return None
+    if entry is not None and spec.describe() != entry.architecture:
+        raise CrosscamError(f"{path}: holds {spec.describe()}, not {entry.architecture} as {entry.name} should; "
+                            f"download it again: `crosscam weights download {entry.name} --force`")
+    model = osnet_from_state(extract_state_dict(payload, path), spec, path)
+    _check_finite(model, path)
+    classes = state.get("classifier.weight", state.get("module.classifier.weight"))
+    return model, {"format": FORMAT_VERSION, "backbone": spec.describe(), "input_size": list(OSNET_INPUT_SIZE),
+                   "num_classes": int(classes.shape[0]) if classes is not None else 0, "feat_dim": spec.feature_dim}
 
 
 def _check_finite(model: nn.Module, path: Path) -> None:
