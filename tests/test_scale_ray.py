@@ -397,7 +397,7 @@ def test_without_ray_the_options_say_how_to_install_it(monkeypatch, capsys, tmp_
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as if it were not installed
     assert main(["track", "cam1.mp4", "--out", str(tmp_path / "run"), "--workers", "2"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "error: --workers / --ray-address need Ray, which is not installed; pip install 'crosscam[ray]'")
+        "error: --workers / --ray-address need Ray, which is not installed; pip install -e '.[ray]' in crosscam's source tree")
 
 
 def test_a_missing_input_is_refused_before_a_local_ray_starts(capsys, tmp_path, monkeypatch):
