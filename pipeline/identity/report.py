@@ -32,6 +32,7 @@ from pipeline.video.tracks_file import read_tracks_file
 THUMB_HEIGHT = 96  # pixels; thumbnails are shrunk so the page stays small
 MAX_ROWS = 2000  # beyond this the identities seen by the most cameras (then lowest id) are shown; the page says how many
 LANE_HEIGHT, TIMELINE_WIDTH, TICKS_HEIGHT = 16, 640, 16
+MAX_LANES = 12  # cameras beyond this: each row draws lanes for the cameras its identity was seen by only
 # A track is "not a person" when its box never moves by half its height (static) and it lasts
 # under a second (short) or is under this fraction of the frame high (tiny). On the demo scene
 # (seeds 0-1) that marks every 1-2 frame floor patch and no walker.
@@ -157,6 +158,8 @@ def write_report(run_dir: Path, store: TrackStore, common_clock: bool) -> Path:
     multi = sum(len(o.cameras) > 1 for o in overviews)
     unlikely = sum(not o.likely_person for o in overviews)
     limit = f" Showing {len(shown)} of them." if len(shown) < len(overviews) else ""
+    if len(cameras) > MAX_LANES:
+        limit += f" Over {MAX_LANES} cameras: each row shows the cameras its identity was seen by."
     marked = (f" {plural(unlikely, 'identity', 'identities')} marked \u201cnot a person?\u201d ({NOT_A_PERSON}) "
               f"{'comes' if unlikely == 1 else 'come'} last." if unlikely else "")
     page = _PAGE.format(
@@ -196,6 +199,8 @@ def _identity_row(overview: IdentityOverview, cameras: list[str], t0: float, spa
     b, g, r = color_for_id(identity)
     color = f"rgb({r},{g},{b})"
     gutter = _label_width(cameras)
+    if len(cameras) > MAX_LANES:  # 1200 cameras drew 1200 lanes a row: a 43 MB page
+        cameras = [c for c in cameras if c in set(overview.cameras)]
     lanes = []
     for lane, camera in enumerate(cameras):
         y = lane * LANE_HEIGHT
