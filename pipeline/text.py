@@ -5,6 +5,7 @@ run's clock (``clock_text``), an error's first line (``first_line``).
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime, timedelta
 
 
@@ -59,3 +60,13 @@ def clock_text(seconds: float, origin: str | None = None) -> str:
     minutes, tenths = divmod(tenths, 600)
     hours, minutes = divmod(minutes, 60)
     return f"{'-' if seconds < 0 and tenths + minutes + hours else ''}{hours:02d}:{minutes:02d}:{tenths / 10:04.1f}"
+
+
+def camera_order(name: str) -> tuple:
+    """Sort key putting camera names in the order people count them: ``cam2`` before ``cam10``.
+
+    >>> sorted(["cam10", "cam2", "door", "cam1"], key=camera_order)
+    ['cam1', 'cam2', 'cam10', 'door']
+    """
+    parts = re.split(r"(\d+)", name)
+    return tuple((0, int(part), part) if part.isdigit() else (1, 0, part) for part in parts if part != "")

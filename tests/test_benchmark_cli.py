@@ -73,6 +73,7 @@ def test_rerun_with_rerank_uses_cached_features(osnet_run):
     assert code == 0
     assert "cached features" in stdout and "Rank-1" in stdout
     assert "settings: preprocessing parity, onnxruntime fp32, flip off, metric cosine, rerank on, aqe off" in stdout
+    assert "| Dataset " in stdout and "| metric |" in stdout  # fast-reid's own summary table too
     # which pixels the cardless ONNX model got, and on whose word
     assert "pixels: rgb /255, mean [0.485, 0.456, 0.406] std [0.229, 0.224, 0.225] (no model card: the " \
         "torchreid/BoxMOT export convention)" in stdout

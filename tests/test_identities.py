@@ -456,3 +456,13 @@ def test_a_report_of_many_cameras_draws_each_row_for_its_own_cameras(tmp_path: P
     seen = sum(len(o.cameras) for o in identity_overviews(run, TrackStore.open(run / "store"), None))
     assert page.count('class="lane"') == seen < 14 * rows
     assert "Over 12 cameras: each row shows the cameras its identity was seen by." in page
+
+
+def test_cameras_come_in_the_order_people_count_them(tmp_path: Path):
+    run = tmp_path / "run"
+    for name in ("cam10", "cam2", "cam1"):
+        write_camera(run, name, [summary(name, 1, 0.0, 3.0, P)], video=False)
+    result = update_identities(run, PipelineConfig(), progress=False)
+    assert result.cameras == ["cam1", "cam2", "cam10"]  # not cam1, cam10, cam2
+    assert [c.name for c in TrackStore.open(run / "store").cameras()] == ["cam1", "cam2", "cam10"]
+    assert "(3 cameras: cam1, cam2, cam10)" in html.unescape(result.report.read_text())

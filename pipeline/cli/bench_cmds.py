@@ -48,6 +48,7 @@ def benchmark(
     runtime: str = typer.Option("auto", "--runtime", help=RUNTIME_HELP),
     save_distances: bool = typer.Option(False, "--save-distances", help="Also write OUT/distances.npz for evaluate-ranking."),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Allow full unpickling (trusted files only)."),
+    model_card: Path | None = typer.Option(None, "--model-card", help="YAML model card of an .onnx model (its pixels)."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object (the report's metrics) on stdout."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
@@ -68,7 +69,7 @@ def benchmark(
         output_folder(cache_dir, "--cache-dir")
     embedder = Embedder.from_weights(
         reid, device=device, batch_size=batch_size, precision=precision, flip=flip, preprocess=preprocess, runtime=runtime,
-        trust_checkpoint=trust_checkpoint,
+        trust_checkpoint=trust_checkpoint, model_card=model_card,
     )
     settings = BenchmarkSettings(metric=metric, rerank=rerank, aqe=aqe)
     try:
@@ -121,6 +122,26 @@ def _echo_metrics(report: dict) -> None:
     for key, label in (("rank1", "Rank-1"), ("rank5", "Rank-5"), ("rank10", "Rank-10"), ("mAP", "mAP"), ("mINP", "mINP")):
         if key in report:
             typer.echo(f"{label:>14}: {100 * report[key]:6.2f}%")
+    if "dataset" in report:
+        typer.echo(fastreid_table(Path(report["dataset"]).name, report))
+
+
+def fastreid_table(dataset: str, report: dict) -> str:
+    """The summary as fast-reid prints it after an evaluation (percent, and its ``metric``: the mean
+    of mAP and Rank-1), to paste beside fast-reid's own.
+
+    >>> print(fastreid_table("Market1501", {"rank1": 0.9442, "rank5": 0.9822, "rank10": 0.9893, "mAP": 0.8612, "mINP": 0.6058}))
+    | Dataset    | Rank-1 | Rank-5 | Rank-10 | mAP   | mINP  | metric |
+    |:-----------|:-------|:-------|:--------|:------|:------|:-------|
+    | Market1501 | 94.42  | 98.22  | 98.93   | 86.12 | 60.58 | 90.27  |
+    """
+    values = [f"{100 * report[k]:.2f}" for k in ("rank1", "rank5", "rank10", "mAP", "mINP")]
+    values.append(f"{50 * (report['mAP'] + report['rank1']):.2f}")
+    heads = ["Dataset", "Rank-1", "Rank-5", "Rank-10", "mAP", "mINP", "metric"]
+    cells = [dataset, *values]
+    widths = [max(len(h), len(c)) for h, c in zip(heads, cells)]
+    rows = ["| " + " | ".join(f"{item:{w}}" for item, w in zip(items, widths)) + " |" for items in (heads, cells)]
+    return "\n".join([rows[0], "|" + "|".join(":" + "-" * (w + 1) for w in widths) + "|", rows[1]])
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:

@@ -36,7 +36,7 @@ from pipeline.config import DetectorConfig, PipelineConfig, ReidConfig
 from pipeline.identity.layout import STORE_DIR, camera_folders, is_camera_folder, run_inside
 from pipeline.identity.store import DB_NAME, StoredTrack, TrackStore
 from pipeline.run_folders import running_todo
-from pipeline.text import plural
+from pipeline.text import camera_order, plural
 from pipeline.types import Frame, read_run_record
 from reid.errors import CrosscamError
 from reid.vectors import l2_normalize
@@ -264,7 +264,7 @@ def colour_normalised(run: dict) -> bool:
 def _camera_colour(folders: list[Path], camera: str) -> CameraColour:
     by_name = {f.name: f for f in folders}
     if camera not in by_name:
-        raise CrosscamError(f"--camera {camera!r}: not a camera of this run; use one of {', '.join(sorted(by_name))}")
+        raise CrosscamError(f"--camera {camera!r}: not a camera of this run; use one of {', '.join(sorted(by_name, key=camera_order))}")
     return _recorded_colour(by_name[camera])
 
 

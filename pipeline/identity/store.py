@@ -47,6 +47,7 @@ from pipeline.identity.exact_scan import exact_searcher
 from pipeline.identity.faiss_index import (build_index, inner_index, ivf_cells, maybe_to_gpu, planned_kind, stored_kind,
                                           tune_search)
 from pipeline.identity.search_batcher import SearchBatcher, SearchFn
+from pipeline.text import camera_order
 from pipeline.types import TrackSummary
 from reid.errors import CrosscamError
 from reid.vectors import l2_normalize
@@ -343,13 +344,13 @@ class TrackStore:
                 " v.frame_height, v.frames_read, v.summaries_digest"
                 " FROM cameras c JOIN videos v ON v.camera = c.name ORDER BY c.name"
             ).fetchall()
-        return [
+        return sorted((
             CameraRecord(
                 name, offset, bool(common), source, fps,
                 (w, h) if w is not None else None, frames, digest,
             )
             for name, offset, common, source, fps, w, h, frames, digest in rows
-        ]
+        ), key=lambda record: camera_order(record.name))  # cam2 before cam10
 
     def tracks(self, camera: str | None = None, identity: int | None = None) -> list[StoredTrack]:
         """Stored tracks, optionally of one camera and/or one identity, by (camera, track id)."""

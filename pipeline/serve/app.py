@@ -38,6 +38,7 @@ from pipeline.config import PipelineConfig
 from pipeline.identity.query import parse_box, query_identity, query_image, query_track
 from pipeline.identity.store import StoreDamaged
 from pipeline.serve.run_view import ApiError, RunView, hex_colour
+from pipeline.text import camera_order
 from reid.errors import CrosscamError
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # an uploaded image; the request may add this much multipart overhead:
@@ -195,7 +196,7 @@ def _add_api(app: FastAPI, view: RunView) -> None:
         known = set(view.camera_names()) | {c for o in view.overviews() for c in o.cameras}
         for name in camera or []:
             if name not in known:
-                raise ApiError(404, f"camera {name!r}: not a camera of this run; its cameras: {', '.join(sorted(known))}")
+                raise ApiError(404, f"camera {name!r}: not a camera of this run; its cameras: {', '.join(sorted(known, key=camera_order))}")
         shown = [
             o for o in view.overviews()
             if (not camera or set(camera) & set(o.cameras))
