@@ -42,6 +42,7 @@ RULES = ("mot17", "mot20")  # TrackEval's MOT17 (= MOT16) and MOT20 ground-truth
 MOT_CLASSES = 12  # MOT16/17/20 gt classes: 1 pedestrian ... 12 occluder full
 NON_MOT_VEHICLE = 6  # a distractor class under MOT20's rules only
 _SEQ = "seq"
+COMBINED = "COMBINED"  # the row of all sequences together, as TrackEval names it
 _TRACKER = "pred"
 
 
@@ -304,17 +305,51 @@ def evaluate_mot(gt: np.ndarray, pred: np.ndarray, num_frames: int | None = None
     ground truth nor predictions adds nothing to any score, and frame numbers far apart (a
     timestamp as the frame) cost no time.
     """
+    return _scores(_sequence_results(*_checked_rows(gt, pred, num_frames, rules), rules))
+
+
+def evaluate_mot_sequences(sequences: dict[str, tuple[np.ndarray, np.ndarray, int | None]],
+                           rules: str = "mot17") -> dict[str, MotScores]:
+    """Score several sequences (``{name: (gt, pred, num_frames)}``, as :func:`evaluate_mot` takes
+    them) and all of them together as TrackEval's ``COMBINED`` row does (its metrics' own
+    ``combine_sequences``: counts summed, HOTA's from the summed matches); that row comes last."""
+    results = {name: _sequence_results(*_checked_rows(gt, pred, frames, rules), rules)
+               for name, (gt, pred, frames) in sequences.items()}
+    scores = {name: _scores(result) for name, result in results.items()}
+    if results:
+        quiet = {"PRINT_CONFIG": False}
+        combined = tuple(metric(quiet).combine_sequences({name: result[i] for name, result in results.items()})
+                         for i, metric in enumerate((trackeval.metrics.CLEAR, trackeval.metrics.Identity,
+                                                     trackeval.metrics.HOTA)))
+        counts = {key: sum(result[3][key] for result in results.values()) for key in next(iter(results.values()))[3]}
+        scores[COMBINED] = _scores((*combined, counts))
+    return scores
+
+
+def _checked_rows(gt: np.ndarray, pred: np.ndarray, num_frames: int | None, rules: str) -> tuple[np.ndarray, np.ndarray]:
+    """``gt`` and ``pred`` as full rows, checked against ``rules`` and ``num_frames`` (see :func:`evaluate_mot`)."""
     if rules not in RULES:
         raise ValueError(f"rules must be one of {', '.join(RULES)}, not {rules!r}")
     gt, pred = _full_rows(gt, "gt"), _full_rows(pred, "pred")
     last = int(max(gt[:, 0].max(initial=0), pred[:, 0].max(initial=0), 1))
     if num_frames is not None and last > num_frames:
         raise CrosscamError(f"a row at frame {last}, past the sequence's {num_frames} frames")
+    return gt, pred
+
+
+def _sequence_results(gt: np.ndarray, pred: np.ndarray, rules: str) -> tuple[dict, dict, dict, dict]:
+    """TrackEval's CLEAR, Identity and HOTA results of one sequence and its box and id counts,
+    its frames renumbered densely (see :func:`evaluate_mot`)."""
     frames = np.union1d(gt[:, 0], pred[:, 0])
+    gt, pred = gt.copy(), pred.copy()
     gt[:, 0], pred[:, 0] = (np.searchsorted(frames, rows[:, 0]) + 1 for rows in (gt, pred))
     with tempfile.TemporaryDirectory(prefix="crosscam-eval-") as tmp:
         data = _trackeval_sequence(Path(tmp), gt, pred, max(len(frames), 1), rules)
-    return _scores(data)
+    quiet = {"PRINT_CONFIG": False}
+    counts = {"gt_boxes": int(data["num_gt_dets"]), "pred_boxes": int(data["num_tracker_dets"]),
+              "gt_ids": int(data["num_gt_ids"]), "pred_ids": int(data["num_tracker_ids"])}
+    return (trackeval.metrics.CLEAR(quiet).eval_sequence(data), trackeval.metrics.Identity(quiet).eval_sequence(data),
+            trackeval.metrics.HOTA(quiet).eval_sequence(data), counts)
 
 
 def evaluate_mtmc(
@@ -411,11 +446,9 @@ def _trackeval_sequence(tmp: Path, gt: np.ndarray, pred: np.ndarray, num_frames:
         raise CrosscamError(f"ground truth / predictions rejected by TrackEval: {exc}; check the files") from None
 
 
-def _scores(data: dict) -> MotScores:
-    quiet = {"PRINT_CONFIG": False}
-    clear = trackeval.metrics.CLEAR(quiet).eval_sequence(data)
-    identity = trackeval.metrics.Identity(quiet).eval_sequence(data)
-    hota = trackeval.metrics.HOTA(quiet).eval_sequence(data)
+def _scores(results: tuple[dict, dict, dict, dict]) -> MotScores:
+    """:class:`MotScores` from :func:`_sequence_results` (or their combination)."""
+    clear, identity, hota, counts = results
     return MotScores(
         mota=float(clear["MOTA"]),
         motp=float(clear["MOTP"]),
@@ -432,8 +465,5 @@ def _scores(data: dict) -> MotScores:
         id_switches=int(clear["IDSW"]),
         false_positives=int(clear["CLR_FP"]),
         misses=int(clear["CLR_FN"]),
-        gt_boxes=int(data["num_gt_dets"]),
-        pred_boxes=int(data["num_tracker_dets"]),
-        gt_ids=int(data["num_gt_ids"]),
-        pred_ids=int(data["num_tracker_ids"]),
+        **counts,
     )

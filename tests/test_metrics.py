@@ -248,3 +248,43 @@ def test_mot20_rules_make_vehicles_distractors():
     mot20 = evaluate_mot(np.concatenate([person, vehicle]), pred, rules="mot20")
     assert (mot17.false_positives, mot17.gt_boxes) == (10, 10) and mot17.mota == pytest.approx(0.0)
     assert (mot20.false_positives, mot20.pred_boxes, mot20.mota) == (0, 10, 1.0)
+
+
+def _noisy_sequence(seed: int, people: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    gt = np.concatenate([walker(p, frames=range(1, frames + 1), lane=p % 3, x0=50.0 * p) for p in range(1, people + 1)])
+    pred = gt[:, :6].copy()
+    pred[:, 2:4] += rng.normal(0, 4, (len(pred), 2))
+    pred = pred[rng.random(len(pred)) > 0.15]
+    pred[(pred[:, 0] > frames // 2) & (pred[:, 1] == 1), 1] = 9  # a fragment
+    return gt, pred
+
+
+def test_combined_sequences_equal_trackevals_own_combined_row(tmp_path):
+    """eval-mot over a MOT folder: each sequence and the COMBINED row as TrackEval's evaluator gives them."""
+    import trackeval
+
+    from pipeline.metrics import COMBINED, evaluate_mot_sequences, write_mot_rows
+
+    sequences = {"SEQ-A": _noisy_sequence(1, 4, 30), "SEQ-B": _noisy_sequence(2, 2, 20)}
+    ours = evaluate_mot_sequences({name: (gt, pred, None) for name, (gt, pred) in sequences.items()})
+    for name, (gt, pred) in sequences.items():
+        padded = np.column_stack([gt[:, :6], np.ones((len(gt), 3))])
+        write_mot_rows(tmp_path / "gt" / name / "gt" / "gt.txt", padded)
+        write_mot_rows(tmp_path / "trackers" / "t" / "data" / f"{name}.txt",
+                       np.column_stack([pred, np.ones(len(pred)), -np.ones((len(pred), 3))]))
+    quiet = {"PRINT_CONFIG": False, "PRINT_RESULTS": False, "OUTPUT_SUMMARY": False, "OUTPUT_DETAILED": False,
+             "PLOT_CURVES": False, "PRINT_ONLY_COMBINED": True, "TIME_PROGRESS": False, "DISPLAY_LESS_PROGRESS": True}
+    dataset = trackeval.datasets.MotChallenge2DBox({
+        "GT_FOLDER": str(tmp_path / "gt"), "TRACKERS_FOLDER": str(tmp_path / "trackers"), "TRACKERS_TO_EVAL": ["t"],
+        "SEQ_INFO": {"SEQ-A": 30, "SEQ-B": 20}, "SKIP_SPLIT_FOL": True, "PRINT_CONFIG": False})
+    metrics = [trackeval.metrics.HOTA({"PRINT_CONFIG": False}), trackeval.metrics.CLEAR({"PRINT_CONFIG": False}),
+               trackeval.metrics.Identity({"PRINT_CONFIG": False})]
+    results, _ = trackeval.Evaluator(quiet).evaluate([dataset], metrics)
+    theirs = results["MotChallenge2DBox"]["t"]
+    for name, key in (("SEQ-A", "SEQ-A"), ("SEQ-B", "SEQ-B"), (COMBINED, "COMBINED_SEQ")):
+        got, want = ours[name], theirs[key]["pedestrian"]
+        assert got.mota == pytest.approx(want["CLEAR"]["MOTA"]) and got.idf1 == pytest.approx(want["Identity"]["IDF1"])
+        assert got.hota == pytest.approx(float(np.mean(want["HOTA"]["HOTA"])))
+        assert got.id_switches == want["CLEAR"]["IDSW"]
+    assert list(ours) == ["SEQ-A", "SEQ-B", COMBINED] and 0 < ours[COMBINED].idf1 < 1

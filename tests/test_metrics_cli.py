@@ -254,3 +254,29 @@ def test_eval_mot_reads_a_bom_and_says_when_mot20_rules_are_wanted(tmp_path, cap
     assert json.loads(out)["false_positives"] == 0 and json.loads(out)["mota"] == 1.0 and err == ""
     assert main(args + ["--rules", "mot15"]) == 2
     assert capsys.readouterr().err == "error: --rules 'mot15': use one of mot17, mot20\n"
+
+
+def test_eval_mot_scores_a_motchallenge_folder_per_sequence_and_combined(tmp_path, capsys):
+    """BoxMOT and TrackEval users score MOT17/train at once: a row per sequence and COMBINED; the
+    predictions a crosscam run (SEQ/tracks.txt) or a TrackEval tracker folder (data/SEQ.txt)."""
+    mot, run, tracker = tmp_path / "MOT", tmp_path / "run", tmp_path / "tracker"
+    for name, frames in (("SEQ-10", 12), ("SEQ-2", 10)):  # in the order people count: SEQ-2 first
+        gt = person(1, range(1, frames + 1), 0) + person(2, range(1, frames + 1), 1)
+        write_rows(mot / name / "gt" / "gt.txt", gt)
+        (mot / name / "seqinfo.ini").write_text(f"[Sequence]\nname={name}\nseqLength={frames}\n")
+        pred = [[r[0], r[1] if r[0] <= 5 else r[1] + 10, *r[2:6], 1, -1, -1, -1] for r in gt]  # both ids switch
+        write_rows(run / name / "tracks.txt", pred)
+        write_rows(tracker / "data" / f"{name}.txt", pred)
+    for predictions in (run, tracker):
+        assert main(["eval-mot", "--gt", str(mot), "--pred", str(predictions), "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert list(out["sequences"]) == ["SEQ-2", "SEQ-10"]
+        assert out["combined"]["gt_boxes"] == 44 and out["combined"]["id_switches"] == 4
+        idtp = sum(s["idf1"] * s["gt_boxes"] for s in out["sequences"].values())  # equal gt and pred boxes: IDF1 = IDTP / boxes
+        assert out["combined"]["idf1"] == pytest.approx(idtp / 44)
+    assert main(["eval-mot", "--gt", str(mot), "--pred", str(run)]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]] == ["SEQ-2", "SEQ-10", "COMBINED"]
+    (run / "SEQ-10" / "tracks.txt").unlink()
+    assert main(["eval-mot", "--gt", str(mot), "--pred", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --pred") and "no tracks for sequence SEQ-10" in err and "\n" not in err

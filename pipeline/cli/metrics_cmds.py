@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import configparser
 import json
 from pathlib import Path
 
 import typer
 
+from pipeline.text import camera_order, first_line
 from reid.errors import CrosscamError
 
 RULES_HELP = ("Ground-truth rules: mot17 (MOT16/17, and 6-7 column or MOT15 files) or mot20 (class 6, "
@@ -49,14 +51,78 @@ def _with_warnings(scores: dict, warnings: list[str]) -> dict:
     return {**scores, "warnings": [w.removeprefix("warning: ") for w in warnings]}
 
 
+def _mot_sequences(root: Path) -> dict[str, Path]:
+    """The sequences of a MOTChallenge folder (``SEQ/gt/gt.txt``; ``root`` itself when it is one), by name."""
+    if (root / "gt" / "gt.txt").is_file():
+        return {root.name: root}
+    found = {p.name: p for p in sorted(root.iterdir(), key=lambda p: camera_order(p.name)) if (p / "gt" / "gt.txt").is_file()}
+    if not found:
+        raise CrosscamError(f"--gt {root}: a folder without SEQ/gt/gt.txt sequences; give a MOTChallenge folder (e.g. "
+                            "MOT17/train) or one gt.txt file")
+    return found
+
+
+def _sequence_length(folder: Path) -> int | None:
+    """``seqLength`` from the sequence's ``seqinfo.ini``, when it has one."""
+    info = folder / "seqinfo.ini"
+    if not info.is_file():
+        return None
+    parser = configparser.ConfigParser()
+    try:
+        parser.read(info)
+        return parser.getint("Sequence", "seqLength", fallback=None)
+    except (configparser.Error, ValueError) as exc:
+        raise CrosscamError(f"{info}: unreadable ({first_line(exc)}); fix or remove it") from None
+
+
+def _predictions_of(pred: Path, name: str, only: bool) -> Path:
+    """Where ``--pred`` keeps sequence ``name``'s tracks: a crosscam run's camera folder, or a TrackEval
+    tracker's file; a file itself for the ``only`` sequence."""
+    if only and pred.is_file():
+        return pred
+    if not pred.is_dir():
+        raise CrosscamError(f"--pred {pred}: with a --gt folder, give a folder of predictions (a crosscam run, or a "
+                            "TrackEval tracker folder)")
+    tried = [pred / name / "tracks.txt", pred / f"{name}.txt", pred / "data" / f"{name}.txt"]
+    found = next((p for p in tried if p.is_file()), None)
+    if found is None:
+        raise CrosscamError(f"--pred {pred}: no tracks for sequence {name} (looked for {', '.join(str(p) for p in tried)});"
+                            f" track it (`crosscam track .../{name} --out {pred}`), or give --gt the sequences tracked")
+    return found
+
+
+def _eval_mot_folder(gt: Path, pred: Path, rules: str, as_json: bool) -> None:
+    """``eval-mot`` over a MOTChallenge folder: a row per sequence and the COMBINED row."""
+    from pipeline.metrics import COMBINED, check_comparable, evaluate_mot_sequences, read_mot_file, scores_table
+
+    sequences, warnings = {}, []
+    found = _mot_sequences(gt)
+    for name, folder in found.items():
+        gt_file, pred_file = folder / "gt" / "gt.txt", _predictions_of(pred, name, len(found) == 1)
+        gt_rows, pred_rows = read_mot_file(gt_file, "gt"), read_mot_file(pred_file, "pred")
+        warnings += check_comparable(gt_file, gt_rows, pred_rows, rules)
+        sequences[name] = (gt_rows, pred_rows, _sequence_length(folder))
+    for warning in warnings:
+        typer.echo(warning, err=True)
+    scores = evaluate_mot_sequences(sequences, rules)
+    if as_json:
+        typer.echo(json.dumps(_with_warnings({"sequences": {n: s.as_dict() for n, s in scores.items() if n != COMBINED},
+                                              "combined": scores[COMBINED].as_dict()}, warnings)))
+    else:
+        typer.echo(scores_table(scores))
+
+
 def register(app: typer.Typer) -> None:
     """Add ``eval-mot`` and ``eval-mtmc`` to ``app``."""
 
     @app.command("eval-mot")
     def eval_mot(
         gt: Path = typer.Option(..., "--gt", help="Ground truth, MOTChallenge gt.txt (frame,id,x,y,w,h,flag,class,vis; "
-                                "10 columns: MOT15's frame,id,x,y,w,h,conf,wx,wy,wz)."),
-        pred: Path = typer.Option(..., "--pred", help="Predicted tracks, MOTChallenge (frame,id,x,y,w,h,conf,...)."),
+                                "10 columns: MOT15's frame,id,x,y,w,h,conf,wx,wy,wz); or a MOTChallenge folder of "
+                                "sequences (SEQ/gt/gt.txt), scored each and COMBINED."),
+        pred: Path = typer.Option(..., "--pred", help="Predicted tracks, MOTChallenge (frame,id,x,y,w,h,conf,...); with "
+                                  "a --gt folder, a crosscam run (SEQ/tracks.txt) or a TrackEval tracker folder "
+                                  "(SEQ.txt or data/SEQ.txt)."),
         gt_tracks: bool = typer.Option(False, "--gt-tracks", help="--gt is another run's tracks.txt: every box in it "
                                        "is one to find (how far two runs agree)."),
         rules: str = typer.Option("mot17", "--rules", help=RULES_HELP),
@@ -69,6 +135,9 @@ def register(app: typer.Typer) -> None:
         from pipeline.metrics import check_comparable, evaluate_mot, read_mot_file, scores_table, tracks_as_ground_truth
 
         _check_rules(rules)
+        if gt.is_dir() and not gt_tracks:
+            _eval_mot_folder(gt, pred, rules, as_json)
+            return
         gt_rows = tracks_as_ground_truth(read_mot_file(gt, "pred")) if gt_tracks else read_mot_file(gt, "gt")
         pred_rows = read_mot_file(pred, "pred")
         warnings = check_comparable(gt, gt_rows, pred_rows, rules)
