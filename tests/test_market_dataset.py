@@ -79,3 +79,25 @@ def test_real_cuhk03_copy(cuhk03_market):
     assert set(dataset.camids("gallery").tolist()) == {1, 2}
     assert len(set(dataset.pids("train").tolist())) == 743
     assert set(dataset.pids("query").tolist()) == set(dataset.pids("gallery").tolist())
+
+
+def test_msmt17_as_distributed_reads_from_its_lists(tmp_path):
+    """MSMT17's own layout (list_*.txt beside test/ and train/; the camera in the name's third field)
+    was refused as "not a Market-1501-layout dataset"."""
+    root = tmp_path / "MSMT17_V1"
+    lines = {"list_query.txt": [("0000/0000_003_01_0303morning_0015_0.jpg", 0)],
+             "list_gallery.txt": [("0000/0000_011_07_0303noon_0042_1.jpg", 0), ("0001/0001_002_15_0303afternoon_0001_0.jpg", 1)],
+             "list_train.txt": [("0000/0000_000_01_0303morning_0008_0.jpg", 0)]}
+    for name, entries in lines.items():
+        folder = root / ("train" if name == "list_train.txt" else "test")
+        for relative, _ in entries:
+            (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(folder / relative), np.full((64, 32, 3), 128, np.uint8))
+        (root / name).write_text("".join(f"{relative} {pid}\n" for relative, pid in entries))
+    dataset = MarketDataset(tmp_path)  # its parent works too
+    assert dataset.root == root
+    assert dataset.pids("gallery").tolist() == [0, 1] and dataset.camids("gallery").tolist() == [7, 15]
+    assert dataset.camids("query").tolist() == [1] and dataset.paths("train")[0].is_file()
+    (root / "list_gallery.txt").write_text("0001/0001_002_15_0303afternoon_0001_0.jpg 1\n0002/missing_01_02_x.jpg 2\n")
+    with pytest.raises(CrosscamError, match="lists .*missing_01_02_x.jpg, which is not there"):
+        MarketDataset(root).gallery

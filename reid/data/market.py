@@ -6,6 +6,11 @@ As in Market-1501's protocol (and fast-reid's reader), person id -1 marks junk i
 are dropped; person id 0 marks distractors, which stay in the gallery (they can only be wrong
 matches). Any dataset converted to this layout works (CUHK03, DukeMTMC-reID, ...).
 
+MSMT17 as it is distributed reads too: ``list_query.txt`` / ``list_gallery.txt`` / ``list_train.txt``
+beside ``test/`` and ``train/`` (V1; V2: ``mask_test_v2/``, ``mask_train_v2/``), each line
+``PPPP/PPPP_NNN_CC_....jpg PID`` with the camera CC in the name's third field, as fast-reid and
+torchreid read it.
+
 >>> dataset = MarketDataset("../shared/data/cuhk03-market")  # doctest: +SKIP
 >>> len(dataset.query), len(dataset.gallery), dataset.query[0].pid, dataset.query[0].camid  # doctest: +SKIP
 (200, 738, 1001, 1)
@@ -60,11 +65,12 @@ class MarketDataset:
         return f"MarketDataset({str(self.root)!r})"
 
     def split(self, name: str) -> list[MarketImage]:
-        """Images of ``train``, ``query`` or ``gallery``, sorted by file name."""
+        """Images of ``train``, ``query`` or ``gallery``, sorted by file name (MSMT17: in its list's order)."""
         if name not in SPLITS:
             raise CrosscamError(f"split {name!r}: unknown; use one of {', '.join(SPLITS)}")
         if name not in self._cache:
-            self._cache[name] = read_split(self.root / SPLITS[name])
+            lists = msmt_lists(self.root)
+            self._cache[name] = read_list(*lists[name]) if lists else read_split(self.root / SPLITS[name])
         return self._cache[name]
 
     @property
@@ -105,13 +111,46 @@ def find_market_root(root: Path) -> Path:
         names = ", ".join(child.name for child in children)
         raise CrosscamError(f"{root}: holds several Market-1501-layout datasets ({names}); pass one of them")
     raise CrosscamError(
-        f"{root}: not a Market-1501-layout dataset (no {SPLITS['query']}/ and {SPLITS['gallery']}/ here "
-        "or in a sub-folder); pass the folder that contains them"
+        f"{root}: not a Market-1501-layout dataset (no {SPLITS['query']}/ and {SPLITS['gallery']}/, nor MSMT17's "
+        "list_query.txt and list_gallery.txt, here or in a sub-folder); pass the folder that contains them"
     )
 
 
 def _has_layout(folder: Path) -> bool:
-    return (folder / SPLITS["query"]).is_dir() and (folder / SPLITS["gallery"]).is_dir()
+    return ((folder / SPLITS["query"]).is_dir() and (folder / SPLITS["gallery"]).is_dir()) or msmt_lists(folder) is not None
+
+
+def msmt_lists(folder: Path) -> dict[str, tuple[Path, Path]] | None:
+    """MSMT17's splits as ``{split: (list file, image folder)}``, or None when ``folder`` is not an MSMT17 root."""
+    if not ((folder / "list_query.txt").is_file() and (folder / "list_gallery.txt").is_file()):
+        return None
+    test = next((folder / name for name in ("test", "mask_test_v2") if (folder / name).is_dir()), folder / "test")
+    train = next((folder / name for name in ("train", "mask_train_v2") if (folder / name).is_dir()), folder / "train")
+    return {"query": (folder / "list_query.txt", test), "gallery": (folder / "list_gallery.txt", test),
+            "train": (folder / "list_train.txt", train)}
+
+
+def read_list(list_file: Path, images: Path) -> list[MarketImage]:
+    """An MSMT17 list (``relative/path.jpg PID`` per line; the camera is the name's third ``_`` field)."""
+    if not list_file.is_file():
+        raise CrosscamError(f"{list_file}: split list not found; an MSMT17 root needs it")
+    found = []
+    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            relative, pid = line.split()
+            camid = int(Path(relative).name.split("_")[2])
+            found.append(MarketImage(path=images / relative, pid=int(pid), camid=camid))
+        except (ValueError, IndexError):
+            raise CrosscamError(f"{list_file}:{number}: expected 'PPPP/PPPP_NNN_CC_....jpg PID', got {line.strip()[:80]!r}"
+                                ) from None
+    if not found:
+        raise CrosscamError(f"{list_file}: no images listed; check the dataset was extracted fully")
+    missing = next((image.path for image in found if not image.path.is_file()), None)
+    if missing is not None:
+        raise CrosscamError(f"{list_file}: lists {missing}, which is not there; check {images} was extracted fully")
+    return found
 
 
 def read_split(folder: Path) -> list[MarketImage]:
