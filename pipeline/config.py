@@ -12,7 +12,7 @@ from typing import Iterable, Literal
 from pydantic import BaseModel, Field
 
 from pipeline.colour import ColourMode
-from reid.config import EmbedderConfig, load_config
+from reid.config import EmbedderConfig, PathText, load_config
 
 
 class _Section(BaseModel):
@@ -35,7 +35,7 @@ class SourceConfig(_Section):
 class DetectorConfig(_Section):
     """Person detection: an ultralytics model file/name, ``motion`` or ``replay``."""
 
-    model: str = "motion"
+    model: PathText = "motion"
     confidence: float = Field(0.4, ge=0.0, le=1.0)
     iou: float = Field(0.5, ge=0.0, le=1.0)
     image_size: int = Field(640, ge=32)
@@ -52,7 +52,7 @@ class DetectorConfig(_Section):
     motion_max_aspect: float = Field(5.0, gt=0.0)  # ... and upper bound
     motion_prime_frames: int = Field(32, ge=1)  # the background is re-primed from the median of the first frames
     motion_person_ratio: float = Field(0.4, gt=0.0)  # width / height of one person; wider blobs are split
-    replay_file: str | None = None  # det.txt for `replay`; default <sequence>/det/det.txt
+    replay_file: PathText | None = None  # det.txt for `replay`; default <sequence>/det/det.txt
     # Boxes from here up to ``confidence`` may extend confirmed tracks (ByteTrack's second
     # association, ``pipeline.video.refine.low_confidence``), never start one; None: not used. Off by
     # default: with YOLOv8n + OSNet it cost IDF1 on PETS09-S2L1 (0.854 -> 0.786 at 0.1, IoU 0.5)

@@ -113,11 +113,11 @@ def check_camera_free(out_dir: Path, name: str) -> None:
     check_nothing_waiting(out_dir / name)
 
 
-def camera_held(out_dir: Path, name: str) -> bool:
+def camera_held(out_dir: Path, name: str) -> bool | None:
     """Whether a command holds camera ``name`` of the run ``out_dir`` now (:func:`claim_camera`);
-    False where nobody does or the file system has no locks. Creates nothing."""
+    None where that cannot be told (no locks here). Creates nothing."""
     if fcntl is None:
-        return False
+        return None
     try:
         handle = open(out_dir / f".{name}.lock", "rb")
     except OSError:  # no lock file: nobody holds it
@@ -128,7 +128,7 @@ def camera_held(out_dir: Path, name: str) -> bool:
         except BlockingIOError:
             return True
         except OSError:  # no locks on this file system: claim_camera says so
-            pass
+            return None
     return False
 
 
@@ -172,8 +172,12 @@ def identities_held(run_dir: Path) -> Iterator[None]:
 def running_todo(run_dir: Path, camera: str) -> str:
     """What to do about a camera whose run.json says running: wait for the command tracking it, or,
     where none holds it, track it again (its command was killed, or stopped by a full disk)."""
-    if camera_held(run_dir, camera):
+    held = camera_held(run_dir, camera)
+    if held:
         return "a crosscam command is tracking it now: wait for it to finish"
+    if held is None:  # no locks here to tell
+        return ("wait for the crosscam command tracking it, or, if none is, track it again (its run was stopped "
+                "outright: killed, or a full disk)")
     return "no crosscam command is tracking it: its run was stopped outright (killed, or a full disk); track it again"
 
 

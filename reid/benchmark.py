@@ -45,6 +45,9 @@ class FeatureExtractor(Protocol):
     fingerprint: str
     preprocess: str  # "parity" (fast-reid's PIL bicubic loader) or "fast" (OpenCV)
     flip: bool  # features are the mean of each crop's and its mirror's
+    runtime: str  # torch or onnxruntime
+    precision: str  # fp32, bf16 or fp16
+    pixels: str  # what the network is fed (reid.Embedder.pixels); the report says it
 
     def embed(self, crops: Sequence[np.ndarray], bgr: bool = False, normalize: bool = False, progress: bool = False) -> np.ndarray: ...
 

@@ -13,12 +13,13 @@ errors become one :class:`~reid.errors.CrosscamError` line naming the key and th
 from __future__ import annotations
 
 import difflib
+import os
 
 from pathlib import Path
-from typing import Any, Iterable, Literal, TypeVar
+from typing import Annotated, Any, Iterable, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, model_validator
 
 from reid.errors import CrosscamError
 
@@ -161,6 +162,13 @@ def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
+def _path_as_text(value: Any) -> Any:
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+PathText = Annotated[str, BeforeValidator(_path_as_text)]  # a path setting: a str, or a Path given in Python
+
+
 class EmbedderConfig(BaseModel):
     """How crops become appearance features (``reid.Embedder``).
 
@@ -171,7 +179,7 @@ class EmbedderConfig(BaseModel):
 
     model_config = {"extra": "forbid", "validate_assignment": True}
 
-    weights: str = "mobilenetv2_imagenet"
+    weights: PathText = "mobilenetv2_imagenet"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     batch_size: int = Field(32, ge=1)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
@@ -179,7 +187,7 @@ class EmbedderConfig(BaseModel):
     preprocess: Literal["parity", "fast"] = "fast"  # parity = fast-reid's PIL bicubic resize
     trust_checkpoint: bool = False  # allow full unpickling of checkpoints (unsafe for untrusted files)
     runtime: Literal["auto", "torch", "onnxruntime"] = "auto"  # torch models; auto = onnxruntime for fp32 on CPU
-    model_card: str | None = None  # .onnx weights: the YAML card of its pixels (default: the YAML beside it)
+    model_card: PathText | None = None  # .onnx weights: the YAML card of its pixels (default: the YAML beside it)
 
 
 class BotModelConfig(BaseModel):
@@ -202,7 +210,7 @@ class BotModelConfig(BaseModel):
     512
     """
 
-    model_config = {"extra": "forbid", "validate_assignment": True}
+    model_config = {"extra": "forbid"}  # fields that depend on each other: change them with model_copy
 
     depth: Literal[18, 34, 50, 101] = 50
     last_stride: Literal[1, 2] = 1

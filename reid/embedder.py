@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -209,7 +208,7 @@ class Embedder:
             )
         if model_card is not None:
             raise CrosscamError(f"{path}: a model card describes an .onnx model only; drop --model-card for {suffix} files")
-        if suffix in (".pth", ".pt") or re.fullmatch(r"\.tar(-\d+)?", suffix):  # torchreid's model.pth.tar-60 too
+        if zoo.is_checkpoint_name(path):  # torchreid's model.pth.tar-60 too
             return cls._from_bot_checkpoint(path, path.name, device, precision, trust_checkpoint, options)
         raise CrosscamError(f"{path}: unknown weights format {suffix!r}; use a .pth/.pt checkpoint (fast-reid, torchreid "
                             "OSNet) or an .onnx model")

@@ -97,9 +97,9 @@ class ExportResult:
 
 
 def load_for_export(weights: str | Path, trust: bool = False) -> tuple[nn.Module, tuple[int, int]]:
-    """A torch model in eval mode and its input size: a crosscam-trained file, a fast-reid BoT
-    checkpoint, or a registry name (``crosscam weights list``)."""
-    entry = zoo.find_entry(str(weights))
+    """A torch model in eval mode and its input size: a crosscam-trained file, a fast-reid or
+    torchreid OSNet checkpoint, or a registry name (``crosscam weights list``; BoxMOT's file names too)."""
+    entry = zoo.entry_for_name_or_file(str(weights))
     if entry is not None:
         path = zoo.ensure_weights(entry)
         if entry.architecture == "mobilenetv2":
@@ -109,7 +109,7 @@ def load_for_export(weights: str | Path, trust: bool = False) -> tuple[nn.Module
     if entry is None and not path.exists():
         raise CrosscamError(f"{path}: no such file, nor a registry name; give a .pth/.pt checkpoint or a name "
                             f"from `crosscam weights list`{zoo.registry_name_hint(path)}")
-    if path.suffix.lower() not in (".pth", ".pt") or not path.is_file():
+    if not zoo.is_checkpoint_name(path) or not path.is_file():
         kind = "a folder" if path.is_dir() else f"{path.suffix} files" if path.suffix else "files without .pth/.pt"
         raise CrosscamError(f"{path}: export needs a torch checkpoint (.pth/.pt) or a registry name; {kind} cannot be exported")
     model, meta = load_trained_model(path, trust=trust, entry=entry)

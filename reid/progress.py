@@ -19,8 +19,9 @@ def progress_bar(iterable: Iterable | None = None, *, file: IO | None = None, **
     """``tqdm(iterable, **options)`` on ``file`` (stderr), as wide as the terminal, redrawn at most
     once a minute where ``file`` is not a terminal (``options`` may still set ``mininterval``)."""
     file = sys.stderr if file is None else file
-    if not _is_terminal(file):
+    if not _is_terminal(file):  # tqdm's monitor also redraws after maxinterval (10 s) without one
         options.setdefault("mininterval", LOG_INTERVAL_S)
+        options.setdefault("maxinterval", max(LOG_INTERVAL_S, options["mininterval"]))
     options.setdefault("dynamic_ncols", True)
     return tqdm(iterable, file=file, **options)
 

@@ -17,6 +17,7 @@ import hashlib
 import http.client
 import importlib.resources
 import os
+import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -87,6 +88,13 @@ TORCHREID_FORMAT = "torchreid-state-dict"
 def find_entry(name: str) -> WeightsEntry | None:
     """The registry entry called ``name``, or None when it is not a registry name."""
     return load_registry().get(name)
+
+
+def is_checkpoint_name(path: str | Path) -> bool:
+    """Whether ``path`` is named as a torch checkpoint: ``.pth``, ``.pt``, or torchreid's ``.pth.tar`` /
+    ``model.pth.tar-60``."""
+    suffix = Path(path).suffix.lower()
+    return suffix in (".pth", ".pt") or re.fullmatch(r"\.tar(-\d+)?", suffix) is not None
 
 
 def entry_for_name_or_file(name: str) -> WeightsEntry | None:

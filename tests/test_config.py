@@ -150,6 +150,9 @@ def test_a_value_set_in_python_is_checked_as_one_from_yaml():
             setattr(getattr(cfg, section), key, value)
     cfg.tracker.max_age = 45
     assert cfg.tracker.max_age == 45
+    cfg.reid.weights = Path("w") / "osnet.onnx"  # a path setting takes a Path as before, kept as text
+    cfg.detector.model = Path("yolov8n.onnx")
+    assert (cfg.reid.weights, cfg.detector.model) == (str(Path("w") / "osnet.onnx"), "yolov8n.onnx")
 
 
 def test_one_string_where_a_list_is_expected_is_said():

@@ -135,3 +135,14 @@ def test_boxmot_names_load_from_the_weights_folder_and_must_hold_their_osnet(tmp
         Embedder.from_weights("osnet_x1_0_msmt17", device="cpu", runtime="torch")
     with pytest.raises(CrosscamError, match="osnet_ain_x1_0 cannot be loaded by crosscam yet .*`crosscam weights list`"):
         Embedder.from_weights("osnet_ain_x1_0_msmt17", device="cpu")
+
+
+def test_export_takes_torchreid_checkpoint_names_too(tmp_path: Path):
+    from pipeline.cli.main import main
+
+    model = reference("osnet_x0_25", seed=2)
+    torch.save({"state_dict": model.state_dict(), "epoch": 60}, tmp_path / "model.pth.tar-60")
+    assert main(["export", "--reid", str(tmp_path / "model.pth.tar-60"), "--out", str(tmp_path / "osnet.onnx")]) == 0
+    exported = Embedder.from_weights(str(tmp_path / "osnet.onnx"), device="cpu")
+    expected = reference_features(model, crops(2))
+    assert np.abs(exported.embed(crops(2)) - expected).max() < 1e-4 * np.abs(expected).max()

@@ -594,3 +594,18 @@ def test_only_damage_is_called_damage():
     for other in (sqlite3.IntegrityError("UNIQUE constraint failed"), sqlite3.InterfaceError("bad parameter"),
                   sqlite3.OperationalError("database is locked")):
         assert not store_module._is_damage(other)
+
+
+def test_a_store_another_command_is_writing_counts_as_writable_at_once(tmp_path: Path):
+    """The check before tracking took SQLite's write lock: beside an association writing the store it
+    waited 30 s, then failed with a traceback."""
+    write_camera(TrackStore.create(tmp_path / "store", INFO), "hall", 3, seed=0)
+    writer = sqlite3.connect(tmp_path / "store" / DB_NAME, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.perf_counter()
+        TrackStore.open(tmp_path / "store", INFO).check_writable()
+        assert time.perf_counter() - started < 5
+    finally:
+        writer.rollback()
+        writer.close()

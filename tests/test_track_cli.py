@@ -646,3 +646,11 @@ def test_frames_the_motion_detector_could_not_judge_are_said_and_counted(tmp_pat
     record = json.loads((out / "flash" / "run.json").read_text())
     assert record["detector_blind_frames"] >= 2
     assert "from frame 20) most of the picture moved, so the motion detector relearned" in caplog.text
+
+
+def test_a_camera_name_from_a_file_name_not_in_utf8_is_one_line():
+    """A Latin-1 file name gives a camera name the store cannot keep: said, not a traceback."""
+    from pipeline.video.run import check_camera_names
+
+    with pytest.raises(CrosscamError, match=r"not UTF-8 text; give it a --camera"):
+        check_camera_names(["caf\udce9.mp4"], None, ["caf\udce9"])

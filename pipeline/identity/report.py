@@ -286,13 +286,6 @@ _PAGE = """<!DOCTYPE html>
 body {{ font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }}
 svg {{ max-width: 100%; height: auto; }}
 td.none {{ color: #666; font-style: italic; }}
-@media (max-width: 760px) {{  /* a phone: each identity's cells one under another, the timeline as wide as the screen */
-  body {{ margin: 0.6em; }}
-  thead {{ display: none; }}
-  table, tbody, tr, td {{ display: block; }}
-  td {{ border-bottom: none; padding: 4px 0; }}
-  tr {{ border-bottom: 1px solid #ddd; padding: 6px 0; }}
-}}
 table {{ border-collapse: collapse; }}
 td {{ padding: 6px 10px; border-bottom: 1px solid #ddd; vertical-align: middle; }}
 td.id {{ font-size: 1.4em; font-weight: bold; min-width: 7em; }}
@@ -305,6 +298,13 @@ svg .axis {{ stroke: #ddd; }}
 svg .tick {{ stroke: #999; }}
 svg .time {{ font-size: 10px; fill: #666; }}
 .unlikely {{ font-size: 0.5em; font-weight: normal; color: #a40; }}
+@media (max-width: 760px) {{  /* a phone: each identity's cells one under another, the timeline as wide as the screen */
+  body {{ margin: 0.6em; }}
+  thead {{ display: none; }}
+  table, tbody, tr, td {{ display: block; }}
+  td {{ border-bottom: none; padding: 4px 0; }}
+  tr {{ border-bottom: 1px solid #ddd; padding: 6px 0; }}
+}}
 </style></head><body>
 <h1>{title}</h1>
 <p>{summary}</p>

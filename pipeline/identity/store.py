@@ -326,8 +326,14 @@ class TrackStore:
         """Refuse now (one line) a store that cannot be written: read-only files, folder or file
         system. A write inside a transaction that is rolled back: nothing changes."""
         with _write_access(self.folder), closing(_connect(self.folder, readonly=False)) as conn:
+            conn.execute("PRAGMA busy_timeout = 0")  # another command writing it now: it is writable, do not wait
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    return
+                raise
             try:
                 conn.execute(f"PRAGMA user_version = {version}")
             finally:

@@ -199,7 +199,7 @@ class _Driver:
         blind = [i for result in results for i in result.blind_frames]
         if blind:
             cam.record["detector_blind_frames"] = len(blind)
-            warn_blind_frames(cam.name, blind)
+            warn_blind_frames(cam.name, len(blind), min(blind))
         cam.driver_s += time.perf_counter() - start
         return rows
 

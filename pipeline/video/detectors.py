@@ -212,7 +212,9 @@ class MotionDetector:
         self._open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
         self._start_frames: list[np.ndarray] | None = []  # downscaled first frames; None once primed
         self._seen = 0  # frames given to the background model
-        self.blind_frames: list[int] = []  # indices of frames mostly foreground: background relearned, no boxes
+        # frames mostly foreground (background relearned, no boxes): how many, and the first indices of them
+        self.blind_count = 0
+        self.blind_frames: list[int] = []  # at most BLIND_LISTED (a moving camera's stream makes millions)
 
     def _new_subtractor(self):
         return cv2.createBackgroundSubtractorMOG2(
@@ -223,7 +225,9 @@ class MotionDetector:
         smalls = [self._downscale(f.image) for f in frames]
         self._prime(smalls)
         found = [self._detect_one(small, f.image.shape) for small, f in zip(smalls, frames)]
-        self.blind_frames += [f.index for f, dets in zip(frames, found) if dets is _BLIND]
+        blind = [f.index for f, dets in zip(frames, found) if dets is _BLIND]
+        self.blind_count += len(blind)
+        self.blind_frames += blind[: max(0, BLIND_LISTED - len(self.blind_frames))]
         return found
 
     def _downscale(self, image: np.ndarray) -> np.ndarray:
@@ -296,6 +300,7 @@ class MotionDetector:
 
 
 _BLIND = Detections.empty()  # what the motion detector returns for a frame it could not judge
+BLIND_LISTED = 10_000  # blind frame indices kept (their count goes on)
 
 
 def _person_columns(blob: np.ndarray, person_ratio: float) -> list[tuple[int, int]]:

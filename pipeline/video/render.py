@@ -82,8 +82,8 @@ def place_labels(boxes: Sequence[tuple[int, int, int, int]], tags: Sequence[tupl
                  height: int) -> list[tuple[int, int, int, int]]:
     """Where each box's label goes, ``(left, top, w, h)`` pixels, for labels of ``tags`` sizes
     ``(w, h)`` in a ``width`` x ``height`` image: above the box's top-left corner, else the first of
-    inside it at the top, above or inside at the top right, below it, that covers no label placed
-    before (else the one covering least), always inside the image.
+    inside it at the top left, above or inside at the top right, below it, inside at the bottom left,
+    that covers no label placed before (else the one covering least), always inside the image.
 
     >>> place_labels([(10, 50, 60, 150), (12, 52, 70, 160)], [(20, 14), (20, 14)], 320, 240)
     [(10, 36, 20, 14), (12, 52, 20, 14)]

@@ -119,10 +119,14 @@ def check_camera_names(specs: Sequence[str], cameras: Sequence[str] | None, name
             given = f"--camera {name!r}" if cameras else f"camera name {name!r} (from {spec})"
             raise CrosscamError(f"{given}: a camera name must be a plain folder name (no '/', not starting "
                                 f"with '.', not {', '.join(sorted(RUN_LEVEL_NAMES))}); give another --camera")
-        if len(name.encode()) > MAX_CAMERA_NAME_BYTES:  # its hidden .NAME.retrack and .NAME.lock must fit in 255
+        try:
+            size = len(name.encode())
+        except UnicodeEncodeError:  # a file name in another encoding: the store keeps names as UTF-8
+            raise CrosscamError(f"camera name {name!r} (from {spec}): not UTF-8 text; give it a --camera") from None
+        if size > MAX_CAMERA_NAME_BYTES:  # its hidden .NAME.retrack and .NAME.lock must fit in 255
             given = f"--camera {name[:40]!r}..." if cameras else f"camera name {name[:40]!r}... (from {spec})"
             raise CrosscamError(f"{given}: a camera name is at most {MAX_CAMERA_NAME_BYTES} bytes "
-                                f"({len(name.encode())} given); give a shorter --camera")
+                                f"({size} given); give a shorter --camera")
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise CrosscamError(f"--camera: camera name {duplicates[0]!r} is used twice; give each input its own --camera")
@@ -291,20 +295,20 @@ def _track_into(source: FrameSource, detector: Detector, embedder, folder: Path,
         run.frames_read = summaries.frames_written if summaries is not None else 0
         run.frames_failed = source.frames_failed
         record["colour"] = colour.describe()  # what query_image needs to treat a photo as this camera's
-        blind = list(getattr(detector, "blind_frames", []))
+        blind = getattr(detector, "blind_count", 0)
         if blind:
-            record["detector_blind_frames"] = len(blind)
-            warn_blind_frames(source.camera, blind)
+            record["detector_blind_frames"] = blind
+            warn_blind_frames(source.camera, blind, detector.blind_frames[0])
         write_json_atomic(folder / "run.json", _run_record(record, run, source))
     return run
 
 
-def warn_blind_frames(camera: str, frames: list[int]) -> None:
-    """Say that the motion detector found no one in ``frames`` (0-based indices) because most of
-    the picture moved (a crowd, a moving camera, a light change)."""
+def warn_blind_frames(camera: str, count: int, first: int) -> None:
+    """Say that the motion detector found no one in ``count`` frames from frame ``first`` (0-based)
+    because most of the picture moved (a crowd, a moving camera, a light change)."""
     log.warning("%s: in %s (from frame %d) most of the picture moved, so the motion detector relearned its "
                 "background and found no one there; for crowds or a moving camera use a YOLO detector (--detector)",
-                camera, plural(len(frames), "frame"), min(frames))
+                camera, plural(count, "frame"), first)
 
 
 def camera_chain(source: FrameSource, detector: Detector, embedder, sinks: list, cfg: PipelineConfig,

@@ -69,6 +69,9 @@ def _check_writable(path: Path) -> None:
     try:
         with open(path, "wb") as probe:
             probe.write(bytes(64 * 1024))
+    except PermissionError as exc:
+        raise CrosscamError(f"{path.parent}: cannot write in it ({exc.strerror}); make it writable, or write "
+                            "elsewhere") from None
     finally:
         path.unlink(missing_ok=True)
     disk = os.statvfs(path.parent)

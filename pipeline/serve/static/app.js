@@ -507,9 +507,9 @@ function markSelectedCard() {  // the gallery card of the identity in the result
   }
 }
 
-// Where a box's label goes (as annotated.mp4 draws them): above its top-left corner, else inside it,
-// at its top right, or below it, wherever it covers no label placed before (else where it covers
-// least), inside the frame; the spot is added to `placed`.
+// Where a box's label goes (as annotated.mp4 draws them): above its top-left corner, else inside it
+// at the top left, above or inside at its top right, below it, or inside at the bottom left, wherever
+// it covers no label placed before (else where it covers least), inside the frame; added to `placed`.
 function placeLabel([x1, y1, x2, y2], w, h, width, height, placed) {
   const overlap = (a, b) => Math.max(0, Math.min(a[0] + w, b[0] + b[2]) - Math.max(a[0], b[0]))
     * Math.max(0, Math.min(a[1] + h, b[1] + b[3]) - Math.max(a[1], b[1]));
