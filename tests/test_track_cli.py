@@ -24,6 +24,7 @@ from pipeline.identity.store import EmbedderInfo, TrackStore
 from pipeline.types import read_track_summaries
 from pipeline.video.detectors import MotionDetector
 from pipeline.video.sources import VideoFileSource
+from reid.errors import CrosscamError
 
 from conftest import REPO, read_video_frames, shared_path
 from test_detectors import iou
