@@ -167,6 +167,11 @@ def detect_generation(state_dict: dict[str, torch.Tensor], path: Path | str = "c
     if any(key.startswith(head + "bottleneck.") for key in state_dict):
         return "c"  # no classifier saved: (b) and (c) map identically
     heads = sorted(key for key in state_dict if key.startswith(head))
+    if not heads and ("classifier.weight" in state_dict or "conv1.conv.weight" in state_dict):
+        kind = "an OSNet variant" if "conv1.conv.weight" in state_dict else "a model"
+        raise CrosscamError(f"{path}: {kind} in torchreid's layout (a classifier, no fast-reid head) that crosscam does not "
+                            "build (it loads torchreid's OSNet x1_0, x0_75, x0_5, x0_25 and ibn_x1_0 exactly); export it "
+                            "to ONNX (README: Bring your own ReID model)")
     raise CrosscamError(
         f"{path}: no BNNeck found (expected {head}bnneck.* or {head}bottleneck.*, "
         f"found {head[:-1]} keys {_show(heads) if heads else 'none'}); this is neither a fast-reid ReID checkpoint nor "

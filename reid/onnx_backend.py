@@ -133,9 +133,8 @@ def load_model_card(
     if card is None and not path.is_file():
         embedded = (metadata if metadata is not None else _onnx_metadata(Path(model_path))).get(CARD_METADATA_KEY)
         if embedded is None:
-            if normalises_raw_pixels(Path(model_path)):  # a fast-reid deploy export: 0..255 in, normalised inside
-                return ModelCard(raw_pixels=True), "graph"
-            return ModelCard(), "default"
+            inside = graph_normalisation(Path(model_path))  # normalisation in the graph: fast-reid deploy exports ...
+            return (inside, "graph") if inside is not None else (ModelCard(), "default")
         try:
             data = json.loads(embedded)
         except ValueError:
@@ -155,30 +154,42 @@ def load_model_card(
     return _validate_card(data, str(path)), str(path)
 
 
-def normalises_raw_pixels(path: Path) -> bool:
-    """Whether the graph's input goes first through a per-channel ``Sub`` of 0..255-scale means
-    (fast-reid's deploy exports keep ``(x - pixel_mean) / pixel_std`` in the graph, pixel_mean
-    about 124, 116, 104): such a model takes raw pixels, where the torchreid convention would feed
-    it ImageNet-normalised ones (its rank-1 then falls to chance)."""
+def graph_normalisation(path: Path) -> ModelCard | None:
+    """The card a graph that normalises its input itself needs, read from its first operation:
+    ``Sub`` of 0..255-scale means (fast-reid's deploy exports: ``(x - pixel_mean) / pixel_std``,
+    pixel_mean about 124, 116, 104) or a ``Div`` by 255 / ``Mul`` by 1/255 (a torchreid model
+    exported with its transforms): raw 0..255 pixels; ``Sub`` of 0..1-scale means: pixels / 255
+    alone. None for a graph that starts otherwise (the torchreid convention then applies). Fed the
+    default ImageNet-normalised pixels instead, such a model's rank-1 falls to chance."""
     import onnx
     from onnx import numpy_helper
 
     try:
         graph = onnx.load(str(path), load_external_data=False).graph
     except Exception:  # noqa: BLE001 - not an ONNX file: whoever loads the graph says so in one line
-        return False
+        return None
     constants = {t.name: t for t in graph.initializer}
     constants.update({n.output[0]: a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"})
     inputs = {i.name for i in graph.input} - set(constants)
-    for node in graph.node:
-        if node.op_type != "Sub" or node.input[0] not in inputs or node.input[1] not in constants:
-            continue
-        try:
-            values = numpy_helper.to_array(constants[node.input[1]]).astype(np.float64).reshape(-1)
-        except Exception:  # noqa: BLE001 - external or odd tensor data: no guess
-            return False
-        return values.size == 3 and bool(((values > 20) & (values < 235)).all())
-    return False
+    first = next((n for n in graph.node if n.input and n.input[0] in inputs), None)
+    if first is None or first.op_type not in ("Sub", "Div", "Mul") or len(first.input) < 2 or first.input[1] not in constants:
+        return None
+    try:
+        values = numpy_helper.to_array(constants[first.input[1]]).astype(np.float64).reshape(-1)
+    except Exception:  # noqa: BLE001 - external or odd tensor data: no guess
+        return None
+    if values.size not in (1, 3):
+        return None
+    raw = ModelCard(raw_pixels=True)
+    if first.op_type == "Div" and np.allclose(values, 255.0):
+        return raw
+    if first.op_type == "Mul" and np.allclose(values, 1 / 255.0):
+        return raw
+    if first.op_type == "Sub" and values.size == 3 and ((values > 20) & (values < 235)).all():
+        return raw
+    if first.op_type == "Sub" and values.size == 3 and ((values > 0.05) & (values < 0.95)).all():
+        return ModelCard(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # it centres 0..1 pixels itself
+    return None
 
 
 def _onnx_metadata(path: Path) -> dict[str, str]:
@@ -262,7 +273,7 @@ class OnnxReidModel:
         else:
             what = f"{card.color} /{card.pixel_scale:g}, mean {list(card.mean)} std {list(card.std)}"
         why = {"default": "no model card: the torchreid/BoxMOT export convention",
-               "graph": "no model card: the graph normalises them itself, as fast-reid's deploy exports do",
+               "graph": "no model card: the graph normalises them itself (its first operation says how)",
                "embedded": "the card in the graph's metadata", "config": "the model card given"}
         return f"{what} ({why.get(self.card_source, f'model card {self.card_source}')})"
 

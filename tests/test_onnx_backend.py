@@ -230,7 +230,28 @@ def test_a_graph_that_normalises_raw_pixels_itself_is_fed_raw_pixels(tmp_path):
     np.testing.assert_allclose(embedder.embed([grey]), [[(200 - 123.675) / 58.395, (200 - 116.28) / 57.12,
                                                          (200 - 103.53) / 57.375]], atol=1e-4)
     assert "raw 0..255 rgb (no model card: the graph normalises them itself" in embedder.pixels
-    # a graph that takes unit-scale input and centres it (means below 1) keeps the default convention
+    # a graph that centres 0..1 pixels itself (means below 1) gets pixels / 255 alone, not normalised twice
     unit = Embedder.from_weights(str(deploy_style_graph(tmp_path / "unit.onnx", [0.485, 0.456, 0.406], [1, 1, 1])))
-    assert "no model card: the torchreid/BoxMOT export convention" in unit.pixels
+    assert "rgb /255, mean [0.0, 0.0, 0.0] std [1.0, 1.0, 1.0] (no model card: the graph normalises" in unit.pixels
+    np.testing.assert_allclose(unit.embed([grey]), [[200 / 255 - 0.485, 200 / 255 - 0.456, 200 / 255 - 0.406]], atol=1e-5)
+    # torchreid's transforms exported in front (x / 255, then mean/std): raw pixels too
+    scaled = Embedder.from_weights(str(scaled_graph(tmp_path / "scaled.onnx")))
+    np.testing.assert_allclose(scaled.embed([grey]), [[200 / 255] * 3], atol=1e-5)
+    assert "raw 0..255" in scaled.pixels
+    plain = Embedder.from_weights(str(mean_pool_graph(tmp_path / "plain.onnx", ["n", 3, 16, 8])))
+    assert "no model card: the torchreid/BoxMOT export convention" in plain.pixels
     assert "model card given" in Embedder.from_weights(str(model), model_card={"raw_pixels": True}).pixels
+
+
+def scaled_graph(path: Path) -> Path:
+    """x / 255 first, then a per-channel mean: a model exported with torchreid's ToTensor in front."""
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 3, 16, 8])
+    feature = helper.make_tensor_value_info("feature", TensorProto.FLOAT, ["n", 3])
+    constants = [helper.make_tensor("scale", TensorProto.FLOAT, [], [255.0]),
+                 helper.make_tensor("shape", TensorProto.INT64, [2], [0, 3])]
+    nodes = [helper.make_node("Div", ["image", "scale"], ["unit"]),
+             helper.make_node("GlobalAveragePool", ["unit"], ["pooled"]),
+             helper.make_node("Reshape", ["pooled", "shape"], ["feature"])]
+    graph = helper.make_graph(nodes, "scaled", [image], [feature], initializer=constants)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), path)
+    return path

@@ -103,17 +103,19 @@ def test_the_auto_runtime_exports_osnet_to_onnx_with_the_same_features(tmp_path:
 @pytest.mark.parametrize("damage", ["removed", "renamed", "reshaped"])
 def test_a_damaged_osnet_checkpoint_is_refused_in_one_line(damage: str, tmp_path: Path):
     state = reference("osnet_x0_25").state_dict()
-    key = "conv3.0.conv2b.1.conv2.weight"
+    key = "conv3.0.conv2a.conv1.weight"  # the key a block was once counted by
     if damage == "removed":
         del state[key]
     elif damage == "renamed":
-        state["conv3.0.conv2b.1.conv2.kernel"] = state.pop(key)
+        state["conv3.0.conv2a.conv1.kernel"] = state.pop(key)
     else:
-        state[key] = state[key][:, :, :2]
+        state[key] = state[key][:-1]
     torch.save(state, tmp_path / "osnet.pt")
     with pytest.raises(CrosscamError, match="does not match torchreid's osnet_x0_25") as err:
         Embedder.from_weights(str(tmp_path / "osnet.pt"), device="cpu", runtime="torch")
     assert key in str(err.value) and "\n" not in str(err.value)
+    if damage == "renamed":  # one key missing and one unexpected, not a whole block misread
+        assert f"missing {key} (1 key); unexpected conv3.0.conv2a.conv1.kernel (1 key)" in str(err.value)
 
 
 def test_boxmot_names_load_from_the_weights_folder_and_must_hold_their_osnet(tmp_path: Path, monkeypatch):
@@ -146,3 +148,17 @@ def test_export_takes_torchreid_checkpoint_names_too(tmp_path: Path):
     exported = Embedder.from_weights(str(tmp_path / "osnet.onnx"), device="cpu")
     expected = reference_features(model, crops(2))
     assert np.abs(exported.embed(crops(2)) - expected).max() < 1e-4 * np.abs(expected).max()
+
+
+def test_an_osnet_crosscam_does_not_build_is_told_to_go_through_onnx(tmp_path: Path):
+    found = importlib.util.find_spec("torchreid")
+    if found is None or found.origin is None:
+        pytest.skip("torchreid (the test-only reference; `make install` adds it) is not installed")
+    source = Path(found.origin).parent / "reid" / "models" / "osnet_ain.py"
+    spec = importlib.util.spec_from_file_location("torchreid_osnet_ain_reference", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.save(module.osnet_ain_x0_25(num_classes=10, pretrained=False).state_dict(), tmp_path / "ain.pt")
+    with pytest.raises(CrosscamError, match="an OSNet variant in torchreid's layout .* export it to ONNX") as err:
+        Embedder.from_weights(str(tmp_path / "ain.pt"), device="cpu")
+    assert "\n" not in str(err.value)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from pipeline.cli import RUNTIME_HELP
+from pipeline.cli import REID_HELP, RUNTIME_HELP
 from reid.config import EmbedderConfig
 from reid.data.market import find_market_root
 from reid.errors import CrosscamError
@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
 
 def benchmark(
     root: Path = typer.Argument(..., help="Market-1501-layout dataset root (query/, bounding_box_test/), or its parent."),
-    reid: str = typer.Option(EmbedderConfig().weights, "--reid", help="ReID weights: registry name, .pth/.pt or .onnx file."),
+    reid: str = typer.Option(EmbedderConfig().weights, "--reid", help=REID_HELP),
     rerank: bool = typer.Option(False, "--rerank", help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)."),
     aqe: bool = typer.Option(False, "--aqe", help="Alpha query expansion (fast-reid: qe_k=5, alpha=3)."),
     flip: bool = typer.Option(False, "--flip", help="Flip test-time augmentation (mean of crop and mirror features)."),

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from pipeline.cli import RUNTIME_HELP
+from pipeline.cli import REID_HELP, RUNTIME_HELP
 from reid import zoo
 from reid.errors import CrosscamError
 from reid.image_files import read_image_file
@@ -113,7 +113,7 @@ def embed(
     images: list[Path] = typer.Argument(
         ..., help="Image files (JPEG/PNG person crops), not folders: pass FOLDER/*.jpg; one feature row each."
     ),
-    reid_weights: str = typer.Option(..., "--reid", help="Registry name, .pth/.pt fast-reid checkpoint or .onnx model."),
+    reid_weights: str = typer.Option(..., "--reid", help=REID_HELP),
     out: Path = typer.Option(..., "--out", help="Output .npy: (N, D) float32 in the order of IMAGE arguments."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Crops per forward pass."),

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
+from pipeline.cli import REID_HELP
 from pipeline.config import load_pipeline_config
 from pipeline.text import plural
 from pipeline.types import read_run_record
@@ -56,7 +57,7 @@ def register(app: typer.Typer) -> None:
         set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help="Override one key, e.g. tracker.max_age=60."),
         detector: Optional[str] = typer.Option(None, "--detector",
                                                help="Ultralytics model (.pt/.onnx path or name), motion or replay."),
-        reid: Optional[str] = typer.Option(None, "--reid", help="ReID weights: registry name, .pth or .onnx."),
+        reid: Optional[str] = typer.Option(None, "--reid", help=REID_HELP),
         max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, metavar="N",
                                                  help="Stop after this many source frames per camera."),
         stride: Optional[int] = typer.Option(None, "--stride", min=1, metavar="N", help="Process every n-th frame."),

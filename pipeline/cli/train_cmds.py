@@ -68,7 +68,7 @@ def train(
 
 
 def export(
-    reid: str = typer.Option(..., "--reid", help="Weights to export: crosscam-trained .pth, fast-reid BoT .pth, or registry name."),
+    reid: str = typer.Option(..., "--reid", help="Weights to export: a crosscam-trained .pth, a fast-reid or torchreid OSNet checkpoint, or a registry name."),
     out: Path = typer.Option(..., "--out", help="Output .onnx file; its model card goes beside it (.yaml)."),
     export_format: str = typer.Option("onnx", "--format", help="Export format (only onnx)."),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Allow full unpickling (only for files you trust)."),

@@ -33,7 +33,7 @@ from pipeline.types import FrameResult, kept_frames
 from pipeline.video.annotate import render_tracks_video
 from pipeline.video.chain import SharedFrames, StageTimes
 from pipeline.video.detectors import build_detector
-from pipeline.video.run import camera_chain
+from pipeline.video.run import camera_chain, models_record
 from pipeline.video.sources import STREAM_SCHEMES, mot_sequence_dir, open_source, source_warnings_muted
 from pipeline.video.track_state import TrackAccumulator
 from pipeline.video.tracks_file import TrackRows
@@ -169,18 +169,12 @@ class SegmentWorker:
                 for _ in chain:
                     pass
             collector.flush_progress()
-            embedder = self.embedder
-            models = {
-                "detector": {"name": detector.name, "fingerprint": detector.fingerprint},
-                "reid": {"name": embedder.name, "fingerprint": embedder.fingerprint, "dim": embedder.dim,
-                         "runtime": embedder.runtime},
-            }
             return SegmentResult(
                 unit=unit, rows=collector.rows(), states=collector.states, boundary=collector.boundary(),
                 owned_frames_read=collector.owned_frames,
                 owned_frames_failed=_owned_failures(unit, source, collector.owned_frames),
                 seconds=time.perf_counter() - start, stage_seconds={k: round(v, 4) for k, v in times.items()},
-                worker=self.name, models=models, seek=getattr(source, "seek", "none"),
+                worker=self.name, models=models_record(detector, self.embedder), seek=getattr(source, "seek", "none"),
                 reused_frames=overlaps.reused if overlaps is not None else 0,
                 blind_frames=[i for i in getattr(detector, "blind_frames", []) if collector.owns(i)],
             )

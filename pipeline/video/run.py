@@ -252,11 +252,7 @@ def _track_into(source: FrameSource, detector: Detector, embedder, folder: Path,
         "time_offset_s": 0.0,
         "config": resolved_config(cfg),
         "versions": package_versions(),
-        "models": {
-            "detector": {"name": detector.name, "fingerprint": detector.fingerprint},
-            "reid": {"name": embedder.name, "fingerprint": embedder.fingerprint, "dim": embedder.dim,
-                     "runtime": embedder.runtime},
-        },
+        "models": models_record(detector, embedder),
         "started_at": utc_now(),
     }
     write_json_atomic(folder / "run.json", _run_record(record, run, source))
@@ -309,6 +305,16 @@ def warn_blind_frames(camera: str, count: int, first: int) -> None:
     log.warning("%s: in %s (from frame %d) most of the picture moved, so the motion detector relearned its "
                 "background and found no one there; for crowds or a moving camera use a YOLO detector (--detector)",
                 camera, plural(count, "frame"), first)
+
+
+def models_record(detector: Detector, embedder) -> dict:
+    """What ``run.json`` says of the models: the detector's and the embedder's names and
+    fingerprints, the embedder's feature size, runtime and the pixels it feeds the network."""
+    return {
+        "detector": {"name": detector.name, "fingerprint": detector.fingerprint},
+        "reid": {"name": embedder.name, "fingerprint": embedder.fingerprint, "dim": embedder.dim,
+                 "runtime": embedder.runtime, "pixels": getattr(embedder, "pixels", None)},
+    }
 
 
 def camera_chain(source: FrameSource, detector: Detector, embedder, sinks: list, cfg: PipelineConfig,

@@ -50,7 +50,9 @@ def osnet_spec(state: Mapping[str, torch.Tensor]) -> OSNetSpec | None:
     """The OSNet a state_dict holds (torchreid's key names), or None when it is not one."""
     if "conv1.conv.weight" not in state or "conv2.0.conv2a.conv1.weight" not in state or "fc.0.weight" not in state:
         return None
-    depths = tuple(sum(f"{stage}.{i}.conv2a.conv1.weight" in state for i in range(64)) for stage in STAGES)
+    # a stage's blocks are its indices with conv* children (its last, the 1x1 + pool transition, has "0.")
+    depths = tuple(len({key.split(".")[1] for key in state if key.startswith(f"{stage}.")
+                        and key.split(".")[2].startswith("conv")}) for stage in STAGES)
     try:
         channels = (int(state["conv1.conv.weight"].shape[0]),
                     *(int(state[f"{stage}.0.conv3.conv.weight"].shape[0]) for stage in STAGES))
