@@ -227,6 +227,11 @@ def test_broken_files_name_what_to_do(bot_checkpoint, tmp_path, monkeypatch):
         Embedder.from_weights("market_bot_R50", device="cpu")
     monkeypatch.chdir(tmp_path / "..")
     with pytest.raises(CrosscamError, match=r"weights not found; .*did you mean the registry name duke_bot_R50\?"):
+        Embedder.from_weights(str(tmp_path / "elsewhere" / "duke_bot_R50.pth"), device="cpu")
+    # a bare registry file name that is not here is the registry's (BoxMOT spells its weights so): fetched there
+    monkeypatch.setattr(zoo, "download_entry", lambda entry, progress=True, force=False: (_ for _ in ()).throw(
+        CrosscamError(f"would download {entry.name}")))
+    with pytest.raises(CrosscamError, match="would download duke_bot_R50"):
         Embedder.from_weights("duke_bot_R50.pth", device="cpu")
 
 
