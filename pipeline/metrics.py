@@ -313,8 +313,12 @@ def evaluate_mot_sequences(sequences: dict[str, tuple[np.ndarray, np.ndarray, in
     """Score several sequences (``{name: (gt, pred, num_frames)}``, as :func:`evaluate_mot` takes
     them) and all of them together as TrackEval's ``COMBINED`` row does (its metrics' own
     ``combine_sequences``: counts summed, HOTA's from the summed matches); that row comes last."""
-    results = {name: _sequence_results(*_checked_rows(gt, pred, frames, rules), rules)
-               for name, (gt, pred, frames) in sequences.items()}
+    results = {}
+    for name, (gt, pred, frames) in sequences.items():
+        try:
+            results[name] = _sequence_results(*_checked_rows(gt, pred, frames, rules), rules)
+        except CrosscamError as exc:  # which of the sequences
+            raise CrosscamError(f"sequence {name}: {exc}") from None
     scores = {name: _scores(result) for name, result in results.items()}
     if results:
         quiet = {"PRINT_CONFIG": False}

@@ -65,8 +65,9 @@ def clock_text(seconds: float, origin: str | None = None) -> str:
 def camera_order(name: str) -> tuple:
     """Sort key putting camera names in the order people count them: ``cam2`` before ``cam10``.
 
-    >>> sorted(["cam10", "cam2", "door", "cam1"], key=camera_order)
-    ['cam1', 'cam2', 'cam10', 'door']
+    >>> sorted(["cam10", "cam2", "door", "cam1"], key=camera_order), sorted(["Seq3", "seq10", "seq1"], key=camera_order)
+    (['cam1', 'cam2', 'cam10', 'door'], ['seq1', 'Seq3', 'seq10'])
     """
     parts = re.split(r"(\d+)", name)
-    return tuple((0, int(part), part) if part.isdigit() else (1, 0, part) for part in parts if part != "")
+    folded = tuple((0, int(part), "") if part.isdigit() else (1, 0, part.casefold()) for part in parts if part)
+    return folded, name  # ties (cam01 and cam1, Cam and cam): by the name itself

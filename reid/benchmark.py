@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,13 +180,21 @@ def run_benchmark(
         eval_seconds=eval_seconds,
         cmc=[float(v) for v in ranking.cmc],
     )
-    pictures = write_pictures(out_dir, dataset, distmat, ranking, roc, embedder.name, rank_list_queries, settings)
-    json_path, md_path = write_report(out_dir, report, {caption: path.name for caption, path in pictures.items()})
-    files = {"report.json": json_path, "report.md": md_path} | {path.name: path for path in pictures.values()}
-    if save_distances:
-        temporary = out_dir / ".distances.tmp.npz"
-        np.savez(temporary, distmat=distmat, q_pids=q_pids, g_pids=g_pids, q_camids=q_camids, g_camids=g_camids)
-        files["distances.npz"] = temporary.replace(out_dir / "distances.npz")
+    # Everything is written beside --out first and put in place together: a run that stops (a full
+    # disk) leaves the folder as the run before wrote it, not its pictures with the old report.
+    staging = out_dir / ".benchmark.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        pictures = write_pictures(staging, dataset, distmat, ranking, roc, embedder.name, rank_list_queries, settings)
+        written = [*write_report(staging, report, {caption: path.name for caption, path in pictures.items()}),
+                   *pictures.values()]
+        if save_distances:
+            np.savez(staging / "distances.npz", distmat=distmat, q_pids=q_pids, g_pids=g_pids, q_camids=q_camids,
+                     g_camids=g_camids)
+            written.append(staging / "distances.npz")
+        files = {path.name: path.replace(out_dir / path.name) for path in written}
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return BenchmarkResult(ranking=ranking, roc=roc, distmat=distmat, report=report, files=files)
 
 

@@ -14,6 +14,7 @@ True
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from contextlib import contextmanager
@@ -74,3 +75,36 @@ def written_atomically(dest: Path) -> Iterator[BinaryIO]:
         os.replace(name, dest)
     finally:
         Path(name).unlink(missing_ok=True)
+
+
+def check_writable_here(path: Path) -> None:
+    """Raise the ``OSError`` that writing ``path`` meets (a read-only folder; no space left, also
+    when under 1 MiB is free), removing what it wrote: OpenCV says only that its writer did not open."""
+    try:
+        with open(path, "wb") as probe:
+            probe.write(bytes(64 * 1024))
+    except PermissionError as exc:
+        raise CrosscamError(f"{path.parent}: cannot write in it ({exc.strerror}); make it writable, or write "
+                            "elsewhere") from None
+    finally:
+        path.unlink(missing_ok=True)
+    disk = os.statvfs(path.parent)
+    if disk.f_bavail * disk.f_frsize < 1 << 20:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path.parent))
+
+
+def check_video_written(path: Path, frames: int, shown: Path | None = None) -> None:
+    """Refuse (one line) a video at ``path`` holding fewer than ``frames`` readable frames: OpenCV's
+    writer fails silently when the disk fills up or a file size limit is reached, leaving an MP4
+    without its index. ``shown``: the name to say (the final one of a temporary file)."""
+    import cv2
+
+    if frames <= 0:
+        return
+    capture = cv2.VideoCapture(str(path))
+    readable = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+    capture.release()
+    if readable < frames:
+        raise CrosscamError(f"{shown or path}: written incompletely ({readable} of {frames} frames readable): the disk "
+                            "filled up or a file size limit (ulimit -f) was reached; free space and run it again; what "
+                            "was written before is kept")

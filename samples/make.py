@@ -19,6 +19,7 @@ import cv2
 from tqdm import tqdm
 
 from reid.errors import CrosscamError
+from reid.paths import check_video_written, check_writable_here
 from reid.progress import progress_bar
 from samples.render import CameraRenderer, make_textures
 from samples.layout import build_scene
@@ -132,6 +133,7 @@ def _render_camera(scene, index: int, textures, out: Path, options: SceneOptions
     made.append((video_tmp, out / f"{camera.name}.mp4"))
     writer = cv2.VideoWriter(str(video_tmp), cv2.VideoWriter_fourcc(*"mp4v"), options.fps, camera.size)
     if not writer.isOpened():
+        check_writable_here(video_tmp)  # a full disk or a read-only folder is said as such
         raise CrosscamError(f"{video_tmp}: OpenCV cannot write MP4 here; check the folder is writable")
     rows = []
     try:
@@ -142,6 +144,7 @@ def _render_camera(scene, index: int, textures, out: Path, options: SceneOptions
             bar.update(1)
     finally:
         writer.release()
+    check_video_written(video_tmp, options.num_frames, out / f"{camera.name}.mp4")  # a full disk cuts it silently
     gt_tmp = out / "gt" / f"{camera.name}.txt.tmp"
     made.append((gt_tmp, out / "gt" / f"{camera.name}.txt"))
     gt_tmp.write_text("".join(",".join(_fmt(v) for v in r) + "\n" for r in rows))

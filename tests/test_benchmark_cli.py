@@ -221,3 +221,22 @@ def test_a_cut_off_jpeg_in_a_dataset_is_said(tmp_path, caplog):
     assert embed_images(Counting(), [whole, cut], progress=False).shape == (2, 4)
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == 1 and f"{cut}: does not end with a JPEG end-of-image marker" in said[0]
+
+
+def test_a_run_stopped_while_writing_leaves_the_earlier_reports_whole(osnet_run, monkeypatch):
+    """A re-run that met a full disk left the new run's ROC beside the old run's report."""
+    import errno
+
+    import reid.benchmark
+
+    root, weights, out, _, _ = osnet_run
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out / "report.json"))
+
+    monkeypatch.setattr(reid.benchmark, "write_report", disk_full)
+    code, _ = run_cli(["benchmark", str(root), "--reid", str(weights), "--device", "cpu", "--out", str(out), "--rerank"])
+    assert code == 2
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # roc.png included: not the rerank's
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]

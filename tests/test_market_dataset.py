@@ -98,6 +98,9 @@ def test_msmt17_as_distributed_reads_from_its_lists(tmp_path):
     assert dataset.root == root
     assert dataset.pids("gallery").tolist() == [0, 1] and dataset.camids("gallery").tolist() == [7, 15]
     assert dataset.camids("query").tolist() == [1] and dataset.paths("train")[0].is_file()
+    (root / "list_gallery.txt").write_text("\ufeff0001/0001_002_15_0303afternoon_0001_0.jpg 1\n"  # a BOM, a junk row
+                                           "0000/0000_011_07_0303noon_0042_1.jpg -1\n")
+    assert MarketDataset(root).pids("gallery").tolist() == [1]
     (root / "list_gallery.txt").write_text("0001/0001_002_15_0303afternoon_0001_0.jpg 1\n0002/missing_01_02_x.jpg 2\n")
     with pytest.raises(CrosscamError, match="lists .*missing_01_02_x.jpg, which is not there"):
         MarketDataset(root).gallery

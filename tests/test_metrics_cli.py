@@ -276,6 +276,9 @@ def test_eval_mot_scores_a_motchallenge_folder_per_sequence_and_combined(tmp_pat
         assert out["combined"]["idf1"] == pytest.approx(idtp / 44)
     assert main(["eval-mot", "--gt", str(mot), "--pred", str(run)]) == 0
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]] == ["SEQ-2", "SEQ-10", "COMBINED"]
+    write_rows(run / "SEQ-2" / "tracks.txt", [])  # no box: the warning names its sequence
+    assert main(["eval-mot", "--gt", str(mot), "--pred", str(run), "--rules", "MOT20"]) == 0
+    assert "warning: sequence SEQ-2: the predictions hold no box" in capsys.readouterr().err
     (run / "SEQ-10" / "tracks.txt").unlink()
     assert main(["eval-mot", "--gt", str(mot), "--pred", str(run)]) == 2
     err = capsys.readouterr().err.strip()

@@ -175,11 +175,12 @@ def test_a_writer_that_does_not_open_on_a_full_disk_says_the_disk_not_the_codec(
 
     from pipeline.cli.main import out_of_space
     from pipeline.video import sinks
+    from reid import paths
 
     monkeypatch.setattr(sinks, "_video_writer", lambda *args: SimpleNamespace(isOpened=lambda: False))
     with pytest.raises(CrosscamError, match="output.codec='mp4v': OpenCV cannot write .mp4"):  # space enough: the codec
         AnnotatedVideoWriter(tmp_path / "annotated.mp4", 10.0, (64, 48))
-    monkeypatch.setattr(sinks.os, "statvfs", lambda path: SimpleNamespace(f_bavail=100, f_frsize=4096))
+    monkeypatch.setattr(paths.os, "statvfs", lambda path: SimpleNamespace(f_bavail=100, f_frsize=4096))
     with pytest.raises(OSError) as full:
         AnnotatedVideoWriter(tmp_path / "annotated.mp4", 10.0, (64, 48))
     assert out_of_space(full.value).startswith(f"no space left on the device for {tmp_path}:")
@@ -200,3 +201,20 @@ def test_labels_of_boxes_that_start_at_one_corner_do_not_cover_each_other():
     for (left, top, w, h), track_id in zip(rects, (1, 2, 3, 4)):  # each label shows where it was placed, uncovered
         tag = image[top : top + h, left : left + w]
         assert (tag == np.array(color_for_id(track_id), np.uint8)).all(axis=2).mean() > 0.6, track_id
+
+
+def test_a_video_cut_short_by_a_full_disk_is_refused_not_kept(tmp_path: Path):
+    """OpenCV's writer fails silently when the disk fills up: the MP4 lacks its index and holds no
+    readable frame, and crosscam called the camera complete."""
+    from reid.paths import check_video_written
+
+    frame = Frame("cam", 0, 0.0, np.zeros((48, 64, 3), np.uint8))
+    with AnnotatedVideoWriter(tmp_path / "annotated.mp4", 10.0, (64, 48)) as video:
+        for _ in range(20):
+            video.write(FrameResult(frame))
+    check_video_written(tmp_path / "annotated.mp4", 20)  # whole: passes
+    cut = tmp_path / "cut.mp4"
+    whole = (tmp_path / "annotated.mp4").read_bytes()
+    cut.write_bytes(whole[: len(whole) // 2])  # as a full disk leaves it: its index cut off
+    with pytest.raises(CrosscamError, match=r"annotated.mp4: written incompletely \(0 of 20 frames readable\): the disk"):
+        check_video_written(cut, 20, tmp_path / "annotated.mp4")

@@ -185,6 +185,9 @@ def out_of_space(exc: BaseException) -> str | None:
             if seen.errno == errno.EFBIG:
                 return f"a file size limit (ulimit -f) reached{where}: raise it and run it again; {_KEPT}"
             return f"no space left on the device{where}: free space (or write elsewhere) and run it again; {_KEPT}"
+        if "disk I/O error" in str(seen):  # SQLite's word for a write the file system refused
+            return (f"the disk refused a write ({first_line(seen)[:80]}: a full disk, a file size limit (ulimit -f) or a "
+                    f"failing disk); free space and run it again; {_KEPT}")
         if any(words in str(seen) for words in _FULL_WORDS):
             return f"no space left on the device ({first_line(seen)[:160]}): free space and run it again; {_KEPT}"
         seen = seen.__cause__ or seen.__context__

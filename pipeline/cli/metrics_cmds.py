@@ -15,11 +15,13 @@ RULES_HELP = ("Ground-truth rules: mot17 (MOT16/17, and 6-7 column or MOT15 file
               "non-MOT vehicles, is a distractor too).")
 
 
-def _check_rules(rules: str) -> None:
+def _check_rules(rules: str) -> str:
+    """``--rules`` as the metrics take it (any case: MOT20 is mot20)."""
     from pipeline.metrics import RULES
 
-    if rules not in RULES:
+    if rules.lower() not in RULES:
         raise CrosscamError(f"--rules {rules!r}: use one of {', '.join(RULES)}")
+    return rules.lower()
 
 
 def _gt_files(gt_dir: Path) -> dict[str, Path]:
@@ -27,7 +29,7 @@ def _gt_files(gt_dir: Path) -> dict[str, Path]:
     if not folder.is_dir():
         meant = f" (give {gt_dir.parent}?)" if gt_dir.name == "gt" else ""
         raise CrosscamError(f"{gt_dir}: no gt/ folder; --gt is a scene folder holding gt/CAMERA.txt files{meant}")
-    files = {p.stem: p for p in sorted(folder.glob("*.txt"))}
+    files = {p.stem: p for p in sorted(folder.glob("*.txt"), key=lambda p: camera_order(p.stem))}
     if not files:
         raise CrosscamError(f"{folder}: no <camera>.txt ground-truth files; generate a scene with `crosscam samples make`")
     return files
@@ -70,9 +72,12 @@ def _sequence_length(folder: Path) -> int | None:
     parser = configparser.ConfigParser()
     try:
         parser.read(info)
-        return parser.getint("Sequence", "seqLength", fallback=None)
+        length = parser.getint("Sequence", "seqLength", fallback=None)
     except (configparser.Error, ValueError) as exc:
         raise CrosscamError(f"{info}: unreadable ({first_line(exc)}); fix or remove it") from None
+    if length is not None and length < 1:
+        raise CrosscamError(f"{info}: seqLength {length}; a sequence has at least one frame: fix or remove it")
+    return length
 
 
 def _predictions_of(pred: Path, name: str, only: bool) -> Path:
@@ -100,7 +105,8 @@ def _eval_mot_folder(gt: Path, pred: Path, rules: str, as_json: bool) -> None:
     for name, folder in found.items():
         gt_file, pred_file = folder / "gt" / "gt.txt", _predictions_of(pred, name, len(found) == 1)
         gt_rows, pred_rows = read_mot_file(gt_file, "gt"), read_mot_file(pred_file, "pred")
-        warnings += check_comparable(gt_file, gt_rows, pred_rows, rules)
+        warnings += [w.replace("warning: ", f"warning: sequence {name}: ", 1)
+                     for w in check_comparable(gt_file, gt_rows, pred_rows, rules)]
         sequences[name] = (gt_rows, pred_rows, _sequence_length(folder))
     for warning in warnings:
         typer.echo(warning, err=True)
@@ -134,7 +140,7 @@ def register(app: typer.Typer) -> None:
         """
         from pipeline.metrics import check_comparable, evaluate_mot, read_mot_file, scores_table, tracks_as_ground_truth
 
-        _check_rules(rules)
+        rules = _check_rules(rules)
         if gt.is_dir() and not gt_tracks:
             _eval_mot_folder(gt, pred, rules, as_json)
             return
@@ -167,7 +173,7 @@ def register(app: typer.Typer) -> None:
         """
         from pipeline.metrics import check_comparable, evaluate_mtmc, read_mot_file, scores_table
 
-        _check_rules(rules)
+        rules = _check_rules(rules)
         if not run.is_dir():
             raise CrosscamError(f"{run}: run folder not found; pass the --out folder of `crosscam track`")
         gt_files = _gt_files(gt)
@@ -175,7 +181,7 @@ def register(app: typer.Typer) -> None:
         pred_rows = {}
         if not any((run / camera / tracks).is_file() for camera in gt_files):
             others = sorted({p.parent.name for pattern in ("*/run.json", f"*/{tracks}") for p in run.glob(pattern)
-                             if not p.parent.name.startswith(".")})  # the run's cameras, with the file or not
+                             if not p.parent.name.startswith(".")}, key=camera_order)  # the run's cameras, with the file or not
             if others and not set(others) & set(gt_files):
                 raise CrosscamError(f"{run}: its cameras ({', '.join(others)}) are not the ground truth's "
                                     f"({', '.join(gt_files)}); track with --camera names as in {gt / 'gt'}")
@@ -192,7 +198,7 @@ def register(app: typer.Typer) -> None:
                                  for w in check_comparable(gt_files[camera], gt_rows[camera], pred_rows[camera], rules)]
             else:
                 warnings.append(f"warning: {path} missing; camera {camera} scored as having no tracks")
-        for extra in sorted(p.parent.name for p in run.glob(f"*/{tracks}") if p.parent.name not in gt_files):
+        for extra in sorted((p.parent.name for p in run.glob(f"*/{tracks}") if p.parent.name not in gt_files), key=camera_order):
             warnings.append(f"warning: {run / extra} has no ground truth in {gt / 'gt'}; not scored")
         scores = evaluate_mtmc(gt_rows, pred_rows, _scene_lengths(gt), rules)
         for warning in warnings:

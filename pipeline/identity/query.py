@@ -386,7 +386,7 @@ def _match(identity: int, members: list[tuple[StoredTrack, np.ndarray]], scores:
     """``identity``'s appearances from its tracks (``members``) and their ``scores``; ``run_dir`` resolved."""
     tracks = [track for track, _ in members]
     appearances = [a for a in _visits(tracks, scores, run_dir) if a.score >= min_score]
-    appearances.sort(key=lambda a: (a.start_s, a.camera, a.start_frame))
+    appearances.sort(key=lambda a: (a.start_s, camera_order(a.camera), a.start_frame))
     return IdentityMatch(identity, max((a.score for a in appearances), default=-1.0), appearances)
 
 

@@ -395,7 +395,7 @@ class TrackStore:
         if camera not in known:
             return f"unknown camera {camera!r}; cameras in the store: {', '.join(known) or 'none'}"
         with self._reading() as conn:
-            tracked = [row[0] for row in conn.execute("SELECT DISTINCT camera FROM tracks ORDER BY camera")]
+            tracked = sorted((row[0] for row in conn.execute("SELECT DISTINCT camera FROM tracks")), key=camera_order)
         what_to_do = f"pick a track of {', '.join(tracked)} instead" if tracked else "no camera of this run has any"
         return f"camera {camera!r} has no tracks in the store (nobody was tracked in it); {what_to_do}"
 

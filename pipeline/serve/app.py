@@ -279,7 +279,8 @@ def _overview_json(view: RunView, o) -> dict:
         "first_s": o.first_s,
         "last_s": o.last_s,
         "tracks": [{"camera": t.camera, "track_id": t.track_id, "start_s": t.start_s, "end_s": t.end_s,
-                    "start_frame": t.first_frame, "end_frame": t.last_frame} for t in o.tracks],
+                    "start_frame": t.first_frame, "end_frame": t.last_frame}
+                   for t in sorted(o.tracks, key=lambda t: (t.start_s, camera_order(t.camera), t.track_id))],  # in time order
         "likely_person": o.likely_person,
         "thumbnails": [{"camera": t.camera, "track_id": t.track_id,
                         "thumbnail": str(view.run_dir / t.thumbnail) if t.thumbnail else None} for t in o.best_tracks()],

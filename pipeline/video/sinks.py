@@ -12,8 +12,6 @@ still leaves a finalised video, a flushed ``tracks.txt`` and the summaries of wh
 
 from __future__ import annotations
 
-import errno
-import os
 from collections import deque
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from pipeline.video.render import draw_tracks
 from pipeline.video.track_state import TrackAccumulator, write_track_states
 from pipeline.video.tracks_file import mot_line
 from reid.errors import CrosscamError
+from reid.paths import check_video_written, check_writable_here
 
 MIN_VIDEO_FPS = 0.002  # frames/s: the slowest MP4 FFmpeg wrote here (10 fps over --stride 5000; 10000 failed)
 
@@ -63,22 +62,6 @@ def _video_writer(path: Path, codec: str, fps: float, frame_size: tuple[int, int
         cv2.utils.logging.setLogLevel(level)
 
 
-def _check_writable(path: Path) -> None:
-    """Raise the ``OSError`` that writing ``path`` meets (a read-only folder; no space left, also
-    when under 1 MiB is free), removing what it wrote: OpenCV says only that its writer did not open."""
-    try:
-        with open(path, "wb") as probe:
-            probe.write(bytes(64 * 1024))
-    except PermissionError as exc:
-        raise CrosscamError(f"{path.parent}: cannot write in it ({exc.strerror}); make it writable, or write "
-                            "elsewhere") from None
-    finally:
-        path.unlink(missing_ok=True)
-    disk = os.statvfs(path.parent)
-    if disk.f_bavail * disk.f_frsize < 1 << 20:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path.parent))
-
-
 class AnnotatedVideoWriter(_Sink):
     """Frames with each track's box and id drawn in its colour, as ``path`` (e.g. annotated.mp4).
 
@@ -100,7 +83,7 @@ class AnnotatedVideoWriter(_Sink):
                                 "written; give a smaller --stride, or --set output.video=false")
         self._writer = _video_writer(self._tmp, codec, fps, frame_size)
         if not self._writer.isOpened():
-            _check_writable(self._tmp)  # a full disk or a read-only folder, not the codec
+            check_writable_here(self._tmp)  # a full disk or a read-only folder, not the codec
             hint = "use mp4v" if codec != "mp4v" else "this OpenCV writes no MP4 (is it built with FFmpeg?)"
             raise CrosscamError(f"output.codec={codec!r}: OpenCV cannot write {self.path.suffix} with it; {hint}")
         self.frame_size = frame_size
@@ -133,6 +116,11 @@ class AnnotatedVideoWriter(_Sink):
 
     def _finish(self) -> None:
         self._writer.release()
+        try:
+            check_video_written(self._tmp, self.frames_written, self.path)  # OpenCV's writer says nothing of a full disk
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
         self._tmp.replace(self.path)
 
     def discard(self) -> None:

@@ -135,13 +135,14 @@ def read_list(list_file: Path, images: Path) -> list[MarketImage]:
     if not list_file.is_file():
         raise CrosscamError(f"{list_file}: split list not found; an MSMT17 root needs it")
     found = []
-    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
+    for number, line in enumerate(list_file.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not line.strip():
             continue
         try:
             relative, pid = line.split()
             camid = int(Path(relative).name.split("_")[2])
-            found.append(MarketImage(path=images / relative, pid=int(pid), camid=camid))
+            if int(pid) != _JUNK_PID:  # junk, as in the Market layout
+                found.append(MarketImage(path=images / relative, pid=int(pid), camid=camid))
         except (ValueError, IndexError):
             raise CrosscamError(f"{list_file}:{number}: expected 'PPPP/PPPP_NNN_CC_....jpg PID', got {line.strip()[:80]!r}"
                                 ) from None

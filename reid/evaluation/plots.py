@@ -167,6 +167,10 @@ def _save(fig: Figure, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
     FigureCanvasAgg(fig)
-    fig.savefig(temporary)
+    try:
+        fig.savefig(temporary)
+    except BaseException:  # a full disk: no half-written picture left beside the others
+        temporary.unlink(missing_ok=True)
+        raise
     os.replace(temporary, path)
     return path
