@@ -67,7 +67,9 @@ def camera_order(name: str) -> tuple:
 
     >>> sorted(["cam10", "cam2", "door", "cam1"], key=camera_order), sorted(["Seq3", "seq10", "seq1"], key=camera_order)
     (['cam1', 'cam2', 'cam10', 'door'], ['seq1', 'Seq3', 'seq10'])
+    >>> sorted(["floor1²", "floor1"], key=camera_order)  # "²" is a digit but no number
+    ['floor1', 'floor1²']
     """
     parts = re.split(r"(\d+)", name)
-    folded = tuple((0, int(part), "") if part.isdigit() else (1, 0, part.casefold()) for part in parts if part)
+    folded = tuple((0, int(part), "") if part.isdecimal() else (1, 0, part.casefold()) for part in parts if part)
     return folded, name  # ties (cam01 and cam1, Cam and cam): by the name itself

@@ -210,7 +210,8 @@ class BotModelConfig(BaseModel):
     512
     """
 
-    model_config = {"extra": "forbid"}  # fields that depend on each other: change them with model_copy
+    # checked when set too; fields that depend on each other change together: model_copy(update={...})
+    model_config = {"extra": "forbid", "validate_assignment": True}
 
     depth: Literal[18, 34, 50, 101] = 50
     last_stride: Literal[1, 2] = 1

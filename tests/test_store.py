@@ -600,11 +600,12 @@ def test_a_store_another_command_is_writing_counts_as_writable_at_once(tmp_path:
     """The check before tracking took SQLite's write lock: beside an association writing the store it
     waited 30 s, then failed with a traceback."""
     write_camera(TrackStore.create(tmp_path / "store", INFO), "hall", 3, seed=0)
+    store = TrackStore.open(tmp_path / "store", INFO)
     writer = sqlite3.connect(tmp_path / "store" / DB_NAME, isolation_level=None)
-    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("BEGIN EXCLUSIVE")  # as a large update holds it (SQLite spills to the file past ~2 MB)
     try:
         started = time.perf_counter()
-        TrackStore.open(tmp_path / "store", INFO).check_writable()
+        store.check_writable()
         assert time.perf_counter() - started < 5
     finally:
         writer.rollback()

@@ -301,7 +301,7 @@ def keep_earlier_ids(tracks: Sequence[TrackSummary], ids: Sequence[int], earlier
 
 def _folders_without_summaries(run_dir: Path) -> list[Path]:
     """Camera folders of ``run_dir`` that hold no ``tracks.json`` although their ``run.json`` says
-    they finished (complete, interrupted) or run, by name (a failed one is said with the failure)."""
+    they finished (complete, interrupted) or run, in counting order (a failed one is said with the failure)."""
     return [p for p in run_folders(run_dir) if not (p / "tracks.json").is_file()
             and read_run_record(p).get("status") in ("complete", "interrupted", "running")]
 

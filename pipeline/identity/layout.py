@@ -32,7 +32,8 @@ def is_camera_folder(path: Path) -> bool:
 
 def run_folders(run_dir: Path) -> list[Path]:
     """Every camera folder of ``run_dir`` with a ``run.json`` (running, failed, without summaries
-    too; not the hidden ones beside them), by name; none when there is no such directory."""
+    too; not the hidden ones beside them), in counting order (cam2 before cam10); none when there
+    is no such directory."""
     if not run_dir.is_dir():
         return []
     return sorted((p for p in run_dir.iterdir() if not p.name.startswith(".") and (p / "run.json").is_file()),
@@ -40,8 +41,8 @@ def run_folders(run_dir: Path) -> list[Path]:
 
 
 def camera_folders(run_dir: Path, allow_none: bool = False) -> list[Path]:
-    """The run's camera folders (those with ``run.json`` and track summaries), by name; a one-line
-    error when there is none (unless ``allow_none``)."""
+    """The run's camera folders (those with ``run.json`` and track summaries), in counting order; a
+    one-line error when there is none (unless ``allow_none``)."""
     if not run_dir.is_dir():
         raise CrosscamError(f"{run_dir}: no such run directory; run `crosscam track ... --out {run_dir}` first")
     folders = [p for p in run_folders(run_dir) if is_camera_folder(p)]

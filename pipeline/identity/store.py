@@ -307,6 +307,10 @@ class TrackStore:
         conn.execute("BEGIN")
         try:
             yield conn
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+            raise _busy(self.folder) from None  # another command's write outlasted the wait
         except sqlite3.DatabaseError as exc:  # damage past the header, found as the rows are read
             if not _is_damage(exc):
                 raise
@@ -325,19 +329,18 @@ class TrackStore:
     def check_writable(self) -> None:
         """Refuse now (one line) a store that cannot be written: read-only files, folder or file
         system. A write inside a transaction that is rolled back: nothing changes."""
-        with _write_access(self.folder), closing(_connect(self.folder, readonly=False)) as conn:
-            conn.execute("PRAGMA busy_timeout = 0")  # another command writing it now: it is writable, do not wait
-            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-            try:
+        try:
+            with _write_access(self.folder), closing(_connect(self.folder, readonly=False, timeout=0)) as conn:
+                version = int(conn.execute("PRAGMA user_version").fetchone()[0])
                 conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if "locked" in str(exc) or "busy" in str(exc):
-                    return
+                try:
+                    conn.execute(f"PRAGMA user_version = {version}")
+                finally:
+                    conn.rollback()
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
                 raise
-            try:
-                conn.execute(f"PRAGMA user_version = {version}")
-            finally:
-                conn.rollback()
+            # another command is writing it now: it is writable, and this one does not wait
 
     def __len__(self) -> int:
         with self._reading() as conn:
@@ -773,6 +776,9 @@ def _is_damage(exc: sqlite3.DatabaseError) -> bool:
     return type(exc) is sqlite3.DatabaseError
 
 
+BUSY_TIMEOUT_S = 30  # seconds a command waits for another one's write to the store
+
+
 class StoreDamaged(CrosscamError):
     """The store's database is damaged or not a database: the run's state, not the caller's input."""
 
@@ -801,14 +807,24 @@ def _write_access(folder: Path) -> Iterator[None]:
         raise _damaged(folder, exc) from None  # found as the update reads the rows
 
 
-def _connect(folder: Path, readonly: bool) -> sqlite3.Connection:
+def _connect(folder: Path, readonly: bool, timeout: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
+    """A connection to the store's database; ``timeout``: seconds to wait for another command's write."""
     path = folder / DB_NAME
     if readonly:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=timeout)
     else:
-        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
         conn.execute("PRAGMA synchronous = FULL")
     return conn
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _busy(folder: Path) -> CrosscamError:
+    return CrosscamError(f"{folder}: another crosscam command has been writing the track store for over "
+                         f"{BUSY_TIMEOUT_S:g} s; try again when it finishes")
 
 
 def _file_crc32(path: Path) -> str:

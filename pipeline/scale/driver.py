@@ -197,9 +197,10 @@ class _Driver:
         cam.run.num_tracks = len(summaries)
         cam.record["models"] = results[0].models
         blind = [i for result in results for i in result.blind_frames]
-        if blind:
-            cam.record["detector_blind_frames"] = len(blind)
-            warn_blind_frames(cam.name, len(blind), min(blind))
+        count = len(blind) + sum(result.blind_unlisted for result in results)  # past a unit's list: counted, not placed
+        if count:
+            cam.record["detector_blind_frames"] = count
+            warn_blind_frames(cam.name, count, min(blind, default=results[0].unit.frames.start))
         cam.driver_s += time.perf_counter() - start
         return rows
 

@@ -84,6 +84,7 @@ class SegmentResult:
     reused_frames: int = 0  # overlap frames whose detections a neighbouring unit computed
     lost_workers: list[str] = field(default_factory=list)  # filled in by the driver
     blind_frames: list[int] = field(default_factory=list)  # owned frames the motion detector could not judge
+    blind_unlisted: int = 0  # more of them past the detector's list (pipeline.video.detectors.BLIND_LISTED)
 
 
 def limit_threads(threads: int) -> None:
@@ -177,6 +178,7 @@ class SegmentWorker:
                 worker=self.name, models=models_record(detector, self.embedder), seek=getattr(source, "seek", "none"),
                 reused_frames=overlaps.reused if overlaps is not None else 0,
                 blind_frames=[i for i in getattr(detector, "blind_frames", []) if collector.owns(i)],
+                blind_unlisted=getattr(detector, "blind_count", 0) - len(getattr(detector, "blind_frames", [])),
             )
 
     def render(self, unit: WorkUnit, rows: TrackRows, identity_of: dict[int, int] | None = None) -> bytes:

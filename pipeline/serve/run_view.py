@@ -139,7 +139,7 @@ class RunView:
 
     # -- cameras ---------------------------------------------------------------------------------
     def camera_names(self) -> list[str]:
-        """Cameras with a folder and ``run.json`` (running ones included), by name."""
+        """Cameras with a folder and ``run.json`` (running ones included), in counting order (cam2 before cam10)."""
         return [p.name for p in run_folders(self.run_dir)]
 
     def camera_folder(self, camera: str) -> Path:

@@ -300,7 +300,7 @@ class MotionDetector:
 
 
 _BLIND = Detections.empty()  # what the motion detector returns for a frame it could not judge
-BLIND_LISTED = 10_000  # blind frame indices kept (their count goes on)
+BLIND_LISTED = 100_000  # blind frame indices kept (their count goes on): a 300 s segment at 30 fps lists all
 
 
 def _person_columns(blob: np.ndarray, person_ratio: float) -> list[tuple[int, int]]:
