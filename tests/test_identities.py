@@ -466,3 +466,13 @@ def test_cameras_come_in_the_order_people_count_them(tmp_path: Path):
     assert result.cameras == ["cam1", "cam2", "cam10"]  # not cam1, cam10, cam2
     assert [c.name for c in TrackStore.open(run / "store").cameras()] == ["cam1", "cam2", "cam10"]
     assert "(3 cameras: cam1, cam2, cam10)" in html.unescape(result.report.read_text())
+
+
+def test_a_person_seen_by_many_cameras_gets_a_row_of_twelve_pictures(tmp_path: Path):
+    run = tmp_path / "run"
+    for c in range(14):
+        write_camera(run, f"cam{c}", [summary(f"cam{c}", 1, 0.0, 3.0, P + 0.01 * E[c % 8])], video=False)
+    page = update_identities(run, PipelineConfig(), progress=False).report.read_text()
+    rows = page.split('<tr><td class="id"')[1:]
+    seen = max(rows, key=lambda row: row.count("<figure>"))
+    assert "14 cameras" in seen and seen.count("<figure>") == 12 and "and 2 cameras more" in seen

@@ -191,11 +191,14 @@ def _identity_row(overview: IdentityOverview, cameras: list[str], t0: float, spa
                   origin: str | None) -> str:
     identity, tracks = overview.identity, overview.tracks
     thumbs = []
-    for best in overview.best_tracks():
+    best_tracks = overview.best_tracks()
+    for best in best_tracks[:MAX_LANES]:  # a person seen by 100 cameras: a row of 12 pictures, not 100
         camera = best.camera
         image = _inline_jpeg(run_dir / best.thumbnail) if best.thumbnail else None
         tag = f'<img src="{image}" alt="">' if image else '<div class="noimg">no image</div>'
         thumbs.append(f'<figure>{tag}<figcaption>{html.escape(camera)} #{best.track_id}</figcaption></figure>')
+    if len(best_tracks) > MAX_LANES:
+        thumbs.append(f'<div class="meta">and {plural(len(best_tracks) - MAX_LANES, "camera")} more</div>')
     b, g, r = color_for_id(identity)
     color = f"rgb({r},{g},{b})"
     gutter = _label_width(cameras)
