@@ -22,13 +22,13 @@ from reid.preprocess import crops_to_tensor
 ARCHITECTURES = ["osnet_x1_0", "osnet_x0_75", "osnet_x0_5", "osnet_x0_25", "osnet_ibn_x1_0"]
 
 
-def torchreid_osnet():
-    """torchreid's osnet.py, loaded alone."""
+def torchreid_model_module(name: str = "osnet"):
+    """torchreid's ``reid/models/NAME.py`` (osnet, osnet_ain), loaded alone."""
     found = importlib.util.find_spec("torchreid")
     if found is None or found.origin is None:
         pytest.skip("torchreid (the test-only reference; `make install` adds it) is not installed")
-    source = Path(found.origin).parent / "reid" / "models" / "osnet.py"
-    spec = importlib.util.spec_from_file_location("torchreid_osnet_reference", source)
+    source = Path(found.origin).parent / "reid" / "models" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"torchreid_{name}_reference", source)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -37,7 +37,7 @@ def torchreid_osnet():
 def reference(name: str, seed: int = 0) -> torch.nn.Module:
     """torchreid's ``name`` with 751 classes, eval mode, every norm randomised."""
     torch.manual_seed(seed)
-    model = getattr(torchreid_osnet(), name)(num_classes=751, pretrained=False, loss="softmax")
+    model = getattr(torchreid_model_module(), name)(num_classes=751, pretrained=False, loss="softmax")
     generator = torch.Generator().manual_seed(seed + 1)
     for module in model.modules():
         if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.InstanceNorm2d)):
@@ -151,14 +151,8 @@ def test_export_takes_torchreid_checkpoint_names_too(tmp_path: Path):
 
 
 def test_an_osnet_crosscam_does_not_build_is_told_to_go_through_onnx(tmp_path: Path):
-    found = importlib.util.find_spec("torchreid")
-    if found is None or found.origin is None:
-        pytest.skip("torchreid (the test-only reference; `make install` adds it) is not installed")
-    source = Path(found.origin).parent / "reid" / "models" / "osnet_ain.py"
-    spec = importlib.util.spec_from_file_location("torchreid_osnet_ain_reference", source)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    torch.save(module.osnet_ain_x0_25(num_classes=10, pretrained=False).state_dict(), tmp_path / "ain.pt")
+    ain = torchreid_model_module("osnet_ain").osnet_ain_x0_25(num_classes=10, pretrained=False)
+    torch.save(ain.state_dict(), tmp_path / "ain.pt")
     with pytest.raises(CrosscamError, match="an OSNet variant in torchreid's layout .* export it to ONNX") as err:
         Embedder.from_weights(str(tmp_path / "ain.pt"), device="cpu")
     assert "\n" not in str(err.value)
