@@ -336,6 +336,11 @@ def test_the_question_is_kept_in_the_address(page, run):
     driver.get(address.split("#")[0] + "#identity=abc")  # a link cut short: said, not silently ignored
     wait_for(lambda: "#identity=abc: not a question the page knows" in driver.find_element("css selector", "#error").text,
              "a malformed address is said")
+    driver.get(address.split("#")[0] + "#track=cam2:99999")  # a question with no answer: said once, at the top
+    wait_for(lambda: "99999" in driver.find_element("css selector", "#error").text, "an unknown track is said")
+    wait_for(lambda: "the message above says why" in driver.find_element("css selector", "#results").text,
+             "the panel points to it")
+    assert "99999" not in driver.find_element("css selector", "#results").text
     driver.execute_script("ask({kind: 'identity', identity: arguments[0]})", other)
     wait_for(lambda: shown_identity(driver) == other, f"identity {other}")
     driver.execute_script("history.pushState(null, '', location.pathname); history.pushState(null, '', '#identity=' + arguments[0]);"

@@ -371,8 +371,8 @@ async function ask(query, quiet = false, remember = true) {
       for (const p of S.players.values()) p.draw();
       return;
     }
-    showError(e.message);
-    panel.replaceChildren(el('p', { class: 'hint', textContent: 'No answer: ' + e.message }));
+    showError(e.message);  // said once, at the top
+    panel.replaceChildren(el('p', { class: 'hint', textContent: 'No answer: the message above says why.' }));
   }
 }
 
