@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 import torch
 from pydantic import ValidationError
@@ -334,23 +334,7 @@ def _check_keys_and_shapes(
     path: Path,
 ) -> None:
     """Fail naming the keys (as the file spells them) unless both sides hold the same tensors."""
-    def theirs(key: str) -> str:
-        return to_fastreid_name(key, generation, meta)
-
-    missing = [theirs(k) for k in expected if k not in mapped]
-    unexpected = [theirs(k) for k in mapped if k not in expected]
-    mismatched = [
-        f"{theirs(k)} {tuple(mapped[k].shape)} vs {tuple(expected[k].shape)}"
-        for k in expected
-        if k in mapped and mapped[k].shape != expected[k].shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing {_show(missing)}")
-    if unexpected:
-        problems.append(f"unexpected {_show(unexpected)}")
-    if mismatched:
-        problems.append(f"shape mismatch (file vs model) {_show(mismatched)}")
+    problems = _key_problems(expected, mapped, lambda key: to_fastreid_name(key, generation, meta))
     if problems:
         raise CrosscamError(
             f"{path}: does not match the {describe_architecture(cfg)} model: {'; '.join(problems)}; "
@@ -362,19 +346,26 @@ def osnet_from_state(state: dict[str, torch.Tensor], spec: OSNetSpec, path: Path
     """The OSNet ``spec`` with ``state``'s weights (its classifier left out), in eval mode; a
     missing, unexpected or wrong-shaped tensor is a one-line error naming them."""
     model = OSNet(spec)
-    expected = model.state_dict()
     given = {k: v for k, v in state.items() if not k.startswith("classifier.")}
-    missing = [k for k in expected if k not in given]
-    unexpected = [k for k in given if k not in expected]
-    mismatched = [f"{k} {tuple(given[k].shape)} vs {tuple(expected[k].shape)}"
-                  for k in expected if k in given and given[k].shape != expected[k].shape]
-    problems = [f"{what} {_show(keys)}" for what, keys in (("missing", missing), ("unexpected", unexpected),
-                                                            ("shape mismatch (file vs model)", mismatched)) if keys]
+    problems = _key_problems(model.state_dict(), given)
     if problems:
         raise CrosscamError(f"{path}: does not match torchreid's {spec.describe()}: {'; '.join(problems)}; crosscam "
                             "loads torchreid's OSNet x1_0/x0_75/x0_5/x0_25/ibn_x1_0 (others: export them to ONNX)")
     model.load_state_dict(given, strict=True)
     return model.eval()
+
+
+def _key_problems(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor],
+                  shown: Callable[[str], str] = str) -> list[str]:
+    """What keeps ``given`` from loading into a model with ``expected`` tensors: missing,
+    unexpected and wrong-shaped keys (named by ``shown``, as the file spells them), each
+    ``"missing a, b (2 keys)"``; empty when they match."""
+    missing = [shown(k) for k in expected if k not in given]
+    unexpected = [shown(k) for k in given if k not in expected]
+    mismatched = [f"{shown(k)} {tuple(given[k].shape)} vs {tuple(expected[k].shape)}"
+                  for k in expected if k in given and given[k].shape != expected[k].shape]
+    return [f"{what} {_show(keys)}" for what, keys in (("missing", missing), ("unexpected", unexpected),
+                                                       ("shape mismatch (file vs model)", mismatched)) if keys]
 
 
 def _show(keys: list[str]) -> str:

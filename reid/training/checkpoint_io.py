@@ -142,18 +142,16 @@ def _torchreid_osnet(payload: Any, path: Path, entry: zoo.WeightsEntry | None = 
     must be that entry's OSNet."""
     if not isinstance(payload, dict):
         return None
-    state = payload.get("state_dict", payload.get("model", payload))
-    if not isinstance(state, dict):
-        return None
-    spec = osnet_spec({key.removeprefix("module."): value for key, value in state.items()})
+    state = extract_state_dict(payload, path)  # a file fast-reid's reader would refuse is refused as it would
+    spec = osnet_spec(state)
     if spec is None:
         return None
     if entry is not None and spec.describe() != entry.architecture:
         raise CrosscamError(f"{path}: holds {spec.describe()}, not {entry.architecture} as {entry.name} should; "
                             f"download it again: `crosscam weights download {entry.name} --force`")
-    model = osnet_from_state(extract_state_dict(payload, path), spec, path)
+    model = osnet_from_state(state, spec, path)
     _check_finite(model, path)
-    classes = state.get("classifier.weight", state.get("module.classifier.weight"))
+    classes = state.get("classifier.weight")
     return model, {"format": FORMAT_VERSION, "backbone": spec.describe(), "input_size": list(OSNET_INPUT_SIZE),
                    "num_classes": int(classes.shape[0]) if classes is not None else 0, "feat_dim": spec.feature_dim}
 
