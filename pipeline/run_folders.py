@@ -27,6 +27,7 @@ from typing import IO, Callable, Iterator, Sequence
 
 from pipeline.types import read_run_record
 from reid.errors import CrosscamError
+from reid.paths import written_atomically
 
 try:
     import fcntl
@@ -50,14 +51,10 @@ def make_folder(folder: Path) -> None:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    """Write ``data`` to ``path`` through a temporary file, so readers never see half of it."""
-    tmp = path.with_name(path.name + ".partial")
-    try:
-        tmp.write_text(json.dumps(data, indent=1))
-    except BaseException:  # a full disk: no half-written file left beside it
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(path)
+    """Write ``data`` to ``path`` through a temporary file, so readers never see half of it (and a
+    full disk leaves none beside it)."""
+    with written_atomically(path) as handle:
+        handle.write(json.dumps(data, indent=1).encode())
 
 
 def claim_camera(out_dir: Path, name: str) -> IO:

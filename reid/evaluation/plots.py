@@ -13,7 +13,6 @@ Drawn with matplotlib's Agg canvas (no display, no pyplot global state) and writ
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -24,6 +23,7 @@ from matplotlib.figure import Figure
 
 from reid.errors import CrosscamError
 from reid.evaluation.ranking import RankingResult
+from reid.paths import written_atomically
 from reid.evaluation.roc import RocResult
 
 CORRECT, WRONG, QUERY = "#1a9850", "#d73027", "#4575b4"
@@ -165,12 +165,7 @@ def plot_distance_histograms(path: str | Path, roc: RocResult, title: str = "", 
 def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
     FigureCanvasAgg(fig)
-    try:
-        fig.savefig(temporary)
-    except BaseException:  # a full disk: no half-written picture left beside the others
-        temporary.unlink(missing_ok=True)
-        raise
-    os.replace(temporary, path)
+    with written_atomically(path) as handle:  # a full disk leaves no half-written picture beside the others
+        fig.savefig(handle, format=path.suffix.lstrip(".") or "png")
     return path
