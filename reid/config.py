@@ -33,16 +33,29 @@ def read_yaml_with_bases(path: str | Path) -> dict[str, Any]:
     A ``base`` is resolved relative to the file that names it; a missing base file and a cycle of
     bases are one-line errors naming the file whose ``base:`` is at fault.
     """
+    merged: dict[str, Any] = {}
+    for _, data in read_yaml_layers(path):
+        merged = merge_dicts(merged, data)
+    return merged
+
+
+def read_yaml_layers(path: str | Path, base_key: str = "base") -> list[tuple[Path, dict[str, Any]]]:
+    """``path`` and the chain of files its ``base_key`` names, outermost base first: ``(file, mapping)``
+    pairs, each mapping without its ``base_key``. Merged in order (:func:`merge_dicts`) they give the config.
+
+    ``base_key`` ``"base"`` is crosscam's (a name not found beside the file is looked for in crosscam's
+    own ``configs/``); fast-reid's files use ``"_BASE_"`` (relative to the file, or absolute / ``~``).
+    """
     path = Path(path)
     if path.is_dir():
         raise CrosscamError(f"{path}: a folder; pass a YAML file to --config")
     if not path.is_file():
         raise CrosscamError(f"{path}: config file not found; pass an existing YAML file to --config")
-    return _read_with_bases(path, ())
+    return _read_layers(path, (), base_key)
 
 
-def _read_with_bases(path: Path, named_by: tuple[Path, ...]) -> dict[str, Any]:
-    """``path`` merged over its bases; ``named_by``: the files whose ``base:`` chain led here, outermost first."""
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """One YAML file's mapping (no bases followed); unreadable or not a mapping: a one-line error naming ``path``."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError:
@@ -53,23 +66,30 @@ def _read_with_bases(path: Path, named_by: tuple[Path, ...]) -> dict[str, Any]:
         raise CrosscamError(f"{path}: not valid YAML{where} ({_first_line(exc)}); fix the file") from None
     if not isinstance(data, dict):
         raise CrosscamError(f"{path}: a config file must be a YAML mapping of keys to values")
-    base = data.pop("base", None)
+    return data
+
+
+def _read_layers(path: Path, named_by: tuple[Path, ...], base_key: str) -> list[tuple[Path, dict[str, Any]]]:
+    """``path``'s layers after its bases'; ``named_by``: the files whose base chain led here, outermost first."""
+    data = read_yaml_mapping(path)
+    base = data.pop(base_key, None)
     if base is None:
-        return data
+        return [(path, data)]
     if not isinstance(base, str) or not base.strip():
-        raise CrosscamError(f"{path}: base: {base!r} is not a file name; give a YAML file's path, relative to {path.name}")
-    target = path.parent / base
-    if not target.is_file() and (SHIPPED_CONFIGS / base).is_file():
+        raise CrosscamError(f"{path}: {base_key}: {base!r} is not a file name; give a YAML file's path, relative to {path.name}")
+    target = path.parent / Path(base).expanduser()
+    shipped = base_key == "base"  # crosscam's own configs/ only for crosscam's key
+    if shipped and not target.is_file() and (SHIPPED_CONFIGS / base).is_file():
         target = SHIPPED_CONFIGS / base  # `base: base.yaml` in a user's own file means crosscam's
     if not target.is_file():
-        raise CrosscamError(f"{path}: base: {base} not found (looked for {target.resolve()} and in "
-                            f"{SHIPPED_CONFIGS}); fix the path, relative to {path.name}")
+        looked = f"looked for {target.resolve()} and in {SHIPPED_CONFIGS}" if shipped else f"looked for {target.resolve()}"
+        raise CrosscamError(f"{path}: {base_key}: {base} not found ({looked}); fix the path, relative to {path.name}")
     chain = (*named_by, path)
     seen = [p.resolve() for p in chain]
     if target.resolve() in seen:
         cycle = " -> ".join(str(p) for p in (*chain[seen.index(target.resolve()) :], target))
-        raise CrosscamError(f"{path}: base: {base} makes a cycle ({cycle}); remove one of these base: keys")
-    return merge_dicts(_read_with_bases(target, chain), data)
+        raise CrosscamError(f"{path}: {base_key}: {base} makes a cycle ({cycle}); remove one of these {base_key}: keys")
+    return [*_read_layers(target, chain, base_key), (path, data)]
 
 
 def merge_dicts(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -99,20 +119,31 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
 
 
 def load_config(
-    model: type[ModelT], path: str | Path | None = None, overrides: Iterable[str] = ()
+    model: type[ModelT],
+    path: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    from_file: dict[str, Any] | None = None,
+    key_names: dict[str, str] | None = None,
 ) -> ModelT:
-    """Build a validated ``model`` from an optional YAML file plus ``KEY=VALUE`` overrides."""
+    """Build a validated ``model`` from an optional YAML file plus ``KEY=VALUE`` overrides.
+
+    ``from_file``: the file's keys already read (and translated, e.g. from a fast-reid file); ``path``
+    then only names the file in errors, and ``key_names`` says where a key came from in it
+    (``{"input.size": "INPUT.SIZE_TRAIN"}``).
+    """
     if isinstance(overrides, str):  # one string is a sequence of one-letter overrides
         raise CrosscamError(f"overrides {overrides!r}: give a list of KEY=VALUE strings, e.g. [{overrides!r}]")
     overrides = list(overrides)
-    from_file = read_yaml_with_bases(path) if path is not None else {}
+    if from_file is None:
+        from_file = read_yaml_with_bases(path) if path is not None else {}
     try:
         return model.model_validate(apply_overrides(from_file, overrides))
     except ValidationError as exc:
         err = exc.errors()[0]
     key = ".".join(str(p) for p in err["loc"])
+    origin = next((f" ({key_names[k]})" for k in _prefixes(key) if k in (key_names or {})), "")
     # a check across keys (a model validator) has no key: its own words say what is wrong
-    problem = (f"unknown config key '{key}'" if err["type"] == "extra_forbidden" else f"config key '{key}': {err['msg']}"
+    problem = (f"unknown config key '{key}'" if err["type"] == "extra_forbidden" else f"config key '{key}'{origin}: {err['msg']}"
                ) if key else err["msg"].removeprefix("Value error, ")
     given = _override_at_fault(model, from_file, overrides, err["loc"])
     if given is not None:  # the --set is wrong, not the file
@@ -156,6 +187,12 @@ def _override_at_fault(model: type[BaseModel], from_file: dict[str, Any], overri
             return None
         return overrides[-1] if len(overrides) == 1 else " / --set ".join(overrides)
     return None
+
+
+def _prefixes(key: str) -> list[str]:
+    """``"a.b.c"`` -> ``["a.b.c", "a.b", "a"]``: a key and the sections around it, innermost first."""
+    parts = key.split(".")
+    return [".".join(parts[:n]) for n in range(len(parts), 0, -1)] if key else []
 
 
 def _first_line(exc: Exception) -> str:

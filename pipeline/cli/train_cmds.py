@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
 
 
 def train(
-    config: Path = typer.Option(REID_CONFIGS / "bot_r50.yaml", "--config", help="Training YAML (see configs/reid/)."),
+    config: Path = typer.Option(REID_CONFIGS / "bot_r50.yaml", "--config", help="Training YAML (see configs/reid/), or a fast-reid training config (configs/Market1501/bagtricks_R50.yml)."),
     data: Path = typer.Option(..., "--data", help="Market-1501-layout root with bounding_box_train/, query/, bounding_box_test/."),
     out: Path = typer.Option(..., "--out", help="Run folder: log.csv, last.pth, model.pth, metrics.json, config.yaml."),
     overrides: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override one config key, e.g. --set solver.epochs=10 (repeatable)."),
@@ -37,9 +37,16 @@ def train(
     Progress bars go to stderr; one CSV row per epoch goes to OUT/log.csv.
     """
     from reid.training import Trainer, load_train_config
+    from reid.training.fastreid_config import is_fastreid_config, read_fastreid_config
 
     output_folder(out, "--out")
-    cfg = load_train_config(config, overrides)
+    if is_fastreid_config(config):  # fast-reid's own yml: translated, and said what came from it
+        recipe = read_fastreid_config(config)
+        cfg = recipe.train_config(overrides)
+        for line in recipe.summary():
+            typer.echo(line, err=True)
+    else:
+        cfg = load_train_config(config, overrides)
     if not resume and (out / "last.pth").exists():
         raise CrosscamError(f"--out {out}: already holds a training (last.pth); pass --resume to continue it or choose a new --out")
     foreign = [] if (out / "last.pth").exists() else [name for name in ("model.pth", "metrics.json") if (out / name).exists()]

@@ -142,5 +142,13 @@ class TrainConfig(_Section):
 
 
 def load_train_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> TrainConfig:
-    """A :class:`TrainConfig` from an optional YAML (with ``base:`` files) plus ``KEY=VALUE`` overrides."""
+    """A :class:`TrainConfig` from an optional YAML (with ``base:`` files) plus ``KEY=VALUE`` overrides.
+
+    A fast-reid training config (``_BASE_``, upper-case ``MODEL`` / ``SOLVER`` keys) is translated
+    by :mod:`reid.training.fastreid_config`; the overrides use crosscam's keys either way.
+    """
+    from reid.training.fastreid_config import is_fastreid_config, read_fastreid_config  # it imports this module
+
+    if path is not None and is_fastreid_config(path):
+        return read_fastreid_config(path).train_config(overrides)
     return load_config(TrainConfig, path, overrides)
