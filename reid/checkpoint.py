@@ -44,7 +44,7 @@ from reid.errors import CrosscamError
 from reid.models.bot import PIXEL_MEAN, PIXEL_STD, BotModel
 from reid.models.mgn import HEADS as MGN_HEADS
 from reid.models.mgn import MgnModel
-from reid.models.osnet import OSNet, OSNetSpec
+from reid.models.osnet import OSNET_VARIANTS, OSNet, OSNetSpec
 
 Generation = Literal["a", "b", "c"]
 Meta = Literal["baseline", "mgn"]
@@ -170,8 +170,8 @@ def detect_generation(state_dict: dict[str, torch.Tensor], path: Path | str = "c
     if not heads and ("classifier.weight" in state_dict or "conv1.conv.weight" in state_dict):
         kind = "an OSNet variant" if "conv1.conv.weight" in state_dict else "a model"
         raise CrosscamError(f"{path}: {kind} in torchreid's layout (a classifier, no fast-reid head) that crosscam does not "
-                            "build (it loads torchreid's OSNet x1_0, x0_75, x0_5, x0_25 and ibn_x1_0 exactly); export it "
-                            "to ONNX (README: Bring your own ReID model)")
+                            f"build (it loads torchreid's {OSNET_VARIANTS} exactly); export it to ONNX "
+                            "(README: Bring your own ReID model)")
     raise CrosscamError(
         f"{path}: no BNNeck found (expected {head}bnneck.* or {head}bottleneck.*, "
         f"found {head[:-1]} keys {_show(heads) if heads else 'none'}); this is neither a fast-reid ReID checkpoint nor "
@@ -350,7 +350,7 @@ def osnet_from_state(state: dict[str, torch.Tensor], spec: OSNetSpec, path: Path
     problems = _key_problems(model.state_dict(), given)
     if problems:
         raise CrosscamError(f"{path}: does not match torchreid's {spec.describe()}: {'; '.join(problems)}; crosscam "
-                            "loads torchreid's OSNet x1_0/x0_75/x0_5/x0_25/ibn_x1_0 (others: export them to ONNX)")
+                            f"loads torchreid's {OSNET_VARIANTS} (others: export them to ONNX)")
     model.load_state_dict(given, strict=True)
     return model.eval()
 

@@ -1,7 +1,8 @@
-"""torchreid / BoxMOT OSNet checkpoints load exactly: features against torchreid's own model.
+"""torchreid / BoxMOT OSNet and OSNet-AIN checkpoints load exactly: features against torchreid's own model.
 
 The reference is torchreid 0.2.5 from PyPI (test-only, installed by the Makefile with --no-deps);
-its ``osnet.py`` is loaded by file, so torchreid's package (datasets, engines) is never imported.
+its ``osnet.py`` and ``osnet_ain.py`` are loaded by file, so torchreid's package (datasets,
+engines) is never imported.
 Every norm's statistics and affine parameters are randomised, so none is an identity.
 """
 
@@ -19,7 +20,8 @@ from reid.errors import CrosscamError
 from reid.models.osnet import IMAGENET_MEAN, IMAGENET_STD, osnet_spec
 from reid.preprocess import crops_to_tensor
 
-ARCHITECTURES = ["osnet_x1_0", "osnet_x0_75", "osnet_x0_5", "osnet_x0_25", "osnet_ibn_x1_0"]
+ARCHITECTURES = ["osnet_x1_0", "osnet_x0_75", "osnet_x0_5", "osnet_x0_25", "osnet_ibn_x1_0",
+                 "osnet_ain_x1_0", "osnet_ain_x0_75", "osnet_ain_x0_5", "osnet_ain_x0_25"]
 
 
 def torchreid_model_module(name: str = "osnet"):
@@ -37,7 +39,8 @@ def torchreid_model_module(name: str = "osnet"):
 def reference(name: str, seed: int = 0) -> torch.nn.Module:
     """torchreid's ``name`` with 751 classes, eval mode, every norm randomised."""
     torch.manual_seed(seed)
-    model = getattr(torchreid_model_module(), name)(num_classes=751, pretrained=False, loss="softmax")
+    module = torchreid_model_module("osnet_ain" if name.startswith("osnet_ain_") else "osnet")
+    model = getattr(module, name)(num_classes=751, pretrained=False, loss="softmax")
     generator = torch.Generator().manual_seed(seed + 1)
     for module in model.modules():
         if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.InstanceNorm2d)):
@@ -89,10 +92,11 @@ def test_torchreid_checkpoints_give_torchreid_features(name: str, tmp_path: Path
         np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6 * scale, err_msg=file)
 
 
-def test_the_auto_runtime_exports_osnet_to_onnx_with_the_same_features(tmp_path: Path):
-    model = reference("osnet_x0_25", seed=5)
-    torch.save(model.state_dict(), tmp_path / "osnet_x0_25_msmt17.pt")
-    embedder = Embedder.from_weights(str(tmp_path / "osnet_x0_25_msmt17.pt"), device="cpu")  # runtime auto
+@pytest.mark.parametrize("name", ["osnet_x0_25", "osnet_ain_x0_25"])
+def test_the_auto_runtime_exports_osnet_to_onnx_with_the_same_features(name: str, tmp_path: Path):
+    model = reference(name, seed=5)
+    torch.save(model.state_dict(), tmp_path / f"{name}_msmt17.pt")
+    embedder = Embedder.from_weights(str(tmp_path / f"{name}_msmt17.pt"), device="cpu")  # runtime auto
     assert embedder.runtime == "onnxruntime"
     expected = reference_features(model, crops())
     got = embedder.embed(crops(), normalize=True)
@@ -101,21 +105,26 @@ def test_the_auto_runtime_exports_osnet_to_onnx_with_the_same_features(tmp_path:
 
 
 @pytest.mark.parametrize("damage", ["removed", "renamed", "reshaped"])
-def test_a_damaged_osnet_checkpoint_is_refused_in_one_line(damage: str, tmp_path: Path):
-    state = reference("osnet_x0_25").state_dict()
-    key = "conv3.0.conv2a.conv1.weight"  # the key a block was once counted by
+@pytest.mark.parametrize(("name", "key"), [
+    ("osnet_x0_25", "conv3.0.conv2a.conv1.weight"),  # the key a block was once counted by
+    ("osnet_ain_x0_25", "conv3.1.IN.weight"),  # an instance norm inside a block's residual
+    ("osnet_ain_x0_25", "pool2.0.conv.weight"),  # the halving OSNet-AIN keeps beside its stage
+])
+def test_a_damaged_osnet_checkpoint_is_refused_in_one_line(name: str, key: str, damage: str, tmp_path: Path):
+    state = reference(name).state_dict()
+    renamed = key.rsplit(".", 1)[0] + ".kernel"
     if damage == "removed":
         del state[key]
     elif damage == "renamed":
-        state["conv3.0.conv2a.conv1.kernel"] = state.pop(key)
+        state[renamed] = state.pop(key)
     else:
         state[key] = state[key][:-1]
     torch.save(state, tmp_path / "osnet.pt")
-    with pytest.raises(CrosscamError, match="does not match torchreid's osnet_x0_25") as err:
+    with pytest.raises(CrosscamError, match=f"does not match torchreid's {name}") as err:
         Embedder.from_weights(str(tmp_path / "osnet.pt"), device="cpu", runtime="torch")
     assert key in str(err.value) and "\n" not in str(err.value)
     if damage == "renamed":  # one key missing and one unexpected, not a whole block misread
-        assert f"missing {key} (1 key); unexpected conv3.0.conv2a.conv1.kernel (1 key)" in str(err.value)
+        assert f"missing {key} (1 key); unexpected {renamed} (1 key)" in str(err.value)
 
 
 def test_boxmot_names_load_from_the_weights_folder_and_must_hold_their_osnet(tmp_path: Path, monkeypatch):
@@ -135,8 +144,14 @@ def test_boxmot_names_load_from_the_weights_folder_and_must_hold_their_osnet(tmp
     torch.save({"heads.bnneck.weight": torch.ones(4)}, tmp_path / "osnet_x1_0_msmt17.pt")
     with pytest.raises(CrosscamError, match="not a torchreid OSNet state_dict, which osnet_x1_0_msmt17 is"):
         Embedder.from_weights("osnet_x1_0_msmt17", device="cpu", runtime="torch")
-    with pytest.raises(CrosscamError, match="osnet_ain_x1_0 cannot be loaded by crosscam yet .*`crosscam weights list`"):
-        Embedder.from_weights("osnet_ain_x1_0_msmt17", device="cpu")
+    torch.save(reference("osnet_x1_0").state_dict(), tmp_path / "osnet_ain_x1_0_msmt17.pt")
+    with pytest.raises(CrosscamError, match="holds osnet_x1_0, not osnet_ain_x1_0 as osnet_ain_x1_0_msmt17 should"):
+        Embedder.from_weights("osnet_ain_x1_0_msmt17", device="cpu", runtime="torch")
+    ain = reference("osnet_ain_x1_0")
+    torch.save(ain.state_dict(), tmp_path / "osnet_ain_x1_0_msmt17.pt")
+    expected = reference_features(ain, crops(2))
+    embedder = Embedder.from_weights("osnet_ain_x1_0_msmt17", device="cpu", runtime="torch")
+    np.testing.assert_allclose(embedder.embed(crops(2)), expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
 def test_export_takes_torchreid_checkpoint_names_too(tmp_path: Path):
@@ -151,8 +166,9 @@ def test_export_takes_torchreid_checkpoint_names_too(tmp_path: Path):
 
 
 def test_an_osnet_crosscam_does_not_build_is_told_to_go_through_onnx(tmp_path: Path):
-    ain = torchreid_model_module("osnet_ain").osnet_ain_x0_25(num_classes=10, pretrained=False)
-    torch.save(ain.state_dict(), tmp_path / "ain.pt")
+    # torchreid's feature_dim=None leaves out the fc layer: the classifier reads the pooled conv5
+    no_fc = torchreid_model_module("osnet_ain").osnet_ain_x0_25(num_classes=10, pretrained=False, feature_dim=None)
+    torch.save(no_fc.state_dict(), tmp_path / "ain.pt")
     with pytest.raises(CrosscamError, match="an OSNet variant in torchreid's layout .* export it to ONNX") as err:
         Embedder.from_weights(str(tmp_path / "ain.pt"), device="cpu")
     assert "\n" not in str(err.value)
