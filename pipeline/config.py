@@ -143,12 +143,13 @@ class AssociationConfig(_Section):
     # pairwise precision 0.87 / recall 0.48; with reciprocal links from 0.25, 0.85 / 0.83 (0.425 alone:
     # 0.80 / 0.65). Without one-camera people 0.91 / 0.80, with 12 of 20: 0.83 / 0.86.
     reciprocal_threshold: float | None = Field(0.25, ge=-1.0, le=1.0)
-    # False: two tracks of one camera never share an identity, even at different times (a person
-    # who leaves a view and comes back gets a second identity). For embedders that cannot tell the
-    # people of one camera apart: their crops share the camera's background along one walkway. With
-    # the ImageNet MobileNetV2 on demo seeds 0-11, 70 of the 74 same-camera track pairs the
-    # association put in one identity were two people (configs/demo.yaml).
-    join_same_camera: bool = True
+    # False (default): two tracks of one camera never share an identity, even at different times (a
+    # person who leaves a view and comes back gets a second identity). One camera's crops share its
+    # background and light, so appearance alone joins its different people: PETS09-S2L1 (one camera,
+    # 19 people, OSNet-x0.25) went from 20 tracks to 10 identities, IDF1 of the global ids 0.540 against
+    # 0.827 for the tracks; with the ImageNet MobileNetV2 on demo seeds 0-11, 70 of the 74 same-camera
+    # pairs joined were two people. True: for an embedder that tells one camera's people apart.
+    join_same_camera: bool = False
 
 
 class StoreConfig(_Section):

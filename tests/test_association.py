@@ -45,9 +45,12 @@ def test_same_camera_tracks_sharing_one_frame_never_merge():
     assert ids[0] != ids[1]
 
 
-def test_same_camera_fragments_that_do_not_overlap_merge():
-    ids = associate_tracks([summary("a", 1, 0, 10, E[0]), summary("a", 2, 12, 20, E[0])]).identity_ids
-    assert ids[0] == ids[1]
+def test_same_camera_fragments_that_do_not_overlap_merge_only_with_join_same_camera():
+    fragments = [summary("a", 1, 0, 10, E[0]), summary("a", 2, 12, 20, E[0])]
+    joined = associate_tracks(fragments, AssociationConfig(join_same_camera=True)).identity_ids
+    assert joined[0] == joined[1]
+    apart = associate_tracks(fragments).identity_ids  # the default: one camera's tracks stay apart
+    assert apart[0] != apart[1]
 
 
 def test_threshold_separates_links():
@@ -192,8 +195,8 @@ def test_reciprocal_links_need_both_tracks_to_choose_each_other():
 def test_without_join_same_camera_one_camera_never_holds_two_tracks_of_an_identity():
     # a1 and a2 (one camera, at different times) look alike, and b1 looks like both.
     tracks = [summary("a", 1, 0, 10, E[0]), summary("a", 2, 20, 30, E[0]), summary("b", 1, 40, 50, E[0])]
-    assert len(set(associate_tracks(tracks).identity_ids.tolist())) == 1
-    result = associate_tracks(tracks, AssociationConfig(join_same_camera=False))
+    assert len(set(associate_tracks(tracks, AssociationConfig(join_same_camera=True)).identity_ids.tolist())) == 1
+    result = associate_tracks(tracks)  # the default
     ids = result.identity_ids
     assert ids[0] != ids[1]  # neither directly nor through b1
     assert ids[2] in (ids[0], ids[1]) and result.blocked_by_constraints >= 1

@@ -44,7 +44,8 @@ def synthetic_run(tmp_path: Path) -> Path:
     write_camera(run, "hall", [summary("hall", 1, 0.0, 3.0, E[0]), summary("hall", 2, 1.0, 4.0, E[1]),
                                summary("hall", 3, 6.0, 8.0, unit(E[0] + 0.2 * E[4]))], video=False)
     write_camera(run, "door", [summary("door", 4, 2.0, 5.0, unit(E[0] + 0.3 * E[3]))], video=False)
-    update_identities(run, PipelineConfig(), progress=False)
+    # P's two hall fragments share an identity: same-camera joins on (off by default)
+    update_identities(run, PipelineConfig(association=AssociationConfig(join_same_camera=True)), progress=False)
     return run
 
 
@@ -352,3 +353,27 @@ def test_camera_of_a_run_without_colour_tables_is_said_to_change_nothing(cuhk_ru
     plain = crosscam_json(capsys, cuhk_run, "--image", thumb)
     assert crosscam_json(capsys, cuhk_run, "--image", thumb, "--camera", "c1")["matches"] == plain["matches"]
     assert "--camera c1: the run embedded c1's crops as they were (reid.camera_colour none)" in caplog.text
+
+
+def test_associate_keeps_the_runs_own_association_settings_unless_told_otherwise(tmp_path: Path, capsys):
+    """A run associated with --set association.* (or a --config) kept them only until the next bare
+    `crosscam associate`, which went back to configs/base.yaml's and joined other people."""
+    run = tmp_path / "run"
+    write_camera(run, "hall", [summary("hall", 1, 0.0, 3.0, E[0]), summary("hall", 2, 6.0, 8.0, unit(E[0] + 0.2 * E[4]))],
+                 video=False)
+
+    def identities(*args: str) -> tuple[int, str]:
+        assert main(["associate", str(run), "--json", "--quiet", *args]) == 0
+        captured = capsys.readouterr()
+        return json.loads(captured.out)["identities"]["identities"], captured.err
+
+    assert identities()[0] == 2  # the default: one camera's two tracks stay apart
+    assert identities("--set", "association.join_same_camera=true")[0] == 1
+    count, err = identities()  # nothing named: the run's own settings
+    assert count == 1 and f"association: {run}'s own settings" in err
+    count, err = identities("--set", "association.threshold=0.8")  # one key changed, the others kept
+    assert count == 1
+    base = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
+    assert identities("--config", str(base))[0] == 2  # a config names them all
+    count, err = identities()
+    assert count == 2 and "own settings" not in err  # kept as base's now: nothing to say

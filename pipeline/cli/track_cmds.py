@@ -102,6 +102,7 @@ def register(app: typer.Typer) -> None:
         if not distributed and (segment_s is not None or gpus_per_worker is not None):
             raise CrosscamError("--segment-s / --gpus-per-worker apply to Ray runs; add --workers N or --ray-address ADDR")
         cfg = load_pipeline_config(config, _overrides(set_ or [], detector, reid, max_frames, stride, device, segment_s))
+        cfg = _kept_association(out, cfg, config, set_ or []) if identities else cfg
         if distributed and 0 < cfg.scale.segment_s <= cfg.scale.overlap_s:  # no cut would be longer than its overlap
             raise CrosscamError(f"--segment-s {cfg.scale.segment_s:g}: not longer than the segments' overlap "
                                 f"(scale.overlap_s {cfg.scale.overlap_s:g}), so nothing would be cut; give a longer one, "
@@ -176,6 +177,21 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(130)
         if not complete:  # a Ray run finishes the other cameras when one fails: say it by the exit status
             raise typer.Exit(2)
+
+
+def _kept_association(run_dir: Path, cfg, config: Optional[Path], set_: List[str]):
+    """``cfg`` with ``run_dir``'s own association settings (those its identities were made with) where
+    the command names no ``--config``; ``--set association.KEY=VALUE`` still changes that key."""
+    from pipeline.identity.identities import with_kept_association
+
+    if config is not None:
+        return cfg
+    given = {text.split("=", 1)[0].strip().removeprefix("association.") for text in set_ if text.strip().startswith("association.")}
+    cfg, differs = with_kept_association(run_dir, cfg, given)
+    if differs:
+        typer.echo(f"association: {run_dir}'s own settings, which its identities were made with (--config FILE or "
+                   "--set association.KEY=VALUE change them)", err=True)
+    return cfg
 
 
 def _echo_interrupted_json(out: Path, as_json: bool) -> None:
@@ -266,7 +282,7 @@ def associate(
         raise CrosscamError(f"{run_dir_text!r}: {what}; give the --out folder of `crosscam track`")
     if (run_dir / "run.json").is_file():
         raise CrosscamError(f"{run_dir}: a camera's folder, not a run directory; give its run, {run_dir.resolve().parent}")
-    cfg = load_pipeline_config(config, set_ or [])
+    cfg = _kept_association(run_dir, load_pipeline_config(config, set_ or []), config, set_ or [])
     try:
         linked = update_identities(run_dir, cfg, cameras_file, progress=not quiet)
     except KeyboardInterrupt:

@@ -346,7 +346,7 @@ class _Clusters:
         features: np.ndarray,
         tolerance_s: float,
         transit: TransitConstraints,
-        join_same_camera: bool = True,
+        join_same_camera: bool = False,
     ) -> None:
         self.tracks = tracks
         self.features = features

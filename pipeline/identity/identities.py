@@ -21,12 +21,13 @@ import json
 import logging
 import os
 import shutil
+import sqlite3
 from collections import Counter, defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 from pipeline.config import PipelineConfig, SourceConfig
 from pipeline.identity.association import associate_tracks
@@ -222,6 +223,27 @@ def _update_identities(run_dir: Path, config: PipelineConfig, cameras_file: str 
         common_clock=common,
         report=report,
     )
+
+
+def with_kept_association(run_dir: str | Path, config: PipelineConfig, overridden: Iterable[str] = ()) -> tuple[PipelineConfig, bool]:
+    """``config`` with the association settings ``run_dir``'s store was last associated with, but for
+    the ``association.*`` keys in ``overridden`` (given on the command line): for a command that names
+    no config, so a run tracked with ``--config configs/demo.yaml`` or ``--set association.*`` keeps its
+    identities' settings when a camera is added or ``associate`` runs. True when a kept value differs
+    from ``config``'s. No store, none kept (an older crosscam) or unreadable: ``config`` as it is (the
+    association then says what is wrong)."""
+    folder = Path(run_dir) / STORE_DIR
+    if not (folder / DB_NAME).is_file():
+        return config, False
+    try:
+        with TrackStore.open(folder) as store:
+            kept = json.loads(store.setting("association") or "null")
+        stored = type(config.association).model_validate(kept["association"]).model_dump()
+    except (CrosscamError, sqlite3.Error, TypeError, KeyError, ValueError):  # ValueError: json's and pydantic's
+        return config, False
+    given = config.association.model_dump()
+    merged = {key: given[key] if key in set(overridden) else value for key, value in stored.items()}
+    return config.model_copy(update={"association": type(config.association)(**merged)}), merged != given
 
 
 def clock_origin_text(spec: CamerasFile | None) -> str:
