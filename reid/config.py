@@ -46,12 +46,24 @@ def read_yaml_layers(path: str | Path, base_key: str = "base") -> list[tuple[Pat
     ``base_key`` ``"base"`` is crosscam's (a name not found beside the file is looked for in crosscam's
     own ``configs/``); fast-reid's files use ``"_BASE_"`` (relative to the file, or absolute / ``~``).
     """
+    return _read_layers(config_file(path), (), base_key)
+
+
+def config_file(path: str | Path) -> Path:
+    """``path`` where it is a file; else, for a relative path, crosscam's own config of that name
+    (``configs/demo.yaml`` or ``demo.yaml`` from any folder: :data:`SHIPPED_CONFIGS`). A folder, or
+    no such file: a one-line error."""
     path = Path(path)
     if path.is_dir():
         raise CrosscamError(f"{path}: a folder; pass a YAML file to --config")
-    if not path.is_file():
-        raise CrosscamError(f"{path}: config file not found; pass an existing YAML file to --config")
-    return _read_layers(path, (), base_key)
+    if path.is_file():
+        return path
+    if not path.is_absolute():
+        for shipped in (SHIPPED_CONFIGS.parent / path, SHIPPED_CONFIGS / path):
+            if shipped.is_file():
+                return shipped
+    raise CrosscamError(f"{path}: config file not found (nor among crosscam's own, {SHIPPED_CONFIGS}); pass an existing "
+                        "YAML file to --config")
 
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:

@@ -53,6 +53,17 @@ def test_bad_override_syntax():
         load_config(PipelineConfig, None, ["tracker.max_age"])
 
 
+def test_the_readmes_config_paths_work_from_any_folder(tmp_path: Path, monkeypatch):
+    """`--config configs/demo.yaml` was "not found" outside the checkout; a file of the user's own comes first."""
+    shipped = load_pipeline_config(DEFAULT_CONFIG.parent / "demo.yaml")
+    monkeypatch.chdir(tmp_path)
+    assert load_pipeline_config("configs/demo.yaml") == shipped == load_pipeline_config("demo.yaml")
+    (tmp_path / "demo.yaml").write_text("association:\n  threshold: 0.5\n")
+    assert load_pipeline_config("demo.yaml").association.threshold == 0.5
+    with pytest.raises(CrosscamError, match=r"config file not found \(nor among crosscam's own, .*configs\)"):
+        load_pipeline_config("configs/nope.yaml")
+
+
 def test_missing_and_invalid_files(tmp_path: Path):
     with pytest.raises(CrosscamError, match="config file not found"):
         load_pipeline_config(tmp_path / "nope.yaml")

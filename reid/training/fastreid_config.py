@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from reid.config import load_config, merge_dicts, read_yaml_layers, read_yaml_mapping
+from reid.config import config_file, load_config, merge_dicts, read_yaml_layers, read_yaml_mapping
 from reid.errors import CrosscamError
 from reid.training.config import TrainConfig
 
@@ -284,8 +284,11 @@ MAPPING: list[tuple[str, tuple[str, ...], Callable[..., Any]]] = [
 
 def is_fastreid_config(path: str | Path) -> bool:
     """True when ``path`` is a fast-reid config: a ``_BASE_`` key or upper-case top-level keys (MODEL, SOLVER...)."""
-    path = Path(path)
-    return path.is_file() and any(isinstance(key, str) and key.isupper() for key in read_yaml_mapping(path))
+    try:
+        path = config_file(path)
+    except CrosscamError:  # reading it as crosscam's says what is wrong
+        return False
+    return any(isinstance(key, str) and key.isupper() for key in read_yaml_mapping(path))
 
 
 @dataclass
