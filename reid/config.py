@@ -16,7 +16,7 @@ import difflib
 import os
 
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Literal, TypeVar
+from typing import Annotated, Any, Iterable, Literal, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, Field, ValidationError, model_validator
@@ -159,23 +159,28 @@ def load_config(
                ) if key else err["msg"].removeprefix("Value error, ")
     given = _override_at_fault(model, from_file, overrides, err["loc"])
     if given is not None:  # the --set is wrong, not the file
-        keys = f"; {_near_keys(model, err['loc'])}" if err["type"] == "extra_forbidden" else ""  # a misspelt key
+        keys = f"; {near_keys(model, err['loc'])}" if err["type"] == "extra_forbidden" else ""  # a misspelt key
         raise CrosscamError(f"--set {given}: {problem}{keys}") from None
     where = f"{path}: " if path is not None else ""
     other = ""
     if err["type"] == "extra_forbidden":
-        near = _near_keys(model, err["loc"])
+        near = near_keys(model, err["loc"])
         other = (f" (the top-level keys are {', '.join(model.model_fields)}: a config for another command?)"
                  if len(err["loc"]) == 1 and not near.startswith("did you mean") else f" ({near})")
     raise CrosscamError(f"{where}{problem}{other}; fix the file{' or the --set override' if overrides else ''}") from None
 
 
-def _near_keys(model: type[BaseModel], loc: tuple) -> str:
-    """What a misspelt key at ``loc`` may have meant: the closest key of its section, else the section's keys."""
+def near_keys(model: type[BaseModel], loc: tuple) -> str:
+    """What a misspelt key at ``loc`` (pydantic's error location, list indices included) may have meant:
+    the closest key of its section, else the section's keys."""
     section = model
     for part in loc[:-1]:
+        if isinstance(part, int):  # an entry of a list: its section is the list's
+            continue
         field = section.model_fields.get(str(part))
         inner = field.annotation if field is not None else None
+        if get_origin(inner) in (list, tuple) and get_args(inner):
+            inner = get_args(inner)[0]
         if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
             return "see the keys in configs/"
         section = inner

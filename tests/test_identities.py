@@ -268,7 +268,13 @@ def test_a_run_without_camera_outputs_is_one_line(tmp_path: Path):
         ("cameras:\n  - {name: hall, offset_s: 0}\n  - {name: door, start: '2024-05-01 08:00:00'}\n", "not both"),
         ("cameras:\n  - {name: hall, offset_s: 0}\ntransitions:\n  rules: [{cameras: [hall, lift]}]\n", "unknown camera"),
         ("cameras: [\n", "not valid YAML"),
-        ("cameras:\n  - {name: hall, offset_s: 0}\n", "no entry for camera(s) door"),
+        ("cameras:\n  - {name: hall, offset_s: 0}\n", "no entry for camera(s) door;"),
+        ("cameras:\n  - {name: hall, offset_s: 0}\n  - {name: dor, offset_s: 3}\n",
+         "no entry for camera(s) door (dor in it is no camera of this run: misspelt?)"),
+        ("cameras:\n  - {name: hall, offset_s: 0}\n  - {name: door, strat: '2024-05-01 08:00:00'}\n",
+         "cameras.1.strat: unknown key; did you mean cameras.1.start?"),
+        ("cameras:\n  - {name: hall, offset_s: 0}\ntransition:\n  rules: []\n",
+         "transition: unknown key; did you mean transitions?"),
     ],
 )
 def test_bad_cameras_files_are_one_line_and_change_nothing(two_cameras: Path, tmp_path: Path, text: str, message: str):

@@ -33,6 +33,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from pipeline.identity.association import TransitConstraints, TransitRule
+from reid.config import near_keys
 from reid.errors import CrosscamError
 
 
@@ -157,6 +158,8 @@ def load_cameras_file(path: str | Path) -> CamerasFile:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":  # a misspelt key
+            msg = f"unknown key; {near_keys(CamerasFile, err['loc'])}"
         raise CrosscamError(f"{path}: {where}: {msg}; see 'Camera clocks' in README.md for the format") from None
 
 
@@ -172,8 +175,11 @@ def camera_offsets(
     offsets = spec.offsets()
     missing = [name for name in cameras if name not in offsets]
     if missing:
+        strangers = [name for name in offsets if name not in cameras]  # a misspelt entry is one of these
+        named = (f" ({', '.join(strangers)} in it {'is no camera' if len(strangers) == 1 else 'are no cameras'} of this run: "
+                 "misspelt?)") if strangers else ""
         raise CrosscamError(
-            f"{source}: no entry for camera(s) {', '.join(missing)}; add them with a start or offset_s "
+            f"{source}: no entry for camera(s) {', '.join(missing)}{named}; add them with a start or offset_s "
             "(a camera is named by --camera, else its video's file stem; an entry's video: is only a note)"
         )
     return {name: offsets[name] for name in cameras}, True
