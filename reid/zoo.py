@@ -14,6 +14,7 @@ only then renamed into place, so an interrupted or corrupted download never look
 
 from __future__ import annotations
 
+import difflib
 import importlib.resources
 import os
 import re
@@ -106,7 +107,9 @@ def get_entry(name: str) -> WeightsEntry:
     """The registry entry called ``name``; unknown names are a one-line error listing how to see them."""
     entry = find_entry(name)
     if entry is None:
-        raise CrosscamError(f"{name}: not a known weights name; see `crosscam weights list`")
+        close = difflib.get_close_matches(name, list(load_registry()), n=1, cutoff=0.8)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise CrosscamError(f"{name}: not a known weights name; {hint}see `crosscam weights list`")
     return entry
 
 
