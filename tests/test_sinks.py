@@ -218,3 +218,20 @@ def test_a_video_cut_short_by_a_full_disk_is_refused_not_kept(tmp_path: Path):
     cut.write_bytes(whole[: len(whole) // 2])  # as a full disk leaves it: its index cut off
     with pytest.raises(CrosscamError, match=r"annotated.mp4: written incompletely \(0 of 20 frames readable\): the disk"):
         check_video_written(cut, 20, tmp_path / "annotated.mp4")
+
+
+def test_each_video_says_which_ids_its_boxes_carry_in_a_caption(tmp_path: Path):
+    """annotated.mp4 (track ids) and annotated_global.mp4 (identities) looked alike: nothing said which was which."""
+    frames = {}
+    for ids in ("tracks", "identities"):
+        path = tmp_path / f"{ids}.mp4"
+        with AnnotatedVideoWriter(path, 10.0, (640, 360), ids=ids) as video:
+            image = np.full((360, 640, 3), 200, np.uint8)
+            video.write(FrameResult(Frame("cam", 0, 0.0, image), tracks=[]))
+        frames[ids] = cv2.VideoCapture(str(path)).read()[1].astype(int)
+    for image in frames.values():  # a dark band with light text at the bottom left, the rest untouched
+        band = image[-14:, :150]
+        assert band.mean() < 120 and band.max() > 180 and np.abs(image[:300] - 200).max() < 12
+    differ = np.abs(frames["tracks"] - frames["identities"]).max(axis=2) > 60
+    rows, cols = np.nonzero(differ)
+    assert len(rows) > 20 and rows.min() >= 330 and cols.max() < 400  # only the captions' words differ

@@ -568,5 +568,5 @@ def render_global_video(job: GlobalVideo, progress: bool) -> bool:
         stop = int(rows.frame.max(initial=-1)) + 1 if job.interrupted else None
         with source:
             render_tracks_video(source, rows, job.out, job.identity_of, (0, stop), progress=progress,
-                                desc=f"global ids: {job.camera}")
+                                desc=f"global ids: {job.camera}", ids="identities")
     return True

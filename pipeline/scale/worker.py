@@ -194,7 +194,7 @@ class SegmentWorker:
                     render_tracks_video(source, rows, path, codec=out.codec,
                                         trail_length=out.trail_length if out.trails else 0)
                 else:
-                    render_tracks_video(source, rows, path, identity_of)
+                    render_tracks_video(source, rows, path, identity_of, ids="identities")
             return path.read_bytes()
 
     def _report(self, key: str):

@@ -20,7 +20,7 @@ from typing import Mapping
 import numpy as np
 
 from pipeline.types import FrameResult, TrackObservation, kept_frames
-from pipeline.video.sinks import AnnotatedVideoWriter
+from pipeline.video.sinks import AnnotatedVideoWriter, IdKind
 from pipeline.video.sources import FrameSource
 from pipeline.video.tracks_file import TrackRows
 from reid.progress import progress_bar
@@ -28,12 +28,13 @@ from reid.progress import progress_bar
 
 def render_tracks_video(source: FrameSource, rows: TrackRows, out: str | Path, id_map: Mapping[int, int] | None = None,
                         frames: tuple[int, int | None] = (0, None), codec: str = "mp4v", trail_length: int = 0,
-                        progress: bool = False, desc: str = "render") -> int:
+                        progress: bool = False, desc: str = "render", ids: IdKind = "tracks") -> int:
     """Write ``out``: every frame of ``source`` with index in ``[frames[0], frames[1])`` (``None``:
     to the end), with the ``rows`` of that frame drawn in their id's colour.
 
     ``id_map`` ``{track id: drawn id}`` relabels the rows; rows whose id it lacks or drops
-    (:data:`pipeline.video.relabel.DROPPED`) are not drawn.
+    (:data:`pipeline.video.relabel.DROPPED`) are not drawn; ``ids`` says which ids they are in the
+    caption (``"identities"`` for ``annotated_global.mp4``).
     The video's rate is the source's over its stride. Returns the number of frames written. A
     drawing stopped (Ctrl-C, an error) leaves ``out`` as it was: no video cut short in its place.
     """
@@ -43,7 +44,7 @@ def render_tracks_video(source: FrameSource, rows: TrackRows, out: str | Path, i
     total = source.frames_expected
     if stop is not None and total is not None:  # an interrupted camera's frames end where it stopped
         total = min(total, kept_frames(source.frames.start, stop, source.cfg.stride))  # the frames iterated
-    video = AnnotatedVideoWriter(out, fps, source.frame_size, codec, trail_length)
+    video = AnnotatedVideoWriter(out, fps, source.frame_size, codec, trail_length, ids)
     try:
         for frame in progress_bar(source, desc=desc, unit="frame", disable=not progress, total=total):
             if stop is not None and frame.index >= stop:

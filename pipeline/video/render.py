@@ -78,6 +78,21 @@ def draw_tracks(
     return out
 
 
+def draw_caption(image_bgr: np.ndarray, text: str) -> None:
+    """Write ``text`` (what the video shows: camera, frame, time, which ids) in white on a darkened band at
+    the bottom left of ``image_bgr``, in place. OpenCV's font has ASCII only: other characters show as ``?``."""
+    height, width = image_bgr.shape[:2]
+    short_side = min(height, width)
+    scale, thickness = max(0.35, short_side / 900), max(1, round(short_side / 540))
+    text = text.encode("ascii", "replace").decode()
+    (text_w, text_h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    pad = max(2, round(short_side / 200))
+    band = image_bgr[max(0, height - text_h - base - 2 * pad):, :min(width, text_w + 2 * pad)]
+    band[:] = band // 3  # darkened, the picture still faintly behind
+    cv2.putText(image_bgr, text, (pad, height - base - pad), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness,
+                cv2.LINE_AA)
+
+
 def place_labels(boxes: Sequence[tuple[int, int, int, int]], tags: Sequence[tuple[int, int]], width: int,
                  height: int) -> list[tuple[int, int, int, int]]:
     """Where each box's label goes, ``(left, top, w, h)`` pixels, for labels of ``tags`` sizes

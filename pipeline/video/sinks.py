@@ -14,12 +14,14 @@ from __future__ import annotations
 
 from collections import deque
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
 
 from pipeline.types import FrameResult, TrackObservation, TrackSummary, partial_path
-from pipeline.video.render import draw_tracks
+from pipeline.text import clock_text
+from pipeline.video.render import draw_caption, draw_tracks
 from pipeline.video.track_state import TrackAccumulator, write_track_states
 from pipeline.video.tracks_file import mot_line
 from reid.errors import CrosscamError
@@ -62,11 +64,17 @@ def _video_writer(path: Path, codec: str, fps: float, frame_size: tuple[int, int
         cv2.utils.logging.setLogLevel(level)
 
 
+IdKind = Literal["tracks", "identities"]
+ID_CAPTIONS: dict[str, str] = {"tracks": "ids: this camera's tracks", "identities": "ids: identities across cameras"}
+
+
 class AnnotatedVideoWriter(_Sink):
     """Frames with each track's box and id drawn in its colour, as ``path`` (e.g. annotated.mp4).
 
     Every frame that reaches the sink is written, with or without tracks, so the video has as
-    many frames as were processed. Interpolated boxes are drawn dashed. ``trail_length`` > 0
+    many frames as were processed. A caption at the bottom left says the camera, the frame index,
+    its time in the video and which ids the boxes carry (``ids``: per-camera track ids, or
+    identities across cameras as in ``annotated_global.mp4``). Interpolated boxes are drawn dashed. ``trail_length`` > 0
     draws each track's recent box bottoms.
 
     >>> with AnnotatedVideoWriter("annotated.mp4", fps=10.0, frame_size=(768, 432)) as video:  # doctest: +SKIP
@@ -74,7 +82,7 @@ class AnnotatedVideoWriter(_Sink):
     """
 
     def __init__(self, path: str | Path, fps: float, frame_size: tuple[int, int], codec: str = "mp4v",
-                 trail_length: int = 0):
+                 trail_length: int = 0, ids: IdKind = "tracks"):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = partial_path(self.path)
@@ -90,6 +98,7 @@ class AnnotatedVideoWriter(_Sink):
         self.frames_written = 0
         self._trail_length = trail_length
         self._trails: dict[int, deque] = {}
+        self._ids_are = ID_CAPTIONS[ids]
 
     def write(self, result: FrameResult) -> None:
         tracks = result.tracks
@@ -97,6 +106,8 @@ class AnnotatedVideoWriter(_Sink):
         ids = np.array([t.track_id for t in tracks], np.int64)
         dashed = np.array([t.interpolated for t in tracks], bool)
         image = draw_tracks(result.frame.image, xyxy, ids, trails=self._update_trails(tracks), dashed=dashed)
+        frame = result.frame
+        draw_caption(image, f"{frame.camera} | frame {frame.index} | {clock_text(frame.time_s)} | {self._ids_are}")
         if (image.shape[1], image.shape[0]) != self.frame_size:  # streams may change resolution
             image = cv2.resize(image, self.frame_size)
         self._writer.write(image)
