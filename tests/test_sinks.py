@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline.types import Frame, FrameResult, TrackObservation, read_track_summaries
-from pipeline.video.render import color_for_id, draw_tracks
+from pipeline.video.render import color_for_id, draw_caption, draw_tracks
 from pipeline.video.sinks import AnnotatedVideoWriter, MotTracksWriter, TrackSummaryWriter
 from pipeline.video.track_state import farthest_point_representatives, observation_quality
 from reid.errors import CrosscamError
@@ -235,3 +235,15 @@ def test_each_video_says_which_ids_its_boxes_carry_in_a_caption(tmp_path: Path):
     differ = np.abs(frames["tracks"] - frames["identities"]).max(axis=2) > 60
     rows, cols = np.nonzero(differ)
     assert len(rows) > 20 and rows.min() >= 330 and cols.max() < 400  # only the captions' words differ
+
+
+@pytest.mark.parametrize("size", [(1080, 1920), (240, 180), (16, 16)])
+def test_a_caption_fits_its_frame_or_is_left_out(size):
+    image = np.full((size[1], size[0], 3), 200, np.uint8)
+    text = "a-long-camera-name | frame 123456 | video 01:02:03.4 | ids: identities across cameras"
+    draw_caption(image, text)
+    if min(size) < 200:  # too small to read: nothing drawn
+        assert not (image != 200).any()
+    else:  # the text ends before the frame's edge (not cut), in a band below 8 % of its height
+        text_columns = np.nonzero((image > 230).all(axis=2).any(axis=0))[0]
+        assert 0 < text_columns.max() < size[0] - 1 and (image != 200).any(axis=(1, 2)).sum() < 0.08 * size[1]

@@ -78,15 +78,26 @@ def draw_tracks(
     return out
 
 
+MIN_CAPTION_SCALE = 0.3  # OpenCV's font below this (about 7 px high) is not worth reading: no caption
+
+
 def draw_caption(image_bgr: np.ndarray, text: str) -> None:
     """Write ``text`` (what the video shows: camera, frame, time, which ids) in white on a darkened band at
-    the bottom left of ``image_bgr``, in place. OpenCV's font has ASCII only: other characters show as ``?``."""
+    the bottom left of ``image_bgr``, in place: before the boxes, which are drawn over it. The text is
+    made smaller to fit the width; a frame too small for it readable gets none. OpenCV's font has ASCII
+    only: other characters show as ``?``."""
     height, width = image_bgr.shape[:2]
     short_side = min(height, width)
     scale, thickness = max(0.35, short_side / 900), max(1, round(short_side / 540))
     text = text.encode("ascii", "replace").decode()
-    (text_w, text_h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
     pad = max(2, round(short_side / 200))
+    while True:  # the font's width is not quite proportional to its scale: shrink until it fits
+        (text_w, text_h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        if text_w + 2 * pad <= width:
+            break
+        scale *= min(0.97, (width - 2 * pad) / text_w)
+        if scale < MIN_CAPTION_SCALE:
+            return
     band = image_bgr[max(0, height - text_h - base - 2 * pad):, :min(width, text_w + 2 * pad)]
     band[:] = band // 3  # darkened, the picture still faintly behind
     cv2.putText(image_bgr, text, (pad, height - base - pad), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness,

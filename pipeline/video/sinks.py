@@ -72,8 +72,8 @@ class AnnotatedVideoWriter(_Sink):
     """Frames with each track's box and id drawn in its colour, as ``path`` (e.g. annotated.mp4).
 
     Every frame that reaches the sink is written, with or without tracks, so the video has as
-    many frames as were processed. A caption at the bottom left says the camera, the frame index,
-    its time in the video and which ids the boxes carry (``ids``: per-camera track ids, or
+    many frames as were processed. A caption at the bottom left, under the boxes, says the camera, the
+    frame index (0-based, as queries give it), its time in the video and which ids the boxes carry (``ids``: per-camera track ids, or
     identities across cameras as in ``annotated_global.mp4``). Interpolated boxes are drawn dashed. ``trail_length`` > 0
     draws each track's recent box bottoms.
 
@@ -105,9 +105,10 @@ class AnnotatedVideoWriter(_Sink):
         xyxy = np.array([t.xyxy for t in tracks], np.float32).reshape(-1, 4)
         ids = np.array([t.track_id for t in tracks], np.int64)
         dashed = np.array([t.interpolated for t in tracks], bool)
-        image = draw_tracks(result.frame.image, xyxy, ids, trails=self._update_trails(tracks), dashed=dashed)
         frame = result.frame
-        draw_caption(image, f"{frame.camera} | frame {frame.index} | {clock_text(frame.time_s)} | {self._ids_are}")
+        image = frame.image.copy()
+        draw_caption(image, f"{frame.camera} | frame {frame.index} | video {clock_text(frame.time_s)} | {self._ids_are}")
+        image = draw_tracks(image, xyxy, ids, trails=self._update_trails(tracks), dashed=dashed)  # over the caption
         if (image.shape[1], image.shape[0]) != self.frame_size:  # streams may change resolution
             image = cv2.resize(image, self.frame_size)
         self._writer.write(image)
