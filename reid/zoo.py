@@ -107,9 +107,7 @@ def get_entry(name: str) -> WeightsEntry:
     """The registry entry called ``name``; unknown names are a one-line error listing how to see them."""
     entry = find_entry(name)
     if entry is None:
-        close = difflib.get_close_matches(name, list(load_registry()), n=1, cutoff=0.8)
-        hint = f"did you mean {close[0]}? " if close else ""
-        raise CrosscamError(f"{name}: not a known weights name; {hint}see `crosscam weights list`")
+        raise CrosscamError(f"{name}: not a known weights name{registry_name_hint(name)}; see `crosscam weights list`")
     return entry
 
 
@@ -154,9 +152,14 @@ def check_architecture(entry: WeightsEntry, cfg: Any, path: Path) -> None:
 
 
 def registry_name_hint(text: str | Path) -> str:
-    """``"; did you mean the registry name NAME?"`` when ``text`` is a registry entry's file name, else ``""``."""
+    """``"; did you mean the registry name NAME?"`` when ``text`` is a registry entry's file name or
+    close to a name (a typo, another case: ``market_bot_r5`` -> ``market_bot_R50``), else ``""``."""
     entry = entry_for_file(Path(str(text)).name)
-    return f"; did you mean the registry name {entry.name}?" if entry is not None else ""
+    if entry is not None:
+        return f"; did you mean the registry name {entry.name}?"
+    names = {name.lower(): name for name in load_registry()}
+    close = difflib.get_close_matches(str(text).lower(), list(names), n=1, cutoff=0.8)
+    return f"; did you mean the registry name {names[close[0]]}?" if close else ""
 
 
 def ensure_weights(entry: WeightsEntry, progress: bool = True) -> Path:

@@ -228,6 +228,8 @@ def test_broken_files_name_what_to_do(bot_checkpoint, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "..")
     with pytest.raises(CrosscamError, match=r"weights not found; .*did you mean the registry name duke_bot_R50\?"):
         Embedder.from_weights(str(tmp_path / "elsewhere" / "duke_bot_R50.pth"), device="cpu")
+    with pytest.raises(CrosscamError, match=r"market_bot_R5: weights not found; .*did you mean the registry name market_bot_R50\?"):
+        Embedder.from_weights("market_bot_R5", device="cpu")  # a typo of a name, as --reid gets it
     # a bare registry file name that is not here is the registry's (BoxMOT spells its weights so): fetched there
     monkeypatch.setattr(zoo, "download_entry", lambda entry, progress=True, force=False: (_ for _ in ()).throw(
         CrosscamError(f"would download {entry.name}")))

@@ -96,8 +96,10 @@ def test_unknown_and_unloadable_names_are_one_line_errors():
     with pytest.raises(CrosscamError, match="market_xyz_R50: architecture xyz_R50 cannot be loaded by crosscam yet") as err:
         zoo.ensure_weights(future)
     assert "names can: `crosscam weights list`" in str(err.value) and "\n" not in str(err.value)  # where to see what loads
-    with pytest.raises(CrosscamError, match=r"market_bot_R5: not a known weights name; did you mean market_bot_R50\? see"):
-        zoo.get_entry("market_bot_R5")
+    for typo in ("market_bot_R5", "market_bot_r50"):
+        with pytest.raises(CrosscamError, match=rf"{typo}: not a known weights name; did you mean the registry name "
+                                                r"market_bot_R50\?; see"):
+            zoo.get_entry(typo)
 
 
 def test_download_streams_verifies_and_renames(http_folder, tmp_path):
