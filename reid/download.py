@@ -54,14 +54,14 @@ def _stream(url: str, out: BinaryIO, dest: Path, progress: bool, timeout: float,
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             if response.headers.get_content_type() == "text/html":
-                page = WebPage.read(response.read(MAX_PAGE_BYTES), response.headers.get_content_charset() or "utf-8")
+                page = WebPage.read(response.read(MAX_PAGE_BYTES), response.headers.get_content_charset())
                 follow = page.confirmation_url(response.geturl())
                 if follow is not None and not confirmed:
                     return _stream(follow, out, dest, progress, timeout, confirmed=True)
                 raise CrosscamError(
-                    f"{url}: the server sent a web page, not the file ({page.title or 'no title'!r}; Google Drive says so "
-                    f"when a file's download quota is exceeded); open the URL in a browser, download the file and place "
-                    f"it at {dest}"
+                    f"{url}: the server sent a web page, not the file ({page.title or 'no title'!r}; Google Drive sends "
+                    f"one when a file's download quota is exceeded); open the URL in a browser, download the file and "
+                    f"place it at {dest}"
                 )
             total = int(response.headers.get("Content-Length") or 0) or None
             with progress_bar(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}", disable=not progress) as bar:
@@ -86,12 +86,22 @@ class WebPage(HTMLParser):
         self.title = ""
         self._in_title = False
         self._forms: list[tuple[dict[str, str], dict[str, str]]] = []  # (form attributes, its input fields)
+        self._in_form = False
 
     @classmethod
-    def read(cls, body: bytes, charset: str) -> "WebPage":
+    def read(cls, body: bytes, charset: str | None) -> "WebPage":
+        """The page of ``body`` (``charset`` as the server said; unknown or none: UTF-8). Markup the
+        parser gives up on leaves what was read before it."""
+        try:
+            text = body.decode(charset or "utf-8", errors="replace")
+        except LookupError:  # a charset Python does not know
+            text = body.decode("utf-8", errors="replace")
         page = cls()
-        page.feed(body.decode(charset, errors="replace"))
-        page.close()
+        try:
+            page.feed(text)
+            page.close()
+        except Exception:  # noqa: BLE001 (html.parser asserts on some broken markup; the page stays as read)
+            pass
         return page
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -100,21 +110,26 @@ class WebPage(HTMLParser):
             self._in_title = True
         elif tag == "form":
             self._forms.append((values, {}))
-        elif tag == "input" and self._forms and values.get("name"):
+            self._in_form = True
+        elif tag == "input" and self._in_form and values.get("name"):
             self._forms[-1][1][values["name"]] = values.get("value", "")
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "title":
             self._in_title = False
+        elif tag == "form":
+            self._in_form = False
 
     def handle_data(self, data: str) -> None:
         if self._in_title:
             self.title = " ".join((self.title + data).split())
 
     def confirmation_url(self, page_url: str) -> str | None:
-        """The URL the page's confirmation form submits to (GET, its fields as the query), or None."""
+        """The http(s) URL the page's confirmation form submits to, as a browser would (GET: its fields
+        replace the action's query), or None."""
         for form, fields in self._forms:
             if (form.get("id") == "download-form" or "confirm" in fields) and form.get("method", "get").lower() == "get":
-                action = urllib.parse.urljoin(page_url, form.get("action") or page_url)
-                return f"{action}{'&' if '?' in action else '?'}{urllib.parse.urlencode(fields)}"
+                action = urllib.parse.urlsplit(urllib.parse.urljoin(page_url, form.get("action") or page_url))
+                if action.scheme in ("http", "https") and action.netloc:
+                    return urllib.parse.urlunsplit(action._replace(query=urllib.parse.urlencode(fields), fragment=""))
         return None

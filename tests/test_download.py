@@ -81,3 +81,25 @@ def test_a_confirmation_that_leads_to_another_page_is_not_followed_forever(drive
     with pytest.raises(CrosscamError, match="'Google Drive - Virus scan warning'"):
         download_file(f"{drive}/uc?id=abc", tmp_path / "model.pt", None, progress=False)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("action, expected", [
+    ("/download", "http://drive.test/download?confirm=t&id=a"),
+    ("/download?old=1#top", "http://drive.test/download?confirm=t&id=a"),  # a browser replaces the query, drops the fragment
+    ("https://other.test/d", "https://other.test/d?confirm=t&id=a"),
+    ("file:///etc/passwd", None),
+    ("javascript:alert(1)", None),
+])
+def test_a_confirmation_form_is_submitted_as_a_browser_would_and_only_over_http(action, expected):
+    from reid.download import WebPage
+
+    page = WebPage.read(f'<form action="{action}"><input name="confirm" value="t"><input name="id" value="a"></form>'
+                        '<input name="outside" value="x">'.encode(), None)
+    assert page.confirmation_url("http://drive.test/uc?id=a") == expected
+
+
+def test_pages_in_unknown_charsets_or_broken_markup_are_still_read():
+    from reid.download import WebPage
+
+    assert WebPage.read(b"<title>Quota</title>", "bogus-charset").title == "Quota"
+    assert WebPage.read(b"<title>Q</title><![ x", "utf-8").title == "Q"  # html.parser asserts on this one
