@@ -161,6 +161,7 @@ def test_changed_association_settings_associate_every_camera_again(two_cameras: 
     strict = PipelineConfig.model_validate({"association": {"threshold": 0.999, "center_cameras": False}})
     result = update_identities(two_cameras, strict, progress=False)
     assert result.cameras_updated == ["door", "hall"] and "every camera is associated again" in caplog.text
+    assert "changed (association.center_cameras True -> False, association.threshold 0.825 -> 0.999)" in caplog.text
     assert global_ids(two_cameras / "door")[1] != global_ids(two_cameras / "hall")[1]  # P no longer merged
     assert global_ids(two_cameras / "hall") == hall  # hall's ids kept
     assert update_identities(two_cameras, strict, progress=False).cameras_updated == []  # the same settings again

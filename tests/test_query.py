@@ -377,3 +377,25 @@ def test_associate_keeps_the_runs_own_association_settings_unless_told_otherwise
     assert identities("--config", str(base))[0] == 2  # a config names them all
     count, err = identities()
     assert count == 2 and "own settings" not in err  # kept as base's now: nothing to say
+
+
+def test_settings_kept_by_an_older_store_are_read_key_by_key(tmp_path: Path):
+    """A store written before join_same_camera existed made its identities with same-camera joins; one
+    key this crosscam lacks threw every kept value away."""
+    import sqlite3
+
+    from pipeline.identity.identities import with_kept_association
+
+    run = tmp_path / "run"
+    write_camera(run, "hall", [summary("hall", 1, 0.0, 3.0, E[0])], video=False)
+    update_identities(run, PipelineConfig(association=AssociationConfig(threshold=0.7)), progress=False)
+    db = run / "store" / "tracks.sqlite"
+    with sqlite3.connect(db) as conn:
+        kept = json.loads(conn.execute("SELECT value FROM meta WHERE key = 'setting.association'").fetchone()[0])
+        del kept["association"]["join_same_camera"]
+        kept["association"]["min_track_s"] = 1.0  # a key of some other crosscam
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'setting.association'", (json.dumps(kept),))
+    cfg, differs = with_kept_association(run, PipelineConfig())
+    assert differs and cfg.association.threshold == 0.7 and cfg.association.join_same_camera is True
+    cfg, _ = with_kept_association(run, PipelineConfig(), overridden={"join_same_camera"})
+    assert cfg.association.join_same_camera is False and cfg.association.threshold == 0.7

@@ -183,7 +183,7 @@ def _update_identities(run_dir: Path, config: PipelineConfig, cameras_file: str 
         if stored and kept["association"] != settings["association"]:
             log.warning("association settings or transit rules %s since the store was written: every camera is "
                         "associated again (identity ids are kept where the same people group again)",
-                        "changed" if kept["association"] is not None else "unknown (an older crosscam wrote it)")
+                        _changes(kept["association"], settings["association"]))
             stored = {}
         changed = [c for c in inputs if stored.get(c.name) != c.record]
         updates = _associated(store, changed, config, spec, progress) if changed else []
@@ -225,25 +225,50 @@ def _update_identities(run_dir: Path, config: PipelineConfig, cameras_file: str 
     )
 
 
+# Values a store kept without the key imply: it was written before the key existed, when crosscam
+# behaved so (same-camera joins were allowed until join_same_camera came, and on by default until 2026-12-07).
+KEPT_BEFORE_THE_KEY: dict[str, object] = {"join_same_camera": True}
+
+
 def with_kept_association(run_dir: str | Path, config: PipelineConfig, overridden: Iterable[str] = ()) -> tuple[PipelineConfig, bool]:
     """``config`` with the association settings ``run_dir``'s store was last associated with, but for
     the ``association.*`` keys in ``overridden`` (given on the command line): for a command that names
     no config, so a run tracked with ``--config configs/demo.yaml`` or ``--set association.*`` keeps its
     identities' settings when a camera is added or ``associate`` runs. True when a kept value differs
-    from ``config``'s. No store, none kept (an older crosscam) or unreadable: ``config`` as it is (the
-    association then says what is wrong)."""
+    from ``config``'s. A key the store lacks takes the value crosscam had before it
+    (:data:`KEPT_BEFORE_THE_KEY`), else ``config``'s; a key this crosscam no longer has is left out.
+    No store, none kept (an older crosscam) or unreadable: ``config`` as it is (the association then
+    says what is wrong)."""
     folder = Path(run_dir) / STORE_DIR
     if not (folder / DB_NAME).is_file():
         return config, False
     try:
         with TrackStore.open(folder) as store:
-            kept = json.loads(store.setting("association") or "null")
-        stored = type(config.association).model_validate(kept["association"]).model_dump()
-    except (CrosscamError, sqlite3.Error, TypeError, KeyError, ValueError):  # ValueError: json's and pydantic's
+            kept = json.loads(store.setting("association") or "null")["association"]
+    except (CrosscamError, sqlite3.Error, TypeError, KeyError, ValueError):  # ValueError: json's
         return config, False
     given = config.association.model_dump()
-    merged = {key: given[key] if key in set(overridden) else value for key, value in stored.items()}
-    return config.model_copy(update={"association": type(config.association)(**merged)}), merged != given
+    if not isinstance(kept, dict):
+        return config, False
+    merged = {key: value if key in set(overridden) else kept.get(key, KEPT_BEFORE_THE_KEY.get(key, value))
+              for key, value in given.items()}
+    try:
+        association = type(config.association).model_validate(merged)
+    except ValueError:  # a kept value this crosscam refuses
+        return config, False
+    return config.model_copy(update={"association": association}), association.model_dump() != given
+
+
+def _changes(kept: str | None, now: str) -> str:
+    """What differs between two :func:`association_settings`: ``"changed (association.threshold 0.825 ->
+    0.9, transit rules)"``; ``kept`` None: written by an older crosscam."""
+    if kept is None:
+        return "unknown (an older crosscam wrote it)"
+    before, after = json.loads(kept), json.loads(now)
+    old, new = before.get("association") or {}, after["association"]
+    keys = [f"association.{key} {old.get(key, '(none)')} -> {new[key]}" for key in new if old.get(key) != new[key]]
+    keys += ["transit rules"] if before.get("transitions") != after["transitions"] else []
+    return f"changed ({', '.join(keys)})" if keys else "changed"
 
 
 def clock_origin_text(spec: CamerasFile | None) -> str:
