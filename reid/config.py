@@ -59,9 +59,10 @@ def config_file(path: str | Path) -> Path:
     if path.is_file():
         return path
     if not path.is_absolute():
-        for shipped in (SHIPPED_CONFIGS.parent / path, SHIPPED_CONFIGS / path):
-            if shipped.is_file():
-                return shipped
+        inside = Path(*path.parts[1:]) if path.parts[:1] == (SHIPPED_CONFIGS.name,) else path  # configs/x.yaml
+        shipped = (SHIPPED_CONFIGS / inside).resolve()
+        if shipped.is_file() and shipped.is_relative_to(SHIPPED_CONFIGS):  # never README.md or ../anything
+            return shipped
     raise CrosscamError(f"{path}: config file not found (nor among crosscam's own, {SHIPPED_CONFIGS}); pass an existing "
                         "YAML file to --config")
 
@@ -146,18 +147,21 @@ def load_config(
     if isinstance(overrides, str):  # one string is a sequence of one-letter overrides
         raise CrosscamError(f"overrides {overrides!r}: give a list of KEY=VALUE strings, e.g. [{overrides!r}]")
     overrides = list(overrides)
-    if from_file is None:
-        from_file = read_yaml_with_bases(path) if path is not None else {}
+    if from_file is None and path is not None:
+        path = config_file(path)  # errors name the file read (crosscam's own one for configs/demo.yaml)
+        from_file = read_yaml_with_bases(path)
+    from_file = from_file if from_file is not None else {}
     try:
         return model.model_validate(apply_overrides(from_file, overrides))
     except ValidationError as exc:
         err = exc.errors()[0]
     key = ".".join(str(p) for p in err["loc"])
-    origin = next((f" ({key_names[k]})" for k in _prefixes(key) if k in (key_names or {})), "")
+    given = _override_at_fault(model, from_file, overrides, err["loc"])
+    # where the file's key came from (a fast-reid key); not for a --set's
+    origin = next((f" ({key_names[k]})" for k in _prefixes(key) if k in (key_names or {})), "") if given is None else ""
     # a check across keys (a model validator) has no key: its own words say what is wrong
     problem = (f"unknown config key '{key}'" if err["type"] == "extra_forbidden" else f"config key '{key}'{origin}: {err['msg']}"
                ) if key else err["msg"].removeprefix("Value error, ")
-    given = _override_at_fault(model, from_file, overrides, err["loc"])
     if given is not None:  # the --set is wrong, not the file
         keys = f"; {near_keys(model, err['loc'])}" if err["type"] == "extra_forbidden" else ""  # a misspelt key
         raise CrosscamError(f"--set {given}: {problem}{keys}") from None

@@ -157,10 +157,14 @@ SOLVER: {MAX_EPOCH: 30, IMS_PER_BATCH: 32, FREEZE_ITERS: 500}
     assert (cfg.input.flip_prob, cfg.input.padding, cfg.input.erasing_prob) == (0, 0, 0)  # FLIP/PADDING/REA off
     assert cfg.solver.steps == [30, 55] and cfg.solver.warmup_iters == 1000 and cfg.solver.amp is False
     assert (cfg.eval.period, cfg.eval.batch_size, cfg.checkpoint_period) == (20, 64, 20)
-    summary = recipe.summary()
-    assert summary[0].startswith(f"fast-reid config {recipe.path} (with _BASE_ ") and "solver.epochs=30 (SOLVER.MAX_EPOCH)" in summary[0]
-    assert "solver.steps=[30, 55] (SOLVER.STEPS)" in summary[1] and "solver.steps" not in summary[0]
+    summary = "\n".join(recipe.summary(cfg))
+    files_part, defaults_part = summary.split("fast-reid's defaults (the files leave them out):")
+    assert files_part.startswith(f"fast-reid config {recipe.path} (with _BASE_ ") and "solver.epochs=30 (SOLVER.MAX_EPOCH)" in files_part
+    assert "solver.steps=[30, 55] (SOLVER.STEPS)" in defaults_part and "solver.steps" not in files_part
     assert recipe.train_config(["solver.epochs=5"]).solver.epochs == 5  # --set: crosscam's keys, applied last
+    # the summary says what trains: a --set value, marked (it said the file's 30)
+    changed = recipe.summary(recipe.train_config(["solver.epochs=5"]), ["solver.epochs=5"])
+    assert any("solver.epochs=5 (--set)" in line for line in changed) and not any("epochs=30" in line for line in changed)
 
 
 @pytest.mark.parametrize("child, base_change, words", [
@@ -188,10 +192,35 @@ def test_what_crosscam_cannot_train_is_refused_in_one_line_naming_key_value_and_
     assert "\n" not in str(info.value) and "; " in str(info.value)  # what is wrong; what to do
 
 
+def test_every_setting_crosscam_cannot_train_is_named_at_once(tmp_path):
+    """An SBS file took five runs, each naming the next key."""
+    path = fastreid_configs(tmp_path, "_BASE_: ../Base-bagtricks.yml\nMODEL:\n  BACKBONE:\n    WITH_NL: True\n"
+                                      "SOLVER:\n  SCHED: CosineAnnealingLR\n  OPT: SGD\n")
+    with pytest.raises(CrosscamError) as info:
+        load_train_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: MODEL.BACKBONE.WITH_NL True: ") and "\n" not in message
+    assert "| SOLVER.OPT SGD: crosscam trains with Adam" in message and "| SOLVER.SCHED CosineAnnealingLR" in message
+    assert "(3 settings crosscam cannot train; edit the file: --set takes crosscam's keys)" in message
+
+
+def test_a_crosscam_file_with_a_stray_capital_key_is_read_as_crosscams(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("solver:\n  epochs: 3\nNOTE: tried on CUHK03\n")
+    with pytest.raises(CrosscamError, match="unknown config key 'NOTE'"):
+        load_train_config(path)
+    path.write_text("_BASE_: crosscam.yaml\nSOLVER:\n  BASE_LR: 0.1\n")
+    (tmp_path / "crosscam.yaml").write_text("solver:\n  epochs: 3\n")
+    with pytest.raises(CrosscamError, match="solver.epochs: not a fast-reid config key"):
+        load_train_config(path)
+
+
 def test_a_value_crosscam_rejects_names_the_fastreid_key_and_a_missing_base_names_the_file(tmp_path):
     path = fastreid_configs(tmp_path, MARKET_BAGTRICKS_R50 + "INPUT:\n  SIZE_TRAIN: [16, 8]\n  SIZE_TEST: [16, 8]\n")
     with pytest.raises(CrosscamError, match=re.escape(f"{path}: config key 'input.size.0' (INPUT.SIZE_TRAIN): Input should be greater")):
         load_train_config(path)
+    with pytest.raises(CrosscamError, match=re.escape("--set input.size=[8,4]: config key 'input.size.0': Input should be")):
+        load_train_config(path, ["input.size=[8,4]"])  # the --set is blamed, not the fast-reid key
     path.write_text('_BASE_: "../Base-absent.yml"\n')
     with pytest.raises(CrosscamError, match=re.escape(f"{path}: _BASE_: ../Base-absent.yml not found (looked for ")):
         load_train_config(path)

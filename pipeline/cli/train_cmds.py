@@ -37,16 +37,9 @@ def train(
     Progress bars go to stderr; one CSV row per epoch goes to OUT/log.csv.
     """
     from reid.training import Trainer, load_train_config
-    from reid.training.fastreid_config import is_fastreid_config, read_fastreid_config
 
     output_folder(out, "--out")
-    if is_fastreid_config(config):  # fast-reid's own yml: translated, and said what came from it
-        recipe = read_fastreid_config(config)
-        cfg = recipe.train_config(overrides)
-        for line in recipe.summary():
-            typer.echo(line, err=True)
-    else:
-        cfg = load_train_config(config, overrides)
+    cfg = load_train_config(config, overrides, said=lambda line: typer.echo(line, err=True))  # a fast-reid file: says whence
     if not resume and (out / "last.pth").exists():
         raise CrosscamError(f"--out {out}: already holds a training (last.pth); pass --resume to continue it or choose a new --out")
     foreign = [] if (out / "last.pth").exists() else [name for name in ("model.pth", "metrics.json") if (out / name).exists()]

@@ -14,7 +14,7 @@ x 0.1 over 120 epochs, AMP on CUDA. Load a YAML with :func:`load_train_config`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Iterable, Literal
+from typing import Annotated, Callable, Iterable, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -141,14 +141,20 @@ class TrainConfig(_Section):
         return self
 
 
-def load_train_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> TrainConfig:
+def load_train_config(path: str | Path | None = None, overrides: Iterable[str] = (),
+                      said: Callable[[str], None] | None = None) -> TrainConfig:
     """A :class:`TrainConfig` from an optional YAML (with ``base:`` files) plus ``KEY=VALUE`` overrides.
 
     A fast-reid training config (``_BASE_``, upper-case ``MODEL`` / ``SOLVER`` keys) is translated
-    by :mod:`reid.training.fastreid_config`; the overrides use crosscam's keys either way.
+    by :mod:`reid.training.fastreid_config`, and ``said`` gets the lines saying where each setting
+    came from; the overrides use crosscam's keys either way.
     """
     from reid.training.fastreid_config import is_fastreid_config, read_fastreid_config  # it imports this module
 
-    if path is not None and is_fastreid_config(path):
-        return read_fastreid_config(path).train_config(overrides)
-    return load_config(TrainConfig, path, overrides)
+    if path is None or not is_fastreid_config(path):
+        return load_config(TrainConfig, path, overrides)
+    recipe = read_fastreid_config(path)
+    cfg = recipe.train_config(overrides)
+    for line in recipe.summary(cfg, overrides) if said is not None else ():
+        said(line)
+    return cfg

@@ -239,6 +239,8 @@ CHECKS: list[tuple[str, Callable[[Any, dict[str, Any]], bool], str]] = [
     ("TEST.PRECISE_BN.ENABLED", lambda x, v: x is False, "crosscam does not recompute BatchNorm statistics; set it to False"),
 ]
 
+FASTREID_SECTIONS = {key.split(".")[0] for key in (*DEFAULTS, *IGNORED)}  # MODEL, INPUT, ..., OUTPUT_DIR, KD
+
 # crosscam key <- (fast-reid keys, their values -> crosscam's value; SKIP: crosscam's default applies)
 SKIP = object()
 MAPPING: list[tuple[str, tuple[str, ...], Callable[..., Any]]] = [
@@ -283,12 +285,13 @@ MAPPING: list[tuple[str, tuple[str, ...], Callable[..., Any]]] = [
 
 
 def is_fastreid_config(path: str | Path) -> bool:
-    """True when ``path`` is a fast-reid config: a ``_BASE_`` key or upper-case top-level keys (MODEL, SOLVER...)."""
+    """True when ``path`` is a fast-reid config: a ``_BASE_`` key, or top-level keys that are all fast-reid's
+    sections (MODEL, SOLVER...); a crosscam file with a stray upper-case key is crosscam's (its error names the key)."""
     try:
-        path = config_file(path)
+        keys = set(read_yaml_mapping(config_file(path)))
     except CrosscamError:  # reading it as crosscam's says what is wrong
         return False
-    return any(isinstance(key, str) and key.isupper() for key in read_yaml_mapping(path))
+    return "_BASE_" in keys or bool(keys) and keys <= FASTREID_SECTIONS
 
 
 @dataclass
@@ -310,17 +313,25 @@ class FastreidRecipe:
         names = {key: "/".join(keys) for key, keys in self.sources.items()}
         return load_config(TrainConfig, self.path, overrides, from_file=self.data, key_names=names)
 
-    def summary(self) -> list[str]:
-        """Lines saying which crosscam settings the fast-reid files set, which came from fast-reid's defaults, and what was ignored."""
-        def described(keys: list[str]) -> str:
-            return ", ".join(f"{key}={_value(_get(self.data, key))} ({'/'.join(self.sources[key])})" for key in keys)
+    def summary(self, cfg: TrainConfig, overrides: Iterable[str] = ()) -> list[str]:
+        """Lines saying the settings ``cfg`` trains with: those the fast-reid files set, those from fast-reid's
+        defaults (a line per crosscam section each; a ``--set`` one marked), and what was ignored."""
+        given = {text.partition("=")[0].strip() for text in overrides}
+        values = cfg.model_dump()
+
+        def described(keys: list[str]) -> list[str]:
+            sections: dict[str, list[str]] = {}
+            for key in keys:
+                note = "--set" if key in given else "/".join(self.sources[key])
+                sections.setdefault(key.split(".")[0], []).append(f"{key}={_value(_get(values, key))} ({note})")
+            return [f"  {', '.join(items)}" for items in sections.values()]
 
         from_files = [key for key, keys in self.sources.items() if any(k in self.origin for k in keys)]
         defaults = [key for key in self.sources if key not in from_files]
         bases = f" (with _BASE_ {', '.join(str(p) for p in self.files[:-1])})" if len(self.files) > 1 else ""
-        lines = [f"fast-reid config {self.path}{bases}: {described(from_files)}"]
+        lines = [f"fast-reid config {self.path}{bases}:", *described(from_files)]
         if defaults:
-            lines.append(f"fast-reid's defaults (the files leave them out): {described(defaults)}")
+            lines += ["fast-reid's defaults (the files leave them out):", *described(defaults)]
         if self.ignored:
             lines.append("ignored (no effect on crosscam's training): " + ", ".join(f"{k} ({why})" for k, why in self.ignored.items()))
         return lines
@@ -338,13 +349,21 @@ def read_fastreid_config(path: str | Path) -> FastreidRecipe:
         origin.update({key: file for key in flat})
         merged.update(flat)
     for key in merged:
+        if key.split(".")[0] not in FASTREID_SECTIONS:  # a _BASE_ naming a crosscam file, say
+            raise CrosscamError(f"{_where(key, origin, files)}: {key}: not a fast-reid config key (fast-reid's are upper-case: "
+                                "MODEL, INPUT, SOLVER...); a _BASE_ names a fast-reid file, and --config takes crosscam's "
+                                "or fast-reid's, not both in one")
         if key not in DEFAULTS and _ignored(key) is None:
             raise CrosscamError(f"{_where(key, origin, files)}: {key}: not a key of fast-reid 1.x's config (fastreid/config/defaults.py); "
                                 "an older fast-reid's file (SOLVER.MAX_ITER, INPUT.DO_PAD...)? use fast-reid >= 1.0's keys, or remove it")
     values = {**DEFAULTS, **{key: value for key, value in merged.items() if key in DEFAULTS}}
-    for key, accepted, advice in CHECKS:
-        if not accepted(values[key], values):
-            raise CrosscamError(f"{_where(key, origin, files)}: {key} {_value(values[key])}: {advice}")
+    refused = [(key, advice) for key, accepted, advice in CHECKS if not accepted(values[key], values)]
+    if refused:  # all of them at once: one edit of the files, not one run per key
+        where = _where(refused[0][0], origin, files)
+        problems = [f"{'' if _where(key, origin, files) == where else _where(key, origin, files) + ': '}{key} "
+                    f"{_value(values[key])}: {advice}" for key, advice in refused]
+        more = f" ({len(refused)} settings crosscam cannot train; edit the file: --set takes crosscam's keys)" if len(refused) > 1 else ""
+        raise CrosscamError(f"{where}: {' | '.join(problems)}{more}")
     data: dict[str, Any] = {}
     sources: dict[str, tuple[str, ...]] = {}
     for target, keys, convert in MAPPING:
@@ -377,7 +396,7 @@ def _literal(value: Any) -> Any:
         return value
     try:
         return ast.literal_eval(value)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):  # TypeError: "{[1]: 2}"
         return value
 
 
