@@ -483,3 +483,18 @@ def test_a_person_seen_by_many_cameras_gets_a_row_of_twelve_pictures(tmp_path: P
     rows = page.split('<tr><td class="id"')[1:]
     seen = max(rows, key=lambda row: row.count("<figure>"))
     assert "14 cameras" in seen and seen.count("<figure>") == 12 and "and 2 cameras more" in seen
+
+
+def test_a_camera_embedded_with_other_feature_settings_than_the_run_is_said(tmp_path: Path):
+    """A camera added without the run's --config (configs/demo.yaml: camera_colour equalize) was embedded
+    without the colour table, silently: the embedder is the same, the features are not comparable."""
+    from pipeline.identity.identities import feature_settings_apart
+
+    run = tmp_path / "run"
+    demo = {"weights": "synthetic", "camera_colour": "equalize", "flip": False, "preprocess": "fast"}
+    write_camera(run, "cam1", [summary("cam1", 1, 0.0, 1.0, np.eye(8, dtype=np.float32)[0])], video=False, reid_config=demo)
+    reid = PipelineConfig().reid
+    assert feature_settings_apart(run, ["cam3"], reid) == ["reid.camera_colour none (the run's: equalize)"]
+    assert feature_settings_apart(run, ["cam1"], reid) == []  # tracking a camera again: its own settings do not count
+    same = reid.model_copy(update={"camera_colour": "equalize"})
+    assert feature_settings_apart(run, ["cam3"], same) == []

@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
         out_text: str = typer.Option(..., "--out", metavar="RUN_DIR", help="Run directory; each camera writes into RUN_DIR/CAMERA/."),
         camera: Optional[List[str]] = typer.Option(None, "--camera", metavar="NAME",
                                                    help="Camera name per input, in order (default: the file stem)."),
-        config: Optional[Path] = typer.Option(None, "--config", help="YAML config (default configs/base.yaml)."),
+        config: Optional[Path] = typer.Option(None, "--config", help="YAML config (default configs/base.yaml; association.* of a run with identities: the run's own)."),
         set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help="Override one key, e.g. tracker.max_age=60."),
         detector: Optional[str] = typer.Option(None, "--detector",
                                                help="Ultralytics model (.pt/.onnx path or name), motion or replay."),
@@ -103,6 +103,7 @@ def register(app: typer.Typer) -> None:
             raise CrosscamError("--segment-s / --gpus-per-worker apply to Ray runs; add --workers N or --ray-address ADDR")
         cfg = load_pipeline_config(config, _overrides(set_ or [], detector, reid, max_frames, stride, device, segment_s))
         cfg = _kept_association(out, cfg, config, set_ or []) if identities else cfg
+        _say_feature_settings_apart(out, camera or [default_camera_name(s) for s in inputs], cfg)
         if distributed and 0 < cfg.scale.segment_s <= cfg.scale.overlap_s:  # no cut would be longer than its overlap
             raise CrosscamError(f"--segment-s {cfg.scale.segment_s:g}: not longer than the segments' overlap "
                                 f"(scale.overlap_s {cfg.scale.overlap_s:g}), so nothing would be cut; give a longer one, "
@@ -177,6 +178,16 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(130)
         if not complete:  # a Ray run finishes the other cameras when one fails: say it by the exit status
             raise typer.Exit(2)
+
+
+def _say_feature_settings_apart(out: Path, cameras: list[str], cfg) -> None:
+    """Warn when the cameras are embedded with other feature settings than the run's other cameras."""
+    from pipeline.identity.identities import feature_settings_apart
+
+    apart = feature_settings_apart(out, cameras, cfg.reid)
+    if apart:
+        typer.echo(f"warning: {', '.join(apart)}: this run's other cameras were embedded otherwise, so features compare "
+                   "less well across them; give the --config (or --set) they were tracked with", err=True)
 
 
 def _kept_association(run_dir: Path, cfg, config: Optional[Path], set_: List[str]):
@@ -263,7 +274,7 @@ def _identities(out: Path, cfg, cameras_file: Optional[Path], runs: list, quiet:
 
 def associate(
     run_dir_text: str = typer.Argument(..., metavar="RUN_DIR", help="The --out folder of `crosscam track`."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML config (default configs/base.yaml)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML config (default configs/base.yaml; association.*: the run's own)."),
     set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE",
                                              help="Override one key, e.g. association.threshold=0.6."),
     cameras_file: Optional[Path] = typer.Option(None, "--cameras", help="Cameras YAML putting every camera on one clock."),

@@ -29,6 +29,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
+from pydantic import BaseModel
+
 from pipeline.config import PipelineConfig, SourceConfig
 from pipeline.identity.association import associate_tracks
 from pipeline.identity.cameras import CamerasFile, camera_offsets, load_cameras_file
@@ -379,6 +381,23 @@ def _finished(run_dir: Path, camera: str, run: dict) -> bool:
     log.warning("%s: run.json status %r; left out of the identities (the store keeps what it had for it); %s",
                 camera, status, todo)
     return False
+
+
+FEATURE_SETTINGS = ("flip", "preprocess", "precision", "camera_colour")  # reid.* keys that change a crop's feature
+
+
+def feature_settings_apart(run_dir: str | Path, cameras: Sequence[str], reid: BaseModel) -> list[str]:
+    """The ``reid.*`` settings that change features (:data:`FEATURE_SETTINGS`) in which ``reid`` differs
+    from what ``run_dir``'s other cameras were tracked with, as ``"reid.flip True (the run's: False)"``:
+    their features compare less well across cameras, though the embedder is the same."""
+    runs = [_read_run_json(f).get("config", {}).get("reid", {}) for f in run_folders(Path(run_dir))
+            if is_camera_folder(f) and f.name not in cameras]
+    apart = []
+    for key in FEATURE_SETTINGS:
+        used = sorted({str(run[key]) for run in runs if key in run})
+        if used and str(getattr(reid, key)) not in used:
+            apart.append(f"reid.{key} {getattr(reid, key)} (the run's: {', '.join(used)})")
+    return apart
 
 
 def check_before_tracking(run_dir: Path, cameras_file: str | Path | None, cameras: Sequence[str],
