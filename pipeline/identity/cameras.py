@@ -115,7 +115,8 @@ class CamerasFile(BaseModel):
                 raise ValueError(f"transition rule from camera {rule.cameras[0]} to itself; a rule names two cameras")
             unknown = set(rule.cameras) - set(names)
             if unknown:
-                raise ValueError(f"transition rule names unknown camera(s) {sorted(unknown)}")
+                raise ValueError(f"transitions: a rule names camera(s) {', '.join(sorted(unknown))}, which the file does not "
+                                 f"list ({', '.join(names)})")
             pair = frozenset(rule.cameras)
             if pair in pairs:
                 raise ValueError(
@@ -154,13 +155,13 @@ def load_cameras_file(path: str | Path) -> CamerasFile:
         raise CrosscamError(f"{path}: not valid YAML ({first}); fix the file") from None
     try:
         return CamerasFile.model_validate(data if isinstance(data, dict) else {})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    except ValidationError as exc:  # a misspelt key first: it explains a "Field required" beside it (camera: for cameras:)
+        err = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":  # a misspelt key
             msg = f"unknown key; {near_keys(CamerasFile, err['loc'])}"
-        raise CrosscamError(f"{path}: {where}: {msg}; see 'Camera clocks' in README.md for the format") from None
+        where = f"{'.'.join(str(p) for p in err['loc'])}: " if err["loc"] else ""  # a check across the file says where itself
+        raise CrosscamError(f"{path}: {where}{msg}; see 'Camera clocks' in README.md for the format") from None
 
 
 def camera_offsets(
