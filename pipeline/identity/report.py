@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 import os
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import cv2
@@ -238,20 +240,49 @@ def _label_width(cameras: list[str]) -> int:
     return max(48, 7 * max((len(c) for c in cameras), default=0) + 12)
 
 
+TICK_STEPS_S = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+
+
+def tick_times(t0: float, span: float, phase: float = 0.0) -> tuple[list[float], float]:
+    """Round times for an axis from ``t0`` over ``span`` seconds, and their step: the multiples of the
+    smallest round step (:data:`TICK_STEPS_S`; days past them) that gives at most 6, counted from
+    ``-phase`` (the clock's seconds past midnight, so they fall on round times of day).
+
+    >>> tick_times(0.0, 7.9), tick_times(3.0, 50.0), tick_times(0.0, 600.0, phase=5.0)
+    (([0.0, 2.0, 4.0, 6.0], 2), ([10.0, 20.0, 30.0, 40.0, 50.0], 10), ([115.0, 235.0, 355.0, 475.0, 595.0], 120))
+    """
+    step = next((s for s in TICK_STEPS_S if span / s <= 5), 86400 * math.ceil(span / 5 / 86400))
+    first = math.ceil((t0 + phase) / step - 1e-9) * step - phase
+    times = [round(first + k * step, 6) for k in range(int((t0 + span - first) / step + 1e-9) + 1)]
+    return times or [t0], step
+
+
 def _time_ticks(left: int, y: int, t0: float, span: float, origin: str | None) -> str:
-    """An SVG tick row under the lanes: 5 times from ``t0`` to ``t0 + span`` (seconds, or m:ss past a
+    """An SVG tick row under the lanes at round times (:func:`tick_times`): seconds, or m:ss past a
     minute; the time of day, hh:mm:ss.s, where the run's clock has an ``origin``, with the month and
-    day on the first tick and where the date changes when the axis spans more than one date)."""
-    times = [t0 + span * k / 4 for k in range(5)]
+    day on the first tick and where the date changes when the axis spans more than one date."""
+    phase = _seconds_past_midnight(origin) if origin else 0.0
+    times, step = tick_times(t0, span, phase)
+    decimals = 1 if step < 1 else 0
     labels = _tick_clock_labels(times, origin) if origin else [
-        f"{t:.1f} s" if t0 + span < 60 else f"{int(t // 60)}:{t % 60:04.1f}" for t in times]
+        f"{t:.{decimals}f} s" if t0 + span < 60 else f"{int(t // 60)}:{t % 60:0{3 + decimals if decimals else 2}.{decimals}f}"
+        for t in times]
     marks = []
-    for k, text in enumerate(labels):
-        x = left + TIMELINE_WIDTH * k / 4
-        anchor = "start" if k == 0 else "end" if k == 4 else "middle"
+    for t, text in zip(times, labels):
+        x = left + TIMELINE_WIDTH * (t - t0) / span
+        anchor = "start" if x - left < 20 else "end" if left + TIMELINE_WIDTH - x < 20 else "middle"
         marks.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y}" y2="{y + 4}" class="tick"/>'
                      f'<text x="{x:.1f}" y="{y + TICKS_HEIGHT - 2}" text-anchor="{anchor}" class="time">{text}</text>')
     return "".join(marks)
+
+
+def _seconds_past_midnight(origin: str) -> float:
+    """Seconds from midnight to the clock's ``origin`` (ISO 8601); 0 where it does not read."""
+    try:
+        when = datetime.fromisoformat(origin)
+    except ValueError:
+        return 0.0
+    return when.hour * 3600 + when.minute * 60 + when.second + when.microsecond / 1e6
 
 
 def _tick_clock_labels(times: list[float], origin: str) -> list[str]:
