@@ -58,13 +58,22 @@ def config_file(path: str | Path) -> Path:
         raise CrosscamError(f"{path}: a folder; pass a YAML file to --config")
     if path.is_file():
         return path
-    if not path.is_absolute():
-        inside = Path(*path.parts[1:]) if path.parts[:1] == (SHIPPED_CONFIGS.name,) else path  # configs/x.yaml
-        shipped = (SHIPPED_CONFIGS / inside).resolve()
-        if shipped.is_file() and shipped.is_relative_to(SHIPPED_CONFIGS):  # never README.md or ../anything
-            return shipped
+    shipped = shipped_config(path)
+    if shipped is not None:
+        return shipped
     raise CrosscamError(f"{path}: config file not found (nor among crosscam's own, {SHIPPED_CONFIGS}); pass an existing "
                         "YAML file to --config")
+
+
+def shipped_config(name: str | Path) -> Path | None:
+    """crosscam's own config called ``name`` (``demo.yaml``, ``configs/demo.yaml``, ``reid/bot_r50.yaml``),
+    or None: a relative path inside :data:`SHIPPED_CONFIGS` only (never README.md or ``../anything``)."""
+    name = Path(name).expanduser()
+    if name.is_absolute():
+        return None
+    inside = Path(*name.parts[1:]) if name.parts[:1] == (SHIPPED_CONFIGS.name,) else name
+    shipped = (SHIPPED_CONFIGS / inside).resolve()
+    return shipped if shipped.is_file() and shipped.is_relative_to(SHIPPED_CONFIGS) else None
 
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
@@ -92,8 +101,8 @@ def _read_layers(path: Path, named_by: tuple[Path, ...], base_key: str) -> list[
         raise CrosscamError(f"{path}: {base_key}: {base!r} is not a file name; give a YAML file's path, relative to {path.name}")
     target = path.parent / Path(base).expanduser()
     shipped = base_key == "base"  # crosscam's own configs/ only for crosscam's key
-    if shipped and not target.is_file() and (SHIPPED_CONFIGS / base).is_file():
-        target = SHIPPED_CONFIGS / base  # `base: base.yaml` in a user's own file means crosscam's
+    if shipped and not target.is_file() and shipped_config(base) is not None:
+        target = shipped_config(base)  # `base: base.yaml` in a user's own file means crosscam's
     if not target.is_file():
         looked = f"looked for {target.resolve()} and in {SHIPPED_CONFIGS}" if shipped else f"looked for {target.resolve()}"
         raise CrosscamError(f"{path}: {base_key}: {base} not found ({looked}); fix the path, relative to {path.name}")

@@ -158,7 +158,9 @@ def registry_name_hint(text: str | Path) -> str:
     if entry is not None:
         return f"; did you mean the registry name {entry.name}?"
     names = {name.lower(): name for name in load_registry()}
-    close = difflib.get_close_matches(str(text).lower(), list(names), n=1, cutoff=0.8)
+    stem = Path(str(text)).name.lower()
+    stem = stem.rsplit(".", 1)[0] if stem.endswith((".pth", ".pt", ".onnx")) else stem  # models/market_bot_R5.pth too
+    close = difflib.get_close_matches(stem, list(names), n=1, cutoff=0.8)
     return f"; did you mean the registry name {names[close[0]]}?" if close else ""
 
 

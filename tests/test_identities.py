@@ -500,3 +500,17 @@ def test_a_camera_embedded_with_other_feature_settings_than_the_run_is_said(tmp_
     assert feature_settings_apart(run, ["cam1"], reid) == []  # tracking a camera again: its own settings do not count
     same = reid.model_copy(update={"camera_colour": "equalize"})
     assert feature_settings_apart(run, ["cam3"], same) == []
+
+
+def test_damaged_settings_and_records_are_said_plainly_not_as_tracebacks(tmp_path: Path):
+    from pipeline.identity.identities import _changes, feature_settings_apart
+
+    now = json.dumps({"association": {"threshold": 0.9}, "transitions": None})
+    assert _changes('{"association": null', now) == "changed" and _changes("[1]", now) == "changed"
+    assert _changes(json.dumps({"association": {"threshold": 0.8}, "transitions": None}), now) == \
+        "changed (association.threshold 0.8 -> 0.9)"
+    run = tmp_path / "run"
+    folder = write_camera(run, "cam1", [summary("cam1", 1, 0.0, 1.0, np.eye(8, dtype=np.float32)[0])], video=False)
+    for damaged in ('{"config": null}', '{"config": {"reid": null}}', "[]", "{not json"):
+        (folder / "run.json").write_text(damaged)
+        assert feature_settings_apart(run, ["cam2"], PipelineConfig().reid) == []  # nothing to compare: nothing said

@@ -244,3 +244,22 @@ def test_train_says_which_settings_came_from_the_fastreid_file(tmp_path, monkeyp
     assert f"fast-reid config {path}" in err and "solver.base_lr=0.00035 (SOLVER.BASE_LR)" in err
     assert "OUTPUT_DIR (crosscam writes to --out)" in err and "DATASETS.NAMES (crosscam trains on --data)" in err
     assert seen[0].solver.epochs == 2 and seen[0].model.backbone == "resnet50"
+
+
+def test_a_misspelt_section_of_a_fastreid_file_is_said_as_fastreids(tmp_path):
+    """A base file without _BASE_ and one misspelt section was read as crosscam's ("unknown config key 'MODEL'")."""
+    path = tmp_path / "Base-bagtricks.yml"
+    path.write_text(BASE_BAGTRICKS.replace("SOLVER:", "SOLVERR:", 1))
+    assert is_fastreid_config(path)
+    with pytest.raises(CrosscamError, match=re.escape(f"{path}: SOLVERR: not a section of fast-reid's config; did you mean SOLVER?")):
+        load_train_config(path)
+
+
+def test_the_summary_marks_a_section_set_as_a_whole(tmp_path):
+    recipe = read_fastreid_config(fastreid_configs(tmp_path))
+    overrides = ["input={size: [128, 64]}"]
+    lines = recipe.summary(recipe.train_config(overrides), overrides)
+    assert any("input.size=[128, 64] (--set)" in line for line in lines)
+    said = []
+    load_train_config(recipe.path, (o for o in overrides), said=said.append)  # a generator: read once, used twice
+    assert any("input.size=[128, 64] (--set)" in line for line in said)

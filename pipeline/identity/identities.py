@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import shutil
-import sqlite3
 from collections import Counter, defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -36,7 +35,7 @@ from pipeline.identity.association import associate_tracks
 from pipeline.identity.cameras import CamerasFile, camera_offsets, load_cameras_file
 from pipeline.identity.layout import STORE_DIR, camera_folders, is_camera_folder, run_folders
 from pipeline.identity.report import write_report
-from pipeline.identity.store import DB_NAME, CameraRecord, CameraTracks, EmbedderInfo, TrackStore
+from pipeline.identity.store import DB_NAME, CameraRecord, CameraTracks, EmbedderInfo, StoreDamaged, TrackStore
 from pipeline.run_folders import (check_camera_free, claim_camera, identities_held, publish, release, running_todo,
                                   waiting_retracks)
 from pipeline.stops import stops_held
@@ -244,10 +243,10 @@ def with_kept_association(run_dir: str | Path, config: PipelineConfig, overridde
     folder = Path(run_dir) / STORE_DIR
     if not (folder / DB_NAME).is_file():
         return config, False
-    try:
+    try:  # a busy store is said (one line), not taken for one without settings
         with TrackStore.open(folder) as store:
             kept = json.loads(store.setting("association") or "null")["association"]
-    except (CrosscamError, sqlite3.Error, TypeError, KeyError, ValueError):  # ValueError: json's
+    except (StoreDamaged, TypeError, KeyError, ValueError):  # ValueError: json's
         return config, False
     given = config.association.model_dump()
     if not isinstance(kept, dict):
@@ -266,8 +265,15 @@ def _changes(kept: str | None, now: str) -> str:
     0.9, transit rules)"``; ``kept`` None: written by an older crosscam."""
     if kept is None:
         return "unknown (an older crosscam wrote it)"
-    before, after = json.loads(kept), json.loads(now)
-    old, new = before.get("association") or {}, after["association"]
+    after = json.loads(now)
+    try:
+        before = json.loads(kept)
+    except ValueError:
+        before = None
+    old = before.get("association") if isinstance(before, dict) else None
+    if not isinstance(old, dict):  # unreadable: said as changed, without the keys
+        return "changed"
+    new = after["association"]
     keys = [f"association.{key} {old.get(key, '(none)')} -> {new[key]}" for key in new if old.get(key) != new[key]]
     keys += ["transit rules"] if before.get("transitions") != after["transitions"] else []
     return f"changed ({', '.join(keys)})" if keys else "changed"
@@ -390,8 +396,8 @@ def feature_settings_apart(run_dir: str | Path, cameras: Sequence[str], reid: Ba
     """The ``reid.*`` settings that change features (:data:`FEATURE_SETTINGS`) in which ``reid`` differs
     from what ``run_dir``'s other cameras were tracked with, as ``"reid.flip True (the run's: False)"``:
     their features compare less well across cameras, though the embedder is the same."""
-    runs = [_read_run_json(f).get("config", {}).get("reid", {}) for f in run_folders(Path(run_dir))
-            if is_camera_folder(f) and f.name not in cameras]
+    configs = [read_run_record(f).get("config") for f in run_folders(Path(run_dir)) if is_camera_folder(f) and f.name not in cameras]
+    runs = [c["reid"] for c in configs if isinstance(c, dict) and isinstance(c.get("reid"), dict)]  # a damaged one: not compared
     apart = []
     for key in FEATURE_SETTINGS:
         used = sorted({str(run[key]) for run in runs if key in run})

@@ -250,23 +250,28 @@ def tick_times(t0: float, span: float, phase: float = 0.0) -> tuple[list[float],
 
     >>> tick_times(0.0, 7.9), tick_times(3.0, 50.0), tick_times(0.0, 600.0, phase=5.0)
     (([0.0, 2.0, 4.0, 6.0], 2), ([10.0, 20.0, 30.0, 40.0, 50.0], 10), ([115.0, 235.0, 355.0, 475.0, 595.0], 120))
+    >>> tick_times(0.05, 1e-6), tick_times(-95.0, 100.0)  # no round time inside: the axis's start
+    (([0.05], 0.1), ([-90.0, -60.0, -30.0, 0.0], 30))
     """
+    if not (math.isfinite(t0) and math.isfinite(span) and span > 0):
+        return [t0], TICK_STEPS_S[0]
     step = next((s for s in TICK_STEPS_S if span / s <= 5), 86400 * math.ceil(span / 5 / 86400))
     first = math.ceil((t0 + phase) / step - 1e-9) * step - phase
-    times = [round(first + k * step, 6) for k in range(int((t0 + span - first) / step + 1e-9) + 1)]
+    count = math.floor((t0 + span - first) / step + 1e-9) + 1  # 0 (or less): no round time on the axis
+    times = [round(first + k * step, 6) for k in range(max(count, 0))]
     return times or [t0], step
 
 
 def _time_ticks(left: int, y: int, t0: float, span: float, origin: str | None) -> str:
-    """An SVG tick row under the lanes at round times (:func:`tick_times`): seconds, or m:ss past a
-    minute; the time of day, hh:mm:ss.s, where the run's clock has an ``origin``, with the month and
-    day on the first tick and where the date changes when the axis spans more than one date."""
+    """An SVG tick row under the lanes at round times (:func:`tick_times`): seconds, or hh:mm:ss.s
+    (``clock_text``) where the axis reaches a minute; the time of day where the run's clock has an
+    ``origin``, with the month and day on the first tick and where the date changes when the axis
+    spans more than one date."""
     phase = _seconds_past_midnight(origin) if origin else 0.0
     times, step = tick_times(t0, span, phase)
     decimals = 1 if step < 1 else 0
     labels = _tick_clock_labels(times, origin) if origin else [
-        f"{t:.{decimals}f} s" if t0 + span < 60 else f"{int(t // 60)}:{t % 60:0{3 + decimals if decimals else 2}.{decimals}f}"
-        for t in times]
+        f"{t:.{decimals}f} s" if max(abs(t0), abs(t0 + span)) < 60 else clock_text(t) for t in times]
     marks = []
     for t, text in zip(times, labels):
         x = left + TIMELINE_WIDTH * (t - t0) / span

@@ -46,14 +46,18 @@ def draw_tracks(
     labels: list[str] | None = None,
     trails: Mapping[int, Sequence[tuple[float, float]]] | None = None,
     dashed: np.ndarray | None = None,
+    caption: str | None = None,
 ) -> np.ndarray:
     """Return a copy of ``image_bgr`` with one box per row, coloured by id.
 
     ``xyxy``: ``(N, 4)`` pixels; ``ids``: ``(N,)`` ints; ``labels``: text per box (default the id);
     ``trails``: per id, past ``(x, y)`` points (e.g. box bottoms) drawn as a fading polyline;
-    ``dashed``: ``(N,)`` bool, boxes drawn with a thin dashed outline (interpolated, not detected).
+    ``dashed``: ``(N,)`` bool, boxes drawn with a thin dashed outline (interpolated, not detected);
+    ``caption``: text drawn first, at the bottom left (:func:`draw_caption`), under the boxes.
     """
     out = image_bgr.copy()
+    if caption:
+        draw_caption(out, caption)
     height, width = out.shape[:2]
     short_side = min(height, width)
     thickness = max(1, round(short_side / 360))
@@ -98,6 +102,8 @@ def draw_caption(image_bgr: np.ndarray, text: str) -> None:
         scale *= min(0.97, (width - 2 * pad) / text_w)
         if scale < MIN_CAPTION_SCALE:
             return
+    if text_h + base + 2 * pad > height // 8:  # a frame too low for it: the band would hide the picture
+        return
     band = image_bgr[max(0, height - text_h - base - 2 * pad):, :min(width, text_w + 2 * pad)]
     band[:] = band // 3  # darkened, the picture still faintly behind
     cv2.putText(image_bgr, text, (pad, height - base - pad), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness,

@@ -21,7 +21,7 @@ import numpy as np
 
 from pipeline.types import FrameResult, TrackObservation, TrackSummary, partial_path
 from pipeline.text import clock_text
-from pipeline.video.render import draw_caption, draw_tracks
+from pipeline.video.render import draw_tracks
 from pipeline.video.track_state import TrackAccumulator, write_track_states
 from pipeline.video.tracks_file import mot_line
 from reid.errors import CrosscamError
@@ -106,9 +106,8 @@ class AnnotatedVideoWriter(_Sink):
         ids = np.array([t.track_id for t in tracks], np.int64)
         dashed = np.array([t.interpolated for t in tracks], bool)
         frame = result.frame
-        image = frame.image.copy()
-        draw_caption(image, f"{frame.camera} | frame {frame.index} | video {clock_text(frame.time_s)} | {self._ids_are}")
-        image = draw_tracks(image, xyxy, ids, trails=self._update_trails(tracks), dashed=dashed)  # over the caption
+        caption = f"{frame.camera} | frame {frame.index} | video {clock_text(frame.time_s)} | {self._ids_are}"
+        image = draw_tracks(frame.image, xyxy, ids, trails=self._update_trails(tracks), dashed=dashed, caption=caption)
         if (image.shape[1], image.shape[0]) != self.frame_size:  # streams may change resolution
             image = cv2.resize(image, self.frame_size)
         self._writer.write(image)

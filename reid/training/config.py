@@ -151,6 +151,7 @@ def load_train_config(path: str | Path | None = None, overrides: Iterable[str] =
     """
     from reid.training.fastreid_config import is_fastreid_config, read_fastreid_config  # it imports this module
 
+    overrides = list(overrides)  # read twice below
     if path is None or not is_fastreid_config(path):
         return load_config(TrainConfig, path, overrides)
     recipe = read_fastreid_config(path)

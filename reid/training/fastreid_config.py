@@ -1,13 +1,13 @@
 """fast-reid's own training configs (``configs/Base-bagtricks.yml``, ``Market1501/bagtricks_R50.yml``...) as a :class:`TrainConfig`.
 
-A fast-reid file is recognised by its content (:func:`is_fastreid_config`: a ``_BASE_`` key or
+A fast-reid file is recognised by its content (:func:`is_fastreid_config`: a ``_BASE_`` key, or
 upper-case top-level keys such as ``MODEL`` / ``SOLVER``). :func:`read_fastreid_config` follows its
 ``_BASE_`` chain (relative to the file naming it, as fast-reid does), fills what the files leave
 out with fast-reid 1.x's defaults (``fastreid/config/defaults.py``) and translates every key
 crosscam's trainer supports (``MAPPING``). A value crosscam cannot train (another meta-architecture,
 IBN, non-local or SE blocks, ResNeSt, learned GeM, ArcSoftmax, circle / cosface pair losses, SGD,
-cosine schedule, ...: ``CHECKS``) is refused in one line naming the key, its value, the file that set
-it and what to do. Keys with no effect on training (``OUTPUT_DIR``, ``DATASETS.NAMES``: the data is
+cosine schedule, ...: ``CHECKS``) is refused, all such keys in one line naming each key, its value,
+the file that set it and what to do. Keys with no effect on training (``OUTPUT_DIR``, ``DATASETS.NAMES``: the data is
 ``--data``; ``TEST.RERANK``...: ``IGNORED``) are listed, and a key fast-reid 1.x does not have (an
 older fast-reid's ``SOLVER.MAX_ITER``, ``INPUT.DO_PAD``...) is refused.
 
@@ -19,6 +19,7 @@ older fast-reid's ``SOLVER.MAX_ITER``, ``INPUT.DO_PAD``...) is refused.
 from __future__ import annotations
 
 import ast
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -285,13 +286,14 @@ MAPPING: list[tuple[str, tuple[str, ...], Callable[..., Any]]] = [
 
 
 def is_fastreid_config(path: str | Path) -> bool:
-    """True when ``path`` is a fast-reid config: a ``_BASE_`` key, or top-level keys that are all fast-reid's
-    sections (MODEL, SOLVER...); a crosscam file with a stray upper-case key is crosscam's (its error names the key)."""
+    """True when ``path`` is a fast-reid config: a ``_BASE_`` key, or upper-case top-level keys of which one
+    at least is a fast-reid section (MODEL, SOLVER...); a crosscam file with a stray upper-case key is
+    crosscam's (its error names the key)."""
     try:
         keys = set(read_yaml_mapping(config_file(path)))
     except CrosscamError:  # reading it as crosscam's says what is wrong
         return False
-    return "_BASE_" in keys or bool(keys) and keys <= FASTREID_SECTIONS
+    return "_BASE_" in keys or bool(keys & FASTREID_SECTIONS) and all(str(key).isupper() for key in keys)
 
 
 @dataclass
@@ -316,13 +318,13 @@ class FastreidRecipe:
     def summary(self, cfg: TrainConfig, overrides: Iterable[str] = ()) -> list[str]:
         """Lines saying the settings ``cfg`` trains with: those the fast-reid files set, those from fast-reid's
         defaults (a line per crosscam section each; a ``--set`` one marked), and what was ignored."""
-        given = {text.partition("=")[0].strip() for text in overrides}
+        given = [text.partition("=")[0].strip() for text in overrides]
         values = cfg.model_dump()
 
         def described(keys: list[str]) -> list[str]:
             sections: dict[str, list[str]] = {}
             for key in keys:
-                note = "--set" if key in given else "/".join(self.sources[key])
+                note = "--set" if any(key == g or key.startswith(f"{g}.") for g in given) else "/".join(self.sources[key])
                 sections.setdefault(key.split(".")[0], []).append(f"{key}={_value(_get(values, key))} ({note})")
             return [f"  {', '.join(items)}" for items in sections.values()]
 
@@ -349,10 +351,15 @@ def read_fastreid_config(path: str | Path) -> FastreidRecipe:
         origin.update({key: file for key in flat})
         merged.update(flat)
     for key in merged:
-        if key.split(".")[0] not in FASTREID_SECTIONS:  # a _BASE_ naming a crosscam file, say
+        section = key.split(".")[0]
+        if section not in FASTREID_SECTIONS and not section.isupper():  # a _BASE_ naming a crosscam file, say
             raise CrosscamError(f"{_where(key, origin, files)}: {key}: not a fast-reid config key (fast-reid's are upper-case: "
                                 "MODEL, INPUT, SOLVER...); a _BASE_ names a fast-reid file, and --config takes crosscam's "
                                 "or fast-reid's, not both in one")
+        if section not in FASTREID_SECTIONS:
+            close = difflib.get_close_matches(section, sorted(FASTREID_SECTIONS), n=1, cutoff=0.7)
+            hint = f"did you mean {close[0]}?" if close else f"its sections are {', '.join(sorted(FASTREID_SECTIONS))}"
+            raise CrosscamError(f"{_where(key, origin, files)}: {section}: not a section of fast-reid's config; {hint}")
         if key not in DEFAULTS and _ignored(key) is None:
             raise CrosscamError(f"{_where(key, origin, files)}: {key}: not a key of fast-reid 1.x's config (fastreid/config/defaults.py); "
                                 "an older fast-reid's file (SOLVER.MAX_ITER, INPUT.DO_PAD...)? use fast-reid >= 1.0's keys, or remove it")
