@@ -98,13 +98,27 @@ def _track(worker: SegmentWorker, spec: str, segment_s: float, overlap_s: float 
     return units, results
 
 
+class Tally:
+    """The Ray progress counter's ``add.remote(key, frames)``, in process."""
+
+    def __init__(self):
+        self.frames, self.add = 0, self
+
+    def remote(self, key: str, frames: int) -> None:
+        self.frames += frames
+
+
 def test_stitched_segments_equal_the_whole_video(scene, worker):
     """A synthetic camera cut into 3 segments: the stitched tracks score IDF1 >= 0.98 against the
     unsplit run, every frame is owned once, and tracks that cross a cut keep one id."""
     spec = str(scene / "cam1.mp4")
     _, (whole,) = _track(worker, spec, 0.0)
-    units, parts = _track(worker, spec, 3.0)
-    assert len(units) == 3
+    worker.progress = tally = Tally()
+    try:
+        units, parts = _track(worker, spec, 3.0)
+    finally:
+        worker.progress = None
+    assert len(units) == 3 and tally.frames == 100  # progress counts each source frame once (overlaps counted twice)
     rows, states, joins = stitch_segments(parts)
     whole_rows = whole.rows.sorted()
     assert idf1_against(whole_rows, rows) >= 0.98

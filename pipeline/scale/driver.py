@@ -94,7 +94,7 @@ class _Driver:
         self.cameras = {c.name: c for c in cameras}
         self.cfg = cfg
         self.progress = progress
-        # frames processed; a video cut into segments counts its overlaps' frames in both segments
+        # source frames tracked: each counted once, by the segment that owns it
         self.bar = progress_bar(total=0, desc="tracking", unit="frame", disable=not progress)
         self.scale = {"workers": pool.workers, "threads_per_worker": pool.threads_per_worker,
                       "gpus_per_worker": pool.gpus_per_worker, "segment_s": cfg.scale.segment_s,
@@ -139,11 +139,9 @@ class _Driver:
         }
         make_folder(cam.folder)
         self._write_run_json(cam)
-        if len(cam.units) > 1:
-            self.bar.set_description("tracking (overlap frames count twice)", refresh=False)
         for unit in cam.units:
-            if unit.frames.end is not None:
-                self.bar.total += kept_frames(unit.frames.start, unit.frames.end, self.cfg.source.stride)
+            if unit.owned.end is not None:
+                self.bar.total += kept_frames(unit.owned.start, unit.owned.end, self.cfg.source.stride)
             # Each worker takes a run of consecutive segments, so a segment's first frames were just
             # computed by the worker before it, or long before by the neighbour running alongside.
             self.pool.submit(Job(f"{cam.name}:track{unit.segment}", "track", (unit, probe.colour, self._overlaps(cam, unit)),

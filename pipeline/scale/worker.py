@@ -219,7 +219,8 @@ def _owned_failures(unit: WorkUnit, source, owned_read: int) -> int:
 
 class _UnitCollector:
     """The worker's sink: owned frames go to rows and per-track accumulators, overlap frames'
-    observations are kept for stitching, and processed frames are reported for progress."""
+    observations are kept for stitching, and owned frames are reported for progress (each source
+    frame counts once, whichever segments read it)."""
 
     def __init__(self, unit: WorkUnit, frame_size: tuple[int, int], representatives: int, thumbnails: bool,
                  report):
@@ -241,6 +242,7 @@ class _UnitCollector:
         frame = result.frame
         if self.owns(frame.index):
             self.owned_frames += 1
+            self._unreported += 1
             for obs in result.tracks:
                 state = self.states.get(obs.track_id)
                 if state is None:
@@ -250,7 +252,6 @@ class _UnitCollector:
                 self._rows.append((frame.index, obs.track_id, obs.xyxy, obs.confidence, obs.interpolated))
         if self.unit.in_overlap(frame.index):
             self._boundary += [(frame.index, o.track_id, o.xyxy, o.feature) for o in result.tracks]
-        self._unreported += 1
         if self._unreported >= 16:
             self.flush_progress()
 
