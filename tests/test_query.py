@@ -93,8 +93,8 @@ def test_times_are_said_without_float_noise(tmp_path: Path, capsys):
     times = [t for m in out["matches"] for a in m["appearances"] for t in (a["start_s"], a["end_s"])]
     assert 7.1 in times and 3.3 in times and 0.3 in times and all(t == round(t, 6) for t in times)
     assert main(["query", str(run), "--track", "hall:1", "--min-score", "-1"]) == 0
-    rows = [line for line in capsys.readouterr().out.splitlines() if "frames" in line]
-    assert len(rows) == 3 and len({row.index("(0-based)") for row in rows}) == 1
+    rows = [line for line in capsys.readouterr().out.splitlines() if "frames " in line and line.startswith("  ")]
+    assert len(rows) == 3 and len({row.index("track") for row in rows}) == 1  # the columns after frames line up
 
 
 def test_min_score_top_k_and_identity_queries(synthetic_run: Path, capsys):
@@ -111,7 +111,7 @@ def test_min_score_top_k_and_identity_queries(synthetic_run: Path, capsys):
     assert main(["query", str(synthetic_run), "--identity", str(identity)]) == 0
     table = capsys.readouterr().out
     assert f"identity {identity}" in table and "hall" in table and "no cameras file" in table
-    assert re.search(r"frames 0-80 +\(0-based\)", table)  # hall tracks 1 and 3: video frames 0..80, tracks.txt rows 1..81
+    assert re.search(r"frames 0-80 +track", table) and "frames: 0-based indices" in table  # hall tracks 1, 3: tracks.txt rows 1..81
     assert " tracks 1, 3 " in table and " track 4 " in table and "tracks 4" not in table  # door: one track
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
 
@@ -29,18 +30,27 @@ def _print_table(result: QueryResult) -> None:
         return
     clock = "from each video's start (no cameras file)" if not result.common_clock else (
         "the cameras file's start times" if result.clock_origin else "common clock")
-    typer.echo(f"{result.query}  (times: {clock})")
+    typer.echo(f"{result.query}  (times: {clock}; frames: 0-based indices in the source video)")
     appearances = [a for match in result.matches for a in match.appearances]
-    frames_width = max((len(f"{a.start_frame}-{a.end_frame}") for a in appearances), default=0)  # aligned columns
-    tracks_width = max([17, *(len(numbered("track", a.track_ids)) for a in appearances)])
+    # aligned columns, each as wide as its longest entry
+    camera_width = max((len(a.camera) for a in appearances), default=0)
+    frames_width = max((len(f"{a.start_frame}-{a.end_frame}") for a in appearances), default=0)
+    tracks_width = max((len(numbered("track", a.track_ids)) for a in appearances), default=0)
     for match in result.matches:
         typer.echo(f"identity {match.identity}  score {match.score:.3f}")
         for a in match.appearances:
             frames = f"{a.start_frame}-{a.end_frame}"
             typer.echo(
-                f"  {a.camera:12s} {clock_text(a.start_s, result.clock_origin)} - {clock_text(a.end_s, result.clock_origin)}  frames {frames:{frames_width}s} (0-based)"
-                f"  {numbered('track', a.track_ids):{tracks_width}s} score {a.score:.3f}  {a.thumbnail or ''}"
+                f"  {a.camera:{camera_width}s}  {clock_text(a.start_s, result.clock_origin)} - {clock_text(a.end_s, result.clock_origin)}"
+                f"  frames {frames:{frames_width}s}  {numbered('track', a.track_ids):{tracks_width}s}  score {a.score:.3f}"
+                f"  {_shown_path(a.thumbnail) if a.thumbnail else ''}".rstrip()
             )
+
+
+def _shown_path(path: str) -> str:
+    """``path`` relative to the working folder where it lies under it (shorter lines), else as it is."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
 
 
 def register(app: typer.Typer) -> None:
