@@ -394,6 +394,14 @@ def test_the_page_notices_a_reassociation_and_a_new_camera(page, run):
         == ["cam1"], "the gallery's camera filter is kept across the update"
     shutil.copytree(run / "cam3", run / "cam4")
     wait_for(lambda: len(canvases(driver)) == 4, "a player for the new camera")
+    staged = run.parent / "cam5"  # one tracked for 20 frames only (--max-frames 20): its header says so
+    shutil.copytree(run / "cam3", staged)
+    record = json.loads((staged / "run.json").read_text())
+    (staged / "run.json").write_text(json.dumps({**record, "frames_read": 20}))
+    staged.rename(run / "cam5")
+    wait_for(lambda: len(canvases(driver)) == 5, "a player for the camera tracked in part")
+    header = driver.find_element("css selector", ".player[data-camera=cam5] h2 small").text
+    assert "tracked to frame 19" in header, header
 
 
 def test_a_token_link_works_and_leaves_the_address(run):

@@ -122,7 +122,9 @@ class Player {
     if (this.canvas.width !== width) { this.canvas.width = width; this.canvas.height = Math.round(h * width / w); }
     this.count = camera.frames || 0;
     this.scrubber.max = Math.max(0, this.count - 1);
+    const last = camera.last_tracked_frame;  // --max-frames, Ctrl-C: the video goes on untracked
     this.info.textContent = `${camera.fps || '?'} fps · ${plural(this.count, 'frame')} · ${plural(camera.tracks, 'track')}`
+      + (last !== null && last !== undefined && last + 1 < this.count ? ` · tracked to frame ${last}` : '')
       + (camera.status !== 'complete' ? ` · ${camera.status}` : '');
     this.noteText = camera.frames_error || (camera.frames_from === 'annotated.mp4'
       ? 'source video not found: showing annotated.mp4 (its own boxes are burned in)' : '');
