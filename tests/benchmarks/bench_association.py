@@ -112,7 +112,7 @@ def main() -> None:
     args = parser.parse_args()
     # The synthetic features carry no camera bias and the peer (SciPy) compares raw cosines, so
     # both run on raw features at the raw threshold.
-    config = AssociationConfig(center_cameras=False)
+    config = AssociationConfig(center_cameras=False, join_same_camera=True)  # its people come back to a camera
 
     tracks, truth = synthetic_tracks(args.tracks, args.cameras, args.twin_share)
     feats = np.stack([t.feature for t in tracks[:4000]])
