@@ -496,3 +496,44 @@ def test_the_cameras_list_reads_the_run_folder_once(run, monkeypatch):
     monkeypatch.setattr(run_view, "run_folders", lambda run_dir: listed.append(run_dir) or run_folders(run_dir))
     cameras = run_view.RunView(run).cameras()
     assert len(cameras) == 3 and len(listed) == 1
+
+
+def phone_video(path: Path, upright: list[np.ndarray]) -> None:
+    """An MP4 as a phone writes a portrait video: frames stored sideways,
+    with a display matrix in the track header saying to turn them back (90 degrees)."""
+    import struct
+
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.height, stream.width = upright[0].shape[1], upright[0].shape[0]
+        stream.pix_fmt = "yuv420p"
+        for image in upright:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.rot90(image, 1)), format="bgr24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    data = bytearray(path.read_bytes())
+    at = data.find(b"tkhd")
+    version = data[at + 4]
+    matrix = at + 8 + (32 if version == 1 else 20) + 8 + 8  # past flags, times, id, duration; reserved, layer...
+    data[matrix:matrix + 36] = struct.pack(">9i", 0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30)  # turn by 90 degrees
+    path.write_bytes(data)
+
+
+def test_a_rotated_phone_video_is_served_upright_as_it_was_tracked(tmp_path: Path):
+    """serve showed a phone's portrait video sideways while its boxes (tracked upright) were portrait."""
+    from pipeline.serve.frames import VideoFrames
+
+    rng = np.random.default_rng(0)
+    upright = [cv2.resize(rng.integers(0, 255, (8, 4, 3), np.uint8), (96, 160), interpolation=cv2.INTER_NEAREST)
+               for _ in range(3)]
+    path = tmp_path / "phone.mp4"
+    phone_video(path, upright)
+    capture = cv2.VideoCapture(str(path))
+    ok, tracked = capture.read()
+    assert ok and tracked.shape == (160, 96, 3)  # as tracking reads it: upright
+    served = VideoFrames(path).image(0)
+    assert served.shape == tracked.shape and np.abs(served.astype(int) - tracked.astype(int)).mean() < 8

@@ -80,9 +80,16 @@ class VideoFrames:
                 if frame.pts is None or frame.pts < target:
                     continue
                 self._next = bisect.bisect_right(self._pts, frame.pts)
-                return frame.to_ndarray(format="bgr24")
+                return upright(frame.to_ndarray(format="bgr24"), getattr(frame, "rotation", 0))
             self._decoder = None
             raise FrameNotFound(f"{self.path}: frame {index} could not be decoded")
+
+
+def upright(image: np.ndarray, rotation: float | None) -> np.ndarray:
+    """``image`` turned as the video's display matrix says (``rotation``: degrees counter-clockwise, as
+    PyAV gives it; a phone's portrait video is stored sideways with -90), as OpenCV shows it when tracking."""
+    turns = round((rotation or 0) / 90) % 4
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
 
 class FolderFrames:
