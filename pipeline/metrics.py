@@ -29,7 +29,7 @@ import numpy as np
 import trackeval
 
 from pipeline.boxes import intersection_matrix
-from pipeline.text import camera_order
+from pipeline.text import counting_order
 from reid.errors import CrosscamError
 
 # What a row holds when a file has only the first columns: gt rows count as pedestrians (flag 1,
@@ -369,10 +369,10 @@ def evaluate_mtmc(
     predictions for cameras without gt are an error. ``frames_by_camera`` gives each camera's
     length (default: its last frame in gt or predictions); ``rules`` as :func:`evaluate_mot`'s.
     """
-    extra = sorted(set(pred_by_camera) - set(gt_by_camera), key=camera_order)
+    extra = sorted(set(pred_by_camera) - set(gt_by_camera), key=counting_order)
     if extra:
         raise CrosscamError(f"predictions for camera(s) {', '.join(extra)} have no ground truth; check the camera names")
-    cameras = sorted(gt_by_camera, key=camera_order)
+    cameras = sorted(gt_by_camera, key=counting_order)
     empty = np.zeros((0, 6))
     gts = {c: _full_rows(gt_by_camera[c], "gt") for c in cameras}
     preds = {c: _full_rows(pred_by_camera.get(c, empty), "pred") for c in cameras}

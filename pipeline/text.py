@@ -62,12 +62,13 @@ def clock_text(seconds: float, origin: str | None = None) -> str:
     return f"{'-' if seconds < 0 and tenths + minutes + hours else ''}{hours:02d}:{minutes:02d}:{tenths / 10:04.1f}"
 
 
-def camera_order(name: str) -> tuple:
-    """Sort key putting camera names in the order people count them: ``cam2`` before ``cam10``.
+def counting_order(name: str) -> tuple:
+    """Sort key putting names in the order people count them: camera ``cam2`` before ``cam10``, frame
+    ``2.jpg`` before ``10.jpg``.
 
-    >>> sorted(["cam10", "cam2", "door", "cam1"], key=camera_order), sorted(["Seq3", "seq10", "seq1"], key=camera_order)
+    >>> sorted(["cam10", "cam2", "door", "cam1"], key=counting_order), sorted(["Seq3", "seq10", "seq1"], key=counting_order)
     (['cam1', 'cam2', 'cam10', 'door'], ['seq1', 'Seq3', 'seq10'])
-    >>> sorted(["floor1²", "floor1"], key=camera_order)  # "²" is a digit but no number
+    >>> sorted(["floor1²", "floor1"], key=counting_order)  # "²" is a digit but no number
     ['floor1', 'floor1²']
     """
     parts = re.split(r"(\d+)", name)

@@ -229,6 +229,17 @@ def test_an_image_folder_numbered_otherwise_than_its_order_is_said_once(tmp_path
     assert (warned == []) if said is None else (len(warned) == 1 and said in warned[0])
 
 
+@pytest.mark.parametrize("name", ["{n}.jpg", "frame_{n}.png"])
+def test_frames_numbered_without_zeros_are_read_in_counting_order(tmp_path: Path, caplog, name):
+    """1.jpg ... 12.jpg were read 1, 10, 11, 12, 2, 3...: a scrambled video (and a warning of numbers missing)."""
+    for n in range(1, 13):
+        cv2.imwrite(str(tmp_path / name.format(n=n)), numbered_frame(n))
+    with open_source(str(tmp_path), "seq", SourceConfig(default_fps=5.0)) as src:
+        frames = list(src)
+    assert [round((f.image.mean() - 20) / 8) for f in frames] == list(range(1, 13))  # numbered_frame's grey level
+    assert not [r for r in caplog.records if "by file name" in r.getMessage()]
+
+
 def make_bad_input(folder: Path, kind: str) -> Path:
     path = folder / {"missing": "missing.mp4", "empty": "empty.mp4", "text": "notes.mp4", "no-images": "frames"}[kind]
     if kind == "empty":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.text import camera_order, first_line
+from pipeline.text import counting_order, first_line
 from reid.errors import CrosscamError
 
 RULES_HELP = ("Ground-truth rules: mot17 (MOT16/17, and 6-7 column or MOT15 files) or mot20 (class 6, "
@@ -29,7 +29,7 @@ def _gt_files(gt_dir: Path) -> dict[str, Path]:
     if not folder.is_dir():
         meant = f" (give {gt_dir.parent}?)" if gt_dir.name == "gt" else ""
         raise CrosscamError(f"{gt_dir}: no gt/ folder; --gt is a scene folder holding gt/CAMERA.txt files{meant}")
-    files = {p.stem: p for p in sorted(folder.glob("*.txt"), key=lambda p: camera_order(p.stem))}
+    files = {p.stem: p for p in sorted(folder.glob("*.txt"), key=lambda p: counting_order(p.stem))}
     if not files:
         raise CrosscamError(f"{folder}: no <camera>.txt ground-truth files; generate a scene with `crosscam samples make`")
     return files
@@ -57,7 +57,7 @@ def _mot_sequences(root: Path) -> dict[str, Path]:
     """The sequences of a MOTChallenge folder (``SEQ/gt/gt.txt``; ``root`` itself when it is one), by name."""
     if (root / "gt" / "gt.txt").is_file():
         return {root.name: root}
-    found = {p.name: p for p in sorted(root.iterdir(), key=lambda p: camera_order(p.name)) if (p / "gt" / "gt.txt").is_file()}
+    found = {p.name: p for p in sorted(root.iterdir(), key=lambda p: counting_order(p.name)) if (p / "gt" / "gt.txt").is_file()}
     if not found:
         raise CrosscamError(f"--gt {root}: a folder without SEQ/gt/gt.txt sequences; give a MOTChallenge folder (e.g. "
                             "MOT17/train) or one gt.txt file")
@@ -181,7 +181,7 @@ def register(app: typer.Typer) -> None:
         pred_rows = {}
         if not any((run / camera / tracks).is_file() for camera in gt_files):
             others = sorted({p.parent.name for pattern in ("*/run.json", f"*/{tracks}") for p in run.glob(pattern)
-                             if not p.parent.name.startswith(".")}, key=camera_order)  # the run's cameras, with the file or not
+                             if not p.parent.name.startswith(".")}, key=counting_order)  # the run's cameras, with the file or not
             if others and not set(others) & set(gt_files):
                 raise CrosscamError(f"{run}: its cameras ({', '.join(others)}) are not the ground truth's "
                                     f"({', '.join(gt_files)}); track with --camera names as in {gt / 'gt'}")
@@ -198,7 +198,7 @@ def register(app: typer.Typer) -> None:
                                  for w in check_comparable(gt_files[camera], gt_rows[camera], pred_rows[camera], rules)]
             else:
                 warnings.append(f"warning: {path} missing; camera {camera} scored as having no tracks")
-        for extra in sorted((p.parent.name for p in run.glob(f"*/{tracks}") if p.parent.name not in gt_files), key=camera_order):
+        for extra in sorted((p.parent.name for p in run.glob(f"*/{tracks}") if p.parent.name not in gt_files), key=counting_order):
             warnings.append(f"warning: {run / extra} has no ground truth in {gt / 'gt'}; not scored")
         scores = evaluate_mtmc(gt_rows, pred_rows, _scene_lengths(gt), rules)
         for warning in warnings:

@@ -217,7 +217,7 @@ def _update_identities(run_dir: Path, config: PipelineConfig, cameras_file: str 
     return IdentityResult(
         run_dir=run_dir,
         cameras_updated=[c.name for c in changed],
-        cameras=[c.name for c in store.cameras()],  # in camera_order
+        cameras=[c.name for c in store.cameras()],  # in counting_order
         tracks=len(tracks),
         identities=len(cameras_per_identity),
         multi_camera_identities=sum(len(c) > 1 for c in cameras_per_identity.values()),

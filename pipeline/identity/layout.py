@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.identity.store import DB_NAME
-from pipeline.text import camera_order
+from pipeline.text import counting_order
 from pipeline.types import STORE_DIR
 from reid.errors import CrosscamError
 
@@ -37,7 +37,7 @@ def run_folders(run_dir: Path) -> list[Path]:
     if not run_dir.is_dir():
         return []
     return sorted((p for p in run_dir.iterdir() if not p.name.startswith(".") and (p / "run.json").is_file()),
-                  key=lambda p: camera_order(p.name))  # cam2 before cam10
+                  key=lambda p: counting_order(p.name))  # cam2 before cam10
 
 
 def camera_folders(run_dir: Path, allow_none: bool = False) -> list[Path]:

@@ -36,7 +36,7 @@ from pipeline.config import DetectorConfig, PipelineConfig, ReidConfig
 from pipeline.identity.layout import STORE_DIR, camera_folders, is_camera_folder, run_inside
 from pipeline.identity.store import DB_NAME, StoredTrack, TrackStore
 from pipeline.run_folders import running_todo
-from pipeline.text import camera_order, plural
+from pipeline.text import counting_order, plural
 from pipeline.types import Frame, read_run_record
 from reid.errors import CrosscamError
 from reid.vectors import l2_normalize
@@ -264,7 +264,7 @@ def colour_normalised(run: dict) -> bool:
 def _camera_colour(folders: list[Path], camera: str) -> CameraColour:
     by_name = {f.name: f for f in folders}
     if camera not in by_name:
-        raise CrosscamError(f"--camera {camera!r}: not a camera of this run; use one of {', '.join(sorted(by_name, key=camera_order))}")
+        raise CrosscamError(f"--camera {camera!r}: not a camera of this run; use one of {', '.join(sorted(by_name, key=counting_order))}")
     return _recorded_colour(by_name[camera])
 
 
@@ -386,7 +386,7 @@ def _match(identity: int, members: list[tuple[StoredTrack, np.ndarray]], scores:
     """``identity``'s appearances from its tracks (``members``) and their ``scores``; ``run_dir`` resolved."""
     tracks = [track for track, _ in members]
     appearances = [a for a in _visits(tracks, scores, run_dir) if a.score >= min_score]
-    appearances.sort(key=lambda a: (a.start_s, camera_order(a.camera), a.start_frame))
+    appearances.sort(key=lambda a: (a.start_s, counting_order(a.camera), a.start_frame))
     return IdentityMatch(identity, max((a.score for a in appearances), default=-1.0), appearances)
 
 

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from pipeline.identity.store import StoredTrack, TrackStore
-from pipeline.text import camera_order, clock_text, plural
+from pipeline.text import counting_order, clock_text, plural
 from pipeline.types import REPORT_FILE, read_run_record
 from pipeline.video.render import color_for_id
 from pipeline.video.tracks_file import read_tracks_file
@@ -77,7 +77,7 @@ def identity_overviews(run_dir: Path, store: TrackStore, tracks: list[StoredTrac
         by_identity.setdefault(t.identity, []).append(t)
     overviews = [
         IdentityOverview(
-            ident, group, sorted({t.camera for t in group}, key=camera_order), min(t.start_s for t in group),
+            ident, group, sorted({t.camera for t in group}, key=counting_order), min(t.start_s for t in group),
             max(t.end_s for t in group), not all((t.camera, t.track_id) in unlikely for t in group),
         )
         for ident, group in by_identity.items()

@@ -47,7 +47,7 @@ from pipeline.identity.exact_scan import exact_searcher
 from pipeline.identity.faiss_index import (build_index, inner_index, ivf_cells, maybe_to_gpu, planned_kind, stored_kind,
                                           tune_search)
 from pipeline.identity.search_batcher import SearchBatcher, SearchFn
-from pipeline.text import camera_order
+from pipeline.text import counting_order
 from pipeline.types import TrackSummary
 from reid.errors import CrosscamError
 from reid.vectors import l2_normalize
@@ -359,7 +359,7 @@ class TrackStore:
                 (w, h) if w is not None else None, frames, digest,
             )
             for name, offset, common, source, fps, w, h, frames, digest in rows
-        ), key=lambda record: camera_order(record.name))  # cam2 before cam10
+        ), key=lambda record: counting_order(record.name))  # cam2 before cam10
 
     def tracks(self, camera: str | None = None, identity: int | None = None) -> list[StoredTrack]:
         """Stored tracks, optionally of one camera and/or one identity, by (camera, track id)."""
@@ -398,7 +398,7 @@ class TrackStore:
         if camera not in known:
             return f"unknown camera {camera!r}; cameras in the store: {', '.join(known) or 'none'}"
         with self._reading() as conn:
-            tracked = sorted((row[0] for row in conn.execute("SELECT DISTINCT camera FROM tracks")), key=camera_order)
+            tracked = sorted((row[0] for row in conn.execute("SELECT DISTINCT camera FROM tracks")), key=counting_order)
         what_to_do = f"pick a track of {', '.join(tracked)} instead" if tracked else "no camera of this run has any"
         return f"camera {camera!r} has no tracks in the store (nobody was tracked in it); {what_to_do}"
 

@@ -38,7 +38,7 @@ from pipeline.config import PipelineConfig
 from pipeline.identity.query import parse_box, query_identity, query_image, query_track
 from pipeline.identity.store import StoreDamaged
 from pipeline.serve.run_view import ApiError, RunView, hex_colour
-from pipeline.text import camera_order
+from pipeline.text import counting_order
 from reid.errors import CrosscamError
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # an uploaded image; the request may add this much multipart overhead:
@@ -196,7 +196,7 @@ def _add_api(app: FastAPI, view: RunView) -> None:
         known = set(view.camera_names()) | {c for o in view.overviews() for c in o.cameras}
         for name in camera or []:
             if name not in known:
-                raise ApiError(404, f"camera {name!r}: not a camera of this run; its cameras: {', '.join(sorted(known, key=camera_order))}")
+                raise ApiError(404, f"camera {name!r}: not a camera of this run; its cameras: {', '.join(sorted(known, key=counting_order))}")
         shown = [
             o for o in view.overviews()
             if (not camera or set(camera) & set(o.cameras))
@@ -280,7 +280,7 @@ def _overview_json(view: RunView, o) -> dict:
         "last_s": o.last_s,
         "tracks": [{"camera": t.camera, "track_id": t.track_id, "start_s": t.start_s, "end_s": t.end_s,
                     "start_frame": t.first_frame, "end_frame": t.last_frame}
-                   for t in sorted(o.tracks, key=lambda t: (t.start_s, camera_order(t.camera), t.track_id))],  # in time order
+                   for t in sorted(o.tracks, key=lambda t: (t.start_s, counting_order(t.camera), t.track_id))],  # in time order
         "likely_person": o.likely_person,
         "thumbnails": [{"camera": t.camera, "track_id": t.track_id,
                         "thumbnail": str(view.run_dir / t.thumbnail) if t.thumbnail else None} for t in o.best_tracks()],

@@ -93,7 +93,7 @@ def upright(image: np.ndarray, rotation: float | None) -> np.ndarray:
 
 
 class FolderFrames:
-    """The frames of an image folder (a MOTChallenge ``SEQ/img1/``), by name order as ``pipeline.video.sources`` reads them."""
+    """The frames of an image folder (a MOTChallenge ``SEQ/img1/``), in the order ``pipeline.video.sources`` reads them."""
 
     def __init__(self, folder: Path, fps: float):
         _, self._files = image_folder_files(folder)

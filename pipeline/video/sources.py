@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from pipeline.config import SourceConfig
+from pipeline.text import counting_order
 from pipeline.types import Frame, FrameRange, kept_frames
 from reid.errors import CrosscamError
 from reid.image_files import read_image_file
@@ -257,10 +258,11 @@ class ImageFolderSource(FrameSource):
 
 
 def image_folder_files(folder: Path) -> tuple[Path, list[Path]]:
-    """An image folder's frames in name order (``SEQ/`` reads ``SEQ/img1/``): the folder read and its files."""
+    """An image folder's frames in counting order of their names (``2.jpg`` before ``10.jpg``; ``SEQ/``
+    reads ``SEQ/img1/``): the folder read and its files."""
     if (folder / "img1").is_dir():
         folder = folder / "img1"
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: counting_order(p.name))
     if not files:
         raise CrosscamError(f"{folder}: no images (.jpg/.png/...) in this folder; pass a folder of frames or a video")
     return folder, files
