@@ -125,7 +125,7 @@ def test_cameras_file_puts_cameras_on_one_clock_and_applies_transit_rules(two_ca
     assert answer.clock_origin == "2024-05-01 08:00:00" and answer.to_json()["clock_origin"] == "2024-05-01 08:00:00"
     assert main(["query", str(two_cameras), "--track", "door:1"]) == 0
     printed = capsys.readouterr().out
-    assert "(times: the cameras file's start times)" in printed and "2024-05-01 08:02:02.0 - 2024-05-01 08:02:05.0" in printed
+    assert "(times: the cameras file's start times;" in printed and "2024-05-01 08:02:02.0 - 2024-05-01 08:02:05.0" in printed
     cameras.write_text(cameras.read_text().replace(" 08:0", " 09:0"))  # every start an hour later: same offsets
     update_identities(two_cameras, PipelineConfig(), cameras_file=cameras, progress=False)
     assert query_track(two_cameras, "door", 1, config=PipelineConfig()).clock_origin == "2024-05-01 09:00:00"
