@@ -247,3 +247,11 @@ def test_a_caption_fits_its_frame_or_is_left_out(size):
     else:  # the text ends before the frame's edge (not cut), in a band below 8 % of its height
         text_columns = np.nonzero((image > 230).all(axis=2).any(axis=0))[0]
         assert 0 < text_columns.max() < size[0] - 1 and (image != 200).any(axis=(1, 2)).sum() < 0.08 * size[1]
+
+
+def test_a_long_camera_name_shortens_the_caption_before_it_goes():
+    """At 320x240 a 30-character camera name left no caption at all: not even which ids the boxes carry."""
+    image = np.full((240, 320, 3), 200, np.uint8)
+    long_name = "entrance north parking lvl2 east"
+    draw_caption(image, [f"{long_name} | frame 12 | video 00:00:01.2 | ids: this camera's tracks", "frame 12 | ids: this camera's tracks"])
+    assert (image[-20:] != 200).any() and not (image[:-20] != 200).any()  # drawn: the short one, in the bottom band

@@ -11,6 +11,7 @@ functions, so a given id has the same colour in every video.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Mapping, Sequence
 
 import cv2
@@ -46,14 +47,15 @@ def draw_tracks(
     labels: list[str] | None = None,
     trails: Mapping[int, Sequence[tuple[float, float]]] | None = None,
     dashed: np.ndarray | None = None,
-    caption: str | None = None,
+    caption: str | Sequence[str] | None = None,
 ) -> np.ndarray:
     """Return a copy of ``image_bgr`` with one box per row, coloured by id.
 
     ``xyxy``: ``(N, 4)`` pixels; ``ids``: ``(N,)`` ints; ``labels``: text per box (default the id);
     ``trails``: per id, past ``(x, y)`` points (e.g. box bottoms) drawn as a fading polyline;
     ``dashed``: ``(N,)`` bool, boxes drawn with a thin dashed outline (interpolated, not detected);
-    ``caption``: text drawn first, at the bottom left (:func:`draw_caption`), under the boxes.
+    ``caption``: text (or shorter and shorter texts) drawn first, at the bottom left (:func:`draw_caption`),
+    under the boxes.
     """
     out = image_bgr.copy()
     if caption:
@@ -82,32 +84,51 @@ def draw_tracks(
     return out
 
 
+def drawable_text(text: str) -> str:
+    """``text`` as OpenCV's font draws it: OpenCV 5 draws Latin, Greek and Cyrillic letters (others
+    as ``?``); OpenCV 4 ASCII only, so accents are dropped there (``Süd`` -> ``Sud``)."""
+    if int(cv2.__version__.split(".")[0]) >= 5:
+        return text
+    plain = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return plain.encode("ascii", "replace").decode()
+
+
 MIN_CAPTION_SCALE = 0.3  # OpenCV's font below this (about 7 px high) is not worth reading: no caption
 
 
-def draw_caption(image_bgr: np.ndarray, text: str) -> None:
-    """Write ``text`` (what the video shows: camera, frame, time, which ids) in white on a darkened band at
-    the bottom left of ``image_bgr``, in place: before the boxes, which are drawn over it. The text is
-    made smaller to fit the width; a frame too small for it readable gets none. OpenCV's font has ASCII
-    only: other characters show as ``?``."""
+def draw_caption(image_bgr: np.ndarray, texts: str | Sequence[str]) -> None:
+    """Write the first of ``texts`` (what the video shows: camera, frame, time, which ids; shorter
+    ones after it) that fits, in white on a darkened band at the bottom left of ``image_bgr``, in place:
+    before the boxes, which are drawn over it. A text is made smaller to fit the width; a frame too
+    small for any of them readable gets none (:func:`drawable_text` says which letters show)."""
     height, width = image_bgr.shape[:2]
     short_side = min(height, width)
-    scale, thickness = max(0.35, short_side / 900), max(1, round(short_side / 540))
-    text = text.encode("ascii", "replace").decode()
-    pad = max(2, round(short_side / 200))
+    thickness, pad = max(1, round(short_side / 540)), max(2, round(short_side / 200))
+    for text in [texts] if isinstance(texts, str) else texts:
+        text = drawable_text(text)
+        fitted = _fitted_scale(text, max(0.35, short_side / 900), thickness, width - 2 * pad)
+        if fitted is None:
+            continue
+        scale, (text_w, text_h), base = fitted
+        if text_h + base + 2 * pad > height // 8:  # a frame too low for it: the band would hide the picture
+            return
+        band = image_bgr[max(0, height - text_h - base - 2 * pad):, :min(width, text_w + 2 * pad)]
+        band[:] = band // 3  # darkened, the picture still faintly behind
+        cv2.putText(image_bgr, text, (pad, height - base - pad), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
+                    thickness, cv2.LINE_AA)
+        return
+
+
+def _fitted_scale(text: str, scale: float, thickness: int, room: int) -> tuple[float, tuple[int, int], int] | None:
+    """The font scale at most ``scale`` at which ``text`` is at most ``room`` pixels wide, with its size and
+    baseline; None below :data:`MIN_CAPTION_SCALE`."""
     while True:  # the font's width is not quite proportional to its scale: shrink until it fits
         (text_w, text_h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
-        if text_w + 2 * pad <= width:
-            break
-        scale *= min(0.97, (width - 2 * pad) / text_w)
+        if text_w <= room:
+            return scale, (text_w, text_h), base
+        scale *= min(0.97, room / max(text_w, 1))
         if scale < MIN_CAPTION_SCALE:
-            return
-    if text_h + base + 2 * pad > height // 8:  # a frame too low for it: the band would hide the picture
-        return
-    band = image_bgr[max(0, height - text_h - base - 2 * pad):, :min(width, text_w + 2 * pad)]
-    band[:] = band // 3  # darkened, the picture still faintly behind
-    cv2.putText(image_bgr, text, (pad, height - base - pad), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness,
-                cv2.LINE_AA)
+            return None
 
 
 def place_labels(boxes: Sequence[tuple[int, int, int, int]], tags: Sequence[tuple[int, int]], width: int,

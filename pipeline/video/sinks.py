@@ -106,7 +106,9 @@ class AnnotatedVideoWriter(_Sink):
         ids = np.array([t.track_id for t in tracks], np.int64)
         dashed = np.array([t.interpolated for t in tracks], bool)
         frame = result.frame
-        caption = f"{frame.camera} | frame {frame.index} | video {clock_text(frame.time_s)} | {self._ids_are}"
+        where = f"frame {frame.index} | video {clock_text(frame.time_s)}"
+        caption = (f"{frame.camera} | {where} | {self._ids_are}", f"{frame.camera} | frame {frame.index} | {self._ids_are}",
+                   f"frame {frame.index} | {self._ids_are}")  # the first that fits the frame
         image = draw_tracks(frame.image, xyxy, ids, trails=self._update_trails(tracks), dashed=dashed, caption=caption)
         if (image.shape[1], image.shape[0]) != self.frame_size:  # streams may change resolution
             image = cv2.resize(image, self.frame_size)
