@@ -392,3 +392,41 @@ def test_many_unreadable_images_are_said_ten_times_then_counted(tmp_path: Path, 
         assert len(list(src)) == 5 and src.frames_failed == 35
     said = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
     assert len(said) == 10 and said[-1].endswith("further skipped frames are only counted (run.json: frames_failed)")
+
+
+def write_mkv(path: Path, times_ms: list[int]) -> Path:
+    """A Matroska file whose frames are shown at ``times_ms`` (its frame count is then an estimate)."""
+    import av
+    from fractions import Fraction
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.time_base = Fraction(1, 1000)
+        for i, ms in enumerate(times_ms):
+            frame = av.VideoFrame.from_ndarray(numbered_frame(i), format="bgr24")
+            frame.pts, frame.time_base = ms, Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("times_ms", [
+    [100 * i for i in range(20)] + [2000 + 500 * i for i in range(20)],  # 10 fps, then 2 fps
+    [5000 + 100 * i for i in range(40)],  # a clock that starts at 5 s
+], ids=["variable-rate", "late-start"])
+def test_a_complete_matroska_file_is_not_said_cut_short(tmp_path: Path, caplog, times_ms):
+    """Its frame count is duration x mean rate: 176 for 60 frames, and 116 'could not be decoded'."""
+    path = write_mkv(tmp_path / "cam.mkv", times_ms)
+    with open_source(str(path), "cam", SourceConfig()) as src:
+        frames = list(src)
+        assert len(frames) == 40 and src.frames_failed == 0
+    assert frames[-1].time_s == pytest.approx((times_ms[-1] - times_ms[0]) / 1000, abs=0.01)
+    assert not [r for r in caplog.records if "could not be decoded" in r.getMessage()]
+    cut = tmp_path / "cut.mkv"  # a file cut in half still is
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with open_source(str(cut), "cut", SourceConfig()) as src:
+        assert 0 < len(list(src)) < 40 and src.frames_failed > 0
+    assert [r for r in caplog.records if "could not be decoded" in r.getMessage()]

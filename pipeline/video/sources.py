@@ -118,6 +118,7 @@ class VideoFileSource(FrameSource):
         count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
         self.frames_total = count if count > 0 else None
         self._first_ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+        self._last_ms: tuple[float, float] | None = None  # the last two frames read: their timestamps (ms)
         self._first_index = 0
         self._iterated = False
         self.seek = "none"  # how the range start was reached: none | seek | decode
@@ -183,6 +184,8 @@ class VideoFileSource(FrameSource):
                     self._skip_failed(failed, "decode error")
                 pending = []
                 self.frames_read += 1
+                ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+                self._last_ms = (self._last_ms[1] if self._last_ms else ms, ms)
                 yield Frame(self.camera, index, self._time(index), image)
             index += 1
             while not self._past_limit(index) and not self._keep(index) and self._cap.grab():
@@ -201,13 +204,30 @@ class VideoFileSource(FrameSource):
         # Failed reads at the very end are how a file ends; only say so when the container
         # promised more frames than could be decoded.
         expected, end = self.frames_total, self.frames_end
-        if pending and expected is not None and pending[0] < expected - 1:
+        if pending and expected is not None and pending[0] < expected - 1 and not self._ran_to_its_end():
             self.frames_failed += kept_frames(pending[0], end, self.cfg.stride)  # as frames_read counts
             if self._past_limit(index):  # the range or --max-frames ended among the failures
                 log.warning("%s: frames %d..%d could not be decoded", self.uri, pending[0], end - 1)
             else:
                 log.warning("%s: frames %d.. of %d could not be decoded; the rest of the file was skipped",
                             self.uri, pending[0], expected)
+
+    def _ran_to_its_end(self) -> bool:
+        """Whether the last frame read ends the file by time, as its container's duration says. A
+        Matroska file's frame count is an estimate (its duration x a mean rate): a variable rate or a
+        clock starting late made complete files look cut short, their missing frames "not decoded"."""
+        if self._last_ms is None or self._last_ms[1] <= self._first_ms:  # no timestamps (raw .264): cannot tell
+            return False
+        import av  # PyAV reads the container's duration; OpenCV gives only the estimated count
+
+        try:
+            with av.open(self.uri) as container:
+                length_s = (container.duration - (container.start_time or 0)) / av.time_base
+        except (av.FFmpegError, OSError, TypeError):  # TypeError: no duration
+            return False
+        previous, last = self._last_ms
+        gap_s = max(last - previous, 1000.0 / self.fps) / 1000.0  # the last frame lasts as long as the one before
+        return (last - self._first_ms) / 1000.0 + gap_s >= length_s - 0.5 / self.fps
 
     def close(self) -> None:
         self._cap.release()
