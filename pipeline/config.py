@@ -25,7 +25,7 @@ class SourceConfig(_Section):
 
     stride: int = Field(1, ge=1)  # keep every n-th frame
     max_frames: int | None = Field(None, ge=1)  # stop after this many source frames
-    default_fps: float = Field(25.0, gt=0.0)  # when neither the container nor seqinfo.ini gives one
+    default_fps: float = Field(25.0, gt=0.0)  # when neither the container nor seqinfo.ini gives one (raw .264)
     max_decode_failures: int = Field(25, ge=1)  # consecutive undecodable frames before a file is given up
     reconnect_attempts: int = Field(5, ge=0)  # stream re-opens after a drop before giving up
     reconnect_delay_s: float = Field(1.0, ge=0.0)  # first back-off delay; doubles per attempt

@@ -96,6 +96,10 @@ class FrameSource(ABC):
         self.close()
 
 
+# elementary streams, no container: no rate, no timestamps
+RAW_STREAMS = {".264": "H.264", ".h264": "H.264", ".avc": "H.264", ".265": "H.265", ".h265": "H.265", ".hevc": "H.265"}
+
+
 class VideoFileSource(FrameSource):
     """Any file OpenCV's FFmpeg backend decodes (``.mp4``, ``.avi``, raw ``.264`` ...).
 
@@ -114,7 +118,11 @@ class VideoFileSource(FrameSource):
         self._first: np.ndarray | None = first
         self.frame_size = (self._first.shape[1], self._first.shape[0])
         fps = self._cap.get(cv2.CAP_PROP_FPS)
-        self.fps = fps if 0.0 < fps < 1000.0 else cfg.default_fps
+        raw = path.suffix.lower() in RAW_STREAMS  # FFmpeg says 25 fps for any of them
+        self.fps = fps if 0.0 < fps < 1000.0 and not raw else cfg.default_fps
+        if raw and frames is None:  # said once per camera, not per segment
+            log.warning("%s: a raw %s stream carries no frame rate; timed at %g fps (set source.default_fps)",
+                        path, RAW_STREAMS[path.suffix.lower()], self.fps)
         count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
         self.frames_total = count if count > 0 else None
         self._first_ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
