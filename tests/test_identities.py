@@ -270,7 +270,7 @@ def test_a_run_without_camera_outputs_is_one_line(tmp_path: Path):
         ("cameras:\n  - {name: hall, offset_s: 0}\ntransitions:\n  rules: [{cameras: [hall, lift]}]\n",
          ": transitions: a rule names camera(s) lift, which the file does not list (hall)"),
         ("camera:\n  - {name: hall, offset_s: 0}\n", "camera: unknown key; did you mean cameras?"),
-        ("cameras: [\n", "not valid YAML"),
+        ("cameras:\n  - {name: hall, offset_s: 0\n", "not valid YAML at line 3"),
         ("cameras:\n  - {name: hall, offset_s: 0}\n", "no entry for camera(s) door;"),
         ("cameras:\n  - {name: hall, offset_s: 0}\n  - {name: dor, offset_s: 3}\n",
          "no entry for camera(s) door (dor in it is no camera of this run: misspelt?)"),

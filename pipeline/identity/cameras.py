@@ -152,7 +152,9 @@ def load_cameras_file(path: str | Path) -> CamerasFile:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         first = str(exc).strip().splitlines()[0]
-        raise CrosscamError(f"{path}: not valid YAML ({first}); fix the file") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise CrosscamError(f"{path}: not valid YAML{where} ({first}); fix the file") from None
     try:
         return CamerasFile.model_validate(data if isinstance(data, dict) else {})
     except ValidationError as exc:  # a misspelt key first: it explains a "Field required" beside it (camera: for cameras:)
