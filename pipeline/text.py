@@ -70,7 +70,16 @@ def counting_order(name: str) -> tuple:
     (['cam1', 'cam2', 'cam10', 'door'], ['seq1', 'Seq3', 'seq10'])
     >>> sorted(["floor1²", "floor1"], key=counting_order)  # "²" is a digit but no number
     ['floor1', 'floor1²']
+    >>> sorted(["1700000000.1.jpg", "1700000000.05.jpg"], key=counting_order)  # digits after "<number>." are a fraction
+    ['1700000000.05.jpg', '1700000000.1.jpg']
     """
-    parts = re.split(r"(\d+)", name)
-    folded = tuple((0, int(part), "") if part.isdecimal() else (1, 0, part.casefold()) for part in parts if part)
-    return folded, name  # ties (cam01 and cam1, Cam and cam): by the name itself
+    parts = [part for part in re.split(r"(\d+)", name) if part]
+    folded = []
+    for i, part in enumerate(parts):
+        if not part.isdecimal():
+            folded.append((1, 0, part.casefold()))
+        elif i >= 2 and parts[i - 1] == "." and parts[i - 2].isdecimal():  # a time stamp's fraction of a second
+            folded.append((0, float(f"0.{part}"), ""))
+        else:
+            folded.append((0, int(part), ""))
+    return tuple(folded), name  # ties (cam01 and cam1, Cam and cam): by the name itself

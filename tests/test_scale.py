@@ -428,3 +428,16 @@ def test_ctrl_c_while_the_workers_stop_lets_them_stop_and_is_noted():
     session.pool = pool = Pool()
     session.close()
     assert pool.closed and session.interrupted_at_close and session.pool is None
+
+
+def test_segments_of_a_variable_rate_matroska_file_are_planned_from_its_frames(tmp_path, worker):
+    """OpenCV estimates a Matroska file's frames (duration x mean rate): a 40-frame file with a pause
+    was planned as 70 frames, its last segment past the end, 30 frames 'not decoded', progress at 57 %."""
+    from test_sources import write_mkv
+
+    path = write_mkv(tmp_path / "cam.mkv", [100 * i for i in range(20)] + [5000 + 100 * i for i in range(20)])
+    probe = worker.probe(str(path), "cam")
+    assert probe.frames_total == 40
+    units = plan_camera("cam", str(path), probe.frames_total, probe.fps, 2.0, 0.5)
+    results = [worker.track(u, probe.colour) for u in units]
+    assert sum(r.owned_frames_read for r in results) == 40 and sum(r.owned_frames_failed for r in results) == 0

@@ -82,6 +82,8 @@ def test_the_last_tracked_frame_follows_frames_processed_and_stride():
     assert last_tracked_frame({"frames_read": 200, "config": {"source": {"stride": 1}}}) == 199  # --max-frames 200
     assert last_tracked_frame({"frames_read": 10, "config": {"source": {"stride": 3}}}) == 27
     assert last_tracked_frame({"status": "running"}) is None and last_tracked_frame({"frames_read": 0}) is None
+    # frames given up as undecodable were reached too: a complete run with 25 of them is tracked to its end
+    assert last_tracked_frame({"frames_read": 975, "frames_failed": 25, "config": {"source": {"stride": 1}}}) == 999
 
 
 def test_openapi_lists_the_api_and_docs_render_it_offline(api):

@@ -92,12 +92,14 @@ def recorded_stride(run: dict) -> int:
 
 
 def last_tracked_frame(run: dict) -> int | None:
-    """The last source frame (0-based) a camera's tracking processed, from its ``run.json`` (frames
-    processed x stride; ``--max-frames`` or Ctrl-C stop it before the video's end); None when unknown."""
+    """The last source frame (0-based) a camera's tracking reached, from its ``run.json`` (frames read
+    or given up as undecodable, x stride; ``--max-frames`` or Ctrl-C stop it before the video's end);
+    None when unknown."""
     processed = run.get("frames_read")
     if not isinstance(processed, int) or processed < 1:
         return None
-    return (processed - 1) * recorded_stride(run)
+    failed = run.get("frames_failed")
+    return (processed + (failed if isinstance(failed, int) and failed > 0 else 0) - 1) * recorded_stride(run)
 
 
 def _not_a_person_tracks(run_dir: Path, store: TrackStore, tracks: list[StoredTrack]) -> set[tuple[str, int]]:

@@ -34,7 +34,7 @@ from pipeline.video.annotate import render_tracks_video
 from pipeline.video.chain import SharedFrames, StageTimes
 from pipeline.video.detectors import build_detector
 from pipeline.video.run import camera_chain, models_record
-from pipeline.video.sources import STREAM_SCHEMES, mot_sequence_dir, open_source, source_warnings_muted
+from pipeline.video.sources import STREAM_SCHEMES, VideoFileSource, mot_sequence_dir, open_source, source_warnings_muted
 from pipeline.video.track_state import TrackAccumulator
 from pipeline.video.tracks_file import TrackRows
 from reid import Embedder
@@ -152,8 +152,8 @@ class SegmentWorker:
                             break
                 if batch:
                     colour.fit(batch)
-            return CameraProbe(camera, spec, source.uri, source.fps, source.frame_size, source.frames_end,
-                               stream, colour)
+            frames = source.counted_frames_end() if isinstance(source, VideoFileSource) else source.frames_end
+            return CameraProbe(camera, spec, source.uri, source.fps, source.frame_size, frames, stream, colour)
 
     def track(self, unit: WorkUnit, colour: CameraColour, overlaps: SharedFrames | None = None) -> SegmentResult:
         """Run the chain on ``unit`` (a fresh detector and tracker; ``colour`` as probed).

@@ -96,6 +96,12 @@ class FrameSource(ABC):
         self.close()
 
 
+def _estimates_its_count(container) -> bool:
+    """Whether OpenCV's frame count of this PyAV ``container`` is an estimate (duration x a mean rate):
+    Matroska and WebM keep no count."""
+    return "matroska" in container.format.name or "webm" in container.format.name
+
+
 # elementary streams, no container: no rate, no timestamps
 RAW_STREAMS = {".264": "H.264", ".h264": "H.264", ".avc": "H.264", ".265": "H.265", ".h265": "H.265", ".hevc": "H.265"}
 
@@ -230,12 +236,30 @@ class VideoFileSource(FrameSource):
 
         try:
             with av.open(self.uri) as container:
-                length_s = (container.duration - (container.start_time or 0)) / av.time_base
+                if not _estimates_its_count(container):  # its count is the file's: frames short of it failed
+                    return False
+                length_s = (container.duration - (container.start_time or 0)) / av.time_base  # Matroska's runs from 0
         except (av.FFmpegError, OSError, TypeError):  # TypeError: no duration
             return False
         previous, last = self._last_ms
         gap_s = max(last - previous, 1000.0 / self.fps) / 1000.0  # the last frame lasts as long as the one before
         return (last - self._first_ms) / 1000.0 + gap_s >= length_s - 0.5 / self.fps
+
+    def counted_frames_end(self) -> int | None:
+        """:attr:`frames_end`, with the file's frames counted where its container only estimates them
+        (Matroska / WebM: duration x a mean rate): its video packets, read without decoding (one pass
+        over the file's bytes: for planning segments, once per camera)."""
+        import av
+
+        try:
+            with av.open(self.uri) as container:
+                if not _estimates_its_count(container):
+                    return self.frames_end
+                stream = container.streams.video[0]
+                counted = sum(1 for packet in container.demux(stream) if packet.size)
+        except (av.FFmpegError, OSError, IndexError):
+            return self.frames_end
+        return min(e for e in (counted, self.cfg.max_frames, self.frames.end) if e is not None)
 
     def close(self) -> None:
         self._cap.release()

@@ -124,7 +124,7 @@ class Player {
     this.scrubber.max = Math.max(0, this.count - 1);
     const last = camera.last_tracked_frame;  // --max-frames, Ctrl-C: the video goes on untracked
     this.info.textContent = `${camera.fps || '?'} fps · ${plural(this.count, 'frame')} · ${plural(camera.tracks, 'track')}`
-      + (last !== null && last !== undefined && last + 1 < this.count ? ` · tracked to frame ${last}` : '')
+      + (last !== null && last !== undefined && last + (camera.stride || 1) < this.count ? ` · tracked to frame ${last}` : '')
       + (camera.status !== 'complete' ? ` · ${camera.status}` : '');
     this.noteText = camera.frames_error || (camera.frames_from === 'annotated.mp4'
       ? 'source video not found: showing annotated.mp4 (its own boxes are burned in)' : '');
@@ -201,7 +201,7 @@ class Player {
     const offset = this.camera.time_offset_s || 0;
     const t = Number.isNaN(this.videoTime) ? this.index / (this.camera.fps || 10) : this.videoTime;
     const last = this.camera.last_tracked_frame;
-    const untracked = last !== null && last !== undefined && this.index > last
+    const untracked = last !== null && last !== undefined && this.index >= last + (this.camera.stride || 1)
       ? ` · not tracked: the run stopped at frame ${last}` : '';
     const when = this.camera.common_clock ? runClock(t + offset) : fmtSeconds(t);
     this.clock.textContent = `frame ${this.index} · ${when} (${this.camera.common_clock ? 'run clock' : "from the video's start"})${untracked}`;
