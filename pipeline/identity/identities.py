@@ -251,7 +251,8 @@ def with_kept_association(run_dir: str | Path, config: PipelineConfig, overridde
     given = config.association.model_dump()
     if not isinstance(kept, dict):
         return config, False
-    merged = {key: value if key in set(overridden) else kept.get(key, KEPT_BEFORE_THE_KEY.get(key, value))
+    overridden = set(overridden)
+    merged = {key: value if key in overridden else kept.get(key, KEPT_BEFORE_THE_KEY.get(key, value))
               for key, value in given.items()}
     try:
         association = type(config.association).model_validate(merged)

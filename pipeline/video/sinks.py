@@ -19,8 +19,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from pipeline.types import FrameResult, TrackObservation, TrackSummary, partial_path
 from pipeline.text import clock_text
+from pipeline.types import FrameResult, TrackObservation, TrackSummary, partial_path
 from pipeline.video.render import draw_tracks
 from pipeline.video.track_state import TrackAccumulator, write_track_states
 from pipeline.video.tracks_file import mot_line
