@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
 
 
 def train(
-    config: Path = typer.Option(REID_CONFIGS / "bot_r50.yaml", "--config", help="Training YAML (see configs/reid/), or a fast-reid training config (fast-reid/configs/Market1501/bagtricks_R50.yml)."),
+    config: Path = typer.Option(REID_CONFIGS / "bot_r50.yaml", "--config", help="Training YAML (see configs/reid/), or a fast-reid training .yml (README: Training)."),
     data: Path = typer.Option(..., "--data", help="Market-1501-layout root with bounding_box_train/, query/, bounding_box_test/."),
     out: Path = typer.Option(..., "--out", help="Run folder: log.csv, last.pth, model.pth, metrics.json, config.yaml."),
     overrides: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override one config key, e.g. --set solver.epochs=10 (repeatable)."),
