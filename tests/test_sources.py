@@ -131,7 +131,7 @@ def mp4_to_annexb(mp4: Path, out: Path, samples: int) -> Path:
     return out
 
 
-def test_raw_h264_elementary_stream(tmp_path: Path, hall_clip: Path, caplog):
+def test_raw_h264_elementary_stream(tmp_path: Path, hall_clip: Path, caplog, monkeypatch):
     raw = mp4_to_annexb(hall_clip, tmp_path / "hall.264", samples=30)
     with open_source(str(raw), None, SourceConfig()) as src:
         frames = list(src)
@@ -143,10 +143,13 @@ def test_raw_h264_elementary_stream(tmp_path: Path, hall_clip: Path, caplog):
     assert all(np.array_equal(f.image, ref) for f, ref in zip(frames, reference))
     times = [f.time_s for f in frames]
     assert times == sorted(times) and len(set(times)) == 30  # no container clock: index / fps
-    # and no rate: FFmpeg says 25 for any raw stream, so the rate is source.default_fps's, and said
-    with open_source(str(raw), None, SourceConfig(default_fps=10.0)) as src:
-        assert src.fps == 10.0 and [f.time_s for f in src][29] == pytest.approx(2.9)
-    assert sum("raw H.264 stream carries no frame rate; timed at 10 fps" in r.getMessage() for r in caplog.records) == 1
+    # OpenCV says 25 fps for any raw stream: the rate is its headers' (the clip's 10), else source.default_fps's, said
+    assert src.fps == 10.0 and times[29] == pytest.approx(2.9) and not caplog.records
+    monkeypatch.setattr("pipeline.video.sources.stream_header_rate", lambda path: None)  # a stream without timing
+    with open_source(str(raw), None, SourceConfig(default_fps=12.0)) as src:
+        assert src.fps == 12.0 and [f.time_s for f in src][24] == pytest.approx(2.0)
+    assert sum("without timing in its headers carries no frame rate; timed at 12 fps" in r.getMessage()
+               for r in caplog.records) == 1
 
 
 def write_mot_sequence(root: Path, count: int, fps: int = 30) -> Path:

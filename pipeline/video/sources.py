@@ -102,7 +102,20 @@ def _estimates_its_count(container) -> bool:
     return "matroska" in container.format.name or "webm" in container.format.name
 
 
-# elementary streams, no container: no rate, no timestamps
+def stream_header_rate(path: Path) -> float | None:
+    """The frame rate a raw H.264 / H.265 stream's sequence header gives (its VUI timing, which cameras
+    and encoders usually write), or None where it gives none."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            rate = container.streams.video[0].codec_context.framerate
+    except (av.FFmpegError, OSError, IndexError):
+        return None
+    return float(rate) if rate and 0 < float(rate) < 1000 else None
+
+
+# elementary streams, no container: no timestamps, a rate only where their headers carry timing
 RAW_STREAMS = {".264": "H.264", ".h264": "H.264", ".avc": "H.264", ".265": "H.265", ".h265": "H.265", ".hevc": "H.265"}
 
 
@@ -124,11 +137,11 @@ class VideoFileSource(FrameSource):
         self._first: np.ndarray | None = first
         self.frame_size = (self._first.shape[1], self._first.shape[0])
         fps = self._cap.get(cv2.CAP_PROP_FPS)
-        raw = path.suffix.lower() in RAW_STREAMS  # FFmpeg says 25 fps for any of them
-        self.fps = fps if 0.0 < fps < 1000.0 and not raw else cfg.default_fps
-        if raw and frames is None:  # said once per camera, not per segment
-            log.warning("%s: a raw %s stream carries no frame rate; timed at %g fps (set source.default_fps)",
-                        path, RAW_STREAMS[path.suffix.lower()], self.fps)
+        raw = path.suffix.lower() in RAW_STREAMS  # OpenCV says 25 fps for any of them
+        self.fps = fps if 0.0 < fps < 1000.0 and not raw else (raw and stream_header_rate(path)) or cfg.default_fps
+        if raw and not stream_header_rate(path) and frames is None:  # said once per camera, not per segment
+            log.warning("%s: a raw %s stream without timing in its headers carries no frame rate; timed at %g fps "
+                        "(set source.default_fps)", path, RAW_STREAMS[path.suffix.lower()], self.fps)
         count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
         self.frames_total = count if count > 0 else None
         self._first_ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
