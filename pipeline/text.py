@@ -70,15 +70,17 @@ def counting_order(name: str) -> tuple:
     (['cam1', 'cam2', 'cam10', 'door'], ['seq1', 'Seq3', 'seq10'])
     >>> sorted(["floor1²", "floor1"], key=counting_order)  # "²" is a digit but no number
     ['floor1', 'floor1²']
-    >>> sorted(["1700000000.1.jpg", "1700000000.05.jpg"], key=counting_order)  # digits after "<number>." are a fraction
+    >>> sorted(["1700000000.1.jpg", "1700000000.05.jpg"], key=counting_order)  # a time stamp's digits after its "."
     ['1700000000.05.jpg', '1700000000.1.jpg']
+    >>> sorted(["cam1.10", "cam1.9"], key=counting_order)  # numbering, not a fraction
+    ['cam1.9', 'cam1.10']
     """
     parts = [part for part in re.split(r"(\d+)", name) if part]
     folded = []
     for i, part in enumerate(parts):
         if not part.isdecimal():
             folded.append((1, 0, part.casefold()))
-        elif i >= 2 and parts[i - 1] == "." and parts[i - 2].isdecimal():  # a time stamp's fraction of a second
+        elif i == 2 and parts[1] == "." and parts[0].isdecimal():  # a time stamp's fraction: 1700000000.05.jpg
             folded.append((0, float(f"0.{part}"), ""))
         else:
             folded.append((0, int(part), ""))

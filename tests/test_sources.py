@@ -402,8 +402,8 @@ def test_many_unreadable_images_are_said_ten_times_then_counted(tmp_path: Path, 
 
 
 def write_mkv(path: Path, times_ms: list[int]) -> Path:
-    """A Matroska file (or, by ``path``'s suffix, an MP4 with its index first) whose frames are shown at
-    ``times_ms`` (a Matroska file's frame count is then an estimate)."""
+    """A Matroska file (or, by ``path``'s suffix, an MPEG-TS, or an MP4 with its index first) whose frames
+    are shown at ``times_ms`` (a Matroska or MPEG-TS file's frame count is then an estimate)."""
     import av
     from fractions import Fraction
 
@@ -426,7 +426,7 @@ def write_mkv(path: Path, times_ms: list[int]) -> Path:
     [100 * i for i in range(20)] + [2000 + 500 * i for i in range(20)],  # 10 fps, then 2 fps
     [5000 + 100 * i for i in range(40)],  # a clock that starts at 5 s
 ], ids=["variable-rate", "late-start"])
-def test_a_complete_matroska_file_is_not_said_cut_short(tmp_path: Path, caplog, times_ms):
+def test_a_complete_matroska_or_mpeg_ts_file_is_not_said_cut_short(tmp_path: Path, caplog, times_ms):
     """Its frame count is duration x mean rate: 176 for 60 frames, and 116 'could not be decoded'."""
     path = write_mkv(tmp_path / "cam.mkv", times_ms)
     with open_source(str(path), "cam", SourceConfig()) as src:
@@ -436,6 +436,9 @@ def test_a_complete_matroska_file_is_not_said_cut_short(tmp_path: Path, caplog, 
     assert not [r for r in caplog.records if "could not be decoded" in r.getMessage()]
     with open_source(str(path), "cam", SourceConfig()) as src:  # what the Ray planner cuts into segments
         assert src.frames_total > 40 and src.counted_frames_end() == 40  # OpenCV's estimate; the packets counted
+    ts = write_mkv(tmp_path / "cam.ts", times_ms)  # MPEG-TS records no count either
+    with open_source(str(ts), "ts", SourceConfig()) as src:
+        assert len(list(src)) == 40 and src.frames_failed == 0, src.frames_total
     for cut in (tmp_path / "cut.mkv", write_mkv(tmp_path / "late.mp4", times_ms)):  # files cut in half still are
         whole = path if cut.suffix == ".mkv" else cut
         cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
@@ -443,3 +446,7 @@ def test_a_complete_matroska_file_is_not_said_cut_short(tmp_path: Path, caplog, 
         with open_source(str(cut), "cut", SourceConfig()) as src:
             assert 0 < len(list(src)) < 40 and src.frames_failed > 0, cut
         assert [r for r in caplog.records if "could not be decoded" in r.getMessage()]
+        if cut.suffix == ".mkv":  # a Ray run plans it from its packets: the planner says it is cut short
+            with open_source(str(cut), "cut", SourceConfig()) as src:
+                assert src.counted_frames_end() < 40
+            assert [r for r in caplog.records if "the file is cut short" in r.getMessage()]

@@ -97,9 +97,9 @@ class FrameSource(ABC):
 
 
 def _estimates_its_count(container) -> bool:
-    """Whether OpenCV's frame count of this PyAV ``container`` is an estimate (duration x a mean rate):
-    Matroska and WebM keep no count."""
-    return "matroska" in container.format.name or "webm" in container.format.name
+    """Whether OpenCV's frame count of this PyAV ``container`` is an estimate (duration x a rate): its
+    video stream records no count (Matroska, WebM, MPEG-TS, FLV, raw streams; MP4 and AVI record one)."""
+    return not container.streams.video[0].frames
 
 
 def stream_header_rate(path: Path) -> float | None:
@@ -113,6 +113,13 @@ def stream_header_rate(path: Path) -> float | None:
     except (av.FFmpegError, OSError, IndexError):
         return None
     return float(rate) if rate and 0 < float(rate) < 1000 else None
+
+
+def _length_s(container) -> float:
+    """Seconds from a PyAV ``container``'s first frame to its end (Matroska counts its duration from 0,
+    whatever its clock's start; others give the length itself)."""
+    start = (container.start_time or 0) if "matroska" in container.format.name else 0
+    return (container.duration - start) / 1_000_000  # av.time_base: microseconds
 
 
 # elementary streams, no container: no timestamps, a rate only where their headers carry timing
@@ -138,8 +145,9 @@ class VideoFileSource(FrameSource):
         self.frame_size = (self._first.shape[1], self._first.shape[0])
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         raw = path.suffix.lower() in RAW_STREAMS  # OpenCV says 25 fps for any of them
-        self.fps = fps if 0.0 < fps < 1000.0 and not raw else (raw and stream_header_rate(path)) or cfg.default_fps
-        if raw and not stream_header_rate(path) and frames is None:  # said once per camera, not per segment
+        header_rate = stream_header_rate(path) if raw else None
+        self.fps = fps if 0.0 < fps < 1000.0 and not raw else header_rate or cfg.default_fps
+        if raw and not header_rate and frames is None:  # said once per camera, not per segment
             log.warning("%s: a raw %s stream without timing in its headers carries no frame rate; timed at %g fps "
                         "(set source.default_fps)", path, RAW_STREAMS[path.suffix.lower()], self.fps)
         count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -251,8 +259,8 @@ class VideoFileSource(FrameSource):
             with av.open(self.uri) as container:
                 if not _estimates_its_count(container):  # its count is the file's: frames short of it failed
                     return False
-                length_s = (container.duration - (container.start_time or 0)) / av.time_base  # Matroska's runs from 0
-        except (av.FFmpegError, OSError, TypeError):  # TypeError: no duration
+                length_s = _length_s(container)
+        except (av.FFmpegError, OSError, TypeError, IndexError):  # TypeError: no duration
             return False
         previous, last = self._last_ms
         gap_s = max(last - previous, 1000.0 / self.fps) / 1000.0  # the last frame lasts as long as the one before
@@ -269,9 +277,18 @@ class VideoFileSource(FrameSource):
                 if not _estimates_its_count(container):
                     return self.frames_end
                 stream = container.streams.video[0]
-                counted = sum(1 for packet in container.demux(stream) if packet.size)
-        except (av.FFmpegError, OSError, IndexError):
+                counted, last_s = 0, None
+                for packet in container.demux(stream):
+                    if packet.size:
+                        counted += 1
+                        if packet.pts is not None:
+                            last_s = max(last_s or 0.0, float((packet.pts - (stream.start_time or 0)) * stream.time_base))
+                length_s = _length_s(container)
+        except (av.FFmpegError, OSError, IndexError, TypeError):
             return self.frames_end
+        if last_s is not None and last_s + 1.0 < length_s:  # its packets stop a second or more before its end
+            log.warning("%s: its frames end at %.1f s of its %.1f s: the file is cut short (%d frames read)",
+                        self.uri, last_s, length_s, counted)
         return min(e for e in (counted, self.cfg.max_frames, self.frames.end) if e is not None)
 
     def close(self) -> None:
