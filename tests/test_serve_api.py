@@ -539,3 +539,17 @@ def test_a_rotated_phone_video_is_served_upright_as_it_was_tracked(tmp_path: Pat
     assert ok and tracked.shape == (160, 96, 3)  # as tracking reads it: upright
     served = VideoFrames(path).image(0)
     assert served.shape == tracked.shape and np.abs(served.astype(int) - tracked.astype(int)).mean() < 8
+
+
+def test_a_raw_h264_camera_is_served_from_its_annotated_video(tmp_path: Path, hall_clip: Path):
+    """A raw .264 stream's packets have no timestamps: the page found 0 frames in it and showed nothing."""
+    from pipeline.serve.frames import open_frames
+    from test_sources import mp4_to_annexb
+
+    raw = mp4_to_annexb(hall_clip, tmp_path / "hall.264", samples=12)
+    writer = cv2.VideoWriter(str(tmp_path / "annotated.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (768, 432))
+    for _ in range(12):
+        writer.write(np.zeros((432, 768, 3), np.uint8))
+    writer.release()
+    frames = open_frames(tmp_path, str(raw), fps=10.0)
+    assert frames.origin == "annotated.mp4" and frames.count == 12

@@ -178,12 +178,15 @@ def readable_source(source: str | None) -> Path | None:
 
 def open_frames(camera_folder: Path, source: str | None, fps: float, stride: int = 1) -> CameraFrames:
     """The camera's frames by source frame index: from the source video its ``run.json`` names
-    (the frames the run tracked, boxes drawn by the page), else from its ``annotated.mp4`` (boxes
-    burned in; every ``stride``-th source frame, ``fps`` the source's); a one-line error when
-    neither can be read (a live stream, a moved video and no annotated.mp4)."""
+    (the frames the run tracked, boxes drawn by the page), else (gone, or a raw stream without
+    timestamps) from its ``annotated.mp4`` (boxes burned in; every ``stride``-th source frame,
+    ``fps`` the source's); a one-line error when neither can be read (a live stream, a moved video
+    and no annotated.mp4)."""
     path = readable_source(source)
     if path is not None:
-        return CameraFrames(FolderFrames(path, fps) if path.is_dir() else VideoFrames(path), "source")
+        frames = FolderFrames(path, fps) if path.is_dir() else VideoFrames(path)
+        if frames.count:  # a raw .264 stream has no timestamps to find its frames by: its annotated.mp4 has
+            return CameraFrames(frames, "source")
     annotated = camera_folder / "annotated.mp4"
     if annotated.is_file():
         kept = VideoFrames(annotated)

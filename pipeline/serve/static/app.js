@@ -127,7 +127,7 @@ class Player {
       + (last !== null && last !== undefined && last + (camera.stride || 1) < this.count ? ` · tracked to frame ${last}` : '')
       + (camera.status !== 'complete' ? ` · ${camera.status}` : '');
     this.noteText = camera.frames_error || (camera.frames_from === 'annotated.mp4'
-      ? 'source video not found: showing annotated.mp4 (its own boxes are burned in)' : '');
+      ? 'source video not found or not seekable (a raw stream): showing annotated.mp4 (its own boxes are burned in)' : '');
     this.note.textContent = this.noteText;
     this.boxCache.clear();
     if (this.shownIndex < 0) this.index = camera.first_tracked_frame || 0;  // open where the boxes start
