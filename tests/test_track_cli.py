@@ -155,6 +155,19 @@ def test_bad_input_is_one_error_line(tmp_path: Path, capsys, kind: str):
     assert not (tmp_path / "run").exists()  # nothing half-written
 
 
+def test_every_unreadable_input_is_named_in_one_line(tmp_path: Path, capsys):
+    """With three inputs, two of them broken, only the first broken one was named."""
+    video = write_video(tmp_path / "ok.avi", 5, walker=False)
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "x.mp4").write_text("not a video " * 40)
+    inputs = [str(tmp_path / "empty.mp4"), str(video), str(tmp_path / "x.mp4")]
+    code, out, err = run_cli(["track", *inputs, "--out", str(tmp_path / "run"), "--detector", "motion"], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: 2 of the 3 inputs cannot be read: ")
+    assert "empty.mp4: file is empty" in lines[0] and "x.mp4: not a readable video" in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
 def test_camera_names_must_match_inputs(tmp_path: Path, capsys):
     video = write_video(tmp_path / "a.avi", 3, walker=False)
     code, _, err = run_cli(["track", str(video), str(video), "--out", str(tmp_path / "r")], capsys)

@@ -158,10 +158,15 @@ def track_videos(specs: Sequence[str], out_dir: str | Path, cfg: PipelineConfig,
     check_camera_count(specs, cameras)
     out_dir = check_out_dir(out_dir)
     with ExitStack() as stack:
-        sources = [
-            stack.enter_context(open_source(spec, cameras[i] if cameras else None, cfg.source))
-            for i, spec in enumerate(specs)
-        ]
+        sources, unreadable = [], []
+        for i, spec in enumerate(specs):  # every input that cannot be read is said, not only the first
+            try:
+                sources.append(stack.enter_context(open_source(spec, cameras[i] if cameras else None, cfg.source)))
+            except CrosscamError as exc:
+                unreadable.append(str(exc))
+        if unreadable:
+            raise CrosscamError(unreadable[0] if len(unreadable) == 1 else
+                                f"{len(unreadable)} of the {len(specs)} inputs cannot be read: {' | '.join(unreadable)}")
         check_camera_names(specs, cameras, [s.camera for s in sources])
         for source in sources:
             check_camera_free(out_dir, source.camera)
