@@ -450,3 +450,10 @@ def test_a_complete_matroska_or_mpeg_ts_file_is_not_said_cut_short(tmp_path: Pat
             with open_source(str(cut), "cut", SourceConfig()) as src:
                 assert src.counted_frames_end() < 40
             assert [r for r in caplog.records if "the file is cut short" in r.getMessage()]
+
+
+def test_one_image_is_a_camera_of_one_frame_and_said_so(tmp_path: Path, caplog):
+    cv2.imwrite(str(tmp_path / "door.jpg"), numbered_frame(3))
+    with open_source(str(tmp_path / "door.jpg"), None, SourceConfig()) as src:
+        assert len(list(src)) == 1
+    assert sum("one image, tracked as a camera of one frame" in r.getMessage() for r in caplog.records) == 1

@@ -506,6 +506,8 @@ def open_source(spec: str, camera: str | None, cfg: SourceConfig, frames: FrameR
     name = camera or default_camera_name(spec)
     if path.is_dir():
         return ImageFolderSource(path, name, cfg, frames)
+    if path.suffix.lower() in IMAGE_SUFFIXES and frames is None:
+        log.warning("%s: one image, tracked as a camera of one frame (an image sequence is a folder of frames)", spec)
     return VideoFileSource(path, name, cfg, frames)
 
 
