@@ -143,12 +143,21 @@ def test_color_jitter_matches_torchvision_with_the_same_factors_and_spares_uncho
 
 
 def test_learning_rate_warms_up_linearly_then_steps_down():
-    cfg = SolverSection(base_lr=1.0, warmup_factor=0.1, warmup_iters=100, steps=[2, 4], gamma=0.1)
-    assert learning_rate(cfg, 0, 0) == pytest.approx(0.1)
-    assert learning_rate(cfg, 50, 0) == pytest.approx(0.55)
-    assert learning_rate(cfg, 100, 1) == pytest.approx(1.0)
-    assert learning_rate(cfg, 300, 2) == pytest.approx(0.1)
-    assert learning_rate(cfg, 500, 4) == pytest.approx(0.01)
+    cfg = SolverSection(base_lr=1.0, warmup_factor=0.1, warmup_iters=100, steps=[2, 4], gamma=0.1, steps_after_warmup=False)
+    assert learning_rate(cfg, 0, 0, 100) == pytest.approx(0.1)
+    assert learning_rate(cfg, 50, 0, 100) == pytest.approx(0.55)
+    assert learning_rate(cfg, 100, 1, 100) == pytest.approx(1.0)
+    assert learning_rate(cfg, 200, 2, 100) == pytest.approx(0.1)
+    assert learning_rate(cfg, 400, 4, 100) == pytest.approx(0.01)
+
+
+def test_steps_count_from_the_first_epoch_after_the_warm_up_as_fast_reid_does():
+    """fast-reid's LRScheduler hook steps MultiStepLR only at epoch ends past the warm-up: with 60 warm-up
+    iterations of 50 an epoch and STEPS [1, 2] its lr is 1.0 in epoch 1 and decays first at epoch 2
+    (measured on fast-reid 1.4.0's own hook and schedulers); crosscam decayed at epoch 1."""
+    cfg = SolverSection(base_lr=1.0, warmup_factor=0.1, warmup_iters=60, steps=[1, 2], gamma=0.1)
+    assert [round(learning_rate(cfg, 50 * e + 20, e, 50), 6) for e in range(4)] == [0.4, 1.0, 0.1, 0.01]
+    assert learning_rate(cfg, 0, 0, 50) == pytest.approx(0.1)  # the warm-up itself unchanged
 
 
 def test_heads_learn_at_their_own_lr_factor():

@@ -88,6 +88,9 @@ class SolverSection(_Section):
     weight_decay: float = Field(5e-4, ge=0)
     epochs: int = Field(120, ge=1)
     steps: list[int] = [40, 90]  # epochs at which the lr is multiplied by ``gamma``
+    # fast-reid counts STEPS in epochs ended after the warm-up (its LRScheduler hook steps MultiStepLR
+    # only then): with 2000 warm-up iterations of 202 a epoch, its decays come at epochs 49 and 99
+    steps_after_warmup: bool = True  # False: steps count from epoch 0
     gamma: float = Field(0.1, gt=0)
     warmup_factor: float = Field(0.1, gt=0, le=1)
     warmup_iters: int = Field(2000, ge=0)

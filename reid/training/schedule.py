@@ -3,12 +3,13 @@
 The learning rate at a step is ``base_lr * warmup(iteration) * gamma ** (milestones passed)``:
 a linear warm-up over the first ``warmup_iters`` iterations from ``warmup_factor * base_lr``
 to ``base_lr`` (fast-reid's ``WarmupLR``, per iteration), times a MultiStep decay by ``gamma``
-at each epoch in ``steps`` (fast-reid's ``MultiStepLR``, per epoch). Written as a pure function
-of (iteration, epoch) so a resumed run needs no scheduler state.
+at each epoch in ``steps`` (fast-reid's ``MultiStepLR``, per epoch, counted as fast-reid counts them:
+``SolverSection.steps_after_warmup``). Written as a pure function of (iteration, epoch) so a
+resumed run needs no scheduler state.
 
 >>> from reid.training.config import SolverSection
 >>> cfg = SolverSection()
->>> round(learning_rate(cfg, iteration=0, epoch=0), 8), round(learning_rate(cfg, iteration=5000, epoch=50), 8)
+>>> round(learning_rate(cfg, 0, 0, iters_per_epoch=202), 8), round(learning_rate(cfg, 10100, 50, iters_per_epoch=202), 8)
 (3.5e-05, 3.5e-05)
 """
 
@@ -29,9 +30,18 @@ def warmup_factor(iteration: int, warmup_iters: int, start_factor: float) -> flo
     return start_factor * (1.0 - alpha) + alpha
 
 
-def learning_rate(cfg: SolverSection, iteration: int, epoch: int) -> float:
-    """The learning rate for global ``iteration`` (0-based) inside ``epoch`` (0-based)."""
-    decays = bisect.bisect_right(cfg.steps, epoch)
+def learning_rate(cfg: SolverSection, iteration: int, epoch: int, iters_per_epoch: int) -> float:
+    """The learning rate for global ``iteration`` (0-based) inside ``epoch`` (0-based) of
+    ``iters_per_epoch`` iterations. With ``steps_after_warmup`` (fast-reid's counting), ``steps`` count
+    the epochs from the first one that ends after the warm-up.
+
+    >>> from reid.training.config import SolverSection
+    >>> cfg = SolverSection(steps=[40, 90], warmup_iters=2000, steps_after_warmup=True)
+    >>> [round(learning_rate(cfg, 202 * e, e, 202) / cfg.base_lr, 3) for e in (40, 48, 49, 98, 99)]
+    [1.0, 1.0, 0.1, 0.1, 0.01]
+    """
+    counted = epoch - cfg.warmup_iters // iters_per_epoch if cfg.steps_after_warmup else epoch
+    decays = bisect.bisect_right(cfg.steps, counted)
     return cfg.base_lr * warmup_factor(iteration, cfg.warmup_iters, cfg.warmup_factor) * cfg.gamma**decays
 
 

@@ -193,7 +193,7 @@ class Trainer:
         batches = sampler.epoch_batches(epoch, iters_per_epoch)
         bar = progress_bar(batches, desc=f"epoch {epoch + 1}/{cfg.solver.epochs}", unit="it", disable=not self.progress)
         for step, indices in enumerate(bar):
-            lr = learning_rate(cfg.solver, iteration, epoch)
+            lr = learning_rate(cfg.solver, iteration, epoch, iters_per_epoch)
             set_learning_rate(optimizer, lr)
             freeze.update(iteration)  # backbone frozen (no grad, eval mode) while iteration < solver.freeze_iters
             pixels, labels = images.batch(indices)
@@ -222,7 +222,7 @@ class Trainer:
         row = {
             "epoch": epoch + 1,
             "iteration": iteration,
-            "lr": learning_rate(cfg.solver, iteration - 1, epoch),
+            "lr": learning_rate(cfg.solver, iteration - 1, epoch, iters_per_epoch),
             "loss": loss,
             "ce": ce,
             "triplet": triplet,
