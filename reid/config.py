@@ -125,6 +125,17 @@ def merge_dicts(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return merged
 
 
+def overridden(key: str, overrides: Iterable[str]) -> bool:
+    """Whether a ``KEY=VALUE`` override sets ``key`` (``solver.epochs``), itself or a section around it
+    (``solver={epochs: 5}``).
+
+    >>> overridden("input.size", ["input={size: [128, 64]}"]), overridden("input.size", ["input.flip_prob=0"])
+    (True, False)
+    """
+    given = [item.partition("=")[0].strip() for item in overrides]
+    return any(key == g or key.startswith(f"{g}.") for g in given)
+
+
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Apply ``KEY.PATH=VALUE`` strings to a nested mapping; values are parsed as YAML."""
     data = dict(data)

@@ -373,6 +373,8 @@ def test_associate_keeps_the_runs_own_association_settings_unless_told_otherwise
     assert count == 1 and f"association: {run}'s own settings" in err
     count, err = identities("--set", "association.threshold=0.8")  # one key changed, the others kept
     assert count == 1
+    assert identities("--set", "association={join_same_camera: false}")[0] == 2  # the section set whole: its keys given
+    assert identities("--set", "association.join_same_camera=true")[0] == 1
     base = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
     assert identities("--config", str(base))[0] == 2  # a config names them all
     count, err = identities()

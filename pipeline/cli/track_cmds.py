@@ -194,10 +194,11 @@ def _kept_association(run_dir: Path, cfg, config: Optional[Path], set_: List[str
     """``cfg`` with ``run_dir``'s own association settings (those its identities were made with) where
     the command names no ``--config``; ``--set association.KEY=VALUE`` still changes that key."""
     from pipeline.identity.identities import with_kept_association
+    from reid.config import overridden
 
     if config is not None:
         return cfg
-    given = {text.split("=", 1)[0].strip().removeprefix("association.") for text in set_ if text.strip().startswith("association.")}
+    given = {key for key in type(cfg.association).model_fields if overridden(f"association.{key}", set_)}
     cfg, differs = with_kept_association(run_dir, cfg, given)
     if differs:
         typer.echo(f"association: {run_dir}'s own settings, which its identities were made with (--config FILE or "

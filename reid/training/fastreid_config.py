@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from reid.config import config_file, load_config, merge_dicts, read_yaml_layers, read_yaml_mapping
+from reid.config import config_file, load_config, merge_dicts, overridden, read_yaml_layers, read_yaml_mapping
 from reid.errors import CrosscamError
 from reid.training.config import TrainConfig
 
@@ -320,13 +320,13 @@ class FastreidRecipe:
     def summary(self, cfg: TrainConfig, overrides: Iterable[str] = ()) -> list[str]:
         """Lines saying the settings ``cfg`` trains with: those the fast-reid files set, those from fast-reid's
         defaults (a line per crosscam section each; a ``--set`` one marked), and what was ignored."""
-        given = [text.partition("=")[0].strip() for text in overrides]
+        overrides = list(overrides)
         values = cfg.model_dump()
 
         def described(keys: list[str]) -> list[str]:
             sections: dict[str, list[str]] = {}
             for key in keys:
-                note = "--set" if any(key == g or key.startswith(f"{g}.") for g in given) else "/".join(self.sources[key])
+                note = "--set" if overridden(key, overrides) else "/".join(self.sources[key])
                 sections.setdefault(key.split(".")[0], []).append(f"{key}={_value(_get(values, key))} ({note})")
             return [f"  {', '.join(items)}" for items in sections.values()]
 
