@@ -11,7 +11,8 @@ import pytest
 
 from pipeline.config import StoreConfig
 from pipeline.identity.faiss_index import build_index, stored_kind, tune_search
-from pipeline.identity.store import DB_NAME, CameraRecord, CameraTracks, EmbedderInfo, TrackStore
+from pipeline.identity.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore
+from pipeline.identity.store_db import DB_NAME
 from reid.errors import CrosscamError
 
 from identity_runs import summary, unit
@@ -543,16 +544,16 @@ def test_a_store_that_cannot_be_written_is_one_line(tmp_path: Path, monkeypatch)
     """A read-only store gave a 43-line sqlite3 traceback (a read-only update lock: PermissionError).
     The checks run as root here, which writes through file modes: SQLite's own read-only mode and a
     refused open stand in for them."""
-    import pipeline.identity.store as store_module
+    import pipeline.identity.store_db as store_db
 
     store = TrackStore.create(tmp_path / "store", INFO)
     write_camera(store, "hall", 3, seed=0)
     before = (tmp_path / "store" / DB_NAME).read_bytes()
-    real_connect = store_module._connect
-    monkeypatch.setattr(store_module, "_connect", lambda folder, readonly: real_connect(folder, True))
+    real_connect = store_db.connect
+    monkeypatch.setattr(store_db, "connect", lambda folder, readonly: real_connect(folder, True))
     with pytest.raises(CrosscamError, match=r"store: cannot write the track store \(attempt to write a readonly database\)"):
         write_camera(store, "door", 2, seed=1)
-    monkeypatch.setattr(store_module, "_connect", real_connect)
+    monkeypatch.setattr(store_db, "connect", real_connect)
     assert (tmp_path / "store" / DB_NAME).read_bytes() == before
 
     import pipeline.run_folders as run_folders
@@ -588,12 +589,12 @@ def test_damage_inside_the_database_is_one_line_and_found_before_tracking(tmp_pa
 def test_only_damage_is_called_damage():
     """A constraint or a bad parameter (IntegrityError, InterfaceError) read "not a readable track
     store ... move it aside and rebuild", and rebuilding failed the same way."""
-    import pipeline.identity.store as store_module
+    import pipeline.identity.store_db as store_db
 
-    assert store_module._is_damage(sqlite3.DatabaseError("database disk image is malformed"))
+    assert store_db.is_damage(sqlite3.DatabaseError("database disk image is malformed"))
     for other in (sqlite3.IntegrityError("UNIQUE constraint failed"), sqlite3.InterfaceError("bad parameter"),
                   sqlite3.OperationalError("database is locked")):
-        assert not store_module._is_damage(other)
+        assert not store_db.is_damage(other)
 
 
 def test_a_store_another_command_is_writing_counts_as_writable_at_once(tmp_path: Path):

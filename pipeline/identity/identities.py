@@ -35,7 +35,8 @@ from pipeline.identity.association import associate_tracks
 from pipeline.identity.cameras import CamerasFile, camera_offsets, load_cameras_file
 from pipeline.identity.layout import STORE_DIR, camera_folders, is_camera_folder, run_folders
 from pipeline.identity.report import write_report
-from pipeline.identity.store import DB_NAME, CameraRecord, CameraTracks, EmbedderInfo, StoreDamaged, TrackStore
+from pipeline.identity.store import CameraRecord, CameraTracks, EmbedderInfo, TrackStore
+from pipeline.identity.store_db import DB_NAME, StoreDamaged
 from pipeline.run_folders import (check_camera_free, claim_camera, identities_held, publish, release, running_todo,
                                   waiting_retracks)
 from pipeline.stops import stops_held

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.identity.store import DB_NAME
+from pipeline.identity.store_db import DB_NAME
 from pipeline.text import counting_order
 from pipeline.types import STORE_DIR
 from reid.errors import CrosscamError

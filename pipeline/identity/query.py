@@ -34,7 +34,8 @@ import numpy as np
 from pipeline.colour import CameraColour
 from pipeline.config import DetectorConfig, PipelineConfig, ReidConfig
 from pipeline.identity.layout import STORE_DIR, camera_folders, is_camera_folder, run_inside
-from pipeline.identity.store import DB_NAME, StoredTrack, TrackStore
+from pipeline.identity.store import StoredTrack, TrackStore
+from pipeline.identity.store_db import DB_NAME
 from pipeline.run_folders import running_todo
 from pipeline.text import counting_order, plural
 from pipeline.types import Frame, read_run_record

@@ -33,7 +33,6 @@ import sqlite3
 import threading
 import uuid
 import weakref
-import zlib
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ import faiss
 import numpy as np
 
 from pipeline.config import StoreConfig
+from pipeline.identity import store_db as db
 from pipeline.identity.exact_scan import exact_searcher
 from pipeline.identity.faiss_index import (build_index, inner_index, ivf_cells, maybe_to_gpu, planned_kind, stored_kind,
                                           tune_search)
@@ -53,50 +53,6 @@ from reid.errors import CrosscamError
 from reid.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 1
-DB_NAME = "tracks.sqlite"
-
-_SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE cameras (
-    name TEXT PRIMARY KEY,
-    time_offset_s REAL NOT NULL,      -- added to the video's own times to reach the common clock
-    common_clock INTEGER NOT NULL     -- 1: offset given by a cameras file / option
-);
-CREATE TABLE videos (
-    camera TEXT PRIMARY KEY REFERENCES cameras(name),
-    source TEXT NOT NULL,
-    fps REAL,
-    frame_width INTEGER,
-    frame_height INTEGER,
-    frames_read INTEGER,
-    summaries_digest TEXT NOT NULL    -- detects a camera whose tracks changed since the last write
-);
-CREATE TABLE tracks (
-    id INTEGER PRIMARY KEY,           -- the FAISS id
-    camera TEXT NOT NULL REFERENCES cameras(name),
-    track_id INTEGER NOT NULL,
-    first_frame INTEGER NOT NULL,
-    last_frame INTEGER NOT NULL,
-    start_s REAL NOT NULL,            -- common clock
-    end_s REAL NOT NULL,
-    num_detections INTEGER NOT NULL,
-    thumbnail TEXT,                   -- relative to the run directory
-    identity INTEGER NOT NULL,
-    feature BLOB NOT NULL,            -- (D,) float32
-    representatives BLOB NOT NULL,    -- (R, D) float32
-    UNIQUE (camera, track_id)
-);
-CREATE INDEX tracks_by_identity ON tracks(identity);
-CREATE TABLE identities (
-    id INTEGER PRIMARY KEY,
-    num_tracks INTEGER NOT NULL,
-    num_cameras INTEGER NOT NULL,
-    first_s REAL NOT NULL,
-    last_s REAL NOT NULL
-);
-"""
 
 
 @dataclass(frozen=True)
@@ -210,10 +166,10 @@ class TrackStore:
     ) -> "TrackStore":
         """Open the store in ``folder``, creating it for ``embedder`` if it does not exist yet."""
         folder = Path(folder)
-        if (folder / DB_NAME).is_file():
+        if (folder / db.DB_NAME).is_file():
             return cls.open(folder, embedder, config)
-        tmp = folder / f"{DB_NAME}.tmp-{os.getpid()}"
-        with _write_access(folder):
+        tmp = folder / f"{db.DB_NAME}.tmp-{os.getpid()}"
+        with db.write_access(folder):
             folder.mkdir(parents=True, exist_ok=True)
             tmp.unlink(missing_ok=True)
             try:
@@ -221,16 +177,16 @@ class TrackStore:
             except BaseException:  # Ctrl-C: no half-made file left
                 tmp.unlink(missing_ok=True)
                 raise
-            os.replace(tmp, folder / DB_NAME)  # a store exists completely or not at all
+            os.replace(tmp, folder / db.DB_NAME)  # a store exists completely or not at all
         return cls(folder, embedder, config or StoreConfig())
 
     @staticmethod
     def _write_empty(path: Path, embedder: EmbedderInfo) -> None:
         """An empty store's database for ``embedder`` at ``path``."""
         with closing(sqlite3.connect(path)) as conn:
-            conn.executescript(_SCHEMA)
+            conn.executescript(db.SCHEMA)
             meta = {
-                "schema_version": str(SCHEMA_VERSION),
+                "schema_version": str(db.SCHEMA_VERSION),
                 "embedder_fingerprint": embedder.fingerprint,
                 "embedder_name": embedder.name,
                 "dim": str(embedder.dim),
@@ -250,25 +206,25 @@ class TrackStore:
     ) -> "TrackStore":
         """Open an existing store; with ``expected``, refuse one built by another embedder."""
         folder = Path(folder)
-        if not (folder / DB_NAME).is_file():
+        if not (folder / db.DB_NAME).is_file():
             raise CrosscamError(
                 f"{folder}: no track store here; run `crosscam track ... --out RUN_DIR` first"
             )
-        _recover_after_crash(folder)
+        db.recover_after_crash(folder)
         try:
-            with closing(_connect(folder, readonly=True)) as conn:
+            with closing(db.connect(folder, readonly=True)) as conn:
                 meta = dict(conn.execute("SELECT key, value FROM meta"))
         except sqlite3.DatabaseError as exc:
             if "locked" in str(exc):  # another process holds it past the timeout: not damage
                 raise
-            if _is_damage(exc):
-                raise _damaged(folder, exc) from None
-            raise CrosscamError(f"{folder / DB_NAME}: cannot read the track store ({exc}); check the file's "
+            if db.is_damage(exc):
+                raise db.damaged(folder, exc) from None
+            raise CrosscamError(f"{folder / db.DB_NAME}: cannot read the track store ({exc}); check the file's "
                                 "permissions and the disk") from None
-        if int(meta.get("schema_version", -1)) != SCHEMA_VERSION:
+        if int(meta.get("schema_version", -1)) != db.SCHEMA_VERSION:
             raise CrosscamError(
-                f"{folder / DB_NAME}: store schema version {meta.get('schema_version')} is not "
-                f"{SCHEMA_VERSION}; rebuild it with this crosscam version (crosscam track --out NEW_DIR)"
+                f"{folder / db.DB_NAME}: store schema version {meta.get('schema_version')} is not "
+                f"{db.SCHEMA_VERSION}; rebuild it with this crosscam version (crosscam track --out NEW_DIR)"
             )
         stored = EmbedderInfo(meta["embedder_fingerprint"], meta["embedder_name"], int(meta["dim"]))
         if expected is not None and (
@@ -290,31 +246,31 @@ class TrackStore:
         schema and, while no write lands, its page cache (a served track query reads 7 times; over
         100k tracks a new connection each time cost it 2 of its 32 ms); it is opened again when the
         database file was replaced, and in a forked child."""
-        path = self.folder / DB_NAME
+        path = self.folder / db.DB_NAME
         try:
             stat = path.stat()
             stamp = (os.getpid(), stat.st_dev, stat.st_ino)
         except FileNotFoundError:
-            stamp = None  # _connect below says what is missing
+            stamp = None  # connect below says what is missing
         reader = self._readers
         if stamp is None or getattr(reader, "stamp", None) != stamp:
             old, old_stamp = getattr(reader, "conn", None), getattr(reader, "stamp", None)
             reader.conn = reader.stamp = None
             if old is not None and old_stamp[0] == os.getpid():  # a forked child leaves its parent's alone
                 old.close()
-            reader.conn, reader.stamp = _connect(self.folder, readonly=True), stamp
+            reader.conn, reader.stamp = db.connect(self.folder, readonly=True), stamp
         conn = reader.conn
         conn.execute("BEGIN")
         try:
             yield conn
         except sqlite3.OperationalError as exc:
-            if not _is_busy(exc):
+            if not db.is_busy(exc):
                 raise
-            raise _busy(self.folder) from None  # another command's write outlasted the wait
+            raise db.busy(self.folder) from None  # another command's write outlasted the wait
         except sqlite3.DatabaseError as exc:  # damage past the header, found as the rows are read
-            if not _is_damage(exc):
+            if not db.is_damage(exc):
                 raise
-            raise _damaged(self.folder, exc) from None
+            raise db.damaged(self.folder, exc) from None
         finally:
             conn.rollback()  # ends the read transaction: a writer may commit again
 
@@ -324,13 +280,13 @@ class TrackStore:
         with self._reading() as conn:
             found = [row[0] for row in conn.execute("PRAGMA quick_check")]
         if found != ["ok"]:
-            raise _damaged(self.folder, found[0])
+            raise db.damaged(self.folder, found[0])
 
     def check_writable(self) -> None:
         """Refuse now (one line) a store that cannot be written: read-only files, folder or file
         system. A write inside a transaction that is rolled back: nothing changes."""
         try:
-            with _write_access(self.folder), closing(_connect(self.folder, readonly=False, timeout=0)) as conn:
+            with db.write_access(self.folder), closing(db.connect(self.folder, readonly=False, timeout=0)) as conn:
                 version = int(conn.execute("PRAGMA user_version").fetchone()[0])
                 conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -338,7 +294,7 @@ class TrackStore:
                 finally:
                     conn.rollback()
         except sqlite3.OperationalError as exc:
-            if not _is_busy(exc):
+            if not db.is_busy(exc):
                 raise
             # another command is writing it now: it is writable, and this one does not wait
 
@@ -516,7 +472,7 @@ class TrackStore:
         """The number of the last committed write (0: never written); every write adds one, so two
         equal readings around a series of reads mean they all saw one state of the store."""
         with self._reading() as conn:
-            return int(_meta(conn, "generation"))
+            return int(db.meta_value(conn, "generation"))
 
     def _load_index(self) -> faiss.Index:
         with self._index_lock:
@@ -525,7 +481,7 @@ class TrackStore:
     def _load_index_unlocked(self) -> faiss.Index:
         for attempt in range(2):
             with self._reading() as conn:
-                name, crc = _committed_index(conn)
+                name, crc = db.committed_index(conn)
             if self._index is not None and name == self._index_file:
                 return self._index
             if not name:  # never written: an empty index of the right dimension
@@ -544,7 +500,7 @@ class TrackStore:
     def _read_index_file(self, name: str, crc: str | None) -> faiss.Index:
         """The index file ``name``, checked against ``crc`` (None: a store written before it was kept)."""
         try:
-            if crc is not None and _file_crc32(self.folder / name) != crc:
+            if crc is not None and db.file_crc32(self.folder / name) != crc:
                 return self._index_in_memory(name, "does not match the checksum it was written with")
             return faiss.read_index(str(self.folder / name))
         except (OSError, RuntimeError) as exc:
@@ -554,23 +510,23 @@ class TrackStore:
         """Whether the committed index file is there with the checksum it was written with (a store
         never written: True; one written before checksums were kept: False, so it is written again)."""
         with self._reading() as conn:
-            name, crc = _committed_index(conn)
+            name, crc = db.committed_index(conn)
         try:
-            return not name or (crc is not None and _file_crc32(self.folder / name) == crc)
+            return not name or (crc is not None and db.file_crc32(self.folder / name) == crc)
         except OSError:
             return False
 
     def _index_in_memory(self, name: str, what: str) -> faiss.Index:
         """The index built from the table (the source of truth) when its file ``name`` ``what``."""
         log.warning("%s %s; searching an index built in memory from %s instead (the next write into this "
-                    "run writes the file again)", self.folder / name, what, DB_NAME)
+                    "run writes the file again)", self.folder / name, what, db.DB_NAME)
         with self._reading() as conn:
             return self._built_from_table(conn)
 
     def max_identity(self) -> int:
         """The largest identity id ever written to this store (0 when none was)."""
         with self._reading() as conn:
-            return _largest_identity(conn)
+            return db.largest_identity(conn)
 
     def uid(self) -> str | None:
         """A name made when the store was created: a store deleted and made again restarts its
@@ -593,17 +549,17 @@ class TrackStore:
         ``settings`` (name -> text: what the identities came from, the clock's origin) are kept with
         it, for :meth:`setting`.
         """
-        with _write_access(self.folder), closing(_connect(self.folder, readonly=False)) as conn:
+        with db.write_access(self.folder), closing(db.connect(self.folder, readonly=False)) as conn:
             conn.execute("BEGIN IMMEDIATE")  # one writer at a time; readers keep going
             try:
-                before = _largest_identity(conn)  # counts the ids of the rows about to be replaced
+                before = db.largest_identity(conn)  # counts the ids of the rows about to be replaced
                 changes = [self._replace_camera(conn, update) for update in updates]
-                _refresh_identities(conn, set().union(*(change.identities for change in changes)))
-                generation = int(_meta(conn, "generation")) + 1
-                committed, crc = _committed_index(conn)
+                db.refresh_identities(conn, set().union(*(change.identities for change in changes)))
+                generation = int(db.meta_value(conn, "generation")) + 1
+                committed, crc = db.committed_index(conn)
                 index_file = f"index-{generation}.faiss"
                 self._write_index(conn, committed, crc, changes, index_file)
-                high_water = max(before, _largest_identity(conn))
+                high_water = max(before, db.largest_identity(conn))
                 conn.executemany(
                     "INSERT OR REPLACE INTO meta VALUES (?, ?)",
                     [("generation", str(generation)), ("index_file", index_file), ("max_identity", str(high_water))]
@@ -624,7 +580,7 @@ class TrackStore:
         # Track keys (FAISS ids) are never reused: a query that searched the index just before this
         # write must not find its keys naming other tracks afterwards. New keys start above every
         # key this store ever held (meta.max_track_key), including the rows deleted here.
-        first_key = _high_water(conn, "id", "max_track_key") + 1
+        first_key = db.high_water(conn, "id", "max_track_key") + 1
         removed = conn.execute("SELECT id, identity FROM tracks WHERE camera = ?", (cam.name,)).fetchall()
         conn.execute("DELETE FROM tracks WHERE camera = ?", (cam.name,))
         conn.execute(
@@ -679,7 +635,7 @@ class TrackStore:
         faiss.write_index(index, str(tmp))
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        conn.execute("INSERT OR REPLACE INTO meta VALUES ('index_crc32', ?)", (_file_crc32(tmp),))
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('index_crc32', ?)", (db.file_crc32(tmp),))
         os.replace(tmp, self.folder / index_file)
         directory = os.open(self.folder, os.O_RDONLY)
         try:
@@ -704,7 +660,7 @@ class TrackStore:
         tracks to remove from HNSW (faiss cannot remove from its graph)."""
         path = self.folder / committed
         try:
-            intact = bool(committed) and crc is not None and _file_crc32(path) == crc
+            intact = bool(committed) and crc is not None and db.file_crc32(path) == crc
             index = faiss.read_index(str(path)) if intact else None
         except (OSError, RuntimeError):  # missing or unreadable: the new build repairs it
             return None
@@ -742,118 +698,6 @@ _TRACK_COLUMNS = (
 )
 
 
-def _high_water(conn: sqlite3.Connection, column: str, meta_key: str) -> int:
-    """The largest ``tracks.<column>`` this store holds or ever recorded in ``meta.<meta_key>``; 0 for none.
-
-    The meta row is missing in stores written before that high-water mark existed; the column's
-    current maximum then stands alone.
-    """
-    (current,) = conn.execute(f"SELECT COALESCE(MAX({column}), 0) FROM tracks").fetchone()
-    row = conn.execute("SELECT value FROM meta WHERE key = ?", (meta_key,)).fetchone()
-    return max(int(current), int(row[0]) if row else 0)
-
-
-def _largest_identity(conn: sqlite3.Connection) -> int:
-    """The largest identity id this store holds or ever recorded (``meta.max_identity``); 0 for none."""
-    return _high_water(conn, "identity", "max_identity")
-
-
 def _publish(conn: sqlite3.Connection) -> None:
     """Commit a write: from here on readers see the new tracks and the new index file."""
     conn.commit()
-
-
-def _recover_after_crash(folder: Path) -> None:
-    """Roll back a write that was killed midway (read-only connections cannot)."""
-    if (folder / f"{DB_NAME}-journal").exists():
-        with closing(_connect(folder, readonly=False)) as conn:
-            conn.execute("SELECT COUNT(*) FROM meta").fetchone()
-
-
-def _is_damage(exc: sqlite3.DatabaseError) -> bool:
-    """Whether SQLite said the file is damaged or not a database (it raises exactly DatabaseError
-    for those; its subclasses are a locked or vanished file, a constraint, a bad parameter)."""
-    return type(exc) is sqlite3.DatabaseError
-
-
-BUSY_TIMEOUT_S = 30  # seconds a command waits for another one's write to the store
-
-
-class StoreDamaged(CrosscamError):
-    """The store's database is damaged or not a database: the run's state, not the caller's input."""
-
-
-def _damaged(folder: Path, what) -> StoreDamaged:
-    return StoreDamaged(f"{folder / DB_NAME}: not a readable track store ({str(what)[:80]}); move {folder} aside and "
-                         f"run `crosscam associate {folder.parent}` to build it again from the cameras' outputs")
-
-
-@contextmanager
-def _write_access(folder: Path) -> Iterator[None]:
-    """A store that cannot be written (read-only files or folder) said in one line, not a traceback."""
-    try:
-        yield
-    except PermissionError as exc:
-        raise CrosscamError(f"{folder}: cannot write the track store ({exc.strerror}: {exc.filename}); make it "
-                            "writable, or work on a copy of the run") from None
-    except sqlite3.OperationalError as exc:
-        if "readonly" not in str(exc) and "unable to open database file" not in str(exc):  # the latter: its journal
-            raise
-        raise CrosscamError(f"{folder}: cannot write the track store ({exc}); make it writable, or work on a copy "
-                            "of the run") from None
-    except sqlite3.DatabaseError as exc:
-        if not _is_damage(exc):
-            raise
-        raise _damaged(folder, exc) from None  # found as the update reads the rows
-
-
-def _connect(folder: Path, readonly: bool, timeout: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
-    """A connection to the store's database; ``timeout``: seconds to wait for another command's write."""
-    path = folder / DB_NAME
-    if readonly:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=timeout)
-    else:
-        conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
-        conn.execute("PRAGMA synchronous = FULL")
-    return conn
-
-
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    return "locked" in str(exc) or "busy" in str(exc)
-
-
-def _busy(folder: Path) -> CrosscamError:
-    return CrosscamError(f"{folder}: another crosscam command has been writing the track store for over "
-                         f"{BUSY_TIMEOUT_S:g} s; try again when it finishes")
-
-
-def _file_crc32(path: Path) -> str:
-    """The CRC-32 of the file at ``path`` (read in 16 MB blocks), as 8 hex digits."""
-    crc = 0
-    with open(path, "rb") as f:
-        while block := f.read(1 << 24):
-            crc = zlib.crc32(block, crc)
-    return f"{crc:08x}"
-
-
-def _committed_index(conn: sqlite3.Connection) -> tuple[str, str | None]:
-    """The committed index file's name ('' before the first write) and CRC-32 (None if not kept)."""
-    crc = conn.execute("SELECT value FROM meta WHERE key = 'index_crc32'").fetchone()
-    return _meta(conn, "index_file"), crc[0] if crc else None
-
-
-def _meta(conn: sqlite3.Connection, key: str) -> str:
-    return conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0]
-
-
-def _refresh_identities(conn: sqlite3.Connection, identities: set[int]) -> None:
-    """Recount the rows of ``identities`` in the identities table from their tracks (a row goes
-    when no track holds its id any more); the other rows stay as they are."""
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS touched (id INTEGER PRIMARY KEY)")
-    conn.execute("DELETE FROM temp.touched")
-    conn.executemany("INSERT INTO temp.touched VALUES (?)", ((i,) for i in identities))
-    conn.execute("DELETE FROM identities WHERE id IN (SELECT id FROM temp.touched)")
-    conn.execute(
-        "INSERT INTO identities SELECT identity, COUNT(*), COUNT(DISTINCT camera), MIN(start_s),"
-        " MAX(end_s) FROM tracks WHERE identity IN (SELECT id FROM temp.touched) GROUP BY identity"
-    )

@@ -36,7 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeline.config import PipelineConfig
 from pipeline.identity.query import parse_box, query_identity, query_image, query_track
-from pipeline.identity.store import StoreDamaged
+from pipeline.identity.store_db import StoreDamaged
 from pipeline.serve.run_view import ApiError, RunView, hex_colour
 from pipeline.text import counting_order
 from reid.errors import CrosscamError

@@ -21,7 +21,8 @@ from pathlib import Path
 from pipeline.config import StoreConfig
 from pipeline.identity.exact_scan import bf16_scan_applies
 from pipeline.identity.layout import STORE_DIR
-from pipeline.identity.store import DB_NAME, TrackStore
+from pipeline.identity.store import TrackStore
+from pipeline.identity.store_db import DB_NAME
 
 ENV_RUN, ENV_TOKEN, ENV_CONFIG = "CROSSCAM_SERVE_RUN", "CROSSCAM_SERVE_TOKEN", "CROSSCAM_SERVE_CONFIG"
 ENV_SET = "CROSSCAM_SERVE_SET"  # the --set overrides, a JSON list

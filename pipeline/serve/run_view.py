@@ -24,7 +24,8 @@ from pipeline.config import PipelineConfig
 from pipeline.identity.layout import STORE_DIR, run_folders, run_inside
 from pipeline.identity.query import colour_normalised
 from pipeline.identity.report import IdentityOverview, identity_overviews, last_tracked_frame, recorded_stride, run_title
-from pipeline.identity.store import DB_NAME, StoreDamaged, TrackStore
+from pipeline.identity.store import TrackStore
+from pipeline.identity.store_db import DB_NAME, StoreDamaged
 from pipeline.serve.frames import CameraFrames, FrameNotFound, open_frames, readable_source
 from pipeline.video.render import color_for_id
 from pipeline.video.tracks_file import read_tracks_file
