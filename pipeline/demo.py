@@ -72,16 +72,13 @@ class DemoResult:
         )
 
     def to_json(self) -> dict:
-        """One JSON-ready object: ``mtmc_idf1``, ``cameras`` (per camera ``mota``, ``idf1`` ...),
-        the query's answer, the report's path and the step timings."""
-        mtmc = self.scores.mtmc
+        """One JSON-ready object: the scores as ``eval-mtmc --json`` gives them (``mtmc_idf1``,
+        ``mtmc``, ``cameras``: per camera ``mota``, ``idf1`` ...; null where undefined), the query's
+        answer, the report's path and the step timings."""
         return {
-            "mtmc_idf1": mtmc.idf1,
-            "mtmc_idp": mtmc.idp,
-            "mtmc_idr": mtmc.idr,
+            **self.scores.as_dict(),
             "detections": self.detections,
             "models": self.models,
-            "cameras": {name: s.as_dict() for name, s in self.scores.cameras.items()},
             "targets": {"mtmc_idf1": TARGET_MTMC_IDF1, "camera_idf1": TARGET_CAMERA_IDF1,
                         "met": self.meets_targets()},
             "identities": self.identities.identities,

@@ -110,11 +110,14 @@ class MtmcScores:
     cameras: dict[str, MotScores]
 
     def as_dict(self) -> dict:
+        """``mtmc_idf1`` / ``_idp`` / ``_idr`` (null where undefined, as in ``mtmc``), ``mtmc`` (the joint
+        scores) and ``cameras`` (each camera's), as :meth:`MotScores.as_dict` gives them."""
+        mtmc = self.mtmc.as_dict()
         return {
-            "mtmc_idf1": self.mtmc.idf1,
-            "mtmc_idp": self.mtmc.idp,
-            "mtmc_idr": self.mtmc.idr,
-            "mtmc": self.mtmc.as_dict(),
+            "mtmc_idf1": mtmc["idf1"],
+            "mtmc_idp": mtmc["idp"],
+            "mtmc_idr": mtmc["idr"],
+            "mtmc": mtmc,
             "cameras": {name: s.as_dict() for name, s in self.cameras.items()},
         }
 

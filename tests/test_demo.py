@@ -41,6 +41,7 @@ def demo_run(tmp_path_factory) -> tuple[Path, dict]:
 def test_json_has_the_documented_keys(demo_run):
     _, result = demo_run
     assert 0.0 <= result["mtmc_idf1"] <= 1.0
+    assert result["mtmc"]["idf1"] == result["mtmc_idf1"] and 0 <= result["mtmc"]["mota"] <= 1  # the table's MTMC row
     assert sorted(result["cameras"]) == ["cam1", "cam2", "cam3"]
     for scores in result["cameras"].values():
         if scores["gt_boxes"] == 0:  # nobody walked through this camera: no MOTA or recall to give

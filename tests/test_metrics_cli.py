@@ -283,3 +283,15 @@ def test_eval_mot_scores_a_motchallenge_folder_per_sequence_and_combined(tmp_pat
     assert main(["eval-mot", "--gt", str(mot), "--pred", str(run)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --pred") and "no tracks for sequence SEQ-10" in err and "\n" not in err
+
+
+def test_eval_mtmc_json_says_null_where_nothing_was_there_to_score(tmp_path, capsys):
+    """An empty scene and run gave "mtmc_idf1": 0.0 beside "mtmc": {"idf1": null} (the table said n/a)."""
+    for cam in ("cam1", "cam2"):
+        write_rows(tmp_path / "scene" / "gt" / f"{cam}.txt", [])
+        write_rows(tmp_path / "run" / cam / "tracks_global.txt", [])
+    (tmp_path / "scene" / "scene.json").write_text(json.dumps({"num_frames": 5, "cameras": [{"name": "cam1"}, {"name": "cam2"}]}))
+    assert main(["eval-mtmc", "--gt", str(tmp_path / "scene"), "--run", str(tmp_path / "run"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["mtmc"]["idf1"] is None
+    assert (out["mtmc_idf1"], out["mtmc_idp"], out["mtmc_idr"]) == (None, None, None)
