@@ -87,8 +87,8 @@ class ExportResult:
 
     def summary(self) -> dict[str, object]:
         return {
-            "onnx": str(self.onnx_path),
-            "model_card": str(self.card_path),
+            "onnx": str(Path(self.onnx_path).resolve()),
+            "model_card": str(Path(self.card_path).resolve()),
             "input_size": list(self.input_size),
             "dim": self.dim,
             **self.parity.summary(),

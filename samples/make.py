@@ -112,7 +112,7 @@ def make_scene(options: SceneOptions, out_dir: str | Path, progress: bool = True
         tmp.replace(final)
     (out / _MAKING).unlink()
     return {
-        "out": str(out),
+        "out": str(Path(out).resolve()),
         "cameras": [c.name for c in scene.cameras],
         "num_frames": n_frames,
         "fps": options.fps,

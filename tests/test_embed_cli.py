@@ -39,7 +39,7 @@ def test_embed_writes_features_in_input_order(images, tmp_path, capsys, osnet_on
     code, stdout, stderr = run_cli(capsys, "embed", "--reid", osnet_onnx, "--device", "cpu", "--batch-size", "2", "--json", "--out", out, *images)
     assert code == 0 and "embed " in stderr  # the progress bar
     summary = json.loads(stdout)  # stdout is exactly one JSON object
-    assert summary["shape"] == [3, 512] and summary["out"] == str(out)
+    assert summary["shape"] == [3, 512] and summary["out"] == str(out.resolve())
     features = np.load(out)
     assert features.dtype == np.float32 and features.shape == (3, 512)
     expected = Embedder.from_weights(str(osnet_onnx), device="cpu").embed([cv2.imread(str(p)) for p in images], bgr=True)

@@ -166,12 +166,14 @@ def test_ground_truth_scores_perfectly_against_itself(small_scene_dir):
     assert scores.mtmc.idf1 == 1.0 and all(s.mota == 1.0 for s in scores.cameras.values())
 
 
-def test_cli_make_and_bad_option(tmp_path, capsys):
-    args = ["samples", "make", "--out", str(tmp_path), "--cameras", "1", "--people", "2", "--seconds", "1",
+def test_cli_make_and_bad_option(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path.parent)
+    args = ["samples", "make", "--out", tmp_path.name, "--cameras", "1", "--people", "2", "--seconds", "1",
             "--fps", "4", "--width", "128", "--height", "72", "--json"]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["cameras"] == ["cam1"] and summary["num_frames"] == 4
+    assert summary["out"] == str(tmp_path.resolve())  # absolute, as track's and query's paths (it was "scene" as typed)
     assert (tmp_path / "cam1.mp4").is_file() and (tmp_path / "gt" / "cam1.txt").is_file()
     assert not list(tmp_path.rglob("*.tmp*"))
     assert main(["samples", "make", "--out", str(tmp_path / "x"), "--people", "2", "--lookalikes", "2"]) == 2

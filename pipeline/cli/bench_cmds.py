@@ -80,7 +80,7 @@ def benchmark(
         raise typer.Exit(130) from None
     report = result.report
     if json_output:
-        typer.echo(json.dumps({key: report[key] for key in BENCHMARK_JSON_KEYS} | {"report": str(result.files["report.json"])}))
+        typer.echo(json.dumps({key: report[key] for key in BENCHMARK_JSON_KEYS} | {"report": str(Path(result.files["report.json"]).resolve())}))
         return
     typer.echo(f"{report['model']} on {report['dataset']} ({report['num_query']} query, {report['num_gallery']} gallery)")
     on = {True: "on", False: "off"}

@@ -149,7 +149,7 @@ def embed(
         typer.echo(f"interrupted while embedding: nothing written to {out}", err=True)
         raise typer.Exit(130) from None
     save_npy_atomically(features, out)
-    summary = {"out": str(out), "shape": list(features.shape), "weights": embedder.name, "fingerprint": embedder.fingerprint}
+    summary = {"out": str(Path(out).resolve()), "shape": list(features.shape), "weights": embedder.name, "fingerprint": embedder.fingerprint}
     typer.echo(json.dumps(summary) if as_json else f"wrote {out}: {features.shape[0]} x {features.shape[1]} float32")
 
 

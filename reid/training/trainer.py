@@ -160,7 +160,7 @@ class Trainer:
                 save_checkpoint(self.out_dir / "model.pth", final, meta)
             _write_text(self.out_dir / PENDING_ROW, json.dumps(row))  # until its evaluation and log row are written
             metrics = self._finish_epoch(row, final, dataset, log) or metrics
-        return {**metrics, "model": str(self.out_dir / "model.pth"), "log": str(log.path)}
+        return {**metrics, "model": str((self.out_dir / "model.pth").resolve()), "log": str(Path(log.path).resolve())}
 
     def _finish_epoch(self, row: dict[str, Any], final: torch.nn.Module, dataset: MarketDataset, log: "EpochLog") -> dict[str, Any]:
         """Evaluate the epoch of ``row`` where due (the last one, or every ``eval.period``), write
