@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, redirect_stdout
 from importlib.metadata import PackageNotFoundError, version
 
 import typer
@@ -46,6 +46,8 @@ app = typer.Typer(
     name="crosscam",
     help="Multi-camera pedestrian tracking with cross-camera identities and fast-reid-exact ReID evaluation.",
     no_args_is_help=True,
+    epilog="Exit status: 0 done; 2 a usage or input error (one `error:` line on stderr, nothing on stdout); "
+    "130 stopped by Ctrl-C, 143 by SIGTERM (what was finished is kept).",
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",  # help text: a docstring's wrapped lines join into one paragraph
@@ -136,10 +138,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str] | None, terminated: list[int]) -> int:
+    command = cli_command()
+    args = sys.argv[1:] if argv is None else list(argv)
+    # a bare command's help is a usage error's message (exit 2): stderr, as every other one (typer prints it on stdout)
+    help_on_stderr = redirect_stdout(sys.stderr) if _names_a_group(command, args) else nullcontext()
     try:
         # warnings print above a progress bar, not into its line
-        with _sigterm_stops_like_ctrl_c(terminated), logging_redirect_tqdm():
-            status = cli_command().main(args=argv, prog_name="crosscam", standalone_mode=False)
+        with _sigterm_stops_like_ctrl_c(terminated), logging_redirect_tqdm(), help_on_stderr:
+            status = command.main(args=args, prog_name="crosscam", standalone_mode=False)
     except CrosscamError as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2
@@ -162,6 +168,15 @@ def _run(argv: list[str] | None, terminated: list[int]) -> int:
         typer.echo(f"error: {full}", err=True)
         return 2
     return status if isinstance(status, int) else 0
+
+
+def _names_a_group(command, args: list[str]) -> bool:
+    """Whether ``args`` name ``crosscam`` itself or one of its command groups and nothing more."""
+    for arg in args:
+        command = getattr(command, "commands", {}).get(arg)
+        if command is None:
+            return False
+    return hasattr(command, "commands")
 
 
 _KEPT = "what was written before is kept"
