@@ -1,10 +1,13 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from pipeline.cli.main import cli_command, main, package_version
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_version_flag(capsys):
@@ -87,3 +90,16 @@ def test_the_program_ignores_stops_once_its_command_has_finished():
              "signal.getsignal(signal.SIGTERM) is signal.SIG_IGN)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
     assert out[-3:] == ["0", "True", "True"]  # after --version's own line
+
+
+def test_warnings_on_stderr_say_they_are_warnings(tmp_path):
+    """A command's log warnings were bare lines on stderr, beside `error:` ones: a script could not tell."""
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(tmp_path / "one.jpg"), np.full((64, 48, 3), 90, np.uint8))
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "track", str(tmp_path / "one.jpg"), "--config",
+                           "configs/demo.yaml", "--out", str(tmp_path / "run"), "--no-identities", "--quiet",
+                           "--set", "output.video=false"], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr.startswith(f"warning: {tmp_path / 'one.jpg'}: one image, tracked as a camera of one frame")

@@ -138,6 +138,8 @@ def test_weights_list_json_and_table(capsys):
 def test_weights_download_reports_the_path(capsys):
     code, stdout, _ = run_cli(capsys, "weights", "download", "mobilenetv2_imagenet")
     assert code == 0 and stdout.strip() == str(zoo.get_entry("mobilenetv2_imagenet").local_path())
+    code, stdout, _ = run_cli(capsys, "weights", "download", "mobilenetv2_imagenet", "--json")
+    assert code == 0 and json.loads(stdout)["downloaded"] is False  # on disk: a script can tell (stderr said so alone)
     code, _, stderr = run_cli(capsys, "weights", "download", "nope")
     assert code == 2 and "error: nope: not a known weights name" in stderr
 

@@ -370,7 +370,7 @@ def test_associate_keeps_the_runs_own_association_settings_unless_told_otherwise
     assert identities()[0] == 2  # the default: one camera's two tracks stay apart
     assert identities("--set", "association.join_same_camera=true")[0] == 1
     count, err = identities()  # nothing named: the run's own settings
-    assert count == 1 and f"association: {run}'s own settings" in err
+    assert count == 1 and f"note: association: {run}'s own settings" in err
     count, err = identities("--set", "association.threshold=0.8")  # one key changed, the others kept
     assert count == 1
     assert identities("--set", "association={join_same_camera: false}")[0] == 2  # the section set whole: its keys given

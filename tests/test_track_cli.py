@@ -63,7 +63,7 @@ def hall_run(tmp_path_factory) -> tuple[dict, Path]:
 def test_real_run_outputs(hall_run):
     result, folder = hall_run
     (camera,) = result["cameras"]
-    assert camera["status"] == "complete" and camera["frames_read"] == HALL_FRAMES
+    assert result["status"] == camera["status"] == "complete" and camera["frames_read"] == HALL_FRAMES
     assert count_video_frames(folder / "annotated.mp4") == HALL_FRAMES
     rows = read_mot(folder / "tracks.txt")
     assert rows.shape[1] == 10 and (rows[:, 0] >= 1).all() and (rows[:, 0] <= HALL_FRAMES).all()
@@ -374,8 +374,11 @@ def test_a_camera_tracked_again_is_replaced_only_when_complete(tmp_path: Path, c
     monkeypatch.setattr(pipeline.video.run, "camera_chain", stopped_chain)
     code, printed, err = run_cli([*args, "--max-frames", "30", "--json"], capsys)
     assert code == 130 and "earlier complete outputs are kept" in caplog.text
-    assert json.loads(printed) == {"run_dir": str(out.resolve()), "status": "interrupted",  # --json printed nothing
-                                   "cameras": [{"camera": "hall", "folder": str(folder.resolve()), "status": "complete"}]}
+    kept = json.loads((folder / "run.json").read_text())
+    assert json.loads(printed) == {  # --json printed nothing, then a shorter object than a finished run's
+        "run_dir": str(out.resolve()), "status": "interrupted", "identities": None,
+        "cameras": [{"camera": "hall", "folder": str(folder.resolve()), "status": "complete", "error": None,
+                     "frames_read": kept["frames_read"], "frames_failed": 0, "tracks": kept["num_tracks"]}]}
     assert snapshot() == before and sorted(p.name for p in out.iterdir()) == names
     monkeypatch.setattr(pipeline.video.run, "camera_chain", real_chain)
     code, out_text, _ = run_cli([*args, "--max-frames", "30"], capsys)

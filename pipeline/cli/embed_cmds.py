@@ -93,7 +93,8 @@ def list_weights(as_json: bool = typer.Option(False, "--json", help="Print one J
 @weights_app.command("download")
 def download_weights(
     name: str = typer.Argument(..., help="A name from `crosscam weights list`."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the path."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the path: name, "
+                                 "path, loadable, downloaded (false: it was on disk already)."),
     force: bool = typer.Option(False, "--force", help="Download it again though a file is on disk (a corrupt "
                                "or truncated one); the old file stays until the new one is complete."),
 ) -> None:
@@ -104,7 +105,8 @@ def download_weights(
     if on_disk and not force:
         typer.echo(f"{path}: already on disk, not downloaded" + ("; --force downloads it again" if entry.url else ""), err=True)
     if as_json:
-        typer.echo(json.dumps({"name": name, "path": str(path), "loadable": entry.loadable}))
+        typer.echo(json.dumps({"name": name, "path": str(Path(path).resolve()), "loadable": entry.loadable,
+                               "downloaded": force or not on_disk}))
     else:
         typer.echo(str(path))
 

@@ -7,6 +7,7 @@ Each command module exposes ``register(app)``, which adds its commands to the ap
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import signal
 import sys
@@ -97,6 +98,26 @@ def cli_command():
     return command
 
 
+class _LevelPrefix(logging.Formatter):
+    """A log record as ``warning: MESSAGE``: stderr's lines say what they are, as ``error:`` ones do."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {super().format(record)}"
+
+
+@contextmanager
+def _levels_said():
+    """Warnings (and worse) on stderr with their level before them, while a command runs (tqdm's
+    redirect, entered inside, keeps the format)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LevelPrefix())
+    logging.root.addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.root.removeHandler(handler)
+
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, stopping a command the way Ctrl-C does."""
 
@@ -144,7 +165,7 @@ def _run(argv: list[str] | None, terminated: list[int]) -> int:
     help_on_stderr = redirect_stdout(sys.stderr) if _names_a_group(command, args) else nullcontext()
     try:
         # warnings print above a progress bar, not into its line
-        with _sigterm_stops_like_ctrl_c(terminated), logging_redirect_tqdm(), help_on_stderr:
+        with _sigterm_stops_like_ctrl_c(terminated), _levels_said(), logging_redirect_tqdm(), help_on_stderr:
             status = command.main(args=args, prog_name="crosscam", standalone_mode=False)
     except CrosscamError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -153,8 +153,10 @@ def register(app: typer.Typer) -> None:
                            "the cameras tracked", err=True)
                 _echo_interrupted_json(out, as_json)
                 raise typer.Exit(130) from None
+        interrupted = session is not None and session.interrupted_at_close
         result = {
             "run_dir": str(out.resolve()),
+            "status": "interrupted" if interrupted else "complete" if complete else "failed",
             "identities": None if linked is None else _identities_json(linked),
             "cameras": [
                 {"camera": r.camera, "folder": str(r.folder.resolve()), "status": r.status, "error": r.error,
@@ -173,7 +175,7 @@ def register(app: typer.Typer) -> None:
                            + (f" ({plural(cam['frames_failed'], 'frame')} could not be decoded)" if cam["frames_failed"] else "")
                            + (f" ({cam['status']}: {cam['error']})" if cam["status"] != "complete" else ""))
         _report_identities(linked, identities, as_json)
-        if session is not None and session.interrupted_at_close:
+        if interrupted:
             typer.echo(f"interrupted while the Ray workers stopped: {out} was written whole (above)", err=True)
             raise typer.Exit(130)
         if not complete:  # a Ray run finishes the other cameras when one fails: say it by the exit status
@@ -201,7 +203,7 @@ def _kept_association(run_dir: Path, cfg, config: Optional[Path], set_: List[str
     given = {key for key in type(cfg.association).model_fields if overridden(f"association.{key}", set_)}
     cfg, differs = with_kept_association(run_dir, cfg, given)
     if differs:
-        typer.echo(f"association: {run_dir}'s own settings, which its identities were made with (--config FILE or "
+        typer.echo(f"note: association: {run_dir}'s own settings, which its identities were made with (--config FILE or "
                    "--set association.KEY=VALUE change them)", err=True)
     return cfg
 
@@ -209,13 +211,21 @@ def _kept_association(run_dir: Path, cfg, config: Optional[Path], set_: List[str
 def _echo_interrupted_json(out: Path, as_json: bool) -> None:
     """With ``--json``, what a stopped run's directory holds now (a script got an empty stdout)."""
     if as_json:
-        typer.echo(json.dumps({"run_dir": str(out.resolve()), "status": "interrupted", "cameras": _camera_states(out)}))
+        typer.echo(json.dumps({"run_dir": str(out.resolve()), "status": "interrupted", "identities": None,
+                               "cameras": _camera_states(out)}))
 
 
 def _camera_states(out: Path) -> list[dict]:
-    """Each camera folder of ``out`` with its ``run.json`` status (complete, interrupted, failed)."""
+    """Each camera folder of ``out`` as its ``run.json`` says now: status (complete, interrupted,
+    failed), error, frames read and failed, tracks (the keys of a finished run's cameras)."""
     folders = sorted(f for f in out.iterdir() if not f.name.startswith(".") and (f / "run.json").is_file()) if out.is_dir() else []
-    return [{"camera": f.name, "folder": str(f.resolve()), "status": read_run_record(f).get("status")} for f in folders]
+    states = []
+    for folder in folders:
+        record = read_run_record(folder)
+        states.append({"camera": folder.name, "folder": str(folder.resolve()), "status": record.get("status"),
+                       "error": record.get("error"), "frames_read": record.get("frames_read"),
+                       "frames_failed": record.get("frames_failed"), "tracks": record.get("num_tracks")})
+    return states
 
 
 def _identities_json(linked) -> dict:
