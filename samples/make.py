@@ -119,7 +119,7 @@ def make_scene(options: SceneOptions, out_dir: str | Path, progress: bool = True
         "people": len(scene.people),
         "gt_rows": gt_rows,
         "overlapping_pairs": description["overlapping_pairs"],
-        "seconds_elapsed": round(time.perf_counter() - started, 2),
+        "elapsed_s": round(time.perf_counter() - started, 2),
     }
 
 

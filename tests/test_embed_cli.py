@@ -130,8 +130,10 @@ def test_weights_list_json_and_table(capsys):
     names = {row["name"]: row for row in listing["weights"]}
     assert code == 0 and names["mobilenetv2_imagenet"]["on_disk"] and names["market_bot_R50"]["loadable"]
     assert names["market_sbs_R101-ibn"]["loadable"] and names["duke_mgn_R50-ibn"]["loadable"]
+    assert names["market_bot_R50"]["published"]["rank1"] == 0.944  # a fraction, as benchmark --json's rank1 (was 94.4)
     code, stdout, _ = run_cli(capsys, "weights", "list")
     assert code == 0 and "market_bot_R50" in stdout and "downloads go to" in stdout
+    assert " 94.4  86.1" in next(line for line in stdout.splitlines() if line.startswith("market_bot_R50 "))
     assert all(str(row["dataset"]) in stdout for row in listing["weights"])  # dataset names whole, not cut
 
 

@@ -59,7 +59,7 @@ def _entry_row(entry: zoo.WeightsEntry) -> dict:
         "url": entry.url,
         "sha256": entry.sha256,
         "preprocessing": entry.preprocessing,
-        "published": entry.published,
+        "published": {key: round(value / 100, 4) for key, value in entry.published.items()},  # fractions, as benchmark --json's
         "note": entry.note,
     }
 
@@ -71,7 +71,7 @@ def _entries_table(rows: list[dict]) -> str:
     lines = [f"{'name':{width}}  {'architecture':{arch}} {'dataset':{data}} loadable on_disk  rank1   mAP"]
     for row in rows:
         published = row["published"]
-        scores = f"{published['rank1']:5.1f} {published['mAP']:5.1f}" if published else "    -     -"
+        scores = f"{100 * published['rank1']:5.1f} {100 * published['mAP']:5.1f}" if published else "    -     -"
         lines.append(
             f"{row['name']:{width}}  {row['architecture']:{arch}} {str(row['dataset']):{data}} "
             f"{'yes' if row['loadable'] else 'no':8} {'yes' if row['on_disk'] else 'no':8} {scores}"
@@ -80,7 +80,8 @@ def _entries_table(rows: list[dict]) -> str:
 
 
 @weights_app.command("list")
-def list_weights(as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table.")) -> None:
+def list_weights(as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table: "
+                                              "weights_dir, weights (each entry; published rank1 / mAP / mINP as fractions).")) -> None:
     """List the known weights names, whether crosscam can load them and whether they are on disk."""
     rows = [_entry_row(entry) for entry in zoo.load_registry().values()]
     if as_json:

@@ -68,6 +68,6 @@ def register(app: typer.Typer) -> None:
         else:
             rows = ", ".join(f"{c}: {n}" for c, n in summary["gt_rows"].items())
             typer.echo(f"wrote {plural(len(summary['cameras']), 'camera')} x {plural(summary['num_frames'], 'frame')} to {out} "
-                       f"in {summary['seconds_elapsed']} s (gt rows {rows})")
+                       f"in {summary['elapsed_s']} s (gt rows {rows})")
 
     app.add_typer(samples, name="samples")
