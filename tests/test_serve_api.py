@@ -361,11 +361,11 @@ def test_sigterm_stops_the_server_with_143(run, workers):
     """SIGTERM (docker stop, systemd) stops one server process or several as Ctrl-C does, with
     128 + SIGTERM as `crosscam track` exits (Ctrl-C's 130 is checked by every `serving` block)."""
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli.main", "serve", str(run), "--port", "0",
-                             "--workers", workers], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--workers", workers, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        line = proc.stdout.readline()
-        assert line.startswith("crosscam serve: http://"), line
-        httpx.get(line.split()[2] + "api/cameras", timeout=60).raise_for_status()
+        started = json.loads(proc.stdout.readline())  # --json: the URL without parsing a sentence
+        assert started["url"] == f"http://127.0.0.1:{started['port']}/" and started["processes"] == int(workers)
+        httpx.get(started["url"] + "api/cameras", timeout=60).raise_for_status()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 143, proc.stderr.read()[-500:]
     finally:

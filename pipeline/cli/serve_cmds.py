@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import socket
 import threading
 import webbrowser
@@ -55,6 +56,8 @@ def register(app: typer.Typer) -> None:
         token: Optional[str] = typer.Option(None, "--token", help="Secret every request must carry (required with a "
                                             "non-local --host); the printed URL includes it."),
         open_browser: bool = typer.Option(False, "--open", help="Open the page in the default browser."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON line once listening, instead of the URL line: "
+                                     "url, port, run_dir, processes (for a script that started it with --port 0)."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML config (store settings; default configs/base.yaml)."),
         set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE",
                                                  help="Override one config key, e.g. store.bf16_scan=false (repeatable)."),
@@ -83,8 +86,12 @@ def register(app: typer.Typer) -> None:
         port_token = f":{sock.getsockname()[1]}/" + (f"?token={token}" if token else "")
         url = f"http://{shown_host}{port_token}"
         where = f"all interfaces; here http://127.0.0.1{port_token}; " if everywhere else ""
-        typer.echo(f"crosscam serve: {url}  ({where}run {Path(run_dir).resolve()}; {processes} process"
-                   f"{'es' if processes > 1 else ''}; Ctrl-C stops)")
+        if as_json:
+            typer.echo(json.dumps({"url": url, "port": sock.getsockname()[1], "run_dir": str(Path(run_dir).resolve()),
+                                   "processes": processes}))
+        else:
+            typer.echo(f"crosscam serve: {url}  ({where}run {Path(run_dir).resolve()}; {processes} process"
+                       f"{'es' if processes > 1 else ''}; Ctrl-C stops)")
         if open_browser:
             threading.Timer(0.5, webbrowser.open, args=(f"http://127.0.0.1{port_token}" if everywhere else url,)).start()
         if processes > 1:
