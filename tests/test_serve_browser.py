@@ -280,7 +280,13 @@ def test_an_uploaded_photo_searches_its_largest_person_then_a_boxed_one(page, ru
 def test_the_no_store_banner_goes_when_the_store_appears(page):
     """A page opened before `crosscam associate` wrote the store kept saying there was none."""
     driver = page
-    driver.execute_script("refresh({...S.status, generation: null})")  # as the page saw a run without a store
+    # the page's own next poll sees a run without a store (a refresh called here raced that poll's:
+    # hidden again before it could be seen, or shown after the poll's had ended and never hidden)
+    driver.execute_script(
+        "const real = window.fetch; window.fetch = async (url, options) => { const response = await real(url, options);"
+        " if (!String(url).startsWith('/api/status')) return response;"
+        " window.fetch = real; const status = await response.json();"
+        " return new Response(JSON.stringify({...status, generation: null}), {headers: {'content-type': 'application/json'}}); };")
     banner = driver.find_element("css selector", "#error")
     wait_for(lambda: banner.is_displayed() and banner.text.startswith("no track store yet"), "the no-store banner shows")
     assert "crosscam associate" in banner.text
@@ -393,6 +399,10 @@ def test_the_page_notices_a_reassociation_and_a_new_camera(page, run):
     assert driver.execute_script("return [...document.querySelectorAll('#camera-filter input:checked')].map(b => b.value)") \
         == ["cam1"], "the gallery's camera filter is kept across the update"
     shutil.copytree(run / "cam3", run / "cam4")
+    whole = (run / "cam4" / "run.json").read_text()
+    (run / "cam4" / "run.json").write_text("")  # caught half copied: the cameras answer 409 ...
+    wait_for(lambda: driver.find_element("css selector", "#live").text.startswith("server says"), "a poll meets it")
+    (run / "cam4" / "run.json").write_text(whole)  # ... and the next poll tries again (the page kept 3 players)
     wait_for(lambda: len(canvases(driver)) == 4, "a player for the new camera")
     staged = run.parent / "cam5"  # one tracked for 20 frames only (--max-frames 20): its header says so
     shutil.copytree(run / "cam3", staged)

@@ -630,11 +630,12 @@ function showView(name) {
 const sameStore = (a, b) => a.generation === b.generation && a.store_id === b.store_id;  // a store made again restarts its generations
 
 async function refresh(status) {
-  const changed = S.status && !sameStore(S.status, status);
+  const before = S.status;
+  const changed = before && !sameStore(before, status);
   S.status = status;
   $('title').textContent = status.title;
   document.title = status.title;
-  await loadCameras();
+  try { await loadCameras(); } catch (e) { S.status = before; throw e; }  // the next poll tries again (a camera folder being copied in: 409)
   if (status.generation === null) {
     showError('no track store yet in this run: the page shows it as soon as `crosscam track` or `crosscam associate` has written one');
     S.noStoreShown = true;
