@@ -36,6 +36,10 @@ except ImportError:  # Windows: no flock; two commands tracking one camera, or a
 
 log = logging.getLogger(__name__)
 
+# what tracking and association write in a camera folder (besides their unfinished *.partial* / *.tmp*
+# files and hidden pieces); anything else there is the user's, and stays
+CAMERA_OUTPUTS = frozenset({"run.json", "tracks.txt", "tracks.json", "track_features.npz", "thumbs", "annotated.mp4",
+                            "tracks_global.txt", "annotated_global.mp4"})
 RETRACK_SUFFIX = ".retrack"  # .CAMERA.retrack: a camera tracked again, beside its earlier outputs
 # flock'ed for the whole of one association of the run (identities_held); not ending in ".lock", which
 # is each camera's (a camera named "identities" would share a ".identities.lock")
@@ -203,6 +207,24 @@ def release(claims: Sequence[IO | None]) -> None:
             claim.close()
 
 
+def check_camera_input(folder: Path, uri: str, named: bool) -> None:
+    """Refuse, before models load, to track ``uri`` into camera ``folder`` where that would lose what
+    is not this camera's run: a folder crosscam did not make holding files by its outputs' names
+    (they would be overwritten), or a camera tracked from another input when its name came from the
+    file name (``named`` false: two sites' ``video.mp4`` would be one camera, the first one's tracks
+    gone). A name given with ``--camera`` says the replacement is meant (warned by
+    :func:`warn_if_another_source`)."""
+    if folder.is_dir() and not (folder / "run.json").is_file():
+        clashing = sorted(set(_entries(folder)) & CAMERA_OUTPUTS)
+        if clashing:
+            raise CrosscamError(f"{folder}: holds {', '.join(clashing)}, which crosscam did not write (no run.json) and "
+                                "tracking would overwrite; move them out, or give this input another --camera")
+    earlier = read_run_record(folder).get("source")
+    if earlier and not named and not _same_source(str(earlier), uri):
+        raise CrosscamError(f"camera {folder.name} (named from {uri}) was tracked from {earlier}; give this input its "
+                            f"own --camera NAME, or --camera {folder.name} to track it in that camera's place")
+
+
 def warn_if_another_source(folder: Path, uri: str) -> None:
     """Warn when the camera ``folder`` holds a run of another video than ``uri``: tracking ``uri``
     under its name replaces that camera's tracks (a name reused by mistake loses the other camera);
@@ -218,6 +240,20 @@ def warn_if_another_source(folder: Path, uri: str) -> None:
         if source and _same_source(str(source), uri):
             log.warning("camera %s of this run was tracked from %s too: its people will be in both cameras at the "
                         "same moments (give --camera %s to track it again under its name)", other.name, uri, other.name)
+
+
+def foreign_entries(folder: Path) -> list[str]:
+    """The names in camera ``folder`` crosscam did not write: not :data:`CAMERA_OUTPUTS`, not an
+    unfinished ``.partial`` or ``.tmp`` file, not hidden."""
+    return [name for name in _entries(folder) if name not in CAMERA_OUTPUTS and not name.startswith(".")
+            and ".partial" not in name and ".tmp" not in name]
+
+
+def _entries(folder: Path) -> list[str]:
+    try:
+        return sorted(entry.name for entry in folder.iterdir())
+    except OSError:
+        return []
 
 
 def _same_source(a: str, b: str) -> bool:
@@ -277,9 +313,14 @@ def waiting_retracks(run_dir: Path) -> dict[str, Path]:
 
 
 def replace_folder(folder: Path, new: Path) -> None:
-    """Put ``new`` where ``folder`` is, by renames in one directory (the old one deleted last)."""
+    """Put ``new`` where ``folder`` is, by renames in one directory (the old one deleted last); the
+    entries of ``folder`` crosscam did not write (a user's notes, the camera's own video) move into
+    ``new`` first."""
     old = folder.with_name(f".{folder.name}.old")
     shutil.rmtree(old, ignore_errors=True)
+    for name in foreign_entries(folder):
+        if not (new / name).exists():
+            os.replace(folder / name, new / name)
     os.replace(folder, old)
     os.replace(new, folder)
     shutil.rmtree(old, ignore_errors=True)

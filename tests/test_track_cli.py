@@ -518,14 +518,23 @@ def test_ctrl_c_after_the_store_took_the_cameras_says_so(tmp_path: Path, capsys,
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
 
 
-def test_a_camera_name_reused_for_another_video_is_warned_about(tmp_path: Path, capsys, osnet_onnx: Path, caplog):
-    args, out, _ = tracked_hall(tmp_path, capsys, osnet_onnx)
+def test_a_camera_name_reused_for_another_video_is_refused_unless_named(tmp_path: Path, capsys, osnet_onnx: Path,
+                                                                        caplog):
+    """Two sites' hall.avi became one camera, the first one's tracks and identities gone with a warning."""
+    args, out, snapshot = tracked_hall(tmp_path, capsys, osnet_onnx)
     assert run_cli([*args, "--max-frames", "20"], capsys)[0] == 0  # the same video again: nothing to say
     assert "was tracked from" not in caplog.text
     (tmp_path / "other").mkdir()
     other = write_video(tmp_path / "other" / "hall.avi", 20, walker=True)  # same stem, another file
+    before = snapshot()
     code, _, err = run_cli(["track", str(other), "--out", str(out), "--detector", "motion", "--reid", str(osnet_onnx),
                             "--quiet"], capsys)
+    assert code == 2 and err.strip() == (
+        f"error: camera hall (named from {other}) was tracked from {tmp_path / 'hall.avi'}; give this input its own "
+        "--camera NAME, or --camera hall to track it in that camera's place")
+    assert snapshot() == before
+    code, _, err = run_cli(["track", str(other), "--camera", "hall", "--out", str(out), "--detector", "motion",
+                            "--reid", str(osnet_onnx), "--quiet"], capsys)  # named: meant, and warned
     assert code == 0, err
     assert f"camera hall was tracked from {tmp_path / 'hall.avi'}; this run of {other} replaces its tracks" in caplog.text
     caplog.clear()  # a source the run holds under another name: everyone in it twice, at the same moments
@@ -672,3 +681,25 @@ def test_a_camera_name_from_a_file_name_not_in_utf8_is_one_line():
 
     with pytest.raises(CrosscamError, match=r"not UTF-8 text; give it a --camera"):
         check_camera_names(["caf\udce9.mp4"], None, ["caf\udce9"])
+
+
+def test_a_users_files_in_a_camera_folder_stay_when_it_is_tracked_again(tmp_path: Path, capsys, osnet_onnx: Path):
+    """Tracking a camera again deleted the files a user kept in its folder: notes, the camera's own video."""
+    folder = tmp_path / "run" / "hall"
+    folder.mkdir(parents=True)
+    video = write_video(folder / "hall.avi", 30, walker=True)  # kept where its outputs go
+    (folder / "notes.txt").write_text("door left open")
+    args = ["track", str(video), "--out", str(tmp_path / "run"), "--detector", "motion", "--reid", str(osnet_onnx),
+            "--quiet", "--max-frames", "20"]
+    for _ in range(2):  # the second one replaces the folder with its new outputs
+        code, _, err = run_cli(args, capsys)
+        assert code == 0, err
+    assert (folder / "notes.txt").read_text() == "door left open" and video.is_file()
+    assert json.loads((folder / "run.json").read_text())["frames_read"] == 20
+    assert not [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".hall")]
+    mine = tmp_path / "run" / "door"  # not crosscam's, with a file by one of its outputs' names
+    mine.mkdir()
+    (mine / "tracks.txt").write_text("mine")
+    code, _, err = run_cli([*args, "--camera", "door"], capsys)
+    assert code == 2 and f"{mine}: holds tracks.txt, which crosscam did not write (no run.json)" in err
+    assert (mine / "tracks.txt").read_text() == "mine"

@@ -41,7 +41,7 @@ from pipeline.scale.overlaps import OverlapBoard, UnitOverlaps
 from pipeline.scale.stitch import stitch_segments
 from pipeline.scale.units import WorkUnit, lookahead_frames, plan_camera
 from pipeline.scale.worker import CameraProbe, SegmentResult, SegmentWorker
-from pipeline.run_folders import (check_camera_free, claim_cameras, keep_earlier, make_folder,
+from pipeline.run_folders import (check_camera_free, check_camera_input, claim_cameras, keep_earlier, make_folder,
                                   publish_between_associations, warn_if_another_source, working_folder,
                                   write_json_atomic)
 from pipeline.stops import stops_held
@@ -358,8 +358,9 @@ class RaySession:
         import_ray()  # without Ray installed, that is the one thing to say
         if cluster_address(self.address) is None:  # Ray on this machine: its files are the workers' files
             _check_local_inputs(specs, names, cfg)
-        for name in names:
+        for i, (name, spec) in enumerate(zip(names, specs)):
             check_camera_free(out_dir, name)
+            check_camera_input(out_dir / name, spec, named=bool(cameras and cameras[i]))
         made = not out_dir.exists()
         runs = [CameraRun(name, out_dir / name, claim=claim) for name, claim in zip(names, claim_cameras(out_dir, names))]
         try:

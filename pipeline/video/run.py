@@ -27,9 +27,9 @@ from typing import IO, Callable, Iterator, Sequence
 
 from pipeline.colour import CameraColour
 from pipeline.config import PipelineConfig
-from pipeline.run_folders import (check_camera_free, claim_cameras, keep_earlier, make_folder, publish,
-                                  publish_between_associations, release, wait_for_association, warn_if_another_source,
-                                  working_folder, write_json_atomic)
+from pipeline.run_folders import (check_camera_free, check_camera_input, claim_cameras, keep_earlier, make_folder,
+                                  publish, publish_between_associations, release, wait_for_association,
+                                  warn_if_another_source, working_folder, write_json_atomic)
 from pipeline.text import first_line, plural
 from pipeline.types import RUN_LEVEL_NAMES, FrameResult, read_track_summaries
 from pipeline.video.chain import SharedFrames, StageTimes, build_chain
@@ -168,8 +168,9 @@ def track_videos(specs: Sequence[str], out_dir: str | Path, cfg: PipelineConfig,
             raise CrosscamError(unreadable[0] if len(unreadable) == 1 else
                                 f"{len(unreadable)} of the {len(specs)} inputs cannot be read: {' | '.join(unreadable)}")
         check_camera_names(specs, cameras, [s.camera for s in sources])
-        for source in sources:
+        for i, source in enumerate(sources):
             check_camera_free(out_dir, source.camera)
+            check_camera_input(out_dir / source.camera, source.uri, named=bool(cameras and cameras[i]))
         detectors = [build_detector(cfg.detector, mot_sequence_dir(s)) for s in sources]
         embedder = Embedder.from_config(cfg.reid)
         if before is not None:
