@@ -4,8 +4,8 @@ identity side (putting new outputs in place as the store takes them) alike.
 - Who may write a camera: one command at a time holds it (:func:`claim_camera`, an flock on
   ``RUN_DIR/.CAMERA.lock``), so two commands tracking the same camera into one run never both
   write its folder.
-- Tracking again beside the earlier outputs: a camera tracked completely before is tracked into
-  ``.CAMERA.retrack`` (:func:`working_folder`), which replaces its folder only once complete
+- Tracking again beside the earlier outputs: a camera with tracks from before (complete or stopped)
+  is tracked into ``.CAMERA.retrack`` (:func:`working_folder`), which replaces its folder only once complete
   (:func:`publish`); a stopped or failed run is dropped (:func:`keep_earlier`). Complete new
   outputs of a run whose association did not finish wait there (:func:`waiting_retracks`) until
   an association puts them in place together with the store.
@@ -262,9 +262,10 @@ def _same_source(a: str, b: str) -> bool:
 
 def working_folder(folder: Path) -> Path:
     """Where a camera is tracked into: ``folder``, or beside it (``.CAMERA.retrack``) when it holds
-    a complete earlier run, which :func:`publish` then replaces and :func:`keep_earlier` keeps."""
+    an earlier run's tracks (complete, or stopped: the store may hold those too), which
+    :func:`publish` then replaces and :func:`keep_earlier` keeps."""
     check_nothing_waiting(folder)  # again, under this command's claim
-    if read_run_record(folder).get("status") != "complete":
+    if read_run_record(folder).get("status") != "complete" and not (folder / "tracks.json").is_file():
         return folder
     work = folder.with_name(f".{folder.name}{RETRACK_SUFFIX}")
     shutil.rmtree(work, ignore_errors=True)  # left by a process killed outright (complete ones waiting: refused above)
@@ -289,10 +290,12 @@ def publish_between_associations(folder: Path, work: Path) -> None:
 
 
 def keep_earlier(folder: Path, work: Path) -> None:
-    """A run into ``work`` stopped (Ctrl-C, an error): drop it, keeping ``folder``'s complete one."""
+    """A run into ``work`` stopped (Ctrl-C, an error): drop it, keeping ``folder``'s earlier one."""
     if work != folder and work.exists():
         shutil.rmtree(work, ignore_errors=True)
-        log.warning("%s: stopped; its earlier complete outputs are kept", folder.name)
+        earlier = read_run_record(folder).get("status")
+        log.warning("%s: stopped; its earlier %s outputs are kept", folder.name,
+                    "complete" if earlier == "complete" else f"({earlier or 'unfinished'})")
 
 
 def wait_for_association(folder: Path, work: Path) -> None:

@@ -703,3 +703,52 @@ def test_a_users_files_in_a_camera_folder_stay_when_it_is_tracked_again(tmp_path
     code, _, err = run_cli([*args, "--camera", "door"], capsys)
     assert code == 2 and f"{mine}: holds tracks.txt, which crosscam did not write (no run.json)" in err
     assert (mine / "tracks.txt").read_text() == "mine"
+
+
+def test_a_stopped_camera_stopped_again_keeps_the_tracks_the_store_holds(tmp_path: Path, capsys, osnet_onnx: Path,
+                                                                          monkeypatch):
+    """A second stopped run of a camera whose first run was stopped too (and associated) emptied its
+    folder in place while the store still held its tracks: queries named thumbnails that were gone."""
+    import pipeline.video.run
+
+    video = write_video(tmp_path / "hall.avi", 60, walker=True)
+    out, folder = tmp_path / "run", tmp_path / "run" / "hall"
+    args = ["track", str(video), "--out", str(out), "--detector", "motion", "--reid", str(osnet_onnx), "--quiet"]
+    real_chain = pipeline.video.run.camera_chain
+
+    def stopped_after(frames: int):
+        def chain(*a, **k):
+            for i, result in enumerate(real_chain(*a, **k)):
+                if i == frames:
+                    raise KeyboardInterrupt
+                yield result
+        return chain
+
+    monkeypatch.setattr(pipeline.video.run, "camera_chain", stopped_after(45))
+    assert run_cli(args, capsys)[0] == 130
+    assert run_cli(["associate", str(out)], capsys)[0] == 0
+    files = lambda: {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}  # noqa: E731
+    before = files()
+    in_store = [(t.track_id, t.first_frame, t.last_frame, t.thumbnail) for t in TrackStore.open(out / "store").tracks()]
+    assert in_store and json.loads((folder / "run.json").read_text())["status"] == "interrupted"
+    monkeypatch.setattr(pipeline.video.run, "camera_chain", stopped_after(5))
+    assert run_cli(args, capsys)[0] == 130
+    assert files() == before  # the outputs the store describes, thumbnails included
+    assert all((out / thumbnail).is_file() for *_, thumbnail in in_store if thumbnail)
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".hall")]
+
+
+def test_no_identities_leaves_a_camera_the_store_holds_as_the_store_describes_it(tmp_path: Path, capsys,
+                                                                                  osnet_onnx: Path, caplog):
+    """--no-identities put a camera's new outputs in place while the store held its old tracks: a query
+    named frames and a thumbnail of the earlier run (another person in the new thumbs/8.jpg)."""
+    args, out, snapshot = tracked_hall(tmp_path, capsys, osnet_onnx)
+    before = snapshot()
+    code, _, err = run_cli([*args, "--max-frames", "20", "--no-identities"], capsys)
+    assert code == 0, err
+    assert snapshot() == before and "new outputs wait in .hall.retrack until `crosscam associate" in caplog.text
+    assert run_cli(["associate", str(out)], capsys)[0] == 0  # puts them in place with the store
+    assert json.loads((out / "hall" / "run.json").read_text())["frames_read"] == 20
+    assert {t.last_frame for t in TrackStore.open(out / "store").tracks()} <= set(range(20))
+    code, _, err = run_cli([*args, "--camera", "door", "--max-frames", "20", "--no-identities"], capsys)
+    assert code == 0 and (out / "door" / "tracks.json").is_file()  # not in the store: in place at once

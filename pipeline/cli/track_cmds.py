@@ -66,7 +66,9 @@ def register(app: typer.Typer) -> None:
             None, "--cameras", help="Cameras YAML putting every camera on one clock (start time or offset, "
                                     "optional transit rules); kept in the run directory for later runs."),
         no_identities: bool = typer.Option(False, "--no-identities", help="Track only: the run's identities, store "
-                                           "and report stay as they are (default: every camera associated afterwards)."),
+                                           "and report stay as they are (default: every camera associated afterwards); "
+                                           "a camera the store holds, tracked again, keeps its outputs until `crosscam "
+                                           "associate` puts the new ones in place."),
         workers: Optional[int] = typer.Option(
             None, "--workers", min=1, metavar="N", help="Run the cameras, cut into segments, on N Ray workers (Ray started on "
                                            "this machine unless --ray-address / RAY_ADDRESS names a cluster)."),
@@ -145,7 +147,10 @@ def register(app: typer.Typer) -> None:
                 render = session.render_global_videos if session is not None else None
                 linked = _identities(out, cfg, cameras_file, runs, quiet, render) if identities and complete else None
                 with identities_held(out):  # not while another command associates the run
-                    publish_staged(runs)  # identities not updated: the new outputs replace the earlier ones as they are
+                    if linked is None:  # not associated: a camera the store holds keeps the outputs it describes
+                        stored = _stored_cameras(out)
+                        keep_complete_staged([r for r in runs if r.staged is not None and r.camera in stored])
+                    publish_staged(runs)  # the others' new outputs replace their earlier ones as they are
             except KeyboardInterrupt:
                 keep_complete_staged(runs)
                 typer.echo(f"interrupted after tracking: {out}'s identities are up to date" if linked is not None else
@@ -226,6 +231,18 @@ def _camera_states(out: Path) -> list[dict]:
                        "error": record.get("error"), "frames_read": record.get("frames_read"),
                        "frames_failed": record.get("frames_failed"), "tracks": record.get("num_tracks")})
     return states
+
+
+def _stored_cameras(out: Path) -> set[str]:
+    """The cameras ``out``'s track store holds (none without a store)."""
+    from pipeline.identity.store import TrackStore
+    from pipeline.identity.store_db import DB_NAME
+    from pipeline.types import STORE_DIR
+
+    if not (out / STORE_DIR / DB_NAME).is_file():
+        return set()
+    with TrackStore.open(out / STORE_DIR) as store:
+        return {camera.name for camera in store.cameras()}
 
 
 def _identities_json(linked) -> dict:
