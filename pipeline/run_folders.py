@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Callable, Iterator, Sequence
 
-from pipeline.types import read_run_record
+from pipeline.types import DB_NAME, STORE_DIR, read_run_record
 from reid.errors import CrosscamError
 from reid.paths import written_atomically
 
@@ -205,6 +205,19 @@ def release(claims: Sequence[IO | None]) -> None:
         if claim is not None:
             Path(claim.name).unlink(missing_ok=True)  # while still held: a command opening it now claims anew
             claim.close()
+
+
+def check_run_directory(out_dir: Path) -> None:
+    """Refuse an ``--out`` inside a camera's folder or a run's store (its outputs would go into
+    another run's parts, where no command reads them and a retrack of that camera deletes them)."""
+    out_dir = Path(out_dir).absolute()
+    for folder in (out_dir, *out_dir.parents):
+        if (folder / "run.json").is_file():
+            raise CrosscamError(f"--out {out_dir}: inside camera folder {folder} of the run {folder.parent}; give a "
+                                f"run directory of its own (or {folder.parent} to add cameras to that run)")
+        if folder.name == STORE_DIR and (folder / DB_NAME).is_file():
+            raise CrosscamError(f"--out {out_dir}: inside the track store {folder} of the run {folder.parent}; give "
+                                f"a run directory of its own (or {folder.parent} to add cameras to that run)")
 
 
 def check_camera_input(folder: Path, uri: str, named: bool) -> None:

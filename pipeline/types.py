@@ -23,6 +23,7 @@ import numpy as np
 # What a run directory holds beside its cameras' folders (the identity side writes them; their partial
 # files are hidden, as '.'-names): a camera can take none of these names.
 STORE_DIR = "store"
+DB_NAME = "tracks.sqlite"  # the store's SQLite file, in STORE_DIR
 REPORT_FILE = "report.html"
 CAMERAS_FILE = "cameras.yaml"  # kept in the run directory so later runs and queries use the same clocks
 RUN_LEVEL_NAMES = frozenset({STORE_DIR, REPORT_FILE, CAMERAS_FILE})

@@ -752,3 +752,15 @@ def test_no_identities_leaves_a_camera_the_store_holds_as_the_store_describes_it
     assert {t.last_frame for t in TrackStore.open(out / "store").tracks()} <= set(range(20))
     code, _, err = run_cli([*args, "--camera", "door", "--max-frames", "20", "--no-identities"], capsys)
     assert code == 0 and (out / "door" / "tracks.json").is_file()  # not in the store: in place at once
+
+
+def test_out_inside_another_runs_camera_folder_or_store_is_refused(tmp_path: Path, capsys, osnet_onnx: Path):
+    """--out RUN/cam1 (or RUN/store) wrote a run no command could read inside the other one, and a
+    retrack of cam1 deleted it."""
+    args, out, snapshot = tracked_hall(tmp_path, capsys, osnet_onnx)
+    before = snapshot()
+    for inside, what in ((out / "hall", "inside camera folder"), (out / "hall" / "thumbs", "inside camera folder"),
+                         (out / "store" / "x", "inside the track store")):
+        code, _, err = run_cli([*args[:3], str(inside), *args[4:]], capsys)
+        assert code == 2 and err.startswith(f"error: --out {inside}: {what}") and "\n" not in err.strip(), err
+    assert snapshot() == before and not (out / "store" / "x").exists()

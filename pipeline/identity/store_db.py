@@ -13,10 +13,10 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from pipeline.types import DB_NAME
 from reid.errors import CrosscamError
 
 SCHEMA_VERSION = 1
-DB_NAME = "tracks.sqlite"
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

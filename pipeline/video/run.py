@@ -27,9 +27,9 @@ from typing import IO, Callable, Iterator, Sequence
 
 from pipeline.colour import CameraColour
 from pipeline.config import PipelineConfig
-from pipeline.run_folders import (check_camera_free, check_camera_input, claim_cameras, keep_earlier, make_folder,
-                                  publish, publish_between_associations, release, wait_for_association,
-                                  warn_if_another_source, working_folder, write_json_atomic)
+from pipeline.run_folders import (check_camera_free, check_camera_input, check_run_directory, claim_cameras,
+                                  keep_earlier, make_folder, publish, publish_between_associations, release,
+                                  wait_for_association, warn_if_another_source, working_folder, write_json_atomic)
 from pipeline.text import first_line, plural
 from pipeline.types import RUN_LEVEL_NAMES, FrameResult, read_track_summaries
 from pipeline.video.chain import SharedFrames, StageTimes, build_chain
@@ -134,8 +134,11 @@ def check_camera_names(specs: Sequence[str], cameras: Sequence[str] | None, name
 
 def check_out_dir(out_dir: str | Path) -> Path:
     """``--out`` as a folder that exists or can be made there (a one-line error otherwise);
-    nothing is created yet, so a bad input later leaves no trace."""
-    return output_folder(out_dir, "--out")
+    nothing is created yet, so a bad input later leaves no trace. Not inside another run's camera
+    folder or store."""
+    out_dir = output_folder(out_dir, "--out")
+    check_run_directory(out_dir)
+    return out_dir
 
 
 def track_videos(specs: Sequence[str], out_dir: str | Path, cfg: PipelineConfig,
