@@ -764,3 +764,23 @@ def test_out_inside_another_runs_camera_folder_or_store_is_refused(tmp_path: Pat
         code, _, err = run_cli([*args[:3], str(inside), *args[4:]], capsys)
         assert code == 2 and err.startswith(f"error: --out {inside}: {what}") and "\n" not in err.strip(), err
     assert snapshot() == before and not (out / "store" / "x").exists()
+
+
+def test_a_file_that_cannot_be_written_during_association_is_one_line(tmp_path: Path, capsys, osnet_onnx: Path,
+                                                                         monkeypatch):
+    """A camera folder made read-only (or a folder where report.html goes) gave a 40-line traceback."""
+    import pipeline.identity.identities
+
+    args, out, _ = tracked_hall(tmp_path, capsys, osnet_onnx)
+    target = out / "hall" / "tracks_global.partial.txt"
+
+    def refused(folder, identity_of):
+        raise PermissionError(13, "Permission denied", str(target))
+
+    monkeypatch.setattr(pipeline.identity.identities, "write_global_tracks", refused)
+    code, _, err = run_cli(["associate", str(out), "--set", "association.threshold=0.5"], capsys)
+    assert code == 2 and err.strip().splitlines()[-1] == (f"error: {target}: Permission denied; make it writable (or "
+                                                          "move what is in the way) and run the command again")
+    assert "Traceback" not in err
+    monkeypatch.undo()
+    assert run_cli(["associate", str(out), "--set", "association.threshold=0.5"], capsys)[0] == 0  # and it finishes

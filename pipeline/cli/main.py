@@ -183,10 +183,10 @@ def _run(argv: list[str] | None, terminated: list[int]) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except Exception as exc:
-        full = out_of_space(exc)
-        if full is None:
+        said = out_of_space(exc) or not_permitted(exc)
+        if said is None:
             raise
-        typer.echo(f"error: {full}", err=True)
+        typer.echo(f"error: {said}", err=True)
         return 2
     return status if isinstance(status, int) else 0
 
@@ -226,6 +226,23 @@ def out_of_space(exc: BaseException) -> str | None:
                     f"failing disk); free space and run it again; {_KEPT}")
         if any(words in str(seen) for words in _FULL_WORDS):
             return f"no space left on the device ({first_line(seen)[:160]}): free space and run it again; {_KEPT}"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def not_permitted(exc: BaseException) -> str | None:
+    """One line for a command stopped by a file or folder it may not write or open (its mode, a
+    read-only file system, a folder where a file goes), wherever it was raised, or None.
+
+    >>> not_permitted(PermissionError(13, "Permission denied", "runs/x/cam2/tracks_global.partial.txt"))
+    'runs/x/cam2/tracks_global.partial.txt: Permission denied; make it writable (or move what is in the way) and run the command again'
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.filename and seen.errno in (errno.EACCES, errno.EPERM, errno.EROFS,
+                                                                          errno.EISDIR):
+            return (f"{seen.filename}: {seen.strerror}; make it writable (or move what is in the way) and run the "
+                    "command again")
         seen = seen.__cause__ or seen.__context__
     return None
 
