@@ -46,12 +46,16 @@ RETRACK_SUFFIX = ".retrack"  # .CAMERA.retrack: a camera tracked again, beside i
 IDENTITIES_LOCK = ".associating"
 
 
-def make_folder(folder: Path) -> None:
-    """``mkdir -p folder``, with a failure (a read-only or special file system) as one line."""
+def make_folder(folder: Path, fix: str = "give another --out") -> None:
+    """``mkdir -p folder``, with a failure (a read-only or special file system, a file in the way) as
+    one line ending in ``fix``."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CrosscamError(f"{folder}: cannot make this folder ({exc.strerror}); give another --out") from None
+        raise CrosscamError(f"{folder}: cannot make this folder ({exc.strerror}); {fix}") from None
+
+
+CAMERA_FOLDER_FIX = "move what is there, or give this input another --camera"  # make_folder's advice for a camera's folder
 
 
 def write_json_atomic(path: Path, data: dict) -> None:

@@ -146,8 +146,9 @@ def read_checkpoint(path: Path, trust: bool = False) -> Any:
             ) from None
         reason = _first_sentence(message) or type(exc).__name__
         entry = _downloaded_entry(path)
-        again = f"`crosscam weights download {entry.name} --force`" if entry else "a registry file: `crosscam weights download NAME --force`"
-        raise CrosscamError(f"{path}: unreadable checkpoint, truncated or corrupt ({reason}); download it again ({again})") from None
+        again = (f"download it again (`crosscam weights download {entry.name} --force`)" if entry else
+                 "replace it with a whole copy (a registry file: `crosscam weights download NAME --force`)")
+        raise CrosscamError(f"{path}: unreadable checkpoint, truncated or corrupt ({reason}); {again}") from None
 
 
 def detect_meta(state_dict: dict[str, torch.Tensor]) -> Meta:

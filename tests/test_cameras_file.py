@@ -87,3 +87,9 @@ def test_default_rule_bounds_stay_open(tmp_path: Path):
     assert spec.offsets() == {"hall": 0.0, "door": -3.5}
     rule = spec.transit().rules[0]
     assert (rule.min_s, rule.max_s) == (-math.inf, math.inf)
+
+
+def test_a_camera_named_twice_is_named(tmp_path: Path):
+    message = refused(tmp_path, "cameras:\n  - {name: hall, offset_s: 0}\n  - {name: door, offset_s: 1}\n"
+                                "  - {name: hall, offset_s: 2}\n")
+    assert "camera names must be unique (hall given more than once)" in message

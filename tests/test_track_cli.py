@@ -764,6 +764,9 @@ def test_out_inside_another_runs_camera_folder_or_store_is_refused(tmp_path: Pat
         code, _, err = run_cli([*args[:3], str(inside), *args[4:]], capsys)
         assert code == 2 and err.startswith(f"error: --out {inside}: {what}") and "\n" not in err.strip(), err
     assert snapshot() == before and not (out / "store" / "x").exists()
+    (out / "door").write_text("a file where camera door's folder goes")
+    code, _, err = run_cli([*args, "--camera", "door"], capsys)
+    assert code == 2 and err.strip().endswith("move what is there, or give this input another --camera"), err
 
 
 def test_a_file_that_cannot_be_written_during_association_is_one_line(tmp_path: Path, capsys, osnet_onnx: Path,

@@ -97,8 +97,9 @@ class CamerasFile(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> "CamerasFile":
         names = [c.name for c in self.cameras]
-        if len(set(names)) != len(names):
-            raise ValueError("camera names must be unique")
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"camera names must be unique ({', '.join(twice)} given more than once)")
         kinds = {c.start is None for c in self.cameras}
         if len(kinds) > 1:
             raise ValueError("use 'start' for every camera or 'offset_s' for every camera, not both")

@@ -466,7 +466,8 @@ def _read_run_json(folder: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise CrosscamError(f"{path}: not valid JSON ({exc.msg}); re-run `crosscam track` for this camera") from None
+        raise CrosscamError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); re-run "
+                            "`crosscam track` for this camera") from None
 
 
 def _embedder_info(runs: dict[str, dict]) -> EmbedderInfo:

@@ -41,9 +41,9 @@ from pipeline.scale.overlaps import OverlapBoard, UnitOverlaps
 from pipeline.scale.stitch import stitch_segments
 from pipeline.scale.units import WorkUnit, lookahead_frames, plan_camera
 from pipeline.scale.worker import CameraProbe, SegmentResult, SegmentWorker
-from pipeline.run_folders import (check_camera_free, check_camera_input, claim_cameras, keep_earlier, make_folder,
-                                  publish_between_associations, warn_if_another_source, working_folder,
-                                  write_json_atomic)
+from pipeline.run_folders import (CAMERA_FOLDER_FIX, check_camera_free, check_camera_input, claim_cameras,
+                                  keep_earlier, make_folder, publish_between_associations, warn_if_another_source,
+                                  working_folder, write_json_atomic)
 from pipeline.stops import stops_held
 from pipeline.text import first_line, plural
 from pipeline.types import kept_frames
@@ -137,7 +137,7 @@ class _Driver:
             "time_offset_s": 0.0, "config": resolved_config(self.cfg), "versions": package_versions(),
             "models": None, "colour": probe.colour.describe(), "scale": self.scale, "started_at": utc_now(),
         }
-        make_folder(cam.folder)
+        make_folder(cam.folder, CAMERA_FOLDER_FIX)
         self._write_run_json(cam)
         for unit in cam.units:
             if unit.owned.end is not None:
@@ -233,7 +233,7 @@ class _Driver:
             cam.record = {"camera": cam.name, "source": cam.spec, "config": resolved_config(self.cfg),
                           "versions": package_versions(), "models": None, "scale": self.scale,
                           "started_at": utc_now()}
-        make_folder(cam.folder)
+        make_folder(cam.folder, CAMERA_FOLDER_FIX)
         self._write_run_json(cam)
         keep_earlier(cam.run.folder, cam.folder)
         self.bar.write(f"error: {cam.run.error}", file=sys.stderr)

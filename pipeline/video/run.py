@@ -27,9 +27,10 @@ from typing import IO, Callable, Iterator, Sequence
 
 from pipeline.colour import CameraColour
 from pipeline.config import PipelineConfig
-from pipeline.run_folders import (check_camera_free, check_camera_input, check_run_directory, claim_cameras,
-                                  keep_earlier, make_folder, publish, publish_between_associations, release,
-                                  wait_for_association, warn_if_another_source, working_folder, write_json_atomic)
+from pipeline.run_folders import (CAMERA_FOLDER_FIX, check_camera_free, check_camera_input, check_run_directory,
+                                  claim_cameras, keep_earlier, make_folder, publish, publish_between_associations,
+                                  release, wait_for_association, warn_if_another_source, working_folder,
+                                  write_json_atomic)
 from pipeline.text import first_line, plural
 from pipeline.types import RUN_LEVEL_NAMES, FrameResult, read_track_summaries
 from pipeline.video.chain import SharedFrames, StageTimes, build_chain
@@ -251,7 +252,7 @@ def track_camera(source: FrameSource, detector: Detector, embedder, folder: Path
 
 def _track_into(source: FrameSource, detector: Detector, embedder, folder: Path, cfg: PipelineConfig,
                 progress: bool) -> CameraRun:
-    make_folder(folder)
+    make_folder(folder, CAMERA_FOLDER_FIX)
     run = CameraRun(source.camera, folder)
     record = {
         "camera": source.camera,
