@@ -589,7 +589,9 @@ def test_ctrl_c_between_tracking_and_association_says_so_and_leaves_nothing_stag
         in caplog.text
     assert snapshot() == before  # the folder stays the store's until an association takes the new outputs
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".hall.retrack"]  # no lock left
-    assert json.loads(printed)["cameras"] == [{"camera": "hall", "folder": str((out / "hall").resolve()), "status": "complete"}]
+    (camera,) = json.loads(printed)["cameras"]  # the folder's run, as its run.json says
+    assert camera["folder"] == str((out / "hall").resolve()) and camera["status"] == "complete"
+    assert camera["frames_read"] == 40 and camera["error"] is None
     # tracking hall again would drop them (when stopped too, silently): refused until they are in place
     monkeypatch.undo()
     code, _, err = run_cli([*args, "--max-frames", "20"], capsys)
