@@ -99,7 +99,9 @@ def benchmark(
 def evaluate_ranking_file(
     path: Path = typer.Argument(..., help="An .npz with distmat, q_pids, g_pids, q_camids, g_camids."),
     max_rank: int = typer.Option(50, "--max-rank", min=1, help="Length of the CMC curve."),
-    json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout: rank1, rank5, rank10 "
+                                     "(those up to --max-rank), mAP, mINP (fractions), num_query, num_gallery, "
+                                     "num_valid_query."),
 ) -> None:
     """Evaluate a saved (num_query, num_gallery) distance matrix with the Market-1501 protocol."""
     from reid import evaluate_ranking

@@ -132,7 +132,9 @@ def register(app: typer.Typer) -> None:
         gt_tracks: bool = typer.Option(False, "--gt-tracks", help="--gt is another run's tracks.txt: every box in it "
                                        "is one to find (how far two runs agree)."),
         rules: str = typer.Option("mot17", "--rules", help=RULES_HELP),
-        as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table: the scores (mota, "
+                                     "idf1, idp, idr, hota, deta, assa, motp, recall, precision, detection_f1, the counts; "
+                                     "null where undefined) and warnings."),
     ) -> None:
         """Score one camera's tracks: MOTA, IDF1, IDP, IDR, HOTA, box recall / precision / F1, ID switches.
 
@@ -161,7 +163,9 @@ def register(app: typer.Typer) -> None:
         run: Path = typer.Option(..., "--run", help="Run folder of `crosscam track` with CAMERA/TRACKS_FILE."),
         tracks: str = typer.Option("tracks_global.txt", "--tracks", help="Tracks file name inside each camera folder."),
         rules: str = typer.Option("mot17", "--rules", help=RULES_HELP),
-        as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table: mtmc_idf1, "
+                                     "mtmc_idp, mtmc_idr, mtmc and cameras (each eval-mot's scores; null where "
+                                     "undefined), warnings."),
     ) -> None:
         """Score cross-camera identities: MTMC IDF1/IDP/IDR over all cameras jointly, plus per-camera metrics.
 

@@ -41,7 +41,8 @@ def register(app: typer.Typer) -> None:
         pauses: float = typer.Option(_DEFAULTS.pauses, help="Probability that a walker stops for 1-4 s."),
         min_visibility: float = typer.Option(_DEFAULTS.min_visibility, help="Less visible than this: a don't-care gt row."),
         min_height: int = typer.Option(_DEFAULTS.min_height, help="Boxes shorter than this (pixels): don't-care gt rows."),
-        as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of text."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text: out, cameras, "
+                                     "num_frames, fps, people, gt_rows, overlapping_pairs, elapsed_s."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
         """Render M synchronised camera videos of N people walking through one hall, with ground truth.

@@ -80,7 +80,10 @@ def register(app: typer.Typer) -> None:
         gpus_per_worker: Optional[float] = typer.Option(
             None, "--gpus-per-worker", min=0.0, metavar="SHARE", help="With --workers: GPU share each worker asks for (default: "
                                                      "the cluster's GPUs / workers, 0 without GPUs)."),
-        as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the per-camera results."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object: run_dir, status (complete, failed, "
+                                     "interrupted), identities (null when not associated), cameras (camera, folder, "
+                                     "status, error, frames_read, frames_failed, tracks, elapsed_s, frames_per_second, "
+                                     "stage_seconds)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     ) -> None:
         """Track people in each input: detect, embed, DeepSORT, and write annotated.mp4, tracks.txt
