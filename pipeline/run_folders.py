@@ -142,7 +142,7 @@ def check_nothing_waiting(folder: Path) -> None:
     its association wait beside it: tracking it would drop them."""
     waiting = folder.with_name(f".{folder.name}{RETRACK_SUFFIX}")
     if read_run_record(waiting).get("status") == "complete":
-        raise CrosscamError(f"camera {folder.name}: its complete outputs from a run whose association did not finish "
+        raise CrosscamError(f"camera {folder.name}: its complete new outputs, not associated yet, "
                             f"wait in {waiting}; `crosscam associate {folder.parent}` puts them in place (or delete "
                             "that folder to drop them), then track it again")
 
@@ -214,9 +214,9 @@ def release(claims: Sequence[IO | None]) -> None:
 def check_run_directory(out_dir: Path) -> None:
     """Refuse an ``--out`` inside a camera's folder or a run's store (its outputs would go into
     another run's parts, where no command reads them and a retrack of that camera deletes them)."""
-    out_dir = Path(out_dir).absolute()
+    out_dir = Path(os.path.abspath(out_dir))  # "runs/a/cam1/.." is runs/a
     for folder in (out_dir, *out_dir.parents):
-        if (folder / "run.json").is_file():
+        if (folder / "run.json").is_file() and read_run_record(folder).get("camera") is not None:
             raise CrosscamError(f"--out {out_dir}: inside camera folder {folder} of the run {folder.parent}; give a "
                                 f"run directory of its own (or {folder.parent} to add cameras to that run)")
         if folder.name == STORE_DIR and (folder / DB_NAME).is_file():
@@ -227,17 +227,17 @@ def check_run_directory(out_dir: Path) -> None:
 def check_camera_input(folder: Path, uri: str, named: bool) -> None:
     """Refuse, before models load, to track ``uri`` into camera ``folder`` where that would lose what
     is not this camera's run: a folder crosscam did not make holding files by its outputs' names
-    (they would be overwritten), or a camera tracked from another input when its name came from the
-    file name (``named`` false: two sites' ``video.mp4`` would be one camera, the first one's tracks
-    gone). A name given with ``--camera`` says the replacement is meant (warned by
-    :func:`warn_if_another_source`)."""
+    (they would be overwritten), or a camera tracked from another input that is still there when its
+    name came from the file name (``named`` false: two sites' ``video.mp4`` would be one camera, the
+    first one's tracks gone; a video moved since is taken as the same camera's). A name given with
+    ``--camera`` says the replacement is meant (warned by :func:`warn_if_another_source`)."""
     if folder.is_dir() and not (folder / "run.json").is_file():
         clashing = sorted(set(_entries(folder)) & CAMERA_OUTPUTS)
         if clashing:
             raise CrosscamError(f"{folder}: holds {', '.join(clashing)}, which crosscam did not write (no run.json) and "
                                 "tracking would overwrite; move them out, or give this input another --camera")
     earlier = read_run_record(folder).get("source")
-    if earlier and not named and not _same_source(str(earlier), uri):
+    if earlier and not named and not _same_source(str(earlier), uri) and _still_there(str(earlier)):
         raise CrosscamError(f"camera {folder.name} (named from {uri}) was tracked from {earlier}; give this input its "
                             f"own --camera NAME, or --camera {folder.name} to track it in that camera's place")
 
@@ -259,11 +259,18 @@ def warn_if_another_source(folder: Path, uri: str) -> None:
                         "same moments (give --camera %s to track it again under its name)", other.name, uri, other.name)
 
 
+_OUTPUT_STEMS = frozenset(name.split(".")[0] for name in CAMERA_OUTPUTS)  # run, tracks, annotated_global ...
+
+
 def foreign_entries(folder: Path) -> list[str]:
-    """The names in camera ``folder`` crosscam did not write: not :data:`CAMERA_OUTPUTS`, not an
-    unfinished ``.partial`` or ``.tmp`` file, not hidden."""
-    return [name for name in _entries(folder) if name not in CAMERA_OUTPUTS and not name.startswith(".")
-            and ".partial" not in name and ".tmp" not in name]
+    """The names in camera ``folder`` crosscam did not write: not one of :data:`CAMERA_OUTPUTS`, nor
+    an unfinished or hidden file of one (``tracks.partial.txt``, ``track_features.tmp.npz``,
+    ``.annotated.piece3.mp4``, ``.run.json.x1.part``)."""
+    def crosscams(name: str) -> bool:
+        unfinished = name.startswith(".") or ".partial" in name or ".tmp" in name
+        return name in CAMERA_OUTPUTS or (unfinished and name.lstrip(".").split(".")[0] in _OUTPUT_STEMS)
+
+    return [name for name in _entries(folder) if not crosscams(name)]
 
 
 def _entries(folder: Path) -> list[str]:
@@ -274,7 +281,19 @@ def _entries(folder: Path) -> list[str]:
 
 
 def _same_source(a: str, b: str) -> bool:
-    return a == b or ("://" not in a and "://" not in b and Path(a).resolve() == Path(b).resolve())
+    """Whether two inputs name one source: the same URL, or paths to one file or folder (a
+    MOTChallenge ``SEQ`` and its ``SEQ/img1`` alike)."""
+    def frames(path: str) -> Path:
+        resolved = Path(path).resolve()
+        return resolved / "img1" if (resolved / "img1").is_dir() else resolved
+
+    return a == b or ("://" not in a and "://" not in b and frames(a) == frames(b))
+
+
+def _still_there(source: str) -> bool:
+    """Whether an earlier run's source can still be another camera's: a URL, or a path that exists
+    (a video moved or renamed since is the same camera's)."""
+    return "://" in source or Path(source).exists()
 
 
 def working_folder(folder: Path) -> Path:
@@ -340,7 +359,7 @@ def replace_folder(folder: Path, new: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
     for name in foreign_entries(folder):
         if not (new / name).exists():
-            os.replace(folder / name, new / name)
+            shutil.move(folder / name, new / name)  # a rename, or a copy where the folder links to another disk
     os.replace(folder, old)
     os.replace(new, folder)
     shutil.rmtree(old, ignore_errors=True)

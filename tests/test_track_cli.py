@@ -509,8 +509,9 @@ def test_ctrl_c_after_the_store_took_the_cameras_says_so(tmp_path: Path, capsys,
     before_store = store_tracks()
 
     monkeypatch.setattr(pipeline.identity.identities, "write_report", ctrl_c)
-    code, _, err = run_cli([*args, "--max-frames", "30"], capsys)
+    code, printed, err = run_cli([*args, "--max-frames", "30", "--json"], capsys)
     assert code == 130 and "the store and identities include this run's cameras" in err, err
+    assert json.loads(printed)["status"] == "interrupted"  # --json printed nothing when stopped in the association
     assert f"`crosscam associate {out}` writes them now" in err
     assert "not updated" not in err and len(err.strip().splitlines()) == 1
     assert snapshot() != before and store_tracks() != before_store  # both hold the new run
@@ -545,6 +546,11 @@ def test_a_camera_name_reused_for_another_video_is_refused_unless_named(tmp_path
     code, _, err = run_cli(["track", str(other), "--camera", "door", "--out", str(out), "--detector", "motion",
                             "--reid", str(osnet_onnx), "--quiet"], capsys)
     assert code == 0 and f"camera hall of this run was tracked from {other} too" in caplog.text
+    (tmp_path / "moved").mkdir()
+    moved = other.rename(tmp_path / "moved" / "hall.avi")  # the same camera's video, moved since
+    code, _, err = run_cli(["track", str(moved), "--out", str(out), "--detector", "motion", "--reid", str(osnet_onnx),
+                            "--quiet"], capsys)
+    assert code == 0, err
 
 
 def test_associate_builds_a_deleted_store_and_the_report_from_the_cameras_outputs(tmp_path: Path, capsys,
@@ -595,11 +601,11 @@ def test_ctrl_c_between_tracking_and_association_says_so_and_leaves_nothing_stag
     # tracking hall again would drop them (when stopped too, silently): refused until they are in place
     monkeypatch.undo()
     code, _, err = run_cli([*args, "--max-frames", "20"], capsys)
-    assert code == 2 and f"camera hall: its complete outputs from a run whose association did not finish wait in {out / '.hall.retrack'}" in err
+    assert code == 2 and f"camera hall: its complete new outputs, not associated yet, wait in {out / '.hall.retrack'}" in err
     assert snapshot() == before and (out / ".hall.retrack").is_dir()
     shutil.rmtree(out / "hall")  # and the earlier outputs deleted meanwhile: the waiting ones still take the place
     code, _, err = run_cli(["associate", str(out), "--quiet"], capsys)
-    assert code == 0 and "hall: its outputs from a run whose association did not finish are in place now" in err
+    assert code == 0 and "hall: its new outputs that waited for an association are in place now" in err
     assert "its folder" not in err and "is gone" not in err  # it warned of a gone folder that was being replaced
     assert json.loads((out / "hall" / "run.json").read_text())["frames_read"] == 30 and snapshot() != before
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
@@ -690,13 +696,15 @@ def test_a_users_files_in_a_camera_folder_stay_when_it_is_tracked_again(tmp_path
     folder = tmp_path / "run" / "hall"
     folder.mkdir(parents=True)
     video = write_video(folder / "hall.avi", 30, walker=True)  # kept where its outputs go
-    (folder / "notes.txt").write_text("door left open")
+    for name in ("notes.txt", ".notes", "site.tmp.txt"):  # hidden, or .tmp in the name: still the user's
+        (folder / name).write_text("door left open")
     args = ["track", str(video), "--out", str(tmp_path / "run"), "--detector", "motion", "--reid", str(osnet_onnx),
             "--quiet", "--max-frames", "20"]
     for _ in range(2):  # the second one replaces the folder with its new outputs
         code, _, err = run_cli(args, capsys)
         assert code == 0, err
-    assert (folder / "notes.txt").read_text() == "door left open" and video.is_file()
+    assert all((folder / name).read_text() == "door left open" for name in ("notes.txt", ".notes", "site.tmp.txt"))
+    assert video.is_file()
     assert json.loads((folder / "run.json").read_text())["frames_read"] == 20
     assert not [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".hall")]
     mine = tmp_path / "run" / "door"  # not crosscam's, with a file by one of its outputs' names
@@ -746,9 +754,11 @@ def test_no_identities_leaves_a_camera_the_store_holds_as_the_store_describes_it
     named frames and a thumbnail of the earlier run (another person in the new thumbs/8.jpg)."""
     args, out, snapshot = tracked_hall(tmp_path, capsys, osnet_onnx)
     before = snapshot()
-    code, _, err = run_cli([*args, "--max-frames", "20", "--no-identities"], capsys)
+    code, printed, err = run_cli([*args, "--max-frames", "20", "--no-identities", "--json"], capsys)
     assert code == 0, err
     assert snapshot() == before and "new outputs wait in .hall.retrack until `crosscam associate" in caplog.text
+    (camera,) = json.loads(printed)["cameras"]
+    assert camera["frames_read"] == 20 and camera["waiting_in"] == str((out / ".hall.retrack").resolve())
     assert run_cli(["associate", str(out)], capsys)[0] == 0  # puts them in place with the store
     assert json.loads((out / "hall" / "run.json").read_text())["frames_read"] == 20
     assert {t.last_frame for t in TrackStore.open(out / "store").tracks()} <= set(range(20))
@@ -766,6 +776,9 @@ def test_out_inside_another_runs_camera_folder_or_store_is_refused(tmp_path: Pat
         code, _, err = run_cli([*args[:3], str(inside), *args[4:]], capsys)
         assert code == 2 and err.startswith(f"error: --out {inside}: {what}") and "\n" not in err.strip(), err
     assert snapshot() == before and not (out / "store" / "x").exists()
+    (tmp_path / "run.json").write_text("{}")  # a project's own run.json above the runs: not a camera's
+    code, _, err = run_cli([*args[:3], str(out / "hall" / ".."), *args[4:], "--camera", "lobby"], capsys)
+    assert code == 0, err  # RUN/hall/.. is the run itself
     (out / "door").write_text("a file where camera door's folder goes")
     code, _, err = run_cli([*args, "--camera", "door"], capsys)
     assert code == 2 and err.strip().endswith("move what is there, or give this input another --camera"), err
@@ -784,8 +797,27 @@ def test_a_file_that_cannot_be_written_during_association_is_one_line(tmp_path: 
 
     monkeypatch.setattr(pipeline.identity.identities, "write_global_tracks", refused)
     code, _, err = run_cli(["associate", str(out), "--set", "association.threshold=0.5"], capsys)
-    assert code == 2 and err.strip().splitlines()[-1] == (f"error: {target}: Permission denied; make it writable (or "
-                                                          "move what is in the way) and run the command again")
+    assert code == 2 and err.strip().splitlines()[-1] == (f"error: {target}: Permission denied; check its permissions "
+                                                          "(or whether its disk is read-only) and run the command again")
     assert "Traceback" not in err
     monkeypatch.undo()
     assert run_cli(["associate", str(out), "--set", "association.threshold=0.5"], capsys)[0] == 0  # and it finishes
+
+
+def test_a_camera_input_is_checked_against_its_earlier_source_as_the_same_frames(tmp_path: Path):
+    """A Ray run gives the image folder as typed (SEQ), a run.json records SEQ/img1: a retrack of the
+    camera was refused as another input's."""
+    from pipeline.run_folders import check_camera_input
+
+    (tmp_path / "SEQ" / "img1").mkdir(parents=True)
+    folder = tmp_path / "run" / "SEQ"
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({"camera": "SEQ", "source": str(tmp_path / "SEQ" / "img1")}))
+    check_camera_input(folder, str(tmp_path / "SEQ"), named=False)  # the same frames: nothing to say
+    (tmp_path / "OTHER" / "img1").mkdir(parents=True)
+    with pytest.raises(CrosscamError, match="camera SEQ .* was tracked from"):
+        check_camera_input(folder, str(tmp_path / "OTHER"), named=False)
+    check_camera_input(folder, str(tmp_path / "OTHER"), named=True)  # --camera SEQ: meant
+    (folder / "run.json").write_text(json.dumps({"camera": "SEQ", "source": "rtsp://cam/1"}))
+    with pytest.raises(CrosscamError, match="was tracked from rtsp://cam/1"):  # a stream is never "moved"
+        check_camera_input(folder, "rtsp://cam/2", named=False)

@@ -47,8 +47,8 @@ app = typer.Typer(
     name="crosscam",
     help="Multi-camera pedestrian tracking with cross-camera identities and fast-reid-exact ReID evaluation.",
     no_args_is_help=True,
-    epilog="Exit status: 0 done; 2 a usage or input error (one `error:` line on stderr, nothing on stdout); "
-    "130 stopped by Ctrl-C, 143 by SIGTERM (what was finished is kept).",
+    epilog="Exit status: 0 done; 2 a usage or input error (one `error:` line on stderr), or a camera of a Ray run "
+    "failed; 130 stopped by Ctrl-C, 143 by SIGTERM (what was finished is kept).",
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",  # help text: a docstring's wrapped lines join into one paragraph
@@ -231,18 +231,19 @@ def out_of_space(exc: BaseException) -> str | None:
 
 
 def not_permitted(exc: BaseException) -> str | None:
-    """One line for a command stopped by a file or folder it may not write or open (its mode, a
+    """One line for a command stopped by a file or folder it may not read or write (its mode, a
     read-only file system, a folder where a file goes), wherever it was raised, or None.
 
     >>> not_permitted(PermissionError(13, "Permission denied", "runs/x/cam2/tracks_global.partial.txt"))
-    'runs/x/cam2/tracks_global.partial.txt: Permission denied; make it writable (or move what is in the way) and run the command again'
+    'runs/x/cam2/tracks_global.partial.txt: Permission denied; check its permissions (or whether its disk is read-only) and run the command again'
     """
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, OSError) and seen.filename and seen.errno in (errno.EACCES, errno.EPERM, errno.EROFS,
                                                                           errno.EISDIR):
-            return (f"{seen.filename}: {seen.strerror}; make it writable (or move what is in the way) and run the "
-                    "command again")
+            fix = ("a folder is where a file goes: move it" if seen.errno == errno.EISDIR else
+                   "check its permissions (or whether its disk is read-only)")
+            return f"{seen.filename}: {seen.strerror}; {fix} and run the command again"
         seen = seen.__cause__ or seen.__context__
     return None
 

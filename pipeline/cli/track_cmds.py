@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object: run_dir, status (complete, failed, "
                                      "interrupted), identities (null when not associated), cameras (camera, folder, "
                                      "status, error, frames_read, frames_failed, tracks, elapsed_s, frames_per_second, "
-                                     "stage_seconds)."),
+                                     "stage_seconds, waiting_in: where new outputs wait for an association)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     ) -> None:
         """Track people in each input: detect, embed, DeepSORT, and write annotated.mp4, tracks.txt
@@ -138,28 +138,30 @@ def register(app: typer.Typer) -> None:
                     typer.echo(f"interrupted before anything was written to {out}", err=True)
                 else:
                     typer.echo(f"interrupted: {out} keeps what was written; the stopped camera's run.json says \"interrupted\" "
-                               "(a camera tracked completely before keeps its earlier outputs); identities are not "
+                               "(a camera tracked before keeps its earlier outputs); identities are not "
                                f"updated: `crosscam associate {out}` associates the cameras tracked (a stopped one with "
                                "what it tracked)", err=True)
                 _echo_interrupted_json(out, as_json)
                 raise typer.Exit(130) from None
-            linked = None
+            linked, waiting = None, {}
             try:  # (a stop here fell through to click: exit 130 without a word, the new outputs left staged)
                 complete = all(r.status == "complete" for r in runs)
                 # a Ray run's workers draw its cameras' annotated_global.mp4 (pipeline.scale.global_videos)
                 render = session.render_global_videos if session is not None else None
-                linked = _identities(out, cfg, cameras_file, runs, quiet, render) if identities and complete else None
+                linked = _identities(out, cfg, cameras_file, runs, quiet, render, as_json) if identities and complete else None
                 with identities_held(out):  # not while another command associates the run
                     if linked is None:  # not associated: a camera the store holds keeps the outputs it describes
                         stored = _stored_cameras(out)
-                        keep_complete_staged([r for r in runs if r.staged is not None and r.camera in stored])
+                        kept = [r for r in runs if r.staged is not None and r.camera in stored]
+                        waiting = {r.camera: r.staged for r in kept if r.status == "complete"}
+                        keep_complete_staged(kept)
                     publish_staged(runs)  # the others' new outputs replace their earlier ones as they are
             except KeyboardInterrupt:
                 keep_complete_staged(runs)
                 typer.echo(f"interrupted after tracking: {out}'s identities are up to date" if linked is not None else
                            f"interrupted after tracking, before association: `crosscam associate {out}` associates "
                            "the cameras tracked", err=True)
-                _echo_interrupted_json(out, as_json)
+                _echo_interrupted_json(out, as_json, None if linked is None else _identities_json(linked))
                 raise typer.Exit(130) from None
         interrupted = session is not None and session.interrupted_at_close
         result = {
@@ -170,7 +172,8 @@ def register(app: typer.Typer) -> None:
                 {"camera": r.camera, "folder": str(r.folder.resolve()), "status": r.status, "error": r.error,
                  "frames_read": r.frames_read, "frames_failed": r.frames_failed, "tracks": r.num_tracks,
                  "elapsed_s": round(r.elapsed_s, 3), "frames_per_second": round(r.frames_per_second, 2),  # processing speed; run.json's fps is the source's
-                 "stage_seconds": r.stage_seconds}
+                 "stage_seconds": r.stage_seconds,
+                 "waiting_in": str(waiting[r.camera].resolve()) if r.camera in waiting else None}  # folder keeps the store's run
                 for r in runs
             ],
         }
@@ -181,7 +184,8 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"{cam['camera']}: {plural(cam['frames_read'], 'frame')}, {plural(cam['tracks'], 'track')}, "
                            f"{cam['frames_per_second']} frames/s -> {cam['folder']}"
                            + (f" ({plural(cam['frames_failed'], 'frame')} could not be decoded)" if cam["frames_failed"] else "")
-                           + (f" ({cam['status']}: {cam['error']})" if cam["status"] != "complete" else ""))
+                           + (f" ({cam['status']}: {cam['error']})" if cam["status"] != "complete" else "")
+                           + (f" (waiting in {cam['waiting_in']} for `crosscam associate`)" if cam["waiting_in"] else ""))
         _report_identities(linked, identities, as_json)
         if interrupted:
             typer.echo(f"interrupted while the Ray workers stopped: {out} was written whole (above)", err=True)
@@ -216,10 +220,11 @@ def _kept_association(run_dir: Path, cfg, config: Optional[Path], set_: List[str
     return cfg
 
 
-def _echo_interrupted_json(out: Path, as_json: bool) -> None:
-    """With ``--json``, what a stopped run's directory holds now (a script got an empty stdout)."""
+def _echo_interrupted_json(out: Path, as_json: bool, identities: dict | None = None) -> None:
+    """With ``--json``, what a stopped run's directory holds now (a script got an empty stdout);
+    ``identities``: the association's summary when it finished before the stop."""
     if as_json:
-        typer.echo(json.dumps({"run_dir": str(out.resolve()), "status": "interrupted", "identities": None,
+        typer.echo(json.dumps({"run_dir": str(out.resolve()), "status": "interrupted", "identities": identities,
                                "cameras": _camera_states(out)}))
 
 
@@ -273,10 +278,12 @@ def embedder_info(embedder: Embedder) -> EmbedderInfo:
     return EmbedderInfo(embedder.fingerprint, embedder.name, embedder.dim)
 
 
-def _identities(out: Path, cfg, cameras_file: Optional[Path], runs: list, quiet: bool, render=None):
+def _identities(out: Path, cfg, cameras_file: Optional[Path], runs: list, quiet: bool, render=None,
+                as_json: bool = False):
     """``update_identities`` with the cameras tracked again (staged beside their folders), which
     replace their folders as the store takes them (Ctrl-C before that: they wait for the next association).
-    ``render``: what draws the global videos (default: this process)."""
+    ``render``: what draws the global videos (default: this process); ``as_json``: a stop prints the
+    run's state on stdout."""
     from pipeline.identity.identities import StoppedAfterStoreUpdate, update_identities
     from pipeline.video.run import keep_complete_staged, publish_staged
 
@@ -292,11 +299,13 @@ def _identities(out: Path, cfg, cameras_file: Optional[Path], runs: list, quiet:
         typer.echo(f"interrupted: the store and identities include this run's cameras, and their folders hold the "
                    f"new outputs; report.html, tracks_global.txt and annotated_global.mp4 of {out} may be older or "
                    f"missing (`crosscam associate {out}` writes them now)", err=True)
+        _echo_interrupted_json(out, as_json)
         raise typer.Exit(130) from None
     except KeyboardInterrupt:
         keep_complete_staged(runs)  # tracked completely: their outputs wait for the next association
         typer.echo(f"interrupted: identities not updated; `crosscam associate {out}` associates this run's cameras",
                    err=True)
+        _echo_interrupted_json(out, as_json)
         raise typer.Exit(130) from None
     except BaseException:
         keep_complete_staged(runs)  # the store did not take them: the folders keep the earlier outputs, and the

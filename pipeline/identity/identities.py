@@ -141,8 +141,8 @@ def _with_waiting_retracks(run_dir: Path, staged: dict[str, Path]) -> Iterator[d
                 adopted.append(name)
         yield staged
         for name in adopted:  # said once they are in place (not when the update failed)
-            log.warning("%s: its outputs from a run whose association did not finish are in place now, with the "
-                        "identities", name)
+            log.warning("%s: its new outputs that waited for an association are in place now, with the identities",
+                        name)
     finally:
         release(claims)
 

@@ -241,7 +241,7 @@ class _Driver:
     def stop(self, error: str | None = None) -> None:
         """After Ctrl-C (``error`` None) each unfinished camera keeps its first finished segments
         (``interrupted``); after the driver itself failed (``error``, its first line) it is ``failed``
-        with it. Either way a camera tracked completely before keeps its earlier outputs."""
+        with it. Either way a camera tracked before keeps its earlier outputs."""
         for cam in self.cameras.values():
             if cam.done or not cam.record:
                 continue
@@ -366,7 +366,7 @@ class RaySession:
         try:
             for name, spec in zip(names, specs):
                 warn_if_another_source(out_dir / name, spec)
-            # a camera tracked completely before is written beside it until complete (pipeline.run_folders.working_folder)
+            # a camera with earlier outputs is written beside them until complete (pipeline.run_folders.working_folder)
             cams = [_Camera(name, spec, working_folder(out_dir / name), run, i)
                     for i, (name, spec, run) in enumerate(zip(names, specs, runs))]
             start = time.perf_counter()

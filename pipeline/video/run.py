@@ -233,8 +233,8 @@ def track_camera(source: FrameSource, detector: Detector, embedder, folder: Path
                  progress: bool = True, publish_now: bool = True) -> CameraRun:
     """Run one camera's chain into ``folder`` and write its ``run.json``; returns the summary.
 
-    A camera tracked completely before is tracked again beside it (``.<camera>.retrack``) and
-    replaces it only once complete (``publish_now``; else ``run.staged`` names it): Ctrl-C or an
+    A camera with earlier outputs is tracked again beside them (``.<camera>.retrack``) and
+    replaces them only once complete (``publish_now``; else ``run.staged`` names it): Ctrl-C or an
     error keeps the earlier outputs."""
     work = working_folder(folder)
     try:
