@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,8 +37,8 @@ except ImportError:  # Windows: no flock; two commands tracking one camera, or a
 
 log = logging.getLogger(__name__)
 
-# what tracking and association write in a camera folder (besides their unfinished *.partial* / *.tmp*
-# files and hidden pieces); anything else there is the user's, and stays
+# what tracking and association write in a camera folder (besides its unfinished files and pieces:
+# foreign_entries); anything else there is the user's, and stays
 CAMERA_OUTPUTS = frozenset({"run.json", "tracks.txt", "tracks.json", "track_features.npz", "thumbs", "annotated.mp4",
                             "tracks_global.txt", "annotated_global.mp4"})
 RETRACK_SUFFIX = ".retrack"  # .CAMERA.retrack: a camera tracked again, beside its earlier outputs
@@ -248,7 +249,7 @@ def warn_if_another_source(folder: Path, uri: str) -> None:
     and when another camera of the run was tracked from ``uri``: everyone in it would be seen
     twice, by two cameras at the same moments (a camera renamed by mistake)."""
     earlier = read_run_record(folder).get("source")
-    if earlier and not _same_source(str(earlier), uri):
+    if earlier and not _same_source(str(earlier), uri) and _still_there(str(earlier)):  # not a video moved since
         log.warning("camera %s was tracked from %s; this run of %s replaces its tracks (give another --camera to "
                     "keep both)", folder.name, earlier, uri)
     others = folder.parent.iterdir() if folder.parent.is_dir() else ()
@@ -260,15 +261,22 @@ def warn_if_another_source(folder: Path, uri: str) -> None:
 
 
 _OUTPUT_STEMS = frozenset(name.split(".")[0] for name in CAMERA_OUTPUTS)  # run, tracks, annotated_global ...
+# the other files crosscam leaves in a camera folder: pipeline.types.write_track_summaries' pair half
+# written, pipeline.identity.identities' stamp of the drawn annotated_global.mp4
+_OWN_FILES = frozenset({"track_features.tmp.npz", "tracks.json.tmp", ".annotated_global.stamp"})
+_OWN_PATTERNS = (
+    (re.compile(r"(\w+)\.partial(\.\w+)?"), _OUTPUT_STEMS),  # pipeline.types.partial_path: tracks.partial.txt
+    (re.compile(r"\.(.+)\.\w+\.part"), CAMERA_OUTPUTS),  # reid.paths.written_atomically: .run.json.k2x9.part
+    (re.compile(r"\.(\w+)\.piece\d+\.\w+"), _OUTPUT_STEMS),  # a Ray camera's video pieces: .annotated.piece3.mp4
+)
 
 
 def foreign_entries(folder: Path) -> list[str]:
     """The names in camera ``folder`` crosscam did not write: not one of :data:`CAMERA_OUTPUTS`, nor
-    an unfinished or hidden file of one (``tracks.partial.txt``, ``track_features.tmp.npz``,
-    ``.annotated.piece3.mp4``, ``.run.json.x1.part``)."""
+    an unfinished file or piece of one by the names crosscam gives them."""
     def crosscams(name: str) -> bool:
-        unfinished = name.startswith(".") or ".partial" in name or ".tmp" in name
-        return name in CAMERA_OUTPUTS or (unfinished and name.lstrip(".").split(".")[0] in _OUTPUT_STEMS)
+        return name in CAMERA_OUTPUTS or name in _OWN_FILES or any(
+            (found := pattern.fullmatch(name)) is not None and found[1] in names for pattern, names in _OWN_PATTERNS)
 
     return [name for name in _entries(folder) if not crosscams(name)]
 
@@ -360,6 +368,17 @@ def replace_folder(folder: Path, new: Path) -> None:
     for name in foreign_entries(folder):
         if not (new / name).exists():
             shutil.move(folder / name, new / name)  # a rename, or a copy where the folder links to another disk
+    here = _working_directory_within(folder)  # `crosscam track cam1.mp4 --out ..` from the camera's folder
     os.replace(folder, old)
     os.replace(new, folder)
+    if here is not None:  # it was renamed away: work in the same place of the new folder (relative names still hold)
+        os.chdir(folder / here if (folder / here).is_dir() else folder)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _working_directory_within(folder: Path) -> Path | None:
+    """This process's working directory relative to ``folder`` when it is inside it, else None."""
+    try:
+        return Path.cwd().relative_to(folder.resolve())
+    except (OSError, ValueError):  # no working directory any more, or elsewhere
+        return None

@@ -378,7 +378,8 @@ def test_a_camera_tracked_again_is_replaced_only_when_complete(tmp_path: Path, c
     assert json.loads(printed) == {  # --json printed nothing, then a shorter object than a finished run's
         "run_dir": str(out.resolve()), "status": "interrupted", "identities": None,
         "cameras": [{"camera": "hall", "folder": str(folder.resolve()), "status": "complete", "error": None,
-                     "frames_read": kept["frames_read"], "frames_failed": 0, "tracks": kept["num_tracks"]}]}
+                     "frames_read": kept["frames_read"], "frames_failed": 0, "tracks": kept["num_tracks"],
+                     "waiting_in": None}]}
     assert snapshot() == before and sorted(p.name for p in out.iterdir()) == names
     monkeypatch.setattr(pipeline.video.run, "camera_chain", real_chain)
     code, out_text, _ = run_cli([*args, "--max-frames", "30"], capsys)
@@ -548,9 +549,10 @@ def test_a_camera_name_reused_for_another_video_is_refused_unless_named(tmp_path
     assert code == 0 and f"camera hall of this run was tracked from {other} too" in caplog.text
     (tmp_path / "moved").mkdir()
     moved = other.rename(tmp_path / "moved" / "hall.avi")  # the same camera's video, moved since
+    caplog.clear()
     code, _, err = run_cli(["track", str(moved), "--out", str(out), "--detector", "motion", "--reid", str(osnet_onnx),
                             "--quiet"], capsys)
-    assert code == 0, err
+    assert code == 0 and "replaces its tracks" not in caplog.text, err
 
 
 def test_associate_builds_a_deleted_store_and_the_report_from_the_cameras_outputs(tmp_path: Path, capsys,
@@ -598,6 +600,7 @@ def test_ctrl_c_between_tracking_and_association_says_so_and_leaves_nothing_stag
     (camera,) = json.loads(printed)["cameras"]  # the folder's run, as its run.json says
     assert camera["folder"] == str((out / "hall").resolve()) and camera["status"] == "complete"
     assert camera["frames_read"] == 40 and camera["error"] is None
+    assert camera["waiting_in"] == str((out / ".hall.retrack").resolve())  # the new outputs, stopped before association
     # tracking hall again would drop them (when stopped too, silently): refused until they are in place
     monkeypatch.undo()
     code, _, err = run_cli([*args, "--max-frames", "20"], capsys)
@@ -696,14 +699,15 @@ def test_a_users_files_in_a_camera_folder_stay_when_it_is_tracked_again(tmp_path
     folder = tmp_path / "run" / "hall"
     folder.mkdir(parents=True)
     video = write_video(folder / "hall.avi", 30, walker=True)  # kept where its outputs go
-    for name in ("notes.txt", ".notes", "site.tmp.txt"):  # hidden, or .tmp in the name: still the user's
+    names = ("notes.txt", ".notes", "site.tmp.txt", ".run.json.bak", "tracks.tmp.csv")  # not crosscam's own names
+    for name in names:
         (folder / name).write_text("door left open")
     args = ["track", str(video), "--out", str(tmp_path / "run"), "--detector", "motion", "--reid", str(osnet_onnx),
             "--quiet", "--max-frames", "20"]
     for _ in range(2):  # the second one replaces the folder with its new outputs
         code, _, err = run_cli(args, capsys)
         assert code == 0, err
-    assert all((folder / name).read_text() == "door left open" for name in ("notes.txt", ".notes", "site.tmp.txt"))
+    assert all((folder / name).read_text() == "door left open" for name in names)
     assert video.is_file()
     assert json.loads((folder / "run.json").read_text())["frames_read"] == 20
     assert not [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".hall")]
@@ -766,7 +770,8 @@ def test_no_identities_leaves_a_camera_the_store_holds_as_the_store_describes_it
     assert code == 0 and (out / "door" / "tracks.json").is_file()  # not in the store: in place at once
 
 
-def test_out_inside_another_runs_camera_folder_or_store_is_refused(tmp_path: Path, capsys, osnet_onnx: Path):
+def test_out_inside_another_runs_camera_folder_or_store_is_refused(tmp_path: Path, capsys, osnet_onnx: Path,
+                                                                   monkeypatch):
     """--out RUN/cam1 (or RUN/store) wrote a run no command could read inside the other one, and a
     retrack of cam1 deleted it."""
     args, out, snapshot = tracked_hall(tmp_path, capsys, osnet_onnx)
@@ -779,6 +784,11 @@ def test_out_inside_another_runs_camera_folder_or_store_is_refused(tmp_path: Pat
     (tmp_path / "run.json").write_text("{}")  # a project's own run.json above the runs: not a camera's
     code, _, err = run_cli([*args[:3], str(out / "hall" / ".."), *args[4:], "--camera", "lobby"], capsys)
     assert code == 0, err  # RUN/hall/.. is the run itself
+    monkeypatch.chdir(out / "hall")  # from the camera's own folder, which is replaced: "..", then the folder, go away
+    code, _, err = run_cli([*args[:3], "..", *args[4:], "--max-frames", "20"], capsys)
+    assert code == 0 and "Traceback" not in err, err
+    assert json.loads((out / "hall" / "run.json").read_text())["frames_read"] == 20 and (out / "report.html").is_file()
+    assert Path.cwd() == (out / "hall").resolve() and not [p for p in out.iterdir() if p.name.startswith(".hall")]
     (out / "door").write_text("a file where camera door's folder goes")
     code, _, err = run_cli([*args, "--camera", "door"], capsys)
     assert code == 2 and err.strip().endswith("move what is there, or give this input another --camera"), err

@@ -231,13 +231,17 @@ def _echo_interrupted_json(out: Path, as_json: bool, identities: dict | None = N
 def _camera_states(out: Path) -> list[dict]:
     """Each camera folder of ``out`` as its ``run.json`` says now: status (complete, interrupted,
     failed), error, frames read and failed, tracks (the keys of a finished run's cameras)."""
+    from pipeline.run_folders import waiting_retracks
+
     folders = sorted(f for f in out.iterdir() if not f.name.startswith(".") and (f / "run.json").is_file()) if out.is_dir() else []
+    waiting = waiting_retracks(out)
     states = []
     for folder in folders:
         record = read_run_record(folder)
         states.append({"camera": folder.name, "folder": str(folder.resolve()), "status": record.get("status"),
                        "error": record.get("error"), "frames_read": record.get("frames_read"),
-                       "frames_failed": record.get("frames_failed"), "tracks": record.get("num_tracks")})
+                       "frames_failed": record.get("frames_failed"), "tracks": record.get("num_tracks"),
+                       "waiting_in": str(waiting[folder.name].resolve()) if folder.name in waiting else None})
     return states
 
 
@@ -333,6 +337,7 @@ def associate(
         raise CrosscamError(f"{run_dir_text!r}: {what}; give the --out folder of `crosscam track`")
     if (run_dir / "run.json").is_file():
         raise CrosscamError(f"{run_dir}: a camera's folder, not a run directory; give its run, {run_dir.resolve().parent}")
+    run_dir = run_dir.resolve()  # its camera folders are renamed as it runs: "RUN/cam1/.." would stop naming it
     cfg = _kept_association(run_dir, load_pipeline_config(config, set_ or []), config, set_ or [])
     try:
         linked = update_identities(run_dir, cfg, cameras_file, progress=not quiet)

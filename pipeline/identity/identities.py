@@ -151,9 +151,13 @@ def _update_identities(run_dir: Path, config: PipelineConfig, cameras_file: str 
                        staged: dict[str, Path], render_videos: VideoRenderer | None) -> IdentityResult:
     spec = _cameras_spec(run_dir, cameras_file)
     for folder in (f for f in _folders_without_summaries(run_dir) if f.name not in staged):  # staged: read anew
-        if read_run_record(folder).get("status") == "running":  # being tracked, or its command was killed
+        status = read_run_record(folder).get("status")
+        if status == "running":  # being tracked, or its command was killed
             log.warning("%s: run.json says running and no tracks are written yet: left out of the identities (%s)",
                         folder.name, running_todo(run_dir, folder.name))
+        elif status in ("interrupted", "failed"):  # a Ray camera stopped before its first segment finished
+            log.warning("%s: %s before any tracks were written: left out of the identities; track it again",
+                        folder.name, status)
         else:
             log.warning("%s: run.json but no tracks.json (deleted?): its tracks are not read again (the store keeps "
                         "what it had for it); re-run `crosscam track` for this camera", folder.name)

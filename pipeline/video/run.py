@@ -136,8 +136,9 @@ def check_camera_names(specs: Sequence[str], cameras: Sequence[str] | None, name
 def check_out_dir(out_dir: str | Path) -> Path:
     """``--out`` as a folder that exists or can be made there (a one-line error otherwise);
     nothing is created yet, so a bad input later leaves no trace. Not inside another run's camera
-    folder or store."""
-    out_dir = output_folder(out_dir, "--out")
+    folder or store. Absolute, symbolic links and ".." resolved: the camera folders it holds are
+    renamed while a command runs ("RUN/cam1/.." would stop naming the run)."""
+    out_dir = output_folder(out_dir, "--out").resolve()
     check_run_directory(out_dir)
     return out_dir
 
