@@ -232,11 +232,11 @@ def check_camera_input(folder: Path, uri: str, named: bool) -> None:
     name came from the file name (``named`` false: two sites' ``video.mp4`` would be one camera, the
     first one's tracks gone; a video moved since is taken as the same camera's). A name given with
     ``--camera`` says the replacement is meant (warned by :func:`warn_if_another_source`)."""
-    if folder.is_dir() and not (folder / "run.json").is_file():
+    if folder.is_dir() and read_run_record(folder).get("camera") is None:  # no run.json of crosscam's
         clashing = sorted(set(_entries(folder)) & CAMERA_OUTPUTS)
         if clashing:
-            raise CrosscamError(f"{folder}: holds {', '.join(clashing)}, which crosscam did not write (no run.json) and "
-                                "tracking would overwrite; move them out, or give this input another --camera")
+            raise CrosscamError(f"{folder}: holds {', '.join(clashing)}, which crosscam did not write (no run.json of "
+                                "its own) and tracking would overwrite; move them out, or give this input another --camera")
     earlier = read_run_record(folder).get("source")
     if earlier and not named and not _same_source(str(earlier), uri) and _still_there(str(earlier)):
         raise CrosscamError(f"camera {folder.name} (named from {uri}) was tracked from {earlier}; give this input its "
@@ -306,10 +306,10 @@ def _still_there(source: str) -> bool:
 
 def working_folder(folder: Path) -> Path:
     """Where a camera is tracked into: ``folder``, or beside it (``.CAMERA.retrack``) when it holds
-    an earlier run's tracks (complete, or stopped: the store may hold those too), which
-    :func:`publish` then replaces and :func:`keep_earlier` keeps."""
+    a complete earlier run, or a stopped one the run's identities took (its ``tracks_global.txt``:
+    the store holds its tracks), which :func:`publish` then replaces and :func:`keep_earlier` keeps."""
     check_nothing_waiting(folder)  # again, under this command's claim
-    if read_run_record(folder).get("status") != "complete" and not (folder / "tracks.json").is_file():
+    if read_run_record(folder).get("status") != "complete" and not (folder / "tracks_global.txt").is_file():
         return folder
     work = folder.with_name(f".{folder.name}{RETRACK_SUFFIX}")
     shutil.rmtree(work, ignore_errors=True)  # left by a process killed outright (complete ones waiting: refused above)
@@ -364,16 +364,24 @@ def replace_folder(folder: Path, new: Path) -> None:
     entries of ``folder`` crosscam did not write (a user's notes, the camera's own video) move into
     ``new`` first."""
     old = folder.with_name(f".{folder.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
+    _remove(old)
     for name in foreign_entries(folder):
-        if not (new / name).exists():
-            shutil.move(folder / name, new / name)  # a rename, or a copy where the folder links to another disk
+        _remove(new / name)  # a copy to another disk that an earlier try left unfinished (the original is still there)
+        shutil.move(folder / name, new / name)  # a rename, or a copy where the folder links to another disk
     here = _working_directory_within(folder)  # `crosscam track cam1.mp4 --out ..` from the camera's folder
     os.replace(folder, old)
     os.replace(new, folder)
     if here is not None:  # it was renamed away: work in the same place of the new folder (relative names still hold)
         os.chdir(folder / here if (folder / here).is_dir() else folder)
-    shutil.rmtree(old, ignore_errors=True)
+    _remove(old)
+
+
+def _remove(path: Path) -> None:
+    """Delete ``path``, a folder, a file or a symbolic link (not what it links to), if it is there."""
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _working_directory_within(folder: Path) -> Path | None:

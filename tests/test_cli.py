@@ -103,3 +103,14 @@ def test_warnings_on_stderr_say_they_are_warnings(tmp_path):
                            "--set", "output.video=false"], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stderr.startswith(f"warning: {tmp_path / 'one.jpg'}: one image, tracked as a camera of one frame")
+
+
+def test_a_deleted_working_folder_is_one_line(tmp_path):
+    """A shell left in a camera folder that a retrack replaced: the next command gave a traceback."""
+    gone = tmp_path / "cam1"
+    gone.mkdir()
+    done = subprocess.run([sys.executable, "-c", f"import os, sys; os.chdir({str(gone)!r}); os.rmdir({str(gone)!r}); "
+                           f"sys.path.insert(0, {str(REPO)!r}); from pipeline.cli.main import main; "
+                           "sys.exit(main(['associate', '/nonexistent']))"], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.startswith("error: the current folder no longer exists"), done.stderr
+    assert "Traceback" not in done.stderr

@@ -715,7 +715,9 @@ def test_a_users_files_in_a_camera_folder_stay_when_it_is_tracked_again(tmp_path
     mine.mkdir()
     (mine / "tracks.txt").write_text("mine")
     code, _, err = run_cli([*args, "--camera", "door"], capsys)
-    assert code == 2 and f"{mine}: holds tracks.txt, which crosscam did not write (no run.json)" in err
+    assert code == 2 and f"{mine}: holds tracks.txt, which crosscam did not write (no run.json of its own)" in err
+    (mine / "run.json").write_text('{"project": "mine"}')  # a run.json, not crosscam's: the same
+    assert run_cli([*args, "--camera", "door"], capsys)[0] == 2 and (mine / "tracks.txt").read_text() == "mine"
     assert (mine / "tracks.txt").read_text() == "mine"
 
 
@@ -750,6 +752,13 @@ def test_a_stopped_camera_stopped_again_keeps_the_tracks_the_store_holds(tmp_pat
     assert files() == before  # the outputs the store describes, thumbnails included
     assert all((out / thumbnail).is_file() for *_, thumbnail in in_store if thumbnail)
     assert not [p.name for p in out.iterdir() if p.name.startswith(".hall")]
+    door = [*args, "--camera", "door", "--no-identities"]  # stopped twice, never associated: the newer run stays
+    monkeypatch.setattr(pipeline.video.run, "camera_chain", stopped_after(10))
+    assert run_cli(door, capsys)[0] == 130
+    first = json.loads((out / "door" / "run.json").read_text())["frames_read"]
+    monkeypatch.setattr(pipeline.video.run, "camera_chain", stopped_after(30))
+    assert run_cli(door, capsys)[0] == 130
+    assert json.loads((out / "door" / "run.json").read_text())["frames_read"] > first
 
 
 def test_no_identities_leaves_a_camera_the_store_holds_as_the_store_describes_it(tmp_path: Path, capsys,
@@ -831,3 +840,19 @@ def test_a_camera_input_is_checked_against_its_earlier_source_as_the_same_frames
     (folder / "run.json").write_text(json.dumps({"camera": "SEQ", "source": "rtsp://cam/1"}))
     with pytest.raises(CrosscamError, match="was tracked from rtsp://cam/1"):  # a stream is never "moved"
         check_camera_input(folder, "rtsp://cam/2", named=False)
+
+
+def test_a_camera_folder_that_is_a_link_is_tracked_again_twice(tmp_path: Path, capsys, osnet_onnx: Path):
+    """A camera folder linked to another disk: the first retrack left the link as .hall.old, the second
+    crashed after the store was written and every later command was stuck."""
+    args, out, _ = tracked_hall(tmp_path, capsys, osnet_onnx)
+    (tmp_path / "elsewhere").mkdir()
+    (out / "hall").rename(tmp_path / "elsewhere" / "hall")
+    (out / "hall").symlink_to(tmp_path / "elsewhere" / "hall")
+    (tmp_path / "elsewhere" / "hall" / "notes.txt").write_text("mine")
+    for frames in ("20", "30"):
+        code, _, err = run_cli([*args, "--max-frames", frames], capsys)
+        assert code == 0 and "Traceback" not in err, err
+        assert json.loads((out / "hall" / "run.json").read_text())["frames_read"] == int(frames)
+    assert (out / "hall" / "notes.txt").read_text() == "mine"
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".hall")]

@@ -159,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str] | None, terminated: list[int]) -> int:
+    try:
+        os.getcwd()
+    except FileNotFoundError:  # a shell left in a camera folder that a retrack replaced
+        typer.echo('error: the current folder no longer exists (a camera folder tracked again is a new folder); '
+                   '`cd "$PWD"` enters the one at its path, then run the command again', err=True)
+        return 2
     command = cli_command()
     args = sys.argv[1:] if argv is None else list(argv)
     # a bare command's help is a usage error's message (exit 2): stderr, as every other one (typer prints it on stdout)
