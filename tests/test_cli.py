@@ -20,7 +20,7 @@ def test_console_script_help_lists_commands():
         [sys.executable, "-m", "pipeline.cli.main", "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert "Usage" in out
-    assert "Exit status: 0 done; 2 a usage or input error" in " ".join(out.split())  # a script's next question
+    assert "Exit status: 0 done; 1 an unexpected error (a traceback); 2 a usage or input error" in " ".join(out.split())
 
 
 @pytest.mark.parametrize("argv", [[], ["samples"], ["weights"]])

@@ -80,8 +80,10 @@ def _entries_table(rows: list[dict]) -> str:
 
 
 @weights_app.command("list")
-def list_weights(as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table: "
-                                              "weights_dir, weights (each entry; published rank1 / mAP / mINP as fractions).")) -> None:
+def list_weights(as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON object instead of a table: weights_dir, weights (name, architecture, "
+                              "format, dataset, loadable, on_disk, path, url, sha256, preprocessing, published: rank1 / "
+                              "mAP / mINP as fractions, {} when none, note).")) -> None:
     """List the known weights names, whether crosscam can load them and whether they are on disk."""
     rows = [_entry_row(entry) for entry in zoo.load_registry().values()]
     if as_json:

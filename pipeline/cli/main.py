@@ -47,8 +47,9 @@ app = typer.Typer(
     name="crosscam",
     help="Multi-camera pedestrian tracking with cross-camera identities and fast-reid-exact ReID evaluation.",
     no_args_is_help=True,
-    epilog="Exit status: 0 done; 2 a usage or input error (one `error:` line on stderr), or a camera of a Ray run "
-    "failed; 130 stopped by Ctrl-C, 143 by SIGTERM (what was finished is kept).",
+    epilog="Exit status: 0 done; 1 an unexpected error (a traceback); 2 a usage or input error, a full disk or a path "
+    "it may not write (one `error:` line on stderr; a bare command prints its help), or a failed camera of a Ray run; "
+    "130 stopped by Ctrl-C, 143 by SIGTERM (what was finished is kept).",
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",  # help text: a docstring's wrapped lines join into one paragraph

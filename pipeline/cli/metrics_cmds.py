@@ -134,7 +134,8 @@ def register(app: typer.Typer) -> None:
         rules: str = typer.Option("mot17", "--rules", help=RULES_HELP),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table: the scores (mota, "
                                      "idf1, idp, idr, hota, deta, assa, motp, recall, precision, detection_f1, the counts; "
-                                     "null where undefined; folders: sequences and combined) and warnings."),
+                                     "null where undefined) and warnings; with a folder --gt: sequences (scores per "
+                                     "sequence), combined and warnings."),
     ) -> None:
         """Score one camera's tracks: MOTA, IDF1, IDP, IDR, HOTA, box recall / precision / F1, ID switches.
 

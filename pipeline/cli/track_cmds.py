@@ -66,9 +66,10 @@ def register(app: typer.Typer) -> None:
             None, "--cameras", help="Cameras YAML putting every camera on one clock (start time or offset, "
                                     "optional transit rules); kept in the run directory for later runs."),
         no_identities: bool = typer.Option(False, "--no-identities", help="Track only: the run's identities, store "
-                                           "and report stay as they are (default: every camera associated afterwards); "
-                                           "a camera the store holds, tracked again, keeps its outputs until `crosscam "
-                                           "associate` puts the new ones in place."),
+                                           "and report stay as they are (default: every camera associated afterwards). "
+                                           "A camera already in the store keeps its earlier outputs; the new ones wait in "
+                                           "RUN_DIR/.CAMERA.retrack until `crosscam associate RUN_DIR`, and tracking it "
+                                           "again is refused until then."),
         workers: Optional[int] = typer.Option(
             None, "--workers", min=1, metavar="N", help="Run the cameras, cut into segments, on N Ray workers (Ray started on "
                                            "this machine unless --ray-address / RAY_ADDRESS names a cluster)."),
@@ -81,9 +82,12 @@ def register(app: typer.Typer) -> None:
             None, "--gpus-per-worker", min=0.0, metavar="SHARE", help="With --workers: GPU share each worker asks for (default: "
                                                      "the cluster's GPUs / workers, 0 without GPUs)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object: run_dir, status (complete, failed, "
-                                     "interrupted), identities (null when not associated), cameras (camera, folder, "
-                                     "status, error, frames_read, frames_failed, tracks, elapsed_s, frames_per_second, "
-                                     "stage_seconds, waiting_in: where new outputs wait for an association)."),
+                                     "interrupted), identities (identities, multi_camera_identities, tracks, cameras, "
+                                     "cameras_updated, common_clock, report; null unless an association finished), "
+                                     "cameras (camera, folder, status, error, frames_read, frames_failed, tracks, "
+                                     "elapsed_s, frames_per_second, stage_seconds, waiting_in: where new outputs wait "
+                                     "for an association). Stopped (exit 130): every camera folder of RUN_DIR as its "
+                                     "run.json says now, without the timings."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     ) -> None:
         """Track people in each input: detect, embed, DeepSORT, and write annotated.mp4, tracks.txt
@@ -322,7 +326,8 @@ def associate(
     set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE",
                                              help="Override one key, e.g. association.threshold=0.6."),
     cameras_file: Optional[Path] = typer.Option(None, "--cameras", help="Cameras YAML putting every camera on one clock."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the identities' summary."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: run_dir, identities (identities, "
+                                 "multi_camera_identities, tracks, cameras, cameras_updated, common_clock, report)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Bring RUN_DIR's identities up to date from its cameras' outputs, without tracking anything:
