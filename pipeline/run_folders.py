@@ -217,7 +217,7 @@ def check_run_directory(out_dir: Path) -> None:
     another run's parts, where no command reads them and a retrack of that camera deletes them)."""
     out_dir = Path(os.path.abspath(out_dir))  # "runs/a/cam1/.." is runs/a
     for folder in (out_dir, *out_dir.parents):
-        if (folder / "run.json").is_file() and read_run_record(folder).get("camera") is not None:
+        if _is_crosscams_camera(folder):
             raise CrosscamError(f"--out {out_dir}: inside camera folder {folder} of the run {folder.parent}; give a "
                                 f"run directory of its own (or {folder.parent} to add cameras to that run)")
         if folder.name == STORE_DIR and (folder / DB_NAME).is_file():
@@ -232,13 +232,13 @@ def check_camera_input(folder: Path, uri: str, named: bool) -> None:
     name came from the file name (``named`` false: two sites' ``video.mp4`` would be one camera, the
     first one's tracks gone; a video moved since is taken as the same camera's). A name given with
     ``--camera`` says the replacement is meant (warned by :func:`warn_if_another_source`)."""
-    if folder.is_dir() and read_run_record(folder).get("camera") is None:  # no run.json of crosscam's
+    if folder.is_dir() and not _is_crosscams_camera(folder):
         clashing = sorted(set(_entries(folder)) & CAMERA_OUTPUTS)
         if clashing:
             raise CrosscamError(f"{folder}: holds {', '.join(clashing)}, which crosscam did not write (no run.json of "
                                 "its own) and tracking would overwrite; move them out, or give this input another --camera")
-    earlier = read_run_record(folder).get("source")
-    if earlier and not named and not _same_source(str(earlier), uri) and _still_there(str(earlier)):
+    earlier = _other_source(folder, uri)
+    if earlier and not named:
         raise CrosscamError(f"camera {folder.name} (named from {uri}) was tracked from {earlier}; give this input its "
                             f"own --camera NAME, or --camera {folder.name} to track it in that camera's place")
 
@@ -248,8 +248,8 @@ def warn_if_another_source(folder: Path, uri: str) -> None:
     under its name replaces that camera's tracks (a name reused by mistake loses the other camera);
     and when another camera of the run was tracked from ``uri``: everyone in it would be seen
     twice, by two cameras at the same moments (a camera renamed by mistake)."""
-    earlier = read_run_record(folder).get("source")
-    if earlier and not _same_source(str(earlier), uri) and _still_there(str(earlier)):  # not a video moved since
+    earlier = _other_source(folder, uri)
+    if earlier:
         log.warning("camera %s was tracked from %s; this run of %s replaces its tracks (give another --camera to "
                     "keep both)", folder.name, earlier, uri)
     others = folder.parent.iterdir() if folder.parent.is_dir() else ()
@@ -298,10 +298,18 @@ def _same_source(a: str, b: str) -> bool:
     return a == b or ("://" not in a and "://" not in b and frames(a) == frames(b))
 
 
-def _still_there(source: str) -> bool:
-    """Whether an earlier run's source can still be another camera's: a URL, or a path that exists
-    (a video moved or renamed since is the same camera's)."""
-    return "://" in source or Path(source).exists()
+def _other_source(folder: Path, uri: str) -> str | None:
+    """The input camera ``folder`` was tracked from when it is another than ``uri`` and still
+    there (a URL, or a path that exists: a video moved or renamed since is the same camera's)."""
+    earlier = read_run_record(folder).get("source")
+    if not earlier or _same_source(str(earlier), uri):
+        return None
+    return str(earlier) if "://" in str(earlier) or Path(str(earlier)).exists() else None
+
+
+def _is_crosscams_camera(folder: Path) -> bool:
+    """Whether ``folder`` holds a ``run.json`` crosscam wrote for a camera (not a project's own)."""
+    return read_run_record(folder).get("camera") is not None
 
 
 def working_folder(folder: Path) -> Path:
