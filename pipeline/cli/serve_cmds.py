@@ -83,11 +83,12 @@ def register(app: typer.Typer) -> None:
         sock = bind(host, port)
         everywhere = host in ("0.0.0.0", "::")  # every interface: other machines reach it by this one's name
         shown_host = socket.gethostname() if everywhere else f"[{host}]" if ":" in host else host
-        port_token = f":{sock.getsockname()[1]}/" + (f"?token={token}" if token else "")
+        port = sock.getsockname()[1]  # the one bound (--port 0: any free one)
+        port_token = f":{port}/" + (f"?token={token}" if token else "")
         url = f"http://{shown_host}{port_token}"
         where = f"all interfaces; here http://127.0.0.1{port_token}; " if everywhere else ""
         if as_json:
-            typer.echo(json.dumps({"url": url, "port": sock.getsockname()[1], "run_dir": str(Path(run_dir).resolve()),
+            typer.echo(json.dumps({"url": url, "port": port, "run_dir": str(Path(run_dir).resolve()),
                                    "processes": processes}))
         else:
             typer.echo(f"crosscam serve: {url}  ({where}run {Path(run_dir).resolve()}; {processes} process"
